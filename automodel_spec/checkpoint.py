@@ -1,0 +1,212 @@
+"""Resolver: find the servable Hugging Face directory inside whatever ``draft.path`` names.
+
+Accepted: an Automodel run directory (``LATEST`` is followed), an ``epoch_E_step_S/`` directory, its
+``model/`` or ``model/consolidated/``, a legacy directory with ``draft_model.pt`` + ``config.json``, a
+plain HF directory (``config.json`` + safetensors), or a hub id ``org/name`` passed through untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from automodel_spec.errors import CheckpointError
+
+META_NAMES = ("eagle_meta.pt", "eagle3_meta.pt")
+LEGACY_WEIGHTS = "draft_model.pt"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+_STEP_DIR = re.compile(r"^epoch_(\d+)_step_(\d+)$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class ResolvedDraft:
+    """Where the drafter's files are.
+
+    Attributes:
+        kind: ``hub``, ``hf`` (config.json + safetensors) or ``legacy`` (draft_model.pt).
+        hub_id: the id, for ``kind == "hub"``.
+        revision: hub revision, passed through.
+        model_dir: the directory holding ``config.json`` and the weights.
+        checkpoint_dir: the ``epoch_E_step_S`` directory, when the layout has one.
+        meta_path: ``eagle_meta.pt`` (or ``eagle3_meta.pt``) when found.
+        notes: what the resolver chose and why, for the user.
+    """
+
+    kind: str
+    hub_id: str | None = None
+    revision: str | None = None
+    model_dir: Path | None = None
+    checkpoint_dir: Path | None = None
+    meta_path: Path | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind != "hub"
+
+
+def looks_like_local_path(value: str) -> bool:
+    """A string the user meant as a path: starts with / . ~, or has more than one '/'."""
+    return value.startswith(("/", ".", "~")) or value.count("/") > 1
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of an HF directory: the index's shards, else ``model.safetensors``.
+
+    Returns an empty list when there are none.
+    """
+    index = model_dir / SAFETENSORS_INDEX
+    if index.is_file():
+        import json
+
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{index} is not a safetensors index (no 'weight_map'): {exc}") from exc
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (model_dir / s).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{index} names shard(s) that are not there: {', '.join(missing)}. "
+                "Copy the complete checkpoint, or re-consolidate it."
+            )
+        return [model_dir / s for s in shards]
+    single = model_dir / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+def resolve_draft(path: str, revision: str | None = None) -> ResolvedDraft:
+    """Resolve ``draft.path`` to the files to serve.
+
+    Raises:
+        CheckpointError: a local-looking path that does not exist, or a directory with no servable
+            layout (the message lists what was looked for and what was found).
+    """
+    expanded = Path(path).expanduser()
+    if not expanded.exists():
+        if looks_like_local_path(path) or not _HUB_ID.match(path):
+            raise CheckpointError(
+                f"draft.path={path} does not exist. It looks like a local path, so it is not taken "
+                "as a hub id; check the spelling, or give a hub id as org/name."
+            )
+        return ResolvedDraft(kind="hub", hub_id=path, revision=revision,
+                             notes=(f"{path} is not a local path: passed to SGLang as a hub id",))
+    if expanded.is_file():
+        expanded = expanded.parent
+    return _resolve_dir(expanded.resolve(), notes=[])
+
+
+def _resolve_dir(d: Path, notes: list[str]) -> ResolvedDraft:
+    if _STEP_DIR.match(d.name) or (d / "model").is_dir() and _find_meta(d):
+        return _resolve_step_dir(d, notes)
+    step = _latest_step(d, notes)
+    if step is not None:
+        return _resolve_step_dir(step, notes)
+    if d.name == "model" and _STEP_DIR.match(d.parent.name):
+        return _resolve_model_dir(d, d.parent, notes)
+    if d.name == "consolidated" and d.parent.name == "model":
+        ckpt = d.parent.parent if _STEP_DIR.match(d.parent.parent.name) else None
+        return _resolved_hf(d, ckpt, notes)
+    if (d / "consolidated").is_dir():
+        return _resolve_model_dir(d, None, notes)
+    return _resolved_hf(d, None, notes)
+
+
+def _latest_step(run_dir: Path, notes: list[str]) -> Path | None:
+    """The checkpoint a run directory points at: ``LATEST``, else the highest epoch/step."""
+    latest = run_dir / "LATEST"
+    if latest.is_symlink() or latest.exists():
+        target = latest.resolve() if latest.is_symlink() or latest.is_dir() else None
+        if target is None:  # a text file holding the checkpoint's name
+            name = latest.read_text().strip()
+            target = (run_dir / name).resolve()
+        if not target.is_dir():
+            raise CheckpointError(
+                f"{latest} points at {target}, which does not exist (an interrupted save?). "
+                f"Point draft.path at one of: {_list_steps(run_dir) or 'no epoch_E_step_S dirs found'}."
+            )
+        notes.append(f"followed {latest} -> {target.name}")
+        return target
+    steps = sorted(
+        (tuple(int(x) for x in _STEP_DIR.match(p.name).groups()), p)
+        for p in run_dir.iterdir()
+        if p.is_dir() and _STEP_DIR.match(p.name)
+    )
+    if not steps:
+        return None
+    notes.append(f"{run_dir} has no LATEST; took the newest checkpoint, {steps[-1][1].name}")
+    return steps[-1][1]
+
+
+def _list_steps(run_dir: Path) -> str:
+    return ", ".join(sorted(p.name for p in run_dir.iterdir() if _STEP_DIR.match(p.name)))
+
+
+def _resolve_step_dir(step: Path, notes: list[str]) -> ResolvedDraft:
+    model = step / "model"
+    if not model.is_dir():
+        if (step / LEGACY_WEIGHTS).is_file() or (step / "config.json").is_file():
+            return _resolved_hf(step, step, notes)
+        raise CheckpointError(
+            f"{step} looks like an Automodel checkpoint but has no model/ directory "
+            f"(found: {_listing(step)}). Was the save interrupted? Use another checkpoint."
+        )
+    return _resolve_model_dir(model, step, notes)
+
+
+def _resolve_model_dir(model: Path, ckpt: Path | None, notes: list[str]) -> ResolvedDraft:
+    consolidated = model / "consolidated"
+    if consolidated.is_dir() and (consolidated / "config.json").is_file() and weight_files(consolidated):
+        if (model / "config.json").is_file() and weight_files(model):
+            notes.append(f"both {model} and {consolidated} hold HF files; serving consolidated/")
+        return _resolved_hf(consolidated, ckpt, notes)
+    if (model / "config.json").is_file() and (weight_files(model) or (model / LEGACY_WEIGHTS).is_file()):
+        return _resolved_hf(model, ckpt, notes)
+    raise CheckpointError(
+        f"no servable weights in {model}: looked for config.json with model.safetensors (or "
+        f"{SAFETENSORS_INDEX}) in {consolidated} and in {model}. Found in model/: {_listing(model)}. "
+        "Training shards alone cannot be served: save the checkpoint with consolidated HF weights "
+        "(Automodel's save_consolidated) and point draft.path at it."
+    )
+
+
+def _resolved_hf(d: Path, ckpt: Path | None, notes: list[str]) -> ResolvedDraft:
+    has_config = (d / "config.json").is_file()
+    legacy = (d / LEGACY_WEIGHTS).is_file()
+    safetensors = weight_files(d) if has_config else []
+    if has_config and safetensors:
+        kind = "hf"
+    elif has_config and legacy:
+        kind = "legacy"
+    else:
+        wanted = "config.json" if not has_config else f"model.safetensors, {SAFETENSORS_INDEX} or {LEGACY_WEIGHTS}"
+        raise CheckpointError(
+            f"{d} is not a draft checkpoint: missing {wanted} (found: {_listing(d)}). "
+            "Give a run dir, an epoch_E_step_S dir, its model/ or model/consolidated/, "
+            "a legacy dir with draft_model.pt + config.json, or a hub id org/name."
+        )
+    meta = _find_meta(ckpt) if ckpt else None
+    meta = meta or _find_meta(d) or _find_meta(d.parent) or _find_meta(d.parent.parent)
+    return ResolvedDraft(kind=kind, model_dir=d, checkpoint_dir=ckpt, meta_path=meta, notes=tuple(notes))
+
+
+def _find_meta(d: Path | None) -> Path | None:
+    if d is None:
+        return None
+    for name in META_NAMES:
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def _listing(d: Path, limit: int = 12) -> str:
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in d.iterdir())
+    except OSError:
+        return "(unreadable)"
+    if not names:
+        return "(empty)"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

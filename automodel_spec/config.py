@@ -1,0 +1,255 @@
+"""Typed configuration schemas and the cross-field rules between them.
+
+The dataclasses are plain Python: the library takes them as arguments and never imports Hydra.
+``register_configs()`` is the one place that hands them to Hydra's ConfigStore, so YAML options in
+``conf/`` inherit a schema and a misspelt key or a wrong type fails at compose time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from automodel_spec.errors import ConfigError
+
+DEMO_DRAFT = "builtin:demo"
+DEMO_TARGET = "builtin:demo-target"
+
+
+class Mode(str, Enum):
+    """What the serve recipe does once the draft is ready."""
+
+    serve = "serve"
+    bench = "bench"
+
+
+@dataclass
+class AlgorithmConfig:
+    """One speculative algorithm as SGLang names it.
+
+    Attributes:
+        name: value of ``--speculative-algorithm``; ``None`` serves the target without speculation.
+        architecture: the ``config.json`` architecture SGLang dispatches on for this algorithm.
+        needs_draft: whether ``--speculative-draft-model-path`` is required.
+        uses_token_map: whether the algorithm reads ``--speculative-token-map`` (EAGLE-3 ignores it).
+    """
+
+    name: str | None = "EAGLE3"
+    architecture: str | None = "LlamaForCausalLMEagle3"
+    needs_draft: bool = True
+    uses_token_map: bool = False
+
+
+@dataclass
+class DraftConfig:
+    """Where the drafter comes from and how it is prepared.
+
+    Attributes:
+        source: label of the preset (automodel, hub, legacy, demo); informational, the resolver
+            detects the layout itself.
+        path: run dir, ``epoch_E_step_S`` dir, its ``model/`` or ``model/consolidated/``, a legacy
+            dir with ``draft_model.pt``, a hub id ``org/name``, or ``builtin:demo``.
+        revision: hub revision, passed through for hub ids.
+        export_dir: where to write the servable export; ``None`` uses the content-keyed cache.
+        aux_layer_ids: target layers whose hidden states the draft was trained on, when they were
+            not the defaults (Automodel does not record a custom choice in ``config.json``).
+        allow_unsafe_pickle: let a legacy ``draft_model.pt`` be unpickled with ``weights_only=False``.
+            Only for files you trust: unpickling runs arbitrary code.
+    """
+
+    source: str = "automodel"
+    path: str | None = None
+    revision: str | None = None
+    export_dir: str | None = None
+    aux_layer_ids: list[int] | None = None
+    allow_unsafe_pickle: bool = False
+
+
+@dataclass
+class TargetConfig:
+    """The target model: a local HF directory or a hub id."""
+
+    path: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class SpecConfig:
+    """The speculative knobs sweeps turn. All three or none (none: SGLang chooses)."""
+
+    num_steps: int | None = None
+    topk: int | None = None
+    num_draft_tokens: int | None = None
+
+
+@dataclass
+class SGLangConfig:
+    """SGLang server arguments; field names mirror ``ServerArgs``.
+
+    ``None`` leaves SGLang's own default. ``extra_args`` is appended verbatim.
+    ``port: 0`` picks a free port at launch.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 30000
+    tp_size: int = 1
+    dtype: str | None = None
+    mem_fraction_static: float | None = None
+    attention_backend: str | None = None
+    cuda_graph_max_bs: int | None = None
+    max_running_requests: int | None = None
+    context_length: int | None = None
+    disable_cuda_graph: bool = False
+    skip_tokenizer_init: bool = False
+    trust_remote_code: bool = False
+    api_key: str | None = None
+    nnodes: int = 1
+    node_rank: int = 0
+    dist_init_addr: str | None = None
+    log_level: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    python: str | None = None
+    ready_timeout_s: float = 900.0
+    stop_timeout_s: float = 30.0
+
+
+@dataclass
+class BenchConfig:
+    """Benchmark workload (``mode=bench``)."""
+
+    prompts: str | None = None
+    num_prompts: int = 16
+    concurrency: list[int] = field(default_factory=lambda: [1])
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    warmup_requests: int = 2
+    seed: int = 0
+    baseline: bool = True
+    request_timeout_s: float = 600.0
+
+
+@dataclass
+class ServeConfig:
+    """The whole run, as the serve and export recipes compose it."""
+
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    draft: DraftConfig = field(default_factory=DraftConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    spec: SpecConfig = field(default_factory=SpecConfig)
+    sglang: SGLangConfig = field(default_factory=SGLangConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    mode: Mode = Mode.serve
+    print_only: bool = False
+    cache_dir: str | None = None
+    output_dir: str | None = None
+
+
+def spec_errors(spec: SpecConfig) -> list[str]:
+    """Rules SGLang applies to steps / topk / draft tokens, as messages (empty when valid)."""
+    values = {"num_steps": spec.num_steps, "topk": spec.topk, "num_draft_tokens": spec.num_draft_tokens}
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return []
+    errors = []
+    if len(given) != 3:
+        missing = ", ".join(f"spec.{k}" for k in values if k not in given)
+        errors.append(
+            f"spec.num_steps, spec.topk and spec.num_draft_tokens go together; {missing} "
+            "is unset. Give all three, or none to let SGLang choose."
+        )
+        return errors
+    steps, topk, tokens = spec.num_steps, spec.topk, spec.num_draft_tokens
+    for name, value in given.items():
+        if value < 1:
+            errors.append(f"spec.{name}={value} must be >= 1.")
+    if errors:
+        return errors
+    if topk == 1 and tokens != steps + 1:
+        errors.append(
+            f"spec.topk=1 with spec.num_steps={steps} means a chain of {steps + 1} tokens: "
+            f"set spec.num_draft_tokens={steps + 1} (got {tokens}; SGLang would override it)."
+        )
+    elif steps * topk + 1 < tokens:
+        errors.append(
+            f"spec.num_draft_tokens={tokens} is more than the tree can hold: "
+            f"num_steps*topk+1 = {steps}*{topk}+1 = {steps * topk + 1}. Lower it or raise steps/topk."
+        )
+    return errors
+
+
+def validate(cfg: ServeConfig) -> None:
+    """Check the rules between fields; raise one ``ConfigError`` listing every problem."""
+    errors: list[str] = []
+    algo = cfg.algorithm
+    if algo.name is not None:
+        errors += spec_errors(cfg.spec)
+    elif any(v is not None for v in (cfg.spec.num_steps, cfg.spec.topk, cfg.spec.num_draft_tokens)):
+        errors.append("spec.* is set but algorithm=none serves without speculation; drop spec.* overrides.")
+    if algo.needs_draft and not cfg.draft.path:
+        errors.append(
+            f"algorithm={algo.name} needs a drafter: set draft.path=RUN_DIR, an epoch_E_step_S dir or org/name."
+        )
+    if not cfg.target.path:
+        errors.append("target.path is unset: give the target model's directory or hub id.")
+    demo_draft = cfg.draft.path == DEMO_DRAFT
+    demo_target = cfg.target.path == DEMO_TARGET
+    if algo.needs_draft and demo_draft != demo_target:
+        which = "draft.path" if demo_target else "target.path"
+        errors.append(
+            f"the built-in demo pair goes together: draft.path={cfg.draft.path} with "
+            f"target.path={cfg.target.path}. Set {which} to your own model too."
+        )
+    if cfg.sglang.tp_size < 1:
+        errors.append(f"sglang.tp_size={cfg.sglang.tp_size} must be >= 1.")
+    if not 0 <= cfg.sglang.port <= 65535:
+        errors.append(f"sglang.port={cfg.sglang.port} is not a port (0 picks a free one).")
+    frac = cfg.sglang.mem_fraction_static
+    if frac is not None and not 0 < frac < 1:
+        errors.append(f"sglang.mem_fraction_static={frac} must lie between 0 and 1.")
+    if cfg.sglang.ready_timeout_s <= 0:
+        errors.append(f"sglang.ready_timeout_s={cfg.sglang.ready_timeout_s} must be > 0.")
+    if cfg.draft.aux_layer_ids is not None and any(i < 0 for i in cfg.draft.aux_layer_ids):
+        errors.append(f"draft.aux_layer_ids={cfg.draft.aux_layer_ids} must be layer indices >= 0.")
+    if cfg.mode == Mode.bench:
+        b = cfg.bench
+        if b.num_prompts < 1:
+            errors.append(f"bench.num_prompts={b.num_prompts} must be >= 1.")
+        if not b.concurrency or any(c < 1 for c in b.concurrency):
+            errors.append(f"bench.concurrency={b.concurrency} needs one or more levels >= 1.")
+        if b.max_new_tokens < 1:
+            errors.append(f"bench.max_new_tokens={b.max_new_tokens} must be >= 1.")
+        if b.temperature < 0:
+            errors.append(f"bench.temperature={b.temperature} must be >= 0.")
+    if errors:
+        raise ConfigError(errors)
+
+
+def _unless_print_only(print_only: bool, value):
+    """Hydra output settings: ``value`` normally, '.'/None/'/dev/null' under print_only (write nothing)."""
+    if not print_only:
+        return value
+    if value == ".hydra":
+        return None
+    if isinstance(value, str) and value.endswith(".log"):
+        return "/dev/null"
+    return "."
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (the YAML options extend these).
+
+    Also registers the resolver ``automodel_spec.unless_print_only`` that ``conf/serve.yaml`` uses to
+    keep Hydra from creating output directories and log files when ``print_only=true``.
+    """
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("automodel_spec.unless_print_only"):
+        OmegaConf.register_new_resolver("automodel_spec.unless_print_only", _unless_print_only)
+
+    cs = ConfigStore.instance()
+    cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(group="algorithm", name="algorithm_schema", node=AlgorithmConfig)
+    cs.store(group="draft", name="draft_schema", node=DraftConfig)
+    cs.store(group="sglang", name="sglang_schema", node=SGLangConfig)
+    cs.store(group="bench", name="bench_schema", node=BenchConfig)

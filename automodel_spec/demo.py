@@ -1,0 +1,78 @@
+"""The built-in demo pair: a tiny Llama target and a drafter in the real Automodel layout.
+
+Built locally on first use (a few MB, seconds on a CPU) and cached, so ``python recipes/serve.py``
+with no arguments exercises the whole path (resolve, export, launch) without a download. The pair
+uses the repeat construction (see ``synthetic``): speculation accepts every drafted token, so a
+working setup shows an accept length of num_steps + 1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from automodel_spec import synthetic
+from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
+
+DEMO_VERSION = 1
+DEMO_DRAFT_VOCAB = 320  # covers the 259 ids of the byte tokenizer, so every prompt token is "hot"
+
+
+@dataclass(frozen=True)
+class DemoPair:
+    target: Path
+    draft_run: Path
+
+    def exists(self) -> bool:
+        return (self.target / "config.json").is_file() and (self.draft_run / "LATEST").exists()
+
+
+def demo_pair(cache_dir: Path, architecture: str | None) -> DemoPair:
+    """Where the demo pair for this draft architecture lives (nothing is written)."""
+    root = Path(cache_dir) / "demo" / f"v{DEMO_VERSION}"
+    kind = "eagle" if architecture == EAGLE_ARCH else "eagle3"
+    return DemoPair(target=root / "target", draft_run=root / f"{kind}-run")
+
+
+def ensure_demo_pair(cache_dir: Path, architecture: str | None) -> DemoPair:
+    """Build the demo pair if it is not there yet (atomically: a crash leaves nothing behind)."""
+    pair = demo_pair(cache_dir, architecture)
+    if not (pair.target / "config.json").is_file():
+        _atomic_dir(pair.target, lambda d: synthetic.write_target(d, synthetic.TINY, repeat=True))
+    if not (pair.draft_run / "LATEST").exists():
+        if architecture == EAGLE_ARCH:
+            _atomic_dir(pair.draft_run, _write_eagle_run)
+        else:
+            _atomic_dir(pair.draft_run, _write_eagle3_run)
+    return pair
+
+
+def _write_eagle3_run(run_dir: Path) -> None:
+    shape = synthetic.TINY
+    tensors = synthetic.eagle3_draft_tensors(shape, DEMO_DRAFT_VOCAB, repeat=True)
+    synthetic.write_automodel_run(run_dir, synthetic.automodel_eagle3_config(shape, DEMO_DRAFT_VOCAB), tensors,
+                                  selected_token_ids=list(range(DEMO_DRAFT_VOCAB)), vocab_size=shape.vocab_size)
+
+
+def _write_eagle_run(run_dir: Path) -> None:
+    shape = synthetic.TINY
+    synthetic.write_automodel_run(run_dir, synthetic.automodel_eagle_config(shape),
+                                  synthetic.eagle_draft_tensors(shape, repeat=True))
+
+
+def _atomic_dir(final: Path, build) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished first
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

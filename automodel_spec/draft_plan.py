@@ -1,0 +1,116 @@
+"""The result of preflight: what an export writes, and the shared helpers that build it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+
+
+@dataclass
+class DraftPlan:
+    """A draft made servable: the config and tensors to write, and what was changed.
+
+    Attributes:
+        config: the normalized ``config.json``.
+        tensors: tensors by the names SGLang's loader consumes.
+        notes: each change and each default relied on, for the user and the export manifest.
+        token_map: 1-D int64 target ids for ``--speculative-token-map`` (EAGLE with a reduced vocab).
+        min_sglang: the oldest SGLang release that loads this draft as written.
+    """
+
+    config: dict
+    tensors: dict
+    notes: list[str] = field(default_factory=list)
+    token_map: object | None = None
+    min_sglang: str = "0.5.9"
+
+
+class Problems:
+    """Collects every reason to refuse a draft, so the user sees them all at once."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            from automodel_spec.errors import CheckpointError
+
+            lines = "\n".join(f"  - {m}" for m in self.items)
+            raise CheckpointError(
+                f"the draft at {self.where} cannot be served faithfully ({len(self.items)} problem(s)):\n{lines}"
+            )
+
+
+def layer_indices(names) -> list[int]:
+    """Sorted distinct decoder-layer indices among canonical names (``layers.N.*``)."""
+    return sorted({int(m.group(1)) for n in names if (m := _LAYER.match(n))})
+
+
+def count_layers(names, problems: Problems) -> int:
+    """Number of decoder layers the weights hold; they must be 0..n-1 without gaps."""
+    idx = layer_indices(names)
+    if not idx:
+        problems.add("the weights hold no decoder layer (no layers.N.* / midlayer.* tensors).")
+        return 0
+    if idx != list(range(len(idx))):
+        problems.add(f"decoder layers in the weights are not numbered 0..n-1: {idx}.")
+    return len(idx)
+
+
+def check_shapes(tensors: dict, expected: dict, problems: Problems, label: str) -> None:
+    """Compare tensor shapes with what SGLang allocates; report missing, unknown and mis-shaped names."""
+    missing = [n for n in expected if n not in tensors]
+    unknown = [n for n in tensors if n not in expected]
+    if missing:
+        problems.add(
+            f"{len(missing)} weight(s) that SGLang's {label} loads are missing, so they would stay "
+            f"randomly initialized: {_short(missing)}."
+        )
+    if unknown:
+        problems.add(
+            f"{len(unknown)} weight name(s) that SGLang's {label} does not know would be skipped "
+            f"silently: {_short(unknown)}. Rename them to SGLang's names or retrain/export the draft."
+        )
+    for name, shape in expected.items():
+        t = tensors.get(name)
+        if t is not None and tuple(t.shape) != tuple(shape):
+            problems.add(f"{name} has shape {list(t.shape)}, SGLang expects {list(shape)} from config.json.")
+
+
+def _short(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def attention_dims(config: dict) -> tuple[int, int, int, int, int]:
+    """hidden, heads, kv heads, head dim, intermediate from a Llama-style config."""
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    kv = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    inter = int(config["intermediate_size"])
+    return hidden, heads, kv, head_dim, inter
+
+
+def decoder_layer_shapes(prefix: str, config: dict, in_dim: int, input_norm: bool) -> dict:
+    """Shapes of one Llama decoder layer's HF-named tensors (q/k/v split, gate/up split)."""
+    hidden, heads, kv, hd, inter = attention_dims(config)
+    shapes = {
+        f"{prefix}self_attn.q_proj.weight": (heads * hd, in_dim),
+        f"{prefix}self_attn.k_proj.weight": (kv * hd, in_dim),
+        f"{prefix}self_attn.v_proj.weight": (kv * hd, in_dim),
+        f"{prefix}self_attn.o_proj.weight": (hidden, heads * hd),
+        f"{prefix}mlp.gate_proj.weight": (inter, hidden),
+        f"{prefix}mlp.up_proj.weight": (inter, hidden),
+        f"{prefix}mlp.down_proj.weight": (hidden, inter),
+        f"{prefix}post_attention_layernorm.weight": (hidden,),
+    }
+    if input_norm:
+        shapes[f"{prefix}input_layernorm.weight"] = (hidden,)
+    return shapes

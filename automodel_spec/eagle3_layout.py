@@ -1,0 +1,212 @@
+"""EAGLE-3: turn a trained draft into what SGLang's ``LlamaForCausalLMEagle3`` loads, or refuse.
+
+SGLang skips weight names it does not know and leaves missing ones random, without a word; a
+``num_hidden_layers`` copied from the target builds that many random layers; aux layer ids that are
+not in ``config.json`` make the draft read the wrong hidden states. Each of these is checked here.
+"""
+
+from __future__ import annotations
+
+from automodel_spec.draft_plan import DraftPlan, Problems, check_shapes, count_layers, decoder_layer_shapes
+
+ARCHITECTURE = "LlamaForCausalLMEagle3"
+# Names older SGLang releases (0.5.9 - 0.5.11) use for a one-layer draft; 0.5.12+ reads them too.
+_LEGACY_NAMES = {"midlayer.": "layers.0.", "aux_norm_low": "fc_norm.0", "aux_norm_mid": "fc_norm.1",
+                 "aux_norm_high": "fc_norm.2"}
+_IGNORED_BY_SGLANG = ("embed_tokens.weight",)  # replaced by the target's embedding at load time
+DEFAULT_NUM_AUX = 3
+
+
+def canonical_name(name: str) -> str:
+    """``model.midlayer.x`` / ``midlayer.x`` / ``model.layers.0.x`` all become ``layers.0.x``."""
+    if name.startswith("model."):
+        name = name[len("model."):]
+    for old, new in _LEGACY_NAMES.items():
+        if name.startswith(old) or name.startswith(f"{old}."):
+            name = new + name[len(old):]
+    return name
+
+
+def serving_name(name: str, num_layers: int) -> str:
+    """The name written to the export: ``midlayer.*`` for one layer, so every SGLang >= 0.5.9 loads it."""
+    if num_layers == 1 and name.startswith("layers.0."):
+        return "midlayer." + name[len("layers.0."):]
+    return name
+
+
+def default_aux_layer_ids(target_layers: int) -> list[int]:
+    """Automodel's default capture, which is also SGLang's when no ids are configured."""
+    return [1, target_layers // 2 - 1, target_layers - 4]
+
+
+def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
+                aux_layer_ids: list[int] | None = None, aux_source: str = "draft.aux_layer_ids") -> DraftPlan:
+    """Check an EAGLE-3 draft and build the servable config and tensors.
+
+    Args:
+        config: the draft's ``config.json``.
+        tensors: its weights, by any of the accepted names.
+        meta: ``eagle_meta.pt`` contents, if found.
+        where: the draft's location, for messages.
+        aux_layer_ids: target layers the draft was trained on, overriding the config.
+        aux_source: where ``aux_layer_ids`` came from, for the notes.
+
+    Raises:
+        CheckpointError: listing every reason the draft would not be served as trained.
+    """
+    import torch
+
+    problems = Problems(where)
+    notes: list[str] = []
+    cfg = dict(config)
+    named = {}
+    for name, t in tensors.items():
+        cname = canonical_name(name)
+        if cname in named:
+            problems.add(f"two tensors map to {cname} (one of them is {name}); keep one.")
+        named[cname] = t
+    for name in _IGNORED_BY_SGLANG:
+        if named.pop(name, None) is not None:
+            notes.append(f"dropped {name}: SGLang replaces the draft's embedding with the target's")
+
+    _set_architecture(cfg, notes)
+    num_layers = count_layers(named, problems)
+    if num_layers and cfg.get("num_hidden_layers") != num_layers:
+        notes.append(
+            f"num_hidden_layers {cfg.get('num_hidden_layers')} -> {num_layers} (the layers in the weights; "
+            "SGLang would otherwise build random extra layers)"
+        )
+        cfg["num_hidden_layers"] = num_layers
+
+    hidden = int(cfg["hidden_size"])
+    target_hidden = int(cfg.get("target_hidden_size") or hidden)
+    vocab = int(cfg["vocab_size"])
+    fc = named.get("fc.weight")
+    num_aux = _resolve_aux(cfg, fc, target_hidden, aux_layer_ids, aux_source, problems, notes)
+    draft_vocab = _resolve_draft_vocab(cfg, named, vocab, notes)
+    _resolve_d2t(named, meta, draft_vocab, vocab, problems, notes, torch)
+
+    expected = {"fc.weight": (hidden, num_aux * target_hidden), "norm.weight": (hidden,)}
+    if cfg.get("bias"):
+        expected["fc.bias"] = (hidden,)
+    eagle_config = cfg.get("eagle_config") or {}
+    if eagle_config.get("norm_before_fc", cfg.get("norm_before_fc")):
+        expected["input_norm.weight"] = (num_aux * target_hidden,)
+    if cfg.get("fc_norm") or cfg.get("use_aux_norm"):
+        expected.update({f"fc_norm.{i}.weight": (target_hidden,) for i in range(num_aux)})
+    for i in range(num_layers):
+        expected.update(decoder_layer_shapes(f"layers.{i}.", cfg, 2 * hidden if i == 0 else hidden, True))
+        expected[f"layers.{i}.hidden_norm.weight"] = (hidden,)
+    if not cfg.get("tie_word_embeddings") and cfg.get("draft_vocab_size") is not None:
+        expected["lm_head.weight"] = (draft_vocab, hidden)
+    elif "lm_head.weight" in named:
+        named.pop("lm_head.weight")
+        notes.append("dropped lm_head.weight: with this config SGLang takes the target's lm_head")
+    if "d2t" in named:
+        expected["d2t"] = (draft_vocab,)
+    if "t2d" in named:
+        expected["t2d"] = (vocab,)
+    check_shapes(named, expected, problems, ARCHITECTURE)
+    problems.raise_if_any()
+
+    min_sglang = "0.5.9"
+    newer = []
+    if num_layers > 1:
+        newer.append(f"{num_layers} decoder layers")
+    if num_aux != DEFAULT_NUM_AUX:
+        newer.append(f"{num_aux} aux hidden states")
+    if any(k.startswith(("fc_norm.", "input_norm.")) for k in expected):
+        newer.append("fc_norm / norm_before_fc")
+    if newer:
+        min_sglang = "0.5.12"
+        notes.append(f"needs SGLang >= 0.5.12 ({', '.join(newer)}); older releases would mis-load it")
+    out = {serving_name(n, num_layers): t.contiguous() for n, t in named.items()}
+    return DraftPlan(config=cfg, tensors=out, notes=notes, min_sglang=min_sglang)
+
+
+def _set_architecture(cfg: dict, notes: list[str]) -> None:
+    if cfg.get("architectures") != [ARCHITECTURE]:
+        notes.append(f"architectures {cfg.get('architectures')} -> ['{ARCHITECTURE}'] (SGLang dispatches on it)")
+        cfg["architectures"] = [ARCHITECTURE]
+    cfg.setdefault("model_type", "llama")
+
+
+def _resolve_aux(cfg, fc, target_hidden, override, override_source, problems, notes) -> int:
+    """Settle the aux layer ids and their count; write them to ``eagle_config`` when known."""
+    eagle_config = dict(cfg.get("eagle_config") or {})
+    in_config = eagle_config.get("eagle_aux_hidden_state_layer_ids")
+    ids = list(override) if override is not None else (list(in_config) if in_config else None)
+    if override is not None and in_config and list(in_config) != list(override):
+        notes.append(f"aux layer ids {list(in_config)} in config.json replaced by {override_source}={override}")
+    num_aux = None
+    if fc is not None and fc.dim() == 2 and fc.shape[1] % target_hidden == 0:
+        num_aux = fc.shape[1] // target_hidden
+    if ids is None:
+        if num_aux not in (None, DEFAULT_NUM_AUX):
+            problems.add(
+                f"fc.weight takes {num_aux} hidden states but no aux layer ids are known; set "
+                f"draft.aux_layer_ids=[...] to the {num_aux} target layers the draft was trained on."
+            )
+        else:
+            notes.append("aux layer ids: none recorded; SGLang's default capture (= Automodel's default) is used")
+        num_aux = num_aux or DEFAULT_NUM_AUX
+    else:
+        if num_aux is not None and len(ids) != num_aux:
+            problems.add(
+                f"{len(ids)} aux layer ids {ids} but fc.weight takes {num_aux} hidden states "
+                f"({num_aux}*{target_hidden} inputs); the ids must match the draft's training."
+            )
+        num_aux = len(ids)
+        if in_config != ids:
+            eagle_config["eagle_aux_hidden_state_layer_ids"] = ids
+            cfg["eagle_config"] = eagle_config
+            if override is not None:
+                notes.append(f"aux layer ids {ids} from {override_source} written to eagle_config")
+    if cfg.get("num_aux_hidden_states") not in (None, num_aux):
+        problems.add(f"num_aux_hidden_states={cfg['num_aux_hidden_states']} in config.json but {num_aux} expected.")
+    return num_aux
+
+
+def _resolve_draft_vocab(cfg, named, vocab, notes) -> int:
+    head = named.get("lm_head.weight")
+    draft_vocab = cfg.get("draft_vocab_size")
+    if draft_vocab is None and head is not None and not cfg.get("tie_word_embeddings"):
+        draft_vocab = int(head.shape[0])
+        cfg["draft_vocab_size"] = draft_vocab
+        notes.append(f"draft_vocab_size set to {draft_vocab} (rows of lm_head.weight)")
+    return int(draft_vocab if draft_vocab is not None else vocab)
+
+
+def _resolve_d2t(named, meta, draft_vocab, vocab, problems, notes, torch) -> None:
+    """The hot-token map: SGLang maps draft id i to target id ``i + d2t[i]``."""
+    selected = (meta or {}).get("selected_token_ids")
+    expected = None
+    if selected is not None:
+        selected = torch.as_tensor(selected, dtype=torch.int64).flatten()
+        if selected.numel() != draft_vocab:
+            problems.add(
+                f"eagle_meta.pt selected_token_ids has {selected.numel()} ids but the draft vocab is {draft_vocab}."
+            )
+        else:
+            expected = selected - torch.arange(draft_vocab, dtype=torch.int64)
+    d2t = named.get("d2t")
+    if d2t is not None:
+        if expected is not None and not torch.equal(d2t.to(torch.int64), expected):
+            bad = int((d2t.to(torch.int64) != expected).sum())
+            problems.add(
+                f"d2t disagrees with eagle_meta.pt selected_token_ids at {bad} of {draft_vocab} positions; "
+                "the weights and the meta file come from different runs."
+            )
+        named["d2t"] = d2t.to(torch.int64)
+    elif draft_vocab < vocab:
+        if expected is not None:
+            named["d2t"] = expected
+            notes.append("d2t rebuilt from eagle_meta.pt selected_token_ids")
+        else:
+            problems.add(
+                f"the draft vocab ({draft_vocab}) is smaller than the target's ({vocab}) but there is no d2t "
+                "tensor and no eagle_meta.pt with selected_token_ids: SGLang would read draft ids as "
+                "target ids. Put eagle_meta.pt beside the checkpoint or add d2t to the weights."
+            )
+    if "t2d" not in named and meta is not None and meta.get("selected_token_mask") is not None and draft_vocab < vocab:
+        named["t2d"] = torch.as_tensor(meta["selected_token_mask"], dtype=torch.bool).flatten()

@@ -1,0 +1,91 @@
+"""EAGLE-1/2: turn a trained draft into what SGLang's ``LlamaForCausalLMEagle`` loads, or refuse.
+
+SGLang's EAGLE draft prefixes every name with ``model.`` itself (a ``model.``-prefixed file loads
+nothing), always has a bias on ``fc``, has no ``input_layernorm`` in layer 0 and no final norm, and
+takes the embedding and lm_head from the target.
+"""
+
+from __future__ import annotations
+
+from automodel_spec.draft_plan import DraftPlan, Problems, check_shapes, count_layers, decoder_layer_shapes
+
+ARCHITECTURE = "LlamaForCausalLMEagle"
+_FROM_TARGET = ("embed_tokens.weight", "lm_head.weight")
+
+
+def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str) -> DraftPlan:
+    """Check an EAGLE-1/2 draft and build the servable config, tensors and optional token map.
+
+    Raises:
+        CheckpointError: listing every reason the draft would not be served as trained.
+    """
+    import torch
+
+    problems = Problems(where)
+    notes: list[str] = []
+    cfg = dict(config)
+    named = {}
+    for name, t in tensors.items():
+        cname = name[len("model."):] if name.startswith("model.") else name
+        if cname in named:
+            problems.add(f"two tensors map to {cname} (one of them is {name}); keep one.")
+        named[cname] = t
+    for name in _FROM_TARGET:
+        if named.pop(name, None) is not None:
+            notes.append(f"dropped {name}: SGLang's EAGLE draft uses the target's")
+
+    if cfg.get("architectures") != [ARCHITECTURE]:
+        notes.append(f"architectures {cfg.get('architectures')} -> ['{ARCHITECTURE}'] (SGLang dispatches on it)")
+        cfg["architectures"] = [ARCHITECTURE]
+    cfg.setdefault("model_type", "llama")
+    num_layers = count_layers(named, problems)
+    declared = cfg.get("draft_num_hidden_layers", cfg.get("num_hidden_layers"))
+    if num_layers and cfg.get("num_hidden_layers") != num_layers:
+        notes.append(f"num_hidden_layers {cfg.get('num_hidden_layers')} -> {num_layers} (the layers in the weights)")
+        cfg["num_hidden_layers"] = num_layers
+    if num_layers and declared not in (None, num_layers):
+        problems.add(f"config.json declares {declared} draft layers but the weights hold {num_layers}.")
+
+    hidden = int(cfg["hidden_size"])
+    _drop_identity_norm(named, "layers.0.input_layernorm.weight",
+                        "SGLang's EAGLE draft has no input_layernorm in layer 0", problems, notes, torch)
+    _drop_identity_norm(named, "norm.weight", "SGLang's EAGLE draft has no final norm", problems, notes, torch)
+    if "fc.bias" not in named and "fc.weight" in named:
+        named["fc.bias"] = torch.zeros(hidden, dtype=named["fc.weight"].dtype)
+        notes.append("fc.bias added as zeros: SGLang's fc always has a bias, which would otherwise stay random")
+
+    expected = {"fc.weight": (hidden, 2 * hidden), "fc.bias": (hidden,)}
+    for i in range(num_layers):
+        expected.update(decoder_layer_shapes(f"layers.{i}.", cfg, hidden, input_norm=i > 0))
+    check_shapes(named, expected, problems, ARCHITECTURE)
+    token_map = _token_map(cfg, meta, problems, notes, torch)
+    problems.raise_if_any()
+    return DraftPlan(config=cfg, tensors={n: t.contiguous() for n, t in named.items()}, notes=notes,
+                     token_map=token_map)
+
+
+def _drop_identity_norm(named, name, why, problems, notes, torch) -> None:
+    t = named.get(name)
+    if t is None:
+        return
+    if torch.all(t == 1):
+        named.pop(name)
+        notes.append(f"dropped {name} (all ones, an identity): {why}")
+    else:
+        problems.add(f"{name} was trained (not all ones) but {why}; it would be ignored when served.")
+
+
+def _token_map(cfg, meta, problems, notes, torch):
+    selected = (meta or {}).get("selected_token_ids")
+    if selected is None:
+        return None
+    ids = torch.as_tensor(selected, dtype=torch.int64).flatten()
+    vocab = int(cfg["vocab_size"])
+    if ids.numel() >= vocab:
+        return None
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+        problems.add(f"eagle_meta.pt selected_token_ids fall outside the vocab [0, {vocab}).")
+        return None
+    cfg["hot_vocab_size"] = int(ids.numel())
+    notes.append(f"token map of {ids.numel()} hot tokens from eagle_meta.pt (--speculative-token-map)")
+    return ids

@@ -1,0 +1,144 @@
+"""Preflight: everything we can check about a draft before SGLang sees it.
+
+Dispatches to the layout checks of the algorithm, refuses drafts SGLang cannot serve at all
+(P-EAGLE), reads the target's config when it is on disk, and finds custom aux layer ids that
+Automodel kept only in the recipe's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from automodel_spec.checkpoint import ResolvedDraft
+from automodel_spec.draft_plan import DraftPlan, Problems
+from automodel_spec.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
+from automodel_spec.eagle3_layout import plan_eagle3
+from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
+from automodel_spec.eagle_layout import plan_eagle
+from automodel_spec.errors import CheckpointError
+
+_AUX_KEYS = ("aux_layer_ids", "eagle_aux_hidden_state_layer_ids", "aux_hidden_state_layer_ids")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} should hold a JSON object.")
+    return data
+
+
+def read_target_config(target: str | None) -> dict | None:
+    """The target's ``config.json`` (text part) when ``target`` is a local directory, else ``None``."""
+    if not target:
+        return None
+    path = Path(target).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    cfg = read_json(path / "config.json")
+    return cfg.get("text_config") or cfg
+
+
+def find_recipe_aux_layer_ids(checkpoint_dir: Path | None) -> list[int] | None:
+    """Aux layer ids from the Automodel recipe saved beside the checkpoint (``config.yaml``), if any."""
+    if checkpoint_dir is None or not (checkpoint_dir / "config.yaml").is_file():
+        return None
+    import yaml
+
+    try:
+        doc = yaml.safe_load((checkpoint_dir / "config.yaml").read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"cannot parse {checkpoint_dir / 'config.yaml'}: {exc}") from exc
+    found = _find_key(doc, _AUX_KEYS)
+    if found is None:
+        return None
+    if not isinstance(found, list) or not all(isinstance(i, int) for i in found):
+        raise CheckpointError(f"{checkpoint_dir / 'config.yaml'} has aux layer ids {found!r}, not a list of ints.")
+    return found
+
+
+def _find_key(node, keys):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in keys and v is not None:
+                return v
+        for v in node.values():
+            hit = _find_key(v, keys)
+            if hit is not None:
+                return hit
+    elif isinstance(node, list):
+        for v in node:
+            hit = _find_key(v, keys)
+            if hit is not None:
+                return hit
+    return None
+
+
+def check_servable_at_all(config: dict, where: Path) -> None:
+    """Refuse drafts that no SGLang EAGLE path serves (P-EAGLE's parallel drafting)."""
+    if config.get("parallel_drafting"):
+        raise CheckpointError(
+            f"{where} is a P-EAGLE draft (parallel_drafting: true, mask_token_id/num_depths): SGLang's "
+            "EAGLE/EAGLE3 workers draft one token per step and would serve it wrongly. Serve it with an "
+            "engine that supports parallel drafting (vLLM's P-EAGLE), or train with parallel_drafting=false."
+        )
+
+
+def plan_draft(resolved: ResolvedDraft, architecture: str, config: dict, tensors: dict, meta: dict | None,
+               *, aux_layer_ids: list[int] | None) -> DraftPlan:
+    """Check a local draft for ``architecture`` and build its servable form.
+
+    Raises:
+        CheckpointError: the draft cannot be served as trained; the message lists every reason.
+    """
+    where = str(resolved.model_dir)
+    check_servable_at_all(config, resolved.model_dir)
+    if architecture == EAGLE3_ARCH:
+        source = "draft.aux_layer_ids"
+        if aux_layer_ids is None:
+            aux_layer_ids = find_recipe_aux_layer_ids(resolved.checkpoint_dir)
+            source = f"{resolved.checkpoint_dir}/config.yaml"
+        return plan_eagle3(config, tensors, meta, where=where, aux_layer_ids=aux_layer_ids, aux_source=source)
+    if architecture == EAGLE_ARCH:
+        if aux_layer_ids is not None:
+            raise CheckpointError("draft.aux_layer_ids is for EAGLE-3 drafts; EAGLE-1/2 reads one hidden state.")
+        return plan_eagle(config, tensors, meta, where=where)
+    raise CheckpointError(
+        f"no preflight for architecture {architecture}: this project prepares {EAGLE3_ARCH} and {EAGLE_ARCH} "
+        "drafts. Serve other drafts with a hub id or an already-servable directory."
+    )
+
+
+def check_against_target(draft_config: dict, target_config: dict, where: str) -> None:
+    """Say exactly where a servable draft config and the target disagree.
+
+    Raises:
+        CheckpointError: listing each mismatch.
+    """
+    problems = Problems(where)
+    t_hidden = target_config.get("hidden_size")
+    hidden = int(draft_config["hidden_size"])
+    want = int(draft_config.get("target_hidden_size") or hidden)
+    if t_hidden is not None and int(t_hidden) != want:
+        problems.add(f"the draft reads target hidden states of size {want}, the target has hidden_size={t_hidden}.")
+    if t_hidden is not None and int(t_hidden) != hidden:
+        problems.add(
+            f"draft hidden_size={hidden} differs from the target's {t_hidden}; SGLang gives the draft the "
+            "target's embedding, so they must be equal."
+        )
+    t_vocab = target_config.get("vocab_size")
+    if t_vocab is not None and int(t_vocab) != int(draft_config["vocab_size"]):
+        problems.add(f"draft vocab_size={draft_config['vocab_size']} but the target's vocab_size={t_vocab}.")
+    n = target_config.get("num_hidden_layers")
+    ids = (draft_config.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
+    if n is not None and ids:
+        too_deep = [i for i in ids if i > int(n) - 2]
+        if too_deep:
+            problems.add(
+                f"aux layer ids {too_deep} do not exist for a {n}-layer target: SGLang captures the input of "
+                f"layer id+1, so ids must be <= {int(n) - 2}."
+            )
+    problems.raise_if_any()

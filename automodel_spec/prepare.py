@@ -1,0 +1,139 @@
+"""From a validated config to what the server needs: target path, servable draft, and checks passed.
+
+This is the data's way through the library: validate -> resolve the draft -> check it -> export it
+-> check it against the target. The recipes call ``prepare_run`` and then build the command.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from automodel_spec.checkpoint import looks_like_local_path, resolve_draft
+from automodel_spec.command import DraftArgs
+from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, validate
+from automodel_spec.demo import demo_pair, ensure_demo_pair
+from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, MissingDependencyError
+from automodel_spec.export import ExportResult, default_cache_dir, export_draft
+from automodel_spec.preflight import check_against_target, read_target_config
+
+
+@dataclass
+class PreparedRun:
+    """Everything resolved for one server.
+
+    Attributes:
+        target: ``--model-path``.
+        draft: the draft arguments, ``None`` without speculation.
+        export: the export, for a local draft.
+        notes: what was resolved, changed or assumed, in order.
+        pending: something ``print_only`` could not know without writing (e.g. the demo pair
+            is not built yet).
+    """
+
+    target: str
+    draft: DraftArgs | None = None
+    export: ExportResult | None = None
+    notes: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+
+def prepare_run(cfg: ServeConfig, *, dry_run: bool = False) -> PreparedRun:
+    """Validate ``cfg``, resolve and export the draft, and check it against the target.
+
+    Args:
+        cfg: the composed configuration.
+        dry_run: read and check everything, write nothing (``print_only``).
+
+    Raises:
+        ConfigError: the configuration breaks a rule (all problems listed).
+        CheckpointError: the draft cannot be found or served faithfully.
+    """
+    validate(cfg)
+    cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    arch = cfg.algorithm.architecture
+    notes: list[str] = []
+    pending: list[str] = []
+    target, draft_path = cfg.target.path, cfg.draft.path
+    if target == DEMO_TARGET or draft_path == DEMO_DRAFT:
+        pair = demo_pair(cache_dir, arch)
+        if dry_run and not pair.exists():
+            pending.append(f"the built-in demo pair would be built under {pair.target.parent}; "
+                           "the draft's export path is known once it exists")
+            draft = DraftArgs(path=f"<export of {pair.draft_run}>") if cfg.algorithm.needs_draft else None
+            return PreparedRun(target=str(pair.target), draft=draft, notes=notes, pending=pending)
+        if not dry_run:
+            ensure_demo_pair(cache_dir, arch)
+        notes.append(f"built-in demo pair: target {pair.target}, draft {pair.draft_run}")
+        target = str(pair.target)
+        draft_path = str(pair.draft_run) if draft_path == DEMO_DRAFT else draft_path
+    _check_target_path(target)
+    run = PreparedRun(target=target, notes=notes, pending=pending)
+    if cfg.algorithm.name is None or not cfg.algorithm.needs_draft:
+        return run
+    resolved = resolve_draft(draft_path, cfg.draft.revision)
+    notes.extend(resolved.notes)
+    if not resolved.is_local:
+        notes.append("hub drafts are passed through unchecked; download it and point draft.path at the "
+                     "directory to have it checked and exported")
+        run.draft = DraftArgs(path=resolved.hub_id, revision=resolved.revision)
+        return run
+    notes.append(f"draft: {resolved.kind} files in {resolved.model_dir}"
+                 + (f", meta {resolved.meta_path.name}" if resolved.meta_path else ", no eagle_meta.pt"))
+    export = export_draft(resolved, arch, aux_layer_ids=cfg.draft.aux_layer_ids,
+                          allow_unsafe_pickle=cfg.draft.allow_unsafe_pickle, export_dir=cfg.draft.export_dir,
+                          cache_dir=cache_dir, dry_run=dry_run)
+    target_config = read_target_config(target)
+    if target_config is not None:
+        check_against_target(export.config, target_config, str(resolved.model_dir))
+        notes.append(f"draft checked against the target's config.json ({target})")
+    else:
+        notes.append(f"target {target} is not a local directory: draft/target compatibility not checked")
+    run.export = export
+    run.draft = DraftArgs(path=str(export.path), token_map=str(export.token_map) if export.token_map else None)
+    return run
+
+
+def _check_target_path(target: str) -> None:
+    path = Path(target).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"target.path={target} has no config.json; point it at the model's HF directory.")
+        return
+    if looks_like_local_path(target):
+        raise CheckpointError(
+            f"target.path={target} does not exist. It looks like a local path, so it is not taken as a hub id; "
+            "check the spelling, or give a hub id as org/name."
+        )
+
+
+def check_sglang_installed(python: str | None, min_version: str) -> None:
+    """Before launching with this interpreter: SGLang must be importable and new enough.
+
+    Raises:
+        MissingDependencyError: SGLang is not installed (exit code 2).
+        CheckpointError: the installed SGLang is older than the draft needs.
+    """
+    if python:  # another interpreter: it will say so itself if SGLang is missing
+        return
+    if importlib.util.find_spec("sglang") is None:
+        raise MissingDependencyError("sglang", SGLANG_INSTALL_HINT, "launch the server")
+    try:
+        installed = importlib.metadata.version("sglang")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if _version_tuple(installed) < _version_tuple(min_version):
+        raise CheckpointError(
+            f"this draft needs SGLang >= {min_version} to load as written, but {installed} is installed: "
+            f"older releases would skip or mis-shape part of it. Upgrade: pip install 'sglang>={min_version}'."
+        )
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in v.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)

@@ -1,0 +1,249 @@
+"""The SGLang server's whole life: start, wait until ready, log, and stop its entire process group.
+
+SGLang's scheduler and detokenizer are child processes that can outlive a killed parent and keep
+the GPU and the port, so the server runs in its own session and is always stopped as a group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from automodel_spec.command import format_command
+from automodel_spec.errors import ServerError
+from automodel_spec.http_client import request_json
+
+READY_ENDPOINT = "/health_generate"
+_SECRET_FIELDS = ("api_key", "admin_api_key")
+
+
+def pick_port(host: str, port: int) -> int:
+    """``port`` if it is free on ``host``; a free one when ``port`` is 0.
+
+    Raises:
+        ServerError: the port is already in use.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR: a port whose last server left connections in TIME_WAIT is free to use;
+        # a port another process listens on still fails to bind.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ServerError(
+                f"sglang.port={port} on {host} is already in use ({exc.strerror}). Stop whatever holds it, "
+                "choose another sglang.port, or set sglang.port=0 to pick a free one."
+            ) from exc
+        return s.getsockname()[1]
+
+
+class SGLangServer:
+    """Run a server command as a context manager.
+
+    ``with SGLangServer(argv, base_url, log_dir) as srv:`` starts the process in its own session,
+    writes its output to ``log_dir/server.log`` (and to the console when ``echo``), waits for
+    ``/health_generate`` while checking the process is alive, and on leaving (normally, on an
+    exception, on Ctrl-C) stops the whole process group: SIGTERM, a bounded wait, then SIGKILL.
+    """
+
+    def __init__(self, argv: list[str], base_url: str, log_dir: Path, *, ready_timeout_s: float = 900.0,
+                 stop_timeout_s: float = 30.0, echo: bool = False, api_key: str | None = None,
+                 env: dict | None = None, poll_interval_s: float = 1.0, log_name: str = "server.log"):
+        self.argv = list(argv)
+        self.base_url = base_url.rstrip("/")
+        self.log_path = Path(log_dir) / log_name
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.echo = echo
+        self.api_key = api_key
+        self.env = env
+        self.poll_interval_s = poll_interval_s
+        self.proc: subprocess.Popen | None = None
+        self.boot_s: float | None = None
+        self._tail: deque[str] = deque(maxlen=60)
+        self._pump: threading.Thread | None = None
+
+    # -- context manager -------------------------------------------------------------------------
+    def __enter__(self) -> SGLangServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- life ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Launch the process in a new session, its output piped to the log (and console)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "w", buffering=1)
+        log.write(f"# {format_command(self.argv)}\n")
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        except OSError as exc:
+            log.close()
+            raise ServerError(f"cannot start the server ({self.argv[0]}): {exc}") from exc
+        self._started = time.monotonic()
+        self._pump = threading.Thread(target=self._copy_output, args=(self.proc.stdout, log), daemon=True)
+        self._pump.start()
+
+    def _copy_output(self, stream, log) -> None:
+        with log:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace")
+                if self.api_key:
+                    line = line.replace(self.api_key, "***")
+                log.write(line)
+                self._tail.append(line.rstrip("\n"))
+                if self.echo:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+
+    def wait_ready(self) -> float:
+        """Block until ``/health_generate`` answers; return the boot time in seconds.
+
+        Raises:
+            ServerError: the process exited during boot (with its exit code and last log lines),
+                or it was not ready within ``ready_timeout_s`` (it is then stopped).
+        """
+        deadline = self._started + self.ready_timeout_s
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                self._join_pump()
+                raise ServerError(
+                    f"the server exited with code {code} during startup, after "
+                    f"{time.monotonic() - self._started:.1f}s. Last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(
+                    f"the server was not ready within sglang.ready_timeout_s={self.ready_timeout_s:g}s and was "
+                    f"stopped. Raise the timeout for large models. Last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                request_json("GET", self.base_url + READY_ENDPOINT, timeout=max(5.0, self.poll_interval_s),
+                             api_key=self.api_key)
+            except Exception:
+                time.sleep(self.poll_interval_s)
+                continue
+            self.boot_s = time.monotonic() - self._started
+            return self.boot_s
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait(self) -> int:
+        """Wait for the server to exit by itself (foreground serving); return its exit code."""
+        code = self.proc.wait()
+        self._join_pump()
+        return code
+
+    def stop(self) -> int | None:
+        """Stop the whole process group and return the server's exit code (``None`` if never started).
+
+        SIGTERM to the server first (SGLang then shuts its own children down), SIGTERM to the whole
+        group after half of ``stop_timeout_s``, SIGKILL to the group once it has run out. Safe to
+        call twice.
+        """
+        if self.proc is None:
+            return None
+        pgid = self.proc.pid  # the leader of its own session: pgid == pid
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        if not self._wait_group_gone(pgid, self.stop_timeout_s / 2):
+            _signal_group(pgid, signal.SIGTERM)
+            if not self._wait_group_gone(pgid, self.stop_timeout_s / 2):
+                _signal_group(pgid, signal.SIGKILL)
+                self._wait_group_gone(pgid, 10.0)
+        self._join_pump()
+        return self.proc.returncode
+
+    def _wait_group_gone(self, pgid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.proc.poll()
+            if self.proc.returncode is not None and not _group_alive(pgid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def _join_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(list(self._tail)[-n:]) or "(no output)"
+
+    # -- queries ---------------------------------------------------------------------------------
+    def server_info(self) -> dict:
+        """``/server_info`` (``/get_server_info`` on older releases), secrets removed."""
+        try:
+            info = request_json("GET", self.base_url + "/server_info", api_key=self.api_key)
+        except Exception:
+            info = request_json("GET", self.base_url + "/get_server_info", api_key=self.api_key)
+        for key in _SECRET_FIELDS:
+            if info.get(key):
+                info[key] = "***"
+        return info
+
+    def generate(self, payload: dict, timeout: float = 600.0) -> dict:
+        return request_json("POST", self.base_url + "/generate", payload, timeout=timeout, api_key=self.api_key)
+
+    def flush_cache(self) -> None:
+        request_json("POST", self.base_url + "/flush_cache", timeout=60, api_key=self.api_key)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies awaiting a reaper do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not os.path.isdir("/proc"):
+        return True
+    return any(_state(pid) not in ("Z", None) for pid in _group_members(pgid))
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    members.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return members
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None

@@ -1,0 +1,84 @@
+"""Read draft weights and EAGLE metadata from disk, safely."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+from automodel_spec.checkpoint import LEGACY_WEIGHTS, weight_files
+from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = False) -> dict:
+    """All tensors of a draft, by name.
+
+    Args:
+        model_dir: directory with ``model.safetensors`` (or an index + shards) or ``draft_model.pt``.
+        kind: ``hf`` or ``legacy`` (from the resolver).
+        allow_unsafe_pickle: permit ``torch.load(weights_only=False)`` for a legacy file that the
+            safe loader refuses. Off by default: unpickling can run arbitrary code.
+    """
+    if kind == "legacy":
+        return _load_torch_state_dict(model_dir / LEGACY_WEIGHTS, allow_unsafe_pickle)
+    try:
+        from safetensors.torch import load_file
+    except ImportError as exc:
+        raise MissingDependencyError("safetensors", SAFETENSORS_INSTALL_HINT, "read the draft") from exc
+    tensors: dict = {}
+    for f in weight_files(model_dir):
+        try:
+            part = load_file(str(f))
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise CheckpointError(f"cannot read {f}: {exc}. The file is damaged or not safetensors.") from exc
+        dup = tensors.keys() & part.keys()
+        if dup:
+            raise CheckpointError(f"{f} repeats tensor(s) from another shard: {sorted(dup)[:5]}")
+        tensors.update(part)
+    return tensors
+
+
+def _load_torch_state_dict(path: Path, allow_unsafe_pickle: bool) -> dict:
+    torch = _torch()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError) as exc:
+        if not allow_unsafe_pickle:
+            raise CheckpointError(
+                f"{path} cannot be loaded with torch.load(weights_only=True): {str(exc).splitlines()[0]}. "
+                "It holds Python objects besides tensors. If you trust the file, re-run with "
+                "draft.allow_unsafe_pickle=true (unpickling can run arbitrary code), or re-save it as "
+                "a plain state dict."
+            ) from exc
+        print(f"WARNING: loading {path} with weights_only=False because draft.allow_unsafe_pickle=true")
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{path} is not a state dict (a mapping of names to tensors); got {type(obj).__name__}. "
+            "Save it with torch.save(model.state_dict(), path)."
+        )
+    return dict(obj)
+
+
+def load_eagle_meta(path: Path | None) -> dict | None:
+    """``eagle_meta.pt`` as a dict (safe unpickling only), or ``None`` when there is none."""
+    if path is None:
+        return None
+    torch = _torch()
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read {path} with torch.load(weights_only=True): {str(exc).splitlines()[0]}. "
+            "Re-save it as a dict of tensors and numbers, or move it aside to serve without its checks."
+        ) from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} should hold a dict, got {type(meta).__name__}.")
+    return meta

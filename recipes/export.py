@@ -1,0 +1,44 @@
+"""Prepare the servable directory of a drafter only, and print its path.
+
+    python recipes/export.py algorithm=EAGLE3 draft=automodel draft.path=RUN_DIR [target.path=MODEL]
+
+For serving elsewhere: pass the printed path as --speculative-draft-model-path.
+"""
+
+from __future__ import annotations
+
+import hydra
+from _cli import run_and_exit
+from omegaconf import DictConfig, OmegaConf
+
+from automodel_spec.config import ServeConfig, register_configs
+from automodel_spec.errors import ConfigError
+from automodel_spec.prepare import prepare_run
+from automodel_spec.report import format_notes
+
+register_configs()
+
+
+def export(cfg: ServeConfig) -> int:
+    if not cfg.algorithm.architecture:
+        raise ConfigError(f"algorithm={cfg.algorithm.name} has no draft to export; use algorithm=EAGLE3 or EAGLE.")
+    run = prepare_run(cfg, dry_run=cfg.print_only)
+    print(format_notes(run), flush=True)
+    if run.export is None:
+        print(f"nothing to export: {run.draft.path if run.draft else 'no draft'} is passed through as is")
+        return 0
+    state = "would be written" if cfg.print_only else ("reused" if run.export.reused else "written")
+    print(f"export ({state}):", flush=True)
+    if run.export.token_map:
+        print(f"token map: {run.export.token_map}")
+    print(run.export.path, flush=True)
+    return 0
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="serve")
+def main(dcfg: DictConfig) -> int:
+    return run_and_exit(export, OmegaConf.to_object(dcfg))
+
+
+if __name__ == "__main__":
+    main()

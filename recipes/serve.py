@@ -1,0 +1,47 @@
+"""Serve an EAGLE / EAGLE-3 drafter with SGLang.
+
+    python recipes/serve.py algorithm=EAGLE3 draft=automodel draft.path=RUN_DIR target.path=MODEL
+    python recipes/serve.py print_only=true ...      # the exact command and paths; writes nothing
+    python recipes/serve.py mode=bench ...           # benchmark one point (see README)
+
+With no arguments it serves the built-in demo pair (built locally on first use).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from _cli import run_and_exit
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from automodel_spec.config import Mode, ServeConfig, register_configs
+from automodel_spec.launch import launch_command, serve_foreground
+from automodel_spec.prepare import prepare_run
+from automodel_spec.report import format_plan
+
+register_configs()
+
+
+def serve(cfg: ServeConfig) -> int:
+    run = prepare_run(cfg, dry_run=cfg.print_only)
+    out_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
+    if cfg.print_only:
+        print(format_plan(cfg, run, launch_command(cfg, run), out_dir, wrote=False), flush=True)
+        return 0
+    print(format_plan(cfg, run, None, out_dir, wrote=True), flush=True)
+    if cfg.mode == Mode.bench:
+        from automodel_spec.bench.job import run_benchmark_job
+
+        return run_benchmark_job(cfg, run, out_dir)
+    return serve_foreground(cfg, run, out_dir)
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="serve")
+def main(dcfg: DictConfig) -> int:
+    return run_and_exit(serve, OmegaConf.to_object(dcfg))
+
+
+if __name__ == "__main__":
+    main()

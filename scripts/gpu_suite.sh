@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run the GPU test suite on a machine with a CUDA GPU and SGLang.
+#   bash scripts/gpu_suite.sh [pytest args]
+# On the project's GPU machine (no network), SGLang comes from the bundle that
+# ../shared/device/sglang-bundle.sh builds into .sgl/ (carried with the working tree).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
+  mkdir -p /tmp/site && tar -xJf .sgl/site.tar.xz -C /tmp/site
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  # the bundle ships no bytecode: compile it once here rather than in every server start
+  python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1 || true
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-}   # the project, without an install (the GPU machine is offline)
+export PYTHONUNBUFFERED=1
+python3 - <<'PY'
+import torch, sglang
+print("torch", torch.__version__, "| sglang", sglang.__version__, "|",
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+PY
+exec python3 -m pytest -m gpu tests/gpu -v -s -p no:cacheprovider "$@"

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""A stand-in for ``python -m sglang.launch_server`` for CPU lifecycle tests (never proof of serving).
+
+Invoked as ``fake_sglang.py -m sglang.launch_server --port P ...`` (set as ``sglang.python``). Like
+SGLang it spawns a child process ("scheduler") and serves /health, /health_generate, /server_info,
+/get_server_info, /flush_cache and /generate on 127.0.0.1. FAKE_SGLANG_MODE picks a behaviour:
+  ok              ready after FAKE_SGLANG_BOOT_S seconds (default 0.5)
+  crash           print a traceback-like line and exit 3 during boot
+  hang            never become ready (health answers 503)
+  stubborn_child  the child ignores SIGTERM (only SIGKILL stops it)
+  exit_after      serve, then exit by itself with code 7 after FAKE_SGLANG_EXIT_AFTER_S seconds
+FAKE_SGLANG_PIDFILE, when set, receives the pids of the server and its child.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def arg(name, default=None):
+    argv = sys.argv
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
+MODE = os.environ.get("FAKE_SGLANG_MODE", "ok")
+BOOT_S = float(os.environ.get("FAKE_SGLANG_BOOT_S", "0.5"))
+PORT = int(arg("--port", "30000"))
+API_KEY = arg("--api-key")
+STEPS = int(arg("--speculative-num-steps", "3"))
+TOPK = int(arg("--speculative-eagle-topk", "1"))
+TOKENS = int(arg("--speculative-num-draft-tokens", str(STEPS + 1)))
+SPEC = arg("--speculative-algorithm")
+ready = threading.Event()
+served = {"verify": 0, "tokens": 0}
+
+
+def child_main():
+    if MODE == "stubborn_child":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(1)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, fmt, *args):
+        print("fake-sglang:", fmt % args, flush=True)
+
+    def _send(self, code, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorized(self):
+        if API_KEY and self.headers.get("Authorization") != f"Bearer {API_KEY}":
+            self._send(401, {"error": "unauthorized"})
+            return False
+        return True
+
+    def do_GET(self):
+        if not self._authorized():
+            return
+        if self.path in ("/health", "/health_generate"):
+            self._send(200 if ready.is_set() else 503, {})
+        elif self.path in ("/server_info", "/get_server_info"):
+            accept = served["tokens"] / served["verify"] if served["verify"] else None
+            self._send(200, {
+                "speculative_algorithm": SPEC, "speculative_num_steps": STEPS if SPEC else None,
+                "speculative_eagle_topk": TOPK if SPEC else None,
+                "speculative_num_draft_tokens": TOKENS if SPEC else None, "api_key": API_KEY,
+                "internal_states": [{"avg_spec_accept_length": accept}], "version": "fake",
+            })
+        else:
+            self._send(404, {"error": self.path})
+
+    def do_POST(self):
+        if not self._authorized():
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        req = json.loads(self.rfile.read(length) or b"{}")
+        if self.path == "/flush_cache":
+            served.update(verify=0, tokens=0)
+            self._send(200, {})
+        elif self.path == "/generate":
+            n = int(req.get("sampling_params", {}).get("max_new_tokens", 16))
+            verify = -(-n // (STEPS + 1)) if SPEC else 0
+            served["verify"] += verify
+            served["tokens"] += n
+            time.sleep(0.001 * n)
+            self._send(200, {"text": "x" * n, "output_ids": [5] * n,
+                             "meta_info": {"prompt_tokens": 8, "completion_tokens": n, "spec_verify_ct": verify,
+                                           "e2e_latency": 0.001 * n}})
+        else:
+            self._send(404, {"error": self.path})
+
+
+def main():
+    if sys.argv[1:2] == ["--child"]:
+        child_main()
+        return
+    print(f"fake-sglang: booting on port {PORT} (mode {MODE}); server_args api_key={API_KEY}", flush=True)
+    child = subprocess.Popen([sys.executable, __file__, "--child"])
+    pidfile = os.environ.get("FAKE_SGLANG_PIDFILE")
+    if pidfile:
+        with open(pidfile, "w") as fh:
+            fh.write(f"{os.getpid()} {child.pid}\n")
+    if MODE == "crash":
+        time.sleep(BOOT_S)
+        print("fake-sglang: RuntimeError: CUDA out of memory (simulated)", flush=True)
+        child.kill()
+        sys.exit(3)
+    httpd = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    if MODE != "hang":
+        time.sleep(BOOT_S)
+        ready.set()
+        print("fake-sglang: The server is fired up and ready to roll!", flush=True)
+    if MODE == "exit_after":
+        time.sleep(float(os.environ.get("FAKE_SGLANG_EXIT_AFTER_S", "1")))
+        child.kill()
+        os._exit(7)
+    signal.signal(signal.SIGTERM, lambda *a: (child.terminate(), os._exit(0)))
+    while True:
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
