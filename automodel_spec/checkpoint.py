@@ -163,6 +163,8 @@ def _resolve_model_dir(model: Path, ckpt: Path | None, notes: list[str]) -> Reso
             notes.append(f"both {model} and {consolidated} hold HF files; serving consolidated/")
         return _resolved_hf(consolidated, ckpt, notes)
     if (model / "config.json").is_file() and (weight_files(model) or (model / LEGACY_WEIGHTS).is_file()):
+        if consolidated.is_dir():
+            notes.append(f"{consolidated} holds no complete HF checkpoint; serving the weights in {model}")
         return _resolved_hf(model, ckpt, notes)
     raise CheckpointError(
         f"no servable weights in {model}: looked for config.json with model.safetensors (or "

@@ -6,7 +6,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig, resolve_spec
 
 _REDACTED = "***"
 
@@ -63,6 +63,7 @@ def build_launch_command(
         if on:
             argv.append(flag)
     if algorithm.name is not None:
+        spec = resolve_spec(spec)
         argv += ["--speculative-algorithm", algorithm.name]
         if draft is not None:
             argv += ["--speculative-draft-model-path", draft.path]

@@ -7,7 +7,7 @@ The dataclasses are plain Python: the library takes them as arguments and never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from automodel_spec.errors import ConfigError
@@ -75,11 +75,28 @@ class TargetConfig:
 
 @dataclass
 class SpecConfig:
-    """The speculative knobs sweeps turn. All three or none (none: SGLang chooses)."""
+    """The speculative knobs sweeps turn.
+
+    Give steps and topk together, or nothing (SGLang chooses). ``num_draft_tokens`` may be left
+    unset with them: it is then ``steps + 1`` for a chain (topk 1) and the full tree
+    ``steps * topk + 1`` capped at ``max_draft_tokens`` otherwise.
+    """
 
     num_steps: int | None = None
     topk: int | None = None
     num_draft_tokens: int | None = None
+    max_draft_tokens: int = 16
+
+
+def resolve_spec(spec: SpecConfig) -> SpecConfig:
+    """``spec`` with ``num_draft_tokens`` derived when steps and topk are given without it."""
+    if spec.num_steps is None or spec.topk is None or spec.num_draft_tokens is not None:
+        return spec
+    if spec.topk == 1:
+        tokens = spec.num_steps + 1
+    else:
+        tokens = min(spec.num_steps * spec.topk + 1, max(spec.max_draft_tokens, spec.num_steps + 1))
+    return replace(spec, num_draft_tokens=tokens)
 
 
 @dataclass
@@ -126,6 +143,8 @@ class BenchConfig:
     seed: int = 0
     baseline: bool = True
     request_timeout_s: float = 600.0
+    name: str = "sweep"
+    objective_concurrency: int | None = None
 
 
 @dataclass
@@ -146,6 +165,7 @@ class ServeConfig:
 
 def spec_errors(spec: SpecConfig) -> list[str]:
     """Rules SGLang applies to steps / topk / draft tokens, as messages (empty when valid)."""
+    spec = resolve_spec(spec)
     values = {"num_steps": spec.num_steps, "topk": spec.topk, "num_draft_tokens": spec.num_draft_tokens}
     given = {k: v for k, v in values.items() if v is not None}
     if not given:
@@ -155,7 +175,7 @@ def spec_errors(spec: SpecConfig) -> list[str]:
         missing = ", ".join(f"spec.{k}" for k in values if k not in given)
         errors.append(
             f"spec.num_steps, spec.topk and spec.num_draft_tokens go together; {missing} "
-            "is unset. Give all three, or none to let SGLang choose."
+            "is unset. Give steps and topk (draft tokens optional), or none to let SGLang choose."
         )
         return errors
     steps, topk, tokens = spec.num_steps, spec.topk, spec.num_draft_tokens
@@ -212,6 +232,9 @@ def validate(cfg: ServeConfig) -> None:
         errors.append(f"draft.aux_layer_ids={cfg.draft.aux_layer_ids} must be layer indices >= 0.")
     if cfg.mode == Mode.bench:
         b = cfg.bench
+        if b.objective_concurrency is not None and b.objective_concurrency not in b.concurrency:
+            errors.append(f"bench.objective_concurrency={b.objective_concurrency} is not one of "
+                          f"bench.concurrency={b.concurrency}.")
         if b.num_prompts < 1:
             errors.append(f"bench.num_prompts={b.num_prompts} must be >= 1.")
         if not b.concurrency or any(c < 1 for c in b.concurrency):
@@ -235,6 +258,16 @@ def _unless_print_only(print_only: bool, value):
     return "."
 
 
+def _point_dir(override_dirname: str) -> str:
+    """A sweep point's directory name from its overrides (stable across re-runs, so sweeps resume)."""
+    name = override_dirname.replace("/", "_").replace("+", "") or "default"
+    if len(name) > 150:
+        import hashlib
+
+        name = name[:130] + "-" + hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
+    return name
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (the YAML options extend these).
 
@@ -246,6 +279,8 @@ def register_configs() -> None:
 
     if not OmegaConf.has_resolver("automodel_spec.unless_print_only"):
         OmegaConf.register_new_resolver("automodel_spec.unless_print_only", _unless_print_only)
+    if not OmegaConf.has_resolver("automodel_spec.point_dir"):
+        OmegaConf.register_new_resolver("automodel_spec.point_dir", _point_dir)
 
     cs = ConfigStore.instance()
     cs.store(name="serve_schema", node=ServeConfig)

@@ -104,6 +104,11 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
         notes.append("dropped lm_head.weight: with this config SGLang takes the target's lm_head")
     if "d2t" in named:
         expected["d2t"] = (draft_vocab,)
+        d2t = named["d2t"]
+        if d2t.dim() == 1 and d2t.numel() == draft_vocab:
+            target_ids = d2t.to(torch.int64) + torch.arange(draft_vocab, dtype=torch.int64)
+            if draft_vocab and (int(target_ids.min()) < 0 or int(target_ids.max()) >= vocab):
+                problems.add(f"d2t maps draft ids to target ids outside the vocab [0, {vocab}).")
     if "t2d" in named:
         expected["t2d"] = (vocab,)
     check_shapes(named, expected, problems, ARCHITECTURE)
@@ -191,7 +196,8 @@ def _resolve_d2t(named, meta, draft_vocab, vocab, problems, notes, torch) -> Non
             expected = selected - torch.arange(draft_vocab, dtype=torch.int64)
     d2t = named.get("d2t")
     if d2t is not None:
-        if expected is not None and not torch.equal(d2t.to(torch.int64), expected):
+        # A d2t of the wrong shape is reported by the shape check; comparing it would not broadcast.
+        if expected is not None and d2t.shape == expected.shape and not torch.equal(d2t.to(torch.int64), expected):
             bad = int((d2t.to(torch.int64) != expected).sum())
             problems.add(
                 f"d2t disagrees with eagle_meta.pt selected_token_ids at {bad} of {draft_vocab} positions; "

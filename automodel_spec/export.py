@@ -7,19 +7,17 @@ directory + rename) and serialized by a file lock, so concurrent jobs never see 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from automodel_spec.checkpoint import LEGACY_WEIGHTS, SAFETENSORS_INDEX, ResolvedDraft, weight_files
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
+from automodel_spec.file_lock import file_lock
 from automodel_spec.preflight import plan_draft, read_json
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 
@@ -121,7 +119,7 @@ def export_draft(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: l
                 f"{done.get('key')} != {key}). Choose an empty directory or delete it."
             )
         return _result(final, done, reused=True)
-    if final.exists() and any(final.iterdir()):
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
         raise CheckpointError(
             f"draft.export_dir={final} exists and is not an export of this project; refusing to write into "
             "it. Choose an empty or new directory."
@@ -130,7 +128,9 @@ def export_draft(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: l
         plan = _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle)
         return ExportResult(path=final, token_map=final / TOKEN_MAP if plan.token_map is not None else None,
                             written=True, notes=plan.notes, min_sglang=plan.min_sglang, config=plan.config)
-    with _locked(cache_dir / "locks" / f"{key}.lock"):
+    # keyed by the destination, so jobs writing one explicit export_dir serialize too
+    lock_name = hashlib.blake2b(str(final).encode(), digest_size=10).hexdigest()
+    with file_lock(cache_dir / "locks" / f"{lock_name}.lock"):
         done = _read_manifest(final)  # another job may have finished it while we waited
         if done is not None and done.get("key") == key:
             return _result(final, done, reused=True)
@@ -188,14 +188,3 @@ def _result(d: Path, manifest: dict, reused: bool) -> ExportResult:
         written=not reused, notes=list(manifest.get("notes", [])), min_sglang=manifest.get("min_sglang", "0.5.9"),
         config=read_json(d / "config.json"),
     )
-
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -53,7 +53,7 @@ def find_recipe_aux_layer_ids(checkpoint_dir: Path | None) -> list[int] | None:
     except yaml.YAMLError as exc:
         raise CheckpointError(f"cannot parse {checkpoint_dir / 'config.yaml'}: {exc}") from exc
     found = _find_key(doc, _AUX_KEYS)
-    if found is None:
+    if found is None or found == []:  # an empty list in a recipe means "the default"
         return None
     if not isinstance(found, list) or not all(isinstance(i, int) for i in found):
         raise CheckpointError(f"{checkpoint_dir / 'config.yaml'} has aux layer ids {found!r}, not a list of ints.")

@@ -50,13 +50,18 @@ def _load_torch_state_dict(path: Path, allow_unsafe_pickle: bool) -> dict:
     except (pickle.UnpicklingError, RuntimeError, AttributeError) as exc:
         if not allow_unsafe_pickle:
             raise CheckpointError(
-                f"{path} cannot be loaded with torch.load(weights_only=True): {str(exc).splitlines()[0]}. "
+                f"{path} cannot be loaded with torch.load(weights_only=True): {_first_line(exc)}. "
                 "It holds Python objects besides tensors. If you trust the file, re-run with "
                 "draft.allow_unsafe_pickle=true (unpickling can run arbitrary code), or re-save it as "
                 "a plain state dict."
             ) from exc
         print(f"WARNING: loading {path} with weights_only=False because draft.allow_unsafe_pickle=true")
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:
+            raise CheckpointError(_damaged(path, exc2)) from exc2
+    except Exception as exc:  # EOFError, IndexError, ...: truncated or not a torch.save file at all
+        raise CheckpointError(_damaged(path, exc)) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -76,9 +81,19 @@ def load_eagle_meta(path: Path | None) -> dict | None:
         meta = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"cannot read {path} with torch.load(weights_only=True): {str(exc).splitlines()[0]}. "
+            f"cannot read {path} with torch.load(weights_only=True): {_first_line(exc)}. "
             "Re-save it as a dict of tensors and numbers, or move it aside to serve without its checks."
         ) from exc
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} should hold a dict, got {type(meta).__name__}.")
     return meta
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (some, e.g. EOFError, have none)."""
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _damaged(path: Path, exc: BaseException) -> str:
+    return f"cannot read {path}: {_first_line(exc)}. The file is damaged or not a torch.save file."

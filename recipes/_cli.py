@@ -15,14 +15,18 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_and_exit(job, *args) -> int:
+def run_and_exit(job, *args):
     """Run ``job(*args)``; report a ``SpecError`` as one clear message with its exit code.
 
-    A single run exits with the job's code. In a multirun, the job's failure is reported and
-    returned so the sweep goes on with the next point.
+    ``job`` returns an exit code, or ``(code, value)`` where ``value`` is what a sweeper optimizes.
+    A single run exits with the job's code. In a multirun, a failure is reported and the sweep
+    goes on with the next point; the job's value (or its code) is returned to the sweeper.
     """
+    value = None
     try:
         code = job(*args)
+        if isinstance(code, tuple):
+            code, value = code
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = exc.exit_code
@@ -38,4 +42,4 @@ def run_and_exit(job, *args) -> int:
         sys.exit(code)
     if code and in_multirun():
         print(f"job {HydraConfig.get().job.num} failed with code {code}; continuing the sweep", file=sys.stderr)
-    return code
+    return value if value is not None else code

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from _cli import run_and_exit
+from _cli import in_multirun, run_and_exit
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from automodel_spec.config import Mode, ServeConfig, register_configs
+from automodel_spec.config import Mode, ServeConfig, register_configs, spec_errors
 from automodel_spec.launch import launch_command, serve_foreground
 from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_plan
@@ -24,17 +24,25 @@ from automodel_spec.report import format_plan
 register_configs()
 
 
-def serve(cfg: ServeConfig) -> int:
-    run = prepare_run(cfg, dry_run=cfg.print_only)
+def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     out_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
+    if cfg.mode == Mode.bench and not cfg.print_only and cfg.algorithm.name and spec_errors(cfg.spec):
+        from automodel_spec.bench.job import record_invalid_point
+
+        record_invalid_point(cfg, out_dir, spec_errors(cfg.spec))  # a sweep skips it and goes on
+        return (0, 0.0) if in_multirun() else 1
+    run = prepare_run(cfg, dry_run=cfg.print_only)
     if cfg.print_only:
         print(format_plan(cfg, run, launch_command(cfg, run), out_dir, wrote=False), flush=True)
         return 0
     print(format_plan(cfg, run, None, out_dir, wrote=True), flush=True)
     if cfg.mode == Mode.bench:
-        from automodel_spec.bench.job import run_benchmark_job
+        from automodel_spec.bench.job import objective, run_benchmark_job
 
-        return run_benchmark_job(cfg, run, out_dir)
+        shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
+        result = run_benchmark_job(cfg, run, out_dir, shared_dir=shared)
+        code = 0 if result["status"] in ("ok", "invalid") else 1
+        return (code, objective(result, cfg.bench)) if in_multirun() else code
     return serve_foreground(cfg, run, out_dir)
 
 

@@ -1,0 +1,76 @@
+"""Send a workload to a running server at a fixed concurrency and record every request."""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from automodel_spec.bench.workload import Prompt
+
+
+def sampling_params(max_new_tokens: int, temperature: float) -> dict:
+    """Fixed output length (``ignore_eos``), so every setting generates the same number of tokens."""
+    return {"max_new_tokens": max_new_tokens, "temperature": temperature, "ignore_eos": True}
+
+
+def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict, *,
+                 label: str = "", progress: bool = True) -> tuple[list[dict], float]:
+    """Send every prompt with at most ``concurrency`` in flight; return (records, wall seconds).
+
+    ``generate(payload) -> dict`` is the server's ``/generate`` call. A failed request is recorded
+    with its error rather than stopping the run.
+    """
+    bar = _progress(len(prompts), label) if progress else None
+
+    def one(i: int, prompt: Prompt) -> dict:
+        t0 = time.perf_counter()
+        rec = {"i": i, "prompt_id": prompt.id, "kind": prompt.kind, "concurrency": concurrency}
+        try:
+            out = generate({**prompt.payload(), "sampling_params": params})
+            meta = out.get("meta_info", {}) if isinstance(out, dict) else {}
+            rec.update(ok=True, completion_tokens=int(meta.get("completion_tokens") or 0),
+                       prompt_tokens=int(meta.get("prompt_tokens") or 0),
+                       spec_verify_ct=int(meta.get("spec_verify_ct") or 0))
+            for key in ("spec_accept_length", "spec_accept_rate"):
+                if meta.get(key) is not None:
+                    rec[key] = meta[key]
+        except Exception as exc:  # recorded; the metrics count it as a failed request
+            rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+        rec["latency_s"] = time.perf_counter() - t0
+        return rec
+
+    t0 = time.perf_counter()
+    records = []
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(one, i, p) for i, p in enumerate(prompts)]
+        for fut in as_completed(futures):
+            records.append(fut.result())
+            if bar:
+                bar.update(1)
+    wall = time.perf_counter() - t0
+    if bar:
+        bar.close()
+    return sorted(records, key=lambda r: r["i"]), wall
+
+
+def _progress(total: int, label: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Counter(total, label)
+    return tqdm(total=total, desc=label, unit="req", file=sys.stderr, leave=False)
+
+
+class _Counter:
+    """Minimal progress display when tqdm is not installed."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.n = total, label, 0
+
+    def update(self, k: int) -> None:
+        self.n += k
+        print(f"\r{self.label} {self.n}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        print(file=sys.stderr, flush=True)

@@ -1,0 +1,46 @@
+"""Turn request records into the numbers a benchmark point reports."""
+
+from __future__ import annotations
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); ``None`` for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    k = (len(xs) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def summarize_level(records: list[dict], wall_s: float, num_steps: int | None) -> dict:
+    """Metrics of one concurrency level.
+
+    ``accept_length`` is completion tokens per verify step (from per-request ``meta_info``);
+    ``acceptance_rate`` is the share of drafted positions accepted, ``(accept_length - 1) / num_steps``.
+    ``tpot_s`` is latency per output token (prefill included: requests are not streamed).
+    """
+    ok = [r for r in records if r.get("ok")]
+    tokens = sum(r["completion_tokens"] for r in ok)
+    verify = sum(r.get("spec_verify_ct", 0) for r in ok)
+    latencies = [r["latency_s"] for r in ok]
+    accept = tokens / verify if verify else None
+    return {
+        "requests": len(records), "failed_requests": len(records) - len(ok), "output_tokens": tokens,
+        "wall_s": wall_s, "output_tok_per_s": tokens / wall_s if wall_s > 0 else None,
+        "latency_p50_s": percentile(latencies, 50), "latency_p90_s": percentile(latencies, 90),
+        "tpot_s": (sum(r["latency_s"] / r["completion_tokens"] for r in ok if r["completion_tokens"]) / len(ok))
+        if ok else None,
+        "accept_length": accept,
+        "acceptance_rate": (accept - 1) / num_steps if accept is not None and num_steps else None,
+    }
+
+
+def add_speedups(levels: dict, baseline_levels: dict | None) -> None:
+    """Set ``speedup`` (tokens/s over the baseline's at the same concurrency) on each level."""
+    for conc, m in levels.items():
+        base = (baseline_levels or {}).get(conc, {}).get("output_tok_per_s")
+        mine = m.get("output_tok_per_s")
+        m["baseline_tok_per_s"] = base
+        m["speedup"] = mine / base if base and mine else None

@@ -1,0 +1,65 @@
+"""Benchmark prompts: the built-in set shipped with the project, or a user's JSONL file."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from automodel_spec.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request's input: ``text``, or ``input_ids`` for servers without a tokenizer."""
+
+    id: str
+    kind: str
+    text: str | None = None
+    input_ids: tuple[int, ...] | None = None
+
+    def payload(self) -> dict:
+        return {"input_ids": list(self.input_ids)} if self.input_ids is not None else {"text": self.text}
+
+
+def builtin_prompts_path() -> Path:
+    return Path(str(resources.files("automodel_spec") / "data" / "prompts.jsonl"))
+
+
+def load_prompts(path: str | None = None) -> list[Prompt]:
+    """Read prompts: one JSON object a line with ``prompt`` (or ``text``) or ``input_ids``.
+
+    Raises:
+        ConfigError: the file is missing, empty, or a line is not a usable prompt.
+    """
+    p = Path(path).expanduser() if path else builtin_prompts_path()
+    if not p.is_file():
+        raise ConfigError(f"bench.prompts={path} does not exist; give a JSONL file with one "
+                          '{"prompt": "..."} object per line, or leave it unset for the built-in set.')
+    prompts = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{p}:{n} is not JSON: {exc}") from exc
+        text = obj.get("prompt", obj.get("text")) if isinstance(obj, dict) else None
+        ids = obj.get("input_ids") if isinstance(obj, dict) else None
+        if not (isinstance(text, str) and text) and not (isinstance(ids, list) and ids):
+            raise ConfigError(f'{p}:{n} needs a non-empty "prompt" (or "text") string or an "input_ids" list.')
+        prompts.append(Prompt(id=str(obj.get("id", n)), kind=str(obj.get("kind", "custom")),
+                              text=text if isinstance(text, str) else None,
+                              input_ids=tuple(int(i) for i in ids) if isinstance(ids, list) else None))
+    if not prompts:
+        raise ConfigError(f"bench.prompts={p} holds no prompts.")
+    return prompts
+
+
+def select_prompts(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
+    """``n`` prompts in a fixed, seeded order (the set is cycled when it is smaller than ``n``)."""
+    order = list(prompts)
+    random.Random(seed).shuffle(order)
+    return [order[i % len(order)] for i in range(n)]

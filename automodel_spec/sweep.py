@@ -1,0 +1,187 @@
+"""Sweep summary: collect every point's ``metrics.json`` into a table, heat maps and the best setting.
+
+``SweepSummaryCallback`` is a Hydra callback (``on_multirun_end``) by duck typing, so this module
+does not import Hydra; ``python -m automodel_spec.sweep DIR`` summarizes a sweep directory by hand
+(e.g. after a sweep that ran over several GPU leases).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ["point", "status", "num_steps", "topk", "num_draft_tokens", "temperature", "concurrency",
+           "output_tok_per_s", "baseline_tok_per_s", "speedup", "accept_length", "server_accept_length",
+           "acceptance_rate", "latency_p50_s", "latency_p90_s", "tpot_s", "eff_num_steps", "eff_topk",
+           "eff_num_draft_tokens", "boot_s", "gpu_seconds", "reason"]
+
+
+def collect_rows(sweep_dir: Path) -> list[dict]:
+    """One row per point and concurrency level (one row per invalid or failed point)."""
+    rows = []
+    for path in sorted(Path(sweep_dir).rglob("metrics.json")):
+        if "baseline" in path.relative_to(sweep_dir).parts:
+            continue
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        spec = m.get("spec") or {}
+        eff = m.get("effective") or {}
+        base = {"point": str(path.parent.relative_to(sweep_dir)), "status": m.get("status"),
+                "num_steps": spec.get("num_steps"), "topk": spec.get("topk"),
+                "num_draft_tokens": spec.get("num_draft_tokens"),
+                "temperature": (m.get("bench") or {}).get("temperature"),
+                "eff_num_steps": eff.get("speculative_num_steps"), "eff_topk": eff.get("speculative_eagle_topk"),
+                "eff_num_draft_tokens": eff.get("speculative_num_draft_tokens"), "boot_s": m.get("boot_s"),
+                "gpu_seconds": m.get("gpu_seconds"), "reason": m.get("reason") or m.get("error")}
+        if m.get("status") != "ok":
+            rows.append(base)
+            continue
+        for conc, lv in (m.get("levels") or {}).items():
+            rows.append({**base, "concurrency": int(conc), **{k: lv.get(k) for k in COLUMNS if k in lv}})
+    return rows
+
+
+def best_row(rows: list[dict], concurrency: int | None = None) -> dict | None:
+    ok = [r for r in rows if r["status"] == "ok" and r.get("output_tok_per_s")
+          and (concurrency is None or r.get("concurrency") == concurrency)]
+    return max(ok, key=lambda r: r["output_tok_per_s"]) if ok else None
+
+
+def override_line(row: dict) -> str:
+    """The best setting as overrides for recipes/serve.py (the values the server actually used)."""
+    steps = row.get("eff_num_steps") or row.get("num_steps")
+    topk = row.get("eff_topk") or row.get("topk")
+    tokens = row.get("eff_num_draft_tokens") or row.get("num_draft_tokens")
+    if steps is None:
+        return "(no speculative setting: SGLang chose it)"
+    return f"spec.num_steps={steps} spec.topk={topk} spec.num_draft_tokens={tokens}"
+
+
+def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
+    """Write summary.csv, summary.md, best_override.txt and heat maps into ``sweep_dir``."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect_rows(sweep_dir)
+    with open(sweep_dir / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    levels = sorted({r["concurrency"] for r in rows if r.get("concurrency") is not None})
+    best = {c: best_row(rows, c) for c in levels}
+    md = [f"# Sweep summary: {sweep_dir}", ""]
+    for c in levels:
+        ok = sorted((r for r in rows if r.get("concurrency") == c and r["status"] == "ok"),
+                    key=lambda r: -(r.get("speedup") or r.get("output_tok_per_s") or 0))
+        md += [f"## Concurrency {c}", "",
+               "| steps | topk | draft tokens | T | tok/s | baseline tok/s | speedup | accept length | p50 s |",
+               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        md += [f"| {_f(r['eff_num_steps'] or r['num_steps'])} | {_f(r['eff_topk'] or r['topk'])} | "
+               f"{_f(r['eff_num_draft_tokens'] or r['num_draft_tokens'])} | {_f(r['temperature'])} | "
+               f"{_f(r.get('output_tok_per_s'))} | {_f(r.get('baseline_tok_per_s'))} | {_f(r.get('speedup'))} | "
+               f"{_f(r.get('accept_length'))} | {_f(r.get('latency_p50_s'), 3)} |" for r in ok]
+        if best[c]:
+            md += ["", f"Best at concurrency {c}: `{override_line(best[c])}`"]
+        md.append("")
+    skipped = [r for r in rows if r["status"] != "ok"]
+    if skipped:
+        md += ["## Skipped or failed points", ""] + [f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped]
+    (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
+    lines = [f"concurrency {c}: {override_line(b)}  # {b['output_tok_per_s']:.1f} tok/s"
+             + (f", x{b['speedup']:.2f}" if b.get("speedup") else "") for c, b in best.items() if b]
+    (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
+    images = write_heatmaps(sweep_dir, rows, levels) if plots else []
+    return {"rows": rows, "best": best, "images": images, "skipped": skipped}
+
+
+def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[int]) -> list[Path]:
+    """tokens/s and accept length over steps x topk, one PNG per concurrency (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[sweep] matplotlib is not installed: no heat maps (pip install matplotlib)", file=sys.stderr)
+        return []
+    out = []
+    for c in levels:
+        ok = [r for r in rows if r.get("concurrency") == c and r["status"] == "ok" and r.get("num_steps")]
+        if not ok:
+            continue
+        steps = sorted({r["num_steps"] for r in ok})
+        topks = sorted({r["topk"] for r in ok})
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, key, title in ((axes[0], "output_tok_per_s", "output tokens/s"),
+                               (axes[1], "accept_length", "accept length")):
+            grid = [[None] * len(steps) for _ in topks]
+            for r in ok:  # best over the other swept values (draft tokens, temperature)
+                i, j = topks.index(r["topk"]), steps.index(r["num_steps"])
+                v = r.get(key)
+                if v is not None and (grid[i][j] is None or v > grid[i][j]):
+                    grid[i][j] = v
+            data = [[float("nan") if v is None else v for v in row] for row in grid]
+            im = ax.imshow(data, origin="lower", aspect="auto", cmap="viridis")
+            ax.set_xticks(range(len(steps)), [str(s) for s in steps])
+            ax.set_yticks(range(len(topks)), [str(t) for t in topks])
+            ax.set_xlabel("num_steps")
+            ax.set_ylabel("topk")
+            ax.set_title(f"{title} (concurrency {c})")
+            for i, row in enumerate(grid):
+                for j, v in enumerate(row):
+                    if v is not None:
+                        ax.text(j, i, f"{v:.1f}" if v >= 10 else f"{v:.2f}", ha="center", va="center",
+                                color="white", fontsize=8)
+            fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        path = sweep_dir / f"heatmap_c{c}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def _f(v, nd: int = 2) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+class SweepSummaryCallback:
+    """Hydra callback: at the end of a multirun, summarize the sweep directory."""
+
+    def __init__(self, plots: bool = True):
+        self.plots = plots
+
+    # Hydra calls every hook; only the end of a multirun matters here.
+    def on_run_start(self, config, **kwargs) -> None: ...
+    def on_run_end(self, config, **kwargs) -> None: ...
+    def on_multirun_start(self, config, **kwargs) -> None: ...
+    def on_job_start(self, config, **kwargs) -> None: ...
+    def on_job_end(self, config, job_return, **kwargs) -> None: ...
+    def on_compose_config(self, config, config_name, overrides) -> None: ...
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir() or str(sweep_dir) == ".":
+            return
+        summary = write_summary(sweep_dir, plots=self.plots)
+        print((sweep_dir / "summary.md").read_text())
+        print(f"[sweep] summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}, "
+              f"{sweep_dir / 'best_override.txt'}" + "".join(f", {p}" for p in summary["images"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not Path(args[0]).is_dir():
+        print("usage: python -m automodel_spec.sweep SWEEP_DIR", file=sys.stderr)
+        return 2
+    summary = write_summary(Path(args[0]))
+    print((Path(args[0]) / "summary.md").read_text())
+    return 0 if summary["rows"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

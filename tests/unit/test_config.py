@@ -1,0 +1,185 @@
+"""The pure cross-field rules (``spec_errors`` / ``validate``); composing with Hydra is tested elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from automodel_spec.config import (
+    DEMO_DRAFT,
+    DEMO_TARGET,
+    AlgorithmConfig,
+    BenchConfig,
+    DraftConfig,
+    Mode,
+    ServeConfig,
+    SGLangConfig,
+    SpecConfig,
+    TargetConfig,
+    spec_errors,
+    validate,
+)
+from automodel_spec.errors import ConfigError
+
+NONE = AlgorithmConfig(name=None, architecture=None, needs_draft=False, uses_token_map=False)
+NEXTN = AlgorithmConfig(name="NEXTN", architecture=None, needs_draft=False, uses_token_map=False)
+
+
+def _cfg(**kw) -> ServeConfig:
+    kw.setdefault("draft", DraftConfig(path="/runs/eagle3"))
+    kw.setdefault("target", TargetConfig(path="/models/target"))
+    return ServeConfig(**kw)
+
+
+def _problems(cfg: ServeConfig) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        validate(cfg)
+    assert exc.value.problems and str(exc.value).count("\n  - ") == len(exc.value.problems)
+    return exc.value.problems
+
+
+# --- spec_errors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [SpecConfig(), SpecConfig(3, 1, 4), SpecConfig(7, 1, 8), SpecConfig(5, 4, 8),
+                                  SpecConfig(5, 4, 21), SpecConfig(1, 1, 2), SpecConfig(2, 8, 3)])
+def test_valid_spec(spec):
+    assert spec_errors(spec) == []
+
+
+@pytest.mark.parametrize(
+    "spec,missing",
+    [
+        (SpecConfig(num_steps=3), ["spec.topk", "spec.num_draft_tokens"]),
+        (SpecConfig(topk=4), ["spec.num_steps", "spec.num_draft_tokens"]),
+        (SpecConfig(num_draft_tokens=8), ["spec.num_steps", "spec.topk"]),
+        (SpecConfig(num_steps=3, num_draft_tokens=4), ["spec.topk"]),
+        (SpecConfig(topk=1, num_draft_tokens=4), ["spec.num_steps"]),
+    ],
+)
+def test_spec_knobs_go_together(spec, missing):
+    errors = spec_errors(spec)
+    assert len(errors) == 1 and "go together" in errors[0]
+    for name in missing:
+        assert name in errors[0]
+
+
+@pytest.mark.parametrize("tokens", [3, 5, 8])
+def test_chain_needs_steps_plus_one_tokens(tokens):
+    errors = spec_errors(SpecConfig(num_steps=3, topk=1, num_draft_tokens=tokens))
+    assert len(errors) == 1 and "spec.num_draft_tokens=4" in errors[0] and f"got {tokens}" in errors[0]
+
+
+def test_tree_cannot_hold_more_than_steps_times_topk_plus_one():
+    assert spec_errors(SpecConfig(num_steps=2, topk=4, num_draft_tokens=9)) == []  # 2*4+1 = 9: the full tree
+    errors = spec_errors(SpecConfig(num_steps=2, topk=4, num_draft_tokens=10))
+    assert len(errors) == 1 and "2*4+1 = 9" in errors[0]
+
+
+@pytest.mark.parametrize("spec,bad", [(SpecConfig(0, 1, 1), "spec.num_steps=0"), (SpecConfig(3, 0, 4), "spec.topk=0"),
+                                      (SpecConfig(3, 2, -1), "spec.num_draft_tokens=-1")])
+def test_spec_values_must_be_positive(spec, bad):
+    errors = spec_errors(spec)
+    assert any(bad in e and ">= 1" in e for e in errors)
+
+
+# --- validate --------------------------------------------------------------------------------------------
+
+
+def test_valid_config_passes():
+    validate(_cfg(spec=SpecConfig(3, 1, 4)))
+    validate(_cfg(algorithm=NONE, draft=DraftConfig()))
+    validate(_cfg(algorithm=NEXTN, draft=DraftConfig()))
+
+
+def test_spec_rules_applied_by_validate():
+    assert any("spec.num_draft_tokens=4" in p for p in _problems(_cfg(spec=SpecConfig(3, 1, 6))))
+
+
+def test_spec_with_algorithm_none_refused():
+    probs = _problems(_cfg(algorithm=NONE, draft=DraftConfig(), spec=SpecConfig(3, 1, 4)))
+    assert len(probs) == 1 and "algorithm=none" in probs[0]
+
+
+def test_algorithm_needing_a_draft_without_one():
+    probs = _problems(_cfg(draft=DraftConfig(path=None)))
+    assert len(probs) == 1 and "algorithm=EAGLE3 needs a drafter" in probs[0] and "draft.path" in probs[0]
+
+
+def test_target_required():
+    probs = _problems(_cfg(target=TargetConfig(path=None)))
+    assert len(probs) == 1 and "target.path is unset" in probs[0]
+
+
+@pytest.mark.parametrize(
+    "draft,target,fix",
+    [(DEMO_DRAFT, "/models/target", "Set target.path"), ("/runs/eagle3", DEMO_TARGET, "Set draft.path")],
+)
+def test_demo_pair_goes_together(draft, target, fix):
+    probs = _problems(_cfg(draft=DraftConfig(path=draft), target=TargetConfig(path=target)))
+    assert len(probs) == 1 and "demo pair" in probs[0] and fix in probs[0]
+
+
+def test_demo_pair_together_is_fine():
+    validate(_cfg(draft=DraftConfig(path=DEMO_DRAFT), target=TargetConfig(path=DEMO_TARGET)))
+
+
+def test_demo_target_alone_without_speculation_is_fine():
+    validate(_cfg(algorithm=NONE, draft=DraftConfig(), target=TargetConfig(path=DEMO_TARGET)))
+
+
+@pytest.mark.parametrize(
+    "sglang,needle",
+    [
+        (SGLangConfig(tp_size=0), "sglang.tp_size=0"),
+        (SGLangConfig(port=70000), "sglang.port=70000"),
+        (SGLangConfig(port=-1), "sglang.port=-1"),
+        (SGLangConfig(mem_fraction_static=1.0), "mem_fraction_static=1.0"),
+        (SGLangConfig(mem_fraction_static=0.0), "mem_fraction_static=0.0"),
+        (SGLangConfig(ready_timeout_s=0), "ready_timeout_s=0"),
+    ],
+)
+def test_sglang_rules(sglang, needle):
+    probs = _problems(_cfg(sglang=sglang))
+    assert len(probs) == 1 and needle in probs[0]
+
+
+def test_port_zero_picks_a_free_port():
+    validate(_cfg(sglang=SGLangConfig(port=0)))
+
+
+def test_negative_aux_layer_ids_refused():
+    probs = _problems(_cfg(draft=DraftConfig(path="/runs/eagle3", aux_layer_ids=[1, -3, 5])))
+    assert len(probs) == 1 and "aux_layer_ids" in probs[0]
+
+
+@pytest.mark.parametrize(
+    "bench,needle",
+    [
+        (BenchConfig(num_prompts=0), "bench.num_prompts=0"),
+        (BenchConfig(concurrency=[]), "bench.concurrency=[]"),
+        (BenchConfig(concurrency=[1, 0]), "bench.concurrency=[1, 0]"),
+        (BenchConfig(max_new_tokens=0), "bench.max_new_tokens=0"),
+        (BenchConfig(temperature=-0.1), "bench.temperature=-0.1"),
+    ],
+)
+def test_bench_rules_in_bench_mode_only(bench, needle):
+    probs = _problems(_cfg(mode=Mode.bench, bench=bench))
+    assert len(probs) == 1 and needle in probs[0]
+    validate(_cfg(mode=Mode.serve, bench=bench))  # serving ignores the bench section
+
+
+def test_several_errors_reported_together():
+    cfg = _cfg(
+        draft=DraftConfig(path=None),
+        target=TargetConfig(path=None),
+        spec=SpecConfig(num_steps=3, topk=1, num_draft_tokens=9),
+        sglang=SGLangConfig(tp_size=0, port=99999),
+    )
+    with pytest.raises(ConfigError) as exc:
+        validate(cfg)
+    probs = exc.value.problems
+    assert len(probs) == 5
+    joined = "\n".join(probs)
+    for needle in ("spec.num_draft_tokens=4", "needs a drafter", "target.path is unset", "tp_size=0", "port=99999"):
+        assert needle in joined
+    assert "(5 problem(s))" in str(exc.value)

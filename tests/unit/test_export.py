@@ -1,0 +1,318 @@
+"""The exporter: a servable copy beside (never over) the user's checkpoint, atomic and reusable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from safetensors import safe_open
+
+from automodel_spec.checkpoint import resolve_draft
+from automodel_spec.errors import CheckpointError
+from automodel_spec.export import MANIFEST, TOKEN_MAP, export_draft, export_key, planned_export_dir
+
+EAGLE3 = "LlamaForCausalLMEagle3"
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+def _mtimes(d: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in d.iterdir()} | {".": d.stat().st_mtime_ns}
+
+
+def _exports(cache: Path) -> list[str]:
+    """Export directories (and any leftover temp dir), not the lock files kept beside them."""
+    return sorted(p.name for p in (cache / "exports").iterdir() if not p.name.endswith(".lock"))
+
+
+def test_export_writes_servable_files(eagle3_ckpt, cache, kit):
+    r = resolve_draft(str(eagle3_ckpt.parent))
+    res = export_draft(r, EAGLE3, cache_dir=cache)
+
+    assert res.written and not res.reused
+    assert res.path.parent == cache / "exports" and res.path.name.startswith(EAGLE3 + "-")
+    assert sorted(p.name for p in res.path.iterdir()) == sorted(["config.json", "model.safetensors", MANIFEST])
+    assert res.token_map is None
+
+    cfg = json.loads((res.path / "config.json").read_text())
+    assert cfg == res.config
+    assert cfg["architectures"] == [EAGLE3] and cfg["num_hidden_layers"] == 1
+    with safe_open(str(res.path / "model.safetensors"), "pt") as f:
+        names = set(f.keys())
+        assert f.metadata() == {"format": "pt"}
+        d2t = f.get_tensor("d2t")
+    layer = {f"midlayer.{p}.weight" for p in (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+        "mlp.up_proj", "mlp.down_proj", "input_layernorm", "hidden_norm", "post_attention_layernorm")}
+    assert names == layer | {"fc.weight", "norm.weight", "lm_head.weight", "d2t", "t2d"}
+    assert torch.equal(d2t + torch.arange(kit.DRAFT_VOCAB), kit.selected_ids())
+
+    manifest = json.loads((res.path / MANIFEST).read_text())
+    assert manifest["key"] == export_key(r, EAGLE3, None)
+    assert manifest["source"] == str(r.model_dir) and manifest["meta"] == str(r.meta_path)
+    assert manifest["architecture"] == EAGLE3 and manifest["notes"] == res.notes
+    assert manifest["min_sglang"] == res.min_sglang == "0.5.9"
+
+
+def test_export_roundtrips_through_the_resolver(eagle3_ckpt, cache):
+    """The export is itself a plain HF directory that the resolver (and SGLang) accepts as is."""
+    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    again = resolve_draft(str(res.path))
+    assert again.kind == "hf" and again.model_dir == res.path.resolve()
+
+
+def test_users_checkpoint_is_untouched(eagle3_ckpt, cache, kit):
+    run = eagle3_ckpt.parent
+    before = kit.tree_digest(run)
+    export_draft(resolve_draft(str(run)), EAGLE3, cache_dir=cache, aux_layer_ids=[2, 4, 6])
+    assert kit.tree_digest(run) == before
+
+
+def test_second_export_reuses_and_rewrites_nothing(eagle3_ckpt, cache):
+    r = resolve_draft(str(eagle3_ckpt.parent))
+    first = export_draft(r, EAGLE3, cache_dir=cache)
+    stamps = _mtimes(first.path)
+    time.sleep(0.01)
+
+    second = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+
+    assert second.reused and not second.written
+    assert second.path == first.path and second.config == first.config and second.notes == first.notes
+    assert _mtimes(first.path) == stamps
+    assert _exports(cache) == [first.path.name]
+
+
+def test_different_aux_override_gives_a_different_export(eagle3_ckpt, cache):
+    r = resolve_draft(str(eagle3_ckpt))
+    a = export_draft(r, EAGLE3, cache_dir=cache)
+    b = export_draft(r, EAGLE3, cache_dir=cache, aux_layer_ids=[2, 4, 6])
+    assert a.path != b.path and not b.reused
+    assert "eagle_config" not in a.config
+    assert b.config["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [2, 4, 6]
+    assert json.loads((a.path / "config.json").read_text()) == a.config  # a untouched by b
+    assert len(_exports(cache)) == 2
+
+
+def test_changed_checkpoint_gives_a_different_export(make_run, cache, tmp_path, kit):
+    a = export_draft(resolve_draft(str(make_run(tmp_path / "a"))), EAGLE3, cache_dir=cache)
+    b = export_draft(resolve_draft(str(make_run(tmp_path / "b", tensors=kit.eagle3_tensors(seed=1)))), EAGLE3,
+                     cache_dir=cache)
+    assert a.path != b.path
+
+
+def test_dry_run_writes_nothing(eagle3_ckpt, cache, tmp_path, kit):
+    before = kit.tree_digest(tmp_path)
+    r = resolve_draft(str(eagle3_ckpt))
+
+    dry = export_draft(r, EAGLE3, cache_dir=cache, dry_run=True)
+
+    assert not cache.exists()
+    assert kit.tree_digest(tmp_path) == before
+    assert dry.config["architectures"] == [EAGLE3] and dry.notes
+    real = export_draft(r, EAGLE3, cache_dir=cache)
+    assert real.path == dry.path and real.config == dry.config and not real.reused
+
+
+def test_dry_run_with_export_dir_creates_nothing(eagle3_ckpt, cache, tmp_path):
+    out = tmp_path / "out" / "draft"
+    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out), dry_run=True)
+    assert res.path == out.resolve()
+    assert not (tmp_path / "out").exists() and not cache.exists()
+
+
+def test_dry_run_still_refuses_a_broken_draft(make_run, cache, kit):
+    src = kit.eagle3_tensors()
+    del src["model.norm.weight"]
+    with pytest.raises(CheckpointError, match="norm.weight"):
+        export_draft(resolve_draft(str(make_run(tensors=src))), EAGLE3, cache_dir=cache, dry_run=True)
+    assert not cache.exists()
+
+
+def test_broken_draft_leaves_no_export(make_run, cache, kit):
+    src = kit.eagle3_tensors()
+    del src["model.norm.weight"]
+    with pytest.raises(CheckpointError):
+        export_draft(resolve_draft(str(make_run(tensors=src))), EAGLE3, cache_dir=cache)
+    assert not (cache / "exports").exists() or _exports(cache) == []
+
+
+def test_explicit_export_dir(eagle3_ckpt, cache, tmp_path):
+    out = tmp_path / "mine"
+    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    assert res.path == out.resolve() and (out / "model.safetensors").is_file()
+    assert not (cache / "exports").exists()
+    assert export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out)).reused
+
+
+def test_explicit_empty_export_dir_is_used(eagle3_ckpt, cache, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    assert (res.path / MANIFEST).is_file() and res.path == out.resolve()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_export_dir_with_foreign_files_refused(eagle3_ckpt, cache, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="not an export of this project"):
+        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+
+
+def test_export_dir_holding_another_export_refused(make_run, eagle3_ckpt, cache, tmp_path, kit):
+    out = tmp_path / "shared_out"
+    export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    stamps = _mtimes(out)
+    other = make_run(tmp_path / "other", tensors=kit.eagle3_tensors(seed=3))
+    with pytest.raises(CheckpointError, match="different draft or options"):
+        export_draft(resolve_draft(str(other)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    assert _mtimes(out) == stamps
+
+
+def test_failure_mid_write_leaves_nothing_behind(eagle3_ckpt, cache, monkeypatch):
+    r = resolve_draft(str(eagle3_ckpt))
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        export_draft(r, EAGLE3, cache_dir=cache)
+    assert _exports(cache) == []  # neither the final dir nor a .tmp- dir
+
+    monkeypatch.undo()
+    res = export_draft(r, EAGLE3, cache_dir=cache)
+    assert not res.reused and _exports(cache) == [res.path.name]
+
+
+def test_failure_after_weights_written_leaves_nothing_behind(eagle3_ckpt, cache, monkeypatch):
+    """The manifest is written last; a failure while writing it must not leave a half export."""
+    import automodel_spec.export as export_mod
+
+    real_dumps = json.dumps
+
+    def failing_dumps(obj, *args, **kwargs):
+        if isinstance(obj, dict) and "key" in obj:
+            raise KeyboardInterrupt  # even a Ctrl-C cleans up
+        return real_dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(export_mod.json, "dumps", failing_dumps)
+    with pytest.raises(KeyboardInterrupt):
+        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    assert _exports(cache) == []
+
+
+def test_eagle_export_writes_token_map(eagle_ckpt, cache, kit):
+    res = export_draft(resolve_draft(str(eagle_ckpt)), kit.EAGLE_ARCH, cache_dir=cache)
+    assert res.token_map == res.path / TOKEN_MAP
+    ids = torch.load(res.token_map, weights_only=True)
+    assert ids.dtype == torch.int64 and ids.dim() == 1 and torch.equal(ids, kit.selected_ids())
+    assert res.config["hot_vocab_size"] == kit.DRAFT_VOCAB
+    with safe_open(str(res.path / "model.safetensors"), "pt") as f:
+        assert "fc.bias" in set(f.keys()) and not any(k.startswith("model.") for k in f.keys())
+    again = export_draft(resolve_draft(str(eagle_ckpt)), kit.EAGLE_ARCH, cache_dir=cache)
+    assert again.reused and again.token_map == res.token_map
+
+
+def test_legacy_export(tmp_path, cache, kit):
+    d = tmp_path / "legacy"
+    d.mkdir()
+    torch.save(kit.eagle3_tensors(), d / "draft_model.pt")
+    (d / "config.json").write_text(json.dumps(kit.eagle3_config()))
+    torch.save({"selected_token_ids": kit.selected_ids()}, d / "eagle3_meta.pt")
+    res = export_draft(resolve_draft(str(d)), EAGLE3, cache_dir=cache)
+    assert (res.path / "model.safetensors").is_file() and not (res.path / "draft_model.pt").exists()
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "draft_model.pt", "eagle3_meta.pt"]
+
+
+def test_cache_dir_from_environment(eagle3_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(tmp_path / "envcache"))
+    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3)
+    assert res.path.parent == tmp_path / "envcache" / "exports"
+
+
+def test_planned_dir_matches_export(eagle3_ckpt, cache):
+    r = resolve_draft(str(eagle3_ckpt))
+    planned, key = planned_export_dir(r, EAGLE3, None, None, cache)
+    assert export_draft(r, EAGLE3, cache_dir=cache).path == planned
+    assert planned.name.endswith(key)
+
+
+_CONCURRENT = textwrap.dedent("""
+    import json, pathlib, sys, time
+    import automodel_spec.export as ex
+    from automodel_spec.checkpoint import resolve_draft
+
+    draft, cache, ready, go = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), pathlib.Path(sys.argv[4])
+    real_plan = ex._plan
+
+    def slow_plan(*args, **kwargs):  # widen the window in which the other job could interfere
+        time.sleep(0.5)
+        return real_plan(*args, **kwargs)
+
+    ex._plan = slow_plan
+    resolved = resolve_draft(draft)
+    ready.write_text("ready")
+    deadline = time.time() + 60
+    while not go.exists() and time.time() < deadline:
+        time.sleep(0.005)
+    res = ex.export_draft(resolved, "LlamaForCausalLMEagle3", cache_dir=cache)
+    print(json.dumps({"path": str(res.path), "reused": res.reused}))
+""")
+
+
+def test_concurrent_exports_make_one_complete_directory(eagle3_ckpt, cache, tmp_path):
+    go = tmp_path / "go"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = []
+    for i in range(2):
+        ready = tmp_path / f"ready{i}"
+        procs.append((ready, subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT, str(eagle3_ckpt.parent), str(cache), str(ready), str(go)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)))
+    try:
+        deadline = time.time() + 60
+        while not all(ready.exists() for ready, _ in procs):
+            assert time.time() < deadline, "workers did not start"
+            assert all(p.poll() is None for _, p in procs), [p.communicate() for _, p in procs]
+            time.sleep(0.01)
+        go.write_text("go")
+        results = []
+        for _, p in procs:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.kill()
+
+    assert results[0]["path"] == results[1]["path"]
+    assert sorted(r["reused"] for r in results) == [False, True]  # one wrote, the other waited and reused
+    final = Path(results[0]["path"])
+    assert _exports(cache) == [final.name]  # no temporary directories left behind
+    assert sorted(p.name for p in final.iterdir()) == sorted(["config.json", "model.safetensors", MANIFEST])
+    assert json.loads((final / MANIFEST).read_text())["key"]
+    with safe_open(str(final / "model.safetensors"), "pt") as f:
+        assert "fc.weight" in set(f.keys())
+
+
+def test_export_dir_that_is_a_file_refused(eagle3_ckpt, cache, tmp_path):
+    out = tmp_path / "draft.safetensors"
+    out.write_bytes(b"user data")
+    with pytest.raises(CheckpointError, match="not an export of this project"):
+        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    assert out.read_bytes() == b"user data"

@@ -1,0 +1,87 @@
+"""The offline model builders: real file layouts, a tokenizer that loads, an atomic demo pair."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from automodel_spec import demo, synthetic
+from automodel_spec.checkpoint import resolve_draft, weight_files
+from automodel_spec.synthetic_tokenizer import NUM_TOKENS, write_byte_tokenizer
+
+SMALL = synthetic.LlamaShape(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                             intermediate_size=96, vocab_size=300, max_position_embeddings=256)
+
+
+def test_byte_tokenizer_round_trips_any_text(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    write_byte_tokenizer(tmp_path)
+    tok = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    text = "Grüße, 世界! tabs\tand\nnewlines"
+    ids = tok.encode(text).ids
+    assert len(ids) == len(text.encode())  # one token per byte, no merges
+    assert all(3 <= i < NUM_TOKENS for i in ids)
+    assert tok.decode(ids) == text
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and cfg["eos_token"] == "</s>"
+
+
+def test_target_is_sharded_with_an_index_above_the_shard_size(tmp_path):
+    synthetic.write_target(tmp_path, SMALL, shard_bytes=200_000, tokenizer=False)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = weight_files(tmp_path)
+    assert len(shards) > 1 and set(index["weight_map"].values()) == {p.name for p in shards}
+    names = set(index["weight_map"])
+    assert {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} <= names
+    assert f"model.layers.{SMALL.num_hidden_layers - 1}.mlp.down_proj.weight" in names
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 4 and cfg["architectures"] == ["LlamaForCausalLM"]
+
+
+def test_repeat_target_adds_nothing_and_reads_out_the_embedding(tmp_path):
+    synthetic.write_target(tmp_path, SMALL, repeat=True, logit_scale=0.5, tokenizer=False)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        emb = f.get_tensor("model.embed_tokens.weight").float()
+        head = f.get_tensor("lm_head.weight").float()
+        o_proj = f.get_tensor("model.layers.0.self_attn.o_proj.weight")
+        down = f.get_tensor("model.layers.2.mlp.down_proj.weight")
+    assert not o_proj.any() and not down.any()
+    assert (head - 0.5 * emb).abs().max() < 1e-2
+
+
+def test_repeat_draft_passes_the_first_feature_and_heads_the_hot_vocab():
+    w = synthetic.eagle3_draft_tensors(SMALL, 100, repeat=True)
+    fc = w["model.fc.weight"].float()
+    assert fc.shape == (64, 192) and (fc[:, :64] == synthetic_eye(64)).all() and not fc[:, 64:].any()
+    assert (w["lm_head.weight"] == w["model.embed_tokens.weight"][:100]).all()
+    assert w["t2d"].sum() == 100 and not w["d2t"].any()
+
+
+def synthetic_eye(n):
+    import torch
+
+    return torch.eye(n)
+
+
+def test_demo_pair_is_built_once_in_the_automodel_layout(tmp_path):
+    pair = demo.ensure_demo_pair(tmp_path, "LlamaForCausalLMEagle3")
+    assert pair.exists() and (pair.draft_run / "LATEST").is_symlink()
+    resolved = resolve_draft(str(pair.draft_run))
+    assert resolved.model_dir.name == "consolidated" and resolved.meta_path.name == "eagle_meta.pt"
+    stamp = (pair.target / "model.safetensors").stat().st_mtime_ns
+    assert demo.ensure_demo_pair(tmp_path, "LlamaForCausalLMEagle3") == pair
+    assert (pair.target / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not [p for p in pair.target.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_demo_build_failure_leaves_nothing(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(synthetic, "write_sharded_safetensors", boom)
+    with pytest.raises(OSError):
+        demo.ensure_demo_pair(tmp_path, "LlamaForCausalLMEagle3")
+    root = demo.demo_pair(tmp_path, "LlamaForCausalLMEagle3").target.parent
+    assert not any(root.iterdir())
