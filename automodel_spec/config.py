@@ -258,6 +258,24 @@ def _unless_print_only(print_only: bool, value):
     return "."
 
 
+_SCRATCH: list[str] = []
+
+
+def _scratch_unless_print_only(print_only: bool, value: str) -> str:
+    """A multirun's sweep dir: ``value`` normally; under print_only a temporary directory that is
+    removed when the process exits (Hydra's sweeper writes multirun.yaml into the sweep dir)."""
+    if not print_only:
+        return value
+    if not _SCRATCH:
+        import atexit
+        import shutil
+        import tempfile
+
+        _SCRATCH.append(tempfile.mkdtemp(prefix="automodel_spec-print_only-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return _SCRATCH[0]
+
+
 def _point_dir(override_dirname: str) -> str:
     """A sweep point's directory name from its overrides (stable across re-runs, so sweeps resume)."""
     name = override_dirname.replace("/", "_").replace("+", "") or "default"
@@ -279,6 +297,8 @@ def register_configs() -> None:
 
     if not OmegaConf.has_resolver("automodel_spec.unless_print_only"):
         OmegaConf.register_new_resolver("automodel_spec.unless_print_only", _unless_print_only)
+    if not OmegaConf.has_resolver("automodel_spec.scratch_unless_print_only"):
+        OmegaConf.register_new_resolver("automodel_spec.scratch_unless_print_only", _scratch_unless_print_only)
     if not OmegaConf.has_resolver("automodel_spec.point_dir"):
         OmegaConf.register_new_resolver("automodel_spec.point_dir", _point_dir)
 

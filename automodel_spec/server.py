@@ -163,13 +163,21 @@ class SGLangServer:
         if self.proc is None:
             return None
         pgid = self.proc.pid  # the leader of its own session: pgid == pid
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        if not self._wait_group_gone(pgid, self.stop_timeout_s / 2):
-            _signal_group(pgid, signal.SIGTERM)
-            if not self._wait_group_gone(pgid, self.stop_timeout_s / 2):
-                _signal_group(pgid, signal.SIGKILL)
-                self._wait_group_gone(pgid, 10.0)
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                gone = self._wait_group_gone(pgid, self.stop_timeout_s / 2)
+            else:  # the server died first: its orphaned children get no orders from it
+                gone = not _group_alive(pgid)
+            if not gone:
+                _signal_group(pgid, signal.SIGTERM)
+                if not self._wait_group_gone(pgid, self.stop_timeout_s / 2):
+                    _signal_group(pgid, signal.SIGKILL)
+                    self._wait_group_gone(pgid, 10.0)
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop at once
+            _signal_group(pgid, signal.SIGKILL)
+            self._wait_group_gone(pgid, 10.0)
+            raise
         self._join_pump()
         return self.proc.returncode
 

@@ -165,7 +165,7 @@ class SweepSummaryCallback:
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not sweep_dir.is_dir() or str(sweep_dir) == ".":
+        if config.get("print_only") or not sweep_dir.is_dir():
             return
         summary = write_summary(sweep_dir, plots=self.plots)
         print((sweep_dir / "summary.md").read_text())

@@ -42,4 +42,7 @@ def run_and_exit(job, *args):
         sys.exit(code)
     if code and in_multirun():
         print(f"job {HydraConfig.get().job.num} failed with code {code}; continuing the sweep", file=sys.stderr)
-    return value if value is not None else code
+    if value is not None:
+        return value
+    # a sweeper that optimizes the return value must score a failed job as the worst, not as its code
+    return 0.0 if code and in_multirun() else code

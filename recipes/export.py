@@ -21,13 +21,17 @@ register_configs()
 
 def export(cfg: ServeConfig) -> int:
     if not cfg.algorithm.architecture:
-        raise ConfigError(f"algorithm={cfg.algorithm.name} has no draft to export; use algorithm=EAGLE3 or EAGLE.")
+        raise ConfigError(f"algorithm={cfg.algorithm.name or 'none'} has no draft to export; "
+                          "use algorithm=EAGLE3 or EAGLE.")
     run = prepare_run(cfg, dry_run=cfg.print_only)
     print(format_notes(run), flush=True)
+    if run.export is None and run.pending:  # print_only before the demo pair exists: path not known yet
+        print("export (would be written): its path is known once the demo pair is built", flush=True)
+        return 0
     if run.export is None:
         print(f"nothing to export: {run.draft.path if run.draft else 'no draft'} is passed through as is")
         return 0
-    state = "would be written" if cfg.print_only else ("reused" if run.export.reused else "written")
+    state = "reused" if run.export.reused else ("would be written" if cfg.print_only else "written")
     print(f"export ({state}):", flush=True)
     if run.export.token_map:
         print(f"token map: {run.export.token_map}")

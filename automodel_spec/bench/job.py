@@ -21,7 +21,7 @@ from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
 from automodel_spec.bench.workload import load_prompts, select_prompts
 from automodel_spec.config import AlgorithmConfig, ServeConfig, SpecConfig, resolve_spec, spec_errors
-from automodel_spec.errors import ConfigError, SpecError
+from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock
 from automodel_spec.launch import effective_settings, open_server
 from automodel_spec.prepare import PreparedRun
@@ -32,11 +32,16 @@ SCHEMA = 1
 
 
 def point_key(cfg: ServeConfig, run: PreparedRun) -> str:
-    """What makes two points the same measurement (the port is not part of it)."""
-    sg = replace(cfg.sglang, port=0, api_key=None)
+    """What makes two points the same measurement.
+
+    The port, the API key, timeouts, the sweep's name and the sweeper's objective level are not part
+    of it: re-running a sweep with a longer ``sglang.ready_timeout_s`` reuses its finished points.
+    """
+    sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
+    bench = replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None)
     blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
                        "algorithm": asdict(cfg.algorithm), "spec": asdict(cfg.spec), "sglang": asdict(sg),
-                       "bench": asdict(cfg.bench)}, sort_keys=True, default=str)
+                       "bench": asdict(bench)}, sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
@@ -98,11 +103,14 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_
     try:
         baseline = None
         if cfg.bench.baseline and cfg.algorithm.name is not None:
-            baseline = measure_baseline(cfg, run, (shared_dir or out_dir) / "baseline")
+            baseline = measure_baseline(cfg, run, (shared_dir or out_dir).resolve() / "baseline")
             result["baseline_dir"] = baseline.get("dir")
         levels, extra = _measure(cfg, run, out_dir, log_name="server.log")
         add_speedups(levels, baseline["levels"] if baseline else None)
         result.update(status="ok", levels=levels, **extra)
+        failed = sum(m["failed_requests"] for m in levels.values())
+        if failed:  # numbers from a partly failed workload are not comparable: retry on re-run
+            result.update(status="failed", error=f"{failed} request(s) failed; see {out_dir / RECORDS}")
     except SpecError as exc:
         result.update(error=str(exc))
     except Exception as exc:
@@ -126,6 +134,9 @@ def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> dict
         print(f"[bench] measuring the no-speculation baseline once for this sweep ({path.parent})", flush=True)
         t0 = time.monotonic()
         levels, extra = _measure(base_cfg, PreparedRun(target=run.target), path.parent, log_name="server.log")
+        failed = sum(m["failed_requests"] for m in levels.values())
+        if failed:  # not cached: the next point measures it again
+            raise ServerError(f"the baseline had {failed} failed request(s); see {path.parent / RECORDS}")
         result = {"key": key, "status": "ok", "levels": levels, "dir": str(path.parent),
                   "gpu_seconds": time.monotonic() - t0, **extra}
         _write_json(path, result)

@@ -25,13 +25,13 @@ def summarize_level(records: list[dict], wall_s: float, num_steps: int | None) -
     tokens = sum(r["completion_tokens"] for r in ok)
     verify = sum(r.get("spec_verify_ct", 0) for r in ok)
     latencies = [r["latency_s"] for r in ok]
+    per_token = [r["latency_s"] / r["completion_tokens"] for r in ok if r["completion_tokens"]]
     accept = tokens / verify if verify else None
     return {
         "requests": len(records), "failed_requests": len(records) - len(ok), "output_tokens": tokens,
         "wall_s": wall_s, "output_tok_per_s": tokens / wall_s if wall_s > 0 else None,
         "latency_p50_s": percentile(latencies, 50), "latency_p90_s": percentile(latencies, 90),
-        "tpot_s": (sum(r["latency_s"] / r["completion_tokens"] for r in ok if r["completion_tokens"]) / len(ok))
-        if ok else None,
+        "tpot_s": sum(per_token) / len(per_token) if per_token else None,
         "accept_length": accept,
         "acceptance_rate": (accept - 1) / num_steps if accept is not None and num_steps else None,
     }

@@ -50,6 +50,8 @@ def load_prompts(path: str | None = None) -> list[Prompt]:
         ids = obj.get("input_ids") if isinstance(obj, dict) else None
         if not (isinstance(text, str) and text) and not (isinstance(ids, list) and ids):
             raise ConfigError(f'{p}:{n} needs a non-empty "prompt" (or "text") string or an "input_ids" list.')
+        if isinstance(ids, list) and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ConfigError(f'{p}:{n} "input_ids" must be a list of integer token ids.')
         prompts.append(Prompt(id=str(obj.get("id", n)), kind=str(obj.get("kind", "custom")),
                               text=text if isinstance(text, str) else None,
                               input_ids=tuple(int(i) for i in ids) if isinstance(ids, list) else None))

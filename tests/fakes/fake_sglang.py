@@ -9,6 +9,8 @@ SGLang it spawns a child process ("scheduler") and serves /health, /health_gener
   hang            never become ready (health answers 503)
   stubborn_child  the child ignores SIGTERM (only SIGKILL stops it)
   exit_after      serve, then exit by itself with code 7 after FAKE_SGLANG_EXIT_AFTER_S seconds
+FAKE_SGLANG_CRASH_IF, when set, is a substring of the argv: a server whose ``" ".join(sys.argv)``
+contains it behaves like MODE crash (so one point of a sweep can crash), whatever FAKE_SGLANG_MODE says.
 FAKE_SGLANG_PIDFILE, when set, receives the pids of the server and its child.
 """
 
@@ -27,7 +29,8 @@ def arg(name, default=None):
     return argv[argv.index(name) + 1] if name in argv else default
 
 
-MODE = os.environ.get("FAKE_SGLANG_MODE", "ok")
+CRASH_IF = os.environ.get("FAKE_SGLANG_CRASH_IF")
+MODE = "crash" if CRASH_IF and CRASH_IF in " ".join(sys.argv) else os.environ.get("FAKE_SGLANG_MODE", "ok")
 BOOT_S = float(os.environ.get("FAKE_SGLANG_BOOT_S", "0.5"))
 PORT = int(arg("--port", "30000"))
 API_KEY = arg("--api-key")

@@ -1,0 +1,353 @@
+"""The benchmark as a user runs it: ``recipes/serve.py mode=bench`` and ``-m +sweep=...`` in subprocesses.
+
+Every run gets its own working directory under ``tmp_path``; the demo pair is built once per module
+in a cache under a tmp dir (``AUTOMODEL_SPEC_CACHE``). Servers are the fake
+(``sglang.python=tests/fakes/fake_sglang.py``: accept length = steps + 1, 1 ms per generated token),
+so the numbers prove the plumbing, not speculative decoding. Each CLI run carries a unique tag in its
+environment, which every process it starts inherits: after each run the tests check through /proc
+that none of them is left, and SIGKILL any that is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE = REPO / "recipes" / "serve.py"
+EXPORT = REPO / "recipes" / "export.py"
+FAKE = REPO / "tests" / "fakes" / "fake_sglang.py"
+CLI_TIMEOUT_S = 90
+TAG_VAR = "AUTOMODEL_SPEC_TEST_BENCH_TAG"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+WORKLOAD = [f"sglang.python={FAKE}", "sglang.port=0", "sglang.stop_timeout_s=4", "sglang.ready_timeout_s=30",
+            "bench.num_prompts=4", "bench.max_new_tokens=16", "bench.request_timeout_s=20",
+            "bench.concurrency=[1,2]"]
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process checks use /proc")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _tagged_pids(tag: str) -> list[int]:
+    """Live (non-zombie) processes whose environment carries ``tag``."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle not in fh.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except (OSError, IndexError):
+            continue
+        pids.append(int(entry))
+    return pids
+
+
+def assert_nothing_left(tag: str, timeout: float = 5.0) -> None:
+    """No process started by the tagged run is alive; kill (and report) any that is."""
+    deadline = time.monotonic() + timeout
+    while (left := _tagged_pids(tag)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"processes left behind by the CLI run: {left}"
+
+
+def run_cli(script: Path, *args: str, cwd: Path, cache: Path, env: dict | None = None,
+            timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run a recipe; afterwards check it left no process behind."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("FAKE_SGLANG_", "AUTOMODEL_SPEC_", "HYDRA_"))}
+    full_env.update(AUTOMODEL_SPEC_CACHE=str(cache), PYTHONUNBUFFERED="1", **{TAG_VAR: tag}, **(env or {}))
+    try:
+        return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=full_env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    finally:
+        assert_nothing_left(tag)
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` with its kind, size and mtime ({} when root does not exist)."""
+    if not root.exists():
+        return {}
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = ("d" if p.is_dir() else "f", st.st_size, st.st_mtime_ns)
+    return out
+
+
+def metrics(d: Path) -> dict:
+    return json.loads((d / "metrics.json").read_text())
+
+
+def baseline_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "baseline").iterdir() if p.is_dir())
+
+
+def output(res: subprocess.CompletedProcess) -> str:
+    return res.stdout + res.stderr
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """A cache holding the built demo pair and its export (one real ``recipes/export.py`` run)."""
+    root = tmp_path_factory.mktemp("bench-cache")
+    res = run_cli(EXPORT, cwd=root / "cwd", cache=root / "cache", timeout=120)
+    assert res.returncode == 0, output(res)
+    return root / "cache"
+
+
+# --- one point ------------------------------------------------------------------------------------
+
+
+def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, cache):
+    out = tmp_path / "out"
+    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "spec.num_steps=3", "spec.topk=1", f"hydra.run.dir={out}",
+                  cwd=tmp_path / "cwd", cache=cache)
+    assert res.returncode == 0, output(res)
+    assert "measuring the no-speculation baseline" in res.stdout
+    assert re.search(r"\[bench\] out: boot \d+s; c=1: [0-9.]+ tok/s x[0-9.]+ accept 4\.00; "
+                     r"c=2: [0-9.]+ tok/s x[0-9.]+ accept 4\.00", res.stdout), res.stdout
+
+    m = metrics(out)
+    assert m["status"] == "ok" and m["algorithm"] == "EAGLE3" and m["key"]
+    assert m["spec"]["num_steps"] == 3 and m["spec"]["topk"] == 1 and m["spec"]["num_draft_tokens"] == 4
+    assert m["effective"]["speculative_algorithm"] == "EAGLE3"
+    assert (m["effective"]["speculative_num_steps"], m["effective"]["speculative_eagle_topk"],
+            m["effective"]["speculative_num_draft_tokens"]) == (3, 1, 4)
+    assert m["boot_s"] > 0 and m["gpu_seconds"] >= m["boot_s"]
+    assert Path(m["server_log"]) == out / "server.log" and "fired up" in (out / "server.log").read_text()
+
+    base_dir = Path(m["baseline_dir"])
+    assert base_dir.parent == out / "baseline" and baseline_dirs(out) == [base_dir]
+    base = metrics(base_dir)
+    assert base["status"] == "ok" and base["effective"].get("speculative_algorithm") is None
+    assert (base_dir / "records.jsonl").is_file() and (base_dir / "server.log").is_file()
+
+    assert set(m["levels"]) == {"1", "2"}
+    for conc, lv in m["levels"].items():
+        assert lv["requests"] == 4 and lv["failed_requests"] == 0 and lv["output_tokens"] == 64
+        assert lv["output_tok_per_s"] > 0
+        assert 0.016 <= lv["latency_p50_s"] <= lv["latency_p90_s"]  # the fake sleeps 1 ms per token
+        assert lv["tpot_s"] > 0
+        assert lv["accept_length"] == pytest.approx(4.0) and lv["acceptance_rate"] == pytest.approx(1.0)
+        assert lv["server_accept_length"] == pytest.approx(4.0)
+        assert lv["baseline_tok_per_s"] == base["levels"][conc]["output_tok_per_s"] > 0
+        assert lv["speedup"] == pytest.approx(lv["output_tok_per_s"] / lv["baseline_tok_per_s"])
+        assert base["levels"][conc]["accept_length"] is None
+
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [r["concurrency"] for r in records] == [1] * 4 + [2] * 4  # warm-up requests are not recorded
+    assert all(r["ok"] and r["completion_tokens"] == 16 and r["spec_verify_ct"] == 4 for r in records)
+    assert [r["i"] for r in records] == [0, 1, 2, 3] * 2
+
+
+def test_single_bench_run_of_an_invalid_setting_is_recorded_and_fails(tmp_path, cache):
+    out = tmp_path / "out"
+    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "spec.num_steps=3", "spec.topk=1", "spec.num_draft_tokens=2",
+                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache)
+    assert res.returncode == 1, output(res)
+    m = metrics(out)
+    assert m["status"] == "invalid"
+    assert "set spec.num_draft_tokens=4 (got 2" in m["reason"]
+    assert "skipped, invalid setting" in res.stdout
+    assert not (out / "server.log").exists() and not (out / "baseline").exists()  # no server was started
+
+
+def test_print_only_bench_writes_nothing(tmp_path, cache):
+    before = tree(cache)
+    cwd = tmp_path / "cwd"
+    res = run_cli(SERVE, "print_only=true", "mode=bench", *WORKLOAD, "spec.num_steps=3", "spec.topk=1",
+                  cwd=cwd, cache=cache)
+    assert res.returncode == 0, output(res)
+    assert "print_only: nothing was written" in res.stdout
+    assert "--speculative-num-steps 3" in res.stdout
+    assert tree(cwd) == {}
+    assert tree(cache) == before
+
+
+def test_print_only_sweep_writes_nothing(tmp_path, cache):
+    before = tree(cache)
+    cwd = tmp_path / "cwd"
+    res = run_cli(SERVE, "-m", "+sweep=grid", "print_only=true", *WORKLOAD, "bench.name=p",
+                  "spec.num_steps=1,3", "spec.topk=1", cwd=cwd, cache=cache)
+    assert res.returncode == 0, output(res)
+    assert res.stdout.count("print_only: nothing was written") == 2
+    assert tree(cwd) == {}, "a print_only sweep wrote files"
+    assert tree(cache) == before
+
+
+# --- a grid sweep, run twice ----------------------------------------------------------------------
+
+# spec.num_steps=1,3,5 x spec.topk=1,2 with 4 draft tokens: a chain needs steps+1 tokens and a tree
+# holds at most steps*topk+1, so (1,1), (1,2) and (5,1) are invalid; (3,1) crashes (the fake is told
+# to), and (3,2) and (5,2) are measured.
+GRID = ["-m", "+sweep=grid", *WORKLOAD, "bench.name=g", "spec.num_steps=1,3,5", "spec.topk=1,2",
+        "spec.num_draft_tokens=4"]
+CRASH = {"FAKE_SGLANG_CRASH_IF": "--speculative-num-steps 3 --speculative-eagle-topk 1 "}
+INVALID = {"spec.num_draft_tokens=4,spec.num_steps=1,spec.topk=1": "set spec.num_draft_tokens=2 (got 4",
+           "spec.num_draft_tokens=4,spec.num_steps=1,spec.topk=2": "num_steps*topk+1 = 1*2+1 = 3",
+           "spec.num_draft_tokens=4,spec.num_steps=5,spec.topk=1": "set spec.num_draft_tokens=6 (got 4"}
+CRASHED = "spec.num_draft_tokens=4,spec.num_steps=3,spec.topk=1"
+MEASURED = ["spec.num_draft_tokens=4,spec.num_steps=3,spec.topk=2", "spec.num_draft_tokens=4,spec.num_steps=5,spec.topk=2"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, cache):
+    """The grid sweep with one crashing point, then the identical command again without the crash."""
+    cwd = tmp_path_factory.mktemp("grid")
+    first = run_cli(SERVE, *GRID, cwd=cwd, cache=cache, env=CRASH)
+    root = cwd / "sweeps" / "g"
+    after_first = tree(root)
+    statuses_first = {p.parent.name: metrics(p.parent)["status"] for p in root.glob("*/metrics.json")}
+    summary_first = (root / "summary.md").read_text() if (root / "summary.md").exists() else ""
+    crashed_first = metrics(root / CRASHED) if (root / CRASHED / "metrics.json").exists() else {}
+    second = run_cli(SERVE, *GRID, cwd=cwd, cache=cache)
+    after_second = tree(root)
+    baselines_second = baseline_dirs(root)
+    crashed_second = metrics(root / CRASHED)
+    measured_second = {p: metrics(root / p) for p in MEASURED}
+    summary_second = (root / "summary.md").read_text()
+    # Timeouts and the objective's level are not part of a measurement: a third run changing them reuses all.
+    third = run_cli(SERVE, *GRID, "sglang.ready_timeout_s=45", "sglang.stop_timeout_s=5", "bench.request_timeout_s=30",
+                    "bench.objective_concurrency=2", cwd=cwd, cache=cache)
+    return {"root": root, "first": first, "second": second, "third": third, "after_first": after_first,
+            "after_second": after_second, "statuses_first": statuses_first, "summary_first": summary_first,
+            "crashed_first": crashed_first, "baselines_second": baselines_second,
+            "crashed_second": crashed_second, "summary_second": summary_second, "measured_second": measured_second}
+
+
+def test_sweep_records_invalid_and_crashed_points_and_goes_on(grid):
+    first = grid["first"]
+    assert first.returncode == 0, output(first)
+    assert grid["statuses_first"] == {**dict.fromkeys(INVALID, "invalid"), CRASHED: "failed",
+                                      **dict.fromkeys(MEASURED, "ok")}
+    # The crash is neither the first nor the last job: jobs after it still ran.
+    launched = re.findall(r"#(\d+) : spec\.num_steps=(\d) spec\.topk=(\d)", first.stdout)
+    assert [(s, k) for _, s, k in launched] == [("1", "1"), ("1", "2"), ("3", "1"), ("3", "2"), ("5", "1"),
+                                                ("5", "2")]
+    assert "job 2 failed with code 1; continuing the sweep" in first.stderr
+    assert f"[bench] {CRASHED}: failed: the server exited with code 3 during startup" in first.stdout
+    crashed = grid["crashed_first"]
+    assert crashed["key"] and "CUDA out of memory (simulated)" in crashed["error"]  # the server log's tail
+    assert "levels" not in crashed and crashed["gpu_seconds"] > 0
+    md = grid["summary_first"]
+    for point, reason in INVALID.items():
+        assert f"- {point}: invalid: " in md and reason in md
+    assert f"- {CRASHED}: failed: the server exited with code 3 during startup" in md
+
+
+def test_invalid_and_failed_points_say_why(grid):
+    root = grid["root"]
+    for point, reason in INVALID.items():
+        m = metrics(root / point)
+        assert m["status"] == "invalid" and reason in m["reason"]
+        assert not (root / point / "server.log").exists()
+
+
+def test_sweep_summary_files(grid):
+    root = grid["root"]
+    for name in ("summary.csv", "summary.md", "best_override.txt"):
+        assert (root / name).is_file() and (root / name).stat().st_size > 0, name
+    for conc in (1, 2):
+        png = (root / f"heatmap_c{conc}.png").read_bytes()
+        assert png.startswith(PNG_MAGIC) and len(png) > 1000
+    lines = (root / "best_override.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["concurrency 1", "concurrency 2"]
+    assert all(re.search(r"spec\.num_steps=\d spec\.topk=\d spec\.num_draft_tokens=4  # [0-9.]+ tok/s, x[0-9.]+$",
+                         line) for line in lines), lines
+    assert "[sweep] summary:" in grid["second"].stdout
+
+
+def test_sweep_measures_the_baseline_once_and_shares_it(grid):
+    root = grid["root"]
+    (base_dir,) = grid["baselines_second"]
+    assert metrics(base_dir)["status"] == "ok"
+    assert grid["first"].stdout.count("measuring the no-speculation baseline") == 1
+    for m in grid["measured_second"].values():
+        assert (root.parents[1] / m["baseline_dir"]).resolve() == base_dir.resolve()  # relative to the cwd
+        for lv in m["levels"].values():
+            assert lv["speedup"] == pytest.approx(lv["output_tok_per_s"] / lv["baseline_tok_per_s"])
+    assert grid["measured_second"][MEASURED[1]]["levels"]["1"]["accept_length"] == pytest.approx(16 / 3)  # 5 steps
+
+
+def test_rerun_skips_complete_points_reuses_the_baseline_and_retries_the_failed_one(grid):
+    root, second, before, after = grid["root"], grid["second"], grid["after_first"], grid["after_second"]
+    assert second.returncode == 0, output(second)
+    for point in MEASURED:
+        assert f"[bench] {point}: already complete (ok); skipped" in second.stdout
+        rel = f"{point}/metrics.json"
+        assert after[rel] == before[rel], f"{rel} was rewritten"
+    (base_dir,) = grid["baselines_second"]
+    rel = f"baseline/{base_dir.name}/metrics.json"
+    assert after[rel] == before[rel]
+    assert "measuring the no-speculation baseline" not in second.stdout
+    # The failed point ran again (the fake no longer crashes): now it is measured.
+    assert f"{CRASHED}: already complete" not in second.stdout
+    m = grid["crashed_second"]
+    assert m["status"] == "ok" and m["levels"]["1"]["accept_length"] == pytest.approx(4.0)
+    assert (root.parents[1] / m["baseline_dir"]).resolve() == base_dir.resolve()  # relative to the cwd
+    md = grid["summary_second"]
+    assert f"- {CRASHED}: failed" not in md
+    assert all(f"- {p}: invalid: " in md for p in INVALID)
+
+
+# --- Optuna ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                    reason="hydra-optuna-sweeper is not installed")
+def test_optuna_sweep_runs_its_trials_and_summarizes(tmp_path, cache):
+    cwd = tmp_path / "cwd"
+    res = run_cli(SERVE, "-m", "+sweep=optuna", "hydra.sweeper.n_trials=3", *WORKLOAD, "bench.name=o",
+                  cwd=cwd, cache=cache, timeout=120)
+    assert res.returncode == 0, output(res)
+    trials = re.findall(r"#(\d+) : spec\.num_steps=(\d+) spec\.topk=(\d+)", res.stdout)
+    assert [n for n, _, _ in trials] == ["0", "1", "2"], res.stdout
+    root = cwd / "sweeps" / "o"
+    points = {f"spec.num_steps={s},spec.topk={k}" for _, s, k in trials}
+    assert {p.parent.name for p in root.glob("*/metrics.json")} == points
+    results = {p: metrics(root / p) for p in points}
+    assert all(m["status"] == "ok" for m in results.values())
+    assert len(baseline_dirs(root)) == 1
+    assert (root / "summary.md").is_file() and (root / "best_override.txt").is_file()
+    # The sweeper maximized the objective each job returned: tokens/s at the first concurrency level.
+    best = yaml.safe_load((root / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(m["levels"]["1"]["output_tok_per_s"] for m in results.values()))
+
+
+def test_rerun_with_other_timeouts_reuses_every_measurement(grid):
+    root, third, before = grid["root"], grid["third"], grid["after_second"]
+    assert third.returncode == 0, output(third)
+    assert third.stdout.count("already complete (ok); skipped") == 3, third.stdout
+    assert "measuring the no-speculation baseline" not in third.stdout
+    assert len(baseline_dirs(root)) == 1
+    now = tree(root)
+    measured = [f"{p}/metrics.json" for p in (*MEASURED, CRASHED)] + \
+        [f"baseline/{d.name}/metrics.json" for d in baseline_dirs(root)]
+    assert [now[k] for k in measured] == [before[k] for k in measured]  # not rewritten
+    assert {p.parent.name for p in root.glob("*/metrics.json")} == {*INVALID, CRASHED, *MEASURED}

@@ -1,0 +1,162 @@
+"""Every option of every config group composes through Hydra's API into a typed ServeConfig."""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException, HydraException
+from omegaconf import OmegaConf
+
+from automodel_spec.config import (
+    AlgorithmConfig,
+    BenchConfig,
+    DraftConfig,
+    Mode,
+    ServeConfig,
+    SGLangConfig,
+    register_configs,
+    validate,
+)
+from automodel_spec.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+EXPECTED = {
+    "algorithm": {"EAGLE3", "EAGLE", "NEXTN", "STANDALONE", "none"},
+    "draft": {"demo", "automodel", "legacy", "hub"},
+    "sglang": {"default", "latency", "throughput", "h100_bundle"},
+    "bench": {"default"},
+}
+# draft options whose path is mandatory (???), and a value that satisfies it
+DRAFT_PATHS = {"automodel": "/runs/eagle3", "legacy": "/drafts/legacy", "hub": "org/draft"}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@contextmanager
+def composer(conf_dir: Path = CONF):
+    register_configs()
+    GlobalHydra.instance().clear()  # whatever an earlier test left initialized
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
+        yield lambda *overrides: compose("serve", overrides=list(overrides))
+
+
+def to_serve_config(*overrides: str) -> ServeConfig:
+    with composer() as make:
+        cfg = OmegaConf.to_object(make(*overrides))
+    assert isinstance(cfg, ServeConfig)
+    return cfg
+
+
+def test_every_expected_option_exists():
+    for group, expected in EXPECTED.items():
+        assert expected <= set(options(group)), f"{group}: {sorted(expected - set(options(group)))} missing"
+
+
+def test_defaults_compose_to_the_demo():
+    cfg = to_serve_config()
+    assert cfg.algorithm == AlgorithmConfig()
+    assert cfg.draft.path == "builtin:demo" and cfg.draft.source == "demo"
+    assert cfg.target.path == "builtin:demo-target"
+    assert cfg.sglang.host == "127.0.0.1" and cfg.sglang.port == 30000
+    assert cfg.mode is Mode.serve and cfg.print_only is False
+
+
+@pytest.mark.parametrize("option", options("algorithm"))
+def test_algorithm_options(option):
+    cfg = to_serve_config(f"algorithm={option}")
+    assert isinstance(cfg.algorithm, AlgorithmConfig)
+    assert cfg.algorithm.name == (None if option == "none" else option)
+    if option in ("EAGLE", "EAGLE3"):
+        assert cfg.algorithm.architecture.startswith("LlamaForCausalLMEagle") and cfg.algorithm.needs_draft
+    if option in ("NEXTN", "none"):
+        assert cfg.algorithm.needs_draft is False
+    assert cfg.algorithm.uses_token_map is (option == "EAGLE")
+
+
+@pytest.mark.parametrize("option", options("draft"))
+def test_draft_options(option):
+    extra = [f"draft.path={DRAFT_PATHS[option]}"] if option in DRAFT_PATHS else []
+    cfg = to_serve_config(f"draft={option}", *extra)
+    assert isinstance(cfg.draft, DraftConfig)
+    assert cfg.draft.source == option
+    assert cfg.draft.path == DRAFT_PATHS.get(option, "builtin:demo")
+    assert cfg.draft.allow_unsafe_pickle is False
+
+
+@pytest.mark.parametrize("option", sorted(DRAFT_PATHS))
+def test_draft_options_without_a_path_are_refused(option):
+    # The presets say ``path: ???``, but OmegaConf does not let a ??? replace the schema's default
+    # (None) on merge, so the rule is enforced by validate(), which names the key to set.
+    cfg = to_serve_config(f"draft={option}", "target.path=/models/target")
+    assert cfg.draft.path is None
+    with pytest.raises(ConfigError, match="needs a drafter: set draft.path="):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("option", options("sglang"))
+def test_sglang_options(option):
+    cfg = to_serve_config(f"sglang={option}")
+    assert isinstance(cfg.sglang, SGLangConfig)
+    assert isinstance(cfg.sglang.extra_args, list)
+    if option == "h100_bundle":
+        assert cfg.sglang.port == 0 and cfg.sglang.attention_backend == "triton"
+    if option in ("latency", "throughput"):
+        assert cfg.sglang.max_running_requests is not None and cfg.sglang.cuda_graph_max_bs is not None
+
+
+@pytest.mark.parametrize("option", options("bench"))
+def test_bench_options(option):
+    cfg = to_serve_config(f"bench={option}", "mode=bench")
+    assert isinstance(cfg.bench, BenchConfig)
+    assert cfg.mode is Mode.bench
+    assert cfg.bench.concurrency and all(isinstance(c, int) for c in cfg.bench.concurrency)
+
+
+def test_every_algorithm_composes_with_every_draft():
+    with composer() as make:
+        for algorithm in options("algorithm"):
+            for draft in options("draft"):
+                extra = [f"draft.path={DRAFT_PATHS[draft]}"] if draft in DRAFT_PATHS else []
+                cfg = OmegaConf.to_object(make(f"algorithm={algorithm}", f"draft={draft}", *extra))
+                assert isinstance(cfg, ServeConfig)
+                assert cfg.draft.source == draft
+                assert cfg.algorithm.name == (None if algorithm == "none" else algorithm)
+
+
+@pytest.mark.parametrize("override", [
+    "sglang.tp_sizee=2", "spec.num_stepz=3", "draft.pathh=/x", "target.revison=main", "print_onlyy=true",
+])
+def test_typo_in_a_key_raises_at_compose_time(override):
+    with composer() as make:
+        with pytest.raises(ConfigCompositionException):
+            make(override)
+
+
+@pytest.mark.parametrize("override", ["sglang.tp_size=abc", "sglang.port=x", "print_only=maybe", "mode=train"])
+def test_wrong_type_raises_at_compose_time(override):
+    with composer() as make:
+        with pytest.raises(ConfigCompositionException):
+            make(override)
+
+
+def test_unknown_option_raises_at_compose_time():
+    with composer() as make:
+        with pytest.raises(HydraException):
+            make("algorithm=EAGLE4")
+
+
+def test_typo_in_a_yaml_option_raises_at_compose_time(tmp_path):
+    """The YAML options extend the schema: a misspelt key in a preset file fails too."""
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    (conf / "sglang" / "typo.yaml").write_text("defaults:\n  - sglang_schema\ncuda_graph_max_bss: 8\n")
+    with composer(conf) as make:
+        make("sglang=default")  # the copy itself composes
+        with pytest.raises(ConfigCompositionException):
+            make("sglang=typo")

@@ -1,0 +1,84 @@
+"""What identifies a benchmark point (resume), what a sweeper reads from it, and its console line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from automodel_spec.bench.job import baseline_key, objective, one_line, point_key, read_complete
+from automodel_spec.config import BenchConfig, Mode, ServeConfig, SpecConfig
+from automodel_spec.prepare import PreparedRun
+
+RUN = PreparedRun(target="/models/target")
+
+
+def cfg(**spec) -> ServeConfig:
+    return ServeConfig(mode=Mode.bench, spec=SpecConfig(**spec), bench=BenchConfig(concurrency=[1, 4]))
+
+
+def with_sglang(c: ServeConfig, **kw) -> ServeConfig:
+    return replace(c, sglang=replace(c.sglang, **kw))
+
+
+def with_bench(c: ServeConfig, **kw) -> ServeConfig:
+    return replace(c, bench=replace(c.bench, **kw))
+
+
+def test_the_key_ignores_what_does_not_change_the_measurement():
+    base = cfg(num_steps=3, topk=1)
+    same = [with_sglang(base, port=31234), with_sglang(base, api_key="sk-x"),
+            with_sglang(base, ready_timeout_s=3600.0, stop_timeout_s=5.0),
+            with_bench(base, request_timeout_s=30.0, name="other", objective_concurrency=4)]
+    assert {point_key(c, RUN) for c in same} == {point_key(base, RUN)}
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: cfg(num_steps=3, topk=2),
+    lambda c: with_bench(c, concurrency=[1]),
+    lambda c: with_bench(c, max_new_tokens=64),
+    lambda c: with_bench(c, temperature=1.0),
+    lambda c: with_bench(c, num_prompts=8),
+    lambda c: with_sglang(c, python="/other/venv/bin/python"),
+    lambda c: with_sglang(c, attention_backend="fa3"),
+])
+def test_the_key_changes_with_the_measurement(change):
+    base = cfg(num_steps=3, topk=1)
+    assert point_key(change(base), RUN) != point_key(base, RUN)
+    assert point_key(base, PreparedRun(target="/models/other")) != point_key(base, RUN)
+
+
+def test_the_baseline_key_is_shared_by_every_speculative_setting():
+    a, b = cfg(num_steps=3, topk=1), cfg(num_steps=5, topk=4, num_draft_tokens=12)
+    assert baseline_key(a, RUN) == baseline_key(b, RUN) != point_key(a, RUN)
+    assert baseline_key(with_bench(a, temperature=1.0), RUN) != baseline_key(a, RUN)
+
+
+def test_read_complete_accepts_finished_points_of_the_same_key(tmp_path):
+    path = tmp_path / "metrics.json"
+    assert read_complete(path, "k") is None  # missing
+    path.write_text("{ half")
+    assert read_complete(path, "k") is None
+    for status, done in (("ok", True), ("invalid", True), ("failed", False)):
+        path.write_text(json.dumps({"key": "k", "status": status}))
+        assert (read_complete(path, "k") is not None) is done
+        assert read_complete(path, "other") is None
+
+
+def test_objective_is_tokens_per_second_at_the_chosen_level():
+    result = {"status": "ok", "levels": {"1": {"output_tok_per_s": 10.0}, "4": {"output_tok_per_s": 30.0}}}
+    bench = BenchConfig(concurrency=[1, 4])
+    assert objective(result, bench) == 10.0
+    assert objective(result, replace(bench, objective_concurrency=4)) == 30.0
+    assert objective({"status": "failed"}, bench) == 0.0
+    assert objective({"status": "invalid"}, bench) == 0.0
+
+
+def test_one_line():
+    ok = {"status": "ok", "boot_s": 12.4, "levels": {
+        "1": {"output_tok_per_s": 100.0, "speedup": 1.5, "accept_length": 3.25},
+        "4": {"output_tok_per_s": 300.0, "speedup": None, "accept_length": None}}}
+    assert one_line("p", ok) == "[bench] p: boot 12s; c=1: 100.0 tok/s x1.50 accept 3.25; c=4: 300.0 tok/s"
+    assert one_line("p", {"status": "invalid", "reason": "too many tokens"}) == "[bench] p: invalid: too many tokens"
+    assert one_line("p", {"status": "failed", "error": "x" * 400}) == "[bench] p: failed: " + "x" * 300

@@ -1,0 +1,84 @@
+"""Benchmark prompts: the built-in set, a user's JSONL file, and the seeded selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from automodel_spec.bench.workload import Prompt, builtin_prompts_path, load_prompts, select_prompts
+from automodel_spec.errors import ConfigError
+
+
+def write_jsonl(path: Path, *lines) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def test_builtin_set_is_shipped_and_loads():
+    assert builtin_prompts_path().is_file()
+    prompts = load_prompts()
+    assert len(prompts) >= 8
+    assert len({p.id for p in prompts}) == len(prompts)
+    assert all(p.text and p.input_ids is None for p in prompts)
+    assert len({p.kind for p in prompts}) > 1  # a mix of kinds, not one style of request
+
+
+def test_user_file_with_text_input_ids_and_defaults(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl",
+                       {"id": "a", "kind": "code", "prompt": "write a loop"},
+                       "",  # blank lines are skipped
+                       {"text": "plain text key"},
+                       {"input_ids": [3, 4, 5]})
+    a, b, c = load_prompts(str(path))
+    assert a == Prompt(id="a", kind="code", text="write a loop")
+    assert (b.id, b.kind, b.text) == ("3", "custom", "plain text key")  # id defaults to the line number
+    assert c.input_ids == (3, 4, 5) and c.text is None
+    assert a.payload() == {"text": "write a loop"}
+    assert c.payload() == {"input_ids": [3, 4, 5]}
+
+
+def test_input_ids_take_precedence_in_the_payload():
+    p = Prompt(id="x", kind="k", text="hello", input_ids=(1, 2))
+    assert p.payload() == {"input_ids": [1, 2]}
+
+
+def test_missing_file_names_the_option(tmp_path):
+    with pytest.raises(ConfigError, match=r"bench.prompts=.*does not exist"):
+        load_prompts(str(tmp_path / "nope.jsonl"))
+
+
+@pytest.mark.parametrize(("line", "match"), [
+    ("{not json", r"p.jsonl:1 is not JSON"),
+    ({"prompt": ""}, r"p.jsonl:1 needs a non-empty"),
+    ({"input_ids": []}, r"p.jsonl:1 needs a non-empty"),
+    ({"other": "x"}, r"p.jsonl:1 needs a non-empty"),
+    ('"just a string"', r"p.jsonl:1 needs a non-empty"),
+    ({"input_ids": ["a", "b"]}, r"p.jsonl:1 .*input_ids"),
+    ({"input_ids": [1, [2]]}, r"p.jsonl:1 .*input_ids"),
+])
+def test_unusable_lines_are_config_errors_with_the_line_number(tmp_path, line, match):
+    path = write_jsonl(tmp_path / "p.jsonl", line)
+    with pytest.raises(ConfigError, match=match):
+        load_prompts(str(path))
+
+
+def test_empty_file_is_an_error(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(ConfigError, match="holds no prompts"):
+        load_prompts(str(path))
+
+
+def test_selection_is_seeded_and_cycles_a_small_set():
+    prompts = [Prompt(id=str(i), kind="k", text=f"t{i}") for i in range(5)]
+    first = select_prompts(prompts, 12, seed=0)
+    assert first == select_prompts(prompts, 12, seed=0)  # same seed, same workload
+    assert len(first) == 12
+    assert [p.id for p in first[:5]] == [p.id for p in first[5:10]]  # one shuffled pass, cycled
+    assert sorted(p.id for p in first[:5]) == [str(i) for i in range(5)]
+    others = [[p.id for p in select_prompts(prompts, 5, seed=s)] for s in range(1, 6)]
+    assert any(o != [p.id for p in first[:5]] for o in others)  # the seed changes the order
+    assert [p.id for p in prompts] == [str(i) for i in range(5)]  # the input list is not shuffled in place
+    assert select_prompts(prompts, 3, seed=0) == first[:3]

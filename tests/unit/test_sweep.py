@@ -1,0 +1,227 @@
+"""Sweep summary from hand-written ``metrics.json`` trees: table, skipped points, best setting, heat maps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from automodel_spec import sweep
+from automodel_spec.sweep import SweepSummaryCallback, collect_rows, main, override_line, write_summary
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def level(tok_s: float, base: float | None, accept: float | None = 3.0, p50: float = 0.2) -> dict:
+    return {"requests": 4, "failed_requests": 0, "output_tokens": 64, "wall_s": 64 / tok_s,
+            "output_tok_per_s": tok_s, "latency_p50_s": p50, "latency_p90_s": p50 * 1.5, "tpot_s": p50 / 16,
+            "accept_length": accept, "acceptance_rate": None, "server_accept_length": accept,
+            "baseline_tok_per_s": base, "speedup": tok_s / base if base else None}
+
+
+def write_point(root: Path, name: str, status: str = "ok", *, steps=3, topk=1, tokens=4, temperature=0.0,
+                levels: dict | None = None, effective: dict | None = None, **extra) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    data = {"key": "k-" + name, "status": status,
+            "spec": {"num_steps": steps, "topk": topk, "num_draft_tokens": tokens, "max_draft_tokens": 16},
+            "algorithm": "EAGLE3", "bench": {"temperature": temperature, "concurrency": [1, 4]}, **extra}
+    if status == "ok":
+        data.update(levels=levels or {}, boot_s=12.5, gpu_seconds=40.0,
+                    effective=effective if effective is not None else {
+                        "speculative_algorithm": "EAGLE3", "speculative_num_steps": steps,
+                        "speculative_eagle_topk": topk, "speculative_num_draft_tokens": tokens})
+    (d / "metrics.json").write_text(json.dumps(data))
+    return d
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A sweep: two measured points, one invalid, one failed, the shared baseline and some noise."""
+    root = tmp_path / "sweeps" / "s"
+    write_point(root, "spec.num_steps=3,spec.topk=1",
+                levels={"1": level(150.0, 100.0, accept=3.5), "4": level(420.0, 400.0, accept=3.5)})
+    # SGLang changed the requested 8 draft tokens to 6: the effective value is what to reuse.
+    write_point(root, "spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4", steps=5, topk=4, tokens=8,
+                levels={"1": level(180.0, 100.0, accept=4.5), "4": level(380.0, 400.0, accept=4.5)},
+                effective={"speculative_num_steps": 5, "speculative_eagle_topk": 4,
+                           "speculative_num_draft_tokens": 6, "avg_spec_accept_length": 4.5})
+    write_point(root, "spec.num_draft_tokens=9,spec.num_steps=1,spec.topk=1", "invalid", steps=1, topk=1,
+                tokens=9, key=None, reason="spec.topk=1 with spec.num_steps=1 means a chain of 2 tokens")
+    write_point(root, "spec.num_steps=7,spec.topk=8", "failed", steps=7, topk=8, tokens=16,
+                error="the server exited with code 3 during startup: CUDA out of memory")
+    write_point(root / "baseline", "0123456789abcdef", steps=None, topk=None, tokens=None,
+                levels={"1": level(100.0, None, accept=None), "4": level(400.0, None, accept=None)})
+    (root / "baseline" / "0123456789abcdef.lock").write_text("")
+    (root / "broken").mkdir()
+    (root / "broken" / "metrics.json").write_text("{ half written")
+    (root / "no-metrics-yet").mkdir()
+    return root
+
+
+def md_table(md: str, conc: int) -> list[list[str]]:
+    """The table rows under ``## Concurrency conc`` as lists of cells."""
+    lines = md.splitlines()
+    start = lines.index(f"## Concurrency {conc}")
+    rows = []
+    for line in lines[start + 4:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_one_row_per_point_and_concurrency_plus_one_per_skipped_point(tree):
+    rows = collect_rows(tree)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert sorted((r["point"], r["concurrency"]) for r in ok) == [
+        ("spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4", 1),
+        ("spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4", 4),
+        ("spec.num_steps=3,spec.topk=1", 1), ("spec.num_steps=3,spec.topk=1", 4)]
+    r = next(r for r in ok if r["num_steps"] == 5 and r["concurrency"] == 1)
+    assert (r["num_draft_tokens"], r["eff_num_draft_tokens"]) == (8, 6)
+    assert r["output_tok_per_s"] == 180.0 and r["speedup"] == pytest.approx(1.8)
+    assert r["accept_length"] == 4.5 and r["boot_s"] == 12.5 and r["temperature"] == 0.0
+    skipped = {r["point"]: r for r in rows if r["status"] != "ok"}
+    assert set(skipped) == {"spec.num_draft_tokens=9,spec.num_steps=1,spec.topk=1", "spec.num_steps=7,spec.topk=8"}
+    assert all(r.get("concurrency") is None for r in skipped.values())
+    assert "chain of 2 tokens" in skipped["spec.num_draft_tokens=9,spec.num_steps=1,spec.topk=1"]["reason"]
+    assert "CUDA out of memory" in skipped["spec.num_steps=7,spec.topk=8"]["reason"]
+
+
+def test_baseline_and_unreadable_files_are_not_points(tree):
+    points = {r["point"] for r in collect_rows(tree)}
+    assert not any("baseline" in p for p in points)
+    assert "broken" not in points and "no-metrics-yet" not in points
+
+
+def test_summary_files(tree):
+    summary = write_summary(tree, plots=False)
+    assert summary["images"] == [] and not list(tree.glob("heatmap_*.png"))
+    with open(tree / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == sweep.COLUMNS
+    assert len(rows) == 6  # 2 points x 2 levels + invalid + failed
+    assert {r["status"] for r in rows} == {"ok", "invalid", "failed"}
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert failed["concurrency"] == "" and "CUDA out of memory" in failed["reason"]
+
+    md = (tree / "summary.md").read_text()
+    assert "## Skipped or failed points" in md
+    assert ("- spec.num_draft_tokens=9,spec.num_steps=1,spec.topk=1: invalid: spec.topk=1 with "
+            "spec.num_steps=1 means a chain of 2 tokens") in md
+    assert "- spec.num_steps=7,spec.topk=8: failed: the server exited with code 3" in md
+    assert "## Concurrency 1" in md and "## Concurrency 4" in md
+
+
+def test_table_is_sorted_by_speedup_and_shows_effective_values(tree):
+    write_summary(tree, plots=False)
+    md = (tree / "summary.md").read_text()
+    c1, c4 = md_table(md, 1), md_table(md, 4)
+    # columns: steps | topk | draft tokens | T | tok/s | baseline tok/s | speedup | accept length | p50 s
+    assert [row[6] for row in c1] == ["1.80", "1.50"]
+    assert [row[6] for row in c4] == ["1.05", "0.95"]
+    assert c1[0][:3] == ["5", "4", "6"]  # the draft tokens the server used, not the 8 asked for
+    assert c4[0][:3] == ["3", "1", "4"]
+
+
+def test_table_order_follows_speedup_not_raw_throughput(tmp_path):
+    # Two temperatures have two baselines: the faster point in tokens/s is the smaller speedup.
+    root = tmp_path / "sw"
+    write_point(root, "a", temperature=0.0, levels={"1": level(150.0, 100.0)})
+    write_point(root, "b", steps=5, tokens=6, temperature=1.0, levels={"1": level(120.0, 60.0)})
+    write_summary(root, plots=False)
+    rows = md_table((root / "summary.md").read_text(), 1)
+    assert [(row[0], row[3], row[6]) for row in rows] == [("5", "1.00", "2.00"), ("3", "0.00", "1.50")]
+
+
+def test_best_override_uses_the_server_reported_values(tree):
+    summary = write_summary(tree, plots=False)
+    assert summary["best"][1]["point"] == "spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4"
+    assert summary["best"][4]["point"] == "spec.num_steps=3,spec.topk=1"
+    lines = (tree / "best_override.txt").read_text().splitlines()
+    assert lines == ["concurrency 1: spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=6  # 180.0 tok/s, x1.80",
+                     "concurrency 4: spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4  # 420.0 tok/s, x1.05"]
+    md = (tree / "summary.md").read_text()
+    assert "Best at concurrency 1: `spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=6`" in md
+
+
+def test_override_line_falls_back_to_the_requested_values():
+    assert override_line({"num_steps": 2, "topk": 1, "num_draft_tokens": 3}) == \
+        "spec.num_steps=2 spec.topk=1 spec.num_draft_tokens=3"
+    assert override_line({"num_steps": None, "eff_num_steps": None}) == "(no speculative setting: SGLang chose it)"
+    assert override_line({"num_steps": None, "eff_num_steps": 3, "eff_topk": 1, "eff_num_draft_tokens": 4}) == \
+        "spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4"
+
+
+def test_heat_maps_are_written_per_concurrency(tree):
+    pytest.importorskip("matplotlib")
+    summary = write_summary(tree, plots=True)
+    assert sorted(p.name for p in summary["images"]) == ["heatmap_c1.png", "heatmap_c4.png"]
+    for p in summary["images"]:
+        data = p.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+
+
+def test_no_heat_maps_without_matplotlib(tree, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    summary = write_summary(tree, plots=True)
+    assert summary["images"] == [] and not list(tree.glob("heatmap_*.png"))
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert (tree / "summary.md").is_file()  # the rest of the summary is still written
+
+
+def test_cli_summarizes_a_sweep_dir(tree, capsys):
+    assert main([str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "# Sweep summary:" in out and "## Skipped or failed points" in out
+    assert (tree / "summary.csv").is_file() and (tree / "best_override.txt").is_file()
+
+
+def test_cli_exit_codes_for_bad_input(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    assert main([str(tmp_path / "missing")]) == 2
+    assert main([str(tmp_path / "file.txt")]) == 2
+    assert main([]) == 2
+    assert main([str(tmp_path), str(tmp_path)]) == 2
+    assert "usage: python -m automodel_spec.sweep SWEEP_DIR" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 1  # a directory without points: nothing to summarize
+
+
+def test_cli_as_a_module(tree, tmp_path):
+    import subprocess
+
+    ok = subprocess.run([sys.executable, "-m", "automodel_spec.sweep", str(tree)], capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "Best at concurrency 1" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "automodel_spec.sweep", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
+
+
+def test_hydra_callback_summarizes_at_the_end_of_a_multirun(tree, capsys):
+    cb = SweepSummaryCallback(plots=False)
+    cfg = OmegaConf.create({"print_only": False, "hydra": {"sweep": {"dir": str(tree)}}})
+    for hook in (cb.on_run_start, cb.on_run_end, cb.on_multirun_start, cb.on_job_start):
+        hook(cfg)
+    cb.on_job_end(cfg, job_return=None)
+    assert not (tree / "summary.md").exists()  # only the end of the multirun summarizes
+    cb.on_multirun_end(cfg)
+    assert (tree / "summary.md").is_file() and (tree / "best_override.txt").is_file()
+    assert "[sweep] summary:" in capsys.readouterr().out
+
+
+def test_hydra_callback_writes_nothing_without_a_sweep_dir_or_under_print_only(tmp_path):
+    cb = SweepSummaryCallback()
+    cb.on_multirun_end(OmegaConf.create({"print_only": False, "hydra": {"sweep": {"dir": str(tmp_path / "no")}}}))
+    assert not (tmp_path / "no").exists()
+    write_point(tmp_path / "s", "p", levels={"1": level(100.0, 50.0)})
+    cb.on_multirun_end(OmegaConf.create({"print_only": True, "hydra": {"sweep": {"dir": str(tmp_path / "s")}}}))
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["p"]
