@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tree
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "recipes" / "serve.py"
@@ -87,17 +88,6 @@ def run_cli(script: Path, *args: str, cwd: Path, cache: Path, env: dict | None =
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     finally:
         assert_nothing_left(tag)
-
-
-def tree(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root`` with its kind, size and mtime ({} when root does not exist)."""
-    if not root.exists():
-        return {}
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        out[str(p.relative_to(root))] = ("d" if p.is_dir() else "f", st.st_size, st.st_mtime_ns)
-    return out
 
 
 def metrics(d: Path) -> dict:

@@ -15,12 +15,12 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ServeProcess, process_running, tree
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "recipes" / "serve.py"
@@ -49,18 +49,6 @@ def run_cli(script: Path, *args: str, cwd: Path, cache: Path, env: dict | None =
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
-def tree(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root`` with its kind, size and mtime ({} when root does not exist)."""
-    if not root.exists():
-        return {}
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        out[str(p.relative_to(root))] = ("l" if p.is_symlink() else "d" if p.is_dir() else "f",
-                                         st.st_size, st.st_mtime_ns)
-    return out
-
-
 def command_argv(stdout: str) -> list[str]:
     """The server argv that print_only shows (the line after ``command:``), parsed as a shell would."""
     lines = stdout.splitlines()
@@ -73,21 +61,6 @@ def command_argv(stdout: str) -> list[str]:
 def flag(argv: list[str], name: str) -> str:
     assert name in argv, f"{name} not in {argv}"
     return argv[argv.index(name) + 1]
-
-
-def _running(pid: int) -> bool:
-    """A live process (zombies awaiting a reaper are dead: they hold no port and no GPU)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _is_fake(pid: int) -> bool:
@@ -115,71 +88,10 @@ def assert_no_fake_left(pidfile: Path, timeout: float = 5.0) -> None:
     pids = fake_pids(pidfile)
     assert len(pids) == 2, f"the fake server never wrote its pids to {pidfile}"
     deadline = time.monotonic() + timeout
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+    while any(process_running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [p for p in pids if _running(p)]
+    left = [p for p in pids if process_running(p)]
     assert not left, f"fake server processes still running: {left}"
-
-
-def _default_sigint() -> None:
-    """Let the child see SIGINT even when pytest was started with it ignored (``cmd &`` in a script)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class ServeProcess:
-    """``python recipes/serve.py ...`` in its own session, its stdout and stderr collected line by line."""
-
-    def __init__(self, args: list[str], *, cwd: Path, cache: Path, env: dict):
-        cwd.mkdir(parents=True, exist_ok=True)
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, str(SERVE), *args], cwd=cwd, env=_env(cache, **env),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True, preexec_fn=_default_sigint)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for(self, pattern: re.Pattern, timeout: float = 30) -> re.Match:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            while seen < len(self.lines):
-                m = pattern.search(self.lines[seen])
-                seen += 1
-                if m:
-                    return m
-            if self.proc.poll() is not None:
-                self._reader.join(timeout=5)
-                if seen >= len(self.lines):
-                    raise AssertionError(f"serve.py exited with {self.proc.returncode} before "
-                                         f"{pattern.pattern!r}:\n{self.output[-4000:]}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern.pattern!r} within {timeout}s:\n{self.output[-4000:]}")
-
-    def finish(self, timeout: float = 30) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=5)
-        return code
-
-    def signal(self, sig: int, timeout: float = 30) -> int:
-        """Signal serve.py alone (its server runs in a session of its own); return its exit code."""
-        self.proc.send_signal(sig)
-        return self.finish(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +114,9 @@ def serve(tmp_path, built_cache):
         pidfile = tmp_path / f"fake-pids-{n}.txt"
         args = [f"sglang.python={FAKE}", "sglang.port=0", "sglang.stop_timeout_s=4",
                 f"hydra.run.dir={tmp_path / f'run-{n}'}", *overrides]
-        proc = ServeProcess(args, cwd=tmp_path / f"cwd-{n}", cache=built_cache[0],
-                            env={"FAKE_SGLANG_MODE": mode, "FAKE_SGLANG_PIDFILE": str(pidfile), **(env or {})})
+        proc = ServeProcess(args, cwd=tmp_path / f"cwd-{n}",
+                            env=_env(built_cache[0], FAKE_SGLANG_MODE=mode, FAKE_SGLANG_PIDFILE=str(pidfile),
+                                     **(env or {})))
         started.append((proc, pidfile))
         return proc, pidfile
 
@@ -211,7 +124,7 @@ def serve(tmp_path, built_cache):
     for proc, pidfile in started:
         proc.kill()
         for pid in fake_pids(pidfile):
-            if _running(pid) and _is_fake(pid):
+            if process_running(pid) and _is_fake(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

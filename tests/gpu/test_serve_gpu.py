@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ServeProcess
 
 from automodel_spec import synthetic
 from automodel_spec.command import DraftArgs, build_launch_command
@@ -24,7 +25,7 @@ from automodel_spec.demo import DEMO_DRAFT_VOCAB, ensure_demo_pair
 from automodel_spec.launch import probe_generation
 from automodel_spec.server import SGLangServer, pick_port
 
-from .serve_cli import READY, ServeProcess, sglang_processes
+from .serve_cli import READY, sglang_processes
 
 pytestmark = pytest.mark.gpu
 
@@ -70,12 +71,12 @@ def _serve_and_stop(case: str, overrides: list[str], sig=signal.SIGINT, expect_a
     work = OUT / case
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    sp = ServeProcess(overrides + COMMON + [f"hydra.run.dir={work}/hydra"], work / "console.log")
+    sp = ServeProcess(overrides + COMMON + [f"hydra.run.dir={work}/hydra"], cwd=work, log_path=work / "console.log")
     try:
         m = sp.wait_for(READY, timeout=420)
         boot = time.monotonic() - t0
         port = int(sp.wait_for(r"ready in [0-9.]+s at http://127\.0\.0\.1:(\d+)", timeout=5).group(1))
-        rc = sp.interrupt(sig)
+        rc = sp.signal(sig, timeout=90)
     finally:
         sp.kill()
     accept = float(m.group(2)) if m.group(2) not in (None, "n/a") else None
@@ -139,10 +140,9 @@ def test_preflight_refuses_before_launch(cache, tmp_path, case, mutate, message)
     work = OUT / f"refused_{case}"
     work.mkdir(parents=True, exist_ok=True)
     sp = ServeProcess(SPEC + COMMON + ["draft=automodel", f"draft.path={run}", f"target.path={pair.target}",
-                                       f"hydra.run.dir={work}/hydra"], work / "console.log")
-    rc = sp.proc.wait(timeout=120)
-    sp._reader.join(timeout=5)
-    text = "\n".join(sp.lines)
+                                       f"hydra.run.dir={work}/hydra"], cwd=work, log_path=work / "console.log")
+    rc = sp.finish(timeout=120)
+    text = sp.output
     _RESULTS.append({"case": f"refused_{case}", "rc": rc})
     assert rc == 1 and message in text and "launching" not in text, text[-2000:]
     assert not sglang_processes()

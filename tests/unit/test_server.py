@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import process_running
 
 from automodel_spec.errors import ServerError
 from automodel_spec.http_client import HTTPStatusError, request_json
@@ -25,22 +26,6 @@ FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_sglang.py"
 GENERATE = {"input_ids": [3, 4, 5], "sampling_params": {"max_new_tokens": 8, "temperature": 0.0}}
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process-group checks use /proc")
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie awaiting its reaper is dead: it holds nothing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _is_fake(pid: int) -> bool:
@@ -67,9 +52,9 @@ def _read_pids(pidfile: Path, timeout: float = 10.0) -> list[int]:
 
 def _assert_all_gone(pids: list[int], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+    while any(process_running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [p for p in pids if _running(p)]
+    left = [p for p in pids if process_running(p)]
     assert not left, f"processes of the server group still running: {left}"
 
 
@@ -114,7 +99,7 @@ def launch(tmp_path):
             proc.wait(timeout=10)
         if item.pidfile.exists():
             for pid in item.pidfile.read_text().split():
-                if _running(int(pid)) and _is_fake(int(pid)):
+                if process_running(int(pid)) and _is_fake(int(pid)):
                     os.kill(int(pid), signal.SIGKILL)
 
 
@@ -129,7 +114,7 @@ def test_ready_path_records_boot_time_writes_log_and_stops_the_group(launch):
         assert srv.alive()
         assert srv.boot_s is not None and 0 < srv.boot_s < 30
         pids = fake.pids()
-        assert len(pids) == 2 and all(_running(p) for p in pids)
+        assert len(pids) == 2 and all(process_running(p) for p in pids)
         # SGLang's children share the server's process group: stop() reaches them through it.
         assert {os.getpgid(p) for p in pids} == {srv.proc.pid}
         info = srv.server_info()

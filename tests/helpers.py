@@ -1,0 +1,116 @@
+"""Helpers shared by the CPU test suites (on ``sys.path`` through pytest's ``pythonpath``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def process_running(pid: int) -> bool:
+    """A live process (zombies awaiting a reaper are dead: they hold no port and no GPU)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` with its kind, size and mtime ({} when root does not exist)."""
+    if not root.exists():
+        return {}
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = ("l" if p.is_symlink() else "d" if p.is_dir() else "f",
+                                         st.st_size, st.st_mtime_ns)
+    return out
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _default_sigint() -> None:
+    """Let the child see SIGINT even when pytest was started with it ignored (``cmd &`` in a script)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class ServeProcess:
+    """``python recipes/serve.py ...`` in its own session, as a user runs it; output collected line by line
+    (and copied to ``log_path`` when given). ``env`` replaces the environment (default: inherited)."""
+
+    def __init__(self, args: list[str], *, cwd: Path, env: dict | None = None, log_path: Path | None = None):
+        cwd.mkdir(parents=True, exist_ok=True)
+        self.lines: list[str] = []
+        self.log_path = log_path
+        full_env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "recipes" / "serve.py"), *args], cwd=cwd,
+                                     env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                     preexec_fn=_default_sigint)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        log = open(self.log_path, "w") if self.log_path else None
+        try:
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                if log:
+                    log.write(line)
+                    log.flush()
+        finally:
+            if log:
+                log.close()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: re.Pattern | str, timeout: float = 30) -> re.Match:
+        pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            while seen < len(self.lines):
+                m = pattern.search(self.lines[seen])
+                seen += 1
+                if m:
+                    return m
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=5)
+                if seen >= len(self.lines):
+                    raise AssertionError(f"serve.py exited with {self.proc.returncode} before "
+                                         f"{pattern.pattern!r}:\n{self.output[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern.pattern!r} within {timeout}s:\n{self.output[-4000:]}")
+
+    def finish(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def signal(self, sig: int, timeout: float = 30) -> int:
+        """Signal serve.py alone (its server runs in a session of its own); return its exit code."""
+        self.proc.send_signal(sig)
+        return self.finish(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
