@@ -47,6 +47,25 @@ class Problems:
             )
 
 
+def rename_tensors(tensors: dict, canonical, problems: Problems) -> dict:
+    """Tensors under their canonical names; two names that land on one are reported."""
+    named = {}
+    for name, t in tensors.items():
+        cname = canonical(name)
+        if cname in named:
+            problems.add(f"two tensors map to {cname} (one of them is {name}); keep one.")
+        named[cname] = t
+    return named
+
+
+def set_architecture(cfg: dict, architecture: str, notes: list[str]) -> None:
+    """Point ``architectures`` at the class SGLang dispatches on (Llama-based drafts)."""
+    if cfg.get("architectures") != [architecture]:
+        notes.append(f"architectures {cfg.get('architectures')} -> ['{architecture}'] (SGLang dispatches on it)")
+        cfg["architectures"] = [architecture]
+    cfg.setdefault("model_type", "llama")
+
+
 def layer_indices(names) -> list[int]:
     """Sorted distinct decoder-layer indices among canonical names (``layers.N.*``)."""
     return sorted({int(m.group(1)) for n in names if (m := _LAYER.match(n))})

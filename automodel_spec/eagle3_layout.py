@@ -7,7 +7,15 @@ not in ``config.json`` make the draft read the wrong hidden states. Each of thes
 
 from __future__ import annotations
 
-from automodel_spec.draft_plan import DraftPlan, Problems, check_shapes, count_layers, decoder_layer_shapes
+from automodel_spec.draft_plan import (
+    DraftPlan,
+    Problems,
+    check_shapes,
+    count_layers,
+    decoder_layer_shapes,
+    rename_tensors,
+    set_architecture,
+)
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 # Names older SGLang releases (0.5.9 - 0.5.11) use for a one-layer draft; 0.5.12+ reads them too.
@@ -59,17 +67,12 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
     problems = Problems(where)
     notes: list[str] = []
     cfg = dict(config)
-    named = {}
-    for name, t in tensors.items():
-        cname = canonical_name(name)
-        if cname in named:
-            problems.add(f"two tensors map to {cname} (one of them is {name}); keep one.")
-        named[cname] = t
+    named = rename_tensors(tensors, canonical_name, problems)
     for name in _IGNORED_BY_SGLANG:
         if named.pop(name, None) is not None:
             notes.append(f"dropped {name}: SGLang replaces the draft's embedding with the target's")
 
-    _set_architecture(cfg, notes)
+    set_architecture(cfg, ARCHITECTURE, notes)
     num_layers = count_layers(named, problems)
     if num_layers and cfg.get("num_hidden_layers") != num_layers:
         notes.append(
@@ -127,13 +130,6 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
         notes.append(f"needs SGLang >= 0.5.12 ({', '.join(newer)}); older releases would mis-load it")
     out = {serving_name(n, num_layers): t.contiguous() for n, t in named.items()}
     return DraftPlan(config=cfg, tensors=out, notes=notes, min_sglang=min_sglang)
-
-
-def _set_architecture(cfg: dict, notes: list[str]) -> None:
-    if cfg.get("architectures") != [ARCHITECTURE]:
-        notes.append(f"architectures {cfg.get('architectures')} -> ['{ARCHITECTURE}'] (SGLang dispatches on it)")
-        cfg["architectures"] = [ARCHITECTURE]
-    cfg.setdefault("model_type", "llama")
 
 
 def _resolve_aux(cfg, fc, target_hidden, override, override_source, problems, notes) -> int:

@@ -7,7 +7,15 @@ takes the embedding and lm_head from the target.
 
 from __future__ import annotations
 
-from automodel_spec.draft_plan import DraftPlan, Problems, check_shapes, count_layers, decoder_layer_shapes
+from automodel_spec.draft_plan import (
+    DraftPlan,
+    Problems,
+    check_shapes,
+    count_layers,
+    decoder_layer_shapes,
+    rename_tensors,
+    set_architecture,
+)
 
 ARCHITECTURE = "LlamaForCausalLMEagle"
 _FROM_TARGET = ("embed_tokens.weight", "lm_head.weight")
@@ -24,20 +32,12 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str) ->
     problems = Problems(where)
     notes: list[str] = []
     cfg = dict(config)
-    named = {}
-    for name, t in tensors.items():
-        cname = name[len("model."):] if name.startswith("model.") else name
-        if cname in named:
-            problems.add(f"two tensors map to {cname} (one of them is {name}); keep one.")
-        named[cname] = t
+    named = rename_tensors(tensors, _strip_model_prefix, problems)
     for name in _FROM_TARGET:
         if named.pop(name, None) is not None:
             notes.append(f"dropped {name}: SGLang's EAGLE draft uses the target's")
 
-    if cfg.get("architectures") != [ARCHITECTURE]:
-        notes.append(f"architectures {cfg.get('architectures')} -> ['{ARCHITECTURE}'] (SGLang dispatches on it)")
-        cfg["architectures"] = [ARCHITECTURE]
-    cfg.setdefault("model_type", "llama")
+    set_architecture(cfg, ARCHITECTURE, notes)
     num_layers = count_layers(named, problems)
     declared = cfg.get("draft_num_hidden_layers", cfg.get("num_hidden_layers"))
     if num_layers and cfg.get("num_hidden_layers") != num_layers:
@@ -62,6 +62,10 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str) ->
     problems.raise_if_any()
     return DraftPlan(config=cfg, tensors={n: t.contiguous() for n, t in named.items()}, notes=notes,
                      token_map=token_map)
+
+
+def _strip_model_prefix(name: str) -> str:
+    return name[len("model."):] if name.startswith("model.") else name
 
 
 def _drop_identity_norm(named, name, why, problems, notes, torch) -> None:
