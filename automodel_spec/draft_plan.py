@@ -66,6 +66,16 @@ def set_architecture(cfg: dict, architecture: str, notes: list[str]) -> None:
     cfg.setdefault("model_type", "llama")
 
 
+def set_layer_count(cfg: dict, num_layers: int, notes: list[str]) -> None:
+    """``num_hidden_layers`` = the layers in the weights (Automodel writes the target's count)."""
+    if num_layers and cfg.get("num_hidden_layers") != num_layers:
+        notes.append(
+            f"num_hidden_layers {cfg.get('num_hidden_layers')} -> {num_layers} (the layers in the weights; "
+            "SGLang would otherwise build random extra layers)"
+        )
+        cfg["num_hidden_layers"] = num_layers
+
+
 def layer_indices(names) -> list[int]:
     """Sorted distinct decoder-layer indices among canonical names (``layers.N.*``)."""
     return sorted({int(m.group(1)) for n in names if (m := _LAYER.match(n))})

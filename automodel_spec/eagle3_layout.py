@@ -15,6 +15,7 @@ from automodel_spec.draft_plan import (
     decoder_layer_shapes,
     rename_tensors,
     set_architecture,
+    set_layer_count,
 )
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
@@ -74,12 +75,7 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
 
     set_architecture(cfg, ARCHITECTURE, notes)
     num_layers = count_layers(named, problems)
-    if num_layers and cfg.get("num_hidden_layers") != num_layers:
-        notes.append(
-            f"num_hidden_layers {cfg.get('num_hidden_layers')} -> {num_layers} (the layers in the weights; "
-            "SGLang would otherwise build random extra layers)"
-        )
-        cfg["num_hidden_layers"] = num_layers
+    set_layer_count(cfg, num_layers, notes)
 
     hidden = int(cfg["hidden_size"])
     target_hidden = int(cfg.get("target_hidden_size") or hidden)

@@ -15,6 +15,7 @@ from automodel_spec.draft_plan import (
     decoder_layer_shapes,
     rename_tensors,
     set_architecture,
+    set_layer_count,
 )
 
 ARCHITECTURE = "LlamaForCausalLMEagle"
@@ -40,9 +41,7 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str) ->
     set_architecture(cfg, ARCHITECTURE, notes)
     num_layers = count_layers(named, problems)
     declared = cfg.get("draft_num_hidden_layers", cfg.get("num_hidden_layers"))
-    if num_layers and cfg.get("num_hidden_layers") != num_layers:
-        notes.append(f"num_hidden_layers {cfg.get('num_hidden_layers')} -> {num_layers} (the layers in the weights)")
-        cfg["num_hidden_layers"] = num_layers
+    set_layer_count(cfg, num_layers, notes)
     if num_layers and declared not in (None, num_layers):
         problems.add(f"config.json declares {declared} draft layers but the weights hold {num_layers}.")
 
