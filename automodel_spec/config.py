@@ -213,7 +213,7 @@ def validate(cfg: ServeConfig) -> None:
         errors.append("target.path is unset: give the target model's directory or hub id.")
     demo_draft = cfg.draft.path == DEMO_DRAFT
     demo_target = cfg.target.path == DEMO_TARGET
-    if algo.needs_draft and demo_draft != demo_target:
+    if algo.needs_draft and cfg.draft.path and cfg.target.path and demo_draft != demo_target:
         which = "draft.path" if demo_target else "target.path"
         errors.append(
             f"the built-in demo pair goes together: draft.path={cfg.draft.path} with "
