@@ -24,7 +24,7 @@ from pathlib import Path
 
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.workload import load_prompts, select_prompts
-from automodel_spec.config import DraftConfig, SGLangConfig, ServeConfig, SpecConfig, TargetConfig
+from automodel_spec.config import DraftConfig, ServeConfig, SGLangConfig, SpecConfig, TargetConfig
 from automodel_spec.launch import launch_command, open_server
 from automodel_spec.prepare import prepare_run
 from automodel_spec.server import pick_port
