@@ -27,6 +27,15 @@ def process_running(pid: int) -> bool:
         return False
 
 
+def is_fake_server(pid: int) -> bool:
+    """Whether ``pid`` runs tests/fakes/fake_sglang.py (so teardown never kills anything else)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"fake_sglang" in fh.read()
+    except OSError:
+        return False
+
+
 def tree(root: Path) -> dict[str, tuple]:
     """Every entry under ``root`` with its kind, size and mtime ({} when root does not exist)."""
     if not root.exists():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ServeProcess, process_running, tree
+from helpers import ServeProcess, is_fake_server, process_running, tree
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "recipes" / "serve.py"
@@ -61,14 +61,6 @@ def command_argv(stdout: str) -> list[str]:
 def flag(argv: list[str], name: str) -> str:
     assert name in argv, f"{name} not in {argv}"
     return argv[argv.index(name) + 1]
-
-
-def _is_fake(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"fake_sglang" in fh.read()
-    except OSError:
-        return False
 
 
 def fake_pids(pidfile: Path) -> list[int]:
@@ -124,7 +116,7 @@ def serve(tmp_path, built_cache):
     for proc, pidfile in started:
         proc.kill()
         for pid in fake_pids(pidfile):
-            if process_running(pid) and _is_fake(pid):
+            if process_running(pid) and is_fake_server(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

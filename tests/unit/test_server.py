@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import process_running
+from helpers import is_fake_server, process_running
 
 from automodel_spec.errors import ServerError
 from automodel_spec.http_client import HTTPStatusError, request_json
@@ -26,14 +26,6 @@ FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_sglang.py"
 GENERATE = {"input_ids": [3, 4, 5], "sampling_params": {"max_new_tokens": 8, "temperature": 0.0}}
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process-group checks use /proc")
-
-
-def _is_fake(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"fake_sglang" in fh.read()
-    except OSError:
-        return False
 
 
 def _read_pids(pidfile: Path, timeout: float = 10.0) -> list[int]:
@@ -99,7 +91,7 @@ def launch(tmp_path):
             proc.wait(timeout=10)
         if item.pidfile.exists():
             for pid in item.pidfile.read_text().split():
-                if process_running(int(pid)) and _is_fake(int(pid)):
+                if process_running(int(pid)) and is_fake_server(int(pid)):
                     os.kill(int(pid), signal.SIGKILL)
 
 
