@@ -50,6 +50,8 @@ def build_launch_command(
     _opt(argv, "--mem-fraction-static", sglang.mem_fraction_static)
     _opt(argv, "--attention-backend", sglang.attention_backend)
     _opt(argv, "--cuda-graph-max-bs", sglang.cuda_graph_max_bs)
+    if sglang.cuda_graph_bs:
+        argv += ["--cuda-graph-bs", *(str(b) for b in sglang.cuda_graph_bs)]
     _opt(argv, "--max-running-requests", sglang.max_running_requests)
     _opt(argv, "--context-length", sglang.context_length)
     _opt(argv, "--log-level", sglang.log_level)

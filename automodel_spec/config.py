@@ -114,6 +114,7 @@ class SGLangConfig:
     mem_fraction_static: float | None = None
     attention_backend: str | None = None
     cuda_graph_max_bs: int | None = None
+    cuda_graph_bs: list[int] | None = None
     max_running_requests: int | None = None
     context_length: int | None = None
     disable_cuda_graph: bool = False
@@ -132,19 +133,26 @@ class SGLangConfig:
 
 @dataclass
 class BenchConfig:
-    """Benchmark workload (``mode=bench``)."""
+    """Benchmark workload (``mode=bench``).
+
+    One server measures every level: each ``temperature`` at each ``concurrency``, with
+    ``num_prompts`` requests (at least twice the concurrency) of ``max_new_tokens`` tokens each.
+    The sweeper's objective is tokens/s at ``objective_concurrency`` and ``objective_temperature``
+    (default: the first of each list).
+    """
 
     prompts: str | None = None
     num_prompts: int = 16
     concurrency: list[int] = field(default_factory=lambda: [1])
     max_new_tokens: int = 128
-    temperature: float = 0.0
+    temperature: list[float] = field(default_factory=lambda: [0.0])
     warmup_requests: int = 2
     seed: int = 0
     baseline: bool = True
     request_timeout_s: float = 600.0
     name: str = "sweep"
     objective_concurrency: int | None = None
+    objective_temperature: float | None = None
 
 
 @dataclass
@@ -241,8 +249,12 @@ def validate(cfg: ServeConfig) -> None:
             errors.append(f"bench.concurrency={b.concurrency} needs one or more levels >= 1.")
         if b.max_new_tokens < 1:
             errors.append(f"bench.max_new_tokens={b.max_new_tokens} must be >= 1.")
-        if b.temperature < 0:
-            errors.append(f"bench.temperature={b.temperature} must be >= 0.")
+        if not b.temperature or any(t < 0 for t in b.temperature):
+            errors.append(f"bench.temperature={b.temperature} needs one or more sampling temperatures >= 0 "
+                          "(a list: bench.temperature=[0,5]).")
+        if b.objective_temperature is not None and b.objective_temperature not in b.temperature:
+            errors.append(f"bench.objective_temperature={b.objective_temperature} is not one of "
+                          f"bench.temperature={b.temperature}.")
     if errors:
         raise ConfigError(errors)
 

@@ -15,11 +15,11 @@ from pathlib import Path
 COLUMNS = ["point", "status", "num_steps", "topk", "num_draft_tokens", "temperature", "concurrency",
            "output_tok_per_s", "baseline_tok_per_s", "speedup", "accept_length", "server_accept_length",
            "acceptance_rate", "latency_p50_s", "latency_p90_s", "tpot_s", "eff_num_steps", "eff_topk",
-           "eff_num_draft_tokens", "boot_s", "gpu_seconds", "reason"]
+           "eff_num_draft_tokens", "boot_s", "gpu_seconds", "gpu", "reason"]
 
 
 def collect_rows(sweep_dir: Path) -> list[dict]:
-    """One row per point and concurrency level (one row per invalid or failed point)."""
+    """One row per point and level (temperature x concurrency); one row per invalid or failed point."""
     rows = []
     for path in sorted(Path(sweep_dir).rglob("metrics.json")):
         if "baseline" in path.relative_to(sweep_dir).parts:
@@ -33,21 +33,26 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
         base = {"point": str(path.parent.relative_to(sweep_dir)), "status": m.get("status"),
                 "num_steps": spec.get("num_steps"), "topk": spec.get("topk"),
                 "num_draft_tokens": spec.get("num_draft_tokens"),
-                "temperature": (m.get("bench") or {}).get("temperature"),
                 "eff_num_steps": eff.get("speculative_num_steps"), "eff_topk": eff.get("speculative_eagle_topk"),
                 "eff_num_draft_tokens": eff.get("speculative_num_draft_tokens"), "boot_s": m.get("boot_s"),
-                "gpu_seconds": m.get("gpu_seconds"), "reason": m.get("reason") or m.get("error")}
+                "gpu_seconds": m.get("gpu_seconds"), "gpu": "; ".join(m.get("gpu") or []) or None,
+                "reason": m.get("reason") or m.get("error")}
         if m.get("status") != "ok":
             rows.append(base)
             continue
-        for conc, lv in (m.get("levels") or {}).items():
-            rows.append({**base, "concurrency": int(conc), **{k: lv.get(k) for k in COLUMNS if k in lv}})
+        for lv in (m.get("levels") or {}).values():
+            rows.append({**base, **{k: lv.get(k) for k in COLUMNS if k in lv}})
     return rows
 
 
-def best_row(rows: list[dict], concurrency: int | None = None) -> dict | None:
+def level_of(row: dict) -> tuple[float, int]:
+    return (row["temperature"], row["concurrency"])
+
+
+def best_row(rows: list[dict], level: tuple[float, int] | None = None) -> dict | None:
+    """The fastest point (tokens/s), at one (temperature, concurrency) level or over all."""
     ok = [r for r in rows if r["status"] == "ok" and r.get("output_tok_per_s")
-          and (concurrency is None or r.get("concurrency") == concurrency)]
+          and (level is None or level_of(r) == level)]
     return max(ok, key=lambda r: r["output_tok_per_s"]) if ok else None
 
 
@@ -69,46 +74,44 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    levels = sorted({r["concurrency"] for r in rows if r.get("concurrency") is not None})
-    best = {c: best_row(rows, c) for c in levels}
+    levels = sorted({level_of(r) for r in rows if r.get("concurrency") is not None})
+    best = {lv: best_row(rows, lv) for lv in levels}
     md = [f"# Sweep summary: {sweep_dir}", ""]
-    for c in levels:
-        ok = sorted((r for r in rows if r.get("concurrency") == c and r["status"] == "ok"),
+    for lv in levels:
+        ok = sorted((r for r in rows if r["status"] == "ok" and level_of(r) == lv),
                     key=lambda r: -(r.get("speedup") or r.get("output_tok_per_s") or 0))
-        md += [f"## Concurrency {c}", "",
-               "| steps | topk | draft tokens | T | tok/s | baseline tok/s | speedup | accept length | p50 s |",
+        md += [f"## {_level_name(lv)}", "",
+               "| steps | topk | draft tokens | tok/s | baseline tok/s | speedup | accept length "
+               "| speedup / accept | p50 s |",
                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         md += [f"| {_f(r['eff_num_steps'] or r['num_steps'])} | {_f(r['eff_topk'] or r['topk'])} | "
-               f"{_f(r['eff_num_draft_tokens'] or r['num_draft_tokens'])} | {_f(r['temperature'])} | "
+               f"{_f(r['eff_num_draft_tokens'] or r['num_draft_tokens'])} | "
                f"{_f(r.get('output_tok_per_s'))} | {_f(r.get('baseline_tok_per_s'))} | {_f(r.get('speedup'))} | "
-               f"{_f(r.get('accept_length'))} | {_f(r.get('latency_p50_s'), 3)} |" for r in ok]
-        if best[c]:
-            md += ["", f"Best at concurrency {c}: `{override_line(best[c])}`"]
+               f"{_f(r.get('accept_length'))} | {_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
+               f"{_f(r.get('latency_p50_s'), 3)} |" for r in ok]
+        if best[lv]:
+            md += ["", f"Best at {_level_name(lv)}: `{override_line(best[lv])}`"]
         md.append("")
     skipped = [r for r in rows if r["status"] != "ok"]
     if skipped:
         md += ["## Skipped or failed points", ""] + [f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped]
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
-    lines = [f"concurrency {c}: {override_line(b)}  # {b['output_tok_per_s']:.1f} tok/s"
-             + (f", x{b['speedup']:.2f}" if b.get("speedup") else "") for c, b in best.items() if b]
+    lines = [f"{_level_name(lv)}: {override_line(b)}  # {b['output_tok_per_s']:.1f} tok/s"
+             + (f", x{b['speedup']:.2f}" if b.get("speedup") else "") for lv, b in best.items() if b]
     (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
-    images = write_heatmaps(sweep_dir, rows, levels) if plots else []
+    images = write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows) if plots else []
     return {"rows": rows, "best": best, "images": images, "skipped": skipped}
 
 
-def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[int]) -> list[Path]:
-    """tokens/s and accept length over steps x topk, one PNG per concurrency (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("[sweep] matplotlib is not installed: no heat maps (pip install matplotlib)", file=sys.stderr)
+def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple[float, int]]) -> list[Path]:
+    """tokens/s and accept length over steps x topk, one PNG per level (needs matplotlib)."""
+    plt = _pyplot()
+    if plt is None:
         return []
     out = []
-    for c in levels:
-        ok = [r for r in rows if r.get("concurrency") == c and r["status"] == "ok" and r.get("num_steps")]
+    for lv in levels:
+        temp, c = lv
+        ok = [r for r in rows if r["status"] == "ok" and level_of(r) == lv and r.get("num_steps")]
         if not ok:
             continue
         steps = sorted({r["num_steps"] for r in ok})
@@ -117,7 +120,7 @@ def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[int]) -> list
         for ax, key, title in ((axes[0], "output_tok_per_s", "output tokens/s"),
                                (axes[1], "accept_length", "accept length")):
             grid = [[None] * len(steps) for _ in topks]
-            for r in ok:  # best over the other swept values (draft tokens, temperature)
+            for r in ok:  # best over the other swept values (draft tokens)
                 i, j = topks.index(r["topk"]), steps.index(r["num_steps"])
                 v = r.get(key)
                 if v is not None and (grid[i][j] is None or v > grid[i][j]):
@@ -128,7 +131,7 @@ def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[int]) -> list
             ax.set_yticks(range(len(topks)), [str(t) for t in topks])
             ax.set_xlabel("num_steps")
             ax.set_ylabel("topk")
-            ax.set_title(f"{title} (concurrency {c})")
+            ax.set_title(f"{title} ({_level_name(lv)})")
             for i, row in enumerate(grid):
                 for j, v in enumerate(row):
                     if v is not None:
@@ -136,11 +139,67 @@ def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[int]) -> list
                                 color="white", fontsize=8)
             fig.colorbar(im, ax=ax)
         fig.tight_layout()
-        path = sweep_dir / f"heatmap_c{c}.png"
+        path = sweep_dir / f"heatmap_T{temp:g}_c{c}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         out.append(path)
     return out
+
+
+def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
+    """Speedup against accept length, one line per setting over the temperatures, per concurrency.
+
+    Only drawn when the sweep measured more than one temperature (the accept-length knob).
+    """
+    ok = [r for r in rows if r["status"] == "ok" and r.get("speedup") and r.get("accept_length")]
+    if len({r["temperature"] for r in ok}) < 2:
+        return []
+    plt = _pyplot()
+    if plt is None:
+        return []
+    out = []
+    for c in sorted({r["concurrency"] for r in ok}):
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        points = sorted({r["point"] for r in ok if r["concurrency"] == c})
+        top = 1.0
+        for point in points:
+            pts = sorted((r["accept_length"], r["speedup"]) for r in ok if r["point"] == point and r["concurrency"] == c)
+            r0 = next(r for r in ok if r["point"] == point)
+            label = override_line(r0).replace("spec.", "") if r0.get("eff_num_steps") else point
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            top = max(top, max(p[0] for p in pts))
+        ax.plot([1, top], [1, top], color="grey", linestyle=":", label="speedup = accept length")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("accept length (tokens per verify step)")
+        ax.set_ylabel("speedup over no speculation")
+        ax.set_title(f"speedup vs accept length (concurrency {c})")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = sweep_dir / f"speedup_vs_accept_c{c}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[sweep] matplotlib is not installed: no plots (pip install matplotlib)", file=sys.stderr)
+        return None
+    return plt
+
+
+def _level_name(level: tuple[float, int]) -> str:
+    return f"temperature {level[0]:g}, concurrency {level[1]}"
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
 
 
 def _f(v, nd: int = 2) -> str:

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark sweep on a GPU machine, sized for one 10-minute call and resumable across calls.
 #   bash scripts/gpu_bench.sh NAME [serve.py overrides...]
-# e.g. bash scripts/gpu_bench.sh h100-chain spec.num_steps=1,3,5,7 spec.topk=1 'bench.concurrency=[1,8]'
+# e.g. bash scripts/gpu_bench.sh h100 spec.num_steps=1,3,5,7 spec.topk=1 'bench.temperature=[0,5]'
 # Builds the synthetic Llama-3.1-8B-shaped pair once (/tmp/bench8b), then runs
-#   recipes/serve.py -m +sweep=grid bench.name=NAME ...   (sweeps/NAME, finished points are skipped)
-# and copies the summary to $OUT when set. BENCH_TIMEOUT_S (default 540) bounds the sweep; a point
-# cut off by it is simply measured again by the next call of the same command.
+#   recipes/serve.py -m +sweep=grid bench.name=NAME sglang=h100_bench ...   (sweeps/NAME)
+# Finished points are skipped, so the same command continues a sweep. BENCH_TIMEOUT_S (default
+# 540) bounds the sweep; a point cut off by it is measured again by the next call.
+# Between device machines (each starts bare), what can be reused travels through $OUT and back in
+# through .bench/ (carried): the sweep directory (finished points, the baseline) and Triton's
+# compiled-kernel cache (the larger part of a fresh server start).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 NAME=${1:?usage: gpu_bench.sh NAME [overrides...]}; shift
@@ -15,15 +18,25 @@ if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
   python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1 || true
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+TRITON_DIR=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
+if [ -f .bench/triton-cache.tar.gz ] && [ ! -d "$TRITON_DIR" ]; then
+  mkdir -p "$TRITON_DIR" && tar -xzf .bench/triton-cache.tar.gz -C "$TRITON_DIR" && echo "[gpu_bench] Triton cache restored"
+fi
+if [ -f ".bench/sweep-$NAME.tar.gz" ] && [ ! -d "sweeps/$NAME" ]; then
+  mkdir -p sweeps && tar -xzf ".bench/sweep-$NAME.tar.gz" -C sweeps && echo "[gpu_bench] sweeps/$NAME restored"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 PAIR=${BENCH_PAIR:-/tmp/bench8b}
 python3 scripts/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --device cuda || exit 1
 timeout "${BENCH_TIMEOUT_S:-540}" python3 recipes/serve.py -m +sweep=grid bench.name="$NAME" \
-  draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" sglang=h100_bundle "$@"
+  draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" sglang=h100_bench "$@"
 rc=$?
 python3 -m automodel_spec.sweep "sweeps/$NAME" >/dev/null 2>&1 || true
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/$NAME"
-  cp sweeps/"$NAME"/summary.* sweeps/"$NAME"/best_override.txt sweeps/"$NAME"/heatmap_c*.png "$OUT/$NAME"/ 2>/dev/null
+  cp sweeps/"$NAME"/summary.* sweeps/"$NAME"/best_override.txt "$OUT/$NAME"/ 2>/dev/null
+  tar -czf "$OUT/sweep-$NAME.tar.gz" -C sweeps "$NAME"
+  [ -d "$TRITON_DIR" ] && tar -czf "$OUT/triton-cache.tar.gz" -C "$TRITON_DIR" .
 fi
 cat "sweeps/$NAME/summary.md" 2>/dev/null
 exit $rc

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import time
 import traceback
 from dataclasses import asdict, replace
@@ -28,7 +29,7 @@ from automodel_spec.prepare import PreparedRun
 
 METRICS = "metrics.json"
 RECORDS = "records.jsonl"
-SCHEMA = 1
+SCHEMA = 2
 
 
 def point_key(cfg: ServeConfig, run: PreparedRun) -> str:
@@ -38,7 +39,8 @@ def point_key(cfg: ServeConfig, run: PreparedRun) -> str:
     of it: re-running a sweep with a longer ``sglang.ready_timeout_s`` reuses its finished points.
     """
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
-    bench = replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None)
+    bench = replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None,
+                    objective_temperature=None)
     blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
                        "algorithm": asdict(cfg.algorithm), "spec": asdict(cfg.spec), "sglang": asdict(sg),
                        "bench": asdict(bench)}, sort_keys=True, default=str)
@@ -70,12 +72,18 @@ def record_invalid_point(cfg: ServeConfig, out_dir: Path, reasons: list[str]) ->
     return result
 
 
+def level_key(temperature: float, concurrency: int) -> str:
+    """The key of one level in ``metrics.json`` (e.g. ``T0_c1``, ``T5.5_c8``)."""
+    return f"T{temperature:g}_c{concurrency}"
+
+
 def objective(result: dict, bench) -> float:
-    """What a sweeper maximizes: output tokens/s at ``bench.objective_concurrency`` (0 if failed)."""
+    """What a sweeper maximizes: output tokens/s at the objective level (0 if failed)."""
     if result.get("status") != "ok":
         return 0.0
-    conc = str(bench.objective_concurrency or bench.concurrency[0])
-    return float(result["levels"].get(conc, {}).get("output_tok_per_s") or 0.0)
+    conc = bench.objective_concurrency if bench.objective_concurrency is not None else bench.concurrency[0]
+    temp = bench.objective_temperature if bench.objective_temperature is not None else bench.temperature[0]
+    return float(result["levels"].get(level_key(temp, conc), {}).get("output_tok_per_s") or 0.0)
 
 
 def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_dir: Path | None = None) -> dict:
@@ -145,30 +153,33 @@ def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> dict
 
 def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, log_name: str) -> tuple[dict, dict]:
     b = cfg.bench
-    prompts = select_prompts(load_prompts(b.prompts), b.num_prompts, b.seed)
-    if cfg.sglang.skip_tokenizer_init and any(p.input_ids is None for p in prompts):
+    pool = load_prompts(b.prompts)
+    if cfg.sglang.skip_tokenizer_init and any(p.input_ids is None for p in pool):
         raise ConfigError("sglang.skip_tokenizer_init=true needs prompts with input_ids (bench.prompts=FILE.jsonl).")
-    params = sampling_params(b.max_new_tokens, b.temperature)
     out_dir.mkdir(parents=True, exist_ok=True)
     server = open_server(cfg, run, out_dir, log_name=log_name)
     levels: dict = {}
     with server, open(out_dir / RECORDS, "w") as rec_file:
         gen = lambda payload: server.generate(payload, timeout=b.request_timeout_s)  # noqa: E731
-        warm = select_prompts(prompts, max(b.warmup_requests, max(b.concurrency)), b.seed + 1)
-        run_requests(gen, warm, max(b.concurrency), params, label="warm-up", progress=False)
-        info = server.server_info()
-        settings = effective_settings(info)
+        warm = select_prompts(pool, max(b.warmup_requests, max(b.concurrency)), b.seed + 1)
+        run_requests(gen, warm, max(b.concurrency), sampling_params(b.max_new_tokens, b.temperature[0]),
+                     label="warm-up", progress=False)
+        settings = effective_settings(server.server_info())
         steps = settings.get("speculative_num_steps")
-        for conc in b.concurrency:
-            server.flush_cache()  # resets the server's running accept-length average too
-            label = f"{'spec' if cfg.algorithm.name else 'baseline'} c={conc}"
-            records, wall = run_requests(gen, prompts, conc, params, label=label)
-            for r in records:
-                rec_file.write(json.dumps(r) + "\n")
-            m = summarize_level(records, wall, steps)
-            m["server_accept_length"] = effective_settings(server.server_info()).get("avg_spec_accept_length")
-            levels[str(conc)] = m
-    extra = {"boot_s": server.boot_s, "effective": settings, "server_log": str(server.log_path)}
+        for temp in b.temperature:
+            params = sampling_params(b.max_new_tokens, temp)
+            for conc in b.concurrency:
+                # enough requests that the server holds `conc` of them for most of the level
+                prompts = select_prompts(pool, max(b.num_prompts, 2 * conc), b.seed)
+                server.flush_cache()  # resets the server's running accept-length average too
+                label = f"{'spec' if cfg.algorithm.name else 'baseline'} T={temp:g} c={conc}"
+                records, wall = run_requests(gen, prompts, conc, params, label=label)
+                for r in records:
+                    rec_file.write(json.dumps({**r, "temperature": temp}) + "\n")
+                m = {"temperature": temp, "concurrency": conc, **summarize_level(records, wall, steps)}
+                m["server_accept_length"] = effective_settings(server.server_info()).get("avg_spec_accept_length")
+                levels[level_key(temp, conc)] = m
+    extra = {"boot_s": server.boot_s, "effective": settings, "server_log": str(server.log_path), "gpu": _gpu_names()}
     return levels, extra
 
 
@@ -177,11 +188,21 @@ def one_line(name: str, result: dict) -> str:
     if result["status"] != "ok":
         return f"[bench] {name}: {result['status']}: {result.get('reason') or result.get('error', '')[:300]}"
     parts = []
-    for conc, m in result["levels"].items():
+    for m in result["levels"].values():
         sp = f" x{m['speedup']:.2f}" if m.get("speedup") else ""
         al = f" accept {m['accept_length']:.2f}" if m.get("accept_length") else ""
-        parts.append(f"c={conc}: {m['output_tok_per_s']:.1f} tok/s{sp}{al}")
+        parts.append(f"T={m['temperature']:g} c={m['concurrency']}: {m['output_tok_per_s']:.1f} tok/s{sp}{al}")
     return f"[bench] {name}: boot {result.get('boot_s', 0):.0f}s; " + "; ".join(parts)
+
+
+def _gpu_names() -> list[str] | None:
+    """The GPUs this point ran on (``nvidia-smi``), so results from different cards are told apart."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,uuid", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line.strip() for line in out.splitlines() if line.strip()] or None
 
 
 def _write_json(path: Path, data: dict) -> None:

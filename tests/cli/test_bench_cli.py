@@ -120,8 +120,8 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
                   cwd=tmp_path / "cwd", cache=cache)
     assert res.returncode == 0, output(res)
     assert "measuring the no-speculation baseline" in res.stdout
-    assert re.search(r"\[bench\] out: boot \d+s; c=1: [0-9.]+ tok/s x[0-9.]+ accept 4\.00; "
-                     r"c=2: [0-9.]+ tok/s x[0-9.]+ accept 4\.00", res.stdout), res.stdout
+    assert re.search(r"\[bench\] out: boot \d+s; T=0 c=1: [0-9.]+ tok/s x[0-9.]+ accept 4\.00; "
+                     r"T=0 c=2: [0-9.]+ tok/s x[0-9.]+ accept 4\.00", res.stdout), res.stdout
 
     m = metrics(out)
     assert m["status"] == "ok" and m["algorithm"] == "EAGLE3" and m["key"]
@@ -138,22 +138,39 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
     assert base["status"] == "ok" and base["effective"].get("speculative_algorithm") is None
     assert (base_dir / "records.jsonl").is_file() and (base_dir / "server.log").is_file()
 
-    assert set(m["levels"]) == {"1", "2"}
-    for conc, lv in m["levels"].items():
+    assert set(m["levels"]) == {"T0_c1", "T0_c2"}
+    for key, lv in m["levels"].items():
+        assert lv["temperature"] == 0.0 and lv["concurrency"] in (1, 2)
         assert lv["requests"] == 4 and lv["failed_requests"] == 0 and lv["output_tokens"] == 64
         assert lv["output_tok_per_s"] > 0
         assert 0.016 <= lv["latency_p50_s"] <= lv["latency_p90_s"]  # the fake sleeps 1 ms per token
         assert lv["tpot_s"] > 0
         assert lv["accept_length"] == pytest.approx(4.0) and lv["acceptance_rate"] == pytest.approx(1.0)
         assert lv["server_accept_length"] == pytest.approx(4.0)
-        assert lv["baseline_tok_per_s"] == base["levels"][conc]["output_tok_per_s"] > 0
+        assert lv["baseline_tok_per_s"] == base["levels"][key]["output_tok_per_s"] > 0
         assert lv["speedup"] == pytest.approx(lv["output_tok_per_s"] / lv["baseline_tok_per_s"])
-        assert base["levels"][conc]["accept_length"] is None
+        assert base["levels"][key]["accept_length"] is None
 
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert [r["concurrency"] for r in records] == [1] * 4 + [2] * 4  # warm-up requests are not recorded
     assert all(r["ok"] and r["completion_tokens"] == 16 and r["spec_verify_ct"] == 4 for r in records)
     assert [r["i"] for r in records] == [0, 1, 2, 3] * 2
+
+
+def test_one_server_measures_every_temperature_at_every_concurrency(tmp_path, cache):
+    out = tmp_path / "out"
+    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.num_prompts=2", "bench.concurrency=[1,3]",
+                  "bench.temperature=[0,0.7]", "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache)
+    assert res.returncode == 0, output(res)
+    assert (out / "server.log").read_text().count("fired up") == 1  # one server for all four levels
+    m = metrics(out)
+    assert list(m["levels"]) == ["T0_c1", "T0_c3", "T0.7_c1", "T0.7_c3"]
+    # at least twice the concurrency in requests, so the server holds that many for most of the level
+    assert [lv["requests"] for lv in m["levels"].values()] == [2, 6, 2, 6]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [(r["temperature"], r["concurrency"]) for r in records] == \
+        [(0.0, 1)] * 2 + [(0.0, 3)] * 6 + [(0.7, 1)] * 2 + [(0.7, 3)] * 6
 
 
 def test_single_bench_run_of_an_invalid_setting_is_recorded_and_fails(tmp_path, cache):
@@ -264,10 +281,10 @@ def test_sweep_summary_files(grid):
     for name in ("summary.csv", "summary.md", "best_override.txt"):
         assert (root / name).is_file() and (root / name).stat().st_size > 0, name
     for conc in (1, 2):
-        png = (root / f"heatmap_c{conc}.png").read_bytes()
+        png = (root / f"heatmap_T0_c{conc}.png").read_bytes()
         assert png.startswith(PNG_MAGIC) and len(png) > 1000
     lines = (root / "best_override.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["concurrency 1", "concurrency 2"]
+    assert [line.split(":")[0] for line in lines] == ["temperature 0, concurrency 1", "temperature 0, concurrency 2"]
     assert all(re.search(r"spec\.num_steps=\d spec\.topk=\d spec\.num_draft_tokens=4  # [0-9.]+ tok/s, x[0-9.]+$",
                          line) for line in lines), lines
     assert "[sweep] summary:" in grid["second"].stdout
@@ -282,7 +299,7 @@ def test_sweep_measures_the_baseline_once_and_shares_it(grid):
         assert (root.parents[1] / m["baseline_dir"]).resolve() == base_dir.resolve()  # relative to the cwd
         for lv in m["levels"].values():
             assert lv["speedup"] == pytest.approx(lv["output_tok_per_s"] / lv["baseline_tok_per_s"])
-    assert grid["measured_second"][MEASURED[1]]["levels"]["1"]["accept_length"] == pytest.approx(16 / 3)  # 5 steps
+    assert grid["measured_second"][MEASURED[1]]["levels"]["T0_c1"]["accept_length"] == pytest.approx(16 / 3)  # 5 steps
 
 
 def test_rerun_skips_complete_points_reuses_the_baseline_and_retries_the_failed_one(grid):
@@ -299,7 +316,7 @@ def test_rerun_skips_complete_points_reuses_the_baseline_and_retries_the_failed_
     # The failed point ran again (the fake no longer crashes): now it is measured.
     assert f"{CRASHED}: already complete" not in second.stdout
     m = grid["crashed_second"]
-    assert m["status"] == "ok" and m["levels"]["1"]["accept_length"] == pytest.approx(4.0)
+    assert m["status"] == "ok" and m["levels"]["T0_c1"]["accept_length"] == pytest.approx(4.0)
     assert (root.parents[1] / m["baseline_dir"]).resolve() == base_dir.resolve()  # relative to the cwd
     md = grid["summary_second"]
     assert f"- {CRASHED}: failed" not in md
@@ -333,7 +350,7 @@ def test_optuna_sweep_runs_its_trials_and_summarizes(tmp_path, cache):
     assert (root / "summary.md").is_file() and (root / "best_override.txt").is_file()
     # The sweeper maximized the objective each job returned: tokens/s at the first concurrency level.
     best = yaml.safe_load((root / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(m["levels"]["1"]["output_tok_per_s"] for m in results.values()))
+    assert best["best_value"] == pytest.approx(max(m["levels"]["T0_c1"]["output_tok_per_s"] for m in results.values()))
 
 
 def test_rerun_with_other_timeouts_reuses_every_measurement(grid):

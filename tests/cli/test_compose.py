@@ -28,7 +28,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPECTED = {
     "algorithm": {"EAGLE3", "EAGLE", "NEXTN", "STANDALONE", "none"},
     "draft": {"demo", "automodel", "legacy", "hub"},
-    "sglang": {"default", "latency", "throughput", "h100_bundle"},
+    "sglang": {"default", "latency", "throughput", "h100_bundle", "h100_bench"},
     "bench": {"default"},
 }
 # draft options whose path is mandatory (???), and a value that satisfies it
@@ -105,8 +105,12 @@ def test_sglang_options(option):
     cfg = to_serve_config(f"sglang={option}")
     assert isinstance(cfg.sglang, SGLangConfig)
     assert isinstance(cfg.sglang.extra_args, list)
-    if option == "h100_bundle":
+    if option in ("h100_bundle", "h100_bench"):
         assert cfg.sglang.port == 0 and cfg.sglang.attention_backend == "triton"
+    if option == "h100_bench":  # the bundle's settings, graphs for the benchmark's batch sizes only
+        assert cfg.sglang.extra_args == ["--disable-prefill-cuda-graph"]
+        assert cfg.sglang.cuda_graph_bs == [1, 8, 32] and cfg.sglang.cuda_graph_max_bs is None
+        assert cfg.sglang.max_running_requests == 32
     if option in ("latency", "throughput"):
         assert cfg.sglang.max_running_requests is not None and cfg.sglang.cuda_graph_max_bs is not None
 
@@ -117,6 +121,14 @@ def test_bench_options(option):
     assert isinstance(cfg.bench, BenchConfig)
     assert cfg.mode is Mode.bench
     assert cfg.bench.concurrency and all(isinstance(c, int) for c in cfg.bench.concurrency)
+    assert cfg.bench.temperature and all(isinstance(t, float) for t in cfg.bench.temperature)
+
+
+def test_bench_temperature_is_a_list_and_a_scalar_fails_at_compose():
+    cfg = to_serve_config("mode=bench", "bench.temperature=[0,5.5]")
+    assert cfg.bench.temperature == [0.0, 5.5]
+    with pytest.raises(Exception, match="bench.temperature"):
+        to_serve_config("mode=bench", "bench.temperature=0.7")
 
 
 def test_every_algorithm_composes_with_every_draft():

@@ -93,6 +93,11 @@ def test_server_options_and_flags():
                            "--trust-remote-code"]
 
 
+def test_cuda_graph_batch_sizes_as_one_flag_with_several_values():
+    argv = build_launch_command("/models/target", _sg(cuda_graph_bs=[1, 8, 32]), NONE, SpecConfig(), None)
+    assert argv == HEAD + ["--cuda-graph-bs", "1", "8", "32"]
+
+
 def test_extra_args_verbatim_at_the_end():
     extra = ["--enable-metrics", "--speculative-attention-mode", "decode", "--weird=a b"]
     argv = build_launch_command("/models/target", _sg(extra_args=extra), EAGLE3, SpecConfig(3, 1, 4),

@@ -159,7 +159,9 @@ def test_negative_aux_layer_ids_refused():
         (BenchConfig(concurrency=[]), "bench.concurrency=[]"),
         (BenchConfig(concurrency=[1, 0]), "bench.concurrency=[1, 0]"),
         (BenchConfig(max_new_tokens=0), "bench.max_new_tokens=0"),
-        (BenchConfig(temperature=-0.1), "bench.temperature=-0.1"),
+        (BenchConfig(temperature=[0.0, -0.1]), "bench.temperature=[0.0, -0.1]"),
+        (BenchConfig(temperature=[]), "bench.temperature=[] needs one or more"),
+        (BenchConfig(temperature=[0.0], objective_temperature=1.0), "bench.objective_temperature=1.0 is not one of"),
     ],
 )
 def test_bench_rules_in_bench_mode_only(bench, needle):

@@ -16,22 +16,23 @@ from automodel_spec.sweep import SweepSummaryCallback, collect_rows, main, overr
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def level(tok_s: float, base: float | None, accept: float | None = 3.0, p50: float = 0.2) -> dict:
-    return {"requests": 4, "failed_requests": 0, "output_tokens": 64, "wall_s": 64 / tok_s,
+def level(tok_s: float, base: float | None, accept: float | None = 3.0, p50: float = 0.2, *,
+          c: int = 1, t: float = 0.0) -> dict:
+    return {"temperature": t, "concurrency": c, "requests": 4, "failed_requests": 0, "output_tokens": 64, "wall_s": 64 / tok_s,
             "output_tok_per_s": tok_s, "latency_p50_s": p50, "latency_p90_s": p50 * 1.5, "tpot_s": p50 / 16,
             "accept_length": accept, "acceptance_rate": None, "server_accept_length": accept,
             "baseline_tok_per_s": base, "speedup": tok_s / base if base else None}
 
 
-def write_point(root: Path, name: str, status: str = "ok", *, steps=3, topk=1, tokens=4, temperature=0.0,
-                levels: dict | None = None, effective: dict | None = None, **extra) -> Path:
+def write_point(root: Path, name: str, status: str = "ok", *, steps=3, topk=1, tokens=4,
+                levels: list[dict] | None = None, effective: dict | None = None, **extra) -> Path:
     d = root / name
     d.mkdir(parents=True)
     data = {"key": "k-" + name, "status": status,
             "spec": {"num_steps": steps, "topk": topk, "num_draft_tokens": tokens, "max_draft_tokens": 16},
-            "algorithm": "EAGLE3", "bench": {"temperature": temperature, "concurrency": [1, 4]}, **extra}
+            "algorithm": "EAGLE3", "bench": {"temperature": [0.0], "concurrency": [1, 4]}, **extra}
     if status == "ok":
-        data.update(levels=levels or {}, boot_s=12.5, gpu_seconds=40.0,
+        data.update(levels={f"T{lv['temperature']:g}_c{lv['concurrency']}": lv for lv in levels or []}, boot_s=12.5, gpu_seconds=40.0,
                     effective=effective if effective is not None else {
                         "speculative_algorithm": "EAGLE3", "speculative_num_steps": steps,
                         "speculative_eagle_topk": topk, "speculative_num_draft_tokens": tokens})
@@ -44,10 +45,10 @@ def tree(tmp_path) -> Path:
     """A sweep: two measured points, one invalid, one failed, the shared baseline and some noise."""
     root = tmp_path / "sweeps" / "s"
     write_point(root, "spec.num_steps=3,spec.topk=1",
-                levels={"1": level(150.0, 100.0, accept=3.5), "4": level(420.0, 400.0, accept=3.5)})
+                levels=[level(150.0, 100.0, accept=3.5), level(420.0, 400.0, accept=3.5, c=4)])
     # SGLang changed the requested 8 draft tokens to 6: the effective value is what to reuse.
     write_point(root, "spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4", steps=5, topk=4, tokens=8,
-                levels={"1": level(180.0, 100.0, accept=4.5), "4": level(380.0, 400.0, accept=4.5)},
+                levels=[level(180.0, 100.0, accept=4.5), level(380.0, 400.0, accept=4.5, c=4)],
                 effective={"speculative_num_steps": 5, "speculative_eagle_topk": 4,
                            "speculative_num_draft_tokens": 6, "avg_spec_accept_length": 4.5})
     write_point(root, "spec.num_draft_tokens=9,spec.num_steps=1,spec.topk=1", "invalid", steps=1, topk=1,
@@ -55,7 +56,7 @@ def tree(tmp_path) -> Path:
     write_point(root, "spec.num_steps=7,spec.topk=8", "failed", steps=7, topk=8, tokens=16,
                 error="the server exited with code 3 during startup: CUDA out of memory")
     write_point(root / "baseline", "0123456789abcdef", steps=None, topk=None, tokens=None,
-                levels={"1": level(100.0, None, accept=None), "4": level(400.0, None, accept=None)})
+                levels=[level(100.0, None, accept=None), level(400.0, None, accept=None, c=4)])
     (root / "baseline" / "0123456789abcdef.lock").write_text("")
     (root / "broken").mkdir()
     (root / "broken" / "metrics.json").write_text("{ half written")
@@ -63,10 +64,10 @@ def tree(tmp_path) -> Path:
     return root
 
 
-def md_table(md: str, conc: int) -> list[list[str]]:
-    """The table rows under ``## Concurrency conc`` as lists of cells."""
+def md_table(md: str, conc: int, temp: float = 0.0) -> list[list[str]]:
+    """The table rows under the heading of one level, as lists of cells."""
     lines = md.splitlines()
-    start = lines.index(f"## Concurrency {conc}")
+    start = lines.index(f"## temperature {temp:g}, concurrency {conc}")
     rows = []
     for line in lines[start + 4:]:
         if not line.startswith("|"):
@@ -115,39 +116,74 @@ def test_summary_files(tree):
     assert ("- spec.num_draft_tokens=9,spec.num_steps=1,spec.topk=1: invalid: spec.topk=1 with "
             "spec.num_steps=1 means a chain of 2 tokens") in md
     assert "- spec.num_steps=7,spec.topk=8: failed: the server exited with code 3" in md
-    assert "## Concurrency 1" in md and "## Concurrency 4" in md
+    assert "## temperature 0, concurrency 1" in md and "## temperature 0, concurrency 4" in md
 
 
 def test_table_is_sorted_by_speedup_and_shows_effective_values(tree):
     write_summary(tree, plots=False)
     md = (tree / "summary.md").read_text()
     c1, c4 = md_table(md, 1), md_table(md, 4)
-    # columns: steps | topk | draft tokens | T | tok/s | baseline tok/s | speedup | accept length | p50 s
-    assert [row[6] for row in c1] == ["1.80", "1.50"]
-    assert [row[6] for row in c4] == ["1.05", "0.95"]
+    # columns: steps | topk | draft tokens | tok/s | baseline tok/s | speedup | accept length
+    #          | speedup / accept | p50 s
+    assert [row[5] for row in c1] == ["1.80", "1.50"]
+    assert [row[5] for row in c4] == ["1.05", "0.95"]
+    assert [row[7] for row in c1] == ["0.40", "0.43"]  # 1.8 / 4.5 and 1.5 / 3.5
     assert c1[0][:3] == ["5", "4", "6"]  # the draft tokens the server used, not the 8 asked for
     assert c4[0][:3] == ["3", "1", "4"]
 
 
 def test_table_order_follows_speedup_not_raw_throughput(tmp_path):
-    # Two temperatures have two baselines: the faster point in tokens/s is the smaller speedup.
+    # Points measured against different baselines (one was re-measured): the faster point in
+    # tokens/s is the smaller speedup.
     root = tmp_path / "sw"
-    write_point(root, "a", temperature=0.0, levels={"1": level(150.0, 100.0)})
-    write_point(root, "b", steps=5, tokens=6, temperature=1.0, levels={"1": level(120.0, 60.0)})
+    write_point(root, "a", levels=[level(150.0, 100.0)])
+    write_point(root, "b", steps=5, tokens=6, levels=[level(120.0, 60.0)])
     write_summary(root, plots=False)
     rows = md_table((root / "summary.md").read_text(), 1)
-    assert [(row[0], row[3], row[6]) for row in rows] == [("5", "1.00", "2.00"), ("3", "0.00", "1.50")]
+    assert [(row[0], row[5]) for row in rows] == [("5", "2.00"), ("3", "1.50")]
+
+
+def test_each_temperature_is_its_own_level(tmp_path):
+    root = tmp_path / "sw"
+    write_point(root, "a", levels=[level(300.0, 100.0, accept=4.0), level(120.0, 100.0, accept=1.5, t=5.0)])
+    write_point(root, "b", steps=5, tokens=6,
+                levels=[level(400.0, 100.0, accept=6.0), level(90.0, 100.0, accept=1.2, t=5.0)])
+    summary = write_summary(root, plots=False)
+    assert {lv: b["point"] for lv, b in summary["best"].items()} == {(0.0, 1): "b", (5.0, 1): "a"}
+    md = (root / "summary.md").read_text()
+    assert [row[0] for row in md_table(md, 1, 5.0)] == ["3", "5"]
+    assert (root / "best_override.txt").read_text().splitlines() == [
+        "temperature 0, concurrency 1: spec.num_steps=5 spec.topk=1 spec.num_draft_tokens=6  # 400.0 tok/s, x4.00",
+        "temperature 5, concurrency 1: spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4  # 120.0 tok/s, x1.20"]
+
+
+def test_speedup_against_accept_length_is_plotted_when_temperature_varies(tmp_path):
+    pytest.importorskip("matplotlib")
+    root = tmp_path / "sw"
+    write_point(root, "a", levels=[level(300.0, 100.0, accept=4.0), level(120.0, 100.0, accept=1.5, t=5.0),
+                                   level(900.0, 400.0, accept=4.0, c=4), level(300.0, 400.0, accept=1.5, c=4, t=5.0)])
+    names = sorted(p.name for p in write_summary(root, plots=True)["images"])
+    assert names == ["heatmap_T0_c1.png", "heatmap_T0_c4.png", "heatmap_T5_c1.png", "heatmap_T5_c4.png",
+                     "speedup_vs_accept_c1.png", "speedup_vs_accept_c4.png"]
+    assert (root / "speedup_vs_accept_c1.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_no_speedup_plot_for_a_single_temperature(tree):
+    pytest.importorskip("matplotlib")
+    summary = write_summary(tree, plots=True)
+    assert not any(p.name.startswith("speedup_vs_accept") for p in summary["images"])
 
 
 def test_best_override_uses_the_server_reported_values(tree):
     summary = write_summary(tree, plots=False)
-    assert summary["best"][1]["point"] == "spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4"
-    assert summary["best"][4]["point"] == "spec.num_steps=3,spec.topk=1"
+    assert summary["best"][(0.0, 1)]["point"] == "spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4"
+    assert summary["best"][(0.0, 4)]["point"] == "spec.num_steps=3,spec.topk=1"
     lines = (tree / "best_override.txt").read_text().splitlines()
-    assert lines == ["concurrency 1: spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=6  # 180.0 tok/s, x1.80",
-                     "concurrency 4: spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4  # 420.0 tok/s, x1.05"]
+    assert lines == [
+        "temperature 0, concurrency 1: spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=6  # 180.0 tok/s, x1.80",
+        "temperature 0, concurrency 4: spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4  # 420.0 tok/s, x1.05"]
     md = (tree / "summary.md").read_text()
-    assert "Best at concurrency 1: `spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=6`" in md
+    assert "Best at temperature 0, concurrency 1: `spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=6`" in md
 
 
 def test_override_line_falls_back_to_the_requested_values():
@@ -158,10 +194,10 @@ def test_override_line_falls_back_to_the_requested_values():
         "spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4"
 
 
-def test_heat_maps_are_written_per_concurrency(tree):
+def test_heat_maps_are_written_per_level(tree):
     pytest.importorskip("matplotlib")
     summary = write_summary(tree, plots=True)
-    assert sorted(p.name for p in summary["images"]) == ["heatmap_c1.png", "heatmap_c4.png"]
+    assert sorted(p.name for p in summary["images"]) == ["heatmap_T0_c1.png", "heatmap_T0_c4.png"]
     for p in summary["images"]:
         data = p.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
@@ -200,7 +236,7 @@ def test_cli_as_a_module(tree, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "automodel_spec.sweep", str(tree)], capture_output=True,
                         text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
-    assert "Best at concurrency 1" in ok.stdout
+    assert "Best at temperature 0, concurrency 1" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "automodel_spec.sweep", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage:" in bad.stderr
@@ -222,6 +258,6 @@ def test_hydra_callback_writes_nothing_without_a_sweep_dir_or_under_print_only(t
     cb = SweepSummaryCallback()
     cb.on_multirun_end(OmegaConf.create({"print_only": False, "hydra": {"sweep": {"dir": str(tmp_path / "no")}}}))
     assert not (tmp_path / "no").exists()
-    write_point(tmp_path / "s", "p", levels={"1": level(100.0, 50.0)})
+    write_point(tmp_path / "s", "p", levels=[level(100.0, 50.0)])
     cb.on_multirun_end(OmegaConf.create({"print_only": True, "hydra": {"sweep": {"dir": str(tmp_path / "s")}}}))
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["p"]

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from automodel_spec.bench.job import baseline_key, objective, one_line, point_key, read_complete
+from automodel_spec.bench.job import baseline_key, level_key, objective, one_line, point_key, read_complete
 from automodel_spec.config import BenchConfig, Mode, ServeConfig, SpecConfig
 from automodel_spec.prepare import PreparedRun
 
@@ -38,7 +38,7 @@ def test_the_key_ignores_what_does_not_change_the_measurement():
     lambda c: cfg(num_steps=3, topk=2),
     lambda c: with_bench(c, concurrency=[1]),
     lambda c: with_bench(c, max_new_tokens=64),
-    lambda c: with_bench(c, temperature=1.0),
+    lambda c: with_bench(c, temperature=[1.0]),
     lambda c: with_bench(c, num_prompts=8),
     lambda c: with_sglang(c, python="/other/venv/bin/python"),
     lambda c: with_sglang(c, attention_backend="fa3"),
@@ -52,7 +52,7 @@ def test_the_key_changes_with_the_measurement(change):
 def test_the_baseline_key_is_shared_by_every_speculative_setting():
     a, b = cfg(num_steps=3, topk=1), cfg(num_steps=5, topk=4, num_draft_tokens=12)
     assert baseline_key(a, RUN) == baseline_key(b, RUN) != point_key(a, RUN)
-    assert baseline_key(with_bench(a, temperature=1.0), RUN) != baseline_key(a, RUN)
+    assert baseline_key(with_bench(a, temperature=[1.0]), RUN) != baseline_key(a, RUN)
 
 
 def test_read_complete_accepts_finished_points_of_the_same_key(tmp_path):
@@ -66,19 +66,29 @@ def test_read_complete_accepts_finished_points_of_the_same_key(tmp_path):
         assert read_complete(path, "other") is None
 
 
+def test_level_keys():
+    assert level_key(0.0, 1) == "T0_c1" and level_key(5.5, 32) == "T5.5_c32"
+
+
 def test_objective_is_tokens_per_second_at_the_chosen_level():
-    result = {"status": "ok", "levels": {"1": {"output_tok_per_s": 10.0}, "4": {"output_tok_per_s": 30.0}}}
-    bench = BenchConfig(concurrency=[1, 4])
-    assert objective(result, bench) == 10.0
+    result = {"status": "ok", "levels": {"T0_c1": {"output_tok_per_s": 10.0}, "T0_c4": {"output_tok_per_s": 30.0},
+                                         "T5_c1": {"output_tok_per_s": 7.0}, "T5_c4": {"output_tok_per_s": 20.0}}}
+    bench = BenchConfig(concurrency=[1, 4], temperature=[0.0, 5.0])
+    assert objective(result, bench) == 10.0  # the first of each list
     assert objective(result, replace(bench, objective_concurrency=4)) == 30.0
+    assert objective(result, replace(bench, objective_temperature=5.0)) == 7.0
+    assert objective(result, replace(bench, objective_concurrency=4, objective_temperature=5.0)) == 20.0
     assert objective({"status": "failed"}, bench) == 0.0
     assert objective({"status": "invalid"}, bench) == 0.0
 
 
 def test_one_line():
     ok = {"status": "ok", "boot_s": 12.4, "levels": {
-        "1": {"output_tok_per_s": 100.0, "speedup": 1.5, "accept_length": 3.25},
-        "4": {"output_tok_per_s": 300.0, "speedup": None, "accept_length": None}}}
-    assert one_line("p", ok) == "[bench] p: boot 12s; c=1: 100.0 tok/s x1.50 accept 3.25; c=4: 300.0 tok/s"
+        "T0_c1": {"temperature": 0.0, "concurrency": 1, "output_tok_per_s": 100.0, "speedup": 1.5,
+                  "accept_length": 3.25},
+        "T0.5_c4": {"temperature": 0.5, "concurrency": 4, "output_tok_per_s": 300.0, "speedup": None,
+                    "accept_length": None}}}
+    assert one_line("p", ok) == ("[bench] p: boot 12s; T=0 c=1: 100.0 tok/s x1.50 accept 3.25; "
+                                 "T=0.5 c=4: 300.0 tok/s")
     assert one_line("p", {"status": "invalid", "reason": "too many tokens"}) == "[bench] p: invalid: too many tokens"
     assert one_line("p", {"status": "failed", "error": "x" * 400}) == "[bench] p: failed: " + "x" * 300
