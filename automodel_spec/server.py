@@ -7,6 +7,7 @@ the GPU and the port, so the server runs in its own session and is always stoppe
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from automodel_spec.command import format_command
 from automodel_spec.errors import ServerError
 from automodel_spec.http_client import request_json
+from automodel_spec.parent_watch import guarded_argv
 
 READY_ENDPOINT = "/health_generate"
 _SECRET_FIELDS = ("api_key", "admin_api_key")
@@ -91,8 +93,11 @@ class SGLangServer:
         log.write(f"# {format_command(self.argv)}\n")
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        try:
-            self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        if shutil.which(self.argv[0], path=env.get("PATH")) is None:
+            log.close()
+            raise ServerError(f"cannot start the server: {self.argv[0]} is not an executable file")
+        try:  # SIGTERM to the server if we die without stopping it (SIGKILL included): no orphans
+            self.proc = subprocess.Popen(guarded_argv(self.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         except OSError as exc:
             log.close()

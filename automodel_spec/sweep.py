@@ -15,7 +15,7 @@ from pathlib import Path
 COLUMNS = ["point", "status", "num_steps", "topk", "num_draft_tokens", "temperature", "concurrency",
            "output_tok_per_s", "baseline_tok_per_s", "speedup", "accept_length", "server_accept_length",
            "acceptance_rate", "latency_p50_s", "latency_p90_s", "tpot_s", "eff_num_steps", "eff_topk",
-           "eff_num_draft_tokens", "boot_s", "gpu_seconds", "gpu", "reason"]
+           "eff_num_draft_tokens", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
 
 
 def collect_rows(sweep_dir: Path) -> list[dict]:
@@ -36,6 +36,7 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
                 "eff_num_steps": eff.get("speculative_num_steps"), "eff_topk": eff.get("speculative_eagle_topk"),
                 "eff_num_draft_tokens": eff.get("speculative_num_draft_tokens"), "boot_s": m.get("boot_s"),
                 "gpu_seconds": m.get("gpu_seconds"), "gpu": "; ".join(m.get("gpu") or []) or None,
+                "other_gpu_processes": "; ".join(m.get("other_gpu_processes") or []) or None,
                 "reason": m.get("reason") or m.get("error")}
         if m.get("status") != "ok":
             rows.append(base)
@@ -95,6 +96,10 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
     skipped = [r for r in rows if r["status"] != "ok"]
     if skipped:
         md += ["## Skipped or failed points", ""] + [f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped]
+    shared = sorted({r["point"]: r["other_gpu_processes"] for r in rows if r.get("other_gpu_processes")}.items())
+    if shared:
+        md += ["", "## Measured while other processes used the GPU (numbers may be off)", ""]
+        md += [f"- {point}: {procs}" for point, procs in shared]
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
     lines = [f"{_level_name(lv)}: {override_line(b)}  # {b['output_tok_per_s']:.1f} tok/s"
              + (f", x{b['speedup']:.2f}" if b.get("speedup") else "") for lv, b in best.items() if b]

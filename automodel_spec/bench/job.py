@@ -157,6 +157,9 @@ def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, log_name: str) -
     if cfg.sglang.skip_tokenizer_init and any(p.input_ids is None for p in pool):
         raise ConfigError("sglang.skip_tokenizer_init=true needs prompts with input_ids (bench.prompts=FILE.jsonl).")
     out_dir.mkdir(parents=True, exist_ok=True)
+    others = _other_gpu_processes()
+    if others:  # they share the GPU's time and memory with the measurement
+        print(f"[bench] warning: other processes use the GPU; numbers may be off: {'; '.join(others)}", flush=True)
     server = open_server(cfg, run, out_dir, log_name=log_name)
     levels: dict = {}
     with server, open(out_dir / RECORDS, "w") as rec_file:
@@ -179,7 +182,8 @@ def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, log_name: str) -
                 m = {"temperature": temp, "concurrency": conc, **summarize_level(records, wall, steps)}
                 m["server_accept_length"] = effective_settings(server.server_info()).get("avg_spec_accept_length")
                 levels[level_key(temp, conc)] = m
-    extra = {"boot_s": server.boot_s, "effective": settings, "server_log": str(server.log_path), "gpu": _gpu_names()}
+    extra = {"boot_s": server.boot_s, "effective": settings, "server_log": str(server.log_path), "gpu": _gpu_names(),
+             "other_gpu_processes": others}
     return levels, extra
 
 
@@ -195,14 +199,23 @@ def one_line(name: str, result: dict) -> str:
     return f"[bench] {name}: boot {result.get('boot_s', 0):.0f}s; " + "; ".join(parts)
 
 
-def _gpu_names() -> list[str] | None:
-    """The GPUs this point ran on (``nvidia-smi``), so results from different cards are told apart."""
+def _nvidia_smi(query: str) -> list[str] | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,uuid", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(["nvidia-smi", query, "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return [line.strip() for line in out.splitlines() if line.strip()] or None
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _gpu_names() -> list[str] | None:
+    """The GPUs this point ran on, so results from different cards are told apart."""
+    return _nvidia_smi("--query-gpu=name,uuid") or None
+
+
+def _other_gpu_processes() -> list[str]:
+    """Processes already on the GPU before the server starts (another server, a forgotten job)."""
+    return _nvidia_smi("--query-compute-apps=pid,process_name,used_memory") or []
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -173,6 +173,27 @@ def test_one_server_measures_every_temperature_at_every_concurrency(tmp_path, ca
         [(0.0, 1)] * 2 + [(0.0, 3)] * 6 + [(0.7, 1)] * 2 + [(0.7, 3)] * 6
 
 
+def test_the_card_and_other_processes_on_it_are_recorded(tmp_path, cache):
+    # A stand-in nvidia-smi on PATH: one H100, and a process left on it by somebody else.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncase \"$1\" in\n"
+                   "  --query-gpu=*) echo 'NVIDIA H100 80GB HBM3, GPU-1234' ;;\n"
+                   "  --query-compute-apps=*) echo '4242, python3, 48000 MiB' ;;\n"
+                   "esac\n")
+    smi.chmod(0o755)
+    out = tmp_path / "out"
+    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
+                  env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert res.returncode == 0, output(res)
+    assert "[bench] warning: other processes use the GPU; numbers may be off: 4242, python3, 48000 MiB" in res.stdout
+    m = metrics(out)
+    assert m["gpu"] == ["NVIDIA H100 80GB HBM3, GPU-1234"]
+    assert m["other_gpu_processes"] == ["4242, python3, 48000 MiB"]
+
+
 def test_single_bench_run_of_an_invalid_setting_is_recorded_and_fails(tmp_path, cache):
     out = tmp_path / "out"
     res = run_cli(SERVE, "mode=bench", *WORKLOAD, "spec.num_steps=3", "spec.topk=1", "spec.num_draft_tokens=2",

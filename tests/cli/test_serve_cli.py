@@ -354,6 +354,16 @@ def test_serve_reports_ready_then_a_signal_stops_everything(serve, tmp_path, sig
     assert (run_dir / "server_info.json").is_file() and (run_dir / "effective_settings.json").is_file()
 
 
+def test_serve_killed_outright_takes_its_server_along(serve):
+    # SIGKILL (an OOM kill, a scheduler's hard limit, a lease that ends): serve.py can stop nothing
+    # itself, so the kernel tells the server that its launcher died.
+    proc, pidfile = serve()
+    proc.wait_for(READY_LINE)
+    proc.proc.kill()  # serve.py alone: the server runs in a session of its own
+    assert proc.finish() == -signal.SIGKILL
+    assert_no_fake_left(pidfile)
+
+
 def test_serve_with_an_api_key_and_no_speculation_never_shows_the_key(serve, tmp_path):
     key = "sk-cli-secret-4242"
     proc, pidfile = serve("algorithm=none", f"sglang.api_key={key}")

@@ -168,6 +168,17 @@ def test_speedup_against_accept_length_is_plotted_when_temperature_varies(tmp_pa
     assert (root / "speedup_vs_accept_c1.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_points_measured_beside_other_gpu_processes_are_flagged(tmp_path):
+    root = tmp_path / "sw"
+    write_point(root, "a", levels=[level(300.0, 100.0)], other_gpu_processes=["4242, python3, 48000 MiB"])
+    write_point(root, "b", levels=[level(200.0, 100.0)], other_gpu_processes=[])
+    rows = write_summary(root, plots=False)["rows"]
+    assert {r["point"]: r["other_gpu_processes"] for r in rows} == {"a": "4242, python3, 48000 MiB", "b": None}
+    md = (root / "summary.md").read_text()
+    assert "## Measured while other processes used the GPU" in md and "- a: 4242, python3, 48000 MiB" in md
+    assert "- b:" not in md
+
+
 def test_no_speedup_plot_for_a_single_temperature(tree):
     pytest.importorskip("matplotlib")
     summary = write_summary(tree, plots=True)
