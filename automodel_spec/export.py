@@ -17,6 +17,7 @@ from pathlib import Path
 
 from automodel_spec.checkpoint import LEGACY_WEIGHTS, SAFETENSORS_INDEX, ResolvedDraft, weight_files
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
+from automodel_spec.file_digest import file_digest
 from automodel_spec.file_lock import file_lock
 from automodel_spec.preflight import plan_draft, read_json
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
@@ -71,22 +72,26 @@ def source_files(resolved: ResolvedDraft) -> list[Path]:
     return files
 
 
-def export_key(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[int] | None) -> str:
-    """A short hash of the source files' content and the export options."""
+def export_key(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[int] | None,
+               memo_dir: Path | None = None, *, remember: bool = True) -> str:
+    """A short hash of the source files' content and the export options.
+
+    ``memo_dir`` remembers each file's digest by its stat (see ``file_digest``), so an unchanged
+    checkpoint is read once rather than on every launch.
+    """
     h = hashlib.blake2b(digest_size=10)
     h.update(json.dumps({"format": EXPORT_FORMAT, "architecture": architecture, "aux": aux_layer_ids}).encode())
     for f in source_files(resolved):
         h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
+        h.update(file_digest(f, memo_dir, remember=remember).encode())
     return h.hexdigest()
 
 
 def planned_export_dir(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[int] | None,
-                       export_dir: str | None, cache_dir: Path) -> tuple[Path, str]:
-    """Where the export of this draft goes, and its key (reads the sources, writes nothing)."""
-    key = export_key(resolved, architecture, aux_layer_ids)
+                       export_dir: str | None, cache_dir: Path, *, remember: bool = False) -> tuple[Path, str]:
+    """Where the export of this draft goes, and its key (reads the sources; with ``remember``, it
+    also records their digests in the cache)."""
+    key = export_key(resolved, architecture, aux_layer_ids, cache_dir / "digests", remember=remember)
     if export_dir:
         return Path(export_dir).expanduser().resolve(), key
     return cache_dir / "exports" / f"{architecture}-{key}", key
@@ -110,7 +115,8 @@ def export_draft(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: l
         CheckpointError: the draft cannot be served faithfully, or ``export_dir`` holds something else.
     """
     cache_dir = cache_dir or default_cache_dir()
-    final, key = planned_export_dir(resolved, architecture, aux_layer_ids, export_dir, cache_dir)
+    final, key = planned_export_dir(resolved, architecture, aux_layer_ids, export_dir, cache_dir,
+                                    remember=not dry_run)
     done = _read_manifest(final)
     if done is not None:
         if done.get("key") != key:
