@@ -85,7 +85,7 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
                "| steps | topk | draft tokens | tok/s | baseline tok/s | speedup | accept length "
                "| speedup / accept | p50 s |",
                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        md += [f"| {_f(r['eff_num_steps'] or r['num_steps'])} | {_f(r['eff_topk'] or r['topk'])} | "
+        md += [f"| {_f(r['eff_num_steps'] or r['num_steps'])}{_auto(r)} | {_f(r['eff_topk'] or r['topk'])} | "
                f"{_f(r['eff_num_draft_tokens'] or r['num_draft_tokens'])} | "
                f"{_f(r.get('output_tok_per_s'))} | {_f(r.get('baseline_tok_per_s'))} | {_f(r.get('speedup'))} | "
                f"{_f(r.get('accept_length'))} | {_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
@@ -171,6 +171,8 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
             pts = sorted((r["accept_length"], r["speedup"]) for r in ok if r["point"] == point and r["concurrency"] == c)
             r0 = next(r for r in ok if r["point"] == point)
             label = override_line(r0).replace("spec.", "") if r0.get("eff_num_steps") else point
+            if r0.get("num_steps") is None:
+                label += " (SGLang's choice)"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
             top = max(top, max(p[0] for p in pts))
         ax.plot([1, top], [1, top], color="grey", linestyle=":", label="speedup = accept length")
@@ -201,6 +203,11 @@ def _pyplot():
 
 def _level_name(level: tuple[float, int]) -> str:
     return f"temperature {level[0]:g}, concurrency {level[1]}"
+
+
+def _auto(row: dict) -> str:
+    """Marks a point whose setting SGLang chose (none was given)."""
+    return " (auto)" if row.get("num_steps") is None and row.get("eff_num_steps") is not None else ""
 
 
 def _ratio(a, b):

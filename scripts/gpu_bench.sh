@@ -7,8 +7,10 @@
 # Finished points are skipped, so the same command continues a sweep. BENCH_TIMEOUT_S (default
 # 540) bounds the sweep; a point cut off by it is measured again by the next call.
 # Between device machines (each starts bare), what can be reused travels through $OUT and back in
-# through .bench/ (carried): the sweep directory (finished points, the baseline) and Triton's
-# compiled-kernel cache (the larger part of a fresh server start).
+# through .bench/ (carried): the sweep directory (finished points, the baseline) and the
+# compiled-kernel caches written during the run (Triton, FlashInfer, TorchInductor). On a fresh
+# machine the first server start spends ~80 s compiling; carrying ~/.triton/cache alone did not
+# avoid that (2026-11-27), hence every cache file the run wrote is carried.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 NAME=${1:?usage: gpu_bench.sh NAME [overrides...]}; shift
@@ -18,14 +20,16 @@ if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
   python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1 || true
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-TRITON_DIR=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
-if [ -f .bench/triton-cache.tar.gz ] && [ ! -d "$TRITON_DIR" ]; then
-  mkdir -p "$TRITON_DIR" && tar -xzf .bench/triton-cache.tar.gz -C "$TRITON_DIR" && echo "[gpu_bench] Triton cache restored"
+MARK=$(mktemp) && sleep 1  # files newer than this (restored ones too: -m) are carried back
+if [ -f .bench/kernel-caches.tar.gz ]; then
+  tar -xmzf .bench/kernel-caches.tar.gz -C / && echo "[gpu_bench] kernel caches restored"
 fi
 if [ -f ".bench/sweep-$NAME.tar.gz" ] && [ ! -d "sweeps/$NAME" ]; then
   mkdir -p sweeps && tar -xzf ".bench/sweep-$NAME.tar.gz" -C sweeps && echo "[gpu_bench] sweeps/$NAME restored"
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader 2>/dev/null
+nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null \
+  | sed 's/^/[gpu_bench] already on the GPU: /'
 PAIR=${BENCH_PAIR:-/tmp/bench8b}
 python3 scripts/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --device cuda || exit 1
 timeout "${BENCH_TIMEOUT_S:-540}" python3 recipes/serve.py -m +sweep=grid bench.name="$NAME" \
@@ -36,7 +40,9 @@ if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/$NAME"
   cp sweeps/"$NAME"/summary.* sweeps/"$NAME"/best_override.txt "$OUT/$NAME"/ 2>/dev/null
   tar -czf "$OUT/sweep-$NAME.tar.gz" -C sweeps "$NAME"
-  [ -d "$TRITON_DIR" ] && tar -czf "$OUT/triton-cache.tar.gz" -C "$TRITON_DIR" .
+  find "$HOME/.triton" "$HOME/.cache" /tmp/torchinductor_* -type f -newer "$MARK" -size -16M \
+    ! -path '*/automodel_spec/*' 2>/dev/null | sed 's|^/||' > /tmp/gpu_bench.caches
+  [ -s /tmp/gpu_bench.caches ] && tar -czf "$OUT/kernel-caches.tar.gz" -C / -T /tmp/gpu_bench.caches
 fi
 cat "sweeps/$NAME/summary.md" 2>/dev/null
 exit $rc

@@ -179,6 +179,17 @@ def test_points_measured_beside_other_gpu_processes_are_flagged(tmp_path):
     assert "- b:" not in md
 
 
+def test_a_point_sglang_chose_is_marked_auto(tmp_path):
+    root = tmp_path / "sw"
+    write_point(root, "spec.num_steps=null,spec.topk=null", steps=None, topk=None, tokens=None,
+                levels=[level(300.0, 100.0)], effective={"speculative_num_steps": 5, "speculative_eagle_topk": 4,
+                                                         "speculative_num_draft_tokens": 8})
+    write_summary(root, plots=False)
+    (row,) = md_table((root / "summary.md").read_text(), 1)
+    assert row[:3] == ["5 (auto)", "4", "8"]
+    assert "spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8" in (root / "best_override.txt").read_text()
+
+
 def test_no_speedup_plot_for_a_single_temperature(tree):
     pytest.importorskip("matplotlib")
     summary = write_summary(tree, plots=True)
