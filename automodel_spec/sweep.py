@@ -91,7 +91,7 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
                f"{_f(r.get('accept_length'))} | {_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
                f"{_f(r.get('latency_p50_s'), 3)} |" for r in ok]
         if best[lv]:
-            md += ["", f"Best at {_level_name(lv)}: `{override_line(best[lv])}`"]
+            md += ["", f"Best at {_level_name(lv)}: {_best_text(best[lv])}"]
         md.append("")
     skipped = [r for r in rows if r["status"] != "ok"]
     if skipped:
@@ -101,8 +101,7 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
         md += ["", "## Measured while other processes used the GPU (numbers may be off)", ""]
         md += [f"- {point}: {procs}" for point, procs in shared]
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
-    lines = [f"{_level_name(lv)}: {override_line(b)}  # {b['output_tok_per_s']:.1f} tok/s"
-             + (f", x{b['speedup']:.2f}" if b.get("speedup") else "") for lv, b in best.items() if b]
+    lines = [f"{_level_name(lv)}: {_best_line(b)}" for lv, b in best.items() if b]
     (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
     images = write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows) if plots else []
     return {"rows": rows, "best": best, "images": images, "skipped": skipped}
@@ -203,6 +202,27 @@ def _pyplot():
 
 def _level_name(level: tuple[float, int]) -> str:
     return f"temperature {level[0]:g}, concurrency {level[1]}"
+
+
+def _loses(row: dict) -> bool:
+    """No speculative setting beat the no-speculation baseline at this level."""
+    return row.get("speedup") is not None and row["speedup"] < 1.0
+
+
+def _best_text(row: dict) -> str:
+    if _loses(row):
+        return (f"`algorithm=none`: no setting beat no speculation (the best, `{override_line(row)}`, "
+                f"reached x{row['speedup']:.2f})")
+    return f"`{override_line(row)}`"
+
+
+def _best_line(row: dict) -> str:
+    """One line of best_override.txt: the overrides, then what they measured."""
+    if _loses(row):
+        return (f"algorithm=none  # no setting beat no speculation ({row['baseline_tok_per_s']:.1f} tok/s); "
+                f"best was {override_line(row)} at x{row['speedup']:.2f}")
+    return (f"{override_line(row)}  # {row['output_tok_per_s']:.1f} tok/s"
+            + (f", x{row['speedup']:.2f}" if row.get("speedup") else ""))
 
 
 def _auto(row: dict) -> str:

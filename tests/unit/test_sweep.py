@@ -190,6 +190,19 @@ def test_a_point_sglang_chose_is_marked_auto(tmp_path):
     assert "spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8" in (root / "best_override.txt").read_text()
 
 
+def test_when_nothing_beats_the_baseline_the_best_is_no_speculation(tmp_path):
+    root = tmp_path / "sw"
+    write_point(root, "a", levels=[level(300.0, 100.0), level(80.0, 100.0, t=7.0)])
+    write_point(root, "b", steps=5, tokens=6, levels=[level(250.0, 100.0), level(70.0, 100.0, t=7.0)])
+    write_summary(root, plots=False)
+    assert (root / "best_override.txt").read_text().splitlines() == [
+        "temperature 0, concurrency 1: spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4  # 300.0 tok/s, x3.00",
+        "temperature 7, concurrency 1: algorithm=none  # no setting beat no speculation (100.0 tok/s); "
+        "best was spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4 at x0.80"]
+    assert ("Best at temperature 7, concurrency 1: `algorithm=none`: no setting beat no speculation"
+            in (root / "summary.md").read_text())
+
+
 def test_no_speedup_plot_for_a_single_temperature(tree):
     pytest.importorskip("matplotlib")
     summary = write_summary(tree, plots=True)
