@@ -7,6 +7,11 @@ decoding repeats the last token) while the draft is built to predict the same to
 token is then accepted under greedy decoding. ``logit_scale`` scales the target's lm_head, which
 (with sampling temperature) sets how much of the target's probability sits on that token, and so the
 accept length. The compute, bytes and kernels are those of the real architecture at the given shape.
+
+``spread`` groups the vocabulary into runs of ``spread`` consecutive ids whose embeddings share most
+of their direction (see ``Spread``): the target then puts its sampled probability on the whole group
+of the last token, and the draft ranks that same group first, so a tree of ``topk >= spread`` can
+be accepted where a chain cannot. Greedy decoding still repeats the last token.
 """
 
 from __future__ import annotations
@@ -36,6 +41,21 @@ class LlamaShape:
         return self.hidden_size // self.num_attention_heads
 
 
+@dataclass(frozen=True)
+class Spread:
+    """Groups of ``size`` consecutive token ids whose logits lie ``gap`` below the repeated token's.
+
+    Each embedding row is ``sqrt(1 - a^2) * center(group) + a * own(id)``; ``a`` is chosen so that a
+    group mate's logit is ``gap`` below the repeated token's (at ``logit_scale`` 1), while tokens of
+    other groups stay about ``hidden_size * 0.02`` below (~82 at 8B shapes). At temperature T each
+    mate then gets ``exp(-gap / T)`` of the repeated token's probability.
+    """
+
+    size: int = 1
+    gap: float = 1.0
+
+
+NO_SPREAD = Spread()
 TINY = LlamaShape()
 LLAMA_3_1_8B = LlamaShape(4096, 32, 32, 8, 14336, 128256, 8192)
 
@@ -64,13 +84,26 @@ def _normal(shape, gen, device, dtype, std=0.02):
     return torch.empty(shape, device=device, dtype=torch.float32).normal_(0.0, std, generator=gen).to(dtype)
 
 
-def _embedding(shape: LlamaShape, seed: int, device: str, dtype):
-    return _normal((shape.vocab_size, shape.hidden_size), _gen(seed, device), device, dtype)
+_STD = 0.02
+
+
+def _embedding(shape: LlamaShape, seed: int, device: str, dtype, spread: Spread = NO_SPREAD):
+    own = _normal((shape.vocab_size, shape.hidden_size), _gen(seed, device), device, dtype)
+    if spread.size <= 1:
+        return own
+    import torch
+
+    # logit(v | x) ~ E_v . E_x / rms(E_x): hidden * std for v = x, (1 - a^2) of that for a group mate
+    a2 = min(spread.gap / (shape.hidden_size * _STD), 1.0)
+    groups = -(-shape.vocab_size // spread.size)
+    centers = _normal((groups, shape.hidden_size), _gen(seed + 11, device), device, torch.float32)
+    ids = torch.arange(shape.vocab_size, device=device) // spread.size
+    return ((1 - a2) ** 0.5 * centers[ids] + a2 ** 0.5 * own.float()).to(dtype)
 
 
 def write_target(out_dir: Path, shape: LlamaShape = TINY, *, repeat: bool = True, logit_scale: float = 1.0,
-                 seed: int = 0, device: str = "cpu", dtype: str = "bfloat16", tokenizer: bool = True,
-                 shard_bytes: int = 4 << 30) -> Path:
+                 spread: Spread = NO_SPREAD, seed: int = 0, device: str = "cpu", dtype: str = "bfloat16",
+                 tokenizer: bool = True, shard_bytes: int = 4 << 30) -> Path:
     """Write an HF Llama target (``config.json`` + safetensors shards + tokenizer).
 
     Args:
@@ -78,6 +111,8 @@ def write_target(out_dir: Path, shape: LlamaShape = TINY, *, repeat: bool = True
             decoding repeats the last token; otherwise every weight is random.
         logit_scale: multiplies lm_head (repeat construction): smaller spreads the target's
             probability beyond the repeated token under sampling.
+        spread: token groups that share the target's probability under sampling (``Spread``);
+            build the draft with the same value.
     """
     import torch
 
@@ -85,7 +120,7 @@ def write_target(out_dir: Path, shape: LlamaShape = TINY, *, repeat: bool = True
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = _gen(seed + 1, device)
-    emb = _embedding(shape, seed, device, dt)
+    emb = _embedding(shape, seed, device, dt, spread)
     h, hd, inter = shape.hidden_size, shape.head_dim, shape.intermediate_size
 
     def tensors():
@@ -144,7 +179,8 @@ def write_sharded_safetensors(out_dir: Path, named_tensors, shard_bytes: int) ->
 
 
 def eagle3_draft_tensors(shape: LlamaShape, draft_vocab: int, *, repeat: bool = True, seed: int = 0,
-                         device: str = "cpu", dtype: str = "bfloat16", num_aux: int = 3) -> dict:
+                         device: str = "cpu", dtype: str = "bfloat16", num_aux: int = 3,
+                         spread: Spread = NO_SPREAD) -> dict:
     """EAGLE-3 draft tensors under Automodel's names (``model.layers.0.*``, ``model.fc``, ...).
 
     With ``repeat`` (and a repeat target built from the same ``seed``), fc passes the first captured
@@ -173,7 +209,7 @@ def eagle3_draft_tensors(shape: LlamaShape, draft_vocab: int, *, repeat: bool = 
         "model.norm.weight": ones.clone(),
         "lm_head.weight": _normal((draft_vocab, h), gen, device, dt),
     }
-    emb = _embedding(shape, seed, device, dt)
+    emb = _embedding(shape, seed, device, dt, spread)
     w["model.embed_tokens.weight"] = emb
     if repeat:
         w[p + "self_attn.o_proj.weight"].zero_()

@@ -2,7 +2,8 @@
 # Benchmark sweep on a GPU machine, sized for one 10-minute call and resumable across calls.
 #   bash scripts/gpu_bench.sh NAME [serve.py overrides...]
 # e.g. bash scripts/gpu_bench.sh h100 spec.num_steps=1,3,5,7 spec.topk=1 'bench.temperature=[0,5]'
-# Builds the synthetic Llama-3.1-8B-shaped pair once (/tmp/bench8b), then runs
+# Builds the synthetic Llama-3.1-8B-shaped pair once (BENCH_PAIR, default /tmp/bench8b; build flags
+# in BENCH_PAIR_ARGS, e.g. BENCH_PAIR=/tmp/spread8b BENCH_PAIR_ARGS="--spread 4" for trees), then runs
 #   recipes/serve.py -m +sweep=grid bench.name=NAME sglang=h100_bench ...   (sweeps/NAME)
 # Finished points are skipped, so the same command continues a sweep. BENCH_TIMEOUT_S (default
 # 540) bounds the sweep; a point cut off by it is measured again by the next call.
@@ -31,7 +32,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null \
   | sed 's/^/[gpu_bench] already on the GPU: /'
 PAIR=${BENCH_PAIR:-/tmp/bench8b}
-python3 scripts/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --device cuda || exit 1
+# shellcheck disable=SC2086  # BENCH_PAIR_ARGS holds several flags, e.g. "--spread 4"
+python3 scripts/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --device cuda ${BENCH_PAIR_ARGS:-} || exit 1
 timeout "${BENCH_TIMEOUT_S:-540}" python3 recipes/serve.py -m +sweep=grid bench.name="$NAME" \
   draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" sglang=h100_bench "$@"
 rc=$?

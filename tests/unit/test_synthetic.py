@@ -85,3 +85,46 @@ def test_demo_build_failure_leaves_nothing(tmp_path, monkeypatch):
         demo.ensure_demo_pair(tmp_path, "LlamaForCausalLMEagle3")
     root = demo.demo_pair(tmp_path, "LlamaForCausalLMEagle3").target.parent
     assert not any(root.iterdir())
+
+
+WIDE = synthetic.LlamaShape(hidden_size=1024, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                            intermediate_size=128, vocab_size=300, max_position_embeddings=256)
+
+
+def _next_token_probs(head, emb, x: int, temperature: float):
+    """The repeat construction's next-token distribution after token ``x``: its layers add nothing,
+    so the last hidden state is RMSNorm(embedding of x) and the logits are lm_head @ it."""
+    import torch
+
+    h = emb[x] / emb[x].pow(2).mean().sqrt()
+    return torch.softmax(head @ h / temperature, dim=0)
+
+
+def test_spread_pair_shares_the_targets_probability_over_a_group_the_draft_ranks_first(tmp_path):
+    import math
+
+    spread = synthetic.Spread(size=4, gap=1.0)
+    synthetic.write_target(tmp_path, WIDE, spread=spread, tokenizer=False)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        emb, head = f.get_tensor("model.embed_tokens.weight").float(), f.get_tensor("lm_head.weight").float()
+    draft = synthetic.eagle3_draft_tensors(WIDE, 200, spread=spread)
+    assert (draft["model.embed_tokens.weight"].float() == emb).all()  # same embedding, hence same ranking
+    for x in (0, 41, 150):
+        group = list(range(x // 4 * 4, x // 4 * 4 + 4))
+        greedy = _next_token_probs(head, emb, x, 1e-3)
+        assert int(greedy.argmax()) == x  # greedy decoding still repeats
+        p = _next_token_probs(head, emb, x, 1.0)
+        assert float(p[group].sum()) > 0.99  # sampling stays inside the group...
+        expected_self = 1 / (1 + 3 * math.exp(-1.0))
+        assert float(p[x]) == pytest.approx(expected_self, abs=0.08)  # ...and spreads over it
+        draft_top = _next_token_probs(draft["lm_head.weight"].float(), emb, x, 1.0).topk(4).indices
+        assert sorted(draft_top.tolist()) == group  # a tree of topk 4 covers what the target samples
+
+
+def test_no_spread_keeps_the_repeat_pair_unchanged(tmp_path):
+    import torch
+
+    plain = synthetic._embedding(WIDE, 0, "cpu", torch.bfloat16)
+    assert torch.equal(plain, synthetic._embedding(WIDE, 0, "cpu", torch.bfloat16, synthetic.Spread(size=1)))
+    p = _next_token_probs(plain.float(), plain.float(), 7, 1.0)
+    assert float(p[7]) > 0.99  # without groups the repeated token takes it all at this temperature
