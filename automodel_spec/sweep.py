@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 COLUMNS = ["point", "status", "num_steps", "topk", "num_draft_tokens", "temperature", "concurrency",
-           "output_tok_per_s", "baseline_tok_per_s", "speedup", "accept_length", "server_accept_length",
+           "output_tok_per_s", "baseline_tok_per_s", "speedup", "accept_length", "accept_length_sem",
+           "server_accept_length", "request_tok_per_s", "request_tok_per_s_sem",
            "acceptance_rate", "latency_p50_s", "latency_p90_s", "tpot_s", "eff_num_steps", "eff_topk",
            "eff_num_draft_tokens", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
 
@@ -88,7 +89,8 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
         md += [f"| {_f(r['eff_num_steps'] or r['num_steps'])}{_auto(r)} | {_f(r['eff_topk'] or r['topk'])} | "
                f"{_f(r['eff_num_draft_tokens'] or r['num_draft_tokens'])} | "
                f"{_f(r.get('output_tok_per_s'))} | {_f(r.get('baseline_tok_per_s'))} | {_f(r.get('speedup'))} | "
-               f"{_f(r.get('accept_length'))} | {_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
+               f"{_pm(r.get('accept_length'), r.get('accept_length_sem'))} | "
+               f"{_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
                f"{_f(r.get('latency_p50_s'), 3)} |" for r in ok]
         if best[lv]:
             md += ["", f"Best at {_level_name(lv)}: {_best_text(best[lv])}"]
@@ -228,6 +230,11 @@ def _best_line(row: dict) -> str:
 def _auto(row: dict) -> str:
     """Marks a point whose setting SGLang chose (none was given)."""
     return " (auto)" if row.get("num_steps") is None and row.get("eff_num_steps") is not None else ""
+
+
+def _pm(value, err) -> str:
+    """``value ± standard error`` (the error only where there is one)."""
+    return _f(value) + (f" ± {err:.2f}" if value is not None and err is not None else "")
 
 
 def _ratio(a, b):

@@ -14,12 +14,22 @@ def percentile(values: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def sem(values: list[float]) -> float | None:
+    """Standard error of the mean (``None`` for fewer than two values)."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
+
+
 def summarize_level(records: list[dict], wall_s: float, num_steps: int | None) -> dict:
-    """Metrics of one concurrency level.
+    """Metrics of one level.
 
     ``accept_length`` is completion tokens per verify step (from per-request ``meta_info``);
     ``acceptance_rate`` is the share of drafted positions accepted, ``(accept_length - 1) / num_steps``.
     ``tpot_s`` is latency per output token (prefill included: requests are not streamed).
+    ``accept_length_sem`` and ``request_tok_per_s_sem`` are standard errors over the requests, so
+    two settings whose difference is within a few of them are not told apart by this workload.
     """
     ok = [r for r in records if r.get("ok")]
     tokens = sum(r["completion_tokens"] for r in ok)
@@ -27,6 +37,8 @@ def summarize_level(records: list[dict], wall_s: float, num_steps: int | None) -
     latencies = [r["latency_s"] for r in ok]
     per_token = [r["latency_s"] / r["completion_tokens"] for r in ok if r["completion_tokens"]]
     accept = tokens / verify if verify else None
+    per_request_accept = [r["completion_tokens"] / r["spec_verify_ct"] for r in ok if r.get("spec_verify_ct")]
+    per_request_rate = [r["completion_tokens"] / r["latency_s"] for r in ok if r["latency_s"] > 0]
     return {
         "requests": len(records), "failed_requests": len(records) - len(ok), "output_tokens": tokens,
         "wall_s": wall_s, "output_tok_per_s": tokens / wall_s if wall_s > 0 else None,
@@ -34,6 +46,9 @@ def summarize_level(records: list[dict], wall_s: float, num_steps: int | None) -
         "tpot_s": sum(per_token) / len(per_token) if per_token else None,
         "accept_length": accept,
         "acceptance_rate": (accept - 1) / num_steps if accept is not None and num_steps else None,
+        "accept_length_sem": sem(per_request_accept),
+        "request_tok_per_s": sum(per_request_rate) / len(per_request_rate) if per_request_rate else None,
+        "request_tok_per_s_sem": sem(per_request_rate),
     }
 
 

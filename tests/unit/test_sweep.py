@@ -179,6 +179,16 @@ def test_points_measured_beside_other_gpu_processes_are_flagged(tmp_path):
     assert "- b:" not in md
 
 
+def test_accept_length_is_shown_with_its_standard_error(tmp_path):
+    root = tmp_path / "sw"
+    write_point(root, "a", levels=[{**level(300.0, 100.0, accept=4.41), "accept_length_sem": 0.2149}])
+    write_summary(root, plots=False)
+    (row,) = md_table((root / "summary.md").read_text(), 1)
+    assert row[6] == "4.41 ± 0.21"
+    with open(root / "summary.csv", newline="") as fh:
+        assert next(csv.DictReader(fh))["accept_length_sem"] == "0.2149"
+
+
 def test_a_point_sglang_chose_is_marked_auto(tmp_path):
     root = tmp_path / "sw"
     write_point(root, "spec.num_steps=null,spec.topk=null", steps=None, topk=None, tokens=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from automodel_spec.bench.metrics import add_speedups, percentile, summarize_level
+from automodel_spec.bench.metrics import add_speedups, percentile, sem, summarize_level
 
 
 def rec(latency: float, tokens: int = 16, verify: int = 4, ok: bool = True) -> dict:
@@ -37,6 +37,24 @@ def test_level_throughput_latency_and_accept_length():
     assert m["tpot_s"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.4) / 16 / 4)
     assert m["accept_length"] == pytest.approx(4.0)  # 64 tokens over 16 verify steps
     assert m["acceptance_rate"] == pytest.approx(1.0)  # (4 - 1) / 3: every drafted token accepted
+
+
+def test_standard_errors_over_the_requests():
+    # per-request accept lengths 2, 4, 6 and 8: mean 5, sample sd sqrt(20/3), sem sqrt(20/3)/2
+    records = [rec(0.1, tokens=16, verify=8), rec(0.2, tokens=16, verify=4), rec(0.3, tokens=18, verify=3),
+               rec(0.4, tokens=16, verify=2)]
+    m = summarize_level(records, wall_s=1.0, num_steps=7)
+    assert m["accept_length_sem"] == pytest.approx((20 / 3) ** 0.5 / 2)
+    rates = [160.0, 80.0, 60.0, 40.0]
+    assert m["request_tok_per_s"] == pytest.approx(85.0)
+    assert m["request_tok_per_s_sem"] == pytest.approx(sem(rates))
+    single = summarize_level([rec(0.1)], wall_s=0.1, num_steps=3)
+    assert single["accept_length_sem"] is None and single["request_tok_per_s_sem"] is None
+
+
+def test_sem():
+    assert sem([]) is None and sem([3.0]) is None
+    assert sem([1.0, 3.0]) == pytest.approx(1.0)  # sd sqrt(2), over sqrt(2)
 
 
 def test_partial_acceptance_rate():
