@@ -181,3 +181,27 @@ def test_exported_draft_beats_the_silently_broken_one(cache, tmp_path):
     assert not sglang_processes()
     assert accepts["ours"] >= 3.0, accepts
     assert accepts["naive"] < accepts["ours"] - 1.0, accepts
+
+
+def test_sigkilled_recipe_takes_the_real_server_along(cache):
+    """serve.py killed outright (no chance to stop anything): SGLang must still go, through
+    automodel_spec.parent_watch (the kernel's parent-death signal), and free the GPU and the port."""
+    work = OUT / "sigkill"
+    work.mkdir(parents=True, exist_ok=True)
+    sp = ServeProcess(SPEC + NO_GRAPHS + COMMON + [f"hydra.run.dir={work}/hydra"], cwd=work,
+                      log_path=work / "console.log")
+    try:
+        sp.wait_for(READY, timeout=420)
+        port = int(sp.wait_for(r"ready in [0-9.]+s at http://127\.0\.0\.1:(\d+)", timeout=5).group(1))
+        assert sglang_processes()
+        t0 = time.monotonic()
+        sp.proc.kill()  # serve.py alone: the server runs in a session of its own
+        sp.finish(timeout=30)
+        while (sglang_processes() or not _port_free(port)) and time.monotonic() - t0 < 90:
+            time.sleep(0.5)
+        gone_s = time.monotonic() - t0
+    finally:
+        sp.kill()
+    _RESULTS.append({"case": f"sigkill_recipe (gone in {gone_s:.1f}s)", "rc": -9})
+    assert not sglang_processes(), f"SGLang outlived its SIGKILLed launcher: {sglang_processes()}"
+    assert _port_free(port)
