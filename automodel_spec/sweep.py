@@ -214,7 +214,7 @@ def _loses(row: dict) -> bool:
 def _best_text(row: dict) -> str:
     if _loses(row):
         return (f"`algorithm=none`: no setting beat no speculation (the best, `{override_line(row)}`, "
-                f"reached x{row['speedup']:.2f})")
+                f"reached x{row['speedup']:.3f})")
     return f"`{override_line(row)}`"
 
 
@@ -222,7 +222,7 @@ def _best_line(row: dict) -> str:
     """One line of best_override.txt: the overrides, then what they measured."""
     if _loses(row):
         return (f"algorithm=none  # no setting beat no speculation ({row['baseline_tok_per_s']:.1f} tok/s); "
-                f"best was {override_line(row)} at x{row['speedup']:.2f}")
+                f"best was {override_line(row)} at x{row['speedup']:.3f}")
     return (f"{override_line(row)}  # {row['output_tok_per_s']:.1f} tok/s"
             + (f", x{row['speedup']:.2f}" if row.get("speedup") else ""))
 

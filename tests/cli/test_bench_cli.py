@@ -306,8 +306,12 @@ def test_sweep_summary_files(grid):
         assert png.startswith(PNG_MAGIC) and len(png) > 1000
     lines = (root / "best_override.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in lines] == ["temperature 0, concurrency 1", "temperature 0, concurrency 2"]
-    assert all(re.search(r"spec\.num_steps=\d spec\.topk=\d spec\.num_draft_tokens=4  # [0-9.]+ tok/s, x[0-9.]+$",
-                         line) for line in lines), lines
+    # The fake's speedups hover around 1 (it proves plumbing, not speed): either the best setting, or
+    # no speculation with the best setting named.
+    setting = r"spec\.num_steps=\d spec\.topk=\d spec\.num_draft_tokens=4"
+    assert all(re.search(rf": {setting}  # [0-9.]+ tok/s, x[0-9.]+$", line)
+               or re.search(rf": algorithm=none  # no setting beat no speculation \([0-9.]+ tok/s\); "
+                            rf"best was {setting} at x0\.[0-9]+$", line) for line in lines), lines
     assert "[sweep] summary:" in grid["second"].stdout
 
 

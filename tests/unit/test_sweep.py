@@ -208,7 +208,7 @@ def test_when_nothing_beats_the_baseline_the_best_is_no_speculation(tmp_path):
     assert (root / "best_override.txt").read_text().splitlines() == [
         "temperature 0, concurrency 1: spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4  # 300.0 tok/s, x3.00",
         "temperature 7, concurrency 1: algorithm=none  # no setting beat no speculation (100.0 tok/s); "
-        "best was spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4 at x0.80"]
+        "best was spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4 at x0.800"]
     assert ("Best at temperature 7, concurrency 1: `algorithm=none`: no setting beat no speculation"
             in (root / "summary.md").read_text())
 
