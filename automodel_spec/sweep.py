@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -211,10 +212,15 @@ def _loses(row: dict) -> bool:
     return row.get("speedup") is not None and row["speedup"] < 1.0
 
 
+def _below_one(speedup: float) -> str:
+    """A speedup under 1 that never rounds up to read as 1 (0.9996 -> 0.999)."""
+    return f"{math.floor(speedup * 1000) / 1000:.3f}"
+
+
 def _best_text(row: dict) -> str:
     if _loses(row):
         return (f"`algorithm=none`: no setting beat no speculation (the best, `{override_line(row)}`, "
-                f"reached x{row['speedup']:.3f})")
+                f"reached x{_below_one(row['speedup'])})")
     return f"`{override_line(row)}`"
 
 
@@ -222,7 +228,7 @@ def _best_line(row: dict) -> str:
     """One line of best_override.txt: the overrides, then what they measured."""
     if _loses(row):
         return (f"algorithm=none  # no setting beat no speculation ({row['baseline_tok_per_s']:.1f} tok/s); "
-                f"best was {override_line(row)} at x{row['speedup']:.3f}")
+                f"best was {override_line(row)} at x{_below_one(row['speedup'])}")
     return (f"{override_line(row)}  # {row['output_tok_per_s']:.1f} tok/s"
             + (f", x{row['speedup']:.2f}" if row.get("speedup") else ""))
 

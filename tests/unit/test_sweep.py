@@ -213,6 +213,13 @@ def test_when_nothing_beats_the_baseline_the_best_is_no_speculation(tmp_path):
             in (root / "summary.md").read_text())
 
 
+def test_a_loss_by_a_hair_does_not_read_as_one(tmp_path):
+    root = tmp_path / "sw"
+    write_point(root, "a", levels=[level(99.96, 100.0)])
+    write_summary(root, plots=False)
+    assert (root / "best_override.txt").read_text().endswith("at x0.999\n")
+
+
 def test_no_speedup_plot_for_a_single_temperature(tree):
     pytest.importorskip("matplotlib")
     summary = write_summary(tree, plots=True)
