@@ -145,11 +145,7 @@ def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple[float, 
                         ax.text(j, i, f"{v:.1f}" if v >= 10 else f"{v:.2f}", ha="center", va="center",
                                 color="white", fontsize=8)
             fig.colorbar(im, ax=ax)
-        fig.tight_layout()
-        path = sweep_dir / f"heatmap_T{temp:g}_c{c}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        out.append(path)
+        out.append(_save_figure(plt, fig, sweep_dir / f"heatmap_T{temp:g}_c{c}.png"))
     return out
 
 
@@ -183,11 +179,7 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
         ax.set_ylabel("speedup over no speculation")
         ax.set_title(f"speedup vs accept length (concurrency {c})")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = sweep_dir / f"speedup_vs_accept_c{c}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        out.append(path)
+        out.append(_save_figure(plt, fig, sweep_dir / f"speedup_vs_accept_c{c}.png"))
     return out
 
 
@@ -201,6 +193,13 @@ def _pyplot():
         print("[sweep] matplotlib is not installed: no plots (pip install matplotlib)", file=sys.stderr)
         return None
     return plt
+
+
+def _save_figure(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _level_name(level: tuple[float, int]) -> str:

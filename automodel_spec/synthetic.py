@@ -78,13 +78,13 @@ def _gen(seed: int, device: str):
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _normal(shape, gen, device, dtype, std=0.02):
+_STD = 0.02  # every random weight's standard deviation; the spread construction depends on it
+
+
+def _normal(shape, gen, device, dtype, std=_STD):
     import torch
 
     return torch.empty(shape, device=device, dtype=torch.float32).normal_(0.0, std, generator=gen).to(dtype)
-
-
-_STD = 0.02
 
 
 def _embedding(shape: LlamaShape, seed: int, device: str, dtype, spread: Spread = NO_SPREAD):
