@@ -239,7 +239,7 @@ def _group_alive(pgid: int) -> bool:
         return True
     if not os.path.isdir("/proc"):
         return True
-    return any(_state(pid) not in ("Z", None) for pid in _group_members(pgid))
+    return any(_has_live_thread(pid) for pid in _group_members(pgid))
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -254,9 +254,23 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def _state(pid: int) -> str | None:
+def _has_live_thread(pid: int) -> bool:
+    """Whether any thread of ``pid`` still runs.
+
+    A zombie main thread is not enough to call the process gone: when a multi-threaded process
+    dies, its main thread can be a zombie while another thread is still releasing what they
+    share -- for an SGLang scheduler, tens of GB of GPU memory.
+    """
     try:
-        with open(f"/proc/{pid}/stat") as fh:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tids = [str(pid)]
+    return any(_state(f"/proc/{pid}/task/{tid}/stat") not in ("Z", "X", None) for tid in tids)
+
+
+def _state(stat_path: str) -> str | None:
+    try:
+        with open(stat_path) as fh:
             return fh.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return None

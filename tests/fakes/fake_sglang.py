@@ -8,6 +8,10 @@ SGLang it spawns a child process ("scheduler") and serves /health, /health_gener
   crash           print a traceback-like line and exit 3 during boot
   hang            never become ready (health answers 503)
   stubborn_child  the child ignores SIGTERM (only SIGKILL stops it)
+  lingering_child on SIGTERM the child's main thread exits at once while another thread runs on for
+                  FAKE_SGLANG_LINGER_S seconds (default 1.5), as a dying multi-threaded scheduler's
+                  last thread does while it releases the GPU memory (the child's output goes to
+                  /dev/null, so only a check of the process itself can tell it is still there)
   exit_after      serve, then exit by itself with code 7 after FAKE_SGLANG_EXIT_AFTER_S seconds
 FAKE_SGLANG_CRASH_IF, when set, is a substring of the argv: a server whose ``" ".join(sys.argv)``
 contains it behaves like MODE crash (so one point of a sweep can crash), whatever FAKE_SGLANG_MODE says.
@@ -45,8 +49,18 @@ served = {"verify": 0, "tokens": 0}
 def child_main():
     if MODE == "stubborn_child":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if MODE == "lingering_child":
+        signal.signal(signal.SIGTERM, _exit_main_thread_first)
     while True:
         time.sleep(1)
+
+
+def _exit_main_thread_first(*_):
+    linger = float(os.environ.get("FAKE_SGLANG_LINGER_S", "1.5"))
+    threading.Thread(target=time.sleep, args=(linger,)).start()
+    import ctypes
+
+    ctypes.CDLL(None).pthread_exit(None)  # the main thread becomes a zombie; the process lives on
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -109,7 +123,9 @@ def main():
         child_main()
         return
     print(f"fake-sglang: booting on port {PORT} (mode {MODE}); server_args api_key={API_KEY}", flush=True)
-    child = subprocess.Popen([sys.executable, __file__, "--child"])
+    # the lingering child writes nowhere: the end of the server's output must not be what stop() waits on
+    quiet = subprocess.DEVNULL if MODE == "lingering_child" else None
+    child = subprocess.Popen([sys.executable, __file__, "--child"], stdout=quiet, stderr=quiet)
     pidfile = os.environ.get("FAKE_SGLANG_PIDFILE")
     if pidfile:
         with open(pidfile, "w") as fh:

@@ -197,6 +197,33 @@ def test_stubborn_child_is_sigkilled_within_stop_timeout(launch):
     _assert_all_gone([server_pid, child_pid], timeout=1.0)
 
 
+def test_stop_waits_for_the_last_thread_of_a_dying_child(launch):
+    # A dying multi-threaded process can show a zombie main thread while another thread still
+    # releases what it holds (an SGLang scheduler: its GPU memory). It is not gone yet.
+    fake = launch("lingering_child", env={"FAKE_SGLANG_LINGER_S": "1.5"})
+    srv = fake.server
+    srv.__enter__()
+    _, child_pid = fake.pids()
+    srv.stop()
+    assert not _live_threads(child_pid), "stop() returned while a thread of the server's child still ran"
+
+
+def _live_threads(pid: int) -> list[str]:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    live = []
+    for tid in tids:
+        try:
+            state = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            live.append(tid)
+    return live
+
+
 def test_exception_inside_with_block_stops_everything(launch):
     fake = launch("ok")
     with pytest.raises(RuntimeError, match="boom"):
