@@ -138,7 +138,9 @@ class BenchConfig:
     One server measures every level: each ``temperature`` at each ``concurrency``, with
     ``num_prompts`` requests (at least twice the concurrency) of ``max_new_tokens`` tokens each.
     The sweeper's objective is tokens/s at ``objective_concurrency`` and ``objective_temperature``
-    (default: the first of each list).
+    (default: the first of each list). Before its server starts, a point waits up to
+    ``gpu_free_wait_s`` for processes already on the GPU to leave: a previous server can hold its
+    memory for a few seconds after it was stopped.
     """
 
     prompts: str | None = None
@@ -153,6 +155,7 @@ class BenchConfig:
     name: str = "sweep"
     objective_concurrency: int | None = None
     objective_temperature: float | None = None
+    gpu_free_wait_s: float = 30.0
 
 
 @dataclass
@@ -245,6 +248,8 @@ def validate(cfg: ServeConfig) -> None:
                           f"bench.concurrency={b.concurrency}.")
         if b.num_prompts < 1:
             errors.append(f"bench.num_prompts={b.num_prompts} must be >= 1.")
+        if b.gpu_free_wait_s < 0:
+            errors.append(f"bench.gpu_free_wait_s={b.gpu_free_wait_s} must be >= 0 (0: do not wait).")
         if not b.concurrency or any(c < 1 for c in b.concurrency):
             errors.append(f"bench.concurrency={b.concurrency} needs one or more levels >= 1.")
         if b.max_new_tokens < 1:

@@ -35,15 +35,16 @@ SCHEMA = 2
 def point_key(cfg: ServeConfig, run: PreparedRun) -> str:
     """What makes two points the same measurement.
 
-    The port, the API key, timeouts, the sweep's name and the sweeper's objective level are not part
-    of it: re-running a sweep with a longer ``sglang.ready_timeout_s`` reuses its finished points.
+    The port, the API key, timeouts and waits, the sweep's name and the sweeper's objective level are
+    not part of it: re-running a sweep with a longer ``sglang.ready_timeout_s`` reuses its finished points.
     """
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
-    bench = replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None,
-                    objective_temperature=None)
+    bench = asdict(replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None,
+                           objective_temperature=None))
+    del bench["gpu_free_wait_s"]  # absent from keys written before it existed: they stay valid
     blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
                        "algorithm": asdict(cfg.algorithm), "spec": asdict(cfg.spec), "sglang": asdict(sg),
-                       "bench": asdict(bench)}, sort_keys=True, default=str)
+                       "bench": bench}, sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
@@ -113,6 +114,7 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_
         if cfg.bench.baseline and cfg.algorithm.name is not None:
             baseline = measure_baseline(cfg, run, (shared_dir or out_dir).resolve() / "baseline")
             result["baseline_dir"] = baseline.get("dir")
+            t0 = time.monotonic()  # the shared baseline's time is its own (baseline/<key>/metrics.json)
         levels, extra = _measure(cfg, run, out_dir, log_name="server.log")
         add_speedups(levels, baseline["levels"] if baseline else None)
         result.update(status="ok", levels=levels, **extra)
@@ -157,7 +159,7 @@ def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, log_name: str) -
     if cfg.sglang.skip_tokenizer_init and any(p.input_ids is None for p in pool):
         raise ConfigError("sglang.skip_tokenizer_init=true needs prompts with input_ids (bench.prompts=FILE.jsonl).")
     out_dir.mkdir(parents=True, exist_ok=True)
-    others = _other_gpu_processes()
+    others = _wait_for_gpu_processes(b.gpu_free_wait_s)
     if others:  # they share the GPU's time and memory with the measurement
         print(f"[bench] warning: other processes use the GPU; numbers may be off: {'; '.join(others)}", flush=True)
     server = open_server(cfg, run, out_dir, log_name=log_name)
@@ -213,8 +215,26 @@ def _gpu_names() -> list[str] | None:
     return _nvidia_smi("--query-gpu=name,uuid") or None
 
 
+def _wait_for_gpu_processes(wait_s: float) -> list[str]:
+    """Processes still on the GPU after waiting up to ``wait_s`` for them to leave.
+
+    A stopped server's last thread can hold its GPU memory for a few seconds after it was stopped
+    (seen on the H100: 49 GB of the previous server still taken when the next point started); a
+    process that stays (another server, a forgotten job) is returned for the record.
+    """
+    deadline = time.monotonic() + wait_s
+    others = _other_gpu_processes()
+    if others and wait_s > 0:
+        print(f"[bench] waiting up to {wait_s:g}s for {len(others)} process(es) to leave the GPU "
+              f"(bench.gpu_free_wait_s): {'; '.join(others)}", flush=True)
+    while others and time.monotonic() < deadline:
+        time.sleep(1.0)
+        others = _other_gpu_processes()
+    return others
+
+
 def _other_gpu_processes() -> list[str]:
-    """Processes already on the GPU before the server starts (another server, a forgotten job)."""
+    """Processes on the GPU now (another server, a forgotten job)."""
     return _nvidia_smi("--query-compute-apps=pid,process_name,used_memory") or []
 
 

@@ -173,25 +173,44 @@ def test_one_server_measures_every_temperature_at_every_concurrency(tmp_path, ca
         [(0.0, 1)] * 2 + [(0.0, 3)] * 6 + [(0.7, 1)] * 2 + [(0.7, 3)] * 6
 
 
-def test_the_card_and_other_processes_on_it_are_recorded(tmp_path, cache):
-    # A stand-in nvidia-smi on PATH: one H100, and a process left on it by somebody else.
+def _fake_nvidia_smi(tmp_path: Path, process_listed_times: int) -> dict:
+    """A stand-in nvidia-smi on PATH: one H100, and a process on it for its first N process queries."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     smi = bin_dir / "nvidia-smi"
+    count = tmp_path / "smi-count"
     smi.write_text("#!/bin/sh\ncase \"$1\" in\n"
                    "  --query-gpu=*) echo 'NVIDIA H100 80GB HBM3, GPU-1234' ;;\n"
-                   "  --query-compute-apps=*) echo '4242, python3, 48000 MiB' ;;\n"
-                   "esac\n")
+                   f"  --query-compute-apps=*) echo x >> {count}\n"
+                   f"    [ $(wc -l < {count}) -le {process_listed_times} ] && echo '4242, python3, 48000 MiB' ;;\n"
+                   "esac\nexit 0\n")
     smi.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_the_card_and_a_process_that_stays_on_it_are_recorded(tmp_path, cache):
     out = tmp_path / "out"
     res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
-                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
-                  env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+                  "bench.gpu_free_wait_s=1.5", f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
+                  env=_fake_nvidia_smi(tmp_path, process_listed_times=1000))
     assert res.returncode == 0, output(res)
+    assert "[bench] waiting up to 1.5s for 1 process(es) to leave the GPU" in res.stdout
     assert "[bench] warning: other processes use the GPU; numbers may be off: 4242, python3, 48000 MiB" in res.stdout
     m = metrics(out)
     assert m["gpu"] == ["NVIDIA H100 80GB HBM3, GPU-1234"]
     assert m["other_gpu_processes"] == ["4242, python3, 48000 MiB"]
+
+
+def test_a_process_leaving_the_gpu_is_waited_for_not_recorded(tmp_path, cache):
+    # e.g. the previous point's server, still releasing its memory when this point starts
+    out = tmp_path / "out"
+    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
+                  env=_fake_nvidia_smi(tmp_path, process_listed_times=2))
+    assert res.returncode == 0, output(res)
+    assert "[bench] waiting up to 30s for 1 process(es) to leave the GPU" in res.stdout
+    assert "numbers may be off" not in res.stdout
+    assert metrics(out)["other_gpu_processes"] == []
 
 
 def test_single_bench_run_of_an_invalid_setting_is_recorded_and_fails(tmp_path, cache):
