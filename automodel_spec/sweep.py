@@ -99,6 +99,7 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
     skipped = [r for r in rows if r["status"] != "ok"]
     if skipped:
         md += ["## Skipped or failed points", ""] + [f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped]
+    md += _cost_lines(sweep_dir, rows)
     shared = sorted({r["point"]: r["other_gpu_processes"] for r in rows if r.get("other_gpu_processes")}.items())
     if shared:
         md += ["", "## Measured while other processes used the GPU (numbers may be off)", ""]
@@ -108,6 +109,28 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
     (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
     images = write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows) if plots else []
     return {"rows": rows, "best": best, "images": images, "skipped": skipped}
+
+
+def sweep_gpu_seconds(sweep_dir: Path, rows: list[dict]) -> tuple[float, float, int]:
+    """(the points' server seconds, the shared baseline's, the number of points that ran a server)."""
+    per_point = {r["point"]: r.get("gpu_seconds") or 0.0 for r in rows if r["status"] != "invalid"}
+    baseline = 0.0
+    for path in Path(sweep_dir).glob("baseline/*/metrics.json"):
+        try:
+            baseline += json.loads(path.read_text()).get("gpu_seconds") or 0.0
+        except (OSError, ValueError):
+            continue
+    return sum(per_point.values()), baseline, len(per_point)
+
+
+def _cost_lines(sweep_dir: Path, rows: list[dict]) -> list[str]:
+    points_s, baseline_s, n = sweep_gpu_seconds(sweep_dir, rows)
+    if not n:
+        return []
+    return ["## Cost", "",
+            f"{n} point(s) ran a server: {points_s / 60:.1f} GPU minutes, {points_s / n:.0f} s a point on "
+            f"average, plus {baseline_s / 60:.1f} for the shared baseline; {(points_s + baseline_s) / 60:.1f} "
+            "GPU minutes in all (server start to stop, as `gpu_seconds` in each metrics.json).", ""]
 
 
 def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple[float, int]]) -> list[Path]:
@@ -161,8 +184,13 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
     if plt is None:
         return []
     out = []
+    # colour by steps, marker by topk: a grid's lines stay tellable apart past ten settings
+    steps = sorted({r["num_steps"] for r in ok if r.get("num_steps") is not None})
+    colours = plt.get_cmap("viridis")
+    topks = sorted({r["topk"] for r in ok if r.get("topk") is not None})
+    markers = {k: "osD^v<>p*h"[i % 10] for i, k in enumerate(topks)}
     for c in sorted({r["concurrency"] for r in ok}):
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        fig, ax = plt.subplots(figsize=(9, 4.8))
         points = sorted({r["point"] for r in ok if r["concurrency"] == c})
         top = 1.0
         for point in points:
@@ -170,15 +198,21 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
             r0 = next(r for r in ok if r["point"] == point)
             label = override_line(r0).replace("spec.", "") if r0.get("eff_num_steps") else point
             if r0.get("num_steps") is None:
+                style = {"color": "black", "linestyle": "--", "marker": "x"}
                 label += " (SGLang's choice)"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            else:
+                shade = steps.index(r0["num_steps"]) / max(1, len(steps) - 1)
+                style = {"color": colours(0.9 * shade), "marker": markers.get(r0["topk"], "o")}
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **style)
             top = max(top, max(p[0] for p in pts))
         ax.plot([1, top], [1, top], color="grey", linestyle=":", label="speedup = accept length")
+        ax.plot([1, top], [0.75, 0.75 * top], color="grey", linestyle="-.", label="speedup = 0.75 x accept length")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xlabel("accept length (tokens per verify step)")
         ax.set_ylabel("speedup over no speculation")
         ax.set_title(f"speedup vs accept length (concurrency {c})")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
         out.append(_save_figure(plt, fig, sweep_dir / f"speedup_vs_accept_c{c}.png"))
     return out
 

@@ -119,6 +119,15 @@ def test_summary_files(tree):
     assert "## temperature 0, concurrency 1" in md and "## temperature 0, concurrency 4" in md
 
 
+def test_summary_states_what_the_sweep_cost(tree):
+    # two measured points (40 s each), a failed one (no time recorded), the baseline (40 s);
+    # the invalid point never started a server
+    write_summary(tree, plots=False)
+    md = (tree / "summary.md").read_text()
+    assert ("3 point(s) ran a server: 1.3 GPU minutes, 27 s a point on average, plus 0.7 for the shared "
+            "baseline; 2.0 GPU minutes in all") in md
+
+
 def test_table_is_sorted_by_speedup_and_shows_effective_values(tree):
     write_summary(tree, plots=False)
     md = (tree / "summary.md").read_text()
