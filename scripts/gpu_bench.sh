@@ -13,7 +13,7 @@
 # compiled-kernel caches written during the run (Triton, FlashInfer, TorchInductor, CUDA's). A
 # server start spends ~40 s per new shape compiling in CUDA-graph capture (~80 s for the first
 # start of a fresh machine); on 2026-11-27 a fresh machine given these caches still compiled for
-# 40 s (docs/benchmarks.md), so they save less than hoped -- but they cost one small file.
+# 40 s (docs/benchmarks.md), so they save less than hoped -- for the price of one ~10 MB file.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 NAME=${1:?usage: gpu_bench.sh NAME [overrides...]}; shift
