@@ -13,7 +13,11 @@ from pathlib import Path
 
 
 def process_running(pid: int) -> bool:
-    """A live process (zombies awaiting a reaper are dead: they hold no port and no GPU)."""
+    """A live process: one of its threads still runs.
+
+    Zombies awaiting a reaper are dead (they hold no port and no GPU), but a zombie main thread is
+    not: another thread of a dying process may still be releasing what it holds.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -21,10 +25,18 @@ def process_running(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
         return False
+    return any(_thread_state(pid, tid) not in ("Z", "X", None) for tid in tids)
+
+
+def _thread_state(pid: int, tid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def is_fake_server(pid: int) -> bool:

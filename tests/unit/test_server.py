@@ -205,23 +205,7 @@ def test_stop_waits_for_the_last_thread_of_a_dying_child(launch):
     srv.__enter__()
     _, child_pid = fake.pids()
     srv.stop()
-    assert not _live_threads(child_pid), "stop() returned while a thread of the server's child still ran"
-
-
-def _live_threads(pid: int) -> list[str]:
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    live = []
-    for tid in tids:
-        try:
-            state = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in ("Z", "X"):
-            live.append(tid)
-    return live
+    assert not process_running(child_pid), "stop() returned while a thread of the server's child still ran"
 
 
 def test_exception_inside_with_block_stops_everything(launch):
