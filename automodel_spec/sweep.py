@@ -111,22 +111,22 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
     return {"rows": rows, "best": best, "images": images, "skipped": skipped}
 
 
-def sweep_gpu_seconds(sweep_dir: Path, rows: list[dict]) -> tuple[float, float, int]:
-    """(the points' server seconds, the shared baseline's, the number of points that ran a server)."""
-    per_point = {r["point"]: r.get("gpu_seconds") or 0.0 for r in rows if r["status"] != "invalid"}
-    baseline = 0.0
+def baseline_gpu_seconds(sweep_dir: Path) -> float:
+    """The server seconds of the sweep's shared no-speculation baseline (0 when there is none)."""
+    total = 0.0
     for path in Path(sweep_dir).glob("baseline/*/metrics.json"):
         try:
-            baseline += json.loads(path.read_text()).get("gpu_seconds") or 0.0
+            total += json.loads(path.read_text()).get("gpu_seconds") or 0.0
         except (OSError, ValueError):
             continue
-    return sum(per_point.values()), baseline, len(per_point)
+    return total
 
 
 def _cost_lines(sweep_dir: Path, rows: list[dict]) -> list[str]:
-    points_s, baseline_s, n = sweep_gpu_seconds(sweep_dir, rows)
-    if not n:
+    per_point = {r["point"]: r.get("gpu_seconds") or 0.0 for r in rows if r["status"] != "invalid"}
+    if not per_point:
         return []
+    points_s, n, baseline_s = sum(per_point.values()), len(per_point), baseline_gpu_seconds(sweep_dir)
     return ["## Cost", "",
             f"{n} point(s) ran a server: {points_s / 60:.1f} GPU minutes, {points_s / n:.0f} s a point on "
             f"average, plus {baseline_s / 60:.1f} for the shared baseline; {(points_s + baseline_s) / 60:.1f} "

@@ -24,7 +24,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from automodel_spec.sweep import collect_rows, sweep_gpu_seconds
+from automodel_spec.sweep import baseline_gpu_seconds, collect_rows
 
 INSTALL_HINT = "pip install optuna (or: pip install -e '.[optuna]')"
 
@@ -89,7 +89,7 @@ def main() -> int:
     print(f"{args.sweep_dir}, {level}: {len(grid)} grid points, best {best:.1f} tok/s at steps/topk "
           f"{best_point}; within {args.within:.0%}: {near}")
     print(f"grid: {len(grid)} launches, {sum(s for _, s in grid.values()) / 60:.1f} GPU minutes "
-          f"(plus {sweep_gpu_seconds(args.sweep_dir, [])[1] / 60:.1f} for the baseline)")
+          f"(plus {baseline_gpu_seconds(args.sweep_dir) / 60:.1f} for the baseline)")
     samplers = {"random": lambda seed: optuna.samplers.RandomSampler(seed=seed)}
     for n in (int(x) for x in args.startup.split(",") if x.strip()):
         samplers[f"TPE, {n} start-up"] = lambda seed, n=n: optuna.samplers.TPESampler(seed=seed, n_startup_trials=n)
