@@ -99,19 +99,32 @@ def resolve_draft(path: str, revision: str | None = None) -> ResolvedDraft:
 
 
 def _resolve_dir(d: Path, notes: list[str]) -> ResolvedDraft:
-    if _STEP_DIR.match(d.name) or (d / "model").is_dir() and _find_meta(d):
+    if _STEP_DIR.match(d.name) or _holds_model_dir(d):
         return _resolve_step_dir(d, notes)
     step = _latest_step(d, notes)
     if step is not None:
         return _resolve_step_dir(step, notes)
-    if d.name == "model" and _STEP_DIR.match(d.parent.name):
+    if d.name == "model" and (_STEP_DIR.match(d.parent.name) or _has_model_files(d)):
         return _resolve_model_dir(d, d.parent, notes)
     if d.name == "consolidated" and d.parent.name == "model":
-        ckpt = d.parent.parent if _STEP_DIR.match(d.parent.parent.name) else None
-        return _resolved_hf(d, ckpt, notes)
+        return _resolved_hf(d, d.parent.parent, notes)
     if (d / "consolidated").is_dir():
         return _resolve_model_dir(d, None, notes)
     return _resolved_hf(d, None, notes)
+
+
+def _has_model_files(d: Path) -> bool:
+    """``config.json`` in ``d`` or in ``d/consolidated``: HF files a checkpoint's ``model/`` holds."""
+    return (d / "config.json").is_file() or (d / "consolidated" / "config.json").is_file()
+
+
+def _holds_model_dir(d: Path) -> bool:
+    """A checkpoint under any name (``final/``, ``best/``, a copy): it holds ``model/`` with HF files.
+
+    Automodel keeps the token map in the weights (``d2t``/``t2d``), so ``eagle_meta.pt`` is not
+    required to recognise one.
+    """
+    return (d / "model").is_dir() and _has_model_files(d / "model")
 
 
 def _latest_step(run_dir: Path, notes: list[str]) -> Path | None:
@@ -189,8 +202,8 @@ def _resolved_hf(d: Path, ckpt: Path | None, notes: list[str]) -> ResolvedDraft:
             "Give a run dir, an epoch_E_step_S dir, its model/ or model/consolidated/, "
             "a legacy dir with draft_model.pt + config.json, or a hub id org/name."
         )
-    meta = _find_meta(ckpt) if ckpt else None
-    meta = meta or _find_meta(d) or _find_meta(d.parent) or _find_meta(d.parent.parent)
+    # Only the draft's own directory and its checkpoint: a meta file further up belongs to another run.
+    meta = (_find_meta(ckpt) if ckpt else None) or _find_meta(d)
     return ResolvedDraft(kind=kind, model_dir=d, checkpoint_dir=ckpt, meta_path=meta, notes=tuple(notes))
 
 

@@ -67,7 +67,11 @@ class DraftConfig:
 
 @dataclass
 class TargetConfig:
-    """The target model: a local HF directory or a hub id."""
+    """The target model: a local HF directory or a hub id.
+
+    Unset (``None``) with the demo draft means the built-in demo target (see ``target_path``);
+    exporting a draft needs no target, serving does.
+    """
 
     path: str | None = None
     revision: str | None = None
@@ -208,8 +212,25 @@ def spec_errors(spec: SpecConfig) -> list[str]:
     return errors
 
 
-def validate(cfg: ServeConfig) -> None:
-    """Check the rules between fields; raise one ``ConfigError`` listing every problem."""
+def target_path(cfg: ServeConfig) -> str | None:
+    """``target.path``, or the built-in demo target when it is unset and the draft is the demo's.
+
+    The demo target goes with the demo draft only: any other draft leaves the target unset until
+    the user gives one.
+    """
+    if cfg.target.path is None and cfg.draft.path == DEMO_DRAFT:
+        return DEMO_TARGET
+    return cfg.target.path
+
+
+def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
+    """Check the rules between fields; raise one ``ConfigError`` listing every problem.
+
+    Args:
+        cfg: the composed configuration.
+        need_target: whether a target is required (serving); exporting a draft checks it against
+            the target only when one is given.
+    """
     errors: list[str] = []
     algo = cfg.algorithm
     if algo.name is not None:
@@ -220,16 +241,29 @@ def validate(cfg: ServeConfig) -> None:
         errors.append(
             f"algorithm={algo.name} needs a drafter: set draft.path=RUN_DIR, an epoch_E_step_S dir or org/name."
         )
-    if not cfg.target.path:
-        errors.append("target.path is unset: give the target model's directory or hub id.")
+    target = target_path(cfg)
+    if not target and need_target:
+        if algo.needs_draft and cfg.draft.path:
+            errors.append(
+                f"target.path is unset: draft.path={cfg.draft.path} is served with its target model; set "
+                "target.path=MODEL_DIR_OR_HUB_ID (the built-in demo target goes only with the demo draft)."
+            )
+        else:
+            errors.append("target.path is unset: set target.path=MODEL_DIR_OR_HUB_ID.")
     demo_draft = cfg.draft.path == DEMO_DRAFT
-    demo_target = cfg.target.path == DEMO_TARGET
-    if algo.needs_draft and cfg.draft.path and cfg.target.path and demo_draft != demo_target:
-        which = "draft.path" if demo_target else "target.path"
-        errors.append(
-            f"the built-in demo pair goes together: draft.path={cfg.draft.path} with "
-            f"target.path={cfg.target.path}. Set {which} to your own model too."
-        )
+    demo_target = target == DEMO_TARGET
+    if algo.needs_draft and cfg.draft.path and target and demo_draft != demo_target:
+        if demo_target:
+            errors.append(
+                f"target.path={target} is the built-in demo target, which goes only with the demo draft: "
+                f"set target.path=MODEL_DIR_OR_HUB_ID to the model draft.path={cfg.draft.path} was trained for."
+            )
+        else:
+            errors.append(
+                f"draft.path={cfg.draft.path} is the built-in demo draft, which goes only with the demo target: "
+                f"set draft.path=RUN_DIR (with draft=automodel, legacy or hub) to a drafter for "
+                f"target.path={target}, or algorithm=none to serve the target alone."
+            )
     if cfg.sglang.tp_size < 1:
         errors.append(f"sglang.tp_size={cfg.sglang.tp_size} must be >= 1.")
     if not 0 <= cfg.sglang.port <= 65535:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from automodel_spec.rope import read_rope, write_both_forms
+
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
 
@@ -74,6 +76,23 @@ def set_layer_count(cfg: dict, num_layers: int, notes: list[str]) -> None:
             "SGLang would otherwise build random extra layers)"
         )
         cfg["num_hidden_layers"] = num_layers
+
+
+def settle_rope(cfg: dict, problems: Problems, notes: list[str]) -> None:
+    """State the draft's rope in the fields every supported SGLang reads (see ``rope``)."""
+    try:
+        rope, conflicts = read_rope(cfg)
+    except (TypeError, ValueError) as exc:
+        problems.add(f"config.json's rope settings cannot be read ({exc}); give rope_theta as a number.")
+        return
+    for conflict in conflicts:
+        problems.add(
+            f"config.json states two different ropes: {conflict}. transformers 5 and SGLang 0.5.17 read "
+            "rope_parameters, older SGLang releases the legacy fields; set both to the rope the draft was "
+            "trained with."
+        )
+    if not conflicts:
+        write_both_forms(cfg, rope, notes)
 
 
 def layer_indices(names) -> list[int]:

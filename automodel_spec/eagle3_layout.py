@@ -16,7 +16,9 @@ from automodel_spec.draft_plan import (
     rename_tensors,
     set_architecture,
     set_layer_count,
+    settle_rope,
 )
+from automodel_spec.serving_dtype import set_serving_dtype
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 # Names older SGLang releases (0.5.9 - 0.5.11) use for a one-layer draft; 0.5.12+ reads them too.
@@ -49,7 +51,8 @@ def default_aux_layer_ids(target_layers: int) -> list[int]:
 
 
 def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
-                aux_layer_ids: list[int] | None = None, aux_source: str = "draft.aux_layer_ids") -> DraftPlan:
+                aux_layer_ids: list[int] | None = None, aux_source: str = "draft.aux_layer_ids",
+                dtype: tuple[str, str] | None = None) -> DraftPlan:
     """Check an EAGLE-3 draft and build the servable config and tensors.
 
     Args:
@@ -59,6 +62,7 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
         where: the draft's location, for messages.
         aux_layer_ids: target layers the draft was trained on, overriding the config.
         aux_source: where ``aux_layer_ids`` came from, for the notes.
+        dtype: ``(dtype, why)``: the dtype the target is served in, to export the draft in.
 
     Raises:
         CheckpointError: listing every reason the draft would not be served as trained.
@@ -74,6 +78,7 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
             notes.append(f"dropped {name}: SGLang replaces the draft's embedding with the target's")
 
     set_architecture(cfg, ARCHITECTURE, notes)
+    settle_rope(cfg, problems, notes)
     num_layers = count_layers(named, problems)
     set_layer_count(cfg, num_layers, notes)
 
@@ -125,6 +130,8 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
         min_sglang = "0.5.12"
         notes.append(f"needs SGLang >= 0.5.12 ({', '.join(newer)}); older releases would mis-load it")
     out = {serving_name(n, num_layers): t.contiguous() for n, t in named.items()}
+    if dtype is not None:
+        out = set_serving_dtype(cfg, out, *dtype, notes)
     return DraftPlan(config=cfg, tensors=out, notes=notes, min_sglang=min_sglang)
 
 

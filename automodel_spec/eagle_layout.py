@@ -16,14 +16,19 @@ from automodel_spec.draft_plan import (
     rename_tensors,
     set_architecture,
     set_layer_count,
+    settle_rope,
 )
+from automodel_spec.serving_dtype import set_serving_dtype
 
 ARCHITECTURE = "LlamaForCausalLMEagle"
 _FROM_TARGET = ("embed_tokens.weight", "lm_head.weight")
 
 
-def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str) -> DraftPlan:
+def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str,
+               dtype: tuple[str, str] | None = None) -> DraftPlan:
     """Check an EAGLE-1/2 draft and build the servable config, tensors and optional token map.
+
+    ``dtype`` is ``(dtype, why)``: the dtype the target is served in, to export the draft in.
 
     Raises:
         CheckpointError: listing every reason the draft would not be served as trained.
@@ -39,6 +44,7 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str) ->
             notes.append(f"dropped {name}: SGLang's EAGLE draft uses the target's")
 
     set_architecture(cfg, ARCHITECTURE, notes)
+    settle_rope(cfg, problems, notes)
     num_layers = count_layers(named, problems)
     declared = cfg.get("draft_num_hidden_layers", cfg.get("num_hidden_layers"))
     set_layer_count(cfg, num_layers, notes)
@@ -59,8 +65,10 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str) ->
     check_shapes(named, expected, problems, ARCHITECTURE)
     token_map = _token_map(cfg, meta, problems, notes, torch)
     problems.raise_if_any()
-    return DraftPlan(config=cfg, tensors={n: t.contiguous() for n, t in named.items()}, notes=notes,
-                     token_map=token_map)
+    out = {n: t.contiguous() for n, t in named.items()}
+    if dtype is not None:
+        out = set_serving_dtype(cfg, out, *dtype, notes)
+    return DraftPlan(config=cfg, tensors=out, notes=notes, token_map=token_map)
 
 
 def _strip_model_prefix(name: str) -> str:

@@ -19,10 +19,10 @@ from automodel_spec.checkpoint import LEGACY_WEIGHTS, SAFETENSORS_INDEX, Resolve
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
 from automodel_spec.file_digest import file_digest
 from automodel_spec.file_lock import file_lock
-from automodel_spec.preflight import plan_draft, read_json
+from automodel_spec.preflight import check_against_target, plan_draft, read_json
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: rope stated in both forms, the serving dtype
 MANIFEST = "automodel_spec_export.json"
 TOKEN_MAP = "token_map.pt"
 
@@ -73,14 +73,17 @@ def source_files(resolved: ResolvedDraft) -> list[Path]:
 
 
 def export_key(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[int] | None,
-               memo_dir: Path | None = None, *, remember: bool = True) -> str:
+               memo_dir: Path | None = None, *, remember: bool = True, dtype: str | None = None) -> str:
     """A short hash of the source files' content and the export options.
 
     ``memo_dir`` remembers each file's digest by its stat (see ``file_digest``), so an unchanged
     checkpoint is read once rather than on every launch.
     """
     h = hashlib.blake2b(digest_size=10)
-    h.update(json.dumps({"format": EXPORT_FORMAT, "architecture": architecture, "aux": aux_layer_ids}).encode())
+    options = {"format": EXPORT_FORMAT, "architecture": architecture, "aux": aux_layer_ids}
+    if dtype is not None:  # absent for the keys exports had before dtypes were chosen
+        options["dtype"] = dtype
+    h.update(json.dumps(options).encode())
     for f in source_files(resolved):
         h.update(f.name.encode())
         h.update(file_digest(f, memo_dir, remember=remember).encode())
@@ -88,10 +91,11 @@ def export_key(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[i
 
 
 def planned_export_dir(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[int] | None,
-                       export_dir: str | None, cache_dir: Path, *, remember: bool = False) -> tuple[Path, str]:
+                       export_dir: str | None, cache_dir: Path, *, remember: bool = False,
+                       dtype: str | None = None) -> tuple[Path, str]:
     """Where the export of this draft goes, and its key (reads the sources; with ``remember``, it
     also records their digests in the cache)."""
-    key = export_key(resolved, architecture, aux_layer_ids, cache_dir / "digests", remember=remember)
+    key = export_key(resolved, architecture, aux_layer_ids, cache_dir / "digests", remember=remember, dtype=dtype)
     if export_dir:
         return Path(export_dir).expanduser().resolve(), key
     return cache_dir / "exports" / f"{architecture}-{key}", key
@@ -99,7 +103,8 @@ def planned_export_dir(resolved: ResolvedDraft, architecture: str, aux_layer_ids
 
 def export_draft(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: list[int] | None = None,
                  allow_unsafe_pickle: bool = False, export_dir: str | None = None,
-                 cache_dir: Path | None = None, dry_run: bool = False) -> ExportResult:
+                 cache_dir: Path | None = None, dry_run: bool = False,
+                 serving_dtype: tuple[str, str] | None = None, target_config: dict | None = None) -> ExportResult:
     """Check a local draft and write its servable export (or find an identical earlier one).
 
     Args:
@@ -110,13 +115,17 @@ def export_draft(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: l
         export_dir: write here instead of the cache.
         cache_dir: root of the export cache (default ``default_cache_dir()``).
         dry_run: run every check and report the path, but write nothing.
+        serving_dtype: ``(dtype, why)``: the dtype the target is served in; the draft is exported in it.
+        target_config: the target's config, to check the draft against before anything is written.
 
     Raises:
-        CheckpointError: the draft cannot be served faithfully, or ``export_dir`` holds something else.
+        CheckpointError: the draft cannot be served faithfully or does not fit the target, or
+            ``export_dir`` holds something else.
     """
     cache_dir = cache_dir or default_cache_dir()
+    dtype = serving_dtype[0] if serving_dtype else None
     final, key = planned_export_dir(resolved, architecture, aux_layer_ids, export_dir, cache_dir,
-                                    remember=not dry_run)
+                                    remember=not dry_run, dtype=dtype)
     done = _read_manifest(final)
     if done is not None:
         if done.get("key") != key:
@@ -124,37 +133,53 @@ def export_draft(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: l
                 f"draft.export_dir={final} holds an export of a different draft or options (key "
                 f"{done.get('key')} != {key}). Choose an empty directory or delete it."
             )
-        return _result(final, done, reused=True)
+        return _checked(_result(final, done, reused=True), target_config, resolved)
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         raise CheckpointError(
             f"draft.export_dir={final} exists and is not an export of this project; refusing to write into "
             "it. Choose an empty or new directory."
         )
     if dry_run:
-        plan = _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle)
-        return ExportResult(path=final, token_map=final / TOKEN_MAP if plan.token_map is not None else None,
-                            written=True, notes=plan.notes, min_sglang=plan.min_sglang, config=plan.config)
+        plan = _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle, serving_dtype)
+        result = ExportResult(path=final, token_map=final / TOKEN_MAP if plan.token_map is not None else None,
+                              written=True, notes=plan.notes, min_sglang=plan.min_sglang, config=plan.config)
+        return _checked(result, target_config, resolved)
     # keyed by the destination, so jobs writing one explicit export_dir serialize too
     lock_name = hashlib.blake2b(str(final).encode(), digest_size=10).hexdigest()
     with file_lock(cache_dir / "locks" / f"{lock_name}.lock"):
         done = _read_manifest(final)  # another job may have finished it while we waited
         if done is not None and done.get("key") == key:
-            return _result(final, done, reused=True)
-        plan = _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle)
+            return _checked(_result(final, done, reused=True), target_config, resolved)
+        plan = _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle, serving_dtype)
+        warnings = _target_warnings(plan.config, target_config, resolved)  # refuses before anything is written
         manifest = {
             "key": key, "format": EXPORT_FORMAT, "architecture": architecture,
             "source": str(resolved.model_dir), "meta": str(resolved.meta_path) if resolved.meta_path else None,
             "notes": plan.notes, "min_sglang": plan.min_sglang, "token_map": plan.token_map is not None,
         }
         _write_atomically(final, plan, manifest)
-        return _result(final, manifest, reused=False)
+        result = _result(final, manifest, reused=False)
+        result.notes.extend(warnings)
+        return result
 
 
-def _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle):
+def _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle, serving_dtype):
     config = read_json(resolved.model_dir / "config.json")
     tensors = load_draft_weights(resolved.model_dir, resolved.kind, allow_unsafe_pickle)
     meta = load_eagle_meta(resolved.meta_path)
-    return plan_draft(resolved, architecture, config, tensors, meta, aux_layer_ids=aux_layer_ids)
+    return plan_draft(resolved, architecture, config, tensors, meta, aux_layer_ids=aux_layer_ids,
+                      dtype=serving_dtype)
+
+
+def _target_warnings(config: dict, target_config: dict | None, resolved: ResolvedDraft) -> list[str]:
+    if target_config is None:
+        return []
+    return check_against_target(config, target_config, str(resolved.model_dir))
+
+
+def _checked(result: ExportResult, target_config: dict | None, resolved: ResolvedDraft) -> ExportResult:
+    result.notes.extend(_target_warnings(result.config, target_config, resolved))
+    return result
 
 
 def _write_atomically(final: Path, plan, manifest: dict) -> None:

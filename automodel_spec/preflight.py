@@ -17,6 +17,7 @@ from automodel_spec.eagle3_layout import plan_eagle3
 from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
 from automodel_spec.eagle_layout import plan_eagle
 from automodel_spec.errors import CheckpointError
+from automodel_spec.rope import read_rope
 
 _AUX_KEYS = ("aux_layer_ids", "eagle_aux_hidden_state_layer_ids", "aux_hidden_state_layer_ids")
 
@@ -88,8 +89,10 @@ def check_servable_at_all(config: dict, where: Path) -> None:
 
 
 def plan_draft(resolved: ResolvedDraft, architecture: str, config: dict, tensors: dict, meta: dict | None,
-               *, aux_layer_ids: list[int] | None) -> DraftPlan:
+               *, aux_layer_ids: list[int] | None, dtype: tuple[str, str] | None = None) -> DraftPlan:
     """Check a local draft for ``architecture`` and build its servable form.
+
+    ``dtype`` is ``(dtype, why)``: the dtype the target is served in (see ``serving_dtype``).
 
     Raises:
         CheckpointError: the draft cannot be served as trained; the message lists every reason.
@@ -101,22 +104,26 @@ def plan_draft(resolved: ResolvedDraft, architecture: str, config: dict, tensors
         if aux_layer_ids is None:
             aux_layer_ids = find_recipe_aux_layer_ids(resolved.checkpoint_dir)
             source = f"{resolved.checkpoint_dir}/config.yaml"
-        return plan_eagle3(config, tensors, meta, where=where, aux_layer_ids=aux_layer_ids, aux_source=source)
+        return plan_eagle3(config, tensors, meta, where=where, aux_layer_ids=aux_layer_ids, aux_source=source,
+                           dtype=dtype)
     if architecture == EAGLE_ARCH:
         if aux_layer_ids is not None:
             raise CheckpointError("draft.aux_layer_ids is for EAGLE-3 drafts; EAGLE-1/2 reads one hidden state.")
-        return plan_eagle(config, tensors, meta, where=where)
+        return plan_eagle(config, tensors, meta, where=where, dtype=dtype)
     raise CheckpointError(
         f"no preflight for architecture {architecture}: this project prepares {EAGLE3_ARCH} and {EAGLE_ARCH} "
         "drafts. Serve other drafts with a hub id or an already-servable directory."
     )
 
 
-def check_against_target(draft_config: dict, target_config: dict, where: str) -> None:
+def check_against_target(draft_config: dict, target_config: dict, where: str) -> list[str]:
     """Say exactly where a servable draft config and the target disagree.
 
+    Returns:
+        warnings: differences that serve as trained but deserve a look (the rope).
+
     Raises:
-        CheckpointError: listing each mismatch.
+        CheckpointError: listing each mismatch that cannot serve.
     """
     problems = Problems(where)
     t_hidden = target_config.get("hidden_size")
@@ -142,3 +149,18 @@ def check_against_target(draft_config: dict, target_config: dict, where: str) ->
                 f"layer id+1, so ids must be <= {int(n) - 2}."
             )
     problems.raise_if_any()
+    return _rope_warnings(draft_config, target_config)
+
+
+def _rope_warnings(draft_config: dict, target_config: dict) -> list[str]:
+    """A draft copies its rope from the target's config; a different one is served as the draft says."""
+    try:
+        draft, _ = read_rope(draft_config)
+        target, _ = read_rope(target_config)
+    except (TypeError, ValueError):
+        return []  # the draft's own rope was checked by its plan; an odd target config is SGLang's to refuse
+    if draft == target:
+        return []
+    return [f"WARNING: the draft's rope ({draft.describe()}) differs from the target's ({target.describe()}). "
+            "It is served as the draft's config.json says, which is right only if the draft was trained so; "
+            "a config copied from another model, or a default rope_theta, would lower acceptance."]

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from automodel_spec.checkpoint import looks_like_local_path, resolve_draft
 from automodel_spec.command import DraftArgs
-from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, validate
+from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, target_path, validate
 from automodel_spec.demo import demo_pair, ensure_demo_pair
 from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, MissingDependencyError
 from automodel_spec.export import ExportResult, default_cache_dir, export_draft
-from automodel_spec.preflight import check_against_target, read_target_config
+from automodel_spec.preflight import read_target_config
+from automodel_spec.serving_dtype import choose_serving_dtype
 
 
 @dataclass
@@ -25,7 +26,7 @@ class PreparedRun:
     """Everything resolved for one server.
 
     Attributes:
-        target: ``--model-path``.
+        target: ``--model-path``; ``None`` when a draft is exported without a target.
         draft: the draft arguments, ``None`` without speculation.
         export: the export, for a local draft.
         notes: what was resolved, changed or assumed, in order.
@@ -33,31 +34,33 @@ class PreparedRun:
             is not built yet).
     """
 
-    target: str
+    target: str | None
     draft: DraftArgs | None = None
     export: ExportResult | None = None
     notes: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
 
 
-def prepare_run(cfg: ServeConfig, *, dry_run: bool = False) -> PreparedRun:
+def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = True) -> PreparedRun:
     """Validate ``cfg``, resolve and export the draft, and check it against the target.
 
     Args:
         cfg: the composed configuration.
         dry_run: read and check everything, write nothing (``print_only``).
+        need_target: serving needs a target; an export (``False``) checks the draft against the
+            target only when one is given.
 
     Raises:
         ConfigError: the configuration breaks a rule (all problems listed).
         CheckpointError: the draft cannot be found or served faithfully.
     """
-    validate(cfg)
+    validate(cfg, need_target=need_target)
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     arch = cfg.algorithm.architecture
     notes: list[str] = []
     pending: list[str] = []
-    target, draft_path = cfg.target.path, cfg.draft.path
-    if target == DEMO_TARGET or draft_path == DEMO_DRAFT:
+    target, draft_path = target_path(cfg), cfg.draft.path
+    if target == DEMO_TARGET:  # the demo draft comes with the demo target only (validate)
         pair = demo_pair(cache_dir, arch)
         if dry_run and not pair.exists():
             pending.append(f"the built-in demo pair would be built under {pair.target.parent}; "
@@ -69,7 +72,9 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False) -> PreparedRun:
         notes.append(f"built-in demo pair: target {pair.target}, draft {pair.draft_run}")
         target = str(pair.target)
         draft_path = str(pair.draft_run) if draft_path == DEMO_DRAFT else draft_path
-    _check_target_path(target)
+    if target is not None:
+        _check_target_path(target)
+        target = _expand_user(target)  # SGLang gets the path as is: no shell expands '~' on the way
     run = PreparedRun(target=target, notes=notes, pending=pending)
     if cfg.algorithm.name is None or not cfg.algorithm.needs_draft:
         return run
@@ -82,13 +87,15 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False) -> PreparedRun:
         return run
     notes.append(f"draft: {resolved.kind} files in {resolved.model_dir}"
                  + (f", meta {resolved.meta_path.name}" if resolved.meta_path else ", no eagle_meta.pt"))
+    target_config = read_target_config(target)
     export = export_draft(resolved, arch, aux_layer_ids=cfg.draft.aux_layer_ids,
                           allow_unsafe_pickle=cfg.draft.allow_unsafe_pickle, export_dir=cfg.draft.export_dir,
-                          cache_dir=cache_dir, dry_run=dry_run)
-    target_config = read_target_config(target)
+                          cache_dir=cache_dir, dry_run=dry_run, target_config=target_config,
+                          serving_dtype=choose_serving_dtype(cfg.sglang.dtype, target_config))
     if target_config is not None:
-        check_against_target(export.config, target_config, str(resolved.model_dir))
         notes.append(f"draft checked against the target's config.json ({target})")
+    elif target is None:
+        notes.append("no target.path given: draft/target compatibility not checked")
     else:
         notes.append(f"target {target} is not a local directory: draft/target compatibility not checked")
     run.export = export
@@ -107,6 +114,11 @@ def _check_target_path(target: str) -> None:
             f"target.path={target} does not exist. It looks like a local path, so it is not taken as a hub id; "
             "check the spelling, or give a hub id as org/name."
         )
+
+
+def _expand_user(path: str) -> str:
+    """``path`` with a leading ``~`` / ``~user`` expanded (hub ids and other paths are unchanged)."""
+    return str(Path(path).expanduser()) if path.startswith("~") else path
 
 
 def check_sglang_installed(python: str | None, min_version: str) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from automodel_spec.command import format_command
-from automodel_spec.config import ServeConfig
+from automodel_spec.config import ServeConfig, resolve_spec
 from automodel_spec.prepare import PreparedRun
 
 
 def format_notes(run: PreparedRun) -> str:
-    lines = [f"target: {run.target}"]
+    lines = [f"target: {run.target if run.target is not None else 'none (target.path unset)'}"]
     if run.draft is not None:
         lines.append(f"draft:  {run.draft.path}" + (f" (revision {run.draft.revision})" if run.draft.revision else ""))
     if run.export is not None:
@@ -25,10 +25,21 @@ def format_notes(run: PreparedRun) -> str:
     return "\n".join(lines)
 
 
+def describe_spec(cfg: ServeConfig) -> str:
+    """The steps / topk / draft tokens the server is asked for, or who chooses them."""
+    spec = resolve_spec(cfg.spec)
+    if spec.num_steps is None:
+        return ("left to SGLang (0.5.17 picks 5/4/8 steps/topk/draft tokens for Llama targets); the values "
+                "it takes are read back from the server once it is up and printed")
+    return f"{spec.num_steps} steps / topk {spec.topk} / {spec.num_draft_tokens} draft tokens (as given)"
+
+
 def format_plan(cfg: ServeConfig, run: PreparedRun, argv: list[str] | None, out_dir: Path, *, wrote: bool) -> str:
     """What will run: paths, notes and (for print_only) the exact command."""
     head = "[automodel-spec] print_only: nothing was written" if not wrote else "[automodel-spec] prepared"
     lines = [head, format_notes(run)]
+    if cfg.algorithm.name is not None:
+        lines.append(f"speculative setting: {describe_spec(cfg)}")
     if argv is not None:
         if cfg.sglang.port == 0:
             lines.append("  - sglang.port=0: a free port is picked at launch (shown here as 0)")

@@ -2,13 +2,14 @@
 
     python recipes/export.py algorithm=EAGLE3 draft=automodel draft.path=RUN_DIR [target.path=MODEL]
 
+Needs no target: the draft is checked against the target only when ``target.path`` is given.
 For serving elsewhere: pass the printed path as --speculative-draft-model-path.
 """
 
 from __future__ import annotations
 
 import hydra
-from _cli import run_and_exit
+from _cli import check_override_quoting, run_and_exit
 from omegaconf import DictConfig, OmegaConf
 
 from automodel_spec.config import ServeConfig, register_configs
@@ -23,7 +24,7 @@ def export(cfg: ServeConfig) -> int:
     if not cfg.algorithm.architecture:
         raise ConfigError(f"algorithm={cfg.algorithm.name or 'none'} has no draft to export; "
                           "use algorithm=EAGLE3 or EAGLE.")
-    run = prepare_run(cfg, dry_run=cfg.print_only)
+    run = prepare_run(cfg, dry_run=cfg.print_only, need_target=False)
     print(format_notes(run), flush=True)
     if run.export is None and run.pending:  # print_only before the demo pair exists: path not known yet
         print("export (would be written): its path is known once the demo pair is built", flush=True)
@@ -39,10 +40,12 @@ def export(cfg: ServeConfig) -> int:
     return 0
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="serve")
+# conf/export.yaml: conf/serve.yaml with export's own --help
+@hydra.main(version_base=None, config_path="../conf", config_name="export")
 def main(dcfg: DictConfig) -> int:
     return run_and_exit(export, OmegaConf.to_object(dcfg))
 
 
 if __name__ == "__main__":
+    check_override_quoting()
     main()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from _cli import in_multirun, run_and_exit
+from _cli import check_override_quoting, in_multirun, run_and_exit
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,7 +25,7 @@ register_configs()
 
 
 def serve(cfg: ServeConfig) -> int | tuple[int, float]:
-    out_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
+    out_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).expanduser()
     if cfg.mode == Mode.bench and not cfg.print_only and cfg.algorithm.name and spec_errors(cfg.spec):
         from automodel_spec.bench.job import record_invalid_point
 
@@ -52,4 +52,5 @@ def main(dcfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    check_override_quoting()
     main()

@@ -13,6 +13,7 @@ from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import OmegaConf
 
 from automodel_spec.config import (
+    DEMO_TARGET,
     AlgorithmConfig,
     BenchConfig,
     DraftConfig,
@@ -20,6 +21,7 @@ from automodel_spec.config import (
     ServeConfig,
     SGLangConfig,
     register_configs,
+    target_path,
     validate,
 )
 from automodel_spec.errors import ConfigError
@@ -40,11 +42,11 @@ def options(group: str) -> list[str]:
 
 
 @contextmanager
-def composer(conf_dir: Path = CONF):
+def composer(conf_dir: Path = CONF, config_name: str = "serve", **kwargs):
     register_configs()
     GlobalHydra.instance().clear()  # whatever an earlier test left initialized
     with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
-        yield lambda *overrides: compose("serve", overrides=list(overrides))
+        yield lambda *overrides: compose(config_name, overrides=list(overrides), **kwargs)
 
 
 def to_serve_config(*overrides: str) -> ServeConfig:
@@ -63,7 +65,7 @@ def test_defaults_compose_to_the_demo():
     cfg = to_serve_config()
     assert cfg.algorithm == AlgorithmConfig()
     assert cfg.draft.path == "builtin:demo" and cfg.draft.source == "demo"
-    assert cfg.target.path == "builtin:demo-target"
+    assert cfg.target.path is None and target_path(cfg) == DEMO_TARGET  # it comes with the demo draft
     assert cfg.sglang.host == "127.0.0.1" and cfg.sglang.port == 30000
     assert cfg.mode is Mode.serve and cfg.print_only is False
 
@@ -88,6 +90,27 @@ def test_draft_options(option):
     assert cfg.draft.source == option
     assert cfg.draft.path == DRAFT_PATHS.get(option, "builtin:demo")
     assert cfg.draft.allow_unsafe_pickle is False
+
+
+@pytest.mark.parametrize("option", sorted(DRAFT_PATHS))
+def test_a_draft_of_your_own_leaves_the_target_unset(option):
+    cfg = to_serve_config(f"draft={option}", f"draft.path={DRAFT_PATHS[option]}")
+    assert cfg.target.path is None and target_path(cfg) is None
+    validate(cfg, need_target=False)  # an export needs no target
+    with pytest.raises(ConfigError, match="target.path is unset: .* set target.path="):
+        validate(cfg)  # serving does
+
+
+@pytest.mark.parametrize("overrides", [[], ["draft=automodel", "draft.path=/runs/eagle3", "algorithm=EAGLE"]])
+def test_export_composes_the_serve_config_with_its_own_help(overrides):
+    with composer() as make:
+        serve = make(*overrides)
+    with composer(config_name="export") as make:
+        export = make(*overrides)
+    assert export == serve  # same job config, same schema
+    for name in ("serve", "export"):
+        with composer(config_name=name, return_hydra_config=True) as make:
+            assert make(*overrides).hydra.help.app_name == f"{name}.py"
 
 
 @pytest.mark.parametrize("option", sorted(DRAFT_PATHS))

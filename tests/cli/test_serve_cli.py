@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,14 +197,65 @@ def test_print_only_masks_the_api_key(tmp_path):
 # --- Hydra's own options and compose-time errors --------------------------------------------------
 
 
-def test_help_lists_the_groups(tmp_path):
-    res = run_cli(SERVE, "--help", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+HELP_GROUP_LINE = re.compile(r"^(?:(\w+) +| +)(\w+)(\*?)  +\S")
+
+
+def help_groups(text: str) -> dict[str, dict[str, bool]]:
+    """The '== Config groups' section of a help text: group -> {option: is the default}."""
+    section = text.split("== Config groups", 1)[1].split("\n\n", 1)[0]
+    groups: dict[str, dict[str, bool]] = {}
+    group = None
+    for line in section.splitlines()[1:]:
+        m = HELP_GROUP_LINE.match(line)
+        if m:
+            group = m.group(1) or group
+            groups.setdefault(group, {})[m.group(2)] = bool(m.group(3))
+    return groups
+
+
+def conf_options(group: str) -> set[str]:
+    return {p.stem for p in (REPO / "conf" / group).glob("*.yaml")}
+
+
+def conf_defaults() -> dict[str, str]:
+    entries = yaml.safe_load((REPO / "conf" / "serve.yaml").read_text())["defaults"]
+    return {k: v for e in entries if isinstance(e, dict) for k, v in e.items() if not k.startswith("override")}
+
+
+@pytest.mark.parametrize(("script", "groups"), [(SERVE, ["algorithm", "draft", "sglang", "bench", "sweep"]),
+                                                (EXPORT, ["algorithm", "draft"])], ids=["serve", "export"])
+def test_help_is_the_recipes_own_with_its_commands_and_every_group_option(tmp_path, script, groups):
+    res = run_cli(script, "--help", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
     assert res.returncode == 0, res.stderr
-    assert "== Configuration groups ==" in res.stdout
-    groups = dict(line.split(": ", 1) for line in res.stdout.splitlines()
-                  if re.match(r"^(algorithm|draft|sglang|bench): ", line))
-    assert {"EAGLE", "EAGLE3", "NEXTN", "STANDALONE", "none"} <= set(groups["algorithm"].split(", "))
-    assert {"automodel", "demo", "hub", "legacy"} <= set(groups["draft"].split(", "))
+    text = res.stdout
+    assert text.startswith(f"{script.name}: ")  # its own description, not "... is powered by Hydra"
+    assert "powered by Hydra" not in text and "_schema" not in text and "== Config ==" not in text
+    commands = [line.strip() for line in text.splitlines() if line.startswith("  python recipes/")]
+    assert len(commands) == 3 and all(c.startswith(f"python recipes/{script.name}") for c in commands)
+    listed = help_groups(text)
+    assert list(listed) == groups
+    for group in groups:  # every option in conf/, and nothing else
+        assert set(listed[group]) == conf_options(group), group
+    defaults = conf_defaults()
+    for group in groups:
+        marked = [option for option, default in listed[group].items() if default]
+        assert marked == ([defaults[group]] if group in defaults else []), group
+    assert "--hydra-help" in text
+    assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
+
+
+def test_serve_and_export_help_differ(tmp_path):
+    texts = [run_cli(script, "--help", cwd=tmp_path / "cwd", cache=tmp_path / "cache").stdout
+             for script in (SERVE, EXPORT)]
+    assert texts[0] != texts[1]
+    assert "python recipes/export.py" not in texts[0] and "python recipes/serve.py" not in texts[1]
+
+
+@pytest.mark.parametrize("script", [SERVE, EXPORT], ids=["serve", "export"])
+def test_hydra_help_still_works(tmp_path, script):
+    res = run_cli(script, "--hydra-help", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("Hydra (") and "== Flags ==" in res.stdout and "--hydra-help" in res.stdout
     assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
 
 
@@ -328,6 +380,117 @@ def test_export_without_a_draft_to_export_exits_1(tmp_path):
     res = run_cli(EXPORT, "print_only=true", "algorithm=none", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
     assert res.returncode == 1
     assert "algorithm=none has no draft to export" in res.stderr
+
+
+def test_readme_export_command_needs_no_target(tmp_path, automodel_pair):
+    # README: python recipes/export.py draft=automodel draft.path=RUN_DIR (the demo target stays out of it)
+    target, run = automodel_pair
+    cwd, cache = tmp_path / "cwd", tmp_path / "cache"
+    res = run_cli(EXPORT, "draft=automodel", f"draft.path={run}", cwd=cwd, cache=cache)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "target: none (target.path unset)" in res.stdout
+    assert "no target.path given: draft/target compatibility not checked" in res.stdout
+    export = Path(res.stdout.strip().splitlines()[-1])
+    assert export.parent == cache / "exports" and (export / "config.json").is_file()
+    assert not (cache / "demo").exists()  # the demo pair is not built for a draft of your own
+    # with a target, the draft is checked against it
+    res = run_cli(EXPORT, "print_only=true", "draft=automodel", f"draft.path={run}", f"target.path={target}",
+                  cwd=cwd, cache=cache)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"target: {target}" in res.stdout and "draft checked against the target's config.json" in res.stdout
+    assert res.stdout.strip().splitlines()[-1] == str(export)
+
+
+@pytest.mark.parametrize("script", [SERVE, EXPORT], ids=["serve", "export"])
+def test_the_demo_target_with_a_draft_of_your_own_exits_1_naming_target_path(tmp_path, automodel_pair, script):
+    res = run_cli(script, "print_only=true", "draft=automodel", f"draft.path={automodel_pair[1]}",
+                  "target.path=builtin:demo-target", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "set target.path=MODEL_DIR_OR_HUB_ID" in res.stderr and "set draft.path" not in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("extra", [["print_only=true"], [], ["mode=bench"], ["mode=bench", "print_only=true"]],
+                         ids=["print_only", "serve", "bench", "bench-print_only"])
+def test_serving_a_draft_of_your_own_without_a_target_exits_1_naming_target_path(tmp_path, automodel_pair, extra):
+    res = run_cli(SERVE, *extra, "draft=automodel", f"draft.path={automodel_pair[1]}",
+                  f"hydra.run.dir={tmp_path / 'out'}", f"sglang.python={FAKE}",
+                  cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.count("error: invalid configuration (1 problem(s))") == 1, res.stderr
+    assert "target.path is unset" in res.stderr and "set target.path=MODEL_DIR_OR_HUB_ID" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "cache").exists() and tree(tmp_path / "cwd") == {}
+
+
+def test_the_demo_draft_with_a_target_of_your_own_exits_1_naming_draft_path(tmp_path, automodel_pair):
+    res = run_cli(SERVE, "print_only=true", f"target.path={automodel_pair[0]}", cwd=tmp_path / "cwd",
+                  cache=tmp_path / "cache")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "set draft.path=RUN_DIR" in res.stderr and "algorithm=none" in res.stderr
+    assert "set target.path" not in res.stderr
+
+
+@pytest.mark.parametrize("algorithm", ["none", "NEXTN"])
+def test_a_target_of_your_own_without_a_draft_is_served_as_given(tmp_path, automodel_pair, algorithm):
+    # the demo draft stays selected (draft=demo is the default) but is not used: no demo target either
+    target = automodel_pair[0]
+    res = run_cli(SERVE, "print_only=true", f"algorithm={algorithm}", f"target.path={target}",
+                  cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert flag(command_argv(res.stdout), "--model-path") == str(target)
+    assert "demo" not in res.stdout and not (tmp_path / "cache").exists()
+
+
+# --- paths: '~' and non-ASCII characters ---------------------------------------------------------------
+
+
+@pytest.fixture
+def home_pair(tmp_path, automodel_pair) -> Path:
+    """A HOME holding the pair under non-ASCII names with a space: ~/ckpt/ü run, ~/models/tärget."""
+    home = tmp_path / "home"
+    shutil.copytree(automodel_pair[1], home / "ckpt" / "ü run", symlinks=True)
+    shutil.copytree(automodel_pair[0], home / "models" / "tärget")
+    return home
+
+
+def test_quoted_tilde_and_non_ascii_paths_serve(tmp_path, home_pair):
+    home, cwd = home_pair, tmp_path / "cwd"
+    before = tree(home)
+    res = run_cli(SERVE, "print_only=true", "draft=automodel", 'draft.path="~/ckpt/ü run"',
+                  'target.path="~/models/tärget"', 'cache_dir="~/cache"', cwd=cwd, cache=tmp_path / "cache",
+                  env={"HOME": str(home)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = command_argv(res.stdout)
+    assert flag(argv, "--model-path") == str(home / "models" / "tärget")  # expanded: SGLang gets no '~'
+    export = flag(argv, "--speculative-draft-model-path")
+    assert export.startswith(str(home / "cache" / "exports") + "/LlamaForCausalLMEagle3-"), export
+    assert f"hf files in {home / 'ckpt' / 'ü run'}/epoch_0_step_100" in res.stdout
+    assert "draft checked against the target's config.json" in res.stdout
+    assert tree(home) == before and tree(cwd) == {}
+
+
+def test_quoted_tilde_and_non_ascii_paths_export(tmp_path, home_pair):
+    home = home_pair
+    res = run_cli(EXPORT, "draft=automodel", 'draft.path="~/ckpt/ü run"', 'draft.export_dir="~/exports/ü"',
+                  'cache_dir="~/cache"', cwd=tmp_path / "cwd", cache=tmp_path / "cache", env={"HOME": str(home)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    export = home / "exports" / "ü"
+    assert res.stdout.strip().splitlines()[-1] == str(export)
+    assert (export / "config.json").is_file() and (export / "model.safetensors").is_file()
+    assert (home / "cache").is_dir() and not (tmp_path / "cache").exists()
+    assert not (tmp_path / "cwd" / "~").exists()
+
+
+@pytest.mark.parametrize("script", [SERVE, EXPORT], ids=["serve", "export"])
+def test_unquoted_tilde_or_non_ascii_exits_1_showing_the_quoted_form(tmp_path, script):
+    res = run_cli(script, "print_only=true", "draft=automodel", "draft.path=~/ckpt/run", "target.path=/m/ü",
+                  "spec.num_steps=3", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert """'draft.path="~/ckpt/run"'""" in res.stderr and """'target.path="/m/ü"'""" in res.stderr
+    assert "spec.num_steps" not in res.stderr  # overrides Hydra reads are not mentioned
+    assert "Traceback" not in res.stderr and res.stdout == ""
+    assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
 
 
 # --- serving with the fake server -----------------------------------------------------------------

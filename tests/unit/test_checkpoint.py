@@ -170,6 +170,26 @@ def test_renamed_checkpoint_dir_is_still_a_checkpoint(eagle3_ckpt, tmp_path):
     assert r.meta_path == best.resolve() / "eagle_meta.pt"
 
 
+@pytest.mark.parametrize("name", ["final", "best"])
+def test_copied_checkpoint_without_meta_resolves_by_its_model_dir(eagle3_ckpt, tmp_path, name):
+    """Automodel keeps d2t/t2d in the weights, so a copy without eagle_meta.pt is still a checkpoint."""
+    copy = tmp_path / name
+    shutil.copytree(eagle3_ckpt, copy)
+    (copy / "eagle_meta.pt").unlink()
+    for path in (copy, copy / "model"):
+        r = resolve_draft(str(path))
+        assert r.model_dir == _consolidated(copy) and r.checkpoint_dir == copy.resolve(), path
+        assert r.meta_path is None
+
+
+def test_meta_file_above_a_plain_hf_draft_is_not_used(tmp_path, kit):
+    """A meta file two levels up belongs to some other run; d2t must not be rebuilt from it."""
+    torch.save({"selected_token_ids": kit.selected_ids()}, tmp_path / "eagle_meta.pt")
+    d = kit.write_hf_dir(tmp_path / "drafts" / "mine", kit.eagle3_config(), kit.eagle3_tensors())
+    r = resolve_draft(str(d))
+    assert r.model_dir == d.resolve() and r.meta_path is None and r.checkpoint_dir is None
+
+
 def test_relative_and_home_paths(eagle3_ckpt, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -16,6 +16,7 @@ from automodel_spec.config import (
     SpecConfig,
     TargetConfig,
     spec_errors,
+    target_path,
     validate,
 )
 from automodel_spec.errors import ConfigError
@@ -108,19 +109,56 @@ def test_algorithm_needing_a_draft_without_one():
 def test_target_required():
     probs = _problems(_cfg(target=TargetConfig(path=None)))
     assert len(probs) == 1 and "target.path is unset" in probs[0]
+    assert "set target.path=MODEL_DIR_OR_HUB_ID" in probs[0] and "draft.path=/runs/eagle3" in probs[0]
+
+
+def test_target_required_without_a_draft_too():
+    probs = _problems(_cfg(algorithm=NONE, draft=DraftConfig(), target=TargetConfig(path=None)))
+    assert probs == ["target.path is unset: set target.path=MODEL_DIR_OR_HUB_ID."]
+
+
+def test_an_export_needs_no_target():
+    validate(_cfg(target=TargetConfig(path=None)), need_target=False)
+    # ... but the other rules still hold
+    probs = _problems(_cfg(target=TargetConfig(path=None), draft=DraftConfig(path=None)))
+    assert len(probs) == 2 and "needs a drafter" in probs[0] and "target.path is unset" in probs[1]
+    with pytest.raises(ConfigError, match="needs a drafter"):
+        validate(_cfg(target=TargetConfig(path=None), draft=DraftConfig(path=None)), need_target=False)
+
+
+@pytest.mark.parametrize(
+    "draft,target,expected",
+    [
+        (DEMO_DRAFT, None, DEMO_TARGET),  # the default: the demo pair
+        (DEMO_DRAFT, "/models/target", "/models/target"),
+        ("/runs/eagle3", None, None),  # the demo target never comes with a draft of your own
+        ("/runs/eagle3", DEMO_TARGET, DEMO_TARGET),
+        (None, None, None),
+    ],
+)
+def test_target_path_is_the_demo_target_with_the_demo_draft_only(draft, target, expected):
+    assert target_path(_cfg(draft=DraftConfig(path=draft), target=TargetConfig(path=target))) == expected
 
 
 @pytest.mark.parametrize(
     "draft,target,fix",
-    [(DEMO_DRAFT, "/models/target", "Set target.path"), ("/runs/eagle3", DEMO_TARGET, "Set draft.path")],
+    [(DEMO_DRAFT, "/models/target", "set draft.path=RUN_DIR"),
+     ("/runs/eagle3", DEMO_TARGET, "set target.path=MODEL_DIR_OR_HUB_ID")],
 )
-def test_demo_pair_goes_together(draft, target, fix):
-    probs = _problems(_cfg(draft=DraftConfig(path=draft), target=TargetConfig(path=target)))
-    assert len(probs) == 1 and "demo pair" in probs[0] and fix in probs[0]
+@pytest.mark.parametrize("need_target", [True, False])
+def test_demo_pair_goes_together_and_the_message_names_the_key_to_set(draft, target, fix, need_target):
+    cfg = _cfg(draft=DraftConfig(path=draft), target=TargetConfig(path=target))
+    with pytest.raises(ConfigError) as exc:
+        validate(cfg, need_target=need_target)
+    probs = exc.value.problems
+    assert len(probs) == 1 and "built-in demo" in probs[0] and fix in probs[0]
+    given = "draft.path" if fix.startswith("set target") else "target.path"  # the key the user did set
+    assert f"set {given}" not in probs[0]
 
 
-def test_demo_pair_together_is_fine():
-    validate(_cfg(draft=DraftConfig(path=DEMO_DRAFT), target=TargetConfig(path=DEMO_TARGET)))
+@pytest.mark.parametrize("target", [DEMO_TARGET, None])
+def test_demo_pair_together_is_fine(target):
+    validate(_cfg(draft=DraftConfig(path=DEMO_DRAFT), target=TargetConfig(path=target)))
 
 
 def test_demo_target_alone_without_speculation_is_fine():

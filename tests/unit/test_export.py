@@ -316,3 +316,24 @@ def test_export_dir_that_is_a_file_refused(eagle3_ckpt, cache, tmp_path):
     with pytest.raises(CheckpointError, match="not an export of this project"):
         export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
     assert out.read_bytes() == b"user data"
+
+
+def test_draft_that_does_not_fit_its_target_is_refused_before_anything_is_written(eagle3_ckpt, cache, kit):
+    from automodel_spec.synthetic import llama_config
+
+    before = kit.tree_digest(eagle3_ckpt)
+    target = llama_config(kit.SHAPE, hidden_size=2 * kit.SHAPE.hidden_size)
+    with pytest.raises(CheckpointError, match="hidden_size=128"):
+        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, target_config=target)
+    assert not (cache / "exports").exists() or _exports(cache) == []
+    assert kit.tree_digest(eagle3_ckpt) == before
+
+
+def test_serving_dtype_is_part_of_the_key(eagle3_ckpt, cache):
+    r = resolve_draft(str(eagle3_ckpt))
+    bf16 = export_draft(r, EAGLE3, cache_dir=cache, serving_dtype=("bfloat16", "test"))
+    fp16 = export_draft(r, EAGLE3, cache_dir=cache, serving_dtype=("float16", "test"))
+    assert bf16.path != fp16.path
+    assert bf16.config["torch_dtype"] == "bfloat16" and fp16.config["torch_dtype"] == "float16"
+    with safe_open(str(fp16.path / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("fc.weight").dtype == torch.float16
