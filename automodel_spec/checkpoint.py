@@ -16,6 +16,7 @@ from automodel_spec.errors import CheckpointError
 META_NAMES = ("eagle_meta.pt", "eagle3_meta.pt")
 LEGACY_WEIGHTS = "draft_model.pt"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+INCOMPLETE_MARKER = ".incomplete"  # Automodel's mark on a checkpoint whose save has not finished
 _STEP_DIR = re.compile(r"^epoch_(\d+)_step_(\d+)$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -128,29 +129,74 @@ def _holds_model_dir(d: Path) -> bool:
 
 
 def _latest_step(run_dir: Path, notes: list[str]) -> Path | None:
-    """The checkpoint a run directory points at: ``LATEST``, else the highest epoch/step."""
-    latest = run_dir / "LATEST"
-    if latest.is_symlink() or latest.exists():
-        target = latest.resolve() if latest.is_symlink() or latest.is_dir() else None
-        if target is None:  # a text file holding the checkpoint's name
-            name = latest.read_text().strip()
-            target = (run_dir / name).resolve()
+    """The checkpoint a run directory points at: ``LATEST`` (or ``LATEST.txt``), else the newest.
+
+    Automodel's recipes keep checkpoints in ``<output_dir>/checkpoints/``, so an output directory
+    holding ``checkpoints/`` is followed into it. A checkpoint still marked ``.incomplete`` (a save
+    that was cut off) is passed over for the newest complete one, as Automodel's own restore does.
+    """
+    if _pointer(run_dir) is None and not _steps(run_dir) and (run_dir / "checkpoints").is_dir():
+        inner = run_dir / "checkpoints"
+        if _pointer(inner) is not None or _steps(inner):
+            notes.append(f"{run_dir} is a training output directory: took its checkpoints/ ({inner})")
+            run_dir = inner
+    pointer = _pointer(run_dir)
+    if pointer is not None:
+        target = _follow(pointer, run_dir)
         if not target.is_dir():
             raise CheckpointError(
-                f"{latest} points at {target}, which does not exist (an interrupted save?). "
+                f"{pointer} points at {target}, which does not exist (an interrupted save?). "
                 f"Point draft.path at one of: {_list_steps(run_dir) or 'no epoch_E_step_S dirs found'}."
             )
-        notes.append(f"followed {latest} -> {target.name}")
-        return target
-    steps = sorted(
-        (tuple(int(x) for x in _STEP_DIR.match(p.name).groups()), p)
-        for p in run_dir.iterdir()
-        if p.is_dir() and _STEP_DIR.match(p.name)
-    )
-    if not steps:
+        if not _incomplete(target):
+            notes.append(f"followed {pointer} -> {target.name}")
+            return target
+        notes.append(f"{pointer} points at {target.name}, which is marked {INCOMPLETE_MARKER} (a save that was "
+                     "cut off)")
+    complete = [p for p in _steps(run_dir) if not _incomplete(p)]
+    if not complete:
+        if _steps(run_dir):
+            raise CheckpointError(
+                f"every checkpoint in {run_dir} is marked {INCOMPLETE_MARKER} (saves that were cut off): "
+                f"{_list_steps(run_dir)}. Resume the training to finish a save, or point draft.path at one "
+                "you know is whole."
+            )
         return None
-    notes.append(f"{run_dir} has no LATEST; took the newest checkpoint, {steps[-1][1].name}")
-    return steps[-1][1]
+    notes.append(f"{run_dir}: took the newest complete checkpoint, {complete[-1].name}"
+                 + ("" if pointer is not None else " (no LATEST)"))
+    return complete[-1]
+
+
+def _pointer(run_dir: Path) -> Path | None:
+    """``LATEST`` (a symlink, or a file naming the checkpoint) or Automodel's ``LATEST.txt`` fallback."""
+    for name in ("LATEST", "LATEST.txt"):
+        if (run_dir / name).is_symlink() or (run_dir / name).exists():
+            return run_dir / name
+    return None
+
+
+def _follow(pointer: Path, run_dir: Path) -> Path:
+    if pointer.is_symlink() or pointer.is_dir():
+        return pointer.resolve()
+    try:
+        name = pointer.read_text().strip()
+    except (OSError, UnicodeError) as exc:
+        raise CheckpointError(f"cannot read {pointer} ({exc}); point draft.path at a checkpoint directory "
+                              f"instead: {_list_steps(run_dir) or 'none found'}.") from exc
+    return (run_dir / name).resolve()
+
+
+def _steps(run_dir: Path) -> list[Path]:
+    """``epoch_E_step_S`` directories, oldest first (numerically)."""
+    try:
+        found = [p for p in run_dir.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: tuple(int(x) for x in _STEP_DIR.match(p.name).groups()))
+
+
+def _incomplete(step: Path) -> bool:
+    return (step / INCOMPLETE_MARKER).exists()
 
 
 def _list_steps(run_dir: Path) -> str:
@@ -158,6 +204,11 @@ def _list_steps(run_dir: Path) -> str:
 
 
 def _resolve_step_dir(step: Path, notes: list[str]) -> ResolvedDraft:
+    if _incomplete(step):
+        raise CheckpointError(
+            f"{step} is marked {INCOMPLETE_MARKER}: its save was cut off, so its files may be partial. "
+            f"Use a complete checkpoint{': ' + _list_steps(step.parent) if _list_steps(step.parent) else ''}."
+        )
     model = step / "model"
     if not model.is_dir():
         if (step / LEGACY_WEIGHTS).is_file() or (step / "config.json").is_file():

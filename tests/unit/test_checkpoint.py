@@ -92,6 +92,48 @@ def test_latest_text_naming_missing_checkpoint_is_an_error(make_run, tmp_path):
         resolve_draft(str(run))
 
 
+def test_training_output_dir_is_followed_into_its_checkpoints_dir(make_run, tmp_path):
+    """Automodel's recipes save to <output_dir>/checkpoints/ with LATEST there."""
+    out = tmp_path / "outputs" / "eagle3"
+    ckpt = make_run(out / "checkpoints", step=100)
+    r = resolve_draft(str(out))
+    assert r.checkpoint_dir == ckpt.resolve()
+    assert any("checkpoints/" in n for n in r.notes) and any("LATEST" in n for n in r.notes)
+
+
+def test_automodel_latest_txt_fallback(make_run, tmp_path):
+    run = tmp_path / "run"
+    first = make_run(run, step=100)
+    make_run(run, step=200)
+    (run / "LATEST").unlink()
+    (run / "LATEST.txt").write_text(first.name)  # what Automodel writes where symlinks fail
+    assert resolve_draft(str(run)).checkpoint_dir == first.resolve()
+
+
+def test_latest_on_an_incomplete_save_falls_back_to_the_newest_complete_one(make_run, tmp_path):
+    run = tmp_path / "run"
+    whole = make_run(run, step=100)
+    cut = make_run(run, step=200)  # LATEST -> step 200
+    (cut / ".incomplete").touch()
+    r = resolve_draft(str(run))
+    assert r.checkpoint_dir == whole.resolve()
+    assert any(".incomplete" in n and cut.name in n for n in r.notes)
+
+
+def test_only_incomplete_checkpoints_is_an_error(make_run, tmp_path):
+    run = tmp_path / "run"
+    (make_run(run, step=100) / ".incomplete").touch()
+    with pytest.raises(CheckpointError, match="every checkpoint .* is marked .incomplete"):
+        resolve_draft(str(run))
+
+
+def test_an_incomplete_checkpoint_named_directly_is_refused(make_run, tmp_path):
+    ckpt = make_run(tmp_path / "run", step=100)
+    (ckpt / ".incomplete").touch()
+    with pytest.raises(CheckpointError, match="save was cut off"):
+        resolve_draft(str(ckpt))
+
+
 # --- pointing inside a checkpoint --------------------------------------------------------------------
 
 
