@@ -7,6 +7,8 @@ not in ``config.json`` make the draft read the wrong hidden states. Each of thes
 
 from __future__ import annotations
 
+from packaging.version import Version
+
 from automodel_spec.draft_plan import (
     DraftPlan,
     Problems,
@@ -118,21 +120,32 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
     check_shapes(named, expected, problems, ARCHITECTURE)
     problems.raise_if_any()
 
-    min_sglang = "0.5.9"
-    newer = []
-    if num_layers > 1:
-        newer.append(f"{num_layers} decoder layers")
-    if num_aux != DEFAULT_NUM_AUX:
-        newer.append(f"{num_aux} aux hidden states")
-    if any(k.startswith(("fc_norm.", "input_norm.")) for k in expected):
-        newer.append("fc_norm / norm_before_fc")
-    if newer:
-        min_sglang = "0.5.12"
-        notes.append(f"needs SGLang >= 0.5.12 ({', '.join(newer)}); older releases would mis-load it")
+    min_sglang = _min_sglang(cfg, num_layers, num_aux, expected, notes)
     out = {serving_name(n, num_layers): t.contiguous() for n, t in named.items()}
     if dtype is not None:
         out = set_serving_dtype(cfg, out, *dtype, notes)
     return DraftPlan(config=cfg, tensors=out, notes=notes, min_sglang=min_sglang)
+
+
+def _min_sglang(cfg: dict, num_layers: int, num_aux: int, expected: dict, notes: list[str]) -> str:
+    """The oldest SGLang that reads every part of this draft (older ones skip parts without a word)."""
+    needs = {}
+    if num_layers > 1:
+        needs[f"{num_layers} decoder layers"] = "0.5.12"
+    if num_aux != DEFAULT_NUM_AUX:
+        needs[f"{num_aux} aux hidden states"] = "0.5.12"
+    if any(k.startswith("fc_norm.") for k in expected):
+        needs["fc_norm"] = "0.5.12"
+    if cfg.get("norm_output"):
+        needs["norm_output"] = "0.5.12"
+    if "input_norm.weight" in expected:
+        needs["norm_before_fc"] = "0.5.17"
+    if not needs:
+        return "0.5.9"
+    newest = max(needs.values(), key=Version)
+    notes.append(f"needs SGLang >= {newest} ({', '.join(f'{k}: {v}' for k, v in needs.items())}); older "
+                 "releases would skip or mis-load it")
+    return newest
 
 
 def _resolve_aux(cfg, fc, target_hidden, override, override_source, problems, notes) -> int:

@@ -11,6 +11,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.version import Version
+
 from automodel_spec.checkpoint import looks_like_local_path, resolve_draft
 from automodel_spec.command import DraftArgs
 from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, target_path, validate
@@ -136,16 +138,8 @@ def check_sglang_installed(python: str | None, min_version: str) -> None:
         installed = importlib.metadata.version("sglang")
     except importlib.metadata.PackageNotFoundError:
         return
-    if _version_tuple(installed) < _version_tuple(min_version):
+    if Version(installed) < Version(min_version):
         raise CheckpointError(
             f"this draft needs SGLang >= {min_version} to load as written, but {installed} is installed: "
             f"older releases would skip or mis-shape part of it. Upgrade: pip install 'sglang>={min_version}'."
         )
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    out = []
-    for part in v.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
