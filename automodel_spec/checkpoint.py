@@ -111,7 +111,33 @@ def _resolve_dir(d: Path, notes: list[str]) -> ResolvedDraft:
         return _resolved_hf(d, d.parent.parent, notes)
     if (d / "consolidated").is_dir():
         return _resolve_model_dir(d, None, notes)
+    epoch = _speculators_epoch(d, notes)
+    if epoch is not None:
+        return _resolved_hf(epoch, None, notes)
     return _resolved_hf(d, None, notes)
+
+
+def _speculators_epoch(save_dir: Path, notes: list[str]) -> Path | None:
+    """In a speculators training directory (``0/``, ``1/``, ... per epoch), the one to serve.
+
+    speculators' trainer points ``checkpoint_best`` at the epoch of lowest validation loss; without
+    it, the last epoch is taken.
+    """
+    if (save_dir / "config.json").is_file():
+        return None
+    best = save_dir / "checkpoint_best"
+    if (best / "config.json").is_file():
+        notes.append(f"followed {best} -> {best.resolve().name} (speculators: lowest validation loss)")
+        return best.resolve()
+    try:
+        epochs = [p for p in save_dir.iterdir() if p.name.isdigit() and (p / "config.json").is_file()]
+    except OSError:
+        return None
+    if not epochs:
+        return None
+    last = max(epochs, key=lambda p: int(p.name))
+    notes.append(f"{save_dir}: took the last epoch, {last.name}/ (no checkpoint_best)")
+    return last
 
 
 def _has_model_files(d: Path) -> bool:

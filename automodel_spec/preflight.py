@@ -18,6 +18,7 @@ from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
 from automodel_spec.eagle_layout import plan_eagle
 from automodel_spec.errors import CheckpointError
 from automodel_spec.rope import read_rope
+from automodel_spec.speculators_format import is_speculators_config, to_llama_draft_config
 
 _AUX_KEYS = ("aux_layer_ids", "eagle_aux_hidden_state_layer_ids", "aux_hidden_state_layer_ids")
 
@@ -99,6 +100,18 @@ def plan_draft(resolved: ResolvedDraft, architecture: str, config: dict, tensors
     """
     where = str(resolved.model_dir)
     check_servable_at_all(config, resolved.model_dir)
+    format_notes: list[str] = []
+    if is_speculators_config(config):
+        if architecture != EAGLE3_ARCH:
+            raise CheckpointError(f"{where} is a speculators EAGLE-3 draft; serve it with algorithm=EAGLE3.")
+        config = to_llama_draft_config(config, where, format_notes)
+    plan = _plan_for(resolved, architecture, config, tensors, meta, aux_layer_ids, dtype)
+    plan.notes[:0] = format_notes
+    return plan
+
+
+def _plan_for(resolved, architecture, config, tensors, meta, aux_layer_ids, dtype) -> DraftPlan:
+    where = str(resolved.model_dir)
     if architecture == EAGLE3_ARCH:
         source = "draft.aux_layer_ids"
         if aux_layer_ids is None:

@@ -101,15 +101,20 @@ def test_automodel_model_dir_as_serve_sglang_passes_it(automodel_run, pair, tmp_
     copy = tmp_path_factory.mktemp("theirs") / "run"
     shutil.copytree(automodel_run, copy, symlinks=True)
     latest = sorted(p for p in copy.iterdir() if p.name.startswith("epoch_"))[-1]
-    draft_path, token_map = resolve_draft_artifacts(str(latest), "EAGLE3")
+    found, _ = resolve_draft_artifacts(str(latest), "EAGLE3")
+    res = {"case": "serve_sglang_model_dir_8b", "epoch_dir_resolves_to": found,
+           "has_config": (Path(found) / "config.json").is_file()}
+    # Their resolver looks in epoch_dir/model and epoch_dir, not model/consolidated where Automodel
+    # 0.7.0 writes the HF files: a user has to name consolidated/ to get a config at all.
+    draft_path, token_map = resolve_draft_artifacts(str(latest / "model" / "consolidated"), "EAGLE3")
     cfg = json.loads((Path(draft_path) / "config.json").read_text())
     sg = SGLangConfig(attention_backend="triton", cuda_graph_max_bs=8, max_running_requests=16,
                       mem_fraction_static=0.6, disable_cuda_graph=True)
     port = pick_port("127.0.0.1", 0)
     argv = build_launch_command(str(pair / "target"), sg, AlgorithmConfig(), SpecConfig(3, 1, 4),
                                 DraftArgs(path=draft_path, token_map=token_map), port=port)
-    res = {"case": "serve_sglang_model_dir_8b", "config": {k: cfg.get(k) for k in (
-        "architectures", "num_hidden_layers", "dtype", "torch_dtype", "rope_theta", "rope_parameters")}}
+    res["config"] = {k: cfg.get(k) for k in (
+        "architectures", "num_hidden_layers", "dtype", "torch_dtype", "rope_theta", "rope_parameters")}
     try:
         with SGLangServer(argv, f"http://127.0.0.1:{port}", OUT / "theirs_8b", ready_timeout_s=400) as srv:
             res["boot_s"] = srv.boot_s
