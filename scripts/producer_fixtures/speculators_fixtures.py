@@ -90,8 +90,9 @@ def main() -> int:
         shutil.copytree(name, out / name, symlinks=True)
     shutil.copytree("inputs", out / "inputs")
     shutil.copy2("target/config.json", out / "inputs" / "target_config.json")
-    write_lint_exclusion(out)
+    pruned = prune_source_copies(out)
     manifest = build_manifest(out, commands, hidden)
+    manifest["pruned_files"] = pruned
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"wrote {out}")
     return 0
@@ -103,20 +104,18 @@ def _fresh_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
-# The fixture lives in tests/fixtures/producers/speculators/: four levels below the project's pyproject.
-# Constant text, so that a build anywhere (the driver's --check builds in a temp dir) writes the same file.
-RUFF_TOML = """\
-# speculators writes a copy of its own source (config.py, for auto_map) beside each draft it saves.
-# Those copies are fixture data, not project code: keep them out of the project's lint.
-extend = "../../../../pyproject.toml"
-cache-dir = "../../../../.ruff_cache"
-extend-exclude = ["**/config.py"]
-"""
+def prune_source_copies(out: Path) -> list[dict]:
+    """Drop the copies of speculators' own source (``config.py``, for ``auto_map``) it saves beside a draft.
 
-
-def write_lint_exclusion(out: Path) -> None:
-    """Keep speculators' ``config.py`` copies out of ``ruff check .``: they are fixture data, not our code."""
-    (out / "ruff.toml").write_text(RUFF_TOML)
+    They are third-party code, not data: neither SGLang nor this project reads them (no
+    ``trust_remote_code``), so the fixtures record them by size and digest instead of holding them.
+    """
+    pruned = []
+    for path in sorted(out.rglob("config.py")):
+        pruned.append({"path": str(path.relative_to(out)), "bytes": path.stat().st_size, "sha256": _sha256(path),
+                       "why": "speculators' own source, copied for auto_map; not read when serving"})
+        path.unlink()
+    return pruned
 
 
 def hide_broken_modules() -> list[str]:
