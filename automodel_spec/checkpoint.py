@@ -8,9 +8,10 @@ plain HF directory (``config.json`` + safetensors), or a hub id ``org/name`` pas
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from automodel_spec import specforge_checkpoint
 from automodel_spec.errors import CheckpointError
 
 META_NAMES = ("eagle_meta.pt", "eagle3_meta.pt")
@@ -26,13 +27,15 @@ class ResolvedDraft:
     """Where the drafter's files are.
 
     Attributes:
-        kind: ``hub``, ``hf`` (config.json + safetensors) or ``legacy`` (draft_model.pt).
+        kind: ``hub``, ``hf`` (config.json + safetensors), ``legacy`` (draft_model.pt) or ``specforge``
+            (SpecForge's training_state.pt, with its config elsewhere).
         hub_id: the id, for ``kind == "hub"``.
         revision: hub revision, passed through.
         model_dir: the directory holding ``config.json`` and the weights.
         checkpoint_dir: the ``epoch_E_step_S`` directory, when the layout has one.
         meta_path: ``eagle_meta.pt`` (or ``eagle3_meta.pt``) when found.
         notes: what the resolver chose and why, for the user.
+        config_path: the draft's config when it is not ``model_dir/config.json``.
     """
 
     kind: str
@@ -42,10 +45,15 @@ class ResolvedDraft:
     checkpoint_dir: Path | None = None
     meta_path: Path | None = None
     notes: tuple[str, ...] = ()
+    config_path: Path | None = None
 
     @property
     def is_local(self) -> bool:
         return self.kind != "hub"
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_path or self.model_dir / "config.json"
 
 
 def looks_like_local_path(value: str) -> bool:
@@ -78,8 +86,11 @@ def weight_files(model_dir: Path) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def resolve_draft(path: str, revision: str | None = None) -> ResolvedDraft:
+def resolve_draft(path: str, revision: str | None = None, config: str | None = None) -> ResolvedDraft:
     """Resolve ``draft.path`` to the files to serve.
+
+    ``config`` (``draft.config``) names the draft's config for checkpoints that keep it elsewhere
+    (SpecForge's training checkpoints).
 
     Raises:
         CheckpointError: a local-looking path that does not exist, or a directory with no servable
@@ -96,10 +107,22 @@ def resolve_draft(path: str, revision: str | None = None) -> ResolvedDraft:
                              notes=(f"{path} is not a local path: passed to SGLang as a hub id",))
     if expanded.is_file():
         expanded = expanded.parent
-    return _resolve_dir(expanded.resolve(), notes=[])
+    notes: list[str] = []
+    resolved = _resolve_dir(expanded.resolve(), notes)
+    if resolved.kind == "specforge":
+        config_path = specforge_checkpoint.draft_config_path(resolved.model_dir, config, notes)
+        return replace(resolved, config_path=config_path, notes=tuple(notes))
+    if config:
+        raise CheckpointError(
+            f"draft.config={config} is for checkpoints without a config.json (SpecForge training checkpoints); "
+            f"{resolved.model_dir} has its own config.json. Unset draft.config."
+        )
+    return resolved
 
 
 def _resolve_dir(d: Path, notes: list[str]) -> ResolvedDraft:
+    if specforge_checkpoint.is_step_dir(d):
+        return ResolvedDraft(kind="specforge", model_dir=d, notes=tuple(notes))
     if _STEP_DIR.match(d.name) or _holds_model_dir(d):
         return _resolve_step_dir(d, notes)
     step = _latest_step(d, notes)
@@ -114,6 +137,10 @@ def _resolve_dir(d: Path, notes: list[str]) -> ResolvedDraft:
     epoch = _speculators_epoch(d, notes)
     if epoch is not None:
         return _resolved_hf(epoch, None, notes)
+    if not (d / "config.json").is_file():
+        step = specforge_checkpoint.find_step_dir(d, notes)
+        if step is not None:
+            return ResolvedDraft(kind="specforge", model_dir=step, notes=tuple(notes))
     return _resolved_hf(d, None, notes)
 
 

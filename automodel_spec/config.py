@@ -55,6 +55,8 @@ class DraftConfig:
             not the defaults (Automodel does not record a custom choice in ``config.json``).
         allow_unsafe_pickle: let a legacy ``draft_model.pt`` be unpickled with ``weights_only=False``.
             Only for files you trust: unpickling runs arbitrary code.
+        config: the draft's config JSON, for checkpoints that keep it elsewhere (a SpecForge training
+            checkpoint: the ``--draft-config`` it was trained with; by default the path it recorded).
     """
 
     source: str = "automodel"
@@ -63,6 +65,7 @@ class DraftConfig:
     export_dir: str | None = None
     aux_layer_ids: list[int] | None = None
     allow_unsafe_pickle: bool = False
+    config: str | None = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, Mis
 from automodel_spec.file_digest import file_digest
 from automodel_spec.file_lock import file_lock
 from automodel_spec.preflight import check_against_target, plan_draft, read_json
+from automodel_spec.specforge_checkpoint import TRAINING_STATE
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 
 EXPORT_FORMAT = 2  # 2: rope stated in both forms, the serving dtype
@@ -58,9 +59,11 @@ def default_cache_dir() -> Path:
 def source_files(resolved: ResolvedDraft) -> list[Path]:
     """Every file whose content decides the export."""
     d = resolved.model_dir
-    files = [d / "config.json"]
+    files = [resolved.config_file]
     if resolved.kind == "legacy":
         files.append(d / LEGACY_WEIGHTS)
+    elif resolved.kind == "specforge":
+        files.append(d / TRAINING_STATE)
     else:
         files += weight_files(d)
         if (d / SAFETENSORS_INDEX).is_file():
@@ -164,7 +167,7 @@ def export_draft(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: l
 
 
 def _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle, serving_dtype):
-    config = read_json(resolved.model_dir / "config.json")
+    config = read_json(resolved.config_file)
     tensors = load_draft_weights(resolved.model_dir, resolved.kind, allow_unsafe_pickle)
     meta = load_eagle_meta(resolved.meta_path)
     return plan_draft(resolved, architecture, config, tensors, meta, aux_layer_ids=aux_layer_ids,

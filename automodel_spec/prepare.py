@@ -80,7 +80,7 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
     run = PreparedRun(target=target, notes=notes, pending=pending)
     if cfg.algorithm.name is None or not cfg.algorithm.needs_draft:
         return run
-    resolved = resolve_draft(draft_path, cfg.draft.revision)
+    resolved = resolve_draft(draft_path, cfg.draft.revision, cfg.draft.config)
     notes.extend(resolved.notes)
     if not resolved.is_local:
         notes.append("hub drafts are passed through unchecked; download it and point draft.path at the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from automodel_spec import specforge_checkpoint
 from automodel_spec.checkpoint import LEGACY_WEIGHTS, weight_files
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
 
@@ -20,12 +21,14 @@ def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = F
 
     Args:
         model_dir: directory with ``model.safetensors`` (or an index + shards) or ``draft_model.pt``.
-        kind: ``hf`` or ``legacy`` (from the resolver).
+        kind: ``hf``, ``legacy`` or ``specforge`` (from the resolver).
         allow_unsafe_pickle: permit ``torch.load(weights_only=False)`` for a legacy file that the
             safe loader refuses. Off by default: unpickling can run arbitrary code.
     """
     if kind == "legacy":
         return _load_torch_state_dict(model_dir / LEGACY_WEIGHTS, allow_unsafe_pickle)
+    if kind == "specforge":
+        return specforge_checkpoint.load_weights(model_dir)
     try:
         from safetensors.torch import load_file
     except ImportError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -345,3 +346,36 @@ def test_local_looking_missing_paths_are_errors_not_hub_ids(path, tmp_path, monk
                                          ("org/name", False)])
 def test_looks_like_local_path(value, local):
     assert looks_like_local_path(value) is local
+
+
+# --- SpecForge training checkpoints ---------------------------------------------------------------------
+
+SPECFORGE = Path(__file__).resolve().parents[1] / "fixtures" / "producers" / "specforge"
+
+
+def test_specforge_run_follows_latest_and_takes_the_config_given():
+    config = SPECFORGE / "inputs" / "draft_config.json"
+    r = resolve_draft(str(SPECFORGE / "training_run"), config=str(config))
+    assert r.kind == "specforge" and r.model_dir.name == "tiny-eagle3-step4"
+    assert r.config_file == config.resolve()
+    assert any("tiny-eagle3-latest" in n for n in r.notes)
+
+
+def test_specforge_checkpoint_without_its_config_says_how_to_give_it(monkeypatch):
+    from automodel_spec import specforge_checkpoint
+
+    monkeypatch.setattr(specforge_checkpoint, "_recorded_config", lambda step: Path("/gone/draft_config.json"))
+    with pytest.raises(CheckpointError) as exc:
+        resolve_draft(str(SPECFORGE / "training_run" / "tiny-eagle3-step2"))
+    msg = str(exc.value)
+    assert "/gone/draft_config.json" in msg and "draft.config=" in msg and "specforge export" in msg
+
+
+def test_missing_draft_config_file_is_named():
+    with pytest.raises(CheckpointError, match="draft.config=/nope.json does not exist"):
+        resolve_draft(str(SPECFORGE / "training_run"), config="/nope.json")
+
+
+def test_draft_config_for_a_draft_that_has_one_is_refused(eagle3_ckpt):
+    with pytest.raises(CheckpointError, match="has its own config.json"):
+        resolve_draft(str(eagle3_ckpt), config=str(SPECFORGE / "inputs" / "draft_config.json"))

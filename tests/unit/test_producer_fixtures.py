@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from automodel_spec import specforge_checkpoint
 from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.errors import CheckpointError
 from automodel_spec.export import export_draft
@@ -29,6 +30,8 @@ EAGLE3, EAGLE = "LlamaForCausalLMEagle3", "LlamaForCausalLMEagle"
 ARCH = {"EAGLE-3": EAGLE3, "EAGLE-3.1": EAGLE3, "P-EAGLE": EAGLE3, "EAGLE-1/2": EAGLE}
 # What each refusal must say (the manifest's `why` says it in the producer's words).
 REFUSAL = {"P-EAGLE": "P-EAGLE", "EAGLE-1/2": "input_layernorm.weight was trained"}
+# Checkpoints whose config lives elsewhere: the file the producer was given (draft.config).
+CONFIG_ELSEWHERE = {"specforge_training_run": "inputs/draft_config.json"}
 # Names SGLang replaces with the target's, so the export leaves them out.
 DROPPED = {EAGLE3: {"embed_tokens.weight"}, EAGLE: {"embed_tokens.weight", "lm_head.weight"}}
 
@@ -73,17 +76,18 @@ def test_every_producer_has_fixtures():
 
 
 @pytest.mark.parametrize(("producer", "fixture"), FIXTURES, ids=IDS)
-def test_fixture_serves_as_trained_or_is_refused(producer, fixture, tmp_path):
+def test_fixture_serves_as_trained_or_is_refused(producer, fixture, tmp_path, monkeypatch):
     path = ROOT / producer / fixture["path"]
     algorithm = fixture["facts"]["algorithm"]
     arch = ARCH[algorithm]
     before = _digest(path)
-    resolved = resolve_draft(str(path))
-    config = json.loads((resolved.model_dir / "config.json").read_text())
-    target = _target_config(producer, fixture, config)
+    if fixture["name"] in CONFIG_ELSEWHERE:  # as on any machine but the one it was trained on
+        monkeypatch.setattr(specforge_checkpoint, "_recorded_config", lambda step: None)
 
     if fixture["action"] == "refuse":
         with pytest.raises(CheckpointError) as exc:
+            resolved = resolve_draft(str(path))
+            target = _target_config(producer, fixture, json.loads(resolved.config_file.read_text()))
             export_draft(resolved, arch, cache_dir=tmp_path, target_config=target,
                          serving_dtype=choose_serving_dtype(None, target))
         assert (fixture["facts"].get("refusal_must_mention") or REFUSAL[algorithm]) in str(exc.value)
@@ -91,6 +95,39 @@ def test_fixture_serves_as_trained_or_is_refused(producer, fixture, tmp_path):
         assert _digest(path) == before
         return
 
+    _check_export(producer, fixture, resolve_draft(str(path)), tmp_path)
+    assert _digest(path) == before
+
+
+@pytest.mark.parametrize(("producer", "name"), [("specforge", n) for n in CONFIG_ELSEWHERE])
+def test_checkpoint_with_its_config_given_serves_as_trained(producer, name, tmp_path):
+    fixture = next(f for p, f in FIXTURES if p == producer and f["name"] == name)
+    config = ROOT / producer / CONFIG_ELSEWHERE[name]
+    resolved = resolve_draft(str(ROOT / producer / fixture["path"]), config=str(config))
+    assert resolved.config_file == config.resolve()
+    _check_export(producer, fixture, resolved, tmp_path)
+
+
+def test_specforge_checkpoint_and_its_export_serve_the_same_draft(tmp_path):
+    """Serving the training checkpoint directly = serving what `specforge export --to sglang` wrote."""
+    config = ROOT / "specforge" / "inputs" / "draft_config.json"
+    target = json.loads((ROOT / "specforge" / "inputs" / "target_config.json").read_text())
+    ours = [export_draft(resolve_draft(str(ROOT / "specforge" / p), config=c), EAGLE3, cache_dir=tmp_path / p,
+                         target_config=target, serving_dtype=choose_serving_dtype(None, target))
+            for p, c in (("training_run", str(config)), ("sglang_export", None))]
+    a, b = (load_file(str(r.path / "model.safetensors")) for r in ours)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # SpecForge's export adds transformers' defaults (dropout, token ids, ...); what SGLang reads is equal
+    read = ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "head_dim", "intermediate_size", "rms_norm_eps", "rope_theta", "rope_scaling", "draft_vocab_size",
+            "vocab_size", "torch_dtype", "eagle_config", "target_hidden_size", "hidden_act")
+    assert {k: ours[0].config.get(k) for k in read} == {k: ours[1].config.get(k) for k in read}
+
+
+def _check_export(producer: str, fixture: dict, resolved, tmp_path: Path) -> None:
+    arch = ARCH[fixture["facts"]["algorithm"]]
+    config = json.loads(resolved.config_file.read_text())
+    target = _target_config(producer, fixture, config)
     res = export_draft(resolved, arch, cache_dir=tmp_path, target_config=target,
                        serving_dtype=choose_serving_dtype(None, target))
     produced = load_draft_weights(resolved.model_dir, resolved.kind)
@@ -113,4 +150,3 @@ def test_fixture_serves_as_trained_or_is_refused(producer, fixture, tmp_path):
     assert (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") == aux
     if cfg.get("draft_vocab_size", cfg["vocab_size"]) < cfg["vocab_size"]:
         assert "d2t" in exported  # SGLang's EAGLE3 maps draft ids only through d2t in the weights
-    assert _digest(path) == before
