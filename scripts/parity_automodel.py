@@ -483,8 +483,10 @@ def ours_export(python: str, fixture: Fixture, draft: Path, target: Path, cache:
         return result
     export_dir = Path(result["export_dir"])
     manifest = json.loads((export_dir / "automodel_spec_export.json").read_text())
-    source = json.loads((Path(manifest["source"]) / "config.json").read_text())
-    result["config_changes"] = config_diff(source, json.loads((export_dir / "config.json").read_text()))
+    source = Path(manifest["source"]) / "config.json"
+    result["source_config"] = source.is_file()  # a SpecForge training checkpoint keeps its config elsewhere
+    before = json.loads(source.read_text()) if source.is_file() else {}
+    result["config_changes"] = config_diff(before, json.loads((export_dir / "config.json").read_text()))
     result["files"] = sorted(p.name for p in export_dir.iterdir())
     result["min_sglang"] = manifest.get("min_sglang")
     result["draft_view"] = draft_view(export_dir)
@@ -632,6 +634,8 @@ def assemble(fixture: Fixture, norm: Normalizer, theirs_runs: dict, ours_runs: d
               "manifest_why": fixture.why, "ours_primary": fixture.ours_primary,
               "theirs_primary": fixture.theirs_primary, "inputs": inputs}
     record["export"] = norm.obj(_export_record(export, fixture, target_cfg))
+    served = inputs[fixture.ours_primary]["ours"]["rc"] == 0
+    record["ours_as_manifest"] = served == (fixture.action == "serve")
     theirs_argv = inputs[fixture.theirs_primary]["theirs"]["real"]["argv"]
     record["flag_diff"] = flag_diff(theirs_argv, inputs[fixture.ours_primary]["ours"]["argv"])
     return record
@@ -640,8 +644,8 @@ def assemble(fixture: Fixture, norm: Normalizer, theirs_runs: dict, ours_runs: d
 def _export_record(export: dict | None, fixture: Fixture, target_cfg: dict) -> dict | None:
     if export is None:
         return None
-    keep = {k: export.get(k) for k in ("input", "cli", "rc", "error", "notes", "config_changes", "files",
-                                        "min_sglang", "draft_view")}
+    keep = {k: export.get(k) for k in ("input", "cli", "rc", "error", "notes", "source_config",
+                                        "config_changes", "files", "min_sglang", "draft_view")}
     if export.get("draft_view"):
         keep["sglang"] = sglang_reading(export["draft_view"], fixture.algorithm, None, target_cfg,
                                         fixture.expected_aux)
@@ -746,8 +750,7 @@ def check(fresh: dict, recorded_path: Path) -> int:
     recorded = json.loads(recorded_path.read_text())
     if recorded.get("environment") != fresh.get("environment"):
         print(f"note: environment differs: {recorded.get('environment')} -> {fresh.get('environment')}")
-    diffs = list(_diff({k: v for k, v in recorded.items() if k not in _VOLATILE},
-                       {k: v for k, v in fresh.items() if k not in _VOLATILE}, ""))
+    diffs = list(_diff(_comparable(recorded), _comparable(fresh), ""))
     for d in diffs[:60]:
         print(d)
     if diffs:
@@ -757,10 +760,20 @@ def check(fresh: dict, recorded_path: Path) -> int:
     return 0
 
 
+def _comparable(result: dict) -> dict:
+    """The result without its environment, fixtures keyed by name (so a diff names the fixture)."""
+    out = {k: v for k, v in result.items() if k not in _VOLATILE}
+    out["fixtures"] = {f"{r['producer']}/{r['fixture']}": r for r in result.get("fixtures", [])}
+    return out
+
+
 def _diff(a, b, where: str) -> Iterator[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             yield from _diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{where}.{k}")
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            yield from _diff(x, y, f"{where}[{i}]")
     elif a != b:
         yield f"{where}: {json.dumps(a)[:200]} -> {json.dumps(b)[:200]}"
 
