@@ -111,6 +111,30 @@ def count_layers(names, problems: Problems) -> int:
     return len(idx)
 
 
+_INDEX_TENSORS = {"d2t": "an integer", "t2d": "a boolean"}
+
+
+def check_values(tensors: dict, problems: Problems) -> None:
+    """Weights SGLang would load without a word but that cannot serve as trained.
+
+    Every weight must be floating point and finite (a NaN or inf from a diverged run poisons every
+    draft); ``d2t`` / ``t2d`` are index tensors and must be integer / boolean.
+    """
+    import torch
+
+    for name, t in tensors.items():
+        kind = _INDEX_TENSORS.get(name)
+        if kind == "an integer" and (t.is_floating_point() or t.dtype == torch.bool):
+            problems.add(f"{name} has dtype {t.dtype}; it maps token ids and must be an integer tensor.")
+        elif kind is None and not t.is_floating_point():
+            problems.add(f"{name} has dtype {t.dtype}; SGLang would cast it to the serving dtype, so a weight "
+                         "must be floating point (a quantized or index tensor under a weight's name?).")
+        elif kind is None and t.numel() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            problems.add(f"{name} holds {bad} NaN or infinite value(s) of {t.numel()}: the training diverged or "
+                         "the file is damaged; take an earlier checkpoint.")
+
+
 def check_shapes(tensors: dict, expected: dict, problems: Problems, label: str) -> None:
     """Compare tensor shapes with what SGLang allocates; report missing, unknown and mis-shaped names."""
     missing = [n for n in expected if n not in tensors]

@@ -13,6 +13,7 @@ from automodel_spec.draft_plan import (
     DraftPlan,
     Problems,
     check_shapes,
+    check_values,
     count_layers,
     decoder_layer_shapes,
     rename_tensors,
@@ -118,6 +119,7 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
     if "t2d" in named:
         expected["t2d"] = (vocab,)
     check_shapes(named, expected, problems, ARCHITECTURE)
+    check_values(named, problems)
     problems.raise_if_any()
 
     min_sglang = _min_sglang(cfg, num_layers, num_aux, expected, notes)
@@ -194,12 +196,31 @@ def _resolve_draft_vocab(cfg, named, vocab, notes) -> int:
     return int(draft_vocab if draft_vocab is not None else vocab)
 
 
+def _selected_ids(value, vocab: int, problems: Problems, torch):
+    """``eagle_meta.pt``'s hot-token ids as a 1-D int64 tensor, or ``None`` (absent, or refused)."""
+    if value is None:
+        return None
+    ids = torch.as_tensor(value)
+    if ids.is_floating_point() or ids.dtype == torch.bool or ids.dim() != 1:
+        problems.add(f"eagle_meta.pt selected_token_ids is a {ids.dim()}-D {ids.dtype} tensor; it must be a "
+                     "1-D tensor of integer token ids.")
+        return None
+    ids = ids.to(torch.int64)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        problems.add(f"eagle_meta.pt selected_token_ids fall outside the vocab [0, {vocab}).")
+        return None
+    if torch.unique(ids).numel() != ids.numel():
+        problems.add(f"eagle_meta.pt selected_token_ids repeats {ids.numel() - torch.unique(ids).numel()} id(s): "
+                     "two draft tokens would map to one target token. The meta file is damaged.")
+        return None
+    return ids
+
+
 def _resolve_d2t(named, meta, draft_vocab, vocab, problems, notes, torch) -> None:
     """The hot-token map: SGLang maps draft id i to target id ``i + d2t[i]``."""
-    selected = (meta or {}).get("selected_token_ids")
+    selected = _selected_ids((meta or {}).get("selected_token_ids"), vocab, problems, torch)
     expected = None
     if selected is not None:
-        selected = torch.as_tensor(selected, dtype=torch.int64).flatten()
         if selected.numel() != draft_vocab:
             problems.add(
                 f"eagle_meta.pt selected_token_ids has {selected.numel()} ids but the draft vocab is {draft_vocab}."
@@ -215,7 +236,8 @@ def _resolve_d2t(named, meta, draft_vocab, vocab, problems, notes, torch) -> Non
                 f"d2t disagrees with eagle_meta.pt selected_token_ids at {bad} of {draft_vocab} positions; "
                 "the weights and the meta file come from different runs."
             )
-        named["d2t"] = d2t.to(torch.int64)
+        if not (d2t.is_floating_point() or d2t.dtype == torch.bool):  # others are refused by check_values
+            named["d2t"] = d2t.to(torch.int64)
     elif draft_vocab < vocab:
         if expected is not None:
             named["d2t"] = expected

@@ -11,6 +11,7 @@ from automodel_spec.draft_plan import (
     DraftPlan,
     Problems,
     check_shapes,
+    check_values,
     count_layers,
     decoder_layer_shapes,
     rename_tensors,
@@ -63,6 +64,7 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str,
     for i in range(num_layers):
         expected.update(decoder_layer_shapes(f"layers.{i}.", cfg, hidden, input_norm=i > 0))
     check_shapes(named, expected, problems, ARCHITECTURE)
+    check_values(named, problems)
     token_map = _token_map(cfg, meta, problems, notes, torch)
     problems.raise_if_any()
     out = {n: t.contiguous() for n, t in named.items()}

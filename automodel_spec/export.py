@@ -200,13 +200,25 @@ def _write_atomically(final: Path, plan, manifest: dict) -> None:
         if plan.token_map is not None:
             torch.save(plan.token_map, tmp / TOKEN_MAP)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: marks it complete
+        for f in tmp.iterdir():  # readable by a server running as another user; on disk before the rename
+            os.chmod(f, 0o644)
+            _fsync(f)
         os.chmod(tmp, 0o755)
+        _fsync(tmp)
         if final.exists():  # an empty directory the user created for us
             final.rmdir()
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_manifest(d: Path) -> dict | None:

@@ -51,6 +51,14 @@ def check_override_quoting(args: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwinding like Ctrl-C (cleanup runs) but ending with 143."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -70,9 +78,10 @@ def run_and_exit(job, *args):
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        code = 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr, flush=True)
+        code = 143 if terminated else 130
     except Exception:
         if not in_multirun():
             raise

@@ -8,8 +8,10 @@ For serving elsewhere: pass the printed path as --speculative-draft-model-path.
 
 from __future__ import annotations
 
+import signal
+
 import hydra
-from _cli import check_override_quoting, run_and_exit
+from _cli import check_override_quoting, raise_terminated, run_and_exit
 from omegaconf import DictConfig, OmegaConf
 
 from automodel_spec.config import ServeConfig, register_configs
@@ -43,6 +45,8 @@ def export(cfg: ServeConfig) -> int:
 # conf/export.yaml: conf/serve.yaml with export's own --help
 @hydra.main(version_base=None, config_path="../conf", config_name="export")
 def main(dcfg: DictConfig) -> int:
+    # SIGTERM ends an export like Ctrl-C: the half-written temporary directory is removed on the way out
+    signal.signal(signal.SIGTERM, raise_terminated)
     return run_and_exit(export, OmegaConf.to_object(dcfg))
 
 

@@ -364,3 +364,38 @@ def test_d2t_of_the_wrong_length_refused(plan3, kit):
     src["d2t"] = src["d2t"][:-1].clone()
     msg = _refusal(plan3, tensors=src)
     assert "d2t has shape" in msg and f"[{kit.DRAFT_VOCAB}]" in msg
+
+
+# --- values SGLang would load but that cannot serve as trained ---------------------------------------------
+
+
+def _with(kit, name, fn):
+    t = kit.eagle3_tensors()
+    t[name] = fn(t[name])
+    return t
+
+
+@pytest.mark.parametrize(("name", "fn", "message"), [
+    ("model.fc.weight", lambda w: w.index_fill(0, torch.tensor([0]), float("nan")), "NaN or infinite"),
+    ("model.norm.weight", lambda w: w.index_fill(0, torch.tensor([1]), float("inf")), "NaN or infinite"),
+    ("lm_head.weight", lambda w: w.to(torch.int8), "must be floating point"),
+    ("d2t", lambda d: d.float(), "must be an integer tensor"),
+])
+def test_non_finite_or_mistyped_weights_are_refused(plan3, kit, name, fn, message):
+    with pytest.raises(CheckpointError, match=message) as exc:
+        plan3(tensors=_with(kit, name, fn))
+    assert name.removeprefix("model.") in str(exc.value)
+
+
+@pytest.mark.parametrize(("selected", "message"), [
+    (lambda s: torch.cat([s[:-1], s[:1]]), "repeats 1 id"),
+    (lambda s: s.double() + 0.5, "integer token ids"),
+    (lambda s: s.reshape(2, -1), "1-D"),
+])
+def test_damaged_selected_token_ids_are_refused_not_used_to_rebuild_d2t(make_run, kit, selected, message):
+    tensors = kit.eagle3_tensors()
+    tensors.pop("d2t")  # so the meta file would be what d2t is rebuilt from
+    ckpt = make_run(tensors=tensors)
+    torch.save({"selected_token_ids": selected(kit.selected_ids())}, ckpt / "eagle_meta.pt")
+    with pytest.raises(CheckpointError, match=message):
+        kit.plan_from_disk(ckpt)

@@ -1,0 +1,60 @@
+"""A SIGTERM during an export ends it like Ctrl-C: exit 143, no temporary directory left, the next run works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from automodel_spec import synthetic
+
+EXPORT = Path(__file__).resolve().parents[2] / "recipes" / "export.py"
+
+
+def _env(cache: Path) -> dict:
+    return {**os.environ, "AUTOMODEL_SPEC_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+
+# Large enough that writing the export takes a noticeable while (~120 MB in bfloat16).
+SHAPE = synthetic.LlamaShape(hidden_size=2048, num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8,
+                             intermediate_size=8192, vocab_size=4096, max_position_embeddings=256)
+
+
+@pytest.fixture(scope="module")
+def big_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("big") / "run"
+    tensors = synthetic.eagle3_draft_tensors(SHAPE, 1024, repeat=False)
+    synthetic.write_automodel_run(run, synthetic.automodel_eagle3_config(SHAPE, 1024), tensors,
+                                  selected_token_ids=list(range(1024)), vocab_size=SHAPE.vocab_size)
+    return run
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_signal_while_writing_leaves_no_partial_export(big_run, tmp_path, sig, code):
+    cache = tmp_path / "cache"
+    exports = cache / "exports"
+    proc = subprocess.Popen([sys.executable, str(EXPORT), "draft=automodel", f"draft.path={big_run}"],
+                            cwd=tmp_path, env=_env(cache), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if exports.is_dir() and any(".tmp-" in p.name for p in exports.iterdir()):
+            break
+        time.sleep(0.005)
+    else:
+        proc.kill()
+        pytest.fail(f"the export never started writing (rc {proc.poll()}): {proc.stdout.read()[-2000:]}")
+    os.kill(proc.pid, sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == code, out[-2000:]
+    assert "Traceback" not in out
+    assert [p.name for p in exports.iterdir() if not p.name.endswith(".lock")] == []
+    again = subprocess.run([sys.executable, str(EXPORT), "draft=automodel", f"draft.path={big_run}"], cwd=tmp_path,
+                           env=_env(cache), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    written = [p for p in exports.iterdir() if not p.name.endswith(".lock")]
+    assert len(written) == 1 and (written[0] / "model.safetensors").stat().st_mode & 0o777 == 0o644
