@@ -24,7 +24,7 @@ python3 -c "import torch, sglang; print('torch', torch.__version__, '| sglang', 
 timeout "${PRODUCERS_TIMEOUT_S:-560}" python3 -m pytest -m gpu tests/gpu/test_producers_gpu.py -v -s \
   -p no:cacheprovider "$@" 2>&1 | tee "$RESULTS/console.txt"
 rc=${PIPESTATUS[0]}
-cp "$OUT"/producers_gpu.json "$OUT"/theirs_8b.json "$RESULTS"/ 2>/dev/null
+cp "$OUT"/producers_gpu.json "$OUT"/theirs_8b.json "$OUT"/fp32_8b.json "$RESULTS"/ 2>/dev/null
 for log in "$OUT"/*/server.log "$OUT"/*/*/server.log; do
   [ -f "$log" ] && { echo "== $log"; tail -n 40 "$log"; } >> "$RESULTS/server-log-tails.txt"
 done

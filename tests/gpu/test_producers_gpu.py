@@ -132,3 +132,44 @@ def test_automodel_model_dir_as_serve_sglang_passes_it(automodel_run, pair, tmp_
     (OUT / "theirs_8b.json").write_text(json.dumps(res, indent=2) + "\n")
     assert not sglang_processes()
 
+
+
+def test_float32_config_beside_a_bfloat16_target_is_recorded(automodel_run, pair, tmp_path_factory):
+    """What --dtype auto does with a draft whose config says float32 (Automodel's CPU-side saves; no
+    dtype at all counts the same): our export with only its dtype put back to float32. Recorded for
+    docs/parity.md; our exports never ship it (they name the target's dtype)."""
+    from automodel_spec.checkpoint import resolve_draft
+    from automodel_spec.export import export_draft
+
+    ours = export_draft(resolve_draft(str(automodel_run)), "LlamaForCausalLMEagle3",
+                        cache_dir=tmp_path_factory.mktemp("fp32cache"), serving_dtype=("bfloat16", "test")).path
+    fp32 = tmp_path_factory.mktemp("fp32") / "draft"
+    shutil.copytree(ours, fp32)
+    cfg = json.loads((fp32 / "config.json").read_text())
+    cfg.pop("dtype", None)
+    cfg["torch_dtype"] = "float32"
+    (fp32 / "config.json").write_text(json.dumps(cfg))
+    sg = SGLangConfig(attention_backend="triton", cuda_graph_max_bs=8, max_running_requests=16,
+                      mem_fraction_static=0.6, disable_cuda_graph=True)
+    port = pick_port("127.0.0.1", 0)
+    argv = build_launch_command(str(pair / "target"), sg, AlgorithmConfig(), SpecConfig(3, 1, 4),
+                                DraftArgs(path=str(fp32)), port=port)
+    res = {"case": "float32_config_draft_8b"}
+    try:
+        with SGLangServer(argv, f"http://127.0.0.1:{port}", OUT / "fp32_8b", ready_timeout_s=400) as srv:
+            res["boot_s"] = srv.boot_s
+            try:
+                out = probe_generation(srv, skip_tokenizer_init=False)
+                res.update(rc=0, tokens=out["completion_tokens"], accept=out["accept_length"])
+            except Exception as exc:
+                res.update(rc="generation failed", error=str(exc)[:300])
+    except Exception as exc:
+        res.update(rc="server failed", error=str(exc)[:300])
+    log = OUT / "fp32_8b" / "server.log"
+    if log.is_file():
+        text = log.read_text(errors="replace")
+        res["dtype_lines"] = [ln[-200:] for ln in text.splitlines() if "dtype" in ln.lower()][-6:]
+        res["error_lines"] = [ln[-300:] for ln in text.splitlines() if "Error" in ln][-4:]
+    _RESULTS.append(res)
+    (OUT / "fp32_8b.json").write_text(json.dumps(res, indent=2) + "\n")
+    assert not sglang_processes()
