@@ -81,8 +81,8 @@ def _drop_identity_norm(named, name, why, problems, notes, torch) -> None:
     t = named.get(name)
     if t is None:
         return
+    named.pop(name)  # reported here either way, not again as an unknown name
     if torch.all(t == 1):
-        named.pop(name)
         notes.append(f"dropped {name} (all ones, an identity): {why}")
     else:
         problems.add(f"{name} was trained (not all ones) but {why}; it would be ignored when served.")

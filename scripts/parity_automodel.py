@@ -261,9 +261,8 @@ def draft_view(d: Path | None) -> dict:
         return {"exists": True, "config_json": False, "files": sorted(p.name for p in d.iterdir())}
     cfg = json.loads(config_path.read_text())
     names = weight_names(d) or {}
-    canonical = {n.removeprefix("model."): f for n, f in names.items()}
+    canonical = {_canonical(n): n for n in names}
     layers = {int(m.group(1)) for n in canonical if (m := _LAYER.search("." + n))}
-    layers |= {0} if any(n.startswith("midlayer.") for n in canonical) else set()
     view = {
         "exists": True, "config_json": True, "architectures": cfg.get("architectures"),
         "num_hidden_layers": cfg.get("num_hidden_layers"), "layers_in_weights": len(layers),
@@ -278,10 +277,16 @@ def draft_view(d: Path | None) -> dict:
         "token_map_file": (d / "speculative_token_map.pt").is_file() or (d / "token_map.pt").is_file(),
     }
     for norm in ("layers.0.input_layernorm.weight", "norm.weight"):
-        file = names.get(norm) or names.get("model." + norm)
+        stored = canonical.get(norm)
         key = "trained_" + norm.replace(".weight", "").replace(".", "_")
-        view[key] = None if file is None else not is_all_ones(d, file, norm if norm in names else "model." + norm)
+        view[key] = None if stored is None else not is_all_ones(d, names[stored], stored)
     return view
+
+
+def _canonical(name: str) -> str:
+    """``model.x`` -> ``x``; ``midlayer.x`` (the one-layer name) -> ``layers.0.x``."""
+    name = name.removeprefix("model.")
+    return "layers.0." + name[len("midlayer."):] if name.startswith("midlayer.") else name
 
 
 def _decoder_name_style(names: dict[str, str]) -> str | None:
@@ -472,8 +477,13 @@ def _error_text(stderr: str) -> str:
 
 def our_overrides(fixture: Fixture, draft: Path, target: Path, cache: Path) -> list[str]:
     """The overrides a user gives (plus a private cache, so runs see no earlier export)."""
-    return [f"algorithm={fixture.algorithm}", "draft=automodel", f"draft.path={draft}",
-            f"target.path={target}", f"cache_dir={cache}"]
+    overrides = [f"algorithm={fixture.algorithm}", "draft=automodel", f"draft.path={draft}",
+                 f"target.path={target}", f"cache_dir={cache}"]
+    if any(fixture.root.rglob("training_state.pt")):
+        # A SpecForge training checkpoint keeps its architecture in the --draft-config it was given;
+        # name it, so the result does not depend on that file still sitting where training left it.
+        overrides.append(f"draft.config={fixture.root.parent / 'inputs' / 'draft_config.json'}")
+    return overrides
 
 
 def ours_export(python: str, fixture: Fixture, draft: Path, target: Path, cache: Path) -> dict:

@@ -347,10 +347,11 @@ def build_manifest(out: Path, commands: dict) -> dict:
                 "deterministic": True, "nondeterministic_files": [],
                 "files": _files(out / "training_run"),
                 "action": "refuse",
-                "why": "no config.json and no safetensors: the weights are inside a torch pickle "
-                       "(training_state.pt['draft_state_dict']) and the architecture lives in the separate "
-                       "--draft-config file; tell the user to run `specforge export --to sglang "
-                       "--checkpoint DIR --draft-config CONFIG --output-dir OUT` and serve OUT",
+                "why": "as given, without its config: no config.json and no safetensors: the weights are "
+                       "inside a torch pickle (training_state.pt['draft_state_dict']) and the architecture "
+                       "lives in the separate --draft-config file, whose path the checkpoint records (a "
+                       "path of the machine it was trained on). Refused naming draft.config and `specforge "
+                       "export --to sglang`; served as trained when draft.config names inputs/draft_config.json",
                 "facts": {**common_facts,
                           "refusal_must_mention": "specforge export",
                           "checkpoint": {p.name: _checkpoint_facts(p) for p in step_dirs},
