@@ -65,16 +65,13 @@ def weight_files(model_dir: Path) -> list[Path]:
     """The safetensors files of an HF directory: the index's shards, else ``model.safetensors``.
 
     Returns an empty list when there are none.
+
+    Raises:
+        CheckpointError: the index is damaged, names a shard outside ``model_dir``, or one that is missing.
     """
     index = model_dir / SAFETENSORS_INDEX
     if index.is_file():
-        import json
-
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{index} is not a safetensors index (no 'weight_map'): {exc}") from exc
-        shards = sorted(set(weight_map.values()))
+        shards = sorted(set(_index_weight_map(index).values()))
         missing = [s for s in shards if not (model_dir / s).is_file()]
         if missing:
             raise CheckpointError(
@@ -84,6 +81,43 @@ def weight_files(model_dir: Path) -> list[Path]:
         return [model_dir / s for s in shards]
     single = model_dir / "model.safetensors"
     return [single] if single.is_file() else []
+
+
+def _index_weight_map(index: Path) -> dict[str, str]:
+    """An index's ``weight_map`` (tensor name -> shard file name), checked to be one."""
+    import json
+
+    try:
+        text = index.read_text()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {index}: {exc.strerror}. Make it readable by this user.") from exc
+    except UnicodeError as exc:
+        raise CheckpointError(f"{index} is not text ({exc}): the index is damaged. Copy it again from the "
+                              "checkpoint, or re-consolidate the checkpoint.") from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{index} is not valid JSON ({exc}): the index is damaged. Copy it again from the "
+                              "checkpoint, or re-consolidate the checkpoint.") from exc
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in weight_map.items()):
+        raise CheckpointError(
+            f"{index} is not a safetensors index: it must be a JSON object whose 'weight_map' maps tensor names "
+            f"to shard file names (got {_describe_json(doc if weight_map is None else weight_map)}). "
+            "Copy it again from the checkpoint, or re-consolidate the checkpoint."
+        )
+    # a shard is a file beside the index: a name with a directory in it would read files elsewhere
+    outside = sorted({v for v in weight_map.values() if Path(v).name != v or v in (".", "..")})
+    if outside:
+        raise CheckpointError(f"{index} names shard(s) outside its directory: {', '.join(outside[:5])}. "
+                              "Shards are files beside the index; fix the index or re-consolidate the checkpoint.")
+    return weight_map
+
+
+def _describe_json(value) -> str:
+    kind = {dict: "an object", list: "an array", str: "a string"}.get(type(value), type(value).__name__)
+    return f"{kind} {str(value)[:60]!r}" if not isinstance(value, dict) else kind + " of other values"
 
 
 def resolve_draft(path: str, revision: str | None = None, config: str | None = None) -> ResolvedDraft:
@@ -97,7 +131,7 @@ def resolve_draft(path: str, revision: str | None = None, config: str | None = N
             layout (the message lists what was looked for and what was found).
     """
     expanded = Path(path).expanduser()
-    if not expanded.exists():
+    if not _exists(expanded, "draft.path"):
         if looks_like_local_path(path) or not _HUB_ID.match(path):
             raise CheckpointError(
                 f"draft.path={path} does not exist. It looks like a local path, so it is not taken "
@@ -118,6 +152,15 @@ def resolve_draft(path: str, revision: str | None = None, config: str | None = N
             f"{resolved.model_dir} has its own config.json. Unset draft.config."
         )
     return resolved
+
+
+def _exists(path: Path, key: str) -> bool:
+    """``path.exists()``, with the errors it raises itself (too long, no permission) as a message."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise CheckpointError(f"{key}={path}: cannot look it up ({exc.strerror}). Check the path and that this "
+                              "user may enter every directory on it.") from exc
 
 
 def _resolve_dir(d: Path, notes: list[str]) -> ResolvedDraft:
@@ -229,14 +272,46 @@ def _pointer(run_dir: Path) -> Path | None:
 
 
 def _follow(pointer: Path, run_dir: Path) -> Path:
+    """The checkpoint ``LATEST`` names, which must be a directory inside the run directory."""
+    steps = _list_steps(run_dir) or "none found"
     if pointer.is_symlink() or pointer.is_dir():
-        return pointer.resolve()
+        try:
+            target = pointer.resolve(strict=False)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise CheckpointError(f"{pointer} is a symlink that cannot be followed ({exc}): a loop or a broken "
+                                  f"link. Point draft.path at a checkpoint directory instead: {steps}.") from exc
+    else:
+        target = run_dir / _pointer_name(pointer, steps)
+        try:
+            target = target.resolve(strict=False)
+        except (OSError, RuntimeError) as exc:
+            raise CheckpointError(f"{pointer} names {target}, which cannot be followed ({exc}). Point "
+                                  f"draft.path at a checkpoint directory instead: {steps}.") from exc
+    root = run_dir.resolve()  # checkpoints/ may itself be a link
+    if target != root and root in target.parents:
+        return target
+    raise CheckpointError(
+        f"{pointer} points at {target}, outside the run directory {run_dir}: a LATEST that leaves its run "
+        "belongs to another run (a copied or moved directory?). If that checkpoint is the one to serve, set "
+        f"draft.path={target}; otherwise fix LATEST or point draft.path at one of: {steps}."
+    )
+
+
+def _pointer_name(pointer: Path, steps: str) -> str:
+    """The checkpoint name a ``LATEST`` file holds (Automodel writes one name, one line)."""
     try:
-        name = pointer.read_text().strip()
-    except (OSError, UnicodeError) as exc:
-        raise CheckpointError(f"cannot read {pointer} ({exc}); point draft.path at a checkpoint directory "
-                              f"instead: {_list_steps(run_dir) or 'none found'}.") from exc
-    return (run_dir / name).resolve()
+        with open(pointer, "rb") as fh:
+            name = fh.read(4096).decode("utf-8").strip()  # one name; a huge file is not a LATEST
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {pointer} ({exc.strerror}); point draft.path at a checkpoint "
+                              f"directory instead: {steps}.") from exc
+    except UnicodeError as exc:
+        raise CheckpointError(f"{pointer} does not hold a checkpoint name: its bytes are not text ({exc}); the file "
+                              f"is damaged. Point draft.path at a checkpoint directory instead: {steps}.") from exc
+    if not name or "\n" in name or "\0" in name or len(name) > 255:
+        raise CheckpointError(f"{pointer} does not hold a checkpoint name (one line, e.g. epoch_0_step_100): got "
+                              f"{name[:60]!r}. Fix it, or point draft.path at one of: {steps}.")
+    return name
 
 
 def _steps(run_dir: Path) -> list[Path]:
@@ -253,7 +328,10 @@ def _incomplete(step: Path) -> bool:
 
 
 def _list_steps(run_dir: Path) -> str:
-    return ", ".join(sorted(p.name for p in run_dir.iterdir() if _STEP_DIR.match(p.name)))
+    try:
+        return ", ".join(sorted(p.name for p in run_dir.iterdir() if _STEP_DIR.match(p.name)))
+    except OSError:
+        return ""
 
 
 def _resolve_step_dir(step: Path, notes: list[str]) -> ResolvedDraft:

@@ -278,8 +278,16 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
         errors.append(f"sglang.ready_timeout_s={cfg.sglang.ready_timeout_s} must be > 0.")
     if cfg.draft.aux_layer_ids is not None and any(i < 0 for i in cfg.draft.aux_layer_ids):
         errors.append(f"draft.aux_layer_ids={cfg.draft.aux_layer_ids} must be layer indices >= 0.")
+    ids = cfg.draft.aux_layer_ids
+    if ids is not None and len(set(ids)) != len(ids):
+        errors.append(f"draft.aux_layer_ids={ids} repeats a layer: each id names one target layer whose hidden "
+                      "state the draft reads, so the ids must be distinct (the ones the draft was trained on).")
+    errors += server_errors(cfg.sglang)
+    errors += path_errors(cfg)
     if cfg.mode == Mode.bench:
         b = cfg.bench
+        if b.warmup_requests < 0:
+            errors.append(f"bench.warmup_requests={b.warmup_requests} must be >= 0 (0: no warm-up).")
         if b.objective_concurrency is not None and b.objective_concurrency not in b.concurrency:
             errors.append(f"bench.objective_concurrency={b.objective_concurrency} is not one of "
                           f"bench.concurrency={b.concurrency}.")
@@ -299,6 +307,131 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
                           f"bench.temperature={b.temperature}.")
     if errors:
         raise ConfigError(errors)
+
+
+# Flags the launcher sets from a config key: given again in sglang.extra_args, SGLang would take the
+# last one while we check, health-poll and report the first (e.g. --port: the wrong port is polled).
+MANAGED_FLAGS = {
+    "--model-path": "target.path", "--model": "target.path", "--revision": "target.revision",
+    "--host": "sglang.host", "--port": "sglang.port", "--tp-size": "sglang.tp_size",
+    "--tensor-parallel-size": "sglang.tp_size", "--dtype": "sglang.dtype",
+    "--mem-fraction-static": "sglang.mem_fraction_static", "--attention-backend": "sglang.attention_backend",
+    "--cuda-graph-max-bs": "sglang.cuda_graph_max_bs", "--cuda-graph-bs": "sglang.cuda_graph_bs",
+    "--max-running-requests": "sglang.max_running_requests", "--context-length": "sglang.context_length",
+    "--log-level": "sglang.log_level", "--api-key": "sglang.api_key", "--nnodes": "sglang.nnodes",
+    "--node-rank": "sglang.node_rank", "--dist-init-addr": "sglang.dist_init_addr",
+    "--disable-cuda-graph": "sglang.disable_cuda_graph", "--skip-tokenizer-init": "sglang.skip_tokenizer_init",
+    "--trust-remote-code": "sglang.trust_remote_code",
+    "--speculative-algorithm": "algorithm=EAGLE3|EAGLE|NEXTN|STANDALONE|none",
+    "--speculative-draft-model-path": "draft.path", "--speculative-draft-model": "draft.path",
+    "--speculative-draft-model-revision": "draft.revision",
+    "--speculative-token-map": "draft.path (the token map is written with the export)",
+    "--speculative-num-steps": "spec.num_steps", "--speculative-eagle-topk": "spec.topk",
+    "--speculative-num-draft-tokens": "spec.num_draft_tokens",
+}
+
+
+def server_errors(sg: SGLangConfig) -> list[str]:
+    """Rules on the server's own settings (values SGLang would refuse late, or misread)."""
+    errors = []
+    if sg.nnodes < 1:
+        errors.append(f"sglang.nnodes={sg.nnodes} must be >= 1 (the number of machines serving the model).")
+    elif not 0 <= sg.node_rank < sg.nnodes:
+        errors.append(f"sglang.node_rank={sg.node_rank} must lie in 0..sglang.nnodes-1 (sglang.nnodes={sg.nnodes}): "
+                      "each machine gets its own rank, starting at 0.")
+    for key in ("context_length", "cuda_graph_max_bs", "max_running_requests"):
+        value = getattr(sg, key)
+        if value is not None and value < 1:
+            errors.append(f"sglang.{key}={value} must be >= 1, or null to leave it to SGLang.")
+    if sg.cuda_graph_bs is not None and any(b < 1 for b in sg.cuda_graph_bs):
+        errors.append(f"sglang.cuda_graph_bs={sg.cuda_graph_bs} must hold batch sizes >= 1.")
+    if sg.stop_timeout_s <= 0:
+        errors.append(f"sglang.stop_timeout_s={sg.stop_timeout_s} must be > 0.")
+    errors += [f"sglang.extra_args sets {flag}, which the launcher already sets from {key}: SGLang would take "
+               f"the last one while this tool checks, health-polls and reports the other. Drop it from "
+               f"sglang.extra_args and set {key} instead." for flag, key in managed_extra_args(sg.extra_args)]
+    return errors
+
+
+def managed_extra_args(extra_args: list[str]) -> list[tuple[str, str]]:
+    """``(flag, config key)`` for each flag in ``extra_args`` that the launcher sets itself."""
+    found = []
+    for arg in extra_args:
+        flag = str(arg).split("=", 1)[0]
+        if flag in MANAGED_FLAGS:
+            found.append((flag, MANAGED_FLAGS[flag]))
+    return found
+
+
+def config_warnings(cfg: ServeConfig) -> list[str]:
+    """What serves, but deserves a word before it does (printed, never refused)."""
+    warnings = []
+    if cfg.sglang.host in ("0.0.0.0", "::", "") and not cfg.sglang.api_key:
+        warnings.append(
+            f"WARNING: sglang.host={cfg.sglang.host or '(all)'} listens on every network interface and "
+            "sglang.api_key is unset: anyone who reaches this machine's port can use the server. Set "
+            "sglang.api_key='${oc.env:SGLANG_API_KEY}', or keep the default sglang.host=127.0.0.1."
+        )
+    return warnings
+
+
+# The paths the library reads or writes, by config key
+def _path_values(cfg: ServeConfig) -> dict[str, str | None]:
+    return {"draft.path": cfg.draft.path, "draft.export_dir": cfg.draft.export_dir, "draft.config": cfg.draft.config,
+            "target.path": cfg.target.path, "cache_dir": cfg.cache_dir, "output_dir": cfg.output_dir,
+            "bench.prompts": cfg.bench.prompts}
+
+
+def path_errors(cfg: ServeConfig) -> list[str]:
+    """Paths no file system call can take: ``~user`` of no such user, longer than the system allows."""
+    import os
+
+    values = _path_values(cfg)
+    values["$AUTOMODEL_SPEC_CACHE"] = os.environ.get("AUTOMODEL_SPEC_CACHE")
+    errors = []
+    for key, value in values.items():
+        problem = path_problem(value) if value and not value.startswith("builtin:") else None
+        if problem:
+            errors.append(f"{key}={_shorten(value)}: {problem}")
+    return errors
+
+
+def path_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a path here (unknown ``~user``, too long), or ``None``."""
+    import os
+    from pathlib import Path
+
+    if value.startswith("~"):
+        user = value[1:].split("/", 1)[0]
+        try:
+            value = str(Path(value).expanduser())
+        except RuntimeError:
+            who = f"there is no user {user!r} on this machine" if user else "$HOME is not set and there is no home"
+            return f"'~{user}' cannot be expanded: {who}. Give the path without '~', or the right user name."
+    path_max, name_max = _limits()
+    size = len(os.fsencode(value))
+    if size >= path_max:
+        return (f"the path is {size} bytes long; this system allows at most {path_max - 1} (PATH_MAX). "
+                "Move the files to a shorter path, or link them from one.")
+    long_part = next((p for p in value.split("/") if len(os.fsencode(p)) > name_max), None)
+    if long_part is not None:
+        return (f"the name {_shorten(long_part)} is {len(os.fsencode(long_part))} bytes long; this file system "
+                f"allows at most {name_max} per name (NAME_MAX). Rename it.")
+    return None
+
+
+def _limits() -> tuple[int, int]:
+    """PATH_MAX and NAME_MAX of the root file system (Linux defaults where ``pathconf`` is missing)."""
+    import os
+
+    try:
+        return os.pathconf("/", "PC_PATH_MAX"), os.pathconf("/", "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        return 4096, 255
+
+
+def _shorten(value: str, limit: int = 80) -> str:
+    return value if len(value) <= limit else f"{value[:40]}...{value[-30:]} ({len(value)} characters)"
 
 
 def _unless_print_only(print_only: bool, value):

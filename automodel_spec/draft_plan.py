@@ -49,6 +49,49 @@ class Problems:
             )
 
 
+# Sizes a draft's config.json must state (whole numbers >= 1), and those it may state
+_REQUIRED_SIZES = ("hidden_size", "vocab_size", "num_attention_heads", "intermediate_size")
+_OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "target_hidden_size", "draft_vocab_size", "num_hidden_layers")
+
+
+def check_sizes(cfg: dict, required, optional, path, problems: Problems) -> None:
+    """Each size in ``required`` present, and each size given a whole number >= 1 (JSON ``true`` is not one)."""
+    for key in required:
+        if cfg.get(key) is None:
+            problems.add(f"{key} is missing from {path}; it is a size SGLang builds the model from. Restore the "
+                         "config.json the checkpoint was saved with.")
+    for key in (*required, *optional):
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.add(f"{key}={value!r} in {path} must be a whole number (an integer JSON value), not "
+                         f"{type(value).__name__}; restore the config.json the checkpoint was saved with.")
+        elif value < 1:
+            problems.add(f"{key}={value} in {path} must be >= 1; restore the config.json the checkpoint was saved with.")
+
+
+def check_draft_config(cfg: dict, path) -> None:
+    """The sizes the layout checks compute shapes from, before any of them is used.
+
+    Raises:
+        CheckpointError: a size is missing, not a whole number, < 1, or the heads do not divide evenly.
+    """
+    problems = Problems(str(path))
+    check_sizes(cfg, _REQUIRED_SIZES, _OPTIONAL_SIZES, path, problems)
+    if not problems.items:
+        hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+        kv = cfg.get("num_key_value_heads") or heads
+        if not cfg.get("head_dim") and hidden % heads:
+            problems.add(f"num_attention_heads={heads} does not divide hidden_size={hidden} and there is no "
+                         "head_dim: the attention shapes are undefined. Restore the config.json the checkpoint "
+                         "was saved with.")
+        if heads % kv:
+            problems.add(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv}: grouped-query "
+                         "attention needs whole groups. Restore the config.json the checkpoint was saved with.")
+    problems.raise_if_any()
+
+
 def rename_tensors(tensors: dict, canonical, problems: Problems) -> dict:
     """Tensors under their canonical names; two names that land on one are reported."""
     named = {}
@@ -186,3 +229,38 @@ def decoder_layer_shapes(prefix: str, config: dict, in_dim: int, input_norm: boo
     if input_norm:
         shapes[f"{prefix}input_layernorm.weight"] = (hidden,)
     return shapes
+
+
+def selected_token_ids(value, vocab: int, problems: Problems):
+    """``eagle_meta.pt``'s hot-token ids as a 1-D int64 tensor, or ``None`` (absent, or refused).
+
+    They must be distinct integer ids within the target vocab: a fractional id would be truncated
+    and a repeated one maps two draft tokens to one target token (every draft id to one token, at
+    worst), which SGLang loads without a word.
+    """
+    import torch
+
+    if value is None:
+        return None
+    try:
+        ids = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        problems.add(f"eagle_meta.pt selected_token_ids is not a tensor of token ids ({exc}); the meta file is "
+                     "damaged: take it from the same checkpoint as the weights.")
+        return None
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool or ids.dim() != 1:
+        problems.add(f"eagle_meta.pt selected_token_ids is a {ids.dim()}-D {ids.dtype} tensor; it must be a "
+                     "1-D tensor of integer token ids. The meta file is damaged: take it from the same "
+                     "checkpoint as the weights.")
+        return None
+    ids = ids.to(torch.int64)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        problems.add(f"eagle_meta.pt selected_token_ids fall outside the vocab [0, {vocab}) (min {int(ids.min())}, "
+                     f"max {int(ids.max())}): the meta file belongs to another target.")
+        return None
+    repeats = ids.numel() - torch.unique(ids).numel()
+    if repeats:
+        problems.add(f"eagle_meta.pt selected_token_ids repeats {repeats} id(s): two draft tokens would map to one "
+                     "target token. The meta file is damaged: take it from the same checkpoint as the weights.")
+        return None
+    return ids

@@ -17,6 +17,7 @@ from automodel_spec.draft_plan import (
     count_layers,
     decoder_layer_shapes,
     rename_tensors,
+    selected_token_ids,
     set_architecture,
     set_layer_count,
     settle_rope,
@@ -196,29 +197,9 @@ def _resolve_draft_vocab(cfg, named, vocab, notes) -> int:
     return int(draft_vocab if draft_vocab is not None else vocab)
 
 
-def _selected_ids(value, vocab: int, problems: Problems, torch):
-    """``eagle_meta.pt``'s hot-token ids as a 1-D int64 tensor, or ``None`` (absent, or refused)."""
-    if value is None:
-        return None
-    ids = torch.as_tensor(value)
-    if ids.is_floating_point() or ids.dtype == torch.bool or ids.dim() != 1:
-        problems.add(f"eagle_meta.pt selected_token_ids is a {ids.dim()}-D {ids.dtype} tensor; it must be a "
-                     "1-D tensor of integer token ids.")
-        return None
-    ids = ids.to(torch.int64)
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-        problems.add(f"eagle_meta.pt selected_token_ids fall outside the vocab [0, {vocab}).")
-        return None
-    if torch.unique(ids).numel() != ids.numel():
-        problems.add(f"eagle_meta.pt selected_token_ids repeats {ids.numel() - torch.unique(ids).numel()} id(s): "
-                     "two draft tokens would map to one target token. The meta file is damaged.")
-        return None
-    return ids
-
-
 def _resolve_d2t(named, meta, draft_vocab, vocab, problems, notes, torch) -> None:
     """The hot-token map: SGLang maps draft id i to target id ``i + d2t[i]``."""
-    selected = _selected_ids((meta or {}).get("selected_token_ids"), vocab, problems, torch)
+    selected = selected_token_ids((meta or {}).get("selected_token_ids"), vocab, problems)
     expected = None
     if selected is not None:
         if selected.numel() != draft_vocab:

@@ -15,6 +15,7 @@ from automodel_spec.draft_plan import (
     count_layers,
     decoder_layer_shapes,
     rename_tensors,
+    selected_token_ids,
     set_architecture,
     set_layer_count,
     settle_rope,
@@ -89,15 +90,9 @@ def _drop_identity_norm(named, name, why, problems, notes, torch) -> None:
 
 
 def _token_map(cfg, meta, problems, notes, torch):
-    selected = (meta or {}).get("selected_token_ids")
-    if selected is None:
-        return None
-    ids = torch.as_tensor(selected, dtype=torch.int64).flatten()
     vocab = int(cfg["vocab_size"])
-    if ids.numel() >= vocab:
-        return None
-    if int(ids.min()) < 0 or int(ids.max()) >= vocab:
-        problems.add(f"eagle_meta.pt selected_token_ids fall outside the vocab [0, {vocab}).")
+    ids = selected_token_ids((meta or {}).get("selected_token_ids"), vocab, problems)
+    if ids is None or ids.numel() >= vocab:
         return None
     cfg["hot_vocab_size"] = int(ids.numel())
     notes.append(f"token map of {ids.numel()} hot tokens from eagle_meta.pt (--speculative-token-map)")

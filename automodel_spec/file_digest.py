@@ -23,8 +23,7 @@ def file_digest(path: Path, memo_dir: Path | None = None, *, remember: bool = Tr
         memo_dir: where digests are remembered; ``None`` always reads the file.
         remember: write the digest to ``memo_dir`` (``False`` reads the memo but writes nothing).
     """
-    st = os.stat(path)
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+    stamp = file_stamp(path)
     memo = _memo_path(path, memo_dir) if memo_dir else None
     if memo is not None:
         try:
@@ -41,6 +40,16 @@ def file_digest(path: Path, memo_dir: Path | None = None, *, remember: bool = Tr
     if memo is not None and remember:
         _write_memo(memo, {"path": str(Path(path).resolve()), "stamp": stamp, "digest": digest})
     return digest
+
+
+def file_stamp(path: Path) -> dict[str, int]:
+    """What changes whenever ``path`` is rewritten: size, mtime, ctime and inode.
+
+    Raises:
+        OSError: the file cannot be stat'ed (e.g. it was deleted).
+    """
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
 
 
 def _memo_path(path: Path, memo_dir: Path) -> Path:

@@ -1,20 +1,28 @@
-"""An exclusive inter-process file lock (POSIX ``flock``), for work that parallel sweep jobs share."""
+"""An exclusive inter-process file lock, for work that parallel sweep jobs share.
+
+``filelock.FileLock`` (``flock`` on POSIX): the lock is released by the kernel when its holder dies,
+even by SIGKILL, so a killed export never blocks the next one. The lock file stays in place on
+release, so every waiter locks the same inode.
+"""
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock
+
 
 @contextmanager
 def file_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (created if needed) for the ``with`` block."""
+    """Hold an exclusive lock on ``lock_path`` (created, with its directory, if needed) for the ``with`` block.
+
+    Raises:
+        OSError: the lock file cannot be created (read-only directory, a file in the way).
+    """
+    lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    # thread_local=False: one lock object per call, so threads of one process serialize too
+    with FileLock(str(lock_path), thread_local=False):
+        yield

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from automodel_spec.checkpoint import ResolvedDraft
-from automodel_spec.draft_plan import DraftPlan, Problems
+from automodel_spec.draft_plan import DraftPlan, Problems, check_draft_config, check_sizes
 from automodel_spec.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
 from automodel_spec.eagle3_layout import plan_eagle3
 from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
@@ -24,24 +24,55 @@ _AUX_KEYS = ("aux_layer_ids", "eagle_aux_hidden_state_layer_ids", "aux_hidden_st
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from ``path``.
+
+    Raises:
+        CheckpointError: the file cannot be read, is not JSON, or holds something else than an object.
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}. Check that the file is there and that this "
+                              "user may read it.") from exc
+    except UnicodeError as exc:
+        raise CheckpointError(f"{path} is not text ({exc}): the file is damaged. Copy it again from the "
+                              "checkpoint it came from.") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        what = "is empty" if not text.strip() else f"is not valid JSON ({exc})"
+        raise CheckpointError(f"{path} {what}: the file is damaged or was cut off. Copy it again from the "
+                              "checkpoint it came from.") from exc
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} should hold a JSON object.")
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not a JSON object with the model's "
+                              "settings: it is not a config.json. Copy the right file.")
     return data
 
 
+# sizes SGLang builds the target from: when present, each must be a whole number >= 1
+_TARGET_SIZES = ("hidden_size", "vocab_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
 def read_target_config(target: str | None) -> dict | None:
-    """The target's ``config.json`` (text part) when ``target`` is a local directory, else ``None``."""
+    """The target's ``config.json`` (text part) when ``target`` is a local directory, else ``None``.
+
+    Raises:
+        CheckpointError: the config cannot be read, or a size in it is not a whole number >= 1.
+    """
     if not target:
         return None
     path = Path(target).expanduser()
     if not (path / "config.json").is_file():
         return None
     cfg = read_json(path / "config.json")
-    return cfg.get("text_config") or cfg
+    text = cfg.get("text_config")
+    cfg = text if isinstance(text, dict) else cfg
+    problems = Problems(f"target.path={target}")
+    check_sizes(cfg, (), _TARGET_SIZES, path / "config.json", problems)
+    if problems.items:
+        raise CheckpointError(f"the target's {path / 'config.json'} cannot be checked against: "
+                              + "; ".join(problems.items) + " Fix the target's config.json, or give the right target.")
+    return cfg
 
 
 def find_recipe_aux_layer_ids(checkpoint_dir: Path | None) -> list[int] | None:
@@ -105,6 +136,7 @@ def plan_draft(resolved: ResolvedDraft, architecture: str, config: dict, tensors
         if architecture != EAGLE3_ARCH:
             raise CheckpointError(f"{where} is a speculators EAGLE-3 draft; serve it with algorithm=EAGLE3.")
         config = to_llama_draft_config(config, where, format_notes)
+    check_draft_config(config, resolved.config_file)
     plan = _plan_for(resolved, architecture, config, tensors, meta, aux_layer_ids, dtype)
     plan.notes[:0] = format_notes
     return plan

@@ -6,6 +6,7 @@ This is the data's way through the library: validate -> resolve the draft -> che
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass, field
@@ -90,10 +91,13 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
     notes.append(f"draft: {resolved.kind} files in {resolved.model_dir}"
                  + (f", meta {resolved.meta_path.name}" if resolved.meta_path else ", no eagle_meta.pt"))
     target_config = read_target_config(target)
-    export = export_draft(resolved, arch, aux_layer_ids=cfg.draft.aux_layer_ids,
-                          allow_unsafe_pickle=cfg.draft.allow_unsafe_pickle, export_dir=cfg.draft.export_dir,
-                          cache_dir=cache_dir, dry_run=dry_run, target_config=target_config,
-                          serving_dtype=choose_serving_dtype(cfg.sglang.dtype, target_config))
+    try:
+        export = export_draft(resolved, arch, aux_layer_ids=cfg.draft.aux_layer_ids,
+                              allow_unsafe_pickle=cfg.draft.allow_unsafe_pickle, export_dir=cfg.draft.export_dir,
+                              cache_dir=cache_dir, dry_run=dry_run, target_config=target_config,
+                              serving_dtype=choose_serving_dtype(cfg.sglang.dtype, target_config))
+    except OSError as exc:  # a file system refusal is the user's to fix, not a bug: say which file
+        raise CheckpointError(os_error_message(exc, cache_dir, cfg.draft.export_dir)) from exc
     if target_config is not None:
         notes.append(f"draft checked against the target's config.json ({target})")
     elif target is None:
@@ -103,6 +107,32 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
     run.export = export
     run.draft = DraftArgs(path=str(export.path), token_map=str(export.token_map) if export.token_map else None)
     return run
+
+
+def os_error_message(exc: OSError, cache_dir: Path, export_dir: str | None = None) -> str:
+    """What failed on the file system while exporting, and what to do, for an ``OSError``.
+
+    A file under the cache (or beside ``draft.export_dir``) was being written; any other was being read.
+    """
+    name = Path(exc.filename) if exc.filename else None
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return (f"no space left on the device holding {name or cache_dir}; free some, or set cache_dir=DIR "
+                "(or draft.export_dir=DIR) on another disk.")
+    write_roots = [cache_dir] + ([Path(export_dir).expanduser().parent] if export_dir else [])
+    if name is not None and not any(_inside(name, root) for root in write_roots):
+        return (f"cannot read {name}: {why}. Make it readable by this user (and every directory above it), "
+                "or copy the checkpoint somewhere that is.")
+    return (f"cannot write the export to {name or cache_dir}: {why}. Set cache_dir=DIR (or $AUTOMODEL_SPEC_CACHE) "
+            "to a directory this user can write, or draft.export_dir=DIR.")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def _check_target_path(target: str) -> None:

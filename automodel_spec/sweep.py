@@ -11,7 +11,10 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+
+from automodel_spec.redact import mask, mask_file, secrets_of
 
 COLUMNS = ["point", "status", "num_steps", "topk", "num_draft_tokens", "temperature", "concurrency",
            "output_tok_per_s", "baseline_tok_per_s", "speedup", "accept_length", "accept_length_sem",
@@ -69,10 +72,17 @@ def override_line(row: dict) -> str:
     return f"spec.num_steps={steps} spec.topk={topk} spec.num_draft_tokens={tokens}"
 
 
-def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
-    """Write summary.csv, summary.md, best_override.txt and heat maps into ``sweep_dir``."""
+def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = ()) -> dict:
+    """Write summary.csv, summary.md, best_override.txt and heat maps into ``sweep_dir``.
+
+    Args:
+        sweep_dir: the sweep directory (one sub-directory per point).
+        plots: draw the heat maps and speedup plots (needs matplotlib).
+        secrets: literal API keys; masked wherever a point's name or error would show them (a sweep
+            written before keys were left out of point names, an error quoting the command).
+    """
     sweep_dir = Path(sweep_dir)
-    rows = collect_rows(sweep_dir)
+    rows = [_masked_row(r, list(secrets)) for r in collect_rows(sweep_dir)]
     with open(sweep_dir / "summary.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
@@ -109,6 +119,10 @@ def write_summary(sweep_dir: Path, plots: bool = True) -> dict:
     (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
     images = write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows) if plots else []
     return {"rows": rows, "best": best, "images": images, "skipped": skipped}
+
+
+def _masked_row(row: dict, secrets: list[str]) -> dict:
+    return {k: mask(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def baseline_gpu_seconds(sweep_dir: Path) -> float:
@@ -304,7 +318,9 @@ class SweepSummaryCallback:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if config.get("print_only") or not sweep_dir.is_dir():
             return
-        summary = write_summary(sweep_dir, plots=self.plots)
+        secrets = secrets_of(config)
+        mask_file(sweep_dir / "multirun.yaml", secrets)  # also without the redact callback of conf/serve.yaml
+        summary = write_summary(sweep_dir, plots=self.plots, secrets=secrets)
         print((sweep_dir / "summary.md").read_text())
         print(f"[sweep] summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}, "
               f"{sweep_dir / 'best_override.txt'}" + "".join(f", {p}" for p in summary["images"]))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
+import signal
 import sys
 import traceback
 
@@ -59,16 +61,39 @@ def raise_terminated(signum, frame):
     raise Terminated()
 
 
+def preload_native_modules() -> None:
+    """Import torch and safetensors now, before a handler that raises on SIGTERM is installed.
+
+    An exception raised by a signal handler while a native extension initializes aborts the
+    interpreter (SIGABRT) rather than unwinding; once imported, they are never initialized again.
+    A missing one is left to the library, which reports it with its install command (exit 2).
+    """
+    for name in ("torch", "safetensors.torch"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+BUG_LINE = ("error: this is a bug in automodel-spec, not a problem with your input: please report it with the "
+            "command you ran and the traceback below.")
+# each multirun job's exit code, in order (Hydra's basic launcher runs the jobs in this process)
+_SWEEP_CODES: list[int] = []
 
 
 def run_and_exit(job, *args):
     """Run ``job(*args)``; report a ``SpecError`` as one clear message with its exit code.
 
     ``job`` returns an exit code, or ``(code, value)`` where ``value`` is what a sweeper optimizes.
-    A single run exits with the job's code. In a multirun, a failure is reported and the sweep
-    goes on with the next point; the job's value (or its code) is returned to the sweeper.
+    A single run exits with the job's code: 1 bad input or refusal, 2 a missing optional dependency,
+    130 / 143 SIGINT / SIGTERM, 1 an unexpected exception (a bug: its traceback is shown after a line
+    saying so). In a multirun, a failed job is reported and the sweep goes on with the next point (its
+    code is kept for ``sweep_exit_code``); the job's value (or its code) is returned to the sweeper.
+    SIGINT / SIGTERM stop the whole sweep.
     """
     value = None
     try:
@@ -81,17 +106,49 @@ def run_and_exit(job, *args):
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         print("terminated" if terminated else "interrupted", file=sys.stderr, flush=True)
+        if in_multirun():
+            raise  # the user stops the sweep, not one point: main_entry exits with 130 / 143
         code = 143 if terminated else 130
     except Exception:
-        if not in_multirun():
-            raise
+        print(BUG_LINE, file=sys.stderr, flush=True)
         traceback.print_exc()
         code = 1
     if code and not in_multirun():
         sys.exit(code)
+    if in_multirun():
+        _SWEEP_CODES.append(code)
     if code and in_multirun():
         print(f"job {HydraConfig.get().job.num} failed with code {code}; continuing the sweep", file=sys.stderr)
     if value is not None:
         return value
     # a sweeper that optimizes the return value must score a failed job as the worst, not as its code
     return 0.0 if code and in_multirun() else code
+
+
+def sweep_exit_code() -> int:
+    """A multirun's exit code: 0 unless every job failed, then their common code (mixed causes: 1).
+
+    A sweep where some points failed succeeded as a sweep (the failures are recorded, a re-run retries
+    them); one where every point failed measured nothing, which is not a success.
+    """
+    if not _SWEEP_CODES or not all(_SWEEP_CODES):
+        return 0
+    codes = set(_SWEEP_CODES)
+    return codes.pop() if len(codes) == 1 else 1
+
+
+def main_entry(main) -> None:
+    """Run a recipe's ``@hydra.main`` function as the program: check the overrides, run, exit with its code."""
+    from automodel_spec.redact import mask_printed_config
+
+    mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
+    check_override_quoting()
+    try:
+        main()
+    except KeyboardInterrupt as exc:  # only a multirun lets it out of run_and_exit
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
+    # the work is done: a signal from now on ends the process by its default action, not by a
+    # KeyboardInterrupt traceback from the middle of the interpreter's shutdown
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.exit(sweep_exit_code())

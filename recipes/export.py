@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 
 import hydra
-from _cli import check_override_quoting, raise_terminated, run_and_exit
+from _cli import main_entry, preload_native_modules, raise_terminated, run_and_exit
 from omegaconf import DictConfig, OmegaConf
 
 from automodel_spec.config import ServeConfig, register_configs
@@ -45,11 +45,13 @@ def export(cfg: ServeConfig) -> int:
 # conf/export.yaml: conf/serve.yaml with export's own --help
 @hydra.main(version_base=None, config_path="../conf", config_name="export")
 def main(dcfg: DictConfig) -> int:
-    # SIGTERM ends an export like Ctrl-C: the half-written temporary directory is removed on the way out
+    # SIGTERM ends an export like Ctrl-C: the half-written temporary directory is removed on the way out.
+    # torch and safetensors are imported first: an exception raised inside their native module
+    # initialization aborts the interpreter (exit -6, SIGABRT) instead of unwinding.
+    preload_native_modules()
     signal.signal(signal.SIGTERM, raise_terminated)
     return run_and_exit(export, OmegaConf.to_object(dcfg))
 
 
 if __name__ == "__main__":
-    check_override_quoting()
-    main()
+    main_entry(main)

@@ -9,29 +9,48 @@ With no arguments it serves the built-in demo pair (built locally on first use).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
-from _cli import check_override_quoting, in_multirun, run_and_exit
+from _cli import in_multirun, main_entry, run_and_exit
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from automodel_spec.config import Mode, ServeConfig, register_configs, spec_errors
+from automodel_spec.config import (
+    Mode,
+    ServeConfig,
+    config_warnings,
+    path_problem,
+    register_configs,
+    spec_errors,
+)
+from automodel_spec.errors import ConfigError
 from automodel_spec.launch import launch_command, serve_foreground
-from automodel_spec.prepare import prepare_run
+from automodel_spec.prepare import check_sglang_installed, prepare_run
 from automodel_spec.report import format_plan
 
 register_configs()
 
 
+def output_dir(cfg: ServeConfig) -> Path:
+    """This job's directory: ``output_dir``, else Hydra's (checked first: ``~nosuchuser`` cannot expand)."""
+    problem = path_problem(cfg.output_dir) if cfg.output_dir else None
+    if problem:
+        raise ConfigError(f"output_dir={cfg.output_dir}: {problem}")
+    return Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).expanduser()
+
+
 def serve(cfg: ServeConfig) -> int | tuple[int, float]:
-    out_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).expanduser()
+    out_dir = output_dir(cfg)
     if cfg.mode == Mode.bench and not cfg.print_only and cfg.algorithm.name and spec_errors(cfg.spec):
         from automodel_spec.bench.job import record_invalid_point
 
         record_invalid_point(cfg, out_dir, spec_errors(cfg.spec))  # a sweep skips it and goes on
         return (0, 0.0) if in_multirun() else 1
     run = prepare_run(cfg, dry_run=cfg.print_only)
+    for warning in config_warnings(cfg):
+        print(warning, file=sys.stderr, flush=True)
     if cfg.print_only:
         print(format_plan(cfg, run, launch_command(cfg, run), out_dir, wrote=False), flush=True)
         return 0
@@ -39,6 +58,8 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     if cfg.mode == Mode.bench:
         from automodel_spec.bench.job import objective, run_benchmark_job
 
+        # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
+        check_sglang_installed(cfg.sglang.python, run.export.min_sglang if run.export else "0.5.9")
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
         result = run_benchmark_job(cfg, run, out_dir, shared_dir=shared)
         code = 0 if result["status"] in ("ok", "invalid") else 1
@@ -52,5 +73,4 @@ def main(dcfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    check_override_quoting()
-    main()
+    main_entry(main)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +19,17 @@ from safetensors import safe_open
 
 from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.errors import CheckpointError
-from automodel_spec.export import MANIFEST, TOKEN_MAP, export_draft, export_key, planned_export_dir
+from automodel_spec.export import (
+    MANIFEST,
+    STALE_TEMP_S,
+    TOKEN_MAP,
+    WRITER,
+    ExportWriteError,
+    export_draft,
+    export_key,
+    planned_export_dir,
+)
+from automodel_spec.file_digest import file_digest, file_stamp
 
 EAGLE3 = "LlamaForCausalLMEagle3"
 
@@ -186,10 +198,10 @@ def test_failure_mid_write_leaves_nothing_behind(eagle3_ckpt, cache, monkeypatch
     r = resolve_draft(str(eagle3_ckpt))
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(safetensors.torch, "save_file", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ExportWriteError, match=r"cannot write the export under .*exports: Input/output error"):
         export_draft(r, EAGLE3, cache_dir=cache)
     assert _exports(cache) == []  # neither the final dir nor a .tmp- dir
 
@@ -337,3 +349,213 @@ def test_serving_dtype_is_part_of_the_key(eagle3_ckpt, cache):
     assert bf16.config["torch_dtype"] == "bfloat16" and fp16.config["torch_dtype"] == "float16"
     with safe_open(str(fp16.path / "model.safetensors"), "pt") as f:
         assert f.get_tensor("fc.weight").dtype == torch.float16
+
+
+# --- cache integrity: a manifest of sizes and digests, checked on reuse --------------------------------
+
+
+def test_manifest_records_each_file_size_digest_and_stamp(eagle3_ckpt, cache):
+    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    files = json.loads((res.path / MANIFEST).read_text())["files"]
+    assert sorted(files) == ["config.json", "model.safetensors"]
+    for name, rec in files.items():
+        f = res.path / name
+        assert rec["size"] == f.stat().st_size and rec["digest"] == file_digest(f)
+        assert rec["stamp"] == file_stamp(f)  # untouched since it was written: reuse reads no byte of it
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (lambda f: f.write_bytes(f.read_bytes()[:-100]), "model.safetensors changed since it was written"),
+    (lambda f: f.unlink(), "model.safetensors was deleted since it was written"),
+    (lambda f: f.write_bytes(bytes(f.stat().st_size)), "model.safetensors changed since it was written"),
+], ids=["truncated", "deleted", "same-size-rewrite"])
+def test_damaged_weights_are_rebuilt_and_the_note_says_so(eagle3_ckpt, cache, damage, expected):
+    r = resolve_draft(str(eagle3_ckpt))
+    first = export_draft(r, EAGLE3, cache_dir=cache)
+    good = (first.path / "model.safetensors").read_bytes()
+    damage(first.path / "model.safetensors")
+
+    again = export_draft(r, EAGLE3, cache_dir=cache)
+
+    assert again.written and not again.reused and again.path == first.path
+    assert again.notes[0].startswith(f"rebuilt: {expected}"), again.notes
+    assert (again.path / "model.safetensors").read_bytes() == good
+    assert _exports(cache) == [first.path.name]  # the damaged copy is gone, no temp dir left
+    assert export_draft(r, EAGLE3, cache_dir=cache).reused
+
+
+def test_edited_config_is_rebuilt(eagle3_ckpt, cache):
+    r = resolve_draft(str(eagle3_ckpt))
+    first = export_draft(r, EAGLE3, cache_dir=cache)
+    cfg = first.path / "config.json"
+    cfg.write_text(cfg.read_text().replace('"num_hidden_layers": 1', '"num_hidden_layers": 9'))
+    again = export_draft(r, EAGLE3, cache_dir=cache)
+    assert again.notes[0].startswith("rebuilt: config.json changed since it was written")
+    assert again.config["num_hidden_layers"] == 1
+
+
+def test_touched_but_identical_files_are_reused_after_one_digest(eagle3_ckpt, cache):
+    """A copied or restored cache (new stat, same bytes) is checked by digest once, then by stat."""
+    r = resolve_draft(str(eagle3_ckpt))
+    first = export_draft(r, EAGLE3, cache_dir=cache)
+    weights = first.path / "model.safetensors"
+    os.utime(weights, ns=(1, 1))
+    assert export_draft(r, EAGLE3, cache_dir=cache).reused
+    assert export_draft(r, EAGLE3, cache_dir=cache).reused
+
+
+@pytest.mark.parametrize("content", ["{ half", "[1, 2]", None], ids=["not-json", "not-object", "missing"])
+def test_damaged_cache_manifest_is_rebuilt_without_blaming_export_dir(eagle3_ckpt, cache, content):
+    r = resolve_draft(str(eagle3_ckpt))
+    first = export_draft(r, EAGLE3, cache_dir=cache)
+    if content is None:
+        (first.path / MANIFEST).unlink()
+    else:
+        (first.path / MANIFEST).write_text(content)
+
+    again = export_draft(r, EAGLE3, cache_dir=cache)
+
+    assert again.written and "export_dir" not in " ".join(again.notes)
+    assert again.notes[0].startswith(f"rebuilt: its manifest {MANIFEST} ")
+    assert export_draft(r, EAGLE3, cache_dir=cache).reused
+
+
+def test_manifest_without_digests_from_an_older_version_is_rebuilt(eagle3_ckpt, cache):
+    r = resolve_draft(str(eagle3_ckpt))
+    first = export_draft(r, EAGLE3, cache_dir=cache)
+    manifest = json.loads((first.path / MANIFEST).read_text())
+    del manifest["files"]
+    (first.path / MANIFEST).write_text(json.dumps(manifest))
+    again = export_draft(r, EAGLE3, cache_dir=cache)
+    assert again.notes[0] == ("rebuilt: its manifest lists no file sizes and digests (written by an older "
+                              "automodel-spec)")
+
+
+def test_damaged_export_in_export_dir_is_rebuilt_but_user_files_never_touched(eagle3_ckpt, cache, tmp_path):
+    r = resolve_draft(str(eagle3_ckpt))
+    out = tmp_path / "out"
+    export_draft(r, EAGLE3, cache_dir=cache, export_dir=str(out))
+    (out / "model.safetensors").write_bytes(b"x")
+    again = export_draft(r, EAGLE3, cache_dir=cache, export_dir=str(out))
+    assert again.notes[0].startswith("rebuilt: model.safetensors changed")
+
+    (out / MANIFEST).write_text("{ half")
+    (out / "notes.txt").write_text("the user's")  # not a file an export holds: refuse, delete nothing
+    with pytest.raises(CheckpointError, match="not an export of this project"):
+        export_draft(r, EAGLE3, cache_dir=cache, export_dir=str(out))
+    assert (out / "notes.txt").read_text() == "the user's"
+
+
+def test_dry_run_says_a_damaged_export_would_be_rebuilt(eagle3_ckpt, cache):
+    r = resolve_draft(str(eagle3_ckpt))
+    first = export_draft(r, EAGLE3, cache_dir=cache)
+    (first.path / "model.safetensors").unlink()
+    dry = export_draft(r, EAGLE3, cache_dir=cache, dry_run=True)
+    assert dry.notes[0] == "would be rebuilt: model.safetensors was deleted since it was written"
+    assert not (first.path / "model.safetensors").exists()  # still writes nothing
+
+
+# --- leftovers of killed exports ---------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _leftover(cache: Path, name: str, pid: int | None, age_s: float = 0.0) -> Path:
+    d = cache / "exports" / (f".{name}.tmp-{pid}-abcd1234" if pid is not None else f".{name}.tmp-abcd1234")
+    d.mkdir(parents=True)
+    (d / "model.safetensors").write_bytes(bytes(1000))
+    if age_s:
+        os.utime(d, (time.time() - age_s, time.time() - age_s))
+    return d
+
+
+def test_temp_dirs_of_dead_writers_are_removed_by_the_next_run(eagle3_ckpt, cache):
+    dead = _leftover(cache, "LlamaForCausalLMEagle3-0123", _dead_pid())
+    live = _leftover(cache, "LlamaForCausalLMEagle3-4567", os.getpid())  # a writer still at work
+    legacy_new = _leftover(cache, "LlamaForCausalLMEagle3-89ab", None)  # no pid: only age tells
+    legacy_old = _leftover(cache, "LlamaForCausalLMEagle3-cdef", None, age_s=STALE_TEMP_S + 60)
+
+    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+
+    assert not dead.exists() and not legacy_old.exists()
+    assert live.exists() and legacy_new.exists()
+    assert any(n.startswith("removed 2 unfinished export(s) left by interrupted runs") for n in res.notes)
+
+
+def test_a_reused_export_still_clears_dead_temp_dirs(eagle3_ckpt, cache):
+    r = resolve_draft(str(eagle3_ckpt))
+    export_draft(r, EAGLE3, cache_dir=cache)
+    dead = _leftover(cache, "LlamaForCausalLMEagle3-0123", _dead_pid())
+    res = export_draft(r, EAGLE3, cache_dir=cache)
+    assert res.reused and not dead.exists()
+
+
+def test_temp_dir_of_a_reused_pid_is_removed(eagle3_ckpt, cache):
+    """The pid is alive, but it is another process than the writer (its start time differs)."""
+    d = _leftover(cache, "LlamaForCausalLMEagle3-0123", os.getpid())
+    (d / WRITER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": -1}))
+    export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    assert not d.exists()
+
+
+def test_temp_dir_of_a_writer_on_another_host_is_kept_until_stale(eagle3_ckpt, cache):
+    d = _leftover(cache, "LlamaForCausalLMEagle3-0123", _dead_pid())
+    (d / WRITER).write_text(json.dumps({"pid": 1, "host": "another-host.invalid", "start": 1}))
+    export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    assert d.exists()
+
+
+def test_files_that_only_look_like_temp_dirs_are_left_alone(eagle3_ckpt, cache):
+    other = cache / "exports" / ".notes.tmp-backup"
+    other.mkdir(parents=True)
+    (other / "keep").write_text("x")
+    os.utime(other, (1, 1))
+    export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    assert (other / "keep").exists()
+
+
+# --- where the export cannot be written ------------------------------------------------------------
+
+
+def test_unwritable_cache_fails_naming_the_directory(eagle3_ckpt, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache should be")
+    with pytest.raises(ExportWriteError, match=rf"cannot write the export under {blocker}.*set cache_dir=DIR"):
+        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=blocker)
+
+
+def test_export_dir_works_with_an_unwritable_cache(eagle3_ckpt, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache should be")
+    out = tmp_path / "out" / "eagle3"
+    r = resolve_draft(str(eagle3_ckpt))
+
+    res = export_draft(r, EAGLE3, cache_dir=blocker, export_dir=str(out))
+
+    assert res.written and (out / MANIFEST).is_file()
+    assert any("the export lock is kept beside the export" in n for n in res.notes)
+    assert (out.parent / ".eagle3.lock").exists()
+    assert export_draft(r, EAGLE3, cache_dir=blocker, export_dir=str(out)).reused
+
+
+def test_dry_run_says_when_the_cache_cannot_be_written(eagle3_ckpt, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("")
+    dry = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=blocker, dry_run=True)
+    assert any(n.startswith(f"the export cache cannot be written ({blocker} is not a directory): a real run "
+                            "would fail here") for n in dry.notes), dry.notes
+
+
+def test_full_disk_names_the_directory_and_the_fix(eagle3_ckpt, cache, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", no_space)
+    with pytest.raises(ExportWriteError, match=r"no space left on the device holding .*exports while writing "
+                                               r"the export \(the export needs about \d+ MB\): free space"):
+        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    assert _exports(cache) == []

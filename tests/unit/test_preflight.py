@@ -121,7 +121,7 @@ def test_unknown_architecture_refused(eagle3_ckpt, kit):
 def test_read_json_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "list.json").write_text("[1, 2]")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="is not valid JSON"):
         read_json(tmp_path / "bad.json")
     with pytest.raises(CheckpointError, match="JSON object"):
         read_json(tmp_path / "list.json")

@@ -322,3 +322,22 @@ def test_hydra_callback_writes_nothing_without_a_sweep_dir_or_under_print_only(t
     write_point(tmp_path / "s", "p", levels=[level(100.0, 50.0)])
     cb.on_multirun_end(OmegaConf.create({"print_only": True, "hydra": {"sweep": {"dir": str(tmp_path / "s")}}}))
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["p"]
+
+
+def test_summaries_mask_a_literal_api_key(tmp_path, capsys):
+    """A sweep named before keys were left out of point names, and an error that quotes the key."""
+    key = "sk-secret-123456"
+    root = tmp_path / "s"
+    write_point(root, f"sglang.api_key={key},spec.num_steps=3,spec.topk=1", levels=[level(150.0, 100.0)])
+    write_point(root, "spec.num_steps=7,spec.topk=8", "failed", steps=7, topk=8, tokens=16,
+                error=f"server exited: --api-key {key} refused")
+    (root / "multirun.yaml").write_text(f"sglang:\n  api_key: {key}\nhydra:\n  overrides:\n"
+                                        f"    task:\n    - sglang.api_key={key}\n")
+    cfg = OmegaConf.create({"print_only": False, "sglang": {"api_key": key},
+                            "hydra": {"sweep": {"dir": str(root)}}})
+    SweepSummaryCallback(plots=False).on_multirun_end(cfg)
+    for name in ("summary.csv", "summary.md", "best_override.txt", "multirun.yaml"):
+        assert key not in (root / name).read_text(), name
+    assert "api_key=***" in (root / "summary.csv").read_text()
+    assert OmegaConf.load(root / "multirun.yaml").sglang.api_key == "***"  # still valid YAML
+    assert key not in capsys.readouterr().out
