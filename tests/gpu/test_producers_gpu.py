@@ -108,30 +108,12 @@ def test_automodel_model_dir_as_serve_sglang_passes_it(automodel_run, pair, tmp_
     # 0.7.0 writes the HF files: a user has to name consolidated/ to get a config at all.
     draft_path, token_map = resolve_draft_artifacts(str(latest / "model" / "consolidated"), "EAGLE3")
     cfg = json.loads((Path(draft_path) / "config.json").read_text())
-    sg = SGLangConfig(attention_backend="triton", cuda_graph_max_bs=8, max_running_requests=16,
-                      mem_fraction_static=0.6, disable_cuda_graph=True)
-    port = pick_port("127.0.0.1", 0)
-    argv = build_launch_command(str(pair / "target"), sg, AlgorithmConfig(), SpecConfig(3, 1, 4),
-                                DraftArgs(path=draft_path, token_map=token_map), port=port)
     res["config"] = {k: cfg.get(k) for k in (
         "architectures", "num_hidden_layers", "dtype", "torch_dtype", "rope_theta", "rope_parameters")}
-    try:
-        with SGLangServer(argv, f"http://127.0.0.1:{port}", OUT / "theirs_8b", ready_timeout_s=400) as srv:
-            res["boot_s"] = srv.boot_s
-            try:
-                out = probe_generation(srv, skip_tokenizer_init=False)
-                res.update(rc=0, tokens=out["completion_tokens"], accept=out["accept_length"])
-            except Exception as exc:  # what their path does is the finding, whichever way it goes
-                res.update(rc="generation failed", error=str(exc)[:300])
-    except Exception as exc:
-        res.update(rc="server failed", error=str(exc)[:300])
-    log = OUT / "theirs_8b" / "server.log"
-    if log.is_file():
-        res["log_tail"] = log.read_text(errors="replace")[-1500:]
-    _RESULTS.append(res)
+    text = _serve_raw(res, "theirs_8b", pair, DraftArgs(path=draft_path, token_map=token_map))
+    res["log_tail"] = text[-1500:]
     (OUT / "theirs_8b.json").write_text(json.dumps(res, indent=2) + "\n")
     assert not sglang_processes()
-
 
 
 def test_float32_config_beside_a_bfloat16_target_is_recorded(automodel_run, pair, tmp_path_factory):
@@ -149,14 +131,23 @@ def test_float32_config_beside_a_bfloat16_target_is_recorded(automodel_run, pair
     cfg.pop("dtype", None)
     cfg["torch_dtype"] = "float32"
     (fp32 / "config.json").write_text(json.dumps(cfg))
+    res = {"case": "float32_config_draft_8b"}
+    text = _serve_raw(res, "fp32_8b", pair, DraftArgs(path=str(fp32)))
+    res["dtype_lines"] = [ln[-200:] for ln in text.splitlines() if "dtype" in ln.lower()][-6:]
+    res["error_lines"] = [ln[-300:] for ln in text.splitlines() if "Error" in ln][-4:]
+    (OUT / "fp32_8b.json").write_text(json.dumps(res, indent=2) + "\n")
+    assert not sglang_processes()
+
+
+def _serve_raw(res: dict, case: str, pair: Path, draft: DraftArgs) -> str:
+    """Launch SGLang on ``draft`` as handed over (no export of ours), probe it, record what happens in
+    ``res`` (whichever way it goes: that is the finding); returns the server's log."""
     sg = SGLangConfig(attention_backend="triton", cuda_graph_max_bs=8, max_running_requests=16,
                       mem_fraction_static=0.6, disable_cuda_graph=True)
     port = pick_port("127.0.0.1", 0)
-    argv = build_launch_command(str(pair / "target"), sg, AlgorithmConfig(), SpecConfig(3, 1, 4),
-                                DraftArgs(path=str(fp32)), port=port)
-    res = {"case": "float32_config_draft_8b"}
+    argv = build_launch_command(str(pair / "target"), sg, AlgorithmConfig(), SpecConfig(3, 1, 4), draft, port=port)
     try:
-        with SGLangServer(argv, f"http://127.0.0.1:{port}", OUT / "fp32_8b", ready_timeout_s=400) as srv:
+        with SGLangServer(argv, f"http://127.0.0.1:{port}", OUT / case, ready_timeout_s=400) as srv:
             res["boot_s"] = srv.boot_s
             try:
                 out = probe_generation(srv, skip_tokenizer_init=False)
@@ -165,11 +156,7 @@ def test_float32_config_beside_a_bfloat16_target_is_recorded(automodel_run, pair
                 res.update(rc="generation failed", error=str(exc)[:300])
     except Exception as exc:
         res.update(rc="server failed", error=str(exc)[:300])
-    log = OUT / "fp32_8b" / "server.log"
-    if log.is_file():
-        text = log.read_text(errors="replace")
-        res["dtype_lines"] = [ln[-200:] for ln in text.splitlines() if "dtype" in ln.lower()][-6:]
-        res["error_lines"] = [ln[-300:] for ln in text.splitlines() if "Error" in ln][-4:]
     _RESULTS.append(res)
-    (OUT / "fp32_8b.json").write_text(json.dumps(res, indent=2) + "\n")
-    assert not sglang_processes()
+    log = OUT / case / "server.log"
+    return log.read_text(errors="replace") if log.is_file() else ""
+
