@@ -249,9 +249,10 @@ def _latest_step(run_dir: Path, notes: list[str]) -> Path | None:
             return target
         notes.append(f"{pointer} points at {target.name}, which is marked {INCOMPLETE_MARKER} (a save that was "
                      "cut off)")
-    complete = [p for p in _steps(run_dir) if not _incomplete(p)]
+    steps = _steps(run_dir)
+    complete = [p for p in steps if not _incomplete(p)]
     if not complete:
-        if _steps(run_dir):
+        if steps:
             raise CheckpointError(
                 f"every checkpoint in {run_dir} is marked {INCOMPLETE_MARKER} (saves that were cut off): "
                 f"{_list_steps(run_dir)}. Resume the training to finish a save, or point draft.path at one "
@@ -328,17 +329,14 @@ def _incomplete(step: Path) -> bool:
 
 
 def _list_steps(run_dir: Path) -> str:
-    try:
-        return ", ".join(sorted(p.name for p in run_dir.iterdir() if _STEP_DIR.match(p.name)))
-    except OSError:
-        return ""
+    return ", ".join(p.name for p in _steps(run_dir))
 
 
 def _resolve_step_dir(step: Path, notes: list[str]) -> ResolvedDraft:
     if _incomplete(step):
         raise CheckpointError(
             f"{step} is marked {INCOMPLETE_MARKER}: its save was cut off, so its files may be partial. "
-            f"Use a complete checkpoint{': ' + _list_steps(step.parent) if _list_steps(step.parent) else ''}."
+            f"Use a complete checkpoint{': ' + others if (others := _list_steps(step.parent)) else ''}."
         )
     model = step / "model"
     if not model.is_dir():
