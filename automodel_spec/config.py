@@ -1,8 +1,8 @@
 """Typed configuration schemas and the cross-field rules between them.
 
 The dataclasses are plain Python: the library takes them as arguments and never imports Hydra.
-``register_configs()`` is the one place that hands them to Hydra's ConfigStore, so YAML options in
-``conf/`` inherit a schema and a misspelt key or a wrong type fails at compose time.
+``hydra_glue.register_configs()`` hands them to Hydra's ConfigStore, so YAML options in ``conf/``
+inherit a schema and a misspelt key or a wrong type fails at compose time.
 """
 
 from __future__ import annotations
@@ -432,66 +432,3 @@ def _limits() -> tuple[int, int]:
 
 def _shorten(value: str, limit: int = 80) -> str:
     return value if len(value) <= limit else f"{value[:40]}...{value[-30:]} ({len(value)} characters)"
-
-
-def _unless_print_only(print_only: bool, value):
-    """Hydra output settings: ``value`` normally, '.'/None/'/dev/null' under print_only (write nothing)."""
-    if not print_only:
-        return value
-    if value == ".hydra":
-        return None
-    if isinstance(value, str) and value.endswith(".log"):
-        return "/dev/null"
-    return "."
-
-
-_SCRATCH: list[str] = []
-
-
-def _scratch_unless_print_only(print_only: bool, value: str) -> str:
-    """A multirun's sweep dir: ``value`` normally; under print_only a temporary directory that is
-    removed when the process exits (Hydra's sweeper writes multirun.yaml into the sweep dir)."""
-    if not print_only:
-        return value
-    if not _SCRATCH:
-        import atexit
-        import shutil
-        import tempfile
-
-        _SCRATCH.append(tempfile.mkdtemp(prefix="automodel_spec-print_only-"))
-        atexit.register(shutil.rmtree, _SCRATCH[0], True)
-    return _SCRATCH[0]
-
-
-def _point_dir(override_dirname: str) -> str:
-    """A sweep point's directory name from its overrides (stable across re-runs, so sweeps resume)."""
-    name = override_dirname.replace("/", "_").replace("+", "") or "default"
-    if len(name) > 150:
-        import hashlib
-
-        name = name[:130] + "-" + hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
-    return name
-
-
-def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (the YAML options extend these).
-
-    Also registers the resolver ``automodel_spec.unless_print_only`` that ``conf/serve.yaml`` uses to
-    keep Hydra from creating output directories and log files when ``print_only=true``.
-    """
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("automodel_spec.unless_print_only"):
-        OmegaConf.register_new_resolver("automodel_spec.unless_print_only", _unless_print_only)
-    if not OmegaConf.has_resolver("automodel_spec.scratch_unless_print_only"):
-        OmegaConf.register_new_resolver("automodel_spec.scratch_unless_print_only", _scratch_unless_print_only)
-    if not OmegaConf.has_resolver("automodel_spec.point_dir"):
-        OmegaConf.register_new_resolver("automodel_spec.point_dir", _point_dir)
-
-    cs = ConfigStore.instance()
-    cs.store(name="serve_schema", node=ServeConfig)
-    cs.store(group="algorithm", name="algorithm_schema", node=AlgorithmConfig)
-    cs.store(group="draft", name="draft_schema", node=DraftConfig)
-    cs.store(group="sglang", name="sglang_schema", node=SGLangConfig)
-    cs.store(group="bench", name="bench_schema", node=BenchConfig)

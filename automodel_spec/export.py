@@ -26,11 +26,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from automodel_spec.checkpoint import LEGACY_WEIGHTS, SAFETENSORS_INDEX, ResolvedDraft, weight_files
+from automodel_spec.atomic_write import write_json_atomically
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError, SpecError
 from automodel_spec.file_digest import file_digest, file_stamp
 from automodel_spec.file_lock import file_lock
 from automodel_spec.preflight import check_against_target, plan_draft, read_json
+from automodel_spec.resolve import LEGACY_WEIGHTS, SAFETENSORS_INDEX, ResolvedDraft, weight_files
 from automodel_spec.specforge_checkpoint import TRAINING_STATE
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 
@@ -385,14 +386,14 @@ def _write_atomically(final: Path, plan, manifest: dict, explicit: bool, *, repl
     except OSError as exc:
         raise _write_error(exc, final.parent, explicit, plan) from exc
     try:
-        (tmp / WRITER).write_text(json.dumps(_writer_identity()))
+        write_json_atomically(tmp / WRITER, _writer_identity(), indent=None)
         save_file(plan.tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(plan.config, indent=2, sort_keys=True) + "\n")
+        write_json_atomically(tmp / "config.json", plan.config, sort_keys=True)
         if plan.token_map is not None:
             torch.save(plan.token_map, tmp / TOKEN_MAP)
         (tmp / WRITER).unlink()
         manifest["files"] = _seal_files(tmp)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: marks it complete
+        write_json_atomically(tmp / MANIFEST, manifest)  # last: marks it complete
         _seal(tmp / MANIFEST)
         os.chmod(tmp, 0o755)
         _fsync(tmp)

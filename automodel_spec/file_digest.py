@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from automodel_spec.atomic_write import write_json_atomically
+
 _CHUNK = 1 << 22
 
 
@@ -60,8 +62,6 @@ def _memo_path(path: Path, memo_dir: Path) -> Path:
 def _write_memo(memo: Path, data: dict) -> None:
     try:  # a memo that cannot be written costs a re-read next time, nothing else
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, memo)
+        write_json_atomically(memo, data, indent=None)
     except OSError:
         pass

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from automodel_spec.checkpoint import ResolvedDraft
 from automodel_spec.draft_plan import DraftPlan, Problems, check_draft_config, check_sizes
 from automodel_spec.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
 from automodel_spec.eagle3_layout import plan_eagle3
 from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
 from automodel_spec.eagle_layout import plan_eagle
 from automodel_spec.errors import CheckpointError
+from automodel_spec.resolve import ResolvedDraft
 from automodel_spec.rope import read_rope
 from automodel_spec.speculators_format import is_speculators_config, to_llama_draft_config
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from automodel_spec.checkpoint import looks_like_local_path, resolve_draft
 from automodel_spec.command import DraftArgs
 from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, target_path, validate
 from automodel_spec.demo import demo_pair, ensure_demo_pair
 from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, MissingDependencyError
 from automodel_spec.export import ExportResult, default_cache_dir, export_draft
 from automodel_spec.preflight import read_target_config
+from automodel_spec.resolve import looks_like_local_path, resolve_draft
 from automodel_spec.serving_dtype import choose_serving_dtype
 
 

@@ -11,11 +11,12 @@ pass the key as ``sglang.api_key='${oc.env:SGLANG_API_KEY}'`` and only the inter
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from automodel_spec.atomic_write import write_text_atomically
 
 MASK = "***"
 # Shorter keys are masked only where they appear as a key's value, never in free text (a two-letter
@@ -78,9 +79,7 @@ def mask_file(path: Path, secrets: Iterable[str] = ()) -> bool:
     masked = mask(text, secrets, replacement=f"'{MASK}'")
     if masked == text:
         return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(masked)
-    os.replace(tmp, path)
+    write_text_atomically(path, masked)
     return True
 
 

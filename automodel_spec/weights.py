@@ -6,8 +6,8 @@ import pickle
 from pathlib import Path
 
 from automodel_spec import specforge_checkpoint
-from automodel_spec.checkpoint import LEGACY_WEIGHTS, weight_files
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
+from automodel_spec.resolve import LEGACY_WEIGHTS, weight_files
 
 
 def _torch():

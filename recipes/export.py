@@ -14,8 +14,9 @@ import hydra
 from _cli import main_entry, preload_native_modules, raise_terminated, run_and_exit
 from omegaconf import DictConfig, OmegaConf
 
-from automodel_spec.config import ServeConfig, register_configs
+from automodel_spec.config import ServeConfig
 from automodel_spec.errors import ConfigError
+from automodel_spec.hydra_glue import register_configs
 from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_notes
 

@@ -22,10 +22,10 @@ from automodel_spec.config import (
     ServeConfig,
     config_warnings,
     path_problem,
-    register_configs,
     spec_errors,
 )
 from automodel_spec.errors import ConfigError
+from automodel_spec.hydra_glue import register_configs
 from automodel_spec.launch import launch_command, serve_foreground
 from automodel_spec.prepare import check_sglang_installed, prepare_run
 from automodel_spec.report import format_plan

@@ -24,7 +24,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from automodel_spec.sweep import baseline_gpu_seconds, collect_rows
+from automodel_spec.sweep.rows import collect_rows
+from automodel_spec.sweep.summary import baseline_gpu_seconds
 
 INSTALL_HINT = "pip install optuna (or: pip install -e '.[optuna]')"
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import time
 import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from automodel_spec.atomic_write import write_json_atomically
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
 from automodel_spec.bench.workload import load_prompts, select_prompts
@@ -68,7 +68,7 @@ def record_invalid_point(cfg: ServeConfig, out_dir: Path, reasons: list[str]) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"key": None, "status": "invalid", "spec": asdict(cfg.spec), "algorithm": cfg.algorithm.name,
               "bench": asdict(cfg.bench), "reason": " ".join(reasons)}
-    _write_json(out_dir / METRICS, result)
+    write_json_atomically(out_dir / METRICS, result)
     print(f"[bench] {out_dir.name}: skipped, invalid setting: {result['reason']}", flush=True)
     return result
 
@@ -126,7 +126,7 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_
     except Exception as exc:
         result.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-3000:])
     result["gpu_seconds"] = time.monotonic() - t0
-    _write_json(out_dir / METRICS, result)
+    write_json_atomically(out_dir / METRICS, result)
     print(one_line(out_dir.name, result), flush=True)
     return result
 
@@ -149,7 +149,7 @@ def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> dict
             raise ServerError(f"the baseline had {failed} failed request(s); see {path.parent / RECORDS}")
         result = {"key": key, "status": "ok", "levels": levels, "dir": str(path.parent),
                   "gpu_seconds": time.monotonic() - t0, **extra}
-        _write_json(path, result)
+        write_json_atomically(path, result)
         return result
 
 
@@ -237,8 +237,3 @@ def _other_gpu_processes() -> list[str]:
     """Processes on the GPU now (another server, a forgotten job)."""
     return _nvidia_smi("--query-compute-apps=pid,process_name,used_memory") or []
 
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

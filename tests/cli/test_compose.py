@@ -20,11 +20,11 @@ from automodel_spec.config import (
     Mode,
     ServeConfig,
     SGLangConfig,
-    register_configs,
     target_path,
     validate,
 )
 from automodel_spec.errors import ConfigError
+from automodel_spec.hydra_glue import register_configs
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPECTED = {

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from automodel_spec import synthetic
-from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.export import MANIFEST, TMP_MARK, export_draft
+from automodel_spec.resolve import resolve_draft
 from automodel_spec.serving_dtype import choose_serving_dtype
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,11 +19,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.draft_plan import DraftPlan
 from automodel_spec.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
 from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
 from automodel_spec.preflight import plan_draft, read_json
+from automodel_spec.resolve import resolve_draft
 from automodel_spec.synthetic import (
     LlamaShape,
     automodel_eagle3_config,

@@ -17,7 +17,6 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.errors import CheckpointError
 from automodel_spec.export import (
     MANIFEST,
@@ -30,6 +29,7 @@ from automodel_spec.export import (
     planned_export_dir,
 )
 from automodel_spec.file_digest import file_digest, file_stamp
+from automodel_spec.resolve import resolve_draft
 
 EAGLE3 = "LlamaForCausalLMEagle3"
 
@@ -266,7 +266,7 @@ def test_planned_dir_matches_export(eagle3_ckpt, cache):
 _CONCURRENT = textwrap.dedent("""
     import json, pathlib, sys, time
     import automodel_spec.export as ex
-    from automodel_spec.checkpoint import resolve_draft
+    from automodel_spec.resolve import resolve_draft
 
     draft, cache, ready, go = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), pathlib.Path(sys.argv[4])
     real_plan = ex._plan

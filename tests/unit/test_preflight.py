@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.errors import CheckpointError
 from automodel_spec.preflight import (
     check_against_target,
@@ -16,6 +15,7 @@ from automodel_spec.preflight import (
     read_json,
     read_target_config,
 )
+from automodel_spec.resolve import resolve_draft
 from automodel_spec.synthetic import llama_config, write_target
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file
 
 from automodel_spec import specforge_checkpoint
-from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.errors import CheckpointError
 from automodel_spec.export import export_draft
+from automodel_spec.resolve import resolve_draft
 from automodel_spec.serving_dtype import choose_serving_dtype
 from automodel_spec.weights import load_draft_weights
 

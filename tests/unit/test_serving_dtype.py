@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.errors import ConfigError
 from automodel_spec.preflight import plan_draft, read_json
+from automodel_spec.resolve import resolve_draft
 from automodel_spec.serving_dtype import auto_dtype, choose_serving_dtype
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 

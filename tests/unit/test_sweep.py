@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from automodel_spec import sweep
-from automodel_spec.sweep import SweepSummaryCallback, collect_rows, main, override_line, write_summary
+from automodel_spec.hydra_glue import SweepSummaryCallback
+from automodel_spec.sweep.__main__ import main
+from automodel_spec.sweep.rows import COLUMNS, collect_rows, override_line
+from automodel_spec.sweep.summary import write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -105,7 +107,7 @@ def test_summary_files(tree):
     assert summary["images"] == [] and not list(tree.glob("heatmap_*.png"))
     with open(tree / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == sweep.COLUMNS
+    assert list(rows[0]) == COLUMNS
     assert len(rows) == 6  # 2 points x 2 levels + invalid + failed
     assert {r["status"] for r in rows} == {"ok", "invalid", "failed"}
     failed = next(r for r in rows if r["status"] == "failed")

@@ -8,7 +8,7 @@ import pytest
 from safetensors import safe_open
 
 from automodel_spec import demo, synthetic
-from automodel_spec.checkpoint import resolve_draft, weight_files
+from automodel_spec.resolve import resolve_draft, weight_files
 from automodel_spec.synthetic_tokenizer import NUM_TOKENS, write_byte_tokenizer
 
 SMALL = synthetic.LlamaShape(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from automodel_spec.checkpoint import resolve_draft
 from automodel_spec.errors import CheckpointError
+from automodel_spec.resolve import resolve_draft
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 
 CANARY_ENV = "AUTOMODEL_SPEC_TEST_CANARY"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from automodel_spec.checkpoint import looks_like_local_path, resolve_draft, weight_files
 from automodel_spec.errors import CheckpointError
+from automodel_spec.resolve import looks_like_local_path, resolve_draft, weight_files
 
 
 def _consolidated(ckpt):

@@ -1,0 +1,1 @@
+"""Sweep results: rows from each point's metrics.json (``rows``), tables (``summary``), plots (``plots``)."""

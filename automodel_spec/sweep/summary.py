@@ -1,0 +1,147 @@
+"""Sweep summary: every point's ``metrics.json`` into a table, the best setting and the sweep's cost.
+
+``write_summary`` writes ``summary.csv``, ``summary.md``, ``best_override.txt`` and (see ``plots``)
+the heat maps into the sweep directory; the Hydra callback (``hydra_glue.SweepSummaryCallback``) calls
+it at the end of a multirun, ``python -m automodel_spec.sweep DIR`` by hand (e.g. after a sweep that
+ran over several GPU leases).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from automodel_spec.redact import mask
+from automodel_spec.sweep.plots import write_heatmaps, write_speedup_plot
+from automodel_spec.sweep.rows import COLUMNS, collect_rows, level_name, level_of, override_line
+
+
+def best_row(rows: list[dict], level: tuple[float, int] | None = None) -> dict | None:
+    """The fastest point (tokens/s), at one (temperature, concurrency) level or over all."""
+    ok = [r for r in rows if r["status"] == "ok" and r.get("output_tok_per_s")
+          and (level is None or level_of(r) == level)]
+    return max(ok, key=lambda r: r["output_tok_per_s"]) if ok else None
+
+
+def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = ()) -> dict:
+    """Write summary.csv, summary.md, best_override.txt and heat maps into ``sweep_dir``.
+
+    Args:
+        sweep_dir: the sweep directory (one sub-directory per point).
+        plots: draw the heat maps and speedup plots (needs matplotlib).
+        secrets: literal API keys; masked wherever a point's name or error would show them (a sweep
+            written before keys were left out of point names, an error quoting the command).
+    """
+    sweep_dir = Path(sweep_dir)
+    rows = [_masked_row(r, list(secrets)) for r in collect_rows(sweep_dir)]
+    with open(sweep_dir / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    levels = sorted({level_of(r) for r in rows if r.get("concurrency") is not None})
+    best = {lv: best_row(rows, lv) for lv in levels}
+    md = [f"# Sweep summary: {sweep_dir}", ""]
+    for lv in levels:
+        ok = sorted((r for r in rows if r["status"] == "ok" and level_of(r) == lv),
+                    key=lambda r: -(r.get("speedup") or r.get("output_tok_per_s") or 0))
+        md += [f"## {level_name(lv)}", "",
+               "| steps | topk | draft tokens | tok/s | baseline tok/s | speedup | accept length "
+               "| speedup / accept | p50 s |",
+               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        md += [f"| {_f(r['eff_num_steps'] or r['num_steps'])}{_auto(r)} | {_f(r['eff_topk'] or r['topk'])} | "
+               f"{_f(r['eff_num_draft_tokens'] or r['num_draft_tokens'])} | "
+               f"{_f(r.get('output_tok_per_s'))} | {_f(r.get('baseline_tok_per_s'))} | {_f(r.get('speedup'))} | "
+               f"{_pm(r.get('accept_length'), r.get('accept_length_sem'))} | "
+               f"{_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
+               f"{_f(r.get('latency_p50_s'), 3)} |" for r in ok]
+        if best[lv]:
+            md += ["", f"Best at {level_name(lv)}: {_best_text(best[lv])}"]
+        md.append("")
+    skipped = [r for r in rows if r["status"] != "ok"]
+    if skipped:
+        md += ["## Skipped or failed points", ""] + [f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped]
+    md += _cost_lines(sweep_dir, rows)
+    shared = sorted({r["point"]: r["other_gpu_processes"] for r in rows if r.get("other_gpu_processes")}.items())
+    if shared:
+        md += ["", "## Measured while other processes used the GPU (numbers may be off)", ""]
+        md += [f"- {point}: {procs}" for point, procs in shared]
+    (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
+    lines = [f"{level_name(lv)}: {_best_line(b)}" for lv, b in best.items() if b]
+    (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
+    images = write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows) if plots else []
+    return {"rows": rows, "best": best, "images": images, "skipped": skipped}
+
+
+def _masked_row(row: dict, secrets: list[str]) -> dict:
+    return {k: mask(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
+
+
+def baseline_gpu_seconds(sweep_dir: Path) -> float:
+    """The server seconds of the sweep's shared no-speculation baseline (0 when there is none)."""
+    total = 0.0
+    for path in Path(sweep_dir).glob("baseline/*/metrics.json"):
+        try:
+            total += json.loads(path.read_text()).get("gpu_seconds") or 0.0
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def _cost_lines(sweep_dir: Path, rows: list[dict]) -> list[str]:
+    per_point = {r["point"]: r.get("gpu_seconds") or 0.0 for r in rows if r["status"] != "invalid"}
+    if not per_point:
+        return []
+    points_s, n, baseline_s = sum(per_point.values()), len(per_point), baseline_gpu_seconds(sweep_dir)
+    return ["## Cost", "",
+            f"{n} point(s) ran a server: {points_s / 60:.1f} GPU minutes, {points_s / n:.0f} s a point on "
+            f"average, plus {baseline_s / 60:.1f} for the shared baseline; {(points_s + baseline_s) / 60:.1f} "
+            "GPU minutes in all (server start to stop, as `gpu_seconds` in each metrics.json).", ""]
+
+
+def _loses(row: dict) -> bool:
+    """No speculative setting beat the no-speculation baseline at this level."""
+    return row.get("speedup") is not None and row["speedup"] < 1.0
+
+
+def _below_one(speedup: float) -> str:
+    """A speedup under 1 that never rounds up to read as 1 (0.9996 -> 0.999)."""
+    return f"{math.floor(speedup * 1000) / 1000:.3f}"
+
+
+def _best_text(row: dict) -> str:
+    if _loses(row):
+        return (f"`algorithm=none`: no setting beat no speculation (the best, `{override_line(row)}`, "
+                f"reached x{_below_one(row['speedup'])})")
+    return f"`{override_line(row)}`"
+
+
+def _best_line(row: dict) -> str:
+    """One line of best_override.txt: the overrides, then what they measured."""
+    if _loses(row):
+        return (f"algorithm=none  # no setting beat no speculation ({row['baseline_tok_per_s']:.1f} tok/s); "
+                f"best was {override_line(row)} at x{_below_one(row['speedup'])}")
+    return (f"{override_line(row)}  # {row['output_tok_per_s']:.1f} tok/s"
+            + (f", x{row['speedup']:.2f}" if row.get("speedup") else ""))
+
+
+def _auto(row: dict) -> str:
+    """Marks a point whose setting SGLang chose (none was given)."""
+    return " (auto)" if row.get("num_steps") is None and row.get("eff_num_steps") is not None else ""
+
+
+def _pm(value, err) -> str:
+    """``value ± standard error`` (the error only where there is one)."""
+    return _f(value) + (f" ± {err:.2f}" if value is not None and err is not None else "")
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def _f(v, nd: int = 2) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
