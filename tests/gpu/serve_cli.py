@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -11,16 +12,38 @@ READY = re.compile(r"test generation: (\d+) tokens, accept length ([0-9.]+|n/a)|
 
 
 def sglang_processes() -> list[str]:
-    """Live SGLang server processes (there must be none after a stop).
+    """Live SGLang server processes on this suite's GPUs (there must be none after a stop).
 
     Zombies (state Z) are dead and hold neither GPU memory nor ports; they stay listed only where
-    PID 1 of a container does not reap orphans, so they are not counted.
+    PID 1 of a container does not reap orphans, so they are not counted. Where the suite runs with
+    ``CUDA_VISIBLE_DEVICES`` set (several suites side by side on one host, each on its own GPUs),
+    only the processes started with the same value count: the others belong to another suite.
     """
     out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    mine = os.environ.get("CUDA_VISIBLE_DEVICES")
     live = []
     for line in out.splitlines()[1:]:
         parts = line.split(None, 2)
         if len(parts) == 3 and not parts[1].startswith("Z") and (
                 ("sglang" in parts[2] and "launch_server" in parts[2]) or "sglang::" in parts[2]):
-            live.append(line)
+            if mine is None or _visible_devices(parts[0]) in (mine, None):
+                live.append(line)
     return live
+
+
+def gpu_query_scope() -> list[str]:
+    """``nvidia-smi`` arguments that limit a query to this suite's GPUs (all GPUs where unset)."""
+    mine = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return ["-i", mine] if mine else []
+
+
+def _visible_devices(pid: str) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` a process was started with (``None``: unset or unreadable)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in env:
+        if item.startswith(b"CUDA_VISIBLE_DEVICES="):
+            return item.split(b"=", 1)[1].decode()
+    return None

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from helpers import ServeProcess
 
-from .serve_cli import READY, sglang_processes
+from .serve_cli import READY, gpu_query_scope, sglang_processes
 from .test_serve_gpu import COMMON, NO_GRAPHS, OUT, SPEC, _port_free
 
 pytestmark = pytest.mark.gpu
@@ -39,7 +39,8 @@ def cache(tmp_path_factory):
 
 
 def _gpu_used_mib() -> int:
-    out = subprocess.run(["nvidia-smi", "--query-compute-apps=used_memory", "--format=csv,noheader,nounits"],
+    out = subprocess.run(["nvidia-smi", *gpu_query_scope(), "--query-compute-apps=used_memory",
+                          "--format=csv,noheader,nounits"],
                          capture_output=True, text=True).stdout
     return sum(int(x) for x in out.split() if x.strip().isdigit())
 
