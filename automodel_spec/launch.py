@@ -24,16 +24,19 @@ def launch_command(cfg: ServeConfig, run: PreparedRun, port: int | None = None) 
 
 
 def open_server(cfg: ServeConfig, run: PreparedRun, log_dir: Path, *, echo: bool = False,
-                log_name: str = "server.log") -> SGLangServer:
-    """A not-yet-started server for this run, on a checked (or freshly picked) port."""
+                log_name: str = "server.log", port: int | None = None, env: dict | None = None) -> SGLangServer:
+    """A not-yet-started server for this run, on ``port`` or a checked (or freshly picked) one.
+
+    ``env`` replaces the server's environment (default: ours).
+    """
     check_sglang_installed(cfg.sglang.python, run.export.min_sglang if run.export else "0.5.9")
-    port = pick_port(cfg.sglang.host, cfg.sglang.port)
+    port = pick_port(cfg.sglang.host, cfg.sglang.port) if port is None else port
     argv = launch_command(cfg, run, port)
     host = cfg.sglang.host if cfg.sglang.host not in ("0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     return SGLangServer(argv, f"http://{host}:{port}", log_dir, ready_timeout_s=cfg.sglang.ready_timeout_s,
                         stop_timeout_s=cfg.sglang.stop_timeout_s, echo=echo, api_key=cfg.sglang.api_key,
-                        log_name=log_name)
+                        log_name=log_name, env=env)
 
 
 def effective_settings(info: dict) -> dict:
