@@ -11,9 +11,10 @@ code into the sweep directory (``.job_codes/<job number>.json``), which every la
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
+
+from automodel_spec.atomic_write import write_json_atomically
 
 CODES_DIR = ".job_codes"
 _last_sweep: dict[str, Path] = {}
@@ -31,9 +32,7 @@ def record_job_code(sweep_dir: Path, job_num: int, code: int) -> None:
     """Write job ``job_num``'s exit code (write-then-rename: a reader never sees half a file)."""
     folder = Path(sweep_dir) / CODES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{job_num}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"job": job_num, "code": int(code)}) + "\n")
-    os.replace(tmp, folder / f"{job_num}.json")
+    write_json_atomically(folder / f"{job_num}.json", {"job": job_num, "code": int(code)})
 
 
 def read_job_codes(sweep_dir: Path) -> list[int]:

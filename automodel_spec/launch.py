@@ -71,7 +71,11 @@ def serve_foreground(cfg: ServeConfig, run: PreparedRun, log_dir: Path) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_sigterm)
     try:
         with server:
-            _report_ready(cfg, server, log_dir)
+            if cfg.sglang.node_rank > 0:  # SGLang answers only a health check there; rank 0 serves
+                print(f"[automodel-spec] node {cfg.sglang.node_rank} of {cfg.sglang.nnodes} is up in "
+                      f"{server.boot_s:.1f}s; requests go to rank 0 (sglang.dist_init_addr's host)", flush=True)
+            else:
+                _report_ready(cfg, server, log_dir)
             code = server.wait()
             print(f"[automodel-spec] server exited with code {code}", flush=True)
             return code

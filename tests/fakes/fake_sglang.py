@@ -17,7 +17,9 @@ FAKE_SGLANG_CRASH_IF, when set, is a substring of the argv: a server whose ``" "
 contains it behaves like MODE crash (so one point of a sweep can crash), whatever FAKE_SGLANG_MODE says.
 FAKE_SGLANG_PIDFILE, when set, receives the pids of the server and its children.
 ``--tp-size N`` (N > 1) spawns N children ("schedulers", one per GPU) and one more ("detokenizer"),
-as SGLang does; each child, like the server, dies only when signalled (not with its parent).
+as SGLang does; each child, like the server, dies only when signalled (not with its parent), unless
+FAKE_SGLANG_CHILDREN_DIE_WITH_PARENT is set: then, as SGLang's scheduler and detokenizer do
+(``kill_itself_when_parent_died``), each child is sent SIGKILL when the server's process dies.
 FAKE_SGLANG_BIND_FAIL_ONCE, when set, is a file: if it does not exist yet, the server creates it and
 exits as SGLang does when its port is taken (the next server started binds normally).
 FAKE_SGLANG_RECORD, when set, is a file the server appends one JSON line to when it starts (before
@@ -54,7 +56,13 @@ ready = threading.Event()
 served = {"verify": 0, "tokens": 0}
 
 
-def child_main():
+def child_main(parent):
+    if os.environ.get("FAKE_SGLANG_CHILDREN_DIE_WITH_PARENT"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG, as SGLang's children do
+        if os.getppid() != parent:
+            return
     if MODE == "stubborn_child":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if MODE == "lingering_child":
@@ -118,10 +126,14 @@ class Handler(BaseHTTPRequestHandler):
             verify = -(-n // (STEPS + 1)) if SPEC else 0
             served["verify"] += verify
             served["tokens"] += n
-            time.sleep(0.001 * n)
+            # 1 ms per token; with FAKE_SGLANG_STEP_MS, that many ms per forward pass instead (one per
+            # verify step with speculation, one per token without), so speed follows the accept length
+            step_ms = os.environ.get("FAKE_SGLANG_STEP_MS")
+            took = float(step_ms) / 1000 * (verify if SPEC else n) if step_ms else 0.001 * n
+            time.sleep(took)
             self._send(200, {"text": "x" * n, "output_ids": [5] * n,
                              "meta_info": {"prompt_tokens": 8, "completion_tokens": n, "spec_verify_ct": verify,
-                                           "e2e_latency": 0.001 * n}})
+                                           "e2e_latency": took}})
         else:
             self._send(404, {"error": self.path})
 
@@ -144,14 +156,14 @@ def stop(children, code):
 
 def main():
     if sys.argv[1:2] == ["--child"]:
-        child_main()
+        child_main(int(sys.argv[2]))
         return
     record("start")
     print(f"fake-sglang: booting on port {PORT} (mode {MODE}); server_args api_key={API_KEY}", flush=True)
     # the lingering child writes nowhere: the end of the server's output must not be what stop() waits on
     quiet = subprocess.DEVNULL if MODE == "lingering_child" else None
     count = TP + 1 if TP > 1 else 1  # schedulers, plus a detokenizer beside several of them
-    children = [subprocess.Popen([sys.executable, __file__, "--child"], stdout=quiet, stderr=quiet)
+    children = [subprocess.Popen([sys.executable, __file__, "--child", str(os.getpid())], stdout=quiet, stderr=quiet)
                 for _ in range(count)]
     pidfile = os.environ.get("FAKE_SGLANG_PIDFILE")
     if pidfile:
