@@ -60,12 +60,15 @@ def visible_gpus(explicit: list[str] | None = None, env: Mapping[str, str] | Non
     return None, "no GPU found"
 
 
-def check_pool_size(pool: list[str], count: int, source: str) -> None:
-    """Raise a ``ConfigError`` when ``pool`` cannot give one server ``count`` GPUs."""
+def check_pool_size(pool: list[str], count: int, source: str, what: str | None = None) -> None:
+    """Raise a ``ConfigError`` when ``pool`` cannot give one server ``count`` GPUs.
+
+    ``what`` names the setting that asks for them (default ``sglang.tp_size=<count>``).
+    """
     if count > len(pool):
-        raise ConfigError(f"sglang.tp_size={count} needs {count} GPU(s) for one server; this host offers "
-                          f"{len(pool)} ({source}). Lower sglang.tp_size, or list more GPUs in bench.gpu_pool "
-                          "or CUDA_VISIBLE_DEVICES.")
+        raise ConfigError(f"{what or f'sglang.tp_size={count}'} needs {count} GPU(s) on this host for one server; "
+                          f"it offers {len(pool)} ({source}). Lower sglang.tp_size, or list more GPUs in "
+                          "bench.gpu_pool or CUDA_VISIBLE_DEVICES.")
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from automodel_spec.command import build_launch_command, format_command
 from automodel_spec.config import ServeConfig
+from automodel_spec.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun, check_sglang_installed
 from automodel_spec.server import SGLangServer, pick_port
 
@@ -65,6 +66,11 @@ def serve_foreground(cfg: ServeConfig, run: PreparedRun, log_dir: Path) -> int:
 
     Ctrl-C and SIGTERM stop the server's whole process group before returning (130 / 143).
     """
+    pool, source = visible_gpus()
+    if pool is not None:  # a clear refusal now, not SGLang's failure minutes into loading the model
+        sg = cfg.sglang
+        what = f"sglang.tp_size={sg.tp_size}" + (f" over sglang.nnodes={sg.nnodes}" if sg.nnodes > 1 else "")
+        check_pool_size(pool, sg.tp_size // sg.nnodes, source, what)
     server = open_server(cfg, run, log_dir, echo=True)
     print(f"[automodel-spec] launching: {format_command(server.argv)}", flush=True)
     print(f"[automodel-spec] server log: {server.log_path}", flush=True)

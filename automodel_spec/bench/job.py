@@ -126,7 +126,7 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_
         result.update(error=str(exc))
     except Exception as exc:
         result.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-3000:])
-    result["gpu_seconds"] = time.monotonic() - t0
+    result["gpu_seconds"] = (time.monotonic() - t0) * cfg.sglang.tp_size  # a server holds all its GPUs
     write_json_atomically(out_dir / METRICS, result)
     print(one_line(out_dir.name, result), flush=True)
     return result
@@ -149,7 +149,7 @@ def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> dict
         if failed:  # not cached: the next point measures it again
             raise ServerError(f"the baseline had {failed} failed request(s); see {path.parent / RECORDS}")
         result = {"key": key, "status": "ok", "levels": levels, "dir": str(path.parent),
-                  "gpu_seconds": time.monotonic() - t0, **extra}
+                  "gpu_seconds": (time.monotonic() - t0) * cfg.sglang.tp_size, **extra}
         write_json_atomically(path, result)
         return result
 

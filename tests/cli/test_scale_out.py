@@ -284,3 +284,11 @@ def test_multi_node_and_pool_mistakes_exit_1_naming_each(tmp_path, cache, overri
     assert res.returncode == 1, output(res)
     for needle in expected:
         assert needle in res.stderr, res.stderr
+
+
+def test_serving_on_more_gpus_than_the_host_has_is_refused_before_launch(tmp_path, cache):
+    res = run_cli(SERVE, f"sglang.python={Path(__file__).resolve().parents[1] / 'fakes' / 'fake_sglang.py'}",
+                  "sglang.port=0", "sglang.tp_size=4", cwd=tmp_path, cache=cache, env=two_gpus(tmp_path))
+    assert res.returncode == 1, output(res)
+    assert "sglang.tp_size=4 needs 4 GPU(s) on this host for one server; it offers 2 (nvidia-smi)" in res.stderr
+    assert not (tmp_path / "servers.jsonl").exists()  # no server was started

@@ -222,7 +222,7 @@ def conf_defaults() -> dict[str, str]:
     return {k: v for e in entries if isinstance(e, dict) for k, v in e.items() if not k.startswith("override")}
 
 
-@pytest.mark.parametrize(("script", "groups"), [(SERVE, ["algorithm", "draft", "sglang", "bench", "sweep"]),
+@pytest.mark.parametrize(("script", "groups"), [(SERVE, ["algorithm", "draft", "sglang", "bench", "sweep", "launcher"]),
                                                 (EXPORT, ["algorithm", "draft"])], ids=["serve", "export"])
 def test_help_is_the_recipes_own_with_its_commands_and_every_group_option(tmp_path, script, groups):
     res = run_cli(script, "--help", cwd=tmp_path / "cwd", cache=tmp_path / "cache")

@@ -64,7 +64,7 @@ def test_a_lease_is_exclusive_and_released(tmp_path):
 
 
 def test_a_pool_smaller_than_tp_size_is_refused_naming_both(tmp_path):
-    with pytest.raises(ConfigError, match=r"sglang\.tp_size=2 needs 2 GPU\(s\).*offers 1 \(CUDA_VISIBLE_DEVICES=0\)"):
+    with pytest.raises(ConfigError, match=r"sglang\.tp_size=2 needs 2 GPU\(s\) on this host.*offers 1 \(CUDA_VISIBLE_DEVICES=0\)"):
         with lease_gpus(["0"], 2, tmp_path, source="CUDA_VISIBLE_DEVICES=0"):
             pass
 
