@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import shlex
 import signal
@@ -70,6 +71,31 @@ def check_override_quoting(args: list[str] | None = None) -> None:
               "quote the value, inside the shell's quotes:\n" + "\n".join(fixes),
               file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+# presets that need a Hydra plugin: the override -> (the plugin's module, its package, our extra)
+_PLUGINS = {"launcher=parallel": ("hydra_joblib_launcher", "hydra-joblib-launcher", "parallel"),
+            "launcher=slurm": ("hydra_submitit_launcher", "hydra-submitit-launcher", "slurm"),
+            "sweep=optuna": ("hydra_optuna_sweeper", "hydra-optuna-sweeper", "optuna")}
+
+
+def _has_plugin(module: str) -> bool:
+    try:  # find_spec of a submodule raises when the namespace package is absent
+        return importlib.util.find_spec(f"hydra_plugins.{module}") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def check_plugins(args: list[str] | None = None, has_plugin=_has_plugin) -> None:
+    """Exit 2 with the install command when a preset's Hydra plugin is missing (Hydra would only say
+    that it found no such launcher or sweeper)."""
+    args = sys.argv[1:] if args is None else args
+    for arg in args:
+        module, package, extra = _PLUGINS.get(arg.lstrip("+"), (None, None, None))
+        if module and not has_plugin(module):
+            print(f"error: {arg} needs the Hydra plugin {package}, which is not installed: pip install {package} "
+                  f"(or pip install -e \".[{extra}]\" in this project)", file=sys.stderr, flush=True)
+            sys.exit(2)
 
 
 class Terminated(KeyboardInterrupt):
@@ -149,6 +175,7 @@ def main_entry(main) -> None:
 
     mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
     check_override_quoting()
+    check_plugins()
     try:
         main()
     except KeyboardInterrupt as exc:  # only a multirun lets it out of run_and_exit

@@ -59,6 +59,7 @@ if [ -z "${SCALE_SKIP_BENCH:-}" ]; then
   for TP in 1 2; do
     [ "$TP" -le "$NGPU" ] || continue
     POOL=$([ "$TP" = 1 ] && echo "[0]" || echo "[0,1]")
+    [ "$(left)" -gt 60 ] || { log "no time left for tp $TP"; continue; }
     log "bench tp $TP ($(left)s left)"
     timeout "$(left)" python3 recipes/serve.py mode=bench draft=automodel draft.path="$PAIR/run" \
       target.path="$PAIR/target" "${SG[@]}" sglang.tp_size=$TP "bench.gpu_pool=$POOL" spec.num_steps=3 spec.topk=1 \

@@ -292,3 +292,18 @@ def test_serving_on_more_gpus_than_the_host_has_is_refused_before_launch(tmp_pat
     assert res.returncode == 1, output(res)
     assert "sglang.tp_size=4 needs 4 GPU(s) on this host for one server; it offers 2 (nvidia-smi)" in res.stderr
     assert not (tmp_path / "servers.jsonl").exists()  # no server was started
+
+
+@pytest.mark.parametrize(("arg", "package"), [("+launcher=parallel", "hydra-joblib-launcher"),
+                                              ("+launcher=slurm", "hydra-submitit-launcher"),
+                                              ("+sweep=optuna", "hydra-optuna-sweeper")])
+def test_a_preset_whose_plugin_is_missing_exits_2_with_the_install_command(arg, package, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(SERVE.parent))
+    import _cli
+
+    with pytest.raises(SystemExit) as exc:
+        _cli.check_plugins(["-m", "+sweep=grid", arg], has_plugin=lambda module: False)
+    assert exc.value.code == 2
+    assert f"error: {arg} needs the Hydra plugin {package}, which is not installed: pip install {package}" in \
+        capsys.readouterr().err
+    _cli.check_plugins(["-m", arg], has_plugin=lambda module: True)  # installed: nothing to say
