@@ -12,6 +12,7 @@
 # SCALE_TOKENS (128), SCALE_SGLANG (overrides for every server; default: the bundle's settings with CUDA
 # graphs off -- they cost ~80 s a start, and both tp sizes run without them, so the comparison holds
 # while the absolute tokens/s are below what graphs give), SCALE_SKIP_BENCH=1 / SCALE_SKIP_LIFECYCLE=1.
+# SCALE_PAIRS (/tmp): where the pairs are built (reused when there).
 # SCALE_DRY=1 runs the same steps against the fake server and tests/fakes/bin/nvidia-smi on a CPU
 # machine (a check of this script's logic, never of serving).
 set -uo pipefail
@@ -45,7 +46,7 @@ cat "$RES/gpus.txt"
 NGPU=$(grep -c . "$RES/gpus.txt")
 [ "$NGPU" -ge 2 ] || log "only $NGPU GPU(s) here: tp 2 cannot run"
 
-PAIR=/tmp/scale-$SHAPE TINY=/tmp/scale-tiny
+PAIR=${SCALE_PAIRS:-/tmp}/scale-$SHAPE TINY=${SCALE_PAIRS:-/tmp}/scale-tiny
 log "building the $SHAPE pair and the tiny pair"
 vocab() { [ "$1" = tiny ] && echo 256 || echo 32000; }  # the draft vocabulary must fit the target's
 python3 scripts/build_bench_pair.py --out "$PAIR" --shape "$SHAPE" --device "$DEVICE" --draft-vocab "$(vocab "$SHAPE")" \

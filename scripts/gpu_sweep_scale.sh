@@ -10,6 +10,7 @@
 # Needs joblib and hydra-joblib-launcher: installed from .whl/ into /tmp/site when missing.
 # SWEEP_TIMEOUT_S (540) bounds the sweep; finished points are kept (the same command resumes, but
 # then the wall time is no longer the grid's). Results: $OUT/sweep-scale-N/ (./sweep-scale-out without $OUT).
+# SWEEP_PAIRS (/tmp): where the pair is built; SWEEP_DIR (sweeps): where the sweep directory goes (removed first).
 # SWEEP_DRY=1: the fake server and tests/fakes/bin/nvidia-smi on a CPU machine (checks this script only).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ if [ -n "${SWEEP_DRY:-}" ]; then
   SG=(sglang.python=$PWD/tests/fakes/fake_sglang.py sglang.stop_timeout_s=4)
 fi
 nvidia-smi --query-gpu=index,name --format=csv,noheader | tee "$RES/gpus.txt"
-PAIR=/tmp/sweep-scale-$SHAPE
+PAIR=${SWEEP_PAIRS:-/tmp}/sweep-scale-$SHAPE
 VOCAB=$([ "$SHAPE" = tiny ] && echo 256 || echo 32000)
 python3 scripts/build_bench_pair.py --out "$PAIR" --shape "$SHAPE" --device "$DEVICE" --draft-vocab "$VOCAB" \
   > "$RES/build.log" 2>&1 || { tail -5 "$RES/build.log"; exit 1; }
@@ -49,17 +50,18 @@ LAUNCH=()
 # shellcheck disable=SC2206  # SWEEP_GRID holds several overrides
 GRID=(${SWEEP_GRID:-spec.num_steps=1,3,5,7 spec.topk=1,2,4,8})
 NAME=scale-$N
-rm -rf "sweeps/$NAME"
+DIR=${SWEEP_DIR:-sweeps}/$NAME
+rm -rf "$DIR"
 T0=$(date +%s.%N)
 timeout "${SWEEP_TIMEOUT_S:-540}" python3 recipes/serve.py -m +sweep=grid "${LAUNCH[@]}" bench.name="$NAME" \
-  draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" "${SG[@]}" "bench.gpu_pool=$POOL" \
+  hydra.sweep.dir="$DIR" draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" "${SG[@]}" "bench.gpu_pool=$POOL" \
   'bench.concurrency=[1,8]' bench.num_prompts=${SWEEP_PROMPTS:-8} bench.max_new_tokens=${SWEEP_TOKENS:-64} \
   "${GRID[@]}" > "$RES/sweep.log" 2>&1
 RC=$?
 T1=$(date +%s.%N)
-cp "sweeps/$NAME"/summary.* "sweeps/$NAME"/best_override.txt "$RES"/ 2>/dev/null
-tar -czf "$RES/sweep.tar.gz" -C sweeps "$NAME" 2>/dev/null
-python3 - "$N" "$T0" "$T1" "$RC" "sweeps/$NAME" <<'PY' | tee "$RES/result.md"
+cp "$DIR"/summary.* "$DIR"/best_override.txt "$RES"/ 2>/dev/null
+tar -czf "$RES/sweep.tar.gz" -C "$(dirname "$DIR")" "$NAME" 2>/dev/null
+python3 - "$N" "$T0" "$T1" "$RC" "$DIR" <<'PY' | tee "$RES/result.md"
 import json, sys
 from pathlib import Path
 n, t0, t1, rc, root = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
