@@ -55,11 +55,12 @@ python3 scripts/build_bench_pair.py --out "$PAIR" --shape "$SHAPE" --device "$DE
     >> "$RES/build.log" 2>&1 \
   || { log "pair build failed: $RES/build.log"; tail -5 "$RES/build.log"; exit 1; }
 
+GPUS=${SCALE_GPUS:-0,1}
 # (b) tp 1 and tp 2, same workload, one server each
 if [ -z "${SCALE_SKIP_BENCH:-}" ]; then
   for TP in 1 2; do
     [ "$TP" -le "$NGPU" ] || continue
-    POOL=$([ "$TP" = 1 ] && echo "[0]" || echo "[0,1]")
+    POOL=$([ "$TP" = 1 ] && echo "[${GPUS%%,*}]" || echo "[$GPUS]")
     [ "$(left)" -gt 60 ] || { log "no time left for tp $TP"; continue; }
     log "bench tp $TP ($(left)s left)"
     timeout "$(left)" python3 recipes/serve.py mode=bench draft=automodel draft.path="$PAIR/run" \
@@ -71,14 +72,18 @@ if [ -z "${SCALE_SKIP_BENCH:-}" ]; then
 fi
 
 # (c) lifecycle at tp 2: each signal to serve.py alone; then nothing may stay on any GPU
-gpu_apps() { nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null | grep -c .; }
+# SCALE_GPUS (default 0,1): the two GPUs this script uses; processes on the host's other GPUs (another
+# experiment sharing the machine) are not counted
+GPUS=${SCALE_GPUS:-0,1}
+SMI_SCOPE=(); [ -n "${SCALE_GPUS:-}" ] && SMI_SCOPE=(-i "$SCALE_GPUS")
+gpu_apps() { nvidia-smi "${SMI_SCOPE[@]}" --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null | grep -c .; }
 if [ -z "${SCALE_SKIP_LIFECYCLE:-}" ] && [ "$NGPU" -ge 2 ]; then
   for SIG in INT TERM KILL; do
     [ "$(left)" -gt 60 ] || { log "no time left for SIG$SIG"; echo "SIG$SIG skipped" >> "$RES/lifecycle.txt"; continue; }
     L=$RES/lifecycle-$SIG.log
     # a script's background job ignores SIGINT; the wrapper gives serve.py the default disposition back
     python3 -c 'import os,signal,sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
-      python3 recipes/serve.py draft=automodel draft.path="$TINY/run" target.path="$TINY/target" "${SG[@]}" \
+      env CUDA_VISIBLE_DEVICES="$GPUS" python3 recipes/serve.py draft=automodel draft.path="$TINY/run" target.path="$TINY/target" "${SG[@]}" \
       sglang.tp_size=2 hydra.run.dir="$RES/serve-$SIG" > "$L" 2>&1 &
     PID=$!
     T0=$SECONDS
@@ -90,7 +95,7 @@ if [ -z "${SCALE_SKIP_LIFECYCLE:-}" ] && [ "$NGPU" -ge 2 ]; then
     T1=$SECONDS
     while [ "$(gpu_apps)" -gt 0 ] && [ $(( SECONDS - T1 )) -lt ${SCALE_CLEAR_S:-30} ]; do sleep 1; done
     AFTER=$(gpu_apps)
-    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader > "$RES/left-$SIG.txt" 2>&1
+    nvidia-smi "${SMI_SCOPE[@]}" --query-compute-apps=pid,process_name,used_memory --format=csv,noheader > "$RES/left-$SIG.txt" 2>&1
     VERDICT=$([ "$AFTER" = 0 ] && [ "$BEFORE" -gt 0 ] && echo ok || echo FAIL)
     echo "SIG$SIG serve.py exit $RC, GPU processes before $BEFORE, after $AFTER (${SCALE_CLEAR_S:-30}s at most: $(( SECONDS - T1 ))s) $VERDICT" \
       | tee -a "$RES/lifecycle.txt"

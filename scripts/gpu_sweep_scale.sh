@@ -44,7 +44,8 @@ PAIR=${SWEEP_PAIRS:-/tmp}/sweep-scale-$SHAPE
 VOCAB=$([ "$SHAPE" = tiny ] && echo 256 || echo 32000)
 python3 scripts/build_bench_pair.py --out "$PAIR" --shape "$SHAPE" --device "$DEVICE" --draft-vocab "$VOCAB" \
   > "$RES/build.log" 2>&1 || { tail -5 "$RES/build.log"; exit 1; }
-POOL=$(python3 -c "print('[' + ','.join(map(str, range($N))) + ']')")
+# SWEEP_POOL: which GPUs (e.g. "[2,3]"), so sweeps of different sizes can share a host at once
+POOL=${SWEEP_POOL:-$(python3 -c "print('[' + ','.join(map(str, range($N))) + ']')")}
 LAUNCH=()
 [ "$N" -gt 1 ] && LAUNCH=(+launcher=parallel "hydra.launcher.n_jobs=$N")
 # shellcheck disable=SC2206  # SWEEP_GRID holds several overrides
