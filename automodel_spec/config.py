@@ -148,6 +148,11 @@ class BenchConfig:
     (default: the first of each list). Before its server starts, a point waits up to
     ``gpu_free_wait_s`` for processes already on the GPU to leave: a previous server can hold its
     memory for a few seconds after it was stopped.
+
+    ``gpu_pool`` lists the GPUs (indices or UUIDs, as ``CUDA_VISIBLE_DEVICES`` takes them) that the
+    points of a sweep share on this host; each point leases ``sglang.tp_size`` of them for its server's
+    life (``automodel_spec/gpu_pool.py``). Unset: ``CUDA_VISIBLE_DEVICES``, else every GPU that
+    ``nvidia-smi`` lists, else no pinning (no GPU found).
     """
 
     prompts: str | None = None
@@ -163,6 +168,7 @@ class BenchConfig:
     objective_concurrency: int | None = None
     objective_temperature: float | None = None
     gpu_free_wait_s: float = 30.0
+    gpu_pool: list[str] | None = None
 
 
 @dataclass
@@ -302,6 +308,12 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
         if not b.temperature or any(t < 0 for t in b.temperature):
             errors.append(f"bench.temperature={b.temperature} needs one or more sampling temperatures >= 0 "
                           "(a list: bench.temperature=[0,5]).")
+        if cfg.sglang.node_rank > 0:
+            errors.append(f"mode=bench with sglang.node_rank={cfg.sglang.node_rank}: only rank 0 serves requests. "
+                          "Start the other nodes with mode=serve and benchmark on rank 0.")
+        if b.gpu_pool is not None and len(b.gpu_pool) < cfg.sglang.tp_size:
+            errors.append(f"bench.gpu_pool={b.gpu_pool} holds {len(b.gpu_pool)} GPU(s); sglang.tp_size="
+                          f"{cfg.sglang.tp_size} needs that many for one point. List more GPUs or lower tp_size.")
         if b.objective_temperature is not None and b.objective_temperature not in b.temperature:
             errors.append(f"bench.objective_temperature={b.objective_temperature} is not one of "
                           f"bench.temperature={b.temperature}.")
@@ -339,6 +351,7 @@ def server_errors(sg: SGLangConfig) -> list[str]:
     elif not 0 <= sg.node_rank < sg.nnodes:
         errors.append(f"sglang.node_rank={sg.node_rank} must lie in 0..sglang.nnodes-1 (sglang.nnodes={sg.nnodes}): "
                       "each machine gets its own rank, starting at 0.")
+    errors += multi_node_errors(sg)
     for key in ("context_length", "cuda_graph_max_bs", "max_running_requests"):
         value = getattr(sg, key)
         if value is not None and value < 1:
@@ -351,6 +364,36 @@ def server_errors(sg: SGLangConfig) -> list[str]:
                f"the last one while this tool checks, health-polls and reports the other. Drop it from "
                f"sglang.extra_args and set {key} instead." for flag, key in managed_extra_args(sg.extra_args)]
     return errors
+
+
+def multi_node_errors(sg: SGLangConfig) -> list[str]:
+    """Rules for serving one model from several machines (``nnodes`` > 1)."""
+    if sg.nnodes <= 1:
+        return []
+    errors = []
+    if sg.tp_size % sg.nnodes:
+        errors.append(f"sglang.tp_size={sg.tp_size} is not a multiple of sglang.nnodes={sg.nnodes}: each node "
+                      "serves tp_size/nnodes GPUs (e.g. sglang.tp_size=16 sglang.nnodes=2 for 8 GPUs a node).")
+    if not sg.dist_init_addr:
+        errors.append(f"sglang.nnodes={sg.nnodes} needs sglang.dist_init_addr=HOST:PORT: the address of rank 0 "
+                      "where the nodes meet, the same on every node (e.g. sglang.dist_init_addr=10.0.0.1:50000).")
+    else:
+        problem = address_problem(sg.dist_init_addr)
+        if problem:
+            errors.append(f"sglang.dist_init_addr={sg.dist_init_addr}: {problem}")
+    return errors
+
+
+def address_problem(addr: str) -> str | None:
+    """Why ``addr`` is not ``HOST:PORT`` (``[IPv6]:PORT`` for IPv6), or ``None``."""
+    host, sep, port = str(addr).rpartition(":")
+    if not sep or not host:
+        return "give it as HOST:PORT (e.g. 10.0.0.1:50000), the address of rank 0 and a free port there."
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        return "an IPv6 address goes in brackets: [ADDR]:PORT."
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"the port {port!r} is not a port number (1-65535)."
+    return None
 
 
 def managed_extra_args(extra_args: list[str]) -> list[tuple[str, str]]:
@@ -372,6 +415,10 @@ def config_warnings(cfg: ServeConfig) -> list[str]:
             "sglang.api_key is unset: anyone who reaches this machine's port can use the server. Set "
             "sglang.api_key='${oc.env:SGLANG_API_KEY}', or keep the default sglang.host=127.0.0.1."
         )
+    if cfg.sglang.dist_init_addr and cfg.sglang.nnodes == 1:
+        warnings.append(f"WARNING: sglang.dist_init_addr={cfg.sglang.dist_init_addr} is ignored with sglang.nnodes=1 "
+                        "(it is where several nodes meet); set sglang.nnodes and sglang.node_rank to serve from "
+                        "several machines.")
     return warnings
 
 

@@ -2,7 +2,7 @@
 
 The recipes call ``register_configs()`` before ``@hydra.main``: it hands the schemas of ``config`` to
 Hydra's ConfigStore and registers the OmegaConf resolvers that ``conf/`` uses. The sweep presets
-name ``SweepSummaryCallback`` as a Hydra callback. The rest of the library takes plain dataclasses
+name ``SweepSummaryCallback`` as a Hydra callback; ``conf/serve.yaml`` names ``JobCodesCallback``. The rest of the library takes plain dataclasses
 and arguments and never imports Hydra or OmegaConf.
 """
 
@@ -18,6 +18,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from automodel_spec.config import AlgorithmConfig, BenchConfig, DraftConfig, ServeConfig, SGLangConfig
+from automodel_spec.gpu_pool import parallel_jobs
+from automodel_spec.job_codes import start_sweep
 from automodel_spec.redact import mask_file, secrets_of
 from automodel_spec.sweep.summary import write_summary
 
@@ -59,6 +61,7 @@ _RESOLVERS = {
     "automodel_spec.unless_print_only": _unless_print_only,
     "automodel_spec.scratch_unless_print_only": _scratch_unless_print_only,
     "automodel_spec.point_dir": _point_dir,
+    "automodel_spec.parallel_jobs": parallel_jobs,
 }
 
 
@@ -104,3 +107,20 @@ class SweepSummaryCallback:
         print((sweep_dir / "summary.md").read_text())
         print(f"[sweep] summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}, "
               f"{sweep_dir / 'best_override.txt'}" + "".join(f", {p}" for p in summary["images"]))
+
+
+class JobCodesCallback:
+    """Hydra callback (``conf/serve.yaml``): when a multirun starts, clear the exit codes an earlier
+    one left in its sweep directory and note the directory (``job_codes.start_sweep``), so that the
+    recipe's exit code counts this sweep's jobs, wherever the launcher ran them."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        start_sweep(Path(str(config.hydra.sweep.dir)))
+
+    # Hydra calls every hook; only the start of a multirun matters here.
+    def on_run_start(self, config, **kwargs) -> None: ...
+    def on_run_end(self, config, **kwargs) -> None: ...
+    def on_multirun_end(self, config, **kwargs) -> None: ...
+    def on_job_start(self, config, **kwargs) -> None: ...
+    def on_job_end(self, config, job_return, **kwargs) -> None: ...
+    def on_compose_config(self, config, config_name, overrides) -> None: ...

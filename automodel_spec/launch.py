@@ -8,6 +8,7 @@ from pathlib import Path
 
 from automodel_spec.command import build_launch_command, format_command
 from automodel_spec.config import ServeConfig
+from automodel_spec.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun, check_sglang_installed
 from automodel_spec.server import SGLangServer, pick_port
 
@@ -24,16 +25,19 @@ def launch_command(cfg: ServeConfig, run: PreparedRun, port: int | None = None) 
 
 
 def open_server(cfg: ServeConfig, run: PreparedRun, log_dir: Path, *, echo: bool = False,
-                log_name: str = "server.log") -> SGLangServer:
-    """A not-yet-started server for this run, on a checked (or freshly picked) port."""
+                log_name: str = "server.log", port: int | None = None, env: dict | None = None) -> SGLangServer:
+    """A not-yet-started server for this run, on ``port`` or a checked (or freshly picked) one.
+
+    ``env`` replaces the server's environment (default: ours).
+    """
     check_sglang_installed(cfg.sglang.python, run.export.min_sglang if run.export else "0.5.9")
-    port = pick_port(cfg.sglang.host, cfg.sglang.port)
+    port = pick_port(cfg.sglang.host, cfg.sglang.port) if port is None else port
     argv = launch_command(cfg, run, port)
     host = cfg.sglang.host if cfg.sglang.host not in ("0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     return SGLangServer(argv, f"http://{host}:{port}", log_dir, ready_timeout_s=cfg.sglang.ready_timeout_s,
                         stop_timeout_s=cfg.sglang.stop_timeout_s, echo=echo, api_key=cfg.sglang.api_key,
-                        log_name=log_name)
+                        log_name=log_name, env=env)
 
 
 def effective_settings(info: dict) -> dict:
@@ -62,13 +66,22 @@ def serve_foreground(cfg: ServeConfig, run: PreparedRun, log_dir: Path) -> int:
 
     Ctrl-C and SIGTERM stop the server's whole process group before returning (130 / 143).
     """
+    pool, source = visible_gpus()
+    if pool is not None:  # a clear refusal now, not SGLang's failure minutes into loading the model
+        sg = cfg.sglang
+        what = f"sglang.tp_size={sg.tp_size}" + (f" over sglang.nnodes={sg.nnodes}" if sg.nnodes > 1 else "")
+        check_pool_size(pool, sg.tp_size // sg.nnodes, source, what)
     server = open_server(cfg, run, log_dir, echo=True)
     print(f"[automodel-spec] launching: {format_command(server.argv)}", flush=True)
     print(f"[automodel-spec] server log: {server.log_path}", flush=True)
     previous = signal.signal(signal.SIGTERM, _raise_sigterm)
     try:
         with server:
-            _report_ready(cfg, server, log_dir)
+            if cfg.sglang.node_rank > 0:  # SGLang answers only a health check there; rank 0 serves
+                print(f"[automodel-spec] node {cfg.sglang.node_rank} of {cfg.sglang.nnodes} is up in "
+                      f"{server.boot_s:.1f}s; requests go to rank 0 (sglang.dist_init_addr's host)", flush=True)
+            else:
+                _report_ready(cfg, server, log_dir)
             code = server.wait()
             print(f"[automodel-spec] server exited with code {code}", flush=True)
             return code

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import shlex
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from automodel_spec.errors import SpecError
+from automodel_spec.job_codes import last_sweep_exit_code, record_job_code
+
+
+def _ship_by_value() -> None:
+    """Pickle this module with the task function instead of naming it.
+
+    Launchers that run jobs in fresh processes (submitit: locally or on SLURM nodes) unpickle the
+    recipe's task function there, where ``recipes/`` is not on ``sys.path`` and ``_cli`` cannot be
+    imported by name. cloudpickle (what they pickle with) then carries this module's code along.
+    """
+    try:
+        import cloudpickle
+    except ImportError:  # no launcher that needs it is installed either
+        return
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+_ship_by_value()
 
 # Hydra's options that take a value (the value is not an override)
 _HYDRA_VALUE_FLAGS = frozenset({"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -53,6 +73,31 @@ def check_override_quoting(args: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+# presets that need a Hydra plugin: the override -> (the plugin's module, its package, our extra)
+_PLUGINS = {"launcher=parallel": ("hydra_joblib_launcher", "hydra-joblib-launcher", "parallel"),
+            "launcher=slurm": ("hydra_submitit_launcher", "hydra-submitit-launcher", "slurm"),
+            "sweep=optuna": ("hydra_optuna_sweeper", "hydra-optuna-sweeper", "optuna")}
+
+
+def _has_plugin(module: str) -> bool:
+    try:  # find_spec of a submodule raises when the namespace package is absent
+        return importlib.util.find_spec(f"hydra_plugins.{module}") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def check_plugins(args: list[str] | None = None, has_plugin=_has_plugin) -> None:
+    """Exit 2 with the install command when a preset's Hydra plugin is missing (Hydra would only say
+    that it found no such launcher or sweeper)."""
+    args = sys.argv[1:] if args is None else args
+    for arg in args:
+        module, package, extra = _PLUGINS.get(arg.lstrip("+"), (None, None, None))
+        if module and not has_plugin(module):
+            print(f"error: {arg} needs the Hydra plugin {package}, which is not installed: pip install {package} "
+                  f"(or pip install -e \".[{extra}]\" in this project)", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, unwinding like Ctrl-C (cleanup runs) but ending with 143."""
 
@@ -81,8 +126,6 @@ def in_multirun() -> bool:
 
 BUG_LINE = ("error: this is a bug in automodel-spec, not a problem with your input: please report it with the "
             "command you ran and the traceback below.")
-# each multirun job's exit code, in order (Hydra's basic launcher runs the jobs in this process)
-_SWEEP_CODES: list[int] = []
 
 
 def run_and_exit(job, *args):
@@ -92,7 +135,7 @@ def run_and_exit(job, *args):
     A single run exits with the job's code: 1 bad input or refusal, 2 a missing optional dependency,
     130 / 143 SIGINT / SIGTERM, 1 an unexpected exception (a bug: its traceback is shown after a line
     saying so). In a multirun, a failed job is reported and the sweep goes on with the next point (its
-    code is kept for ``sweep_exit_code``); the job's value (or its code) is returned to the sweeper.
+    code is recorded for ``last_sweep_exit_code``); the job's value (or its code) is returned to the sweeper.
     SIGINT / SIGTERM stop the whole sweep.
     """
     value = None
@@ -115,8 +158,9 @@ def run_and_exit(job, *args):
         code = 1
     if code and not in_multirun():
         sys.exit(code)
-    if in_multirun():
-        _SWEEP_CODES.append(code)
+    if in_multirun():  # in the sweep directory: jobs may run in other processes (joblib, submitit)
+        hc = HydraConfig.get()
+        record_job_code(Path(hc.sweep.dir), hc.job.num, code)
     if code and in_multirun():
         print(f"job {HydraConfig.get().job.num} failed with code {code}; continuing the sweep", file=sys.stderr)
     if value is not None:
@@ -125,24 +169,13 @@ def run_and_exit(job, *args):
     return 0.0 if code and in_multirun() else code
 
 
-def sweep_exit_code() -> int:
-    """A multirun's exit code: 0 unless every job failed, then their common code (mixed causes: 1).
-
-    A sweep where some points failed succeeded as a sweep (the failures are recorded, a re-run retries
-    them); one where every point failed measured nothing, which is not a success.
-    """
-    if not _SWEEP_CODES or not all(_SWEEP_CODES):
-        return 0
-    codes = set(_SWEEP_CODES)
-    return codes.pop() if len(codes) == 1 else 1
-
-
 def main_entry(main) -> None:
     """Run a recipe's ``@hydra.main`` function as the program: check the overrides, run, exit with its code."""
     from automodel_spec.redact import mask_printed_config
 
     mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
     check_override_quoting()
+    check_plugins()
     try:
         main()
     except KeyboardInterrupt as exc:  # only a multirun lets it out of run_and_exit
@@ -151,4 +184,4 @@ def main_entry(main) -> None:
     # KeyboardInterrupt traceback from the middle of the interpreter's shutdown
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    sys.exit(sweep_exit_code())
+    sys.exit(last_sweep_exit_code())  # 0 after a single run: it exits from run_and_exit

@@ -9,11 +9,12 @@ With no arguments it serves the built-in demo pair (built locally on first use).
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import hydra
-from _cli import in_multirun, main_entry, run_and_exit
+from _cli import in_multirun, main_entry, preload_native_modules, raise_terminated, run_and_exit
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -73,4 +74,8 @@ def main(dcfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C: a job stops its server, and a parallel launcher's Parallel() call
+    # is interrupted, so it ends its worker processes (and their servers) instead of leaving them running
+    preload_native_modules()
+    signal.signal(signal.SIGTERM, raise_terminated)
     main_entry(main)

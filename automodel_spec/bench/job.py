@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from automodel_spec import nvidia_smi
 from automodel_spec.atomic_write import write_json_atomically
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
+from automodel_spec.bench.placement import placed_server
 from automodel_spec.bench.workload import load_prompts, select_prompts
 from automodel_spec.config import AlgorithmConfig, ServeConfig, SpecConfig, resolve_spec, spec_errors
 from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock
-from automodel_spec.launch import effective_settings, open_server
+from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
 
 METRICS = "metrics.json"
@@ -125,7 +126,7 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_
         result.update(error=str(exc))
     except Exception as exc:
         result.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-3000:])
-    result["gpu_seconds"] = time.monotonic() - t0
+    result["gpu_seconds"] = (time.monotonic() - t0) * cfg.sglang.tp_size  # a server holds all its GPUs
     write_json_atomically(out_dir / METRICS, result)
     print(one_line(out_dir.name, result), flush=True)
     return result
@@ -148,7 +149,7 @@ def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> dict
         if failed:  # not cached: the next point measures it again
             raise ServerError(f"the baseline had {failed} failed request(s); see {path.parent / RECORDS}")
         result = {"key": key, "status": "ok", "levels": levels, "dir": str(path.parent),
-                  "gpu_seconds": time.monotonic() - t0, **extra}
+                  "gpu_seconds": (time.monotonic() - t0) * cfg.sglang.tp_size, **extra}
         write_json_atomically(path, result)
         return result
 
@@ -159,12 +160,9 @@ def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, log_name: str) -
     if cfg.sglang.skip_tokenizer_init and any(p.input_ids is None for p in pool):
         raise ConfigError("sglang.skip_tokenizer_init=true needs prompts with input_ids (bench.prompts=FILE.jsonl).")
     out_dir.mkdir(parents=True, exist_ok=True)
-    others = _wait_for_gpu_processes(b.gpu_free_wait_s)
-    if others:  # they share the GPU's time and memory with the measurement
-        print(f"[bench] warning: other processes use the GPU; numbers may be off: {'; '.join(others)}", flush=True)
-    server = open_server(cfg, run, out_dir, log_name=log_name)
     levels: dict = {}
-    with server, open(out_dir / RECORDS, "w") as rec_file:
+    with placed_server(cfg, run, out_dir, log_name=log_name) as placed, open(out_dir / RECORDS, "w") as rec_file:
+        server = placed.server
         gen = lambda payload: server.generate(payload, timeout=b.request_timeout_s)  # noqa: E731
         warm = select_prompts(pool, max(b.warmup_requests, max(b.concurrency)), b.seed + 1)
         run_requests(gen, warm, max(b.concurrency), sampling_params(b.max_new_tokens, b.temperature[0]),
@@ -185,7 +183,7 @@ def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, log_name: str) -
                 m["server_accept_length"] = effective_settings(server.server_info()).get("avg_spec_accept_length")
                 levels[level_key(temp, conc)] = m
     extra = {"boot_s": server.boot_s, "effective": settings, "server_log": str(server.log_path), "gpu": _gpu_names(),
-             "other_gpu_processes": others}
+             "gpus": placed.gpus, "other_gpu_processes": placed.others}
     return levels, extra
 
 
@@ -201,39 +199,7 @@ def one_line(name: str, result: dict) -> str:
     return f"[bench] {name}: boot {result.get('boot_s', 0):.0f}s; " + "; ".join(parts)
 
 
-def _nvidia_smi(query: str) -> list[str] | None:
-    try:
-        out = subprocess.run(["nvidia-smi", query, "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
 def _gpu_names() -> list[str] | None:
-    """The GPUs this point ran on, so results from different cards are told apart."""
-    return _nvidia_smi("--query-gpu=name,uuid") or None
-
-
-def _wait_for_gpu_processes(wait_s: float) -> list[str]:
-    """Processes still on the GPU after waiting up to ``wait_s`` for them to leave.
-
-    A stopped server's last thread can hold its GPU memory for a few seconds after it was stopped
-    (seen on the H100: 49 GB of the previous server still taken when the next point started); a
-    process that stays (another server, a forgotten job) is returned for the record.
-    """
-    deadline = time.monotonic() + wait_s
-    others = _other_gpu_processes()
-    if others and wait_s > 0:
-        print(f"[bench] waiting up to {wait_s:g}s for {len(others)} process(es) to leave the GPU "
-              f"(bench.gpu_free_wait_s): {'; '.join(others)}", flush=True)
-    while others and time.monotonic() < deadline:
-        time.sleep(1.0)
-        others = _other_gpu_processes()
-    return others
-
-
-def _other_gpu_processes() -> list[str]:
-    """Processes on the GPU now (another server, a forgotten job)."""
-    return _nvidia_smi("--query-compute-apps=pid,process_name,used_memory") or []
+    """The GPUs of this host, so results from different cards are told apart."""
+    return [", ".join(row) for row in nvidia_smi.query("gpu=name,uuid") or []] or None
 

@@ -222,7 +222,7 @@ def conf_defaults() -> dict[str, str]:
     return {k: v for e in entries if isinstance(e, dict) for k, v in e.items() if not k.startswith("override")}
 
 
-@pytest.mark.parametrize(("script", "groups"), [(SERVE, ["algorithm", "draft", "sglang", "bench", "sweep"]),
+@pytest.mark.parametrize(("script", "groups"), [(SERVE, ["algorithm", "draft", "sglang", "bench", "sweep", "launcher"]),
                                                 (EXPORT, ["algorithm", "draft"])], ids=["serve", "export"])
 def test_help_is_the_recipes_own_with_its_commands_and_every_group_option(tmp_path, script, groups):
     res = run_cli(script, "--help", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
@@ -583,3 +583,36 @@ def test_missing_sglang_exits_2_with_an_install_hint(tmp_path, built_cache):
     assert "sglang is required to launch the server" in res.stderr
     assert "pip install" in res.stderr and "sglang" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+# --- tensor parallel: several scheduler processes -------------------------------------------------
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_a_tensor_parallel_server_and_every_process_of_it_stop_with_serve(serve, tmp_path, sig, code):
+    # sglang.tp_size=2: the fake starts 2 "schedulers" and a "detokenizer", as SGLang does; none of
+    # them dies with its parent by itself, so only our stop (or, for SIGKILL, the server's own
+    # shutdown on the SIGTERM the kernel sends when serve.py dies) ends them
+    proc, pidfile = serve("sglang.tp_size=2")
+    proc.wait_for(READY_LINE)
+    pids = fake_pids(pidfile)
+    assert len(pids) == 4 and all(process_running(p) for p in pids), pids
+    assert "--tp-size 2" in (tmp_path / "run-0" / "server.log").read_text().splitlines()[0]
+    if sig == signal.SIGKILL:
+        proc.proc.kill()  # serve.py alone: the server runs in a session of its own
+        assert proc.finish() == code
+    else:
+        assert proc.signal(sig) == code, proc.output[-3000:]
+    deadline = time.monotonic() + 10
+    while any(process_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if process_running(p)], "processes of the tp=2 server outlived serve.py"
+
+
+def test_a_node_of_rank_1_comes_up_without_asking_for_what_only_rank_0_serves(serve, tmp_path):
+    proc, pidfile = serve("sglang.tp_size=2", "sglang.nnodes=2", "sglang.node_rank=1",
+                          "sglang.dist_init_addr=127.0.0.1:50000")
+    proc.wait_for(re.compile(r"node 1 of 2 is up in [0-9.]+s; requests go to rank 0"))
+    assert "test generation" not in proc.output and not (tmp_path / "run-0" / "server_info.json").exists()
+    assert proc.signal(signal.SIGINT) == 130, proc.output[-3000:]

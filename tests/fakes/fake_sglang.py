@@ -15,7 +15,16 @@ SGLang it spawns a child process ("scheduler") and serves /health, /health_gener
   exit_after      serve, then exit by itself with code 7 after FAKE_SGLANG_EXIT_AFTER_S seconds
 FAKE_SGLANG_CRASH_IF, when set, is a substring of the argv: a server whose ``" ".join(sys.argv)``
 contains it behaves like MODE crash (so one point of a sweep can crash), whatever FAKE_SGLANG_MODE says.
-FAKE_SGLANG_PIDFILE, when set, receives the pids of the server and its child.
+FAKE_SGLANG_PIDFILE, when set, receives the pids of the server and its children.
+``--tp-size N`` (N > 1) spawns N children ("schedulers", one per GPU) and one more ("detokenizer"),
+as SGLang does; each child, like the server, dies only when signalled (not with its parent), unless
+FAKE_SGLANG_CHILDREN_DIE_WITH_PARENT is set: then, as SGLang's scheduler and detokenizer do
+(``kill_itself_when_parent_died``), each child is sent SIGKILL when the server's process dies.
+FAKE_SGLANG_BIND_FAIL_ONCE, when set, is a file: if it does not exist yet, the server creates it and
+exits as SGLang does when its port is taken (the next server started binds normally).
+FAKE_SGLANG_RECORD, when set, is a file the server appends one JSON line to when it starts (before
+it binds its port) and one when it stops: pid, port, CUDA_VISIBLE_DEVICES and the time (so a test
+can prove that two servers never shared a GPU or a port at the same time).
 """
 
 import json
@@ -42,11 +51,18 @@ STEPS = int(arg("--speculative-num-steps", "3"))
 TOPK = int(arg("--speculative-eagle-topk", "1"))
 TOKENS = int(arg("--speculative-num-draft-tokens", str(STEPS + 1)))
 SPEC = arg("--speculative-algorithm")
+TP = int(arg("--tp-size", "1"))
 ready = threading.Event()
 served = {"verify": 0, "tokens": 0}
 
 
-def child_main():
+def child_main(parent):
+    if os.environ.get("FAKE_SGLANG_CHILDREN_DIE_WITH_PARENT"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG, as SGLang's children do
+        if os.getppid() != parent:
+            return
     if MODE == "stubborn_child":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if MODE == "lingering_child":
@@ -110,32 +126,66 @@ class Handler(BaseHTTPRequestHandler):
             verify = -(-n // (STEPS + 1)) if SPEC else 0
             served["verify"] += verify
             served["tokens"] += n
-            time.sleep(0.001 * n)
+            # 1 ms per token; with FAKE_SGLANG_STEP_MS, that many ms per forward pass instead (one per
+            # verify step with speculation, one per token without), so speed follows the accept length
+            step_ms = os.environ.get("FAKE_SGLANG_STEP_MS")
+            took = float(step_ms) / 1000 * (verify if SPEC else n) if step_ms else 0.001 * n
+            time.sleep(took)
             self._send(200, {"text": "x" * n, "output_ids": [5] * n,
                              "meta_info": {"prompt_tokens": 8, "completion_tokens": n, "spec_verify_ct": verify,
-                                           "e2e_latency": 0.001 * n}})
+                                           "e2e_latency": took}})
         else:
             self._send(404, {"error": self.path})
 
 
+def record(event):
+    path = os.environ.get("FAKE_SGLANG_RECORD")
+    if path:  # one short append per line: lines of concurrent servers do not interleave
+        line = json.dumps({"event": event, "pid": os.getpid(), "port": PORT, "time": time.time(),
+                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
+
+
+def stop(children, code):
+    for child in children:
+        child.terminate()
+    record("stop")
+    os._exit(code)
+
+
 def main():
     if sys.argv[1:2] == ["--child"]:
-        child_main()
+        child_main(int(sys.argv[2]))
         return
+    record("start")
     print(f"fake-sglang: booting on port {PORT} (mode {MODE}); server_args api_key={API_KEY}", flush=True)
     # the lingering child writes nowhere: the end of the server's output must not be what stop() waits on
     quiet = subprocess.DEVNULL if MODE == "lingering_child" else None
-    child = subprocess.Popen([sys.executable, __file__, "--child"], stdout=quiet, stderr=quiet)
+    count = TP + 1 if TP > 1 else 1  # schedulers, plus a detokenizer beside several of them
+    children = [subprocess.Popen([sys.executable, __file__, "--child", str(os.getpid())], stdout=quiet, stderr=quiet)
+                for _ in range(count)]
     pidfile = os.environ.get("FAKE_SGLANG_PIDFILE")
     if pidfile:
         with open(pidfile, "w") as fh:
-            fh.write(f"{os.getpid()} {child.pid}\n")
+            fh.write(" ".join(str(p) for p in (os.getpid(), *(c.pid for c in children))) + "\n")
     if MODE == "crash":
         time.sleep(BOOT_S)
         print("fake-sglang: RuntimeError: CUDA out of memory (simulated)", flush=True)
-        child.kill()
+        for child in children:
+            child.kill()
+        record("stop")
         sys.exit(3)
-    httpd = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+    try:
+        once = os.environ.get("FAKE_SGLANG_BIND_FAIL_ONCE")
+        if once and not os.path.exists(once):
+            open(once, "w").close()
+            raise OSError(98, "Address already in use")
+        httpd = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+    except OSError as exc:  # as SGLang's server does: the error in the log, then exit
+        print(f"fake-sglang: ERROR: [Errno {exc.errno}] error while attempting to bind on address "
+              f"('127.0.0.1', {PORT}): {exc.strerror.lower()}", flush=True)
+        stop(children, 1)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     if MODE != "hang":
         time.sleep(BOOT_S)
@@ -143,9 +193,11 @@ def main():
         print("fake-sglang: The server is fired up and ready to roll!", flush=True)
     if MODE == "exit_after":
         time.sleep(float(os.environ.get("FAKE_SGLANG_EXIT_AFTER_S", "1")))
-        child.kill()
+        for child in children:
+            child.kill()
+        record("stop")
         os._exit(7)
-    signal.signal(signal.SIGTERM, lambda *a: (child.terminate(), os._exit(0)))
+    signal.signal(signal.SIGTERM, lambda *a: stop(children, 0))
     while True:
         time.sleep(1)
 

@@ -1,0 +1,103 @@
+"""Where a benchmark point's server runs: its own GPUs, its own port, and nothing else on them.
+
+Jobs of a sweep may run side by side (Hydra's joblib launcher, several SLURM jobs on one node),
+so each server is started on GPUs leased for its whole life (``gpu_pool``), with
+``CUDA_VISIBLE_DEVICES`` set to them, on a leased port (``port_lease``), after waiting for the
+processes already on *those* GPUs to leave. A server that could not bind its address is started
+again on another port, at most ``PORT_ATTEMPTS`` times.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from automodel_spec import nvidia_smi
+from automodel_spec.config import ServeConfig
+from automodel_spec.errors import ServerError
+from automodel_spec.gpu_pool import lease_dir, lease_gpus, pinned_env, visible_gpus
+from automodel_spec.launch import open_server
+from automodel_spec.port_lease import is_bind_failure, lease_port
+from automodel_spec.prepare import PreparedRun
+from automodel_spec.server import SGLangServer
+
+PORT_ATTEMPTS = 3
+
+
+@dataclass
+class Placement:
+    """A ready server and where it runs.
+
+    Attributes:
+        server: started and answering ``/health_generate``.
+        gpus: the GPUs leased to it (``None``: no GPU found, not pinned).
+        others: processes found on those GPUs after the wait (they share the measurement).
+    """
+
+    server: SGLangServer
+    gpus: list[str] | None = None
+    others: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def placed_server(cfg: ServeConfig, run: PreparedRun, out_dir: Path, *, log_name: str = "server.log"
+                  ) -> Iterator[Placement]:
+    """Start the point's server on leased GPUs and port; stop it and release both on leaving.
+
+    Raises:
+        ConfigError: the host has fewer GPUs than ``sglang.tp_size``.
+        ServerError: the server did not start (after ``PORT_ATTEMPTS`` tries when it could not bind).
+    """
+    pool, source = visible_gpus(cfg.bench.gpu_pool)
+    locks = lease_dir()
+    with ExitStack() as stack:
+        gpus = None
+        if pool is not None:
+            gpus = stack.enter_context(lease_gpus(pool, cfg.sglang.tp_size, locks, source=source))
+        others = wait_for_gpu_processes(cfg.bench.gpu_free_wait_s, gpus)
+        if others:  # they share the GPU's time and memory with the measurement
+            print(f"[bench] warning: other processes use the GPU; numbers may be off: {'; '.join(others)}",
+                  flush=True)
+        env = pinned_env(gpus)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port_stack = ExitStack()
+            port = port_stack.enter_context(lease_port(cfg.sglang.host, cfg.sglang.port, locks))
+            server = open_server(cfg, run, out_dir, log_name=log_name, port=port, env=env)
+            try:
+                server.start()
+                server.wait_ready()
+            except BaseException as exc:
+                server.stop()
+                port_stack.close()
+                if not (isinstance(exc, ServerError) and attempt < PORT_ATTEMPTS
+                        and is_bind_failure(server.log_tail())):
+                    raise
+                print(f"[bench] the server could not bind its address (port {port}); starting it again on "
+                      f"another port ({attempt + 1}/{PORT_ATTEMPTS})", flush=True)
+                continue
+            stack.enter_context(port_stack)  # left after the server stops (below), before the GPUs
+            stack.callback(server.stop)
+            break
+        yield Placement(server=server, gpus=gpus, others=others)
+
+
+def wait_for_gpu_processes(wait_s: float, gpus: list[str] | None) -> list[str]:
+    """Processes still on ``gpus`` (``None``: any GPU) after waiting up to ``wait_s`` for them to leave.
+
+    A stopped server's last thread can hold its GPU memory for a few seconds after it was stopped
+    (seen on the H100: 49 GB of the previous server still taken when the next point started); a
+    process that stays (another server, a forgotten job) is returned for the record. Processes on
+    GPUs leased to other jobs are theirs, not in the way.
+    """
+    deadline = time.monotonic() + wait_s
+    others = nvidia_smi.processes_on(gpus)
+    if others and wait_s > 0:
+        print(f"[bench] waiting up to {wait_s:g}s for {len(others)} process(es) to leave the GPU "
+              f"(bench.gpu_free_wait_s): {'; '.join(others)}", flush=True)
+    while others and time.monotonic() < deadline:
+        time.sleep(1.0)
+        others = nvidia_smi.processes_on(gpus)
+    return others

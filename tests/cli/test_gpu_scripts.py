@@ -1,0 +1,51 @@
+"""The GPU machine's scale-out scripts, run in their dry mode on the CPU (the fake server, a fake
+nvidia-smi with two GPUs): their steps, signals, bookkeeping and tables, never serving itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process checks use /proc")
+
+
+def _run(script: str, *args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_SGLANG_", "AUTOMODEL_SPEC_", "HYDRA_"))}
+    full.update(OUT=str(tmp_path / "out"), AUTOMODEL_SPEC_CACHE=str(tmp_path / "cache"), **env)
+    return subprocess.run(["bash", str(REPO / "scripts" / script), *args], env=full, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("script", ["gpu_scale.sh", "gpu_sweep_scale.sh"])
+def test_the_scripts_parse(script):
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / script)]).returncode == 0
+
+
+def test_gpu_scale_dry_run_measures_both_tp_sizes_and_every_signal(tmp_path):
+    res = _run("gpu_scale.sh", tmp_path=tmp_path, SCALE_DRY="1", SCALE_PAIRS=str(tmp_path / "pairs"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table = (tmp_path / "out" / "scale" / "table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert [r.split("|")[1:3] for r in rows] == [[" 1 ", " 1 "], [" 1 ", " 8 "], [" 2 ", " 1 "], [" 2 ", " 8 "]], table
+    assert all(" 4.00 " in r for r in rows)  # the fake's accept length at 3 steps
+    assert rows[2].rstrip(" |").endswith("0,1")  # tp 2 ran on both GPUs
+    life = (tmp_path / "out" / "scale" / "lifecycle.txt").read_text().splitlines()
+    assert [line.split()[0] for line in life] == ["SIGINT", "SIGTERM", "SIGKILL"]
+    assert [line.split()[3].rstrip(",") for line in life] == ["130", "143", "137"]
+    assert all(line.endswith(" ok") for line in life), life
+
+
+def test_gpu_sweep_scale_dry_run_reports_wall_time_and_gpu_minutes(tmp_path):
+    res = _run("gpu_sweep_scale.sh", "2", tmp_path=tmp_path, SWEEP_DRY="1", SWEEP_PAIRS=str(tmp_path / "pairs"),
+               SWEEP_DIR=str(tmp_path / "sweeps"), SWEEP_GRID="spec.num_steps=1,3 spec.topk=1")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    result = (tmp_path / "out" / "sweep-scale-2" / "result.md").read_text()
+    row = next(line for line in result.splitlines() if line.startswith("| 2 |"))
+    assert row.split("|")[2:4] == [" 0 ", " 2 / 2 "], result
+    assert "best:\ntemperature 0, concurrency 1: " in result
+    assert (tmp_path / "sweeps" / "scale-2" / "summary.md").is_file()

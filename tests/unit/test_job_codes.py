@@ -1,0 +1,31 @@
+"""A sweep's exit code from codes its jobs wrote into the sweep directory (any launcher)."""
+
+from __future__ import annotations
+
+import pytest
+
+from automodel_spec.job_codes import (
+    last_sweep_exit_code,
+    read_job_codes,
+    record_job_code,
+    start_sweep,
+    sweep_exit_code,
+)
+
+
+@pytest.mark.parametrize(("codes", "expected"), [([], 0), ([0, 1, 2], 0), ([1, 1], 1), ([2, 2, 2], 2), ([1, 2], 1),
+                                                 ([0], 0), ([130], 130)])
+def test_a_sweep_fails_only_when_every_job_failed(codes, expected):
+    assert sweep_exit_code(codes) == expected
+
+
+def test_codes_written_by_jobs_are_read_in_job_order_and_a_new_sweep_forgets_the_old(tmp_path):
+    for num, code in [(2, 1), (0, 1), (1, 2)]:
+        record_job_code(tmp_path, num, code)
+    assert read_job_codes(tmp_path) == [1, 2, 1]
+    (tmp_path / ".job_codes" / "junk.json").write_text("{not json")
+    assert read_job_codes(tmp_path) == [1, 2, 1]
+    start_sweep(tmp_path)
+    assert read_job_codes(tmp_path) == [] and last_sweep_exit_code() == 0
+    record_job_code(tmp_path, 0, 2)
+    assert last_sweep_exit_code() == 2
