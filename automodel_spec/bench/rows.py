@@ -1,0 +1,119 @@
+"""The flat view of benchmark results: one row per point and level, as ``summary.csv`` holds them.
+
+The columns are derived from the result dataclasses (``PointResult``, ``SpecSettings``,
+``LevelResult``), so a field added there is a column here: nothing is dropped on the way to the CSV.
+Lists and mappings (the acceptance histogram, the per-category table) are JSON text in their cell.
+``read_rows`` reads a CSV of this schema or of schema 2 (the columns ``num_steps``, ``eff_topk``, ...
+of summaries written before it), converted by name; an unknown column is refused by name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from automodel_spec.bench.result import LevelResult, PointResult, ResultSchemaError, SpecSettings
+
+_SPEC = [f.name for f in fields(SpecSettings)]
+_LEVEL = [f.name for f in fields(LevelResult)]
+_POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
+COLUMNS = (["point", "status"] + [f"requested_{n}" for n in _SPEC] + [f"effective_{n}" for n in _SPEC]
+           + _LEVEL + _POINT_TAIL)
+
+# schema-2 summary.csv columns -> these
+_SCHEMA2_COLUMNS = {"num_steps": "requested_num_steps", "topk": "requested_topk",
+                    "num_draft_tokens": "requested_num_draft_tokens", "eff_num_steps": "effective_num_steps",
+                    "eff_topk": "effective_topk", "eff_num_draft_tokens": "effective_num_draft_tokens"}
+
+
+def point_rows(name: str, result: PointResult) -> list[dict]:
+    """Rows of one point: one per level, or one without a level when it was not measured."""
+    base = {"point": name, "status": result.status}
+    base.update({f"requested_{k}": v for k, v in asdict(result.requested).items()})
+    eff = asdict(result.effective) if result.effective is not None else dict.fromkeys(_SPEC)
+    base.update({f"effective_{k}": v for k, v in eff.items()})
+    base.update(algorithm=result.algorithm, boot_s=result.boot_s, gpu_seconds=result.gpu_seconds,
+                gpu="; ".join(result.gpu or []) or None,
+                other_gpu_processes="; ".join(result.other_gpu_processes or []) or None,
+                reason=result.reason or result.error)
+    if result.status != "ok" or not result.levels:
+        return [{**dict.fromkeys(_LEVEL), **base}]
+    return [{**base, **asdict(lv)} for lv in result.levels.values()]
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """``summary.csv``: every column, lists and mappings as JSON; a key that is not a column is an error."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="raise")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a ``summary.csv`` (this schema or schema 2), typed as the dataclasses type them.
+
+    Raises:
+        ResultSchemaError: a column this schema does not know (named), or a cell of the wrong type.
+    """
+    path = Path(path)
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        names = [_SCHEMA2_COLUMNS.get(h, h) for h in header]
+        unknown = [h for h, n in zip(header, names, strict=True) if n not in COLUMNS]
+        if unknown:
+            raise ResultSchemaError(f"{path}: unknown column(s) {', '.join(unknown)}: not a summary.csv this "
+                                    "version of automodel-spec wrote or reads.")
+        rows = []
+        for i, raw in enumerate(reader, 2):
+            row = dict.fromkeys(COLUMNS)
+            for h, n in zip(header, names, strict=True):
+                try:
+                    row[n] = _parse(n, raw[h])
+                except ValueError as exc:
+                    raise ResultSchemaError(f"{path}:{i}: column {h}: {exc}") from exc
+            rows.append(row)
+    return rows
+
+
+def _kinds() -> dict[str, str]:
+    kinds = {"point": "str", "status": "str", "algorithm": "str", "gpu": "str", "other_gpu_processes": "str",
+             "reason": "str", "boot_s": "float", "gpu_seconds": "float"}
+    for prefix in ("requested_", "effective_"):
+        for f in fields(SpecSettings):
+            kinds[prefix + f.name] = _kind(str(f.type))
+    for f in fields(LevelResult):
+        kinds[f.name] = _kind(str(f.type))
+    return kinds
+
+
+def _kind(annotation: str) -> str:
+    if annotation.startswith(("list", "dict")):
+        return "json"
+    for k in ("bool", "int", "float"):
+        if annotation.startswith(k):
+            return k
+    return "str"
+
+
+_KINDS = _kinds()
+
+
+def _parse(column: str, text: str | None):
+    if text is None or text == "":
+        return None
+    kind = _KINDS[column]
+    if kind == "json":
+        return json.loads(text)
+    if kind == "bool":
+        if text not in ("True", "False", "true", "false"):
+            raise ValueError(f"{text!r} is not a boolean")
+        return text in ("True", "true")
+    if kind == "int":
+        return int(float(text))
+    if kind == "float":
+        return float(text)
+    return text
