@@ -27,9 +27,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from automodel_spec.bench.rows import read_rows
 from automodel_spec.predict.points import GridPoint, measurement_points, select_confirmations
 from automodel_spec.predict.predictor import MeasuredLevel, predict_grid
+from automodel_spec.sweep.rows import read_rows
 
 
 def load_grid(path: Path, output_tokens: float) -> tuple[dict[GridPoint, dict], dict[GridPoint, float]]:

@@ -111,9 +111,11 @@ class Handler(BaseHTTPRequestHandler):
             served["verify"] += verify
             served["tokens"] += n
             time.sleep(0.001 * n)
-            self._send(200, {"text": "x" * n, "output_ids": [5] * n,
-                             "meta_info": {"prompt_tokens": 8, "completion_tokens": n, "spec_verify_ct": verify,
-                                           "e2e_latency": 0.001 * n}})
+            meta = {"prompt_tokens": 8, "completion_tokens": n, "spec_verify_ct": verify, "e2e_latency": 0.001 * n}
+            if SPEC:  # every draft accepted: each verify round accepted all STEPS drafted tokens
+                meta["spec_correct_drafts_histogram"] = [0] * STEPS + [verify]
+                meta["spec_accept_histogram"] = meta["spec_correct_drafts_histogram"]
+            self._send(200, {"text": "x" * n, "output_ids": [5] * n, "meta_info": meta})
         else:
             self._send(404, {"error": self.path})
 
