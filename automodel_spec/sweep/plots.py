@@ -97,6 +97,33 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
     return out
 
 
+def write_predicted_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
+    """Predicted against measured tokens/s of a predict sweep's measured points, one colour per level."""
+    pts = [r for r in rows if r["status"] == "ok" and r.get("predicted_tok_per_s") and r.get("output_tok_per_s")]
+    if not pts:
+        return []
+    plt = _pyplot()
+    if plt is None:
+        return []
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    levels = sorted({level_of(r) for r in pts})
+    colours = plt.get_cmap("tab10")
+    for i, lv in enumerate(levels):
+        for role, marker in (("measured first", "o"), ("confirmed", "*"), (None, "s")):
+            mine = [r for r in pts if level_of(r) == lv and r.get("role") == role]
+            if mine:
+                ax.scatter([r["predicted_tok_per_s"] for r in mine], [r["output_tok_per_s"] for r in mine],
+                           color=colours(i % 10), marker=marker, s=60 if marker == "*" else 30,
+                           label=f"{level_name(lv)}, {role or 'other'}")
+    hi = max(max(r["predicted_tok_per_s"], r["output_tok_per_s"]) for r in pts) * 1.05
+    ax.plot([0, hi], [0, hi], color="grey", linestyle=":", label="measured = predicted")
+    ax.set_xlabel("predicted tokens/s")
+    ax.set_ylabel("measured tokens/s")
+    ax.set_title("predict sweep: predicted vs measured")
+    ax.legend(fontsize=6, loc="upper left")
+    return [_save_figure(plt, fig, sweep_dir / "predicted_vs_measured.png")]
+
+
 def _pyplot():
     try:
         import matplotlib

@@ -25,8 +25,10 @@ from automodel_spec.bench.result import (
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]
 _POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
+# a predict sweep's columns (sweep/predictions.py), empty in other sweeps
+PREDICTED = ["role", "predicted_accept_length", "predicted_tok_per_s", "prediction_method"]
 COLUMNS = (["point", "status"] + [f"requested_{n}" for n in _SPEC] + [f"effective_{n}" for n in _SPEC]
-           + _LEVEL + _POINT_TAIL)
+           + _LEVEL + _POINT_TAIL + PREDICTED)
 
 # schema-2 summary.csv columns -> these
 _SCHEMA2_COLUMNS = {"num_steps": "requested_num_steps", "topk": "requested_topk",
@@ -97,6 +99,7 @@ def point_rows(name: str, result: PointResult) -> list[dict]:
     base.update({f"requested_{k}": v for k, v in asdict(result.requested).items()})
     eff = asdict(result.effective) if result.effective is not None else dict.fromkeys(_SPEC)
     base.update({f"effective_{k}": v for k, v in eff.items()})
+    base.update(dict.fromkeys(PREDICTED))
     base.update(algorithm=result.algorithm, boot_s=result.boot_s, gpu_seconds=result.gpu_seconds,
                 gpu="; ".join(result.gpu or []) or None,
                 other_gpu_processes="; ".join(result.other_gpu_processes or []) or None,
@@ -144,7 +147,8 @@ def read_rows(path: Path) -> list[dict]:
 
 def _kinds() -> dict[str, str]:
     kinds = {"point": "str", "status": "str", "algorithm": "str", "gpu": "str", "other_gpu_processes": "str",
-             "reason": "str", "boot_s": "float", "gpu_seconds": "float"}
+             "reason": "str", "boot_s": "float", "gpu_seconds": "float", "role": "str",
+             "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str"}
     for prefix in ("requested_", "effective_"):
         for f in fields(SpecSettings):
             kinds[prefix + f.name] = _kind(str(f.type))

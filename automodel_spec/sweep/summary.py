@@ -14,7 +14,9 @@ from pathlib import Path
 
 from automodel_spec.bench.result import ResultSchemaError, read_point
 from automodel_spec.redact import mask
-from automodel_spec.sweep.plots import write_heatmaps, write_speedup_plot
+from automodel_spec.sweep.plots import write_heatmaps, write_predicted_plot, write_speedup_plot
+from automodel_spec.sweep.predictions import attach_predictions, prediction_lines, read_predictions
+from automodel_spec.sweep.presets import write_presets
 from automodel_spec.sweep.rows import (
     collect_rows,
     is_auto,
@@ -44,6 +46,8 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     """
     sweep_dir = Path(sweep_dir)
     rows = [_masked_row(r, list(secrets)) for r in collect_rows(sweep_dir)]
+    pred = read_predictions(sweep_dir)
+    attach_predictions(rows, pred)
     write_rows(sweep_dir / "summary.csv", rows)
     levels = sorted({level_of(r) for r in rows if r.get("concurrency") is not None})
     best = {lv: best_row(rows, lv) for lv in levels}
@@ -63,6 +67,9 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
         if best[lv]:
             md += ["", f"Best at {level_name(lv)}: {_best_text(best[lv])}"]
         md.append("")
+    md += category_lines(rows, levels)
+    md += prediction_lines(rows, pred)
+    md += write_presets(sweep_dir, rows)
     skipped = [r for r in rows if r["status"] != "ok"]
     if skipped:
         md += ["## Skipped or failed points", ""] + [f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped]
@@ -74,8 +81,32 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
     lines = [f"{level_name(lv)}: {_best_line(b)}" for lv, b in best.items() if b]
     (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
-    images = write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows) if plots else []
+    images = (write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows)
+              + write_predicted_plot(sweep_dir, rows)) if plots else []
     return {"rows": rows, "best": best, "images": images, "skipped": skipped}
+
+
+def category_lines(rows: list[dict], levels: list[tuple[float, int]]) -> list[str]:
+    """Accept length per prompt category, one table per level (as SpecBench reports per task)."""
+    with_cats = [r for r in rows if r["status"] == "ok" and r.get("by_category")
+                 and any(c.get("accept_length") for c in r["by_category"].values())]
+    if not with_cats:
+        return []
+    cats = sorted({c for r in with_cats for c in r["by_category"]})
+    out = ["## Accept length by prompt category", ""]
+    for lv in levels:
+        here = sorted((r for r in with_cats if level_of(r) == lv), key=lambda r: -(r.get("accept_length") or 0))
+        if not here:
+            continue
+        out += [f"### {level_name(lv)}", "", "| setting | " + " | ".join(cats) + " | all |",
+                "|---|" + "---:|" * (len(cats) + 1)]
+        for r in here:
+            steps, topk, tokens = setting_of(r)
+            name = f"{steps}/{topk}/{tokens}{_auto(r)}"
+            cells = [_f((r["by_category"].get(c) or {}).get("accept_length")) for c in cats]
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {_f(r.get('accept_length'))} |")
+        out.append("")
+    return out
 
 
 def _masked_row(row: dict, secrets: list[str]) -> dict:
