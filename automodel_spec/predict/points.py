@@ -70,7 +70,7 @@ def measurement_points(grid: list[GridPoint], per_topk: bool = False) -> list[Gr
 
 @dataclass(frozen=True)
 class Candidate:
-    """A point predicted to beat every measured point at one or more levels."""
+    """An unmeasured point predicted to contend for the best at one or more levels."""
 
     point: GridPoint
     levels: tuple[tuple[float, int], ...]
@@ -79,30 +79,34 @@ class Candidate:
 
 def select_confirmations(predicted: dict[tuple[float, int], dict[GridPoint, float]],
                          measured: dict[tuple[float, int], dict[GridPoint, float]],
-                         max_points: int, min_gain: float = 0.0) -> list[Candidate]:
-    """The unmeasured points to measure next: per level, the predicted best when it beats the measured best.
+                         max_points: int, min_gain: float = 0.0, tolerance: float = 0.03) -> list[Candidate]:
+    """The unmeasured points to measure next.
+
+    At each level, an unmeasured point contends when it is predicted to beat the level's measured
+    best by more than ``min_gain`` and comes within ``tolerance`` of the best prediction there
+    (predictions that close cannot be told apart by the model: see its fit error). The points that
+    contend at the most levels are measured first, then those with the larger predicted gain.
 
     Args:
         predicted: per level (temperature, concurrency), predicted tokens/s of each grid point.
         measured: per level, measured tokens/s of each point measured so far.
         max_points: at most this many points (one server each).
         min_gain: a predicted gain over the level's measured best at or under this is not worth a server.
-
-    Returns:
-        Candidates ordered by the number of levels they would win, then by their largest predicted gain.
+        tolerance: how far below the level's best prediction a point still contends.
     """
     wins: dict[GridPoint, list[tuple[tuple[float, int], float]]] = {}
     done = {p for m in measured.values() for p in m}
     for level, preds in predicted.items():
-        ranked = sorted(((v, p) for p, v in preds.items() if v == v), reverse=True)  # v == v: not NaN
-        if not ranked:
+        values = {p: v for p, v in preds.items() if v == v}  # v == v: not NaN
+        if not values:
             continue
-        value, point = ranked[0]
         best_measured = max(measured.get(level, {}).values(), default=0.0)
-        if point in done or value <= best_measured * (1 + min_gain):
-            continue
-        gain = value / best_measured - 1 if best_measured else float("inf")
-        wins.setdefault(point, []).append((level, gain))
-    order = sorted(wins.items(), key=lambda kv: (-len(kv[1]), -max(g for _, g in kv[1]), kv[0]))
+        top = max(max(values.values()), best_measured)
+        for point, value in values.items():
+            if point in done or value <= best_measured * (1 + min_gain) or value < (1 - tolerance) * top:
+                continue
+            gain = value / best_measured - 1 if best_measured else float("inf")
+            wins.setdefault(point, []).append((level, gain))
+    order = sorted(wins.items(), key=lambda kv: (-len(kv[1]), -sum(g for _, g in kv[1]), kv[0]))
     return [Candidate(point=p, levels=tuple(lv for lv, _ in ws), best_gain=max(g for _, g in ws))
             for p, ws in order[:max_points]]

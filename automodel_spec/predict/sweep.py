@@ -225,8 +225,8 @@ def _affordable(options: PredictOptions, spent_s: float, results: dict[GridPoint
     """Whether one more server fits the budget, costed at the mean of the points measured so far."""
     if options.max_gpu_s is None:
         return True
-    costs = [r.gpu_seconds for r in results.values() if r.gpu_seconds]
-    estimate = sum(costs) / len(costs) if costs else 0.0
+    costs = sorted(r.gpu_seconds for r in results.values() if r.gpu_seconds)
+    estimate = costs[len(costs) // 2] if costs else 0.0  # the median: a machine's first start compiles, the rest less
     return spent_s + estimate <= options.max_gpu_s
 
 

@@ -83,3 +83,42 @@ def test_a_swept_key_other_than_the_grid_is_refused(tmp_path, cache):  # noqa: F
     res = run_cli(SERVE, *PREDICT, "bench.seed=1,2", cwd=tmp_path / "cwd", cache=cache, env=ENV)
     assert res.returncode == 1
     assert "bench.seed=1,2: the predict sweep sweeps spec.num_steps and spec.topk only" in output(res)
+
+
+def test_the_written_preset_is_read_back_by_the_recipe(predicted, tmp_path, cache):  # noqa: F811
+    res, root = predicted
+    presets = root / "presets"
+    c1 = (presets / "spec_preset" / "c1.yaml").read_text()
+    winner = {k: int(v) for k, v in (line.strip().split(": ") for line in c1.splitlines()
+                                     if line.startswith("  ") and line.strip().split(": ")[1].isdigit())}
+    serve = run_cli(SERVE, "--config-dir", str(presets), "print_only=true", "+spec_preset=c1",
+                    cwd=tmp_path / "cwd", cache=cache, env=ENV)
+    assert serve.returncode == 0, output(serve)
+    assert (f"--speculative-num-steps {winner['num_steps']} --speculative-eagle-topk {winner['topk']} "
+            f"--speculative-num-draft-tokens {winner['num_draft_tokens']}") in serve.stdout
+    flags = (presets / "sglang_flags.txt").read_text()
+    assert f"concurrency 1: --speculative-algorithm EAGLE3 --speculative-num-steps {winner['num_steps']}" in flags
+
+
+def test_an_adaptive_preset_runs_sglangs_adaptive_mode(tmp_path, cache):  # noqa: F811
+    from automodel_spec.sweep.presets import write_presets
+
+    def row(point, steps, c, t, tps):
+        return {"point": point, "status": "ok", "requested_num_steps": steps, "requested_topk": 1,
+                "requested_num_draft_tokens": steps + 1, "effective_num_steps": steps, "effective_topk": 1,
+                "effective_num_draft_tokens": steps + 1, "temperature": t, "concurrency": c,
+                "output_tok_per_s": tps, "algorithm": "EAGLE3"}
+
+    rows = [row("long", 7, 1, 0.0, 500.0), row("short", 1, 1, 0.0, 250.0),
+            row("long", 7, 8, 0.0, 1500.0), row("short", 1, 8, 0.0, 1900.0)]
+    lines = write_presets(tmp_path / "sw", rows)
+    presets = tmp_path / "sw" / "presets"
+    assert any("The winner changes with load: c=1: 7/1/8, c=8: 1/1/2" in line for line in lines)
+    config = json.loads((presets / "adaptive_config.json").read_text())
+    assert config == {"1": {"candidate_steps": [7]}, "8": {"candidate_steps": [1]}}
+    serve = run_cli(SERVE, "--config-dir", str(presets), "print_only=true", "+spec_preset=adaptive",
+                    cwd=tmp_path / "cwd", cache=cache, env=ENV)
+    assert serve.returncode == 0, output(serve)
+    assert ("--speculative-num-steps 7 --speculative-eagle-topk 1 --speculative-num-draft-tokens 8 "
+            f"--speculative-adaptive --speculative-adaptive-config {presets / 'adaptive_config.json'}") in serve.stdout
+    assert "SGLang's adaptive mode" in serve.stdout
