@@ -122,3 +122,20 @@ def test_an_adaptive_preset_runs_sglangs_adaptive_mode(tmp_path, cache):  # noqa
     assert ("--speculative-num-steps 7 --speculative-eagle-topk 1 --speculative-num-draft-tokens 8 "
             f"--speculative-adaptive --speculative-adaptive-config {presets / 'adaptive_config.json'}") in serve.stdout
     assert "SGLang's adaptive mode" in serve.stdout
+
+
+def test_compare_script_reads_the_sweep_and_a_recorded_grid(predicted, tmp_path):
+    import subprocess
+    import sys
+
+    res, root = predicted
+    out = tmp_path / "compare.md"
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_predict.py"), str(root), "--grid",
+                          str(root / "summary.csv"), "--out", str(out)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **ENV})
+    assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    assert "measured first: 3/1/4, 3/2/7, 1/2/3" in text
+    # against itself every level's winner is the grid's best
+    assert "Winner within 3% of the grid's best (grid's numbers) at 4 of 4 levels." in text
+    assert "| 1/1/2 | T=0 c=1 |" in text and "chain: histogram" in text
