@@ -137,5 +137,5 @@ def test_compare_script_reads_the_sweep_and_a_recorded_grid(predicted, tmp_path)
     text = out.read_text()
     assert "measured first: 3/1/4, 3/2/7, 1/2/3" in text
     # against itself every level's winner is the grid's best
-    assert "Winner within 3% of the grid's best (grid's numbers) at 4 of 4 levels." in text
+    assert "Winner within 3% of the grid's best (grid's numbers) at 2 of 2 levels." in text
     assert "| 1/1/2 | T=0 c=1 |" in text and "chain: histogram" in text
