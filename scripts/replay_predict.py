@@ -2,7 +2,7 @@
 """Replay the predict sweep over a grid you measured: which points it launches, what it predicts, what it finds.
 
     python scripts/replay_predict.py docs/data/2026-11-27-h100-grid-spread.csv --baseline-s 191
-        [--per-topk] [--confirm 2] [--min-gain 0] [--max-gpu-s S] [--within 0.03] [--output-tokens 128]
+        [--per-topk] [--confirm 1] [--min-gain 0] [--max-gpu-s S] [--within 0.03] [--output-tokens 128]
 
 Runs the predict sweep's own driver (``automodel_spec.predict.sweep.run_predict_sweep``) with a launcher
 that looks points up in a sweep's ``summary.csv`` (or sweep directory) instead of starting servers, so
@@ -58,7 +58,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("grid", type=Path, help="a sweep directory or its summary.csv")
     ap.add_argument("--per-topk", action="store_true", help="measure the longest point of every topk")
-    ap.add_argument("--confirm", type=int, default=2, help="at most this many confirmation points")
+    ap.add_argument("--confirm", type=int, default=1, help="at most this many confirmation points")
     ap.add_argument("--min-gain", type=float, default=0.0)
     ap.add_argument("--max-gpu-s", type=float, default=None)
     ap.add_argument("--within", type=float, default=0.03)

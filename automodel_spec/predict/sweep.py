@@ -56,7 +56,7 @@ class PredictOptions:
     """
 
     per_topk: bool = False
-    confirm: int = 2
+    confirm: int = 1
     min_gain: float = 0.0
     max_gpu_s: float | None = None
     also: list[list[str]] = field(default_factory=list)

@@ -20,7 +20,7 @@ class PredictSweeperConf:
     _target_: str = "hydra_plugins.automodel_spec_predict_sweeper.predict_sweeper.PredictSweeper"
     params: dict[str, str] = field(default_factory=dict)
     per_topk: bool = False
-    confirm: int = 2
+    confirm: int = 1
     min_gain: float = 0.0
     max_gpu_s: Any = None
     also: list[str] = field(default_factory=list)

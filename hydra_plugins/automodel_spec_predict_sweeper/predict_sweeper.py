@@ -18,7 +18,7 @@ GRID_KEYS = ("spec.num_steps", "spec.topk")
 class PredictSweeper(Sweeper):
     """Launches the measurement points, then the confirmations, through the configured launcher."""
 
-    def __init__(self, params: dict[str, str] | None = None, per_topk: bool = False, confirm: int = 2,
+    def __init__(self, params: dict[str, str] | None = None, per_topk: bool = False, confirm: int = 1,
                  min_gain: float = 0.0, max_gpu_s: float | None = None, also: list[str] | None = None,
                  measure_adaptive: bool = False) -> None:
         self.params = dict(params or {})
