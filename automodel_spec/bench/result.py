@@ -158,12 +158,9 @@ def level_key(temperature: float, concurrency: int) -> str:
 
 def write_point(path: Path, result: PointResult) -> None:
     """Write ``result`` to ``path`` atomically (a reader never sees half a file)."""
-    import os
+    from automodel_spec.atomic_write import write_json_atomically
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_finite(result.to_dict()), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomically(Path(path), json_safe(result.to_dict()))
 
 
 def read_point(path: Path) -> PointResult:
@@ -277,14 +274,14 @@ def split_server_settings(info: dict | None) -> tuple[dict | None, dict]:
     return (eff if eff else None), rest
 
 
-def _finite(obj):
-    """NaN and infinities become ``null``: JSON has no spelling for them."""
+def json_safe(obj):
+    """``obj`` with NaN and infinities as ``None``: JSON has no spelling for them."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from automodel_spec.adaptive import write_adaptive_config
 from automodel_spec.atomic_write import write_json_atomically
-from automodel_spec.bench.result import PointResult
+from automodel_spec.bench.result import PointResult, json_safe
 from automodel_spec.predict.cost import CostModel
 from automodel_spec.predict.points import (
     Candidate,
@@ -196,7 +196,7 @@ def write_predictions(sweep_dir: Path, outcome: PredictOutcome) -> Path:
                          "source": p.source} for p in outcome.predictions],
         "skipped": outcome.skipped, "adaptive_config": outcome.adaptive_config, "gpu_seconds": outcome.gpu_seconds,
     }
-    write_json_atomically(path, _finite(data))
+    write_json_atomically(path, json_safe(data))
     return path
 
 
@@ -229,12 +229,3 @@ def _affordable(options: PredictOptions, spent_s: float, results: dict[GridPoint
     estimate = costs[len(costs) // 2] if costs else 0.0  # the median: a machine's first start compiles, the rest less
     return spent_s + estimate <= options.max_gpu_s
 
-
-def _finite(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
