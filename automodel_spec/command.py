@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig, resolve_spec
 
@@ -75,6 +76,10 @@ def build_launch_command(
         _opt(argv, "--speculative-num-steps", spec.num_steps)
         _opt(argv, "--speculative-eagle-topk", spec.topk)
         _opt(argv, "--speculative-num-draft-tokens", spec.num_draft_tokens)
+        if spec.adaptive:
+            argv.append("--speculative-adaptive")
+            if spec.adaptive_config:
+                argv += ["--speculative-adaptive-config", str(Path(spec.adaptive_config).expanduser().resolve())]
     argv += list(sglang.extra_args)
     return argv
 

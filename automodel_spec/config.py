@@ -87,16 +87,28 @@ class SpecConfig:
     Give steps and topk together, or nothing (SGLang chooses). ``num_draft_tokens`` may be left
     unset with them: it is then ``steps + 1`` for a chain (topk 1) and the full tree
     ``steps * topk + 1`` capped at ``max_draft_tokens`` otherwise.
+
+    ``adaptive`` runs SGLang's adaptive mode (``--speculative-adaptive``, SGLang >= 0.5.11): chains
+    only (topk 1), the number of steps changing at run time among the candidates of
+    ``adaptive_config`` (a JSON file, ``--speculative-adaptive-config``; SGLang's own defaults
+    without one). ``num_steps`` is then optional: the steps it starts with, one of the candidates.
     """
 
     num_steps: int | None = None
     topk: int | None = None
     num_draft_tokens: int | None = None
     max_draft_tokens: int = 16
+    adaptive: bool = False
+    adaptive_config: str | None = None
 
 
 def resolve_spec(spec: SpecConfig) -> SpecConfig:
-    """``spec`` with ``num_draft_tokens`` derived when steps and topk are given without it."""
+    """``spec`` with ``num_draft_tokens`` derived when steps and topk are given without it.
+
+    In adaptive mode topk is 1 and draft tokens ``steps + 1`` (SGLang sets them so).
+    """
+    if spec.adaptive and spec.num_steps is not None and spec.topk in (None, 1):
+        return replace(spec, topk=1, num_draft_tokens=spec.num_draft_tokens or spec.num_steps + 1)
     if spec.num_steps is None or spec.topk is None or spec.num_draft_tokens is not None:
         return spec
     if spec.topk == 1:
@@ -189,6 +201,8 @@ class ServeConfig:
 
 def spec_errors(spec: SpecConfig) -> list[str]:
     """Rules SGLang applies to steps / topk / draft tokens, as messages (empty when valid)."""
+    if spec.adaptive or spec.adaptive_config is not None:
+        return _adaptive_errors(spec)
     spec = resolve_spec(spec)
     values = {"num_steps": spec.num_steps, "topk": spec.topk, "num_draft_tokens": spec.num_draft_tokens}
     given = {k: v for k, v in values.items() if v is not None}
@@ -221,6 +235,43 @@ def spec_errors(spec: SpecConfig) -> list[str]:
     return errors
 
 
+def _adaptive_errors(spec: SpecConfig) -> list[str]:
+    """Rules of SGLang's adaptive mode (SGLang would fall back to static steps with only a warning)."""
+    if not spec.adaptive:
+        return [f"spec.adaptive_config={spec.adaptive_config} is set but spec.adaptive is false: add "
+                "spec.adaptive=true, or drop spec.adaptive_config."]
+    errors = []
+    if spec.topk not in (None, 1):
+        errors.append(f"spec.adaptive=true runs chains only (topk 1) in SGLang, but spec.topk={spec.topk}: SGLang "
+                      "would turn adaptive mode off with only a warning. Set spec.topk=1 or drop spec.adaptive.")
+    if spec.num_steps is not None and spec.num_steps < 1:
+        errors.append(f"spec.num_steps={spec.num_steps} must be >= 1.")
+    elif spec.num_steps is not None and spec.num_draft_tokens not in (None, spec.num_steps + 1):
+        errors.append(f"spec.adaptive=true with spec.num_steps={spec.num_steps} means {spec.num_steps + 1} draft "
+                      f"tokens (SGLang sets steps + 1); got spec.num_draft_tokens={spec.num_draft_tokens}.")
+    if spec.num_steps is None and spec.num_draft_tokens is not None:
+        errors.append("spec.num_draft_tokens without spec.num_steps: in adaptive mode give the starting steps "
+                      "(or neither: SGLang starts from the middle candidate).")
+    return errors
+
+
+def adaptive_config_errors(spec: SpecConfig) -> list[str]:
+    """The adaptive config file's problems (read from disk), and starting steps outside its candidates."""
+    if not spec.adaptive or spec.adaptive_config is None:
+        return []
+    from automodel_spec.adaptive import candidate_steps, read_adaptive_config
+
+    try:
+        config = read_adaptive_config(spec.adaptive_config)
+    except ConfigError as exc:
+        return exc.problems
+    steps = candidate_steps(config)
+    if spec.num_steps is not None and spec.num_steps not in steps:
+        return [f"spec.num_steps={spec.num_steps} is not one of the candidate steps {steps} of "
+                f"spec.adaptive_config={spec.adaptive_config}: SGLang would refuse to start. Pick one of them."]
+    return []
+
+
 def target_path(cfg: ServeConfig) -> str | None:
     """``target.path``, or the built-in demo target when it is unset and the draft is the demo's.
 
@@ -244,7 +295,12 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
     algo = cfg.algorithm
     if algo.name is not None:
         errors += spec_errors(cfg.spec)
-    elif any(v is not None for v in (cfg.spec.num_steps, cfg.spec.topk, cfg.spec.num_draft_tokens)):
+        if cfg.spec.adaptive and algo.name not in ("EAGLE", "EAGLE3"):
+            errors.append(f"spec.adaptive=true works with algorithm=EAGLE or EAGLE3 only (SGLang), not {algo.name}.")
+        if not (cfg.spec.adaptive_config and path_problem(cfg.spec.adaptive_config)):
+            errors += adaptive_config_errors(cfg.spec)
+    elif any(v is not None for v in (cfg.spec.num_steps, cfg.spec.topk, cfg.spec.num_draft_tokens)) \
+            or cfg.spec.adaptive:
         errors.append("spec.* is set but algorithm=none serves without speculation; drop spec.* overrides.")
     if algo.needs_draft and not cfg.draft.path:
         errors.append(
@@ -340,6 +396,7 @@ MANAGED_FLAGS = {
     "--speculative-token-map": "draft.path (the token map is written with the export)",
     "--speculative-num-steps": "spec.num_steps", "--speculative-eagle-topk": "spec.topk",
     "--speculative-num-draft-tokens": "spec.num_draft_tokens",
+    "--speculative-adaptive": "spec.adaptive", "--speculative-adaptive-config": "spec.adaptive_config",
 }
 
 
@@ -426,7 +483,7 @@ def config_warnings(cfg: ServeConfig) -> list[str]:
 def _path_values(cfg: ServeConfig) -> dict[str, str | None]:
     return {"draft.path": cfg.draft.path, "draft.export_dir": cfg.draft.export_dir, "draft.config": cfg.draft.config,
             "target.path": cfg.target.path, "cache_dir": cfg.cache_dir, "output_dir": cfg.output_dir,
-            "bench.prompts": cfg.bench.prompts}
+            "bench.prompts": cfg.bench.prompts, "spec.adaptive_config": cfg.spec.adaptive_config}
 
 
 def path_errors(cfg: ServeConfig) -> list[str]:

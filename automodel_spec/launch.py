@@ -15,7 +15,8 @@ from automodel_spec.server import SGLangServer, pick_port
 TEST_PROMPT = "The quick brown fox jumps over the lazy dog. " * 2
 _EFFECTIVE_KEYS = ("speculative_algorithm", "speculative_num_steps", "speculative_eagle_topk",
                    "speculative_num_draft_tokens", "speculative_draft_model_path", "max_running_requests",
-                   "attention_backend", "tp_size", "mem_fraction_static", "cuda_graph_max_bs")
+                   "attention_backend", "tp_size", "mem_fraction_static", "cuda_graph_max_bs",
+                   "speculative_adaptive", "speculative_adaptive_config")
 
 
 def launch_command(cfg: ServeConfig, run: PreparedRun, port: int | None = None) -> list[str]:
@@ -30,7 +31,7 @@ def open_server(cfg: ServeConfig, run: PreparedRun, log_dir: Path, *, echo: bool
 
     ``env`` replaces the server's environment (default: ours).
     """
-    check_sglang_installed(cfg.sglang.python, run.export.min_sglang if run.export else "0.5.9")
+    check_sglang_installed(cfg.sglang.python, *required_sglang(cfg, run))
     port = pick_port(cfg.sglang.host, cfg.sglang.port) if port is None else port
     argv = launch_command(cfg, run, port)
     host = cfg.sglang.host if cfg.sglang.host not in ("0.0.0.0", "::") else "127.0.0.1"
@@ -38,6 +39,23 @@ def open_server(cfg: ServeConfig, run: PreparedRun, log_dir: Path, *, echo: bool
     return SGLangServer(argv, f"http://{host}:{port}", log_dir, ready_timeout_s=cfg.sglang.ready_timeout_s,
                         stop_timeout_s=cfg.sglang.stop_timeout_s, echo=echo, api_key=cfg.sglang.api_key,
                         log_name=log_name, env=env)
+
+
+def required_sglang(cfg: ServeConfig, run: PreparedRun) -> tuple[str, str]:
+    """The oldest SGLang that serves this run as configured, and what needs it."""
+    from packaging.version import Version
+
+    from automodel_spec.adaptive import read_adaptive_config
+    from automodel_spec.adaptive import required_sglang as adaptive_needs
+
+    need = (run.export.min_sglang if run.export else "0.5.9", "this draft needs")
+    if cfg.algorithm.name and cfg.spec.adaptive:
+        config = read_adaptive_config(cfg.spec.adaptive_config) if cfg.spec.adaptive_config else None
+        version = adaptive_needs(True, config)
+        if Version(version) > Version(need[0]):
+            need = (version, "spec.adaptive" + (f" with spec.adaptive_config={cfg.spec.adaptive_config}"
+                                                 if config else "") + " needs")
+    return need
 
 
 def effective_settings(info: dict) -> dict:

@@ -153,7 +153,7 @@ def _expand_user(path: str) -> str:
     return str(Path(path).expanduser()) if path.startswith("~") else path
 
 
-def check_sglang_installed(python: str | None, min_version: str) -> None:
+def check_sglang_installed(python: str | None, min_version: str, needs: str = "this draft needs") -> None:
     """Before launching with this interpreter: SGLang must be importable and new enough.
 
     Raises:
@@ -170,6 +170,7 @@ def check_sglang_installed(python: str | None, min_version: str) -> None:
         return
     if Version(installed) < Version(min_version):
         raise CheckpointError(
-            f"this draft needs SGLang >= {min_version} to load as written, but {installed} is installed: "
-            f"older releases would skip or mis-shape part of it. Upgrade: pip install 'sglang>={min_version}'."
+            f"{needs} SGLang >= {min_version}, but {installed} is installed: older releases would "
+            f"{'skip or mis-shape part of it' if needs == 'this draft needs' else 'refuse it or ignore it'}. "
+            f"Upgrade: pip install 'sglang>={min_version}'."
         )

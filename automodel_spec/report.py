@@ -28,6 +28,11 @@ def format_notes(run: PreparedRun) -> str:
 def describe_spec(cfg: ServeConfig) -> str:
     """The steps / topk / draft tokens the server is asked for, or who chooses them."""
     spec = resolve_spec(cfg.spec)
+    if spec.adaptive:
+        start = f"starting at {spec.num_steps} steps" if spec.num_steps is not None else \
+            "starting at the middle candidate"
+        source = f"the candidates of {spec.adaptive_config}" if spec.adaptive_config else "SGLang's default candidates"
+        return f"SGLang's adaptive mode: a chain (topk 1) whose steps change at run time among {source}, {start}"
     if spec.num_steps is None:
         return ("left to SGLang (0.5.17 picks 5/4/8 steps/topk/draft tokens for Llama targets); the values "
                 "it takes are read back from the server once it is up and printed")

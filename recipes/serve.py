@@ -27,7 +27,7 @@ from automodel_spec.config import (
 )
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra_glue import register_configs
-from automodel_spec.launch import launch_command, serve_foreground
+from automodel_spec.launch import launch_command, required_sglang, serve_foreground
 from automodel_spec.prepare import check_sglang_installed, prepare_run
 from automodel_spec.report import format_plan
 
@@ -60,10 +60,10 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
         from automodel_spec.bench.job import objective, run_benchmark_job
 
         # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
-        check_sglang_installed(cfg.sglang.python, run.export.min_sglang if run.export else "0.5.9")
+        check_sglang_installed(cfg.sglang.python, *required_sglang(cfg, run))
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
         result = run_benchmark_job(cfg, run, out_dir, shared_dir=shared)
-        code = 0 if result["status"] in ("ok", "invalid") else 1
+        code = 0 if result.status in ("ok", "invalid") else 1
         return (code, objective(result, cfg.bench)) if in_multirun() else code
     return serve_foreground(cfg, run, out_dir)
 

@@ -5,6 +5,7 @@
 # Builds the synthetic Llama-3.1-8B-shaped pair once (BENCH_PAIR, default /tmp/bench8b; build flags
 # in BENCH_PAIR_ARGS, e.g. BENCH_PAIR=/tmp/spread8b BENCH_PAIR_ARGS="--spread 4" for trees), then runs
 #   recipes/serve.py -m +sweep=grid bench.name=NAME sglang=h100_bench ...   (sweeps/NAME)
+# (BENCH_SWEEP=predict runs +sweep=predict instead of the grid.)
 # Finished points are skipped, so the same command continues a sweep. BENCH_TIMEOUT_S (default
 # 540) bounds this script up to the end of the sweep, the pair's build included, so that the
 # results are packed before a 10-minute call ends; a point cut off is measured again next call.
@@ -40,13 +41,13 @@ PAIR=${BENCH_PAIR:-/tmp/bench8b}
 python3 scripts/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --device cuda ${BENCH_PAIR_ARGS:-} || exit 1
 LEFT=$(( ${BENCH_TIMEOUT_S:-540} - SECONDS ))
 [ "$LEFT" -gt 0 ] || { echo "[gpu_bench] no time left for the sweep (BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-540})"; LEFT=1; }
-timeout "$LEFT" python3 recipes/serve.py -m +sweep=grid bench.name="$NAME" \
+timeout "$LEFT" python3 recipes/serve.py -m +sweep="${BENCH_SWEEP:-grid}" bench.name="$NAME" \
   draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" sglang=h100_bench "$@"
 rc=$?
 python3 -m automodel_spec.sweep "sweeps/$NAME" >/dev/null 2>&1 || true
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/$NAME"
-  cp sweeps/"$NAME"/summary.* sweeps/"$NAME"/best_override.txt "$OUT/$NAME"/ 2>/dev/null
+  cp sweeps/"$NAME"/summary.* sweeps/"$NAME"/best_override.txt sweeps/"$NAME"/predictions.json "$OUT/$NAME"/ 2>/dev/null
   tar -czf "$OUT/sweep-$NAME.tar.gz" -C sweeps "$NAME"
   find "$HOME/.triton" "$HOME/.cache" "$HOME/.nv" /tmp/torchinductor_* -type f -newer "$MARK" -size -16M \
     ! -path '*/automodel_spec/*' 2>/dev/null | sed 's|^/||' > /tmp/gpu_bench.caches

@@ -34,9 +34,9 @@ def measured_grid(sweep_dir: Path, temperature: float, concurrency: int) -> dict
     """(steps, topk) -> (tokens/s at the level, GPU seconds of the point), for the points the grid set."""
     grid = {}
     for r in collect_rows(sweep_dir):
-        if r["num_steps"] is None or r["topk"] is None:  # SGLang's own choice is not a grid point
+        if r["requested_num_steps"] is None or r["requested_topk"] is None:  # SGLang's own choice
             continue
-        key = (int(r["num_steps"]), int(r["topk"]))
+        key = (int(r["requested_num_steps"]), int(r["requested_topk"]))
         if r["status"] != "ok":
             grid.setdefault(key, (0.0, float(r.get("gpu_seconds") or 0.0)))
         elif (float(r["temperature"]), int(r["concurrency"])) == (temperature, concurrency):

@@ -25,7 +25,7 @@ def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict
 
     def one(i: int, prompt: Prompt) -> dict:
         t0 = time.perf_counter()
-        rec = {"i": i, "prompt_id": prompt.id, "kind": prompt.kind, "concurrency": concurrency}
+        rec = {"i": i, "prompt_id": prompt.id, "category": prompt.category, "concurrency": concurrency}
         try:
             out = generate({**prompt.payload(), "sampling_params": params})
             meta = out.get("meta_info", {}) if isinstance(out, dict) else {}
@@ -35,6 +35,10 @@ def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict
             for key in ("spec_accept_length", "spec_accept_rate"):
                 if meta.get(key) is not None:
                     rec[key] = meta[key]
+            # rounds by accepted drafts; SGLang 0.5.12+ names it so, keeping the older name as an alias
+            hist = meta.get("spec_correct_drafts_histogram", meta.get("spec_accept_histogram"))
+            if isinstance(hist, list) and hist:
+                rec["spec_correct_drafts_histogram"] = [int(v) for v in hist]
         except Exception as exc:  # recorded; the metrics count it as a failed request
             rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
         rec["latency_s"] = time.perf_counter() - t0

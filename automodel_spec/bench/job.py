@@ -17,10 +17,18 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from automodel_spec import nvidia_smi
-from automodel_spec.atomic_write import write_json_atomically
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
 from automodel_spec.bench.placement import placed_server
+from automodel_spec.bench.result import (
+    SCHEMA_VERSION,
+    PointResult,
+    ResultSchemaError,
+    SpecSettings,
+    read_point,
+    split_server_settings,
+    write_point,
+)
 from automodel_spec.bench.workload import load_prompts, select_prompts
 from automodel_spec.config import AlgorithmConfig, ServeConfig, SpecConfig, resolve_spec, spec_errors
 from automodel_spec.errors import ConfigError, ServerError, SpecError
@@ -30,7 +38,7 @@ from automodel_spec.prepare import PreparedRun
 
 METRICS = "metrics.json"
 RECORDS = "records.jsonl"
-SCHEMA = 2
+SCHEMA = SCHEMA_VERSION
 
 
 def point_key(cfg: ServeConfig, run: PreparedRun) -> str:
@@ -55,40 +63,47 @@ def baseline_key(cfg: ServeConfig, run: PreparedRun) -> str:
     return point_key(base, PreparedRun(target=run.target))
 
 
-def read_complete(path: Path, key: str) -> dict | None:
-    """A finished ``metrics.json`` for ``key`` (status ok or invalid), else ``None``."""
+def read_complete(path: Path, key: str) -> PointResult | None:
+    """A finished ``metrics.json`` for ``key`` (status ok or invalid), else ``None``.
+
+    A result of another schema is measured again (its key differs: the schema is part of it).
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_point(path)
+    except ResultSchemaError:
         return None
-    return data if data.get("key") == key and data.get("status") in ("ok", "invalid") else None
+    return data if data.key == key and data.status in ("ok", "invalid") else None
 
 
-def record_invalid_point(cfg: ServeConfig, out_dir: Path, reasons: list[str]) -> dict:
+def requested_settings(spec: SpecConfig) -> SpecSettings:
+    """What the configuration asks the server for (draft tokens derived as the command derives them)."""
+    r = resolve_spec(spec)
+    return SpecSettings(num_steps=r.num_steps, topk=r.topk, num_draft_tokens=r.num_draft_tokens,
+                        adaptive=r.adaptive, adaptive_config=r.adaptive_config)
+
+
+def record_invalid_point(cfg: ServeConfig, out_dir: Path, reasons: list[str]) -> PointResult:
     """Record a setting SGLang would reject, so a sweep lists it as skipped (and why)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"key": None, "status": "invalid", "spec": asdict(cfg.spec), "algorithm": cfg.algorithm.name,
-              "bench": asdict(cfg.bench), "reason": " ".join(reasons)}
-    write_json_atomically(out_dir / METRICS, result)
-    print(f"[bench] {out_dir.name}: skipped, invalid setting: {result['reason']}", flush=True)
+    result = PointResult(status="invalid", algorithm=cfg.algorithm.name, requested=requested_settings(cfg.spec),
+                         bench=asdict(cfg.bench), reason=" ".join(reasons))
+    write_point(out_dir / METRICS, result)
+    print(f"[bench] {out_dir.name}: skipped, invalid setting: {result.reason}", flush=True)
     return result
 
 
-def level_key(temperature: float, concurrency: int) -> str:
-    """The key of one level in ``metrics.json`` (e.g. ``T0_c1``, ``T5.5_c8``)."""
-    return f"T{temperature:g}_c{concurrency}"
-
-
-def objective(result: dict, bench) -> float:
+def objective(result: PointResult, bench) -> float:
     """What a sweeper maximizes: output tokens/s at the objective level (0 if failed)."""
-    if result.get("status") != "ok":
+    if result.status != "ok":
         return 0.0
     conc = bench.objective_concurrency if bench.objective_concurrency is not None else bench.concurrency[0]
     temp = bench.objective_temperature if bench.objective_temperature is not None else bench.temperature[0]
-    return float(result["levels"].get(level_key(temp, conc), {}).get("output_tok_per_s") or 0.0)
+    lv = result.level(temp, conc)
+    return float(lv.output_tok_per_s or 0.0) if lv is not None else 0.0
 
 
-def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_dir: Path | None = None) -> dict:
+def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path,
+                      shared_dir: Path | None = None) -> PointResult:
     """Benchmark one point; write ``out_dir/metrics.json``; return it.
 
     Args:
@@ -101,11 +116,11 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_
     key = point_key(cfg, run)
     done = read_complete(out_dir / METRICS, key)
     if done is not None:
-        print(f"[bench] {out_dir.name}: already complete ({done['status']}); skipped", flush=True)
+        print(f"[bench] {out_dir.name}: already complete ({done.status}); skipped", flush=True)
         return done
-    result = {"key": key, "status": "failed", "spec": asdict(resolve_spec(cfg.spec)), "algorithm": cfg.algorithm.name,
-              "bench": asdict(cfg.bench), "target": run.target, "draft": run.draft.path if run.draft else None,
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    result = PointResult(status="failed", key=key, algorithm=cfg.algorithm.name,
+                         requested=requested_settings(cfg.spec), bench=asdict(cfg.bench), target=run.target,
+                         draft=run.draft.path if run.draft else None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     invalid = spec_errors(cfg.spec) if cfg.algorithm.name else []
     if invalid:
         return record_invalid_point(cfg, out_dir, invalid)
@@ -113,26 +128,27 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path, shared_
     try:
         baseline = None
         if cfg.bench.baseline and cfg.algorithm.name is not None:
-            baseline = measure_baseline(cfg, run, (shared_dir or out_dir).resolve() / "baseline")
-            result["baseline_dir"] = baseline.get("dir")
+            base_dir = (shared_dir or out_dir).resolve() / "baseline"
+            baseline = measure_baseline(cfg, run, base_dir)
+            result.baseline_dir = str(base_dir / baseline.key) if baseline.key else None
             t0 = time.monotonic()  # the shared baseline's time is its own (baseline/<key>/metrics.json)
-        levels, extra = _measure(cfg, run, out_dir, log_name="server.log")
-        add_speedups(levels, baseline["levels"] if baseline else None)
-        result.update(status="ok", levels=levels, **extra)
-        failed = sum(m["failed_requests"] for m in levels.values())
+        _measure(cfg, run, out_dir, result, log_name="server.log")
+        add_speedups(result.levels, baseline.levels if baseline else None)
+        result.status = "ok"
+        failed = sum(m.failed_requests for m in result.levels.values())
         if failed:  # numbers from a partly failed workload are not comparable: retry on re-run
-            result.update(status="failed", error=f"{failed} request(s) failed; see {out_dir / RECORDS}")
+            result.status, result.error = "failed", f"{failed} request(s) failed; see {out_dir / RECORDS}"
     except SpecError as exc:
-        result.update(error=str(exc))
+        result.error = str(exc)
     except Exception as exc:
-        result.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-3000:])
-    result["gpu_seconds"] = (time.monotonic() - t0) * cfg.sglang.tp_size  # a server holds all its GPUs
-    write_json_atomically(out_dir / METRICS, result)
+        result.error, result.traceback = f"{type(exc).__name__}: {exc}", traceback.format_exc()[-3000:]
+    result.gpu_seconds = (time.monotonic() - t0) * cfg.sglang.tp_size  # a server holds all its GPUs
+    write_point(out_dir / METRICS, result)
     print(one_line(out_dir.name, result), flush=True)
     return result
 
 
-def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> dict:
+def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> PointResult:
     """The no-speculation measurement for this target/workload/server, measured once and shared."""
     key = baseline_key(cfg, run)
     path = base_dir / key / METRICS
@@ -144,30 +160,35 @@ def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> dict
                            spec=SpecConfig())
         print(f"[bench] measuring the no-speculation baseline once for this sweep ({path.parent})", flush=True)
         t0 = time.monotonic()
-        levels, extra = _measure(base_cfg, PreparedRun(target=run.target), path.parent, log_name="server.log")
-        failed = sum(m["failed_requests"] for m in levels.values())
+        result = PointResult(status="failed", key=key, bench=asdict(cfg.bench), target=run.target,
+                             started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        _measure(base_cfg, PreparedRun(target=run.target), path.parent, result, log_name="server.log")
+        failed = sum(m.failed_requests for m in result.levels.values())
         if failed:  # not cached: the next point measures it again
             raise ServerError(f"the baseline had {failed} failed request(s); see {path.parent / RECORDS}")
-        result = {"key": key, "status": "ok", "levels": levels, "dir": str(path.parent),
-                  "gpu_seconds": (time.monotonic() - t0) * cfg.sglang.tp_size, **extra}
-        write_json_atomically(path, result)
+        result.status, result.gpu_seconds = "ok", (time.monotonic() - t0) * cfg.sglang.tp_size
+        write_point(path, result)
         return result
 
 
-def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, log_name: str) -> tuple[dict, dict]:
+def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, result: PointResult, log_name: str) -> None:
+    """Start the server, run every level, and fill ``result`` (levels, what the server reported, costs)."""
     b = cfg.bench
     pool = load_prompts(b.prompts)
     if cfg.sglang.skip_tokenizer_init and any(p.input_ids is None for p in pool):
         raise ConfigError("sglang.skip_tokenizer_init=true needs prompts with input_ids (bench.prompts=FILE.jsonl).")
     out_dir.mkdir(parents=True, exist_ok=True)
-    levels: dict = {}
     with placed_server(cfg, run, out_dir, log_name=log_name) as placed, open(out_dir / RECORDS, "w") as rec_file:
         server = placed.server
+        result.gpus, result.other_gpu_processes = placed.gpus, placed.others
+        result.server_log = str(server.log_path)
         gen = lambda payload: server.generate(payload, timeout=b.request_timeout_s)  # noqa: E731
         warm = select_prompts(pool, max(b.warmup_requests, max(b.concurrency)), b.seed + 1)
         run_requests(gen, warm, max(b.concurrency), sampling_params(b.max_new_tokens, b.temperature[0]),
                      label="warm-up", progress=False)
         settings = effective_settings(server.server_info())
+        result.boot_s = server.boot_s
+        result.effective, result.server_settings = _split(settings)
         steps = settings.get("speculative_num_steps")
         for temp in b.temperature:
             params = sampling_params(b.max_new_tokens, temp)
@@ -179,24 +200,31 @@ def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, log_name: str) -
                 records, wall = run_requests(gen, prompts, conc, params, label=label)
                 for r in records:
                     rec_file.write(json.dumps({**r, "temperature": temp}) + "\n")
-                m = {"temperature": temp, "concurrency": conc, **summarize_level(records, wall, steps)}
-                m["server_accept_length"] = effective_settings(server.server_info()).get("avg_spec_accept_length")
-                levels[level_key(temp, conc)] = m
-    extra = {"boot_s": server.boot_s, "effective": settings, "server_log": str(server.log_path), "gpu": _gpu_names(),
-             "gpus": placed.gpus, "other_gpu_processes": placed.others}
-    return levels, extra
+                m = summarize_level(records, wall, steps, temperature=temp, concurrency=conc)
+                m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
+                result.levels[m.key] = m
+    result.gpu = _gpu_names()
 
 
-def one_line(name: str, result: dict) -> str:
+def _split(settings: dict) -> tuple[SpecSettings | None, dict]:
+    """``effective_settings`` -> (the speculative setting the server uses, the other settings)."""
+    eff, rest = split_server_settings(settings)
+    if eff is None or settings.get("speculative_algorithm") is None:  # no speculation: no setting
+        return None, rest
+    return SpecSettings(**eff), rest
+
+
+def one_line(name: str, result: PointResult) -> str:
     """The console summary of a finished point."""
-    if result["status"] != "ok":
-        return f"[bench] {name}: {result['status']}: {result.get('reason') or result.get('error', '')[:300]}"
+    if result.status != "ok":
+        return f"[bench] {name}: {result.status}: {(result.reason or result.error or '')[:300]}"
     parts = []
-    for m in result["levels"].values():
-        sp = f" x{m['speedup']:.2f}" if m.get("speedup") else ""
-        al = f" accept {m['accept_length']:.2f}" if m.get("accept_length") else ""
-        parts.append(f"T={m['temperature']:g} c={m['concurrency']}: {m['output_tok_per_s']:.1f} tok/s{sp}{al}")
-    return f"[bench] {name}: boot {result.get('boot_s', 0):.0f}s; " + "; ".join(parts)
+    for m in result.levels.values():
+        sp = f" x{m.speedup:.2f}" if m.speedup else ""
+        al = f" accept {m.accept_length:.2f}" if m.accept_length else ""
+        tps = f"{m.output_tok_per_s:.1f}" if m.output_tok_per_s is not None else "-"
+        parts.append(f"T={m.temperature:g} c={m.concurrency}: {tps} tok/s{sp}{al}")
+    return f"[bench] {name}: boot {result.boot_s or 0:.0f}s; " + "; ".join(parts)
 
 
 def _gpu_names() -> list[str] | None:

@@ -1,6 +1,8 @@
-"""Turn request records into the numbers a benchmark point reports."""
+"""Turn request records into the numbers a benchmark point reports (a ``LevelResult``)."""
 
 from __future__ import annotations
+
+from automodel_spec.bench.result import CategoryResult, LevelResult
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -22,7 +24,8 @@ def sem(values: list[float]) -> float | None:
     return (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
 
 
-def summarize_level(records: list[dict], wall_s: float, num_steps: int | None) -> dict:
+def summarize_level(records: list[dict], wall_s: float, num_steps: int | None, *,
+                    temperature: float = 0.0, concurrency: int = 1) -> LevelResult:
     """Metrics of one level.
 
     ``accept_length`` is completion tokens per verify step (from per-request ``meta_info``);
@@ -30,6 +33,8 @@ def summarize_level(records: list[dict], wall_s: float, num_steps: int | None) -
     ``tpot_s`` is latency per output token (prefill included: requests are not streamed).
     ``accept_length_sem`` and ``request_tok_per_s_sem`` are standard errors over the requests, so
     two settings whose difference is within a few of them are not told apart by this workload.
+    ``accept_histogram`` sums the requests' ``spec_correct_drafts_histogram``; ``by_category`` is the
+    accept length of each prompt category (a record's ``category``).
     """
     ok = [r for r in records if r.get("ok")]
     tokens = sum(r["completion_tokens"] for r in ok)
@@ -39,23 +44,55 @@ def summarize_level(records: list[dict], wall_s: float, num_steps: int | None) -
     accept = tokens / verify if verify else None
     per_request_accept = [r["completion_tokens"] / r["spec_verify_ct"] for r in ok if r.get("spec_verify_ct")]
     per_request_rate = [r["completion_tokens"] / r["latency_s"] for r in ok if r["latency_s"] > 0]
-    return {
-        "requests": len(records), "failed_requests": len(records) - len(ok), "output_tokens": tokens,
-        "wall_s": wall_s, "output_tok_per_s": tokens / wall_s if wall_s > 0 else None,
-        "latency_p50_s": percentile(latencies, 50), "latency_p90_s": percentile(latencies, 90),
-        "tpot_s": sum(per_token) / len(per_token) if per_token else None,
-        "accept_length": accept,
-        "acceptance_rate": (accept - 1) / num_steps if accept is not None and num_steps else None,
-        "accept_length_sem": sem(per_request_accept),
-        "request_tok_per_s": sum(per_request_rate) / len(per_request_rate) if per_request_rate else None,
-        "request_tok_per_s_sem": sem(per_request_rate),
-    }
+    histograms = [r["spec_correct_drafts_histogram"] for r in ok if r.get("spec_correct_drafts_histogram")]
+    return LevelResult(
+        temperature=temperature, concurrency=concurrency,
+        requests=len(records), failed_requests=len(records) - len(ok), output_tokens=tokens,
+        wall_s=wall_s, output_tok_per_s=tokens / wall_s if wall_s > 0 else None,
+        latency_p50_s=percentile(latencies, 50), latency_p90_s=percentile(latencies, 90),
+        tpot_s=sum(per_token) / len(per_token) if per_token else None,
+        accept_length=accept,
+        acceptance_rate=(accept - 1) / num_steps if accept is not None and num_steps else None,
+        accept_length_sem=sem(per_request_accept),
+        request_tok_per_s=sum(per_request_rate) / len(per_request_rate) if per_request_rate else None,
+        request_tok_per_s_sem=sem(per_request_rate),
+        verify_steps=verify,
+        accept_histogram=sum_histograms(histograms) if histograms else None,
+        histogram_requests=len(histograms),
+        by_category=summarize_categories(ok),
+    )
 
 
-def add_speedups(levels: dict, baseline_levels: dict | None) -> None:
-    """Set ``speedup`` (tokens/s over the baseline's at the same concurrency) on each level."""
-    for conc, m in levels.items():
-        base = (baseline_levels or {}).get(conc, {}).get("output_tok_per_s")
-        mine = m.get("output_tok_per_s")
-        m["baseline_tok_per_s"] = base
-        m["speedup"] = mine / base if base and mine else None
+def sum_histograms(histograms: list[list[int]]) -> list[int]:
+    """Element-wise sum of histograms of different lengths."""
+    out = [0] * max(len(h) for h in histograms)
+    for h in histograms:
+        for i, v in enumerate(h):
+            out[i] += int(v)
+    return out
+
+
+def summarize_categories(ok: list[dict]) -> dict[str, CategoryResult]:
+    """Accept length and per-request speed of each prompt category among the successful requests."""
+    out = {}
+    for cat in sorted({r.get("category") or "custom" for r in ok}):
+        mine = [r for r in ok if (r.get("category") or "custom") == cat]
+        tokens = sum(r["completion_tokens"] for r in mine)
+        verify = sum(r.get("spec_verify_ct", 0) for r in mine)
+        per_request = [r["completion_tokens"] / r["spec_verify_ct"] for r in mine if r.get("spec_verify_ct")]
+        rates = [r["completion_tokens"] / r["latency_s"] for r in mine if r["latency_s"] > 0]
+        out[cat] = CategoryResult(requests=len(mine), output_tokens=tokens, verify_steps=verify,
+                                  accept_length=tokens / verify if verify else None,
+                                  accept_length_sem=sem(per_request),
+                                  request_tok_per_s=sum(rates) / len(rates) if rates else None)
+    return out
+
+
+def add_speedups(levels: dict[str, LevelResult], baseline_levels: dict[str, LevelResult] | None) -> None:
+    """Set ``speedup`` (tokens/s over the baseline's at the same level) on each level."""
+    for key, m in levels.items():
+        base_level = (baseline_levels or {}).get(key)
+        base = base_level.output_tok_per_s if base_level is not None else None
+        mine = m.output_tok_per_s
+        m.baseline_tok_per_s = base
+        m.speedup = mine / base if base and mine else None

@@ -13,10 +13,13 @@ from automodel_spec.errors import ConfigError
 
 @dataclass(frozen=True)
 class Prompt:
-    """One request's input: ``text``, or ``input_ids`` for servers without a tokenizer."""
+    """One request's input: ``text``, or ``input_ids`` for servers without a tokenizer.
+
+    ``category`` groups prompts whose acceptance is reported together (``chat``, ``code``, ``math``, ...).
+    """
 
     id: str
-    kind: str
+    category: str
     text: str | None = None
     input_ids: tuple[int, ...] | None = None
 
@@ -30,6 +33,9 @@ def builtin_prompts_path() -> Path:
 
 def load_prompts(path: str | None = None) -> list[Prompt]:
     """Read prompts: one JSON object a line with ``prompt`` (or ``text``) or ``input_ids``.
+
+    An optional ``category`` (or ``kind``) string groups the prompts in the per-category acceptance
+    table; without one a prompt is ``custom``. The built-in set has six categories.
 
     Raises:
         ConfigError: the file is missing, empty, or a line is not a usable prompt.
@@ -52,7 +58,10 @@ def load_prompts(path: str | None = None) -> list[Prompt]:
             raise ConfigError(f'{p}:{n} needs a non-empty "prompt" (or "text") string or an "input_ids" list.')
         if isinstance(ids, list) and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise ConfigError(f'{p}:{n} "input_ids" must be a list of integer token ids.')
-        prompts.append(Prompt(id=str(obj.get("id", n)), kind=str(obj.get("kind", "custom")),
+        category = obj.get("category", obj.get("kind", "custom"))
+        if not isinstance(category, str) or not category.strip():
+            raise ConfigError(f'{p}:{n} "category" must be a non-empty string (e.g. "math"), got {category!r}.')
+        prompts.append(Prompt(id=str(obj.get("id", n)), category=category.strip(),
                               text=text if isinstance(text, str) else None,
                               input_ids=tuple(int(i) for i in ids) if isinstance(ids, list) else None))
     if not prompts:

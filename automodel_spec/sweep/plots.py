@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from automodel_spec.sweep.rows import level_name, level_of, override_line
+from automodel_spec.sweep.rows import is_auto, level_name, level_of, override_line, setting_of
 
 
 def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple[float, int]]) -> list[Path]:
@@ -16,17 +16,18 @@ def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple[float, 
     out = []
     for lv in levels:
         temp, c = lv
-        ok = [r for r in rows if r["status"] == "ok" and level_of(r) == lv and r.get("num_steps")]
+        ok = [r for r in rows if r["status"] == "ok" and level_of(r) == lv and not is_auto(r)
+              and not r.get("requested_adaptive")]
         if not ok:
             continue
-        steps = sorted({r["num_steps"] for r in ok})
-        topks = sorted({r["topk"] for r in ok})
+        steps = sorted({setting_of(r)[0] for r in ok})
+        topks = sorted({setting_of(r)[1] for r in ok})
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, key, title in ((axes[0], "output_tok_per_s", "output tokens/s"),
                                (axes[1], "accept_length", "accept length")):
             grid = [[None] * len(steps) for _ in topks]
             for r in ok:  # best over the other swept values (draft tokens)
-                i, j = topks.index(r["topk"]), steps.index(r["num_steps"])
+                i, j = topks.index(setting_of(r)[1]), steps.index(setting_of(r)[0])
                 v = r.get(key)
                 if v is not None and (grid[i][j] is None or v > grid[i][j]):
                     grid[i][j] = v
@@ -60,9 +61,10 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
         return []
     out = []
     # colour by steps, marker by topk: a grid's lines stay tellable apart past ten settings
-    steps = sorted({r["num_steps"] for r in ok if r.get("num_steps") is not None})
+    fixed = [r for r in ok if not is_auto(r) and not r.get("requested_adaptive")]
+    steps = sorted({setting_of(r)[0] for r in fixed})
     colours = plt.get_cmap("viridis")
-    topks = sorted({r["topk"] for r in ok if r.get("topk") is not None})
+    topks = sorted({setting_of(r)[1] for r in fixed})
     markers = {k: "osD^v<>p*h"[i % 10] for i, k in enumerate(topks)}
     for c in sorted({r["concurrency"] for r in ok}):
         fig, ax = plt.subplots(figsize=(9, 4.8))
@@ -71,13 +73,16 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
         for point in points:
             pts = sorted((r["accept_length"], r["speedup"]) for r in ok if r["point"] == point and r["concurrency"] == c)
             r0 = next(r for r in ok if r["point"] == point)
-            label = override_line(r0).replace("spec.", "") if r0.get("eff_num_steps") else point
-            if r0.get("num_steps") is None:
+            label = override_line(r0).replace("spec.", "") if setting_of(r0)[0] is not None else point
+            if r0.get("requested_adaptive"):
+                style = {"color": "red", "linestyle": "--", "marker": "+"}
+                label += " (SGLang's adaptive mode)"
+            elif is_auto(r0):
                 style = {"color": "black", "linestyle": "--", "marker": "x"}
                 label += " (SGLang's choice)"
             else:
-                shade = steps.index(r0["num_steps"]) / max(1, len(steps) - 1)
-                style = {"color": colours(0.9 * shade), "marker": markers.get(r0["topk"], "o")}
+                shade = steps.index(setting_of(r0)[0]) / max(1, len(steps) - 1)
+                style = {"color": colours(0.9 * shade), "marker": markers.get(setting_of(r0)[1], "o")}
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **style)
             top = max(top, max(p[0] for p in pts))
         ax.plot([1, top], [1, top], color="grey", linestyle=":", label="speedup = accept length")
@@ -90,6 +95,33 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
         fig.tight_layout()
         out.append(_save_figure(plt, fig, sweep_dir / f"speedup_vs_accept_c{c}.png"))
     return out
+
+
+def write_predicted_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
+    """Predicted against measured tokens/s of a predict sweep's measured points, one colour per level."""
+    pts = [r for r in rows if r["status"] == "ok" and r.get("predicted_tok_per_s") and r.get("output_tok_per_s")]
+    if not pts:
+        return []
+    plt = _pyplot()
+    if plt is None:
+        return []
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    levels = sorted({level_of(r) for r in pts})
+    colours = plt.get_cmap("tab10")
+    for i, lv in enumerate(levels):
+        for role, marker in (("measured first", "o"), ("confirmed", "*"), (None, "s")):
+            mine = [r for r in pts if level_of(r) == lv and r.get("role") == role]
+            if mine:
+                ax.scatter([r["predicted_tok_per_s"] for r in mine], [r["output_tok_per_s"] for r in mine],
+                           color=colours(i % 10), marker=marker, s=60 if marker == "*" else 30,
+                           label=f"{level_name(lv)}, {role or 'other'}")
+    hi = max(max(r["predicted_tok_per_s"], r["output_tok_per_s"]) for r in pts) * 1.05
+    ax.plot([0, hi], [0, hi], color="grey", linestyle=":", label="measured = predicted")
+    ax.set_xlabel("predicted tokens/s")
+    ax.set_ylabel("measured tokens/s")
+    ax.set_title("predict sweep: predicted vs measured")
+    ax.legend(fontsize=6, loc="upper left")
+    return [_save_figure(plt, fig, sweep_dir / "predicted_vs_measured.png")]
 
 
 def _pyplot():

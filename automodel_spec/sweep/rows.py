@@ -1,43 +1,72 @@
-"""A sweep's points as rows: one per point and level, read from each point's ``metrics.json``."""
+"""A sweep's points as rows: one per point and level, read from each point's ``metrics.json``.
+
+The columns are derived from the result dataclasses (``PointResult``, ``SpecSettings``,
+``LevelResult``), so a field added there is a column here: nothing is dropped on the way to the CSV.
+Lists and mappings (the acceptance histogram, the per-category table) are JSON text in their cell.
+``read_rows`` reads a CSV of this schema or of schema 2 (the columns ``num_steps``, ``eff_topk``, ...
+of summaries written before it), converted by name; an unknown column is refused by name.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 
-COLUMNS = ["point", "status", "num_steps", "topk", "num_draft_tokens", "temperature", "concurrency",
-           "output_tok_per_s", "baseline_tok_per_s", "speedup", "accept_length", "accept_length_sem",
-           "server_accept_length", "request_tok_per_s", "request_tok_per_s_sem",
-           "acceptance_rate", "latency_p50_s", "latency_p90_s", "tpot_s", "eff_num_steps", "eff_topk",
-           "eff_num_draft_tokens", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
+from automodel_spec.bench.result import (
+    LevelResult,
+    PointResult,
+    ResultSchemaError,
+    SpecSettings,
+    read_point,
+)
+
+_SPEC = [f.name for f in fields(SpecSettings)]
+_LEVEL = [f.name for f in fields(LevelResult)]
+_POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
+# a predict sweep's columns (sweep/predictions.py), empty in other sweeps
+PREDICTED = ["role", "predicted_accept_length", "predicted_tok_per_s", "prediction_method"]
+COLUMNS = (["point", "status"] + [f"requested_{n}" for n in _SPEC] + [f"effective_{n}" for n in _SPEC]
+           + _LEVEL + _POINT_TAIL + PREDICTED)
+
+# schema-2 summary.csv columns -> these
+_SCHEMA2_COLUMNS = {"num_steps": "requested_num_steps", "topk": "requested_topk",
+                    "num_draft_tokens": "requested_num_draft_tokens", "eff_num_steps": "effective_num_steps",
+                    "eff_topk": "effective_topk", "eff_num_draft_tokens": "effective_num_draft_tokens"}
 
 
 def collect_rows(sweep_dir: Path) -> list[dict]:
-    """One row per point and level (temperature x concurrency); one row per invalid or failed point."""
+    """One row per point and level; one per invalid, failed or unreadable point (the baseline is not a point).
+
+    A ``metrics.json`` this version cannot read is a row of status ``unreadable`` whose reason names
+    the file and why, rather than a point silently missing from the summary.
+    """
+    sweep_dir = Path(sweep_dir)
     rows = []
-    for path in sorted(Path(sweep_dir).rglob("metrics.json")):
+    for path in sorted(sweep_dir.rglob("metrics.json")):
         if "baseline" in path.relative_to(sweep_dir).parts:
             continue
+        name = str(path.parent.relative_to(sweep_dir))
         try:
-            m = json.loads(path.read_text())
-        except (OSError, ValueError):
+            result = read_point(path)
+        except ResultSchemaError as exc:
+            rows.append({**dict.fromkeys(COLUMNS), "point": name, "status": "unreadable", "reason": str(exc)})
             continue
-        spec = m.get("spec") or {}
-        eff = m.get("effective") or {}
-        base = {"point": str(path.parent.relative_to(sweep_dir)), "status": m.get("status"),
-                "num_steps": spec.get("num_steps"), "topk": spec.get("topk"),
-                "num_draft_tokens": spec.get("num_draft_tokens"),
-                "eff_num_steps": eff.get("speculative_num_steps"), "eff_topk": eff.get("speculative_eagle_topk"),
-                "eff_num_draft_tokens": eff.get("speculative_num_draft_tokens"), "boot_s": m.get("boot_s"),
-                "gpu_seconds": m.get("gpu_seconds"), "gpu": "; ".join(m.get("gpu") or []) or None,
-                "other_gpu_processes": "; ".join(m.get("other_gpu_processes") or []) or None,
-                "reason": m.get("reason") or m.get("error")}
-        if m.get("status") != "ok":
-            rows.append(base)
-            continue
-        for lv in (m.get("levels") or {}).values():
-            rows.append({**base, **{k: lv.get(k) for k in COLUMNS if k in lv}})
+        rows.extend(point_rows(name, result))
     return rows
+
+
+def setting_of(row: dict) -> tuple[int | None, int | None, int | None]:
+    """(steps, topk, draft tokens) the server ran: the effective values where it reported them."""
+    if row.get("effective_num_steps") is not None:
+        return row["effective_num_steps"], row["effective_topk"], row["effective_num_draft_tokens"]
+    return row.get("requested_num_steps"), row.get("requested_topk"), row.get("requested_num_draft_tokens")
+
+
+def is_auto(row: dict) -> bool:
+    """A point whose setting SGLang chose (none was requested, adaptive mode aside)."""
+    return row.get("requested_num_steps") is None and not row.get("requested_adaptive")
 
 
 def level_of(row: dict) -> tuple[float, int]:
@@ -51,10 +80,107 @@ def level_name(level: tuple[float, int]) -> str:
 
 
 def override_line(row: dict) -> str:
-    """The best setting as overrides for recipes/serve.py (the values the server actually used)."""
-    steps = row.get("eff_num_steps") or row.get("num_steps")
-    topk = row.get("eff_topk") or row.get("topk")
-    tokens = row.get("eff_num_draft_tokens") or row.get("num_draft_tokens")
-    if steps is None:
+    """The setting as overrides for recipes/serve.py (the values the server actually used)."""
+    steps, topk, tokens = setting_of(row)
+    adaptive = row.get("requested_adaptive")
+    if steps is None and not adaptive:
         return "(no speculative setting: SGLang chose it)"
-    return f"spec.num_steps={steps} spec.topk={topk} spec.num_draft_tokens={tokens}"
+    line = f"spec.num_steps={steps} spec.topk={topk} spec.num_draft_tokens={tokens}" if steps is not None else ""
+    if adaptive:
+        line = (line + " spec.adaptive=true").strip()
+        if row.get("requested_adaptive_config"):
+            line += f" spec.adaptive_config={row['requested_adaptive_config']}"
+    return line
+
+
+def point_rows(name: str, result: PointResult) -> list[dict]:
+    """Rows of one point: one per level, or one without a level when it was not measured."""
+    base = {"point": name, "status": result.status}
+    base.update({f"requested_{k}": v for k, v in asdict(result.requested).items()})
+    eff = asdict(result.effective) if result.effective is not None else dict.fromkeys(_SPEC)
+    base.update({f"effective_{k}": v for k, v in eff.items()})
+    base.update(dict.fromkeys(PREDICTED))
+    base.update(algorithm=result.algorithm, boot_s=result.boot_s, gpu_seconds=result.gpu_seconds,
+                gpu="; ".join(result.gpu or []) or None,
+                other_gpu_processes="; ".join(result.other_gpu_processes or []) or None,
+                reason=result.reason or result.error)
+    if result.status != "ok" or not result.levels:
+        return [{**dict.fromkeys(_LEVEL), **base}]
+    return [{**base, **asdict(lv)} for lv in result.levels.values()]
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """``summary.csv``: every column, lists and mappings as JSON; a key that is not a column is an error."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="raise")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a ``summary.csv`` (this schema or schema 2), typed as the dataclasses type them.
+
+    Raises:
+        ResultSchemaError: a column this schema does not know (named), or a cell of the wrong type.
+    """
+    path = Path(path)
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        names = [_SCHEMA2_COLUMNS.get(h, h) for h in header]
+        unknown = [h for h, n in zip(header, names, strict=True) if n not in COLUMNS]
+        if unknown:
+            raise ResultSchemaError(f"{path}: unknown column(s) {', '.join(unknown)}: not a summary.csv this "
+                                    "version of automodel-spec wrote or reads.")
+        rows = []
+        for i, raw in enumerate(reader, 2):
+            row = dict.fromkeys(COLUMNS)
+            for h, n in zip(header, names, strict=True):
+                try:
+                    row[n] = _parse(n, raw[h])
+                except ValueError as exc:
+                    raise ResultSchemaError(f"{path}:{i}: column {h}: {exc}") from exc
+            rows.append(row)
+    return rows
+
+
+def _kinds() -> dict[str, str]:
+    kinds = {"point": "str", "status": "str", "algorithm": "str", "gpu": "str", "other_gpu_processes": "str",
+             "reason": "str", "boot_s": "float", "gpu_seconds": "float", "role": "str",
+             "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str"}
+    for prefix in ("requested_", "effective_"):
+        for f in fields(SpecSettings):
+            kinds[prefix + f.name] = _kind(str(f.type))
+    for f in fields(LevelResult):
+        kinds[f.name] = _kind(str(f.type))
+    return kinds
+
+
+def _kind(annotation: str) -> str:
+    if annotation.startswith(("list", "dict")):
+        return "json"
+    for k in ("bool", "int", "float"):
+        if annotation.startswith(k):
+            return k
+    return "str"
+
+
+_KINDS = _kinds()
+
+
+def _parse(column: str, text: str | None):
+    if text is None or text == "":
+        return None
+    kind = _KINDS[column]
+    if kind == "json":
+        return json.loads(text)
+    if kind == "bool":
+        if text not in ("True", "False", "true", "false"):
+            raise ValueError(f"{text!r} is not a boolean")
+        return text in ("True", "true")
+    if kind == "int":
+        return int(float(text))
+    if kind == "float":
+        return float(text)
+    return text

@@ -8,15 +8,24 @@ ran over several GPU leases).
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from automodel_spec.bench.result import ResultSchemaError, read_point
 from automodel_spec.redact import mask
-from automodel_spec.sweep.plots import write_heatmaps, write_speedup_plot
-from automodel_spec.sweep.rows import COLUMNS, collect_rows, level_name, level_of, override_line
+from automodel_spec.sweep.plots import write_heatmaps, write_predicted_plot, write_speedup_plot
+from automodel_spec.sweep.predictions import attach_predictions, prediction_lines, read_predictions
+from automodel_spec.sweep.presets import write_presets
+from automodel_spec.sweep.rows import (
+    collect_rows,
+    is_auto,
+    level_name,
+    level_of,
+    override_line,
+    setting_of,
+    write_rows,
+)
 
 
 def best_row(rows: list[dict], level: tuple[float, int] | None = None) -> dict | None:
@@ -37,10 +46,9 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     """
     sweep_dir = Path(sweep_dir)
     rows = [_masked_row(r, list(secrets)) for r in collect_rows(sweep_dir)]
-    with open(sweep_dir / "summary.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    pred = read_predictions(sweep_dir)
+    attach_predictions(rows, pred)
+    write_rows(sweep_dir / "summary.csv", rows)
     levels = sorted({level_of(r) for r in rows if r.get("concurrency") is not None})
     best = {lv: best_row(rows, lv) for lv in levels}
     md = [f"# Sweep summary: {sweep_dir}", ""]
@@ -51,8 +59,7 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
                "| steps | topk | draft tokens | tok/s | baseline tok/s | speedup | accept length "
                "| speedup / accept | p50 s |",
                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        md += [f"| {_f(r['eff_num_steps'] or r['num_steps'])}{_auto(r)} | {_f(r['eff_topk'] or r['topk'])} | "
-               f"{_f(r['eff_num_draft_tokens'] or r['num_draft_tokens'])} | "
+        md += [f"| {_f(setting_of(r)[0])}{_auto(r)} | {_f(setting_of(r)[1])} | {_f(setting_of(r)[2])} | "
                f"{_f(r.get('output_tok_per_s'))} | {_f(r.get('baseline_tok_per_s'))} | {_f(r.get('speedup'))} | "
                f"{_pm(r.get('accept_length'), r.get('accept_length_sem'))} | "
                f"{_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
@@ -60,6 +67,9 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
         if best[lv]:
             md += ["", f"Best at {level_name(lv)}: {_best_text(best[lv])}"]
         md.append("")
+    md += category_lines(rows, levels)
+    md += prediction_lines(rows, pred)
+    md += write_presets(sweep_dir, rows)
     skipped = [r for r in rows if r["status"] != "ok"]
     if skipped:
         md += ["## Skipped or failed points", ""] + [f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped]
@@ -71,8 +81,32 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
     lines = [f"{level_name(lv)}: {_best_line(b)}" for lv, b in best.items() if b]
     (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
-    images = write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows) if plots else []
+    images = (write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows)
+              + write_predicted_plot(sweep_dir, rows)) if plots else []
     return {"rows": rows, "best": best, "images": images, "skipped": skipped}
+
+
+def category_lines(rows: list[dict], levels: list[tuple[float, int]]) -> list[str]:
+    """Accept length per prompt category, one table per level (as SpecBench reports per task)."""
+    with_cats = [r for r in rows if r["status"] == "ok" and r.get("by_category")
+                 and any(c.get("accept_length") for c in r["by_category"].values())]
+    if not with_cats:
+        return []
+    cats = sorted({c for r in with_cats for c in r["by_category"]})
+    out = ["## Accept length by prompt category", ""]
+    for lv in levels:
+        here = sorted((r for r in with_cats if level_of(r) == lv), key=lambda r: -(r.get("accept_length") or 0))
+        if not here:
+            continue
+        out += [f"### {level_name(lv)}", "", "| setting | " + " | ".join(cats) + " | all |",
+                "|---|" + "---:|" * (len(cats) + 1)]
+        for r in here:
+            steps, topk, tokens = setting_of(r)
+            name = f"{steps}/{topk}/{tokens}{_auto(r)}"
+            cells = [_f((r["by_category"].get(c) or {}).get("accept_length")) for c in cats]
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {_f(r.get('accept_length'))} |")
+        out.append("")
+    return out
 
 
 def _masked_row(row: dict, secrets: list[str]) -> dict:
@@ -84,14 +118,14 @@ def baseline_gpu_seconds(sweep_dir: Path) -> float:
     total = 0.0
     for path in Path(sweep_dir).glob("baseline/*/metrics.json"):
         try:
-            total += json.loads(path.read_text()).get("gpu_seconds") or 0.0
-        except (OSError, ValueError):
-            continue
+            total += read_point(path).gpu_seconds or 0.0
+        except ResultSchemaError:
+            continue  # a baseline this version cannot read is measured again, and costs again
     return total
 
 
 def _cost_lines(sweep_dir: Path, rows: list[dict]) -> list[str]:
-    per_point = {r["point"]: r.get("gpu_seconds") or 0.0 for r in rows if r["status"] != "invalid"}
+    per_point = {r["point"]: r.get("gpu_seconds") or 0.0 for r in rows if r["status"] in ("ok", "failed")}
     if not per_point:
         return []
     points_s, n, baseline_s = sum(per_point.values()), len(per_point), baseline_gpu_seconds(sweep_dir)
@@ -129,8 +163,10 @@ def _best_line(row: dict) -> str:
 
 
 def _auto(row: dict) -> str:
-    """Marks a point whose setting SGLang chose (none was given)."""
-    return " (auto)" if row.get("num_steps") is None and row.get("eff_num_steps") is not None else ""
+    """Marks a point whose setting SGLang chose (none was given), or SGLang's adaptive mode."""
+    if row.get("requested_adaptive"):
+        return " (adaptive)"
+    return " (auto)" if is_auto(row) and row.get("effective_num_steps") is not None else ""
 
 
 def _pm(value, err) -> str:

@@ -90,6 +90,9 @@ def run_cli(script: Path, *args: str, cwd: Path, cache: Path, env: dict | None =
         assert_nothing_left(tag)
 
 
+CATEGORIES = {"chat", "code", "math", "creative", "summarization", "translation"}
+
+
 def metrics(d: Path) -> dict:
     return json.loads((d / "metrics.json").read_text())
 
@@ -125,17 +128,20 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
 
     m = metrics(out)
     assert m["status"] == "ok" and m["algorithm"] == "EAGLE3" and m["key"]
-    assert m["spec"]["num_steps"] == 3 and m["spec"]["topk"] == 1 and m["spec"]["num_draft_tokens"] == 4
-    assert m["effective"]["speculative_algorithm"] == "EAGLE3"
-    assert (m["effective"]["speculative_num_steps"], m["effective"]["speculative_eagle_topk"],
-            m["effective"]["speculative_num_draft_tokens"]) == (3, 1, 4)
+    assert m["schema"] == 3
+    assert m["requested"] == {"num_steps": 3, "topk": 1, "num_draft_tokens": 4, "adaptive": False,
+                              "adaptive_config": None}
+    assert m["server_settings"]["speculative_algorithm"] == "EAGLE3"
+    assert m["effective"] == {"num_steps": 3, "topk": 1, "num_draft_tokens": 4, "adaptive": False,
+                              "adaptive_config": None}
     assert m["boot_s"] > 0 and m["gpu_seconds"] >= m["boot_s"]
     assert Path(m["server_log"]) == out / "server.log" and "fired up" in (out / "server.log").read_text()
 
     base_dir = Path(m["baseline_dir"])
     assert base_dir.parent == out / "baseline" and baseline_dirs(out) == [base_dir]
     base = metrics(base_dir)
-    assert base["status"] == "ok" and base["effective"].get("speculative_algorithm") is None
+    assert base["status"] == "ok" and base["effective"] is None
+    assert base["server_settings"].get("speculative_algorithm") is None
     assert (base_dir / "records.jsonl").is_file() and (base_dir / "server.log").is_file()
 
     assert set(m["levels"]) == {"T0_c1", "T0_c2"}
@@ -150,6 +156,11 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
         assert lv["baseline_tok_per_s"] == base["levels"][key]["output_tok_per_s"] > 0
         assert lv["speedup"] == pytest.approx(lv["output_tok_per_s"] / lv["baseline_tok_per_s"])
         assert base["levels"][key]["accept_length"] is None
+        # the fake accepts every draft: each request's 4 verify rounds accepted 3 drafts each
+        assert lv["accept_histogram"] == [0, 0, 0, 16] and lv["histogram_requests"] == 4
+        cats = lv["by_category"]
+        assert sum(c["requests"] for c in cats.values()) == 4 and set(cats) <= CATEGORIES
+        assert all(c["accept_length"] == pytest.approx(4.0) for c in cats.values())
 
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert [r["concurrency"] for r in records] == [1] * 4 + [2] * 4  # warm-up requests are not recorded
@@ -301,7 +312,7 @@ def test_sweep_records_invalid_and_crashed_points_and_goes_on(grid):
     assert f"[bench] {CRASHED}: failed: the server exited with code 3 during startup" in first.stdout
     crashed = grid["crashed_first"]
     assert crashed["key"] and "CUDA out of memory (simulated)" in crashed["error"]  # the server log's tail
-    assert "levels" not in crashed and crashed["gpu_seconds"] > 0
+    assert crashed["levels"] == {} and crashed["gpu_seconds"] > 0
     md = grid["summary_first"]
     for point, reason in INVALID.items():
         assert f"- {point}: invalid: " in md and reason in md

@@ -13,6 +13,9 @@ SGLang it spawns a child process ("scheduler") and serves /health, /health_gener
                   last thread does while it releases the GPU memory (the child's output goes to
                   /dev/null, so only a check of the process itself can tell it is still there)
   exit_after      serve, then exit by itself with code 7 after FAKE_SGLANG_EXIT_AFTER_S seconds
+FAKE_SGLANG_ACCEPT, when set (a probability), makes acceptance partial: each drafted position is accepted
+with that probability until the first rejection (seeded by the prompt and temperature, so a re-run
+repeats it), and a round takes 2 ms + 0.5 ms per step; the histogram and counts follow.
 FAKE_SGLANG_CRASH_IF, when set, is a substring of the argv: a server whose ``" ".join(sys.argv)``
 contains it behaves like MODE crash (so one point of a sweep can crash), whatever FAKE_SGLANG_MODE says.
 FAKE_SGLANG_PIDFILE, when set, receives the pids of the server and its children.
@@ -52,6 +55,8 @@ TOPK = int(arg("--speculative-eagle-topk", "1"))
 TOKENS = int(arg("--speculative-num-draft-tokens", str(STEPS + 1)))
 SPEC = arg("--speculative-algorithm")
 TP = int(arg("--tp-size", "1"))
+ACCEPT = float(os.environ["FAKE_SGLANG_ACCEPT"]) if os.environ.get("FAKE_SGLANG_ACCEPT") else None
+ADAPTIVE = "--speculative-adaptive" in sys.argv
 ready = threading.Event()
 served = {"verify": 0, "tokens": 0}
 
@@ -108,6 +113,7 @@ class Handler(BaseHTTPRequestHandler):
                 "speculative_algorithm": SPEC, "speculative_num_steps": STEPS if SPEC else None,
                 "speculative_eagle_topk": TOPK if SPEC else None,
                 "speculative_num_draft_tokens": TOKENS if SPEC else None, "api_key": API_KEY,
+                "speculative_adaptive": ADAPTIVE, "speculative_adaptive_config": arg("--speculative-adaptive-config"),
                 "internal_states": [{"avg_spec_accept_length": accept}], "version": "fake",
             })
         else:
@@ -123,17 +129,24 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {})
         elif self.path == "/generate":
             n = int(req.get("sampling_params", {}).get("max_new_tokens", 16))
-            verify = -(-n // (STEPS + 1)) if SPEC else 0
+            if SPEC and ACCEPT is not None:
+                verify, hist = _partial_acceptance(n, req)
+                took = verify * (0.002 + 0.0005 * STEPS)
+            else:
+                verify = -(-n // (STEPS + 1)) if SPEC else 0
+                hist = [0] * STEPS + [verify]  # every draft accepted: each round accepted all STEPS drafts
+                # 1 ms per token; with FAKE_SGLANG_STEP_MS, that many ms per forward pass instead (one per
+                # verify step with speculation, one per token without), so speed follows the accept length
+                step_ms = os.environ.get("FAKE_SGLANG_STEP_MS")
+                took = float(step_ms) / 1000 * (verify if SPEC else n) if step_ms else 0.001 * n
+            time.sleep(took)
             served["verify"] += verify
             served["tokens"] += n
-            # 1 ms per token; with FAKE_SGLANG_STEP_MS, that many ms per forward pass instead (one per
-            # verify step with speculation, one per token without), so speed follows the accept length
-            step_ms = os.environ.get("FAKE_SGLANG_STEP_MS")
-            took = float(step_ms) / 1000 * (verify if SPEC else n) if step_ms else 0.001 * n
-            time.sleep(took)
-            self._send(200, {"text": "x" * n, "output_ids": [5] * n,
-                             "meta_info": {"prompt_tokens": 8, "completion_tokens": n, "spec_verify_ct": verify,
-                                           "e2e_latency": took}})
+            meta = {"prompt_tokens": 8, "completion_tokens": n, "spec_verify_ct": verify, "e2e_latency": took}
+            if SPEC:
+                meta["spec_correct_drafts_histogram"] = hist
+                meta["spec_accept_histogram"] = hist
+            self._send(200, {"text": "x" * n, "output_ids": [5] * n, "meta_info": meta})
         else:
             self._send(404, {"error": self.path})
 
@@ -152,6 +165,24 @@ def stop(children, code):
         child.terminate()
     record("stop")
     os._exit(code)
+
+
+def _partial_acceptance(n, req):
+    """Verify rounds and their histogram for ``n`` tokens when each draft is accepted with ACCEPT."""
+    import random
+
+    seed = json.dumps([req.get("text"), req.get("input_ids"), req.get("sampling_params", {}).get("temperature")])
+    rng = random.Random(seed)
+    hist = [0] * (STEPS + 1)
+    tokens, rounds = 1, 0  # the first token comes from the prefill
+    while tokens < n:
+        k = 0
+        while k < STEPS and rng.random() < ACCEPT:
+            k += 1
+        hist[k] += 1
+        tokens += k + 1
+        rounds += 1
+    return rounds, hist
 
 
 def main():

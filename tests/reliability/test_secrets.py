@@ -63,7 +63,7 @@ def test_literal_key_in_a_sweep_stays_out_of_our_files_and_the_console(tmp_path,
 
     sweep = cwd / "sweeps" / "s"
     points = sorted(p.name for p in sweep.iterdir()
-                    if p.is_dir() and p.name != "baseline" and not p.name.startswith("."))  # .job_codes
+                    if p.is_dir() and p.name not in ("baseline", "presets") and not p.name.startswith("."))  # .job_codes
     assert points == ["spec.num_steps=1,spec.topk=1", "spec.num_steps=3,spec.topk=1"]  # no api_key in names
     assert {"summary.csv", "summary.md", "multirun.yaml", "best_override.txt"} <= {p.name for p in sweep.iterdir()}
     assert KEY not in console

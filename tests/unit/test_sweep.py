@@ -85,21 +85,23 @@ def test_one_row_per_point_and_concurrency_plus_one_per_skipped_point(tree):
         ("spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4", 1),
         ("spec.num_draft_tokens=8,spec.num_steps=5,spec.topk=4", 4),
         ("spec.num_steps=3,spec.topk=1", 1), ("spec.num_steps=3,spec.topk=1", 4)]
-    r = next(r for r in ok if r["num_steps"] == 5 and r["concurrency"] == 1)
-    assert (r["num_draft_tokens"], r["eff_num_draft_tokens"]) == (8, 6)
+    r = next(r for r in ok if r["requested_num_steps"] == 5 and r["concurrency"] == 1)
+    assert (r["requested_num_draft_tokens"], r["effective_num_draft_tokens"]) == (8, 6)
     assert r["output_tok_per_s"] == 180.0 and r["speedup"] == pytest.approx(1.8)
     assert r["accept_length"] == 4.5 and r["boot_s"] == 12.5 and r["temperature"] == 0.0
-    skipped = {r["point"]: r for r in rows if r["status"] != "ok"}
+    skipped = {r["point"]: r for r in rows if r["status"] in ("invalid", "failed")}
     assert set(skipped) == {"spec.num_draft_tokens=9,spec.num_steps=1,spec.topk=1", "spec.num_steps=7,spec.topk=8"}
     assert all(r.get("concurrency") is None for r in skipped.values())
     assert "chain of 2 tokens" in skipped["spec.num_draft_tokens=9,spec.num_steps=1,spec.topk=1"]["reason"]
     assert "CUDA out of memory" in skipped["spec.num_steps=7,spec.topk=8"]["reason"]
 
 
-def test_baseline_and_unreadable_files_are_not_points(tree):
-    points = {r["point"] for r in collect_rows(tree)}
-    assert not any("baseline" in p for p in points)
-    assert "broken" not in points and "no-metrics-yet" not in points
+def test_the_baseline_is_not_a_point_and_an_unreadable_file_is_named(tree):
+    rows = collect_rows(tree)
+    points = {r["point"] for r in rows}
+    assert not any("baseline" in p for p in points) and "no-metrics-yet" not in points
+    (broken,) = [r for r in rows if r["point"] == "broken"]
+    assert broken["status"] == "unreadable" and "broken/metrics.json: cannot read a benchmark result" in broken["reason"]
 
 
 def test_summary_files(tree):
@@ -108,8 +110,8 @@ def test_summary_files(tree):
     with open(tree / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == COLUMNS
-    assert len(rows) == 6  # 2 points x 2 levels + invalid + failed
-    assert {r["status"] for r in rows} == {"ok", "invalid", "failed"}
+    assert len(rows) == 7  # 2 points x 2 levels + invalid + failed + unreadable
+    assert {r["status"] for r in rows} == {"ok", "invalid", "failed", "unreadable"}
     failed = next(r for r in rows if r["status"] == "failed")
     assert failed["concurrency"] == "" and "CUDA out of memory" in failed["reason"]
 
@@ -250,11 +252,15 @@ def test_best_override_uses_the_server_reported_values(tree):
 
 
 def test_override_line_falls_back_to_the_requested_values():
-    assert override_line({"num_steps": 2, "topk": 1, "num_draft_tokens": 3}) == \
+    assert override_line({"requested_num_steps": 2, "requested_topk": 1, "requested_num_draft_tokens": 3}) == \
         "spec.num_steps=2 spec.topk=1 spec.num_draft_tokens=3"
-    assert override_line({"num_steps": None, "eff_num_steps": None}) == "(no speculative setting: SGLang chose it)"
-    assert override_line({"num_steps": None, "eff_num_steps": 3, "eff_topk": 1, "eff_num_draft_tokens": 4}) == \
-        "spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4"
+    assert override_line({"requested_num_steps": None, "effective_num_steps": None}) == \
+        "(no speculative setting: SGLang chose it)"
+    assert override_line({"requested_num_steps": None, "effective_num_steps": 3, "effective_topk": 1,
+                          "effective_num_draft_tokens": 4}) == "spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4"
+    assert override_line({"requested_adaptive": True, "requested_adaptive_config": "/a.json",
+                          "effective_num_steps": 7, "effective_topk": 1, "effective_num_draft_tokens": 8}) == \
+        "spec.num_steps=7 spec.topk=1 spec.num_draft_tokens=8 spec.adaptive=true spec.adaptive_config=/a.json"
 
 
 def test_heat_maps_are_written_per_level(tree):

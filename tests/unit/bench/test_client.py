@@ -12,7 +12,7 @@ from automodel_spec.bench.workload import Prompt
 
 
 def prompts(n: int) -> list[Prompt]:
-    return [Prompt(id=f"p{i}", kind="k", text=f"text {i}") for i in range(n)]
+    return [Prompt(id=f"p{i}", category="k", text=f"text {i}") for i in range(n)]
 
 
 class FakeGenerate:
@@ -64,7 +64,7 @@ def test_records_are_sorted_and_carry_the_server_meta():
     assert [r["i"] for r in records] == list(range(7))
     assert [r["prompt_id"] for r in records] == [f"p{i}" for i in range(7)]
     r = records[0]
-    assert r["ok"] is True and r["kind"] == "k" and r["concurrency"] == 4
+    assert r["ok"] is True and r["category"] == "k" and r["concurrency"] == 4
     assert (r["completion_tokens"], r["prompt_tokens"], r["spec_verify_ct"]) == (8, 3, 2)
     assert r["spec_accept_length"] == 4.0 and "spec_accept_rate" not in r
     assert r["latency_s"] >= 0.02
@@ -87,7 +87,7 @@ def test_odd_answers_count_as_zero_tokens_and_long_errors_are_cut():
             return ["not", "a", "dict"]
         raise RuntimeError("x" * 2000)
 
-    ps = [Prompt(id="a", kind="k", input_ids=(1,)), Prompt(id="b", kind="k", input_ids=(2,))]
+    ps = [Prompt(id="a", category="k", input_ids=(1,)), Prompt(id="b", category="k", input_ids=(2,))]
     ok, bad = run_requests(weird, ps, 2, {}, progress=False)[0]
     assert ok["ok"] is True and ok["completion_tokens"] == 0 and ok["spec_verify_ct"] == 0
     assert bad["ok"] is False and len(bad["error"]) == 500
@@ -107,3 +107,13 @@ def test_progress_without_tqdm(monkeypatch, capsys):
     run_requests(FakeGenerate(delay_s=0.0), prompts(3), 1, {}, label="base c=1", progress=True)
     err = capsys.readouterr().err
     assert "base c=1 3/3" in err
+
+
+@pytest.mark.parametrize("name", ["spec_correct_drafts_histogram", "spec_accept_histogram"])
+def test_the_acceptance_histogram_is_recorded_under_either_name_sglang_uses(name):
+    # 0.5.12+ sends spec_correct_drafts_histogram and the older spec_accept_histogram as an alias
+    def gen(payload):
+        return {"meta_info": {"completion_tokens": 9, "spec_verify_ct": 3, name: [1, 0, 2]}}
+
+    (rec,) = run_requests(gen, [Prompt(id="m", category="math", text="t 1")], 1, {}, progress=False)[0]
+    assert rec["spec_correct_drafts_histogram"] == [1, 0, 2] and rec["category"] == "math"

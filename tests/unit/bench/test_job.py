@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from automodel_spec.bench.job import baseline_key, level_key, objective, one_line, point_key, read_complete
+from automodel_spec.bench.job import baseline_key, objective, one_line, point_key, read_complete
+from automodel_spec.bench.result import LevelResult, PointResult, level_key
 from automodel_spec.config import BenchConfig, Mode, ServeConfig, SpecConfig
 from automodel_spec.prepare import PreparedRun
 
@@ -61,9 +62,11 @@ def test_read_complete_accepts_finished_points_of_the_same_key(tmp_path):
     path.write_text("{ half")
     assert read_complete(path, "k") is None
     for status, done in (("ok", True), ("invalid", True), ("failed", False)):
-        path.write_text(json.dumps({"key": "k", "status": status}))
+        path.write_text(json.dumps({"schema": 3, "key": "k", "status": status}))
         assert (read_complete(path, "k") is not None) is done
         assert read_complete(path, "other") is None
+    path.write_text(json.dumps({"schema": 3, "key": "k", "status": "ok", "renamed_key": 1}))
+    assert read_complete(path, "k") is None  # not a result this version reads: measured again
 
 
 def test_level_keys():
@@ -71,24 +74,24 @@ def test_level_keys():
 
 
 def test_objective_is_tokens_per_second_at_the_chosen_level():
-    result = {"status": "ok", "levels": {"T0_c1": {"output_tok_per_s": 10.0}, "T0_c4": {"output_tok_per_s": 30.0},
-                                         "T5_c1": {"output_tok_per_s": 7.0}, "T5_c4": {"output_tok_per_s": 20.0}}}
+    result = PointResult(status="ok", levels={lv.key: lv for lv in (
+        LevelResult(0.0, 1, output_tok_per_s=10.0), LevelResult(0.0, 4, output_tok_per_s=30.0),
+        LevelResult(5.0, 1, output_tok_per_s=7.0), LevelResult(5.0, 4, output_tok_per_s=20.0))})
     bench = BenchConfig(concurrency=[1, 4], temperature=[0.0, 5.0])
     assert objective(result, bench) == 10.0  # the first of each list
     assert objective(result, replace(bench, objective_concurrency=4)) == 30.0
     assert objective(result, replace(bench, objective_temperature=5.0)) == 7.0
     assert objective(result, replace(bench, objective_concurrency=4, objective_temperature=5.0)) == 20.0
-    assert objective({"status": "failed"}, bench) == 0.0
-    assert objective({"status": "invalid"}, bench) == 0.0
+    assert objective(PointResult(status="failed"), bench) == 0.0
+    assert objective(PointResult(status="invalid"), bench) == 0.0
 
 
 def test_one_line():
-    ok = {"status": "ok", "boot_s": 12.4, "levels": {
-        "T0_c1": {"temperature": 0.0, "concurrency": 1, "output_tok_per_s": 100.0, "speedup": 1.5,
-                  "accept_length": 3.25},
-        "T0.5_c4": {"temperature": 0.5, "concurrency": 4, "output_tok_per_s": 300.0, "speedup": None,
-                    "accept_length": None}}}
+    ok = PointResult(status="ok", boot_s=12.4, levels={
+        "T0_c1": LevelResult(0.0, 1, output_tok_per_s=100.0, speedup=1.5, accept_length=3.25),
+        "T0.5_c4": LevelResult(0.5, 4, output_tok_per_s=300.0)})
     assert one_line("p", ok) == ("[bench] p: boot 12s; T=0 c=1: 100.0 tok/s x1.50 accept 3.25; "
                                  "T=0.5 c=4: 300.0 tok/s")
-    assert one_line("p", {"status": "invalid", "reason": "too many tokens"}) == "[bench] p: invalid: too many tokens"
-    assert one_line("p", {"status": "failed", "error": "x" * 400}) == "[bench] p: failed: " + "x" * 300
+    assert one_line("p", PointResult(status="invalid", reason="too many tokens")) == \
+        "[bench] p: invalid: too many tokens"
+    assert one_line("p", PointResult(status="failed", error="x" * 400)) == "[bench] p: failed: " + "x" * 300

@@ -22,25 +22,25 @@ def test_builtin_set_is_shipped_and_loads():
     assert len(prompts) >= 8
     assert len({p.id for p in prompts}) == len(prompts)
     assert all(p.text and p.input_ids is None for p in prompts)
-    assert len({p.kind for p in prompts}) > 1  # a mix of kinds, not one style of request
+    assert {p.category for p in prompts} == {"chat", "code", "math", "creative", "summarization", "translation"}
 
 
 def test_user_file_with_text_input_ids_and_defaults(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl",
-                       {"id": "a", "kind": "code", "prompt": "write a loop"},
+                       {"id": "a", "category": "code", "prompt": "write a loop"},
                        "",  # blank lines are skipped
                        {"text": "plain text key"},
                        {"input_ids": [3, 4, 5]})
     a, b, c = load_prompts(str(path))
-    assert a == Prompt(id="a", kind="code", text="write a loop")
-    assert (b.id, b.kind, b.text) == ("3", "custom", "plain text key")  # id defaults to the line number
+    assert a == Prompt(id="a", category="code", text="write a loop")
+    assert (b.id, b.category, b.text) == ("3", "custom", "plain text key")  # id defaults to the line number
     assert c.input_ids == (3, 4, 5) and c.text is None
     assert a.payload() == {"text": "write a loop"}
     assert c.payload() == {"input_ids": [3, 4, 5]}
 
 
 def test_input_ids_take_precedence_in_the_payload():
-    p = Prompt(id="x", kind="k", text="hello", input_ids=(1, 2))
+    p = Prompt(id="x", category="k", text="hello", input_ids=(1, 2))
     assert p.payload() == {"input_ids": [1, 2]}
 
 
@@ -72,7 +72,7 @@ def test_empty_file_is_an_error(tmp_path):
 
 
 def test_selection_is_seeded_and_cycles_a_small_set():
-    prompts = [Prompt(id=str(i), kind="k", text=f"t{i}") for i in range(5)]
+    prompts = [Prompt(id=str(i), category="k", text=f"t{i}") for i in range(5)]
     first = select_prompts(prompts, 12, seed=0)
     assert first == select_prompts(prompts, 12, seed=0)  # same seed, same workload
     assert len(first) == 12
@@ -82,3 +82,11 @@ def test_selection_is_seeded_and_cycles_a_small_set():
     assert any(o != [p.id for p in first[:5]] for o in others)  # the seed changes the order
     assert [p.id for p in prompts] == [str(i) for i in range(5)]  # the input list is not shuffled in place
     assert select_prompts(prompts, 3, seed=0) == first[:3]
+
+
+def test_the_older_kind_field_is_a_category_too_and_a_bad_category_is_refused(tmp_path):
+    (p,) = load_prompts(str(write_jsonl(tmp_path / "k.jsonl", {"kind": "math", "prompt": "2+2?"})))
+    assert p.category == "math"
+    bad = write_jsonl(tmp_path / "bad.jsonl", {"category": 3, "prompt": "x"})
+    with pytest.raises(ConfigError, match=r'bad.jsonl:1 "category" must be a non-empty string'):
+        load_prompts(str(bad))

@@ -1,0 +1,290 @@
+"""The typed result of a benchmark point: what ``metrics.json`` holds, written by the job, read by every reader.
+
+One set of dataclasses: ``PointResult`` (one server, one setting) holds ``LevelResult`` per level
+(temperature x concurrency), each with ``CategoryResult`` per prompt category. The speculative setting
+appears twice under two names: ``requested`` (what the configuration asked for, draft tokens derived)
+and ``effective`` (what the server reported it uses, read back from ``/server_info``).
+
+Files carry ``schema`` (``SCHEMA_VERSION``). A file without one was written by schema 2 (before this
+module) and is converted by name; a newer version, an unknown key or a missing one is refused with a
+``ResultSchemaError`` naming the file and the key, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from automodel_spec.errors import SpecError
+
+SCHEMA_VERSION = 3
+STATUSES = ("ok", "invalid", "failed")
+
+
+class ResultSchemaError(SpecError):
+    """A ``metrics.json`` (or summary CSV) this version cannot read."""
+
+
+@dataclass
+class SpecSettings:
+    """A speculative setting: steps / topk / draft tokens, and SGLang's adaptive mode.
+
+    ``None`` means not set (requested) or not reported (effective).
+    """
+
+    num_steps: int | None = None
+    topk: int | None = None
+    num_draft_tokens: int | None = None
+    adaptive: bool = False
+    adaptive_config: str | None = None
+
+    def label(self) -> str:
+        """``7/1/8``, ``adaptive 7/1/8`` or ``auto`` (nothing set)."""
+        if self.num_steps is None and not self.adaptive:
+            return "auto"
+        core = f"{_i(self.num_steps)}/{_i(self.topk)}/{_i(self.num_draft_tokens)}"
+        return f"adaptive {core}" if self.adaptive else core
+
+
+@dataclass
+class CategoryResult:
+    """Acceptance of one prompt category at one level."""
+
+    requests: int
+    output_tokens: int
+    verify_steps: int
+    accept_length: float | None = None
+    accept_length_sem: float | None = None
+    request_tok_per_s: float | None = None
+
+
+@dataclass
+class LevelResult:
+    """One level (temperature x concurrency) of one point.
+
+    ``accept_length`` is completion tokens per verify step over the level's requests;
+    ``accept_histogram[k]`` is the number of verify rounds that accepted ``k`` drafted tokens (the
+    bonus token not counted), summed over the ``histogram_requests`` requests that reported one
+    (SGLang's ``spec_correct_drafts_histogram``).
+    """
+
+    temperature: float
+    concurrency: int
+    requests: int = 0
+    failed_requests: int = 0
+    output_tokens: int = 0
+    wall_s: float = 0.0
+    output_tok_per_s: float | None = None
+    latency_p50_s: float | None = None
+    latency_p90_s: float | None = None
+    tpot_s: float | None = None
+    accept_length: float | None = None
+    accept_length_sem: float | None = None
+    acceptance_rate: float | None = None
+    request_tok_per_s: float | None = None
+    request_tok_per_s_sem: float | None = None
+    server_accept_length: float | None = None
+    baseline_tok_per_s: float | None = None
+    speedup: float | None = None
+    verify_steps: int = 0
+    accept_histogram: list[int] | None = None
+    histogram_requests: int = 0
+    by_category: dict[str, CategoryResult] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return level_key(self.temperature, self.concurrency)
+
+
+@dataclass
+class PointResult:
+    """One benchmark point: one server, one setting, every level (``metrics.json``).
+
+    Attributes:
+        status: ``ok`` (measured), ``invalid`` (a setting SGLang would refuse; ``reason`` says why)
+            or ``failed`` (``error`` says why; a re-run measures it again).
+        key: what makes two points the same measurement (``bench.job.point_key``).
+        algorithm: ``--speculative-algorithm``; ``None`` for the no-speculation baseline.
+        requested: the setting the configuration asked for.
+        effective: the setting the server reported it uses (it may change what was asked for).
+        server_settings: the other server settings read back (attention backend, memory fraction, ...).
+        bench: the workload as configured (``BenchConfig`` fields).
+    """
+
+    status: str
+    key: str | None = None
+    algorithm: str | None = None
+    requested: SpecSettings = field(default_factory=SpecSettings)
+    effective: SpecSettings | None = None
+    server_settings: dict[str, Any] = field(default_factory=dict)
+    bench: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None
+    draft: str | None = None
+    started: str | None = None
+    levels: dict[str, LevelResult] = field(default_factory=dict)
+    boot_s: float | None = None
+    gpu_seconds: float | None = None
+    gpu: list[str] | None = None
+    gpus: list[str] | None = None
+    other_gpu_processes: list[str] = field(default_factory=list)
+    server_log: str | None = None
+    baseline_dir: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def setting(self) -> SpecSettings:
+        """What the server ran: the effective setting where it was read back, else the requested one."""
+        eff = self.effective
+        if eff is not None and eff.num_steps is not None:
+            return eff
+        return self.requested
+
+    def level(self, temperature: float, concurrency: int) -> LevelResult | None:
+        return self.levels.get(level_key(temperature, concurrency))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def level_key(temperature: float, concurrency: int) -> str:
+    """The key of one level in ``metrics.json`` (e.g. ``T0_c1``, ``T5.5_c8``)."""
+    return f"T{temperature:g}_c{concurrency}"
+
+
+def write_point(path: Path, result: PointResult) -> None:
+    """Write ``result`` to ``path`` atomically (a reader never sees half a file)."""
+    from automodel_spec.atomic_write import write_json_atomically
+
+    write_json_atomically(Path(path), json_safe(result.to_dict()))
+
+
+def read_point(path: Path) -> PointResult:
+    """Read a ``metrics.json`` of this schema or of schema 2 (converted by name).
+
+    Raises:
+        ResultSchemaError: not JSON, a newer or unknown schema, an unknown or missing key.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ResultSchemaError(f"{path}: cannot read a benchmark result: {exc}") from exc
+    return point_from_dict(data, str(path))
+
+
+def point_from_dict(data: Any, where: str) -> PointResult:
+    """A ``PointResult`` from its JSON form (``where`` names it in errors)."""
+    if not isinstance(data, dict):
+        raise ResultSchemaError(f"{where}: a benchmark result is a JSON object, got {type(data).__name__}.")
+    version = data.get("schema", 2)
+    if version == 2:
+        data = _from_schema2(data, where)
+    elif version != SCHEMA_VERSION:
+        raise ResultSchemaError(
+            f"{where}: schema {version!r} is not one this automodel-spec reads (2 or {SCHEMA_VERSION}); "
+            "it was written by another version: summarize it with that version, or measure the point again.")
+    d = _check_keys(PointResult, data, where)
+    if d["status"] not in STATUSES:
+        raise ResultSchemaError(f"{where}: status {d['status']!r} is not one of {', '.join(STATUSES)}.")
+    d["requested"] = SpecSettings(**_check_keys(SpecSettings, d.get("requested") or {}, f"{where}: requested"))
+    if d.get("effective") is not None:
+        d["effective"] = SpecSettings(**_check_keys(SpecSettings, d["effective"], f"{where}: effective"))
+    d["levels"] = {k: _level(v, f"{where}: levels.{k}") for k, v in (d.get("levels") or {}).items()}
+    return PointResult(**d)
+
+
+def _level(data: Any, where: str) -> LevelResult:
+    if not isinstance(data, dict):
+        raise ResultSchemaError(f"{where}: a level is a JSON object.")
+    d = _check_keys(LevelResult, data, where)
+    d["by_category"] = {k: CategoryResult(**_check_keys(CategoryResult, v, f"{where}.by_category.{k}"))
+                        for k, v in (d.get("by_category") or {}).items()}
+    return LevelResult(**d)
+
+
+def _check_keys(cls, data: dict, where: str) -> dict:
+    """``data`` when its keys are ``cls``'s fields: unknown keys and missing required ones are refused."""
+    if not isinstance(data, dict):
+        raise ResultSchemaError(f"{where}: expected a JSON object for {cls.__name__}.")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ResultSchemaError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__} (schema "
+                                f"{SCHEMA_VERSION}); the file was written by another version or edited by hand.")
+    required = [f.name for f in fields(cls) if _required(f)]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ResultSchemaError(f"{where}: missing key(s) {', '.join(missing)} for {cls.__name__}.")
+    return dict(data)
+
+
+def _required(f) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+# Schema 2 (metrics.json before this module): every key it wrote, and where it goes now.
+_SCHEMA2_POINT = {"key", "status", "spec", "algorithm", "bench", "target", "draft", "started", "baseline_dir",
+                  "levels", "boot_s", "effective", "server_log", "gpu", "other_gpu_processes", "gpu_seconds",
+                  "error", "traceback", "reason", "dir"}
+_SCHEMA2_LEVEL = {"temperature", "concurrency", "requests", "failed_requests", "output_tokens", "wall_s",
+                  "output_tok_per_s", "latency_p50_s", "latency_p90_s", "tpot_s", "accept_length",
+                  "acceptance_rate", "accept_length_sem", "request_tok_per_s", "request_tok_per_s_sem",
+                  "server_accept_length", "baseline_tok_per_s", "speedup"}
+# /server_info keys schema 2 kept under "effective": the speculative ones become ``effective``
+_SERVER_SPEC_KEYS = {"speculative_num_steps": "num_steps", "speculative_eagle_topk": "topk",
+                     "speculative_num_draft_tokens": "num_draft_tokens", "speculative_adaptive": "adaptive",
+                     "speculative_adaptive_config": "adaptive_config"}
+
+
+def _from_schema2(data: dict, where: str) -> dict:
+    unknown = sorted(set(data) - _SCHEMA2_POINT)
+    if unknown:
+        raise ResultSchemaError(f"{where}: unknown key(s) {', '.join(unknown)} in a schema-2 result (no "
+                                "'schema' field); it is not a metrics.json this project wrote.")
+    spec = data.get("spec") or {}
+    out = {k: v for k, v in data.items() if k not in ("spec", "effective", "dir", "levels")}
+    # schema 2 wrote the resolved request; max_draft_tokens was an input to resolving it, not a setting
+    out["requested"] = {k: spec.get(k) for k in ("num_steps", "topk", "num_draft_tokens")}
+    out["effective"], out["server_settings"] = split_server_settings(data.get("effective"))
+    levels = {}
+    for name, lv in (data.get("levels") or {}).items():
+        bad = sorted(set(lv) - _SCHEMA2_LEVEL)
+        if bad:
+            raise ResultSchemaError(f"{where}: levels.{name}: unknown key(s) {', '.join(bad)} in a schema-2 result.")
+        levels[name] = dict(lv)
+    out["levels"] = levels
+    return out
+
+
+def split_server_settings(info: dict | None) -> tuple[dict | None, dict]:
+    """``/server_info`` keys we record -> (effective ``SpecSettings`` as a dict, the other settings)."""
+    if not info:
+        return None, {}
+    eff = {new: info.get(old) for old, new in _SERVER_SPEC_KEYS.items() if old in info}
+    if "adaptive" in eff:
+        eff["adaptive"] = bool(eff["adaptive"])
+    rest = {k: v for k, v in info.items() if k not in _SERVER_SPEC_KEYS}
+    return (eff if eff else None), rest
+
+
+def json_safe(obj):
+    """``obj`` with NaN and infinities as ``None``: JSON has no spelling for them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _i(v) -> str:
+    return "-" if v is None else str(v)

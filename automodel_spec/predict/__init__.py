@@ -1,0 +1,1 @@
+"""Predict a speculative grid from a few measured servers (see docs/prediction.md)."""

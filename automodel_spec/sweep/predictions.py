@@ -1,0 +1,107 @@
+"""A predict sweep's predictions beside what was measured: columns, the table and its error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from automodel_spec.predict.sweep import PREDICTIONS
+from automodel_spec.sweep.rows import level_name, setting_of
+
+FIRST, CONFIRMED = "measured first", "confirmed"
+
+
+def read_predictions(sweep_dir: Path) -> dict | None:
+    """``predictions.json`` of a predict sweep, or ``None`` for another kind of sweep."""
+    path = Path(sweep_dir) / PREDICTIONS
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def attach_predictions(rows: list[dict], pred: dict | None) -> None:
+    """Fill each row's ``role`` and ``predicted_*`` columns from ``predictions.json`` (in place)."""
+    if pred is None:
+        return
+    table = {(p["point"], p["temperature"], p["concurrency"]): p for p in pred["predictions"]}
+    first = set(pred["measured_first"])
+    confirmed = {c["point"] for c in pred["confirmations"]}
+    for r in rows:
+        label = _label(r)
+        if label is None or r.get("requested_adaptive"):
+            continue
+        r["role"] = FIRST if label in first else CONFIRMED if label in confirmed else None
+        p = table.get((label, r.get("temperature"), r.get("concurrency")))
+        if p is not None:
+            r.update(predicted_accept_length=p["accept_length"], predicted_tok_per_s=p["tok_per_s"],
+                     prediction_method=p["method"])
+
+
+def prediction_lines(rows: list[dict], pred: dict | None) -> list[str]:
+    """summary.md's section: per level, every grid point's prediction beside its measurement, and the error."""
+    if pred is None:
+        return []
+    measured = {(_label(r), r["temperature"], r["concurrency"]): r for r in rows
+                if r["status"] == "ok" and _label(r) and not r.get("requested_adaptive")}
+    lines = ["## Predicted vs measured", "",
+             f"Measured first: {', '.join(pred['measured_first'])}; confirmed: "
+             f"{', '.join(c['point'] for c in pred['confirmations']) or 'none'}. Predictions were made from the "
+             "points measured first, before the confirmations ran; a point measured first is predicted from "
+             "its own acceptance (its tokens/s error is the cost model's fit).", ""]
+    for c, m in sorted(pred["cost_models"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"- cost model at concurrency {c}: round = {m['intercept_s'] * 1e3:.2f} ms + "
+                     f"{m['per_step_s'] * 1e3:.2f} ms/step + {m['per_draft_token_s'] * 1e3:.3f} ms/draft token; "
+                     f"{m['per_token_s'] * 1e3:.3f} ms per output token; fit error (rms) "
+                     f"{m['rms_relative_error']:.1%} over {m['observations']} levels"
+                     + (f"; not identified: {', '.join(m['unidentified'])}" if m["unidentified"] else ""))
+    for line in pred.get("skipped") or []:
+        lines.append(f"- skipped: {line}")
+    lines.append("")
+    levels = sorted({(p["temperature"], p["concurrency"]) for p in pred["predictions"]})
+    errors_al, errors_tps = [], []
+    for lv in levels:
+        lines += [f"### {level_name(lv)}", "",
+                  "| point | role | predicted AL | measured AL | AL error | predicted tok/s | measured tok/s "
+                  "| tok/s error | method |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        here = sorted((p for p in pred["predictions"] if (p["temperature"], p["concurrency"]) == lv),
+                      key=lambda p: -(p["tok_per_s"] or 0))
+        for p in here:
+            r = measured.get((p["point"], *lv))
+            role = FIRST if p["point"] in pred["measured_first"] else \
+                CONFIRMED if p["point"] in {c["point"] for c in pred["confirmations"]} else "predicted only"
+            e_al = _err(p["accept_length"], r["accept_length"] if r else None)
+            e_t = _err(p["tok_per_s"], r["output_tok_per_s"] if r else None)
+            if role == CONFIRMED:
+                errors_al += [abs(e_al)] if e_al is not None else []
+                errors_tps += [abs(e_t)] if e_t is not None else []
+            lines.append(f"| {p['point']} | {role} | {_f(p['accept_length'])} | {_f(r and r['accept_length'])} | "
+                         f"{_pct(e_al)} | {_f(p['tok_per_s'], 1)} | {_f(r and r['output_tok_per_s'], 1)} | "
+                         f"{_pct(e_t)} | {p['method']} |")
+        lines.append("")
+    if errors_tps:
+        lines += [f"Confirmed points (out of sample): median |error| accept length {_median(errors_al):.1%}, "
+                  f"tokens/s {_median(errors_tps):.1%}.", ""]
+    return lines
+
+
+def _label(row: dict) -> str | None:
+    steps, topk, tokens = setting_of(row)
+    return None if steps is None else f"{steps}/{topk}/{tokens}"
+
+
+def _err(pred, meas):
+    return (pred - meas) / meas if pred is not None and meas else None
+
+
+def _pct(e) -> str:
+    return "-" if e is None else f"{e:+.1%}"
+
+
+def _f(v, nd: int = 2) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2

@@ -1,0 +1,141 @@
+"""The sweep's winners as something to deploy: ``spec`` presets the recipe reads, and SGLang's flags.
+
+Written into ``SWEEP/presets/``:
+
+- ``spec_preset/c<N>.yaml``: the winner at concurrency ``N`` (the setting whose tokens/s, relative to
+  the best at each measured temperature, has the highest geometric mean over the temperatures);
+- ``spec_preset/best.yaml`` when one setting wins at every concurrency;
+- ``spec_preset/adaptive.yaml`` and ``adaptive_config.json`` where the fastest *chain* changes with load:
+  SGLang's adaptive mode with one candidate per batch size runs each load's chain (trees cannot be
+  encoded: SGLang's adaptive mode is chains only);
+- ``sglang_flags.txt``: the same settings as plain ``sglang.launch_server`` flags.
+
+Use a preset with ``python recipes/serve.py --config-dir SWEEP/presets +spec_preset=c1 ...``
+(``--config-dir`` adds the directory to Hydra's search path; the preset sets ``spec.*``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from automodel_spec.adaptive import write_adaptive_config
+from automodel_spec.atomic_write import write_text_atomically
+from automodel_spec.sweep.rows import is_auto, setting_of
+
+PRESETS = "presets"
+
+
+def winners_by_concurrency(rows: list[dict], chains_only: bool = False) -> dict[int, dict]:
+    """Per concurrency, the row (any of its levels) of the setting with the best geometric-mean
+    relative tokens/s over the temperatures measured at that concurrency."""
+    ok = [r for r in rows if r["status"] == "ok" and r.get("output_tok_per_s")
+          and (setting_of(r)[0] is not None or r.get("requested_adaptive"))]
+    if chains_only:
+        ok = [r for r in ok if setting_of(r)[1] == 1 and not r.get("requested_adaptive")]
+    out = {}
+    for c in sorted({r["concurrency"] for r in ok}):
+        mine = [r for r in ok if r["concurrency"] == c]
+        temps = sorted({r["temperature"] for r in mine})
+        best = {t: max(r["output_tok_per_s"] for r in mine if r["temperature"] == t) for t in temps}
+        scores = {}
+        for point in {r["point"] for r in mine}:
+            at = {r["temperature"]: r for r in mine if r["point"] == point}
+            if set(at) == set(temps):
+                scores[point] = (math.exp(sum(math.log(at[t]["output_tok_per_s"] / best[t]) for t in temps)
+                                          / len(temps)), at[temps[0]])
+        if scores:
+            point = max(scores, key=lambda p: (scores[p][0], p))
+            out[c] = {**scores[point][1], "relative_score": scores[point][0]}
+    return out
+
+
+def write_presets(sweep_dir: Path, rows: list[dict]) -> list[str]:
+    """Write the presets (module docstring); return summary.md's deploy section."""
+    winners = winners_by_concurrency(rows)
+    if not winners:
+        return []
+    out = (Path(sweep_dir) / PRESETS).resolve()
+    (out / "spec_preset").mkdir(parents=True, exist_ok=True)
+    lines = ["## Deploy", "",
+             "Winner per concurrency (best geometric mean over the temperatures of tokens/s relative to each "
+             "temperature's best; 1.00 = best at every temperature):", ""]
+    flags = []
+    for c, r in winners.items():
+        write_text_atomically(out / "spec_preset" / f"c{c}.yaml", _preset_yaml(r, f"the winner at concurrency {c}"))
+        flags.append(f"concurrency {c}: {' '.join(sglang_flags(r))}")
+        lines.append(f"- concurrency {c}: `{_label(r)}` (score {r['relative_score']:.2f}): "
+                     f"`python recipes/serve.py --config-dir {out} +spec_preset=c{c} ...`")
+    labels = {_label(r) for r in winners.values()}
+    lines.append("")
+    if len(labels) == 1:
+        write_text_atomically(out / "spec_preset" / "best.yaml",
+                              _preset_yaml(next(iter(winners.values())), "the winner at every concurrency"))
+        lines.append(f"One setting wins at every concurrency: `{labels.pop()}` (`+spec_preset=best`).")
+    else:
+        lines.append("The winner changes with load: " + ", ".join(f"c={c}: {_label(r)}" for c, r in winners.items())
+                     + ". One server runs one fixed setting.")
+    chains = winners_by_concurrency(rows, chains_only=True)
+    chain_steps = {c: setting_of(r)[0] for c, r in chains.items()}
+    if len(set(chain_steps.values())) > 1:
+        low = min(chain_steps)
+        slots = {(1 if c == low else c): s for c, s in chain_steps.items()}
+        cfg = write_adaptive_config(out / "adaptive_config.json", slots)
+        algo = next(iter(chains.values())).get("algorithm") or "EAGLE3"
+        write_text_atomically(out / "spec_preset" / "adaptive.yaml", _adaptive_yaml(slots[1], cfg))
+        flags.append(f"adaptive (fastest chain per load): --speculative-algorithm {algo} --speculative-num-steps "
+                     f"{slots[1]} --speculative-eagle-topk 1 --speculative-num-draft-tokens {slots[1] + 1} "
+                     f"--speculative-adaptive --speculative-adaptive-config {cfg}")
+        trees = any(setting_of(r)[1] != 1 for r in winners.values())
+        lines += ["", f"The fastest chain changes with load ({', '.join(f'c={c}: {s} steps' for c, s in chain_steps.items())}): "
+                  f"`+spec_preset=adaptive` runs SGLang's adaptive mode with `{cfg}` (one candidate per batch size, "
+                  "SGLang >= 0.5.13" + (", 0 steps needs 0.5.14" if 0 in slots.values() else "") + ")."
+                  + (" Trees won at some load; adaptive mode encodes chains only, so it trades their gain for "
+                     "switching: compare its measured point (spec.adaptive=true spec.adaptive_config=...) first."
+                     if trees else "")]
+    write_text_atomically(out / "sglang_flags.txt", "\n".join(flags) + "\n")
+    lines += ["", f"Plain SGLang flags: `{out / 'sglang_flags.txt'}`. (`--config-dir` adds the presets to Hydra's "
+              "search path; give it before the overrides.)", ""]
+    return lines
+
+
+def sglang_flags(row: dict) -> list[str]:
+    """The ``sglang.launch_server`` flags of a row's setting (what the server ran)."""
+    algo = row.get("algorithm") or "EAGLE3"
+    steps, topk, tokens = setting_of(row)
+    out = ["--speculative-algorithm", algo]
+    if steps is not None:
+        out += ["--speculative-num-steps", str(steps), "--speculative-eagle-topk", str(topk),
+                "--speculative-num-draft-tokens", str(tokens)]
+    if row.get("requested_adaptive"):
+        out.append("--speculative-adaptive")
+        if row.get("requested_adaptive_config"):
+            out += ["--speculative-adaptive-config", row["requested_adaptive_config"]]
+    return out
+
+
+def _preset_yaml(row: dict, what: str) -> str:
+    steps, topk, tokens = setting_of(row)
+    body = [f"# @package _global_\n# {what}: {_label(row)}, measured {row['output_tok_per_s']:.1f} tok/s at "
+            f"temperature {row['temperature']:g}; written by the sweep summary\n", "spec:\n"]
+    if row.get("requested_adaptive"):
+        body.append("  adaptive: true\n")
+        if row.get("requested_adaptive_config"):
+            body.append(f"  adaptive_config: {row['requested_adaptive_config']}\n")
+    if steps is not None:
+        body += [f"  num_steps: {steps}\n", f"  topk: {topk}\n", f"  num_draft_tokens: {tokens}\n"]
+    return "".join(body)
+
+
+def _adaptive_yaml(start_steps: int, config: Path) -> str:
+    return ("# @package _global_\n# SGLang's adaptive mode running the fastest chain of each load (written by the "
+            "sweep summary)\nspec:\n  adaptive: true\n"
+            f"  adaptive_config: {config}\n  num_steps: {start_steps}\n  topk: 1\n"
+            f"  num_draft_tokens: {start_steps + 1}\n")
+
+
+def _label(row: dict) -> str:
+    steps, topk, tokens = setting_of(row)
+    if row.get("requested_adaptive"):
+        return "adaptive" + (f" from {steps}/{topk}/{tokens}" if steps is not None else "")
+    return f"{steps}/{topk}/{tokens}" + (" (SGLang's choice)" if is_auto(row) else "")

@@ -1,0 +1,50 @@
+"""``scripts/bench_overhead.py`` against the fake server: alternated rounds and their summary (plumbing only)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from test_bench_cli import FAKE, REPO, cache  # noqa: F401
+
+SCRIPT = REPO / "scripts" / "bench_overhead.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("bench_overhead", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summary_pairs_each_round_and_reports_mean_stdev_and_error():
+    rows = [{"round": 0, "path": "hand", "ready_s": 60.0, "tok_per_s": 400.0},
+            {"round": 0, "path": "ours", "ready_s": 62.0, "tok_per_s": 396.0},
+            {"round": 1, "path": "ours", "ready_s": 61.0, "tok_per_s": 404.0},
+            {"round": 1, "path": "hand", "ready_s": 60.0, "tok_per_s": 400.0}]
+    s = load_script().summarize(rows)
+    assert s["rounds"] == 2
+    assert s["throughput_ratio"]["values"] == pytest.approx([0.99, 1.01])
+    assert s["throughput_ratio"]["mean"] == pytest.approx(1.0)
+    assert s["throughput_ratio"]["stdev"] == pytest.approx(0.02 ** 0.5 * 0.1)
+    assert s["ready_delta_s"]["mean"] == pytest.approx(1.5) and s["ready_delta_s"]["sem"] == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fake server's process handling")
+def test_alternated_rounds_against_the_fake_server(tmp_path, cache):  # noqa: F811
+    demo = cache / "demo" / "v1"
+    env = {**os.environ, "AUTOMODEL_SPEC_CACHE": str(cache), "OUT": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    res = subprocess.run([sys.executable, str(SCRIPT), "--draft", str(demo / "eagle3-run"), "--target",
+                          str(demo / "target"), "--python", str(FAKE), "--rounds", "2", "--prompts", "2",
+                          "--max-new-tokens", "8"], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads((tmp_path / "overhead.json").read_text())
+    assert [(x["round"], x["path"]) for x in data["rounds"]] == [(0, "hand"), (0, "ours"), (1, "ours"), (1, "hand")]
+    assert data["summary"]["rounds"] == 2 and data["summary"]["throughput_ratio"]["mean"] > 0
+    assert "throughput ratio ours/hand over 2 round(s): mean" in res.stdout
+    assert "fewer than 4 rounds" in res.stderr

@@ -1,0 +1,84 @@
+"""SGLang's adaptive mode as a setting: its config file, its rules, the flags and the version it needs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from automodel_spec.adaptive import read_adaptive_config, required_sglang, write_adaptive_config
+from automodel_spec.command import build_launch_command
+from automodel_spec.config import (
+    AlgorithmConfig,
+    DraftConfig,
+    ServeConfig,
+    SGLangConfig,
+    SpecConfig,
+    TargetConfig,
+    spec_errors,
+    validate,
+)
+from automodel_spec.errors import ConfigError
+from automodel_spec.launch import required_sglang as run_requirement
+from automodel_spec.prepare import PreparedRun
+
+
+def cfg(tmp_path, **spec) -> ServeConfig:
+    return ServeConfig(draft=DraftConfig(path=str(tmp_path)), target=TargetConfig(path="/m"), spec=SpecConfig(**spec))
+
+
+def test_written_config_reads_back_and_fixes_steps_per_batch_size(tmp_path):
+    path = write_adaptive_config(tmp_path / "a.json", {1: 7, 8: 1}, warmup_batches=10)
+    assert json.loads(path.read_text()) == {"warmup_batches": 10, "1": {"candidate_steps": [7]},
+                                            "8": {"candidate_steps": [1]}}
+    assert read_adaptive_config(str(path)) == {1: [7], 8: [1]}
+    with pytest.raises(ValueError, match="unknown adaptive knob"):
+        write_adaptive_config(tmp_path / "b.json", {1: 3}, speed=2)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "is not JSON"),
+    ("[1]", "must hold a JSON object keyed by batch size"),
+    ('{"candidate_steps": [1, 3]}', "flat format of SGLang 0.5.11-0.5.12"),
+    ('{"1": {"candidate_steps": []}}', "batch size 1: candidate_steps must be a non-empty list"),
+    ('{"1": {"candidate_steps": [1, -1]}}', "integers >= 0"),
+])
+def test_bad_configs_are_refused_with_the_reason(tmp_path, content, message):
+    (tmp_path / "c.json").write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        read_adaptive_config(str(tmp_path / "c.json"))
+    with pytest.raises(ConfigError, match="cannot read it"):
+        read_adaptive_config(str(tmp_path / "missing.json"))
+
+
+def test_rules_of_adaptive_mode(tmp_path):
+    assert spec_errors(SpecConfig(adaptive=True)) == []
+    assert spec_errors(SpecConfig(adaptive=True, num_steps=3)) == []
+    assert "chains only (topk 1)" in spec_errors(SpecConfig(adaptive=True, num_steps=3, topk=4))[0]
+    assert "means 4 draft tokens" in spec_errors(SpecConfig(adaptive=True, num_steps=3, num_draft_tokens=8))[0]
+    assert "spec.adaptive is false" in spec_errors(SpecConfig(adaptive_config="/x.json"))[0]
+    path = write_adaptive_config(tmp_path / "a.json", {1: 7, 8: 1})
+    validate(cfg(tmp_path, adaptive=True, adaptive_config=str(path), num_steps=7))
+    with pytest.raises(ConfigError, match=r"spec.num_steps=3 is not one of the candidate steps \[1, 7\]"):
+        validate(cfg(tmp_path, adaptive=True, adaptive_config=str(path), num_steps=3))
+    with pytest.raises(ConfigError, match="works with algorithm=EAGLE or EAGLE3 only"):
+        validate(ServeConfig(algorithm=AlgorithmConfig(name="NEXTN", architecture=None, needs_draft=False),
+                             target=TargetConfig(path="/m"), spec=SpecConfig(adaptive=True)))
+    with pytest.raises(ConfigError, match="algorithm=none serves without speculation"):
+        validate(ServeConfig(algorithm=AlgorithmConfig(name=None, architecture=None, needs_draft=False),
+                             target=TargetConfig(path="/m"), spec=SpecConfig(adaptive=True)))
+
+
+def test_flags_and_the_sglang_version_it_needs(tmp_path):
+    path = write_adaptive_config(tmp_path / "a.json", {1: 7, 8: 0})
+    spec = SpecConfig(adaptive=True, adaptive_config=str(path), num_steps=7)
+    argv = build_launch_command("/m", SGLangConfig(), AlgorithmConfig(), spec, None)
+    assert argv[argv.index("--speculative-num-steps"):] == [
+        "--speculative-num-steps", "7", "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "8",
+        "--speculative-adaptive", "--speculative-adaptive-config", str(path.resolve())]
+    assert required_sglang(False, None) is None
+    assert required_sglang(True, None) == "0.5.11"
+    assert required_sglang(True, {1: [7], 8: [1]}) == "0.5.13"
+    assert required_sglang(True, {1: [7], 8: [0]}) == "0.5.14"  # no speculation at batch 8
+    version, needs = run_requirement(cfg(tmp_path, **vars(spec)), PreparedRun(target="/m"))
+    assert version == "0.5.14" and needs.startswith("spec.adaptive with spec.adaptive_config=")
