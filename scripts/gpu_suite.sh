@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the GPU test suite on a machine with a CUDA GPU and SGLang.
-#   bash scripts/gpu_suite.sh [pytest args]
+#   bash scripts/gpu_suite.sh [test paths and pytest options; default: tests/gpu]
 # On the project's GPU machine (no network), SGLang comes from the bundle that
 # ../shared/device/sglang-bundle.sh builds into .sgl/ (carried with the working tree).
 set -euo pipefail
@@ -18,4 +18,5 @@ import torch, sglang
 print("torch", torch.__version__, "| sglang", sglang.__version__, "|",
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
 PY
-exec python3 -m pytest -m gpu tests/gpu -v -s -p no:cacheprovider "$@"
+# the paths and options given, else the whole suite
+exec python3 -m pytest -m gpu -v -s -p no:cacheprovider "${@:-tests/gpu}"
