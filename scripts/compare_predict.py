@@ -19,8 +19,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from statistics import median
 
 from automodel_spec.predict.sweep import PREDICTIONS
+from automodel_spec.sweep.predictions import number, percent, relative_error
 from automodel_spec.sweep.rows import collect_rows, is_auto, read_rows, setting_of
 
 
@@ -88,8 +90,8 @@ def main() -> int:
         hits += ok
         sg = auto.get(lv)
         ad = adaptive.get(lv)
-        md.append(f"| T={lv[0]:g} c={lv[1]} | {best_key[0]} {best:.1f} | {win[0]} | {now:.1f} / {_f(then, 1)} | "
-                  f"{_f(then / best if then else None, 3)} | {now / best:.3f} | {'yes' if ok else 'NO'} | "
+        md.append(f"| T={lv[0]:g} c={lv[1]} | {best_key[0]} {best:.1f} | {win[0]} | {now:.1f} / {number(then, 1)} | "
+                  f"{number(then / best if then else None, 3)} | {now / best:.3f} | {'yes' if ok else 'NO'} | "
                   f"{(label(sg) + ' ' + format(sg['output_tok_per_s'], '.1f')) if sg else '-'} | "
                   f"{(format(ad['output_tok_per_s'], '.1f') + ' at ' + format(ad['accept_length'] or 0, '.2f')) if ad else '-'} |")
     md += ["", f"Winner within {args.within:.0%} of the grid's best (grid's numbers) at {hits} of {len(levels)} levels.",
@@ -101,18 +103,18 @@ def main() -> int:
         key = (p["point"], p["temperature"], p["concurrency"])
         g, h = grid.get(key), mine.get(key)
         role = "measured first" if p["point"] in first else "confirmed" if p["point"] in confirmed else "predicted"
-        e_al = _err(p["accept_length"], g and g["accept_length"])
-        e_t = _err(p["tok_per_s"], g and g["output_tok_per_s"])
+        e_al = relative_error(p["accept_length"], g and g["accept_length"])
+        e_t = relative_error(p["tok_per_s"], g and g["output_tok_per_s"])
         if role != "measured first":
             err_al += [abs(e_al)] if e_al is not None else []
             err_t += [abs(e_t)] if e_t is not None else []
-        md.append(f"| {p['point']} | T={p['temperature']:g} c={p['concurrency']} | {role} | {_f(p['accept_length'])} | "
-                  f"{_f(g and g['accept_length'])} | {_pct(e_al)} | {_f(h and h['accept_length'])} | "
-                  f"{_f(p['tok_per_s'], 1)} | {_f(g and g['output_tok_per_s'], 1)} | {_pct(e_t)} | "
-                  f"{_f(h and h['output_tok_per_s'], 1)} | {p['method']} |")
+        md.append(f"| {p['point']} | T={p['temperature']:g} c={p['concurrency']} | {role} | {number(p['accept_length'])} | "
+                  f"{number(g and g['accept_length'])} | {percent(e_al)} | {number(h and h['accept_length'])} | "
+                  f"{number(p['tok_per_s'], 1)} | {number(g and g['output_tok_per_s'], 1)} | {percent(e_t)} | "
+                  f"{number(h and h['output_tok_per_s'], 1)} | {p['method']} |")
     if err_t:
         md += ["", f"Points not measured first, against the grid: median |error| accept length "
-               f"{_median(err_al):.1%} (max {max(err_al):.1%}), tokens/s {_median(err_t):.1%} (max {max(err_t):.1%})."]
+               f"{median(err_al):.1%} (max {max(err_al):.1%}), tokens/s {median(err_t):.1%} (max {max(err_t):.1%})."]
     text = "\n".join(md) + "\n"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,23 +122,6 @@ def main() -> int:
     print(text)
     return 0
 
-
-def _err(pred, ref):
-    return (pred - ref) / ref if pred is not None and ref else None
-
-
-def _pct(e) -> str:
-    return "-" if e is None else f"{e:+.1%}"
-
-
-def _f(v, nd: int = 2) -> str:
-    return "-" if v is None else f"{v:.{nd}f}"
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
 if __name__ == "__main__":

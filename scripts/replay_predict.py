@@ -26,10 +26,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from statistics import median
 
 from automodel_spec.bench.result import LevelResult, PointResult
 from automodel_spec.predict.points import GridPoint
 from automodel_spec.predict.sweep import PredictOptions, run_predict_sweep
+from automodel_spec.sweep.predictions import number, percent, relative_error
 from automodel_spec.sweep.rows import read_rows
 
 
@@ -124,23 +126,23 @@ def main() -> int:
         rec = recorded[pr.point].level(pr.temperature, pr.concurrency)
         if rec is None:
             continue
-        e_al, e_t = _err(pr.accept_length, rec.accept_length), _err(pr.tok_per_s, rec.output_tok_per_s)
+        e_al, e_t = relative_error(pr.accept_length, rec.accept_length), relative_error(pr.tok_per_s, rec.output_tok_per_s)
         model = out.models.get(pr.concurrency)
         if pr.point not in out.first:
             al_err += [abs(e_al)] if e_al is not None else []
             tps_err += [abs(e_t)] if e_t is not None else []
             if model and rec.accept_length:
-                cost_err.append(abs(_err(model.tok_per_s(rec.accept_length, pr.point.num_steps,
+                cost_err.append(abs(relative_error(model.tok_per_s(rec.accept_length, pr.point.num_steps,
                                                          pr.point.num_draft_tokens), rec.output_tok_per_s)))
         role = " (measured first)" if pr.point in out.first else (" (confirmed)" if pr.point in launched else "")
         print(f"| {pr.point.label}{role} | T={pr.temperature:g} c={pr.concurrency} | {rec.accept_length:.2f} | "
-              f"{_f(pr.accept_length)} | {_pct(e_al)} | {rec.output_tok_per_s:.1f} | {_f(pr.tok_per_s, 1)} | "
-              f"{_pct(e_t)} | {pr.method} |")
+              f"{number(pr.accept_length)} | {percent(e_al)} | {rec.output_tok_per_s:.1f} | {number(pr.tok_per_s, 1)} | "
+              f"{percent(e_t)} | {pr.method} |")
     print()
     for name, errs in (("accept length", al_err), ("tokens/s", tps_err), ("tokens/s, cost model alone (recorded "
                                                                             "accept lengths)", cost_err)):
         if errs:
-            print(f"{name}, points not measured first: median |error| {_median(errs):.1%}, max {max(errs):.1%} "
+            print(f"{name}, points not measured first: median |error| {median(errs):.1%}, max {max(errs):.1%} "
                   f"({len(errs)} point-levels)")
     return 0
 
@@ -149,23 +151,6 @@ def _tps(result: PointResult, level: tuple[float, int]) -> float | None:
     lv = result.level(*level)
     return lv.output_tok_per_s if lv is not None else None
 
-
-def _err(pred, rec):
-    return (pred - rec) / rec if pred is not None and rec else None
-
-
-def _pct(e) -> str:
-    return "-" if e is None else f"{e:+.1%}"
-
-
-def _f(v, nd: int = 2) -> str:
-    return "-" if v is None else f"{v:.{nd}f}"
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import median
 
 from automodel_spec.predict.sweep import PREDICTIONS
 from automodel_spec.sweep.rows import level_name, setting_of
@@ -69,18 +70,18 @@ def prediction_lines(rows: list[dict], pred: dict | None) -> list[str]:
             r = measured.get((p["point"], *lv))
             role = FIRST if p["point"] in pred["measured_first"] else \
                 CONFIRMED if p["point"] in {c["point"] for c in pred["confirmations"]} else "predicted only"
-            e_al = _err(p["accept_length"], r["accept_length"] if r else None)
-            e_t = _err(p["tok_per_s"], r["output_tok_per_s"] if r else None)
+            e_al = relative_error(p["accept_length"], r["accept_length"] if r else None)
+            e_t = relative_error(p["tok_per_s"], r["output_tok_per_s"] if r else None)
             if role == CONFIRMED:
                 errors_al += [abs(e_al)] if e_al is not None else []
                 errors_tps += [abs(e_t)] if e_t is not None else []
-            lines.append(f"| {p['point']} | {role} | {_f(p['accept_length'])} | {_f(r and r['accept_length'])} | "
-                         f"{_pct(e_al)} | {_f(p['tok_per_s'], 1)} | {_f(r and r['output_tok_per_s'], 1)} | "
-                         f"{_pct(e_t)} | {p['method']} |")
+            lines.append(f"| {p['point']} | {role} | {number(p['accept_length'])} | {number(r and r['accept_length'])} | "
+                         f"{percent(e_al)} | {number(p['tok_per_s'], 1)} | {number(r and r['output_tok_per_s'], 1)} | "
+                         f"{percent(e_t)} | {p['method']} |")
         lines.append("")
     if errors_tps:
-        lines += [f"Confirmed points (out of sample): median |error| accept length {_median(errors_al):.1%}, "
-                  f"tokens/s {_median(errors_tps):.1%}.", ""]
+        lines += [f"Confirmed points (out of sample): median |error| accept length {median(errors_al):.1%}, "
+                  f"tokens/s {median(errors_tps):.1%}.", ""]
     return lines
 
 
@@ -89,19 +90,16 @@ def _label(row: dict) -> str | None:
     return None if steps is None else f"{steps}/{topk}/{tokens}"
 
 
-def _err(pred, meas):
-    return (pred - meas) / meas if pred is not None and meas else None
+def relative_error(pred: float | None, ref: float | None) -> float | None:
+    """``(pred - ref) / ref``; ``None`` where either is missing (or ``ref`` is 0)."""
+    return (pred - ref) / ref if pred is not None and ref else None
 
 
-def _pct(e) -> str:
+def percent(e: float | None) -> str:
+    """A signed percentage for a table cell (``-`` for none)."""
     return "-" if e is None else f"{e:+.1%}"
 
 
-def _f(v, nd: int = 2) -> str:
+def number(v: float | None, nd: int = 2) -> str:
+    """A number for a table cell (``-`` for none)."""
     return "-" if v is None else f"{v:.{nd}f}"
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
