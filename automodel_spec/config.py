@@ -44,9 +44,10 @@ class AlgorithmConfig:
 class DraftConfig:
     """Where the drafter comes from and how it is prepared.
 
+    The resolver detects the layout itself: the presets (``conf/draft/*.yaml``) differ only in their
+    defaults and comments.
+
     Attributes:
-        source: label of the preset (automodel, hub, legacy, demo); informational, the resolver
-            detects the layout itself.
         path: run dir, ``epoch_E_step_S`` dir, its ``model/`` or ``model/consolidated/``, a legacy
             dir with ``draft_model.pt``, a hub id ``org/name``, or ``builtin:demo``.
         revision: hub revision, passed through for hub ids.
@@ -59,7 +60,6 @@ class DraftConfig:
             checkpoint: the ``--draft-config`` it was trained with; by default the path it recorded).
     """
 
-    source: str = "automodel"
     path: str | None = None
     revision: str | None = None
     export_dir: str | None = None
@@ -272,6 +272,15 @@ def adaptive_config_errors(spec: SpecConfig) -> list[str]:
     return []
 
 
+def point_errors(algorithm: AlgorithmConfig, spec: SpecConfig) -> list[str]:
+    """Why a speculative setting is invalid (a sweep point SGLang would reject); empty when it is valid.
+
+    The one owner of the rule: ``validate`` refuses such a run, a benchmark sweep records the point as
+    skipped (``bench.job.record_if_invalid``) and goes on.
+    """
+    return spec_errors(spec) if algorithm.name is not None else []
+
+
 def target_path(cfg: ServeConfig) -> str | None:
     """``target.path``, or the built-in demo target when it is unset and the draft is the demo's.
 
@@ -293,8 +302,8 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
     """
     errors: list[str] = []
     algo = cfg.algorithm
+    errors += point_errors(algo, cfg.spec)
     if algo.name is not None:
-        errors += spec_errors(cfg.spec)
         if cfg.spec.adaptive and algo.name not in ("EAGLE", "EAGLE3"):
             errors.append(f"spec.adaptive=true works with algorithm=EAGLE or EAGLE3 only (SGLang), not {algo.name}.")
         if not (cfg.spec.adaptive_config and path_problem(cfg.spec.adaptive_config)):

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from automodel_spec.rope import read_rope, write_both_forms
+from automodel_spec.serving_dtype import set_serving_dtype
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
@@ -101,6 +102,54 @@ def rename_tensors(tensors: dict, canonical, problems: Problems) -> dict:
             problems.add(f"two tensors map to {cname} (one of them is {name}); keep one.")
         named[cname] = t
     return named
+
+
+@dataclass
+class PlanStart:
+    """A draft's config and tensors under SGLang's names, before its layout's own checks.
+
+    Attributes:
+        cfg: a copy of the config with the architecture, rope and layer count set.
+        named: the tensors by canonical name, those SGLang takes from the target dropped.
+        num_layers: the decoder layers the weights hold.
+        problems: what already cannot serve (more are added by the layout).
+        notes: what was changed so far.
+    """
+
+    cfg: dict
+    named: dict
+    num_layers: int
+    problems: Problems
+    notes: list[str]
+
+    def check_weights(self, expected: dict, label: str) -> None:
+        """The weights against the shapes SGLang allocates from the config, and their values."""
+        check_shapes(self.named, expected, self.problems, label)
+        check_values(self.named, self.problems)
+
+    def finish(self, tensors: dict, dtype: tuple[str, str] | None, **extra) -> DraftPlan:
+        """The plan: ``tensors`` to write, in the serving dtype when one is given (``(dtype, why)``)."""
+        if dtype is not None:
+            tensors = set_serving_dtype(self.cfg, tensors, *dtype, self.notes)
+        return DraftPlan(config=self.cfg, tensors=tensors, notes=self.notes, **extra)
+
+
+def start_plan(config: dict, tensors: dict, *, where: str, architecture: str, canonical,
+               dropped: dict[str, str]) -> PlanStart:
+    """What every layout does first: canonical names, tensors SGLang takes from the target dropped
+    (``dropped``: name -> why, for the note), then the architecture, rope and layer count set."""
+    problems = Problems(where)
+    notes: list[str] = []
+    cfg = dict(config)
+    named = rename_tensors(tensors, canonical, problems)
+    for name, why in dropped.items():
+        if named.pop(name, None) is not None:
+            notes.append(f"dropped {name}: {why}")
+    set_architecture(cfg, architecture, notes)
+    settle_rope(cfg, problems, notes)
+    num_layers = count_layers(named, problems)
+    set_layer_count(cfg, num_layers, notes)
+    return PlanStart(cfg=cfg, named=named, num_layers=num_layers, problems=problems, notes=notes)
 
 
 def set_architecture(cfg: dict, architecture: str, notes: list[str]) -> None:

@@ -9,26 +9,14 @@ from __future__ import annotations
 
 from packaging.version import Version
 
-from automodel_spec.draft_plan import (
-    DraftPlan,
-    Problems,
-    check_shapes,
-    check_values,
-    count_layers,
-    decoder_layer_shapes,
-    rename_tensors,
-    selected_token_ids,
-    set_architecture,
-    set_layer_count,
-    settle_rope,
-)
-from automodel_spec.serving_dtype import set_serving_dtype
+from automodel_spec.draft_plan import DraftPlan, decoder_layer_shapes, selected_token_ids, start_plan
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 # Names older SGLang releases (0.5.9 - 0.5.11) use for a one-layer draft; 0.5.12+ reads them too.
 _LEGACY_NAMES = {"midlayer.": "layers.0.", "aux_norm_low": "fc_norm.0", "aux_norm_mid": "fc_norm.1",
                  "aux_norm_high": "fc_norm.2"}
-_IGNORED_BY_SGLANG = ("embed_tokens.weight",)  # replaced by the target's embedding at load time
+# replaced by the target's at load time
+_IGNORED_BY_SGLANG = {"embed_tokens.weight": "SGLang replaces the draft's embedding with the target's"}
 DEFAULT_NUM_AUX = 3
 
 
@@ -73,18 +61,9 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
     """
     import torch
 
-    problems = Problems(where)
-    notes: list[str] = []
-    cfg = dict(config)
-    named = rename_tensors(tensors, canonical_name, problems)
-    for name in _IGNORED_BY_SGLANG:
-        if named.pop(name, None) is not None:
-            notes.append(f"dropped {name}: SGLang replaces the draft's embedding with the target's")
-
-    set_architecture(cfg, ARCHITECTURE, notes)
-    settle_rope(cfg, problems, notes)
-    num_layers = count_layers(named, problems)
-    set_layer_count(cfg, num_layers, notes)
+    start = start_plan(config, tensors, where=where, architecture=ARCHITECTURE, canonical=canonical_name,
+                       dropped=_IGNORED_BY_SGLANG)
+    cfg, named, num_layers, problems, notes = start.cfg, start.named, start.num_layers, start.problems, start.notes
 
     hidden = int(cfg["hidden_size"])
     target_hidden = int(cfg.get("target_hidden_size") or hidden)
@@ -119,15 +98,12 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
                 problems.add(f"d2t maps draft ids to target ids outside the vocab [0, {vocab}).")
     if "t2d" in named:
         expected["t2d"] = (vocab,)
-    check_shapes(named, expected, problems, ARCHITECTURE)
-    check_values(named, problems)
+    start.check_weights(expected, ARCHITECTURE)
     problems.raise_if_any()
 
     min_sglang = _min_sglang(cfg, num_layers, num_aux, expected, notes)
     out = {serving_name(n, num_layers): t.contiguous() for n, t in named.items()}
-    if dtype is not None:
-        out = set_serving_dtype(cfg, out, *dtype, notes)
-    return DraftPlan(config=cfg, tensors=out, notes=notes, min_sglang=min_sglang)
+    return start.finish(out, dtype, min_sglang=min_sglang)
 
 
 def _min_sglang(cfg: dict, num_layers: int, num_aux: int, expected: dict, notes: list[str]) -> str:

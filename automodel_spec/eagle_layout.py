@@ -7,23 +7,10 @@ takes the embedding and lm_head from the target.
 
 from __future__ import annotations
 
-from automodel_spec.draft_plan import (
-    DraftPlan,
-    Problems,
-    check_shapes,
-    check_values,
-    count_layers,
-    decoder_layer_shapes,
-    rename_tensors,
-    selected_token_ids,
-    set_architecture,
-    set_layer_count,
-    settle_rope,
-)
-from automodel_spec.serving_dtype import set_serving_dtype
+from automodel_spec.draft_plan import DraftPlan, decoder_layer_shapes, selected_token_ids, start_plan
 
 ARCHITECTURE = "LlamaForCausalLMEagle"
-_FROM_TARGET = ("embed_tokens.weight", "lm_head.weight")
+_FROM_TARGET = dict.fromkeys(("embed_tokens.weight", "lm_head.weight"), "SGLang's EAGLE draft uses the target's")
 
 
 def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str,
@@ -37,19 +24,10 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str,
     """
     import torch
 
-    problems = Problems(where)
-    notes: list[str] = []
-    cfg = dict(config)
-    named = rename_tensors(tensors, _strip_model_prefix, problems)
-    for name in _FROM_TARGET:
-        if named.pop(name, None) is not None:
-            notes.append(f"dropped {name}: SGLang's EAGLE draft uses the target's")
-
-    set_architecture(cfg, ARCHITECTURE, notes)
-    settle_rope(cfg, problems, notes)
-    num_layers = count_layers(named, problems)
-    declared = cfg.get("draft_num_hidden_layers", cfg.get("num_hidden_layers"))
-    set_layer_count(cfg, num_layers, notes)
+    declared = config.get("draft_num_hidden_layers", config.get("num_hidden_layers"))
+    start = start_plan(config, tensors, where=where, architecture=ARCHITECTURE, canonical=_strip_model_prefix,
+                       dropped=_FROM_TARGET)
+    cfg, named, num_layers, problems, notes = start.cfg, start.named, start.num_layers, start.problems, start.notes
     if num_layers and declared not in (None, num_layers):
         problems.add(f"config.json declares {declared} draft layers but the weights hold {num_layers}.")
 
@@ -64,14 +42,10 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str,
     expected = {"fc.weight": (hidden, 2 * hidden), "fc.bias": (hidden,)}
     for i in range(num_layers):
         expected.update(decoder_layer_shapes(f"layers.{i}.", cfg, hidden, input_norm=i > 0))
-    check_shapes(named, expected, problems, ARCHITECTURE)
-    check_values(named, problems)
+    start.check_weights(expected, ARCHITECTURE)
     token_map = _token_map(cfg, meta, problems, notes, torch)
     problems.raise_if_any()
-    out = {n: t.contiguous() for n, t in named.items()}
-    if dtype is not None:
-        out = set_serving_dtype(cfg, out, *dtype, notes)
-    return DraftPlan(config=cfg, tensors=out, notes=notes, token_map=token_map)
+    return start.finish({n: t.contiguous() for n, t in named.items()}, dtype, token_map=token_map)
 
 
 def _strip_model_prefix(name: str) -> str:

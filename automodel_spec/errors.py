@@ -4,7 +4,6 @@ from __future__ import annotations
 
 SGLANG_INSTALL_HINT = 'pip install "sglang[all]>=0.5.9"  (on the GPU machine that will serve)'
 SAFETENSORS_INSTALL_HINT = "pip install safetensors"
-BENCH_INSTALL_HINT = 'pip install "automodel-spec[bench]"  (matplotlib, tqdm)'
 
 
 class SpecError(Exception):

@@ -16,9 +16,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,13 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automodel_spec.atomic_write import write_json_atomically
+from automodel_spec.draft_plan import DraftPlan
+from automodel_spec.draft_sources import DraftSources
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError, SpecError
 from automodel_spec.file_digest import file_digest, file_stamp
 from automodel_spec.file_lock import file_lock
-from automodel_spec.preflight import check_against_target, plan_draft, read_json
+from automodel_spec.json_file import read_json
+from automodel_spec.preflight import check_against_target, plan_draft
+from automodel_spec.process_state import process_running, process_start
 from automodel_spec.resolve import LEGACY_WEIGHTS, SAFETENSORS_INDEX, ResolvedDraft, weight_files
 from automodel_spec.specforge_checkpoint import TRAINING_STATE
-from automodel_spec.weights import load_draft_weights, load_eagle_meta
 
 EXPORT_FORMAT = 2  # 2: rope stated in both forms, the serving dtype
 MANIFEST = "automodel_spec_export.json"
@@ -41,7 +42,7 @@ TOKEN_MAP = "token_map.pt"
 EXPORT_FILES = frozenset({"config.json", "model.safetensors", TOKEN_MAP, MANIFEST})
 TMP_MARK = ".tmp-"
 WRITER = ".automodel_spec_writer.json"  # inside a temporary directory: who is writing it
-# .NAME.tmp-PID-XXXXXXXX (mkdtemp's 8 characters; .NAME.tmp-PID-oldXXXXXXXX for a damaged export
+# .NAME.tmp-PID-XXXXXXXX (8 random characters, as mkdtemp gave before; .NAME.tmp-PID-oldXXXXXXXX for a damaged export
 # being removed; no PID in directories written by older versions)
 _TMP_NAME = re.compile(r"^\..+\.tmp-(?:(?P<pid>\d+)-(?:old)?)?[a-z0-9_]{8}$")
 # A temporary directory older than this is a leftover whatever its writer looks like: an export
@@ -61,7 +62,6 @@ class ExportResult:
         path: the directory to pass as ``--speculative-draft-model-path``.
         token_map: ``token_map.pt`` inside it, when the algorithm uses one.
         reused: an earlier identical export was found (nothing was written).
-        written: the directory was (or, in a dry run, would be) written now.
         notes: what the export changed relative to the checkpoint.
         min_sglang: oldest SGLang release that loads it.
         config: the exported ``config.json``.
@@ -70,7 +70,6 @@ class ExportResult:
     path: Path
     token_map: Path | None = None
     reused: bool = False
-    written: bool = False
     notes: list[str] = field(default_factory=list)
     min_sglang: str = "0.5.9"
     config: dict = field(default_factory=dict)
@@ -90,7 +89,7 @@ def source_files(resolved: ResolvedDraft) -> list[Path]:
     elif resolved.kind == "specforge":
         files.append(d / TRAINING_STATE)
     else:
-        files += weight_files(d)
+        files += list(resolved.weight_files) or weight_files(d)
         if (d / SAFETENSORS_INDEX).is_file():
             files.append(d / SAFETENSORS_INDEX)
     if resolved.meta_path:
@@ -129,108 +128,161 @@ def planned_export_dir(resolved: ResolvedDraft, architecture: str, aux_layer_ids
     return cache_dir / "exports" / f"{architecture}-{key}", key
 
 
-def export_draft(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: list[int] | None = None,
-                 allow_unsafe_pickle: bool = False, export_dir: str | None = None,
-                 cache_dir: Path | None = None, dry_run: bool = False,
-                 serving_dtype: tuple[str, str] | None = None, target_config: dict | None = None) -> ExportResult:
-    """Check a local draft and write its servable export (or find an identical, intact earlier one).
+@dataclass
+class ExportPlace:
+    """Where an export goes and what is there now (``locate_export``); nothing is written.
 
-    An earlier export is reused only when every file still matches the manifest written with it
-    (its stat, else its digest); a damaged one is rebuilt and the notes say why.
+    Attributes:
+        path: the export directory.
+        key: the hash of the sources' content and the export options (``export_key``).
+        explicit: it is ``draft.export_dir`` (never overwritten unless it holds our export).
+        cache_dir: the cache root (digest memos, locks).
+        manifest: the manifest of an intact export of this key already there: reuse it.
+        config: that export's ``config.json``.
+        problem: why what is there must be rebuilt (``None``: nothing there, or reusable).
+        notes: what taking the export's lock found (dead writers' leftovers removed, where the lock is).
+    """
 
-    Args:
-        resolved: a local draft from ``resolve_draft``.
-        architecture: the SGLang class to export for (from the algorithm).
-        aux_layer_ids: target layers the draft was trained on, overriding what the checkpoint says.
-        allow_unsafe_pickle: let a legacy ``draft_model.pt`` be fully unpickled.
-        export_dir: write here instead of the cache.
-        cache_dir: root of the export cache (default ``default_cache_dir()``).
-        dry_run: run every check and report the path, but write nothing.
-        serving_dtype: ``(dtype, why)``: the dtype the target is served in; the draft is exported in it.
-        target_config: the target's config, to check the draft against before anything is written.
+    path: Path
+    key: str
+    explicit: bool
+    cache_dir: Path
+    manifest: dict | None = None
+    config: dict | None = None
+    problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reusable(self) -> bool:
+        return self.manifest is not None
+
+
+@dataclass
+class ExportPlan:
+    """What an export holds and where: made by ``plan_export`` from the sources read once.
+
+    Attributes:
+        place: where it goes and what is there.
+        source: the draft's directory, for messages.
+        config: the export's ``config.json`` (planned, or the reused export's).
+        draft: the servable draft to write; ``None`` when the intact export at ``place`` is reused.
+        manifest: what the manifest records besides each file's size and digest.
+    """
+
+    place: ExportPlace
+    source: str
+    config: dict
+    draft: DraftPlan | None = None
+    manifest: dict = field(default_factory=dict)
+
+
+def locate_export(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: list[int] | None = None,
+                  dtype: str | None = None, export_dir: str | None = None, cache_dir: Path | None = None,
+                  remember: bool = True) -> ExportPlace:
+    """Where the export of this draft goes, and whether an intact one is already there.
+
+    Reads the sources' digests (remembered by stat in the cache; ``remember=False`` writes no memo)
+    and what is at the destination. An earlier export is reusable only while every file still
+    matches the manifest written with it (its stat, else its digest).
 
     Raises:
-        CheckpointError: the draft cannot be served faithfully or does not fit the target, or
-            ``export_dir`` holds something else.
-        ExportWriteError: the export cannot be written there (read-only, full disk, a file in the way).
+        CheckpointError: ``export_dir`` holds something that is not this export.
     """
     cache_dir = cache_dir or default_cache_dir()
-    dtype = serving_dtype[0] if serving_dtype else None
-    explicit = bool(export_dir)
     final, key = planned_export_dir(resolved, architecture, aux_layer_ids, export_dir, cache_dir,
-                                    remember=not dry_run, dtype=dtype)
-    memo_dir = cache_dir / "digests"
-    found = _inspect(final, key, memo_dir, explicit)
-    if found.manifest is not None and (dry_run or not _dead_temp_dirs(final.parent)):
-        return _checked(_result(final, found.manifest, reused=True), target_config, resolved)
-    if dry_run:
-        plan = _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle, serving_dtype)
-        result = ExportResult(path=final, token_map=final / TOKEN_MAP if plan.token_map is not None else None,
-                              written=True, notes=plan.notes, min_sglang=plan.min_sglang, config=plan.config)
-        result.notes[:0] = [f"would be rebuilt: {found.problem}"] if found.problem else []
-        result.notes.extend(_unwritable_notes(final, cache_dir, explicit))
-        return _checked(result, target_config, resolved)
-    lock_path, lock_note = _lock_path(final, cache_dir, explicit)
-    with _export_lock(lock_path, explicit):
-        cleaned = _remove_dead_temp_dirs(final.parent)
-        found = _inspect(final, key, memo_dir, explicit)  # another job may have finished it while we waited
-        if found.manifest is not None:
-            result = _result(final, found.manifest, reused=True)
-            result.notes.extend(cleaned)
-            return _checked(result, target_config, resolved)
-        plan = _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle, serving_dtype)
-        warnings = _target_warnings(plan.config, target_config, resolved)  # refuses before anything is written
-        manifest = {
-            "key": key, "format": EXPORT_FORMAT, "architecture": architecture,
-            "source": str(resolved.model_dir), "meta": str(resolved.meta_path) if resolved.meta_path else None,
-            "notes": plan.notes, "min_sglang": plan.min_sglang, "token_map": plan.token_map is not None,
-        }
-        _write_atomically(final, plan, manifest, explicit, replace=found.problem is not None)
-    result = _result(final, manifest, reused=False)
-    result.notes[:0] = [f"rebuilt: {found.problem}"] if found.problem else []
-    result.notes.extend([n for n in (lock_note,) if n] + cleaned + warnings)
-    return result
+                                    remember=remember, dtype=dtype)
+    return _place(final, key, bool(export_dir), cache_dir)
 
 
-def _plan(resolved, architecture, aux_layer_ids, allow_unsafe_pickle, serving_dtype):
-    _import_weight_libraries()
-    config = read_json(resolved.config_file)
-    tensors = load_draft_weights(resolved.model_dir, resolved.kind, allow_unsafe_pickle)
-    meta = load_eagle_meta(resolved.meta_path)
-    return plan_draft(resolved, architecture, config, tensors, meta, aux_layer_ids=aux_layer_ids,
-                      dtype=serving_dtype)
+def _place(final: Path, key: str, explicit: bool, cache_dir: Path, notes: list[str] | None = None) -> ExportPlace:
+    found = _inspect(final, key, cache_dir / "digests", explicit)
+    config = read_json(final / "config.json") if found.manifest is not None else None
+    return ExportPlace(path=final, key=key, explicit=explicit, cache_dir=cache_dir, manifest=found.manifest,
+                       config=config, problem=found.problem, notes=list(notes or []))
 
 
-def _import_weight_libraries() -> None:
-    """Import torch and safetensors with SIGINT / SIGTERM held back until they are loaded.
+@contextmanager
+def hold_export(place: ExportPlace, *, dry_run: bool = False) -> Iterator[ExportPlace]:
+    """Take turns with other writers of this export; yields the place as it is once it is our turn.
 
-    A Ctrl-C or SIGTERM that raises inside their native extensions' initialization was seen to abort
-    the process (SIGABRT, exit -6) or to leave safetensors half-imported, reported as "not installed"
-    (exit 2); held back, it arrives a moment later and unwinds like any other (exit 130 / 143).
-    A missing package is reported where it is used.
+    Nothing is held when the export is reusable (or in a dry run). Otherwise the export's lock is
+    held for the ``with`` block, what killed writers left is removed, and the destination is looked
+    at again: a job that waited usually finds the export another one just wrote, and reuses it.
+
+    Raises:
+        ExportWriteError: the lock cannot be created.
     """
-    held = {signal.SIGINT, signal.SIGTERM}
-    mask = getattr(signal, "pthread_sigmask", None)
-    before = mask(signal.SIG_BLOCK, held) if mask else None
-    try:
-        import safetensors.torch  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        pass
-    finally:
-        if mask:
-            mask(signal.SIG_SETMASK, before)
+    if dry_run or (place.reusable and not _dead_temp_dirs(place.path.parent)):
+        yield place
+        return
+    lock_path, lock_note = _lock_path(place.path, place.cache_dir, place.explicit)
+    with _export_lock(lock_path, place.explicit):
+        cleaned = _remove_dead_temp_dirs(place.path.parent)
+        again = _place(place.path, place.key, place.explicit, place.cache_dir, cleaned)
+        if not again.reusable and lock_note:
+            again.notes.insert(0, lock_note)
+        yield again
 
 
-def _target_warnings(config: dict, target_config: dict | None, resolved: ResolvedDraft) -> list[str]:
+def plan_export(place: ExportPlace, resolved: ResolvedDraft, architecture: str, sources: DraftSources | None, *,
+                aux_layer_ids: list[int] | None = None, serving_dtype: tuple[str, str] | None = None) -> ExportPlan:
+    """What the export holds: the reused export's, or the draft planned from ``sources`` (pure).
+
+    Args:
+        place: from ``locate_export`` (or ``hold_export``).
+        resolved: the local draft.
+        architecture: the SGLang class to export for (from the algorithm).
+        sources: what the draft holds (``read_draft_sources``); ``None`` when ``place`` is reusable.
+        aux_layer_ids: target layers the draft was trained on, overriding what the checkpoint says.
+        serving_dtype: ``(dtype, why)``: the dtype the target is served in; the draft is exported in it.
+
+    Raises:
+        CheckpointError: the draft cannot be served as trained (SGLang's loader would skip, leave
+            random or mis-shape part of it).
+    """
+    where = str(resolved.model_dir)
+    if place.reusable:
+        return ExportPlan(place=place, source=where, config=place.config, manifest=place.manifest)
+    draft = plan_draft(resolved, architecture, sources, aux_layer_ids=aux_layer_ids, dtype=serving_dtype)
+    manifest = {
+        "key": place.key, "format": EXPORT_FORMAT, "architecture": architecture, "source": where,
+        "meta": str(resolved.meta_path) if resolved.meta_path else None, "notes": draft.notes,
+        "min_sglang": draft.min_sglang, "token_map": draft.token_map is not None,
+    }
+    return ExportPlan(place=place, source=where, config=draft.config, draft=draft, manifest=manifest)
+
+
+def check_export(plan: ExportPlan, target_config: dict | None) -> list[str]:
+    """The planned export against the target, before anything is written; warnings to show.
+
+    Raises:
+        CheckpointError: listing each mismatch that cannot serve.
+    """
     if target_config is None:
         return []
-    return check_against_target(config, target_config, str(resolved.model_dir))
+    return check_against_target(plan.config, target_config, plan.source)
 
 
-def _checked(result: ExportResult, target_config: dict | None, resolved: ResolvedDraft) -> ExportResult:
-    result.notes.extend(_target_warnings(result.config, target_config, resolved))
-    return result
+def write_export(plan: ExportPlan, *, dry_run: bool = False) -> ExportResult:
+    """Write the planned export atomically (temporary directory, fsync, rename), or reuse the one there.
+
+    Call it inside ``hold_export``. With ``dry_run`` nothing is written: the result says where the
+    export would be, and notes what a real run could not write.
+
+    Raises:
+        ExportWriteError: the export cannot be written there (read-only, full disk, a file in the way).
+    """
+    place, draft = plan.place, plan.draft
+    if draft is None:
+        return _result(place, reused=True)
+    rebuilt = f"{'would be rebuilt' if dry_run else 'rebuilt'}: {place.problem}"
+    notes = ([rebuilt] if place.problem else []) + draft.notes
+    if dry_run:
+        notes += _unwritable_notes(place.path, place.cache_dir, place.explicit)
+    else:
+        _write_atomically(place.path, draft, plan.manifest, place.explicit, replace=place.problem is not None)
+    return ExportResult(path=place.path, token_map=place.path / TOKEN_MAP if draft.token_map is not None else None,
+                        notes=notes + place.notes, min_sglang=draft.min_sglang, config=plan.config)
 
 
 # --- what is already there --------------------------------------------------------------------------
@@ -362,7 +414,7 @@ def _export_lock(lock_path: Path, explicit: bool) -> Iterator[None]:
     try:
         stack.enter_context(file_lock(lock_path))
     except OSError as exc:
-        raise _write_error(exc, lock_path.parent, explicit) from exc
+        raise file_system_error(exc, lock_path.parent, explicit) from exc
     with stack:
         yield
 
@@ -370,7 +422,7 @@ def _export_lock(lock_path: Path, explicit: bool) -> Iterator[None]:
 def _write_atomically(final: Path, plan, manifest: dict, explicit: bool, *, replace: bool = False) -> None:
     """Write the export into a temporary directory, then rename it to ``final``.
 
-    The temporary directory is named after this process (``.NAME.tmp-PID-XXXX``) and records its
+    The temporary directory is named after this process (``.NAME.tmp-PID-XXXXXXXX``) and records its
     writer, so a later run can tell a dead writer's leftovers from a live one's work.
     ``replace``: ``final`` holds a damaged export, discarded just before the rename.
     """
@@ -382,10 +434,13 @@ def _write_atomically(final: Path, plan, manifest: dict, explicit: bool, *, repl
 
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARK}{os.getpid()}-", dir=final.parent))
     except OSError as exc:
-        raise _write_error(exc, final.parent, explicit, plan) from exc
+        raise file_system_error(exc, final.parent, explicit, draft=plan) from exc
+    # Named before it is made, so a signal at any moment after leaves nothing the cleanup below
+    # does not know of (the name holds our pid: no other live process uses it).
+    tmp = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
+        os.mkdir(tmp, 0o700)
         write_json_atomically(tmp / WRITER, _writer_identity(), indent=None)
         save_file(plan.tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         write_json_atomically(tmp / "config.json", plan.config, sort_keys=True)
@@ -406,7 +461,7 @@ def _write_atomically(final: Path, plan, manifest: dict, explicit: bool, *, repl
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if _is_os_error(exc):
-            raise _write_error(exc, final.parent, explicit, plan) from exc
+            raise file_system_error(exc, final.parent, explicit, draft=plan) from exc
         raise
 
 
@@ -456,17 +511,41 @@ def _is_disk_full(exc: BaseException) -> bool:
         or "No space left" in str(exc)
 
 
-def _write_error(exc: BaseException, where: Path, explicit: bool, plan=None) -> ExportWriteError:
-    """The message for an export that cannot be written: the directory, why, and what to do."""
+def file_system_error(exc: BaseException, where: Path, explicit: bool, *, draft: DraftPlan | None = None,
+                      writing: tuple[Path, ...] = ()) -> SpecError:
+    """The message for a file system refusal while exporting: which file or directory, why, what to do.
+
+    The one owner of the "no space left" / "cannot write" / "cannot read" messages of an export.
+
+    Args:
+        exc: the ``OSError`` (or safetensors' error wrapping one).
+        where: the directory the export was being written under, named in the message.
+        explicit: the export goes to ``draft.export_dir`` (the fix is another one) rather than the cache.
+        draft: what was being written, for the space it needs.
+        writing: every directory the export writes under (default: ``where``); a failing file
+            elsewhere was being read, not written.
+    """
     fix = ("choose another draft.export_dir" if explicit
            else "set cache_dir=DIR (or $AUTOMODEL_SPEC_CACHE) to another directory, or draft.export_dir=DIR")
     if _is_disk_full(exc):
-        need = sum(t.numel() * t.element_size() for t in plan.tensors.values()) if plan is not None else 0
+        need = sum(t.numel() * t.element_size() for t in draft.tensors.values()) if draft is not None else 0
         size = f" (the export needs about {need / 1e6:.0f} MB)" if need else ""
         return ExportWriteError(f"no space left on the device holding {where} while writing the export{size}: "
                                 f"free space there, or {fix} on a disk with room.")
     reason = getattr(exc, "strerror", None) or str(exc)
+    name = getattr(exc, "filename", None)
+    if name and not any(_inside(Path(name), root) for root in (writing or (where,))):
+        return CheckpointError(f"cannot read {name}: {reason}. Make it readable by this user (and every directory "
+                               "above it), or copy the checkpoint somewhere that is.")
     return ExportWriteError(f"cannot write the export under {where}: {reason}. Make it writable, or {fix}.")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def _unwritable(d: Path) -> str | None:
@@ -497,7 +576,7 @@ def _unwritable_notes(final: Path, cache_dir: Path, explicit: bool) -> list[str]
 
 
 def _writer_identity() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": process_start(os.getpid())}
 
 
 def _dead_temp_dirs(parent: Path) -> list[Path]:
@@ -530,32 +609,10 @@ def _writer_gone(d: Path) -> bool:
 
 def _alive(pid: int, start: int | None) -> bool:
     """``pid`` runs, and is the same process (same start time) as the writer recorded."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_running(pid):
         return False
-    except PermissionError:
-        pass  # another user's process: alive
-    now = _proc_stat(pid)
-    if now is None:
-        return True  # no /proc: the pid is all we can check
-    state, started = now
-    return state not in ("Z", "X") and (start is None or started == start)
-
-
-def _process_start(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return stat[1] if stat else None
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, start time in clock ticks since boot)`` from ``/proc``, or ``None`` without it."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    now = process_start(pid)
+    return start is None or now is None or now == start  # no /proc: the pid is all we can check
 
 
 def _read_json(path: Path) -> dict:
@@ -579,9 +636,10 @@ def _remove_dead_temp_dirs(parent: Path) -> list[str]:
             + ", ".join(removed)]
 
 
-def _result(d: Path, manifest: dict, reused: bool) -> ExportResult:
+def _result(place: ExportPlace, reused: bool) -> ExportResult:
+    d, manifest = place.path, place.manifest
     return ExportResult(
         path=d, token_map=d / TOKEN_MAP if manifest.get("token_map") else None, reused=reused,
-        written=not reused, notes=list(manifest.get("notes", [])), min_sglang=manifest.get("min_sglang", "0.5.9"),
-        config=read_json(d / "config.json"),
+        notes=list(manifest.get("notes", [])) + place.notes, min_sglang=manifest.get("min_sglang", "0.5.9"),
+        config=place.config,
     )

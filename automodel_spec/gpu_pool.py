@@ -11,9 +11,9 @@ shared by the nodes of a cluster would be the wrong place.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -26,6 +26,7 @@ from automodel_spec import nvidia_smi
 from automodel_spec.errors import ConfigError
 
 LOCK_DIR_ENV = "AUTOMODEL_SPEC_LOCK_DIR"
+log = logging.getLogger(__name__)
 
 
 def lease_dir() -> Path:
@@ -101,8 +102,7 @@ def lease_gpus(pool: list[str], count: int, lock_dir: Path, *, source: str = "th
             break
         stack.close()  # all or none: never wait while holding some
         if not told:
-            print(f"[gpu] waiting for {count} of the GPUs {','.join(pool)} ({source}) to be free of other jobs",
-                  file=sys.stderr, flush=True)
+            log.info("[gpu] waiting for %d of the GPUs %s (%s) to be free of other jobs", count, ",".join(pool), source)
             told = True
         time.sleep(poll_s)
     with stack:

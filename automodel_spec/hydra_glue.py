@@ -1,15 +1,17 @@
-"""Everything Hydra needs from the library, in the one module that imports Hydra.
+"""Everything Hydra needs from the library, in the one library module that imports Hydra.
 
 The recipes call ``register_configs()`` before ``@hydra.main``: it hands the schemas of ``config`` to
-Hydra's ConfigStore and registers the OmegaConf resolvers that ``conf/`` uses. The sweep presets
-name ``SweepSummaryCallback`` as a Hydra callback; ``conf/serve.yaml`` names ``JobCodesCallback``. The rest of the library takes plain dataclasses
-and arguments and never imports Hydra or OmegaConf.
+Hydra's ConfigStore and registers the OmegaConf resolvers that ``conf/`` uses. ``conf/serve.yaml``
+names ``RedactCallback`` and ``JobCodesCallback``, the sweep presets ``SweepSummaryCallback``, as Hydra
+callbacks. The rest of the library takes plain dataclasses and arguments and never imports Hydra or
+OmegaConf.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,8 +22,10 @@ from omegaconf import OmegaConf
 from automodel_spec.config import AlgorithmConfig, BenchConfig, DraftConfig, ServeConfig, SGLangConfig
 from automodel_spec.gpu_pool import parallel_jobs
 from automodel_spec.job_codes import start_sweep
-from automodel_spec.redact import mask_file, secrets_of
+from automodel_spec.redact import install_log_filter, mask_file, secrets_of
 from automodel_spec.sweep.summary import write_summary
+
+log = logging.getLogger(__name__)
 
 
 def _unless_print_only(print_only: bool, value):
@@ -104,9 +108,9 @@ class SweepSummaryCallback:
         secrets = secrets_of(config)
         mask_file(sweep_dir / "multirun.yaml", secrets)  # also without the redact callback of conf/serve.yaml
         summary = write_summary(sweep_dir, plots=self.plots, secrets=secrets)
-        print((sweep_dir / "summary.md").read_text())
-        print(f"[sweep] summary: {sweep_dir / 'summary.csv'}, {sweep_dir / 'summary.md'}, "
-              f"{sweep_dir / 'best_override.txt'}" + "".join(f", {p}" for p in summary["images"]))
+        log.info("%s", (sweep_dir / "summary.md").read_text())
+        log.info("[sweep] summary: %s, %s, %s%s", sweep_dir / "summary.csv", sweep_dir / "summary.md",
+                 sweep_dir / "best_override.txt", "".join(f", {p}" for p in summary["images"]))
 
 
 class JobCodesCallback:
@@ -124,3 +128,39 @@ class JobCodesCallback:
     def on_job_start(self, config, **kwargs) -> None: ...
     def on_job_end(self, config, job_return, **kwargs) -> None: ...
     def on_compose_config(self, config, config_name, overrides) -> None: ...
+
+
+class RedactCallback:
+    """Hydra callback: masks ``sglang.api_key`` in log lines and in the sweep's ``multirun.yaml``."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        install_log_filter(secrets_of(config))
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        install_log_filter(secrets_of(config))  # before the launcher logs each job's overrides
+
+    def on_job_start(self, config, **kwargs) -> None:
+        secrets = secrets_of(config)
+        install_log_filter(secrets)  # a launcher may run the job in a process of its own
+        self._mask_multirun_yaml(config, secrets)  # the sweeper wrote it before the first job
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        self._mask_multirun_yaml(config, secrets_of(config))
+
+    def on_run_end(self, config, **kwargs) -> None: ...
+    def on_job_end(self, config, job_return, **kwargs) -> None: ...
+    def on_compose_config(self, config, config_name, overrides) -> None: ...
+
+    @staticmethod
+    def _mask_multirun_yaml(config, secrets: list[str]) -> None:
+        sweep_dir = _sweep_dir(config)
+        if sweep_dir:
+            mask_file(Path(str(sweep_dir)) / "multirun.yaml", secrets)
+
+
+def _sweep_dir(config) -> str | None:
+    """``hydra.sweep.dir`` of a composed config, ``None`` when it has none or it cannot be resolved."""
+    try:
+        return OmegaConf.select(config, "hydra.sweep.dir", default=None)
+    except Exception:  # an interpolation that cannot be resolved here
+        return None

@@ -1,16 +1,28 @@
-"""Launcher: turn a prepared run into a running server, and serve in the foreground."""
+"""Launcher (the pipeline's last step): turn a prepared run into a running server, and serve in the foreground.
+
+Takes the sections it uses (``sglang``, ``algorithm``, ``spec``) and the ``PreparedRun``, never the
+whole configuration.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib.metadata
+import importlib.util
+import logging
 import signal
 from pathlib import Path
 
+from packaging.version import Version
+
+from automodel_spec.atomic_write import write_json_atomically
 from automodel_spec.command import build_launch_command, format_command
-from automodel_spec.config import ServeConfig
+from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, MissingDependencyError
 from automodel_spec.gpu_pool import check_pool_size, visible_gpus
-from automodel_spec.prepare import PreparedRun, check_sglang_installed
+from automodel_spec.prepare import PreparedRun
 from automodel_spec.server import SGLangServer, pick_port
+
+log = logging.getLogger(__name__)
 
 TEST_PROMPT = "The quick brown fox jumps over the lazy dog. " * 2
 _EFFECTIVE_KEYS = ("speculative_algorithm", "speculative_num_steps", "speculative_eagle_topk",
@@ -19,43 +31,66 @@ _EFFECTIVE_KEYS = ("speculative_algorithm", "speculative_num_steps", "speculativ
                    "speculative_adaptive", "speculative_adaptive_config")
 
 
-def launch_command(cfg: ServeConfig, run: PreparedRun, port: int | None = None) -> list[str]:
-    """The server argv for a prepared run."""
-    return build_launch_command(run.target, cfg.sglang, cfg.algorithm, cfg.spec, run.draft, port=port,
-                                target_revision=cfg.target.revision)
+def launch_command(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun,
+                   port: int | None = None) -> list[str]:
+    """The server argv for a prepared run (``port``: the one picked when ``sglang.port`` is 0)."""
+    return build_launch_command(run.target, sglang, algorithm, spec, run.draft, port=port,
+                                target_revision=run.target_revision)
 
 
-def open_server(cfg: ServeConfig, run: PreparedRun, log_dir: Path, *, echo: bool = False,
-                log_name: str = "server.log", port: int | None = None, env: dict | None = None) -> SGLangServer:
+def open_server(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun,
+                log_dir: Path, *, echo: bool = False, log_name: str = "server.log", port: int | None = None,
+                env: dict | None = None) -> SGLangServer:
     """A not-yet-started server for this run, on ``port`` or a checked (or freshly picked) one.
 
     ``env`` replaces the server's environment (default: ours).
     """
-    check_sglang_installed(cfg.sglang.python, *required_sglang(cfg, run))
-    port = pick_port(cfg.sglang.host, cfg.sglang.port) if port is None else port
-    argv = launch_command(cfg, run, port)
-    host = cfg.sglang.host if cfg.sglang.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    check_sglang_installed(sglang.python, *required_sglang(algorithm, spec, run))
+    port = pick_port(sglang.host, sglang.port) if port is None else port
+    argv = launch_command(sglang, algorithm, spec, run, port)
+    host = sglang.host if sglang.host not in ("0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
-    return SGLangServer(argv, f"http://{host}:{port}", log_dir, ready_timeout_s=cfg.sglang.ready_timeout_s,
-                        stop_timeout_s=cfg.sglang.stop_timeout_s, echo=echo, api_key=cfg.sglang.api_key,
+    return SGLangServer(argv, f"http://{host}:{port}", log_dir, ready_timeout_s=sglang.ready_timeout_s,
+                        stop_timeout_s=sglang.stop_timeout_s, echo=echo, api_key=sglang.api_key,
                         log_name=log_name, env=env)
 
 
-def required_sglang(cfg: ServeConfig, run: PreparedRun) -> tuple[str, str]:
+def required_sglang(algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun) -> tuple[str, str]:
     """The oldest SGLang that serves this run as configured, and what needs it."""
-    from packaging.version import Version
-
     from automodel_spec.adaptive import read_adaptive_config
     from automodel_spec.adaptive import required_sglang as adaptive_needs
 
     need = (run.export.min_sglang if run.export else "0.5.9", "this draft needs")
-    if cfg.algorithm.name and cfg.spec.adaptive:
-        config = read_adaptive_config(cfg.spec.adaptive_config) if cfg.spec.adaptive_config else None
+    if algorithm.name and spec.adaptive:
+        config = read_adaptive_config(spec.adaptive_config) if spec.adaptive_config else None
         version = adaptive_needs(True, config)
         if Version(version) > Version(need[0]):
-            need = (version, "spec.adaptive" + (f" with spec.adaptive_config={cfg.spec.adaptive_config}"
+            need = (version, "spec.adaptive" + (f" with spec.adaptive_config={spec.adaptive_config}"
                                                  if config else "") + " needs")
     return need
+
+
+def check_sglang_installed(python: str | None, min_version: str, needs: str = "this draft needs") -> None:
+    """Before launching with this interpreter: SGLang must be importable and new enough.
+
+    Raises:
+        MissingDependencyError: SGLang is not installed (exit code 2).
+        CheckpointError: the installed SGLang is older than the draft needs.
+    """
+    if python:  # another interpreter: it will say so itself if SGLang is missing
+        return
+    if importlib.util.find_spec("sglang") is None:
+        raise MissingDependencyError("sglang", SGLANG_INSTALL_HINT, "launch the server")
+    try:
+        installed = importlib.metadata.version("sglang")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if Version(installed) < Version(min_version):
+        raise CheckpointError(
+            f"{needs} SGLang >= {min_version}, but {installed} is installed: older releases would "
+            f"{'skip or mis-shape part of it' if needs == 'this draft needs' else 'refuse it or ignore it'}. "
+            f"Upgrade: pip install 'sglang>={min_version}'."
+        )
 
 
 def effective_settings(info: dict) -> dict:
@@ -79,62 +114,61 @@ def probe_generation(server: SGLangServer, skip_tokenizer_init: bool, max_new_to
             "accept_length": tokens / verify if verify else None}
 
 
-def serve_foreground(cfg: ServeConfig, run: PreparedRun, log_dir: Path) -> int:
+def serve_foreground(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun,
+                     log_dir: Path) -> int:
     """Serve until the server exits or we are interrupted; the server's exit code is ours.
 
     Ctrl-C and SIGTERM stop the server's whole process group before returning (130 / 143).
     """
     pool, source = visible_gpus()
     if pool is not None:  # a clear refusal now, not SGLang's failure minutes into loading the model
-        sg = cfg.sglang
-        what = f"sglang.tp_size={sg.tp_size}" + (f" over sglang.nnodes={sg.nnodes}" if sg.nnodes > 1 else "")
-        check_pool_size(pool, sg.tp_size // sg.nnodes, source, what)
-    server = open_server(cfg, run, log_dir, echo=True)
-    print(f"[automodel-spec] launching: {format_command(server.argv)}", flush=True)
-    print(f"[automodel-spec] server log: {server.log_path}", flush=True)
+        what = f"sglang.tp_size={sglang.tp_size}" + (f" over sglang.nnodes={sglang.nnodes}" if sglang.nnodes > 1 else "")
+        check_pool_size(pool, sglang.tp_size // sglang.nnodes, source, what)
+    server = open_server(sglang, algorithm, spec, run, log_dir, echo=True)
+    log.info("[automodel-spec] launching: %s", format_command(server.argv))
+    log.info("[automodel-spec] server log: %s", server.log_path)
     previous = signal.signal(signal.SIGTERM, _raise_sigterm)
     try:
         with server:
-            if cfg.sglang.node_rank > 0:  # SGLang answers only a health check there; rank 0 serves
-                print(f"[automodel-spec] node {cfg.sglang.node_rank} of {cfg.sglang.nnodes} is up in "
-                      f"{server.boot_s:.1f}s; requests go to rank 0 (sglang.dist_init_addr's host)", flush=True)
+            if sglang.node_rank > 0:  # SGLang answers only a health check there; rank 0 serves
+                log.info("[automodel-spec] node %d of %d is up in %.1fs; requests go to rank 0 "
+                         "(sglang.dist_init_addr's host)", sglang.node_rank, sglang.nnodes, server.boot_s)
             else:
-                _report_ready(cfg, server, log_dir)
+                _report_ready(algorithm, sglang.skip_tokenizer_init, server, log_dir)
             code = server.wait()
-            print(f"[automodel-spec] server exited with code {code}", flush=True)
+            log.info("[automodel-spec] server exited with code %s", code)
             return code
     except KeyboardInterrupt:
-        print("\n[automodel-spec] interrupted: stopping the server", flush=True)
+        log.info("\n[automodel-spec] interrupted: stopping the server")
         return 130
     except _SigTerm:
-        print("[automodel-spec] SIGTERM: stopping the server", flush=True)
+        log.info("[automodel-spec] SIGTERM: stopping the server")
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _report_ready(cfg: ServeConfig, server: SGLangServer, log_dir: Path) -> None:
+def _report_ready(algorithm: AlgorithmConfig, skip_tokenizer_init: bool, server: SGLangServer, log_dir: Path) -> None:
     info = server.server_info()
     settings = effective_settings(info)
-    (log_dir / "server_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    print(f"[automodel-spec] ready in {server.boot_s:.1f}s at {server.base_url}", flush=True)
-    if cfg.algorithm.name is None:
-        print("[automodel-spec] speculation: off (algorithm=none)", flush=True)
+    write_json_atomically(log_dir / "server_info.json", info)
+    log.info("[automodel-spec] ready in %.1fs at %s", server.boot_s, server.base_url)
+    if algorithm.name is None:
+        log.info("[automodel-spec] speculation: off (algorithm=none)")
         return
-    print("[automodel-spec] effective speculative settings: "
-          + ", ".join(f"{k}={settings.get(k)}" for k in _EFFECTIVE_KEYS[:4]), flush=True)
+    log.info("[automodel-spec] effective speculative settings: %s",
+             ", ".join(f"{k}={settings.get(k)}" for k in _EFFECTIVE_KEYS[:4]))
     try:
-        result = probe_generation(server, cfg.sglang.skip_tokenizer_init)
+        result = probe_generation(server, skip_tokenizer_init)
     except Exception as exc:  # the server stays up; the user sees why the probe failed
-        print(f"[automodel-spec] test generation failed: {exc}", flush=True)
+        log.info("[automodel-spec] test generation failed: %s", exc)
         return
     settings["probe_generation"] = result
-    (log_dir / "effective_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    write_json_atomically(log_dir / "effective_settings.json", settings)
     accept = result["accept_length"]
     shown = f"{accept:.2f}" if accept is not None else "n/a (no spec_verify_ct in meta_info)"
-    print(f"[automodel-spec] test generation: {result['completion_tokens']} tokens, accept length {shown}"
-          + (" -- about 1.0 means the draft is not helping" if accept is not None and accept < 1.2 else ""),
-          flush=True)
+    log.info("[automodel-spec] test generation: %s tokens, accept length %s%s", result["completion_tokens"], shown,
+             " -- about 1.0 means the draft is not helping" if accept is not None and accept < 1.2 else "")
 
 
 class _SigTerm(Exception):

@@ -15,11 +15,15 @@ that the parent is still there, and ``exec``s the server in its place. Elsewhere
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
 
+from automodel_spec.console_log import log_to_console
+
 _PR_SET_PDEATHSIG = 1
+log = logging.getLogger("automodel_spec.parent_watch")  # __name__ is "__main__" under python -m
 
 
 def guarded_argv(argv: list[str], parent_pid: int | None = None) -> list[str]:
@@ -34,21 +38,22 @@ def guarded_argv(argv: list[str], parent_pid: int | None = None) -> list[str]:
 
 
 def main(args: list[str] | None = None) -> int:
+    log_to_console()  # its own process, before the server replaces it: messages go to the server's log
     args = sys.argv[1:] if args is None else args
     if len(args) < 2 or not args[0].isdigit():
-        print("usage: python -m automodel_spec.parent_watch PARENT_PID ARGV...", file=sys.stderr)
+        log.error("usage: python -m automodel_spec.parent_watch PARENT_PID ARGV...")
         return 2
     parent, argv = int(args[0]), args[1:]
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        print(f"[parent_watch] prctl failed (errno {ctypes.get_errno()}); the server will not stop "
-              "with its launcher", file=sys.stderr)
+        log.warning("[parent_watch] prctl failed (errno %d); the server will not stop with its launcher",
+                    ctypes.get_errno())
     if os.getppid() != parent:  # the launcher died before the request above took effect
         return 143
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:
-        print(f"cannot start the server ({argv[0]}): {exc}", file=sys.stderr)
+        log.error("cannot start the server (%s): %s", argv[0], exc)
         return 127
 
 

@@ -1,16 +1,16 @@
-"""Preflight: everything we can check about a draft before SGLang sees it.
+"""Preflight: plan a draft's servable form and check it, before SGLang sees it (no file is read here).
 
-Dispatches to the layout checks of the algorithm, refuses drafts SGLang cannot serve at all
-(P-EAGLE), reads the target's config when it is on disk, and finds custom aux layer ids that
-Automodel kept only in the recipe's ``config.yaml``.
+``plan_draft`` dispatches to the layout of the algorithm, which refuses what SGLang's loader would
+skip, leave random or mis-shape; drafts SGLang cannot serve at all (P-EAGLE) are refused first.
+``check_against_target`` says where the planned draft and the target disagree.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from automodel_spec.draft_plan import DraftPlan, Problems, check_draft_config, check_sizes
+from automodel_spec.draft_plan import DraftPlan, Problems, check_draft_config
+from automodel_spec.draft_sources import DraftSources
 from automodel_spec.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
 from automodel_spec.eagle3_layout import plan_eagle3
 from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
@@ -19,95 +19,6 @@ from automodel_spec.errors import CheckpointError
 from automodel_spec.resolve import ResolvedDraft
 from automodel_spec.rope import read_rope
 from automodel_spec.speculators_format import is_speculators_config, to_llama_draft_config
-
-_AUX_KEYS = ("aux_layer_ids", "eagle_aux_hidden_state_layer_ids", "aux_hidden_state_layer_ids")
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path``.
-
-    Raises:
-        CheckpointError: the file cannot be read, is not JSON, or holds something else than an object.
-    """
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}. Check that the file is there and that this "
-                              "user may read it.") from exc
-    except UnicodeError as exc:
-        raise CheckpointError(f"{path} is not text ({exc}): the file is damaged. Copy it again from the "
-                              "checkpoint it came from.") from exc
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        what = "is empty" if not text.strip() else f"is not valid JSON ({exc})"
-        raise CheckpointError(f"{path} {what}: the file is damaged or was cut off. Copy it again from the "
-                              "checkpoint it came from.") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not a JSON object with the model's "
-                              "settings: it is not a config.json. Copy the right file.")
-    return data
-
-
-# sizes SGLang builds the target from: when present, each must be a whole number >= 1
-_TARGET_SIZES = ("hidden_size", "vocab_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-
-
-def read_target_config(target: str | None) -> dict | None:
-    """The target's ``config.json`` (text part) when ``target`` is a local directory, else ``None``.
-
-    Raises:
-        CheckpointError: the config cannot be read, or a size in it is not a whole number >= 1.
-    """
-    if not target:
-        return None
-    path = Path(target).expanduser()
-    if not (path / "config.json").is_file():
-        return None
-    cfg = read_json(path / "config.json")
-    text = cfg.get("text_config")
-    cfg = text if isinstance(text, dict) else cfg
-    problems = Problems(f"target.path={target}")
-    check_sizes(cfg, (), _TARGET_SIZES, path / "config.json", problems)
-    if problems.items:
-        raise CheckpointError(f"the target's {path / 'config.json'} cannot be checked against: "
-                              + "; ".join(problems.items) + " Fix the target's config.json, or give the right target.")
-    return cfg
-
-
-def find_recipe_aux_layer_ids(checkpoint_dir: Path | None) -> list[int] | None:
-    """Aux layer ids from the Automodel recipe saved beside the checkpoint (``config.yaml``), if any."""
-    if checkpoint_dir is None or not (checkpoint_dir / "config.yaml").is_file():
-        return None
-    import yaml
-
-    try:
-        doc = yaml.safe_load((checkpoint_dir / "config.yaml").read_text())
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"cannot parse {checkpoint_dir / 'config.yaml'}: {exc}") from exc
-    found = _find_key(doc, _AUX_KEYS)
-    if found is None or found == []:  # an empty list in a recipe means "the default"
-        return None
-    if not isinstance(found, list) or not all(isinstance(i, int) for i in found):
-        raise CheckpointError(f"{checkpoint_dir / 'config.yaml'} has aux layer ids {found!r}, not a list of ints.")
-    return found
-
-
-def _find_key(node, keys):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k in keys and v is not None:
-                return v
-        for v in node.values():
-            hit = _find_key(v, keys)
-            if hit is not None:
-                return hit
-    elif isinstance(node, list):
-        for v in node:
-            hit = _find_key(v, keys)
-            if hit is not None:
-                return hit
-    return None
 
 
 def check_servable_at_all(config: dict, where: Path) -> None:
@@ -120,15 +31,21 @@ def check_servable_at_all(config: dict, where: Path) -> None:
         )
 
 
-def plan_draft(resolved: ResolvedDraft, architecture: str, config: dict, tensors: dict, meta: dict | None,
-               *, aux_layer_ids: list[int] | None, dtype: tuple[str, str] | None = None) -> DraftPlan:
-    """Check a local draft for ``architecture`` and build its servable form.
+def plan_draft(resolved: ResolvedDraft, architecture: str, sources: DraftSources, *,
+               aux_layer_ids: list[int] | None, dtype: tuple[str, str] | None = None) -> DraftPlan:
+    """Check a local draft for ``architecture`` against SGLang's loader and build its servable form.
 
-    ``dtype`` is ``(dtype, why)``: the dtype the target is served in (see ``serving_dtype``).
+    Args:
+        resolved: where the draft is (for messages and notes).
+        architecture: the SGLang class to plan for (from the algorithm).
+        sources: what the draft holds (``draft_sources.read_draft_sources``); nothing is read here.
+        aux_layer_ids: ``draft.aux_layer_ids``; ``None`` takes the recipe's, else the config's.
+        dtype: ``(dtype, why)``: the dtype the target is served in (see ``serving_dtype``).
 
     Raises:
         CheckpointError: the draft cannot be served as trained; the message lists every reason.
     """
+    config = sources.config
     where = str(resolved.model_dir)
     check_servable_at_all(config, resolved.model_dir)
     format_notes: list[str] = []
@@ -137,17 +54,18 @@ def plan_draft(resolved: ResolvedDraft, architecture: str, config: dict, tensors
             raise CheckpointError(f"{where} is a speculators EAGLE-3 draft; serve it with algorithm=EAGLE3.")
         config = to_llama_draft_config(config, where, format_notes)
     check_draft_config(config, resolved.config_file)
-    plan = _plan_for(resolved, architecture, config, tensors, meta, aux_layer_ids, dtype)
+    plan = _plan_for(resolved, architecture, config, sources, aux_layer_ids, dtype)
     plan.notes[:0] = format_notes
     return plan
 
 
-def _plan_for(resolved, architecture, config, tensors, meta, aux_layer_ids, dtype) -> DraftPlan:
+def _plan_for(resolved, architecture, config, sources: DraftSources, aux_layer_ids, dtype) -> DraftPlan:
     where = str(resolved.model_dir)
+    tensors, meta = sources.tensors, sources.meta
     if architecture == EAGLE3_ARCH:
         source = "draft.aux_layer_ids"
         if aux_layer_ids is None:
-            aux_layer_ids = find_recipe_aux_layer_ids(resolved.checkpoint_dir)
+            aux_layer_ids = sources.recipe_aux_layer_ids
             source = f"{resolved.checkpoint_dir}/config.yaml"
         return plan_eagle3(config, tensors, meta, where=where, aux_layer_ids=aux_layer_ids, aux_source=source,
                            dtype=dtype)

@@ -1,27 +1,40 @@
-"""From a validated config to what the server needs: target path, servable draft, and checks passed.
+"""From a validated config to what the server needs: the target, the servable draft, every check passed.
 
-This is the data's way through the library: validate -> resolve the draft -> check it -> export it
--> check it against the target. The recipes call ``prepare_run`` and then build the command.
+The draft's way through the library, in five steps, each a module of its own:
+
+1. resolve (``resolve``): where the draft's files are, from ``draft.path``;
+2. plan (``export.plan_export``, ``preflight``): what the export holds, computed (pure) from the
+   sources read once (``draft_sources``), or the intact earlier export to reuse;
+3. check (``preflight``, ``export.check_export``): refuse what SGLang's loader would skip, leave
+   random or mis-shape, and what does not fit the target, before anything is written;
+4. write (``export.write_export``): the export, atomically, in the content-keyed cache;
+5. launch (``launch``): the caller turns the ``PreparedRun`` into the server's argv and process.
+
+``prepare_run`` does steps 1 to 4 for the recipes; ``prepare_export`` is steps 2 to 4 for a local draft.
 """
 
 from __future__ import annotations
 
-import errno
-import importlib.metadata
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from packaging.version import Version
 
 from automodel_spec.command import DraftArgs
 from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, target_path, validate
 from automodel_spec.demo import demo_pair, ensure_demo_pair
-from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, MissingDependencyError
-from automodel_spec.export import ExportResult, default_cache_dir, export_draft
-from automodel_spec.preflight import read_target_config
-from automodel_spec.resolve import looks_like_local_path, resolve_draft
+from automodel_spec.draft_sources import read_draft_sources
+from automodel_spec.export import (
+    ExportResult,
+    check_export,
+    default_cache_dir,
+    file_system_error,
+    hold_export,
+    locate_export,
+    plan_export,
+    write_export,
+)
+from automodel_spec.resolve import ResolvedDraft, resolve_draft
 from automodel_spec.serving_dtype import choose_serving_dtype
+from automodel_spec.target import check_target_path, read_target_config
 
 
 @dataclass
@@ -35,6 +48,7 @@ class PreparedRun:
         notes: what was resolved, changed or assumed, in order.
         pending: something ``print_only`` could not know without writing (e.g. the demo pair
             is not built yet).
+        target_revision: ``target.revision``, for a hub target.
     """
 
     target: str | None
@@ -42,10 +56,11 @@ class PreparedRun:
     export: ExportResult | None = None
     notes: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    target_revision: str | None = None
 
 
 def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = True) -> PreparedRun:
-    """Validate ``cfg``, resolve and export the draft, and check it against the target.
+    """Validate ``cfg``, resolve the draft, plan, check and write its export: steps 1 to 4.
 
     Args:
         cfg: the composed configuration.
@@ -60,117 +75,94 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
     validate(cfg, need_target=need_target)
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     arch = cfg.algorithm.architecture
-    notes: list[str] = []
-    pending: list[str] = []
-    target, draft_path = target_path(cfg), cfg.draft.path
-    if target == DEMO_TARGET:  # the demo draft comes with the demo target only (validate)
+    run = PreparedRun(target=target_path(cfg), target_revision=cfg.target.revision)
+    draft_path = cfg.draft.path
+    if run.target == DEMO_TARGET:  # the demo draft comes with the demo target only (validate)
         pair = demo_pair(cache_dir, arch)
         if dry_run and not pair.exists():
-            pending.append(f"the built-in demo pair would be built under {pair.target.parent}; "
-                           "the draft's export path is known once it exists")
-            draft = DraftArgs(path=f"<export of {pair.draft_run}>") if cfg.algorithm.needs_draft else None
-            return PreparedRun(target=str(pair.target), draft=draft, notes=notes, pending=pending)
+            run.pending.append(f"the built-in demo pair would be built under {pair.target.parent}; "
+                               "the draft's export path is known once it exists")
+            run.target = str(pair.target)
+            run.draft = DraftArgs(path=f"<export of {pair.draft_run}>") if cfg.algorithm.needs_draft else None
+            return run
         if not dry_run:
             ensure_demo_pair(cache_dir, arch)
-        notes.append(f"built-in demo pair: target {pair.target}, draft {pair.draft_run}")
-        target = str(pair.target)
+        run.notes.append(f"built-in demo pair: target {pair.target}, draft {pair.draft_run}")
+        run.target = str(pair.target)
         draft_path = str(pair.draft_run) if draft_path == DEMO_DRAFT else draft_path
-    if target is not None:
-        _check_target_path(target)
-        target = _expand_user(target)  # SGLang gets the path as is: no shell expands '~' on the way
-    run = PreparedRun(target=target, notes=notes, pending=pending)
+    if run.target is not None:
+        run.target = check_target_path(run.target)
     if cfg.algorithm.name is None or not cfg.algorithm.needs_draft:
         return run
+
+    # 1. resolve
     resolved = resolve_draft(draft_path, cfg.draft.revision, cfg.draft.config)
-    notes.extend(resolved.notes)
+    run.notes.extend(resolved.notes)
     if not resolved.is_local:
-        notes.append("hub drafts are passed through unchecked; download it and point draft.path at the "
-                     "directory to have it checked and exported")
+        run.notes.append("hub drafts are passed through unchecked; download it and point draft.path at the "
+                         "directory to have it checked and exported")
         run.draft = DraftArgs(path=resolved.hub_id, revision=resolved.revision)
         return run
-    notes.append(f"draft: {resolved.kind} files in {resolved.model_dir}"
-                 + (f", meta {resolved.meta_path.name}" if resolved.meta_path else ", no eagle_meta.pt"))
-    target_config = read_target_config(target)
-    try:
-        export = export_draft(resolved, arch, aux_layer_ids=cfg.draft.aux_layer_ids,
-                              allow_unsafe_pickle=cfg.draft.allow_unsafe_pickle, export_dir=cfg.draft.export_dir,
-                              cache_dir=cache_dir, dry_run=dry_run, target_config=target_config,
-                              serving_dtype=choose_serving_dtype(cfg.sglang.dtype, target_config))
-    except OSError as exc:  # a file system refusal is the user's to fix, not a bug: say which file
-        raise CheckpointError(os_error_message(exc, cache_dir, cfg.draft.export_dir)) from exc
+    run.notes.append(f"draft: {resolved.kind} files in {resolved.model_dir}"
+                     + (f", meta {resolved.meta_path.name}" if resolved.meta_path else ", no eagle_meta.pt"))
+    # 2.-4. plan, check, write
+    target_config = read_target_config(run.target)
+    run.export = prepare_export(resolved, arch, aux_layer_ids=cfg.draft.aux_layer_ids,
+                                allow_unsafe_pickle=cfg.draft.allow_unsafe_pickle, export_dir=cfg.draft.export_dir,
+                                cache_dir=cache_dir, dry_run=dry_run, target_config=target_config,
+                                serving_dtype=choose_serving_dtype(cfg.sglang.dtype, target_config))
     if target_config is not None:
-        notes.append(f"draft checked against the target's config.json ({target})")
-    elif target is None:
-        notes.append("no target.path given: draft/target compatibility not checked")
+        run.notes.append(f"draft checked against the target's config.json ({run.target})")
+    elif run.target is None:
+        run.notes.append("no target.path given: draft/target compatibility not checked")
     else:
-        notes.append(f"target {target} is not a local directory: draft/target compatibility not checked")
-    run.export = export
-    run.draft = DraftArgs(path=str(export.path), token_map=str(export.token_map) if export.token_map else None)
+        run.notes.append(f"target {run.target} is not a local directory: draft/target compatibility not checked")
+    token_map = str(run.export.token_map) if run.export.token_map else None
+    run.draft = DraftArgs(path=str(run.export.path), token_map=token_map)
     return run
 
 
-def os_error_message(exc: OSError, cache_dir: Path, export_dir: str | None = None) -> str:
-    """What failed on the file system while exporting, and what to do, for an ``OSError``.
+def prepare_export(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: list[int] | None = None,
+                   allow_unsafe_pickle: bool = False, export_dir: str | None = None, cache_dir: Path | None = None,
+                   dry_run: bool = False, serving_dtype: tuple[str, str] | None = None,
+                   target_config: dict | None = None) -> ExportResult:
+    """Plan, check and write the servable export of a local draft (or reuse an identical, intact one).
 
-    A file under the cache (or beside ``draft.export_dir``) was being written; any other was being read.
-    """
-    name = Path(exc.filename) if exc.filename else None
-    why = exc.strerror or str(exc)
-    if exc.errno == errno.ENOSPC:
-        return (f"no space left on the device holding {name or cache_dir}; free some, or set cache_dir=DIR "
-                "(or draft.export_dir=DIR) on another disk.")
-    write_roots = [cache_dir] + ([Path(export_dir).expanduser().parent] if export_dir else [])
-    if name is not None and not any(_inside(name, root) for root in write_roots):
-        return (f"cannot read {name}: {why}. Make it readable by this user (and every directory above it), "
-                "or copy the checkpoint somewhere that is.")
-    return (f"cannot write the export to {name or cache_dir}: {why}. Set cache_dir=DIR (or $AUTOMODEL_SPEC_CACHE) "
-            "to a directory this user can write, or draft.export_dir=DIR.")
+    An earlier export is reused only when every file still matches the manifest written with it
+    (its stat, else its digest); a damaged one is rebuilt and the notes say why. Writers of one
+    export take turns: a job that waited finds the export the other wrote, and reuses it.
 
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except (OSError, RuntimeError, ValueError):
-        return False
-    return True
-
-
-def _check_target_path(target: str) -> None:
-    path = Path(target).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"target.path={target} has no config.json; point it at the model's HF directory.")
-        return
-    if looks_like_local_path(target):
-        raise CheckpointError(
-            f"target.path={target} does not exist. It looks like a local path, so it is not taken as a hub id; "
-            "check the spelling, or give a hub id as org/name."
-        )
-
-
-def _expand_user(path: str) -> str:
-    """``path`` with a leading ``~`` / ``~user`` expanded (hub ids and other paths are unchanged)."""
-    return str(Path(path).expanduser()) if path.startswith("~") else path
-
-
-def check_sglang_installed(python: str | None, min_version: str, needs: str = "this draft needs") -> None:
-    """Before launching with this interpreter: SGLang must be importable and new enough.
+    Args:
+        resolved: a local draft from ``resolve_draft``.
+        architecture: the SGLang class to export for (from the algorithm).
+        aux_layer_ids: target layers the draft was trained on, overriding what the checkpoint says.
+        allow_unsafe_pickle: let a legacy ``draft_model.pt`` be fully unpickled.
+        export_dir: write here instead of the cache.
+        cache_dir: root of the export cache (default ``default_cache_dir()``).
+        dry_run: run every check and report the path, but write nothing.
+        serving_dtype: ``(dtype, why)``: the dtype the target is served in; the draft is exported in it.
+        target_config: the target's config, to check the draft against before anything is written.
 
     Raises:
-        MissingDependencyError: SGLang is not installed (exit code 2).
-        CheckpointError: the installed SGLang is older than the draft needs.
+        CheckpointError: the draft cannot be read or served faithfully, does not fit the target, or
+            ``export_dir`` holds something else.
+        ExportWriteError: the export cannot be written there (read-only, full disk, a file in the way).
     """
-    if python:  # another interpreter: it will say so itself if SGLang is missing
-        return
-    if importlib.util.find_spec("sglang") is None:
-        raise MissingDependencyError("sglang", SGLANG_INSTALL_HINT, "launch the server")
+    cache_dir = cache_dir or default_cache_dir()
     try:
-        installed = importlib.metadata.version("sglang")
-    except importlib.metadata.PackageNotFoundError:
-        return
-    if Version(installed) < Version(min_version):
-        raise CheckpointError(
-            f"{needs} SGLang >= {min_version}, but {installed} is installed: older releases would "
-            f"{'skip or mis-shape part of it' if needs == 'this draft needs' else 'refuse it or ignore it'}. "
-            f"Upgrade: pip install 'sglang>={min_version}'."
-        )
+        place = locate_export(resolved, architecture, aux_layer_ids=aux_layer_ids, export_dir=export_dir,
+                              dtype=serving_dtype[0] if serving_dtype else None, cache_dir=cache_dir,
+                              remember=not dry_run)
+        with hold_export(place, dry_run=dry_run) as place:
+            sources = None if place.reusable else read_draft_sources(resolved, allow_unsafe_pickle)
+            plan = plan_export(place, resolved, architecture, sources, aux_layer_ids=aux_layer_ids,
+                               serving_dtype=serving_dtype)
+            warnings = check_export(plan, target_config)
+            export = write_export(plan, dry_run=dry_run)
+    except OSError as exc:  # a file system refusal is the user's to fix, not a bug: say which file
+        export_parent = Path(export_dir).expanduser().parent if export_dir else None
+        where = Path(exc.filename).parent if exc.filename else (export_parent or cache_dir)
+        raise file_system_error(exc, where, bool(export_dir),
+                                writing=(cache_dir, *([export_parent] if export_parent else []))) from exc
+    export.notes.extend(warnings)
+    return export

@@ -2,8 +2,8 @@
 
 A key given literally on the command line (``sglang.api_key=sk-...``) travels through Hydra: into
 the launcher's console lines, the sweep's ``multirun.yaml`` and each job's ``.hydra/`` files. The
-point directory names leave it out (``exclude_keys`` in ``conf/sweep/*.yaml``); ``RedactCallback``
-masks it in the console and log lines and in ``multirun.yaml``; ``write_summary`` masks it in the
+point directory names leave it out (``exclude_keys`` in ``conf/sweep/``); ``hydra_glue.RedactCallback``
+masks it (with ``install_log_filter`` and ``mask_file``) in the console and log lines and in ``multirun.yaml``; ``write_summary`` masks it in the
 summaries. Hydra's own per-job ``.hydra/`` files keep what was given (they are how a job is re-run):
 pass the key as ``sglang.api_key='${oc.env:SGLANG_API_KEY}'`` and only the interpolation is written.
 """
@@ -134,31 +134,3 @@ def mask_printed_config(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in args):
         sys.stdout = _MaskingStream(sys.stdout)
-
-
-class RedactCallback:
-    """Hydra callback: masks ``sglang.api_key`` in log lines and in the sweep's ``multirun.yaml``."""
-
-    def on_run_start(self, config, **kwargs) -> None:
-        install_log_filter(secrets_of(config))
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        install_log_filter(secrets_of(config))  # before the launcher logs each job's overrides
-
-    def on_job_start(self, config, **kwargs) -> None:
-        secrets = secrets_of(config)
-        install_log_filter(secrets)  # a launcher may run the job in a process of its own
-        self._mask_multirun_yaml(config, secrets)  # the sweeper wrote it before the first job
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        self._mask_multirun_yaml(config, secrets_of(config))
-
-    def on_run_end(self, config, **kwargs) -> None: ...
-    def on_job_end(self, config, job_return, **kwargs) -> None: ...
-    def on_compose_config(self, config, config_name, overrides) -> None: ...
-
-    @staticmethod
-    def _mask_multirun_yaml(config, secrets: list[str]) -> None:
-        sweep_dir = _get(_get(_get(config, "hydra"), "sweep"), "dir")
-        if sweep_dir:
-            mask_file(Path(str(sweep_dir)) / "multirun.yaml", secrets)

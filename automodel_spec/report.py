@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from automodel_spec.command import format_command
-from automodel_spec.config import ServeConfig, resolve_spec
+from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig, resolve_spec
 from automodel_spec.prepare import PreparedRun
 
 
@@ -25,9 +25,9 @@ def format_notes(run: PreparedRun) -> str:
     return "\n".join(lines)
 
 
-def describe_spec(cfg: ServeConfig) -> str:
+def describe_spec(spec: SpecConfig) -> str:
     """The steps / topk / draft tokens the server is asked for, or who chooses them."""
-    spec = resolve_spec(cfg.spec)
+    spec = resolve_spec(spec)
     if spec.adaptive:
         start = f"starting at {spec.num_steps} steps" if spec.num_steps is not None else \
             "starting at the middle candidate"
@@ -39,14 +39,15 @@ def describe_spec(cfg: ServeConfig) -> str:
     return f"{spec.num_steps} steps / topk {spec.topk} / {spec.num_draft_tokens} draft tokens (as given)"
 
 
-def format_plan(cfg: ServeConfig, run: PreparedRun, argv: list[str] | None, out_dir: Path, *, wrote: bool) -> str:
+def format_plan(algorithm: AlgorithmConfig, spec: SpecConfig, sglang: SGLangConfig, run: PreparedRun,
+                argv: list[str] | None, out_dir: Path, *, wrote: bool) -> str:
     """What will run: paths, notes and (for print_only) the exact command."""
     head = "[automodel-spec] print_only: nothing was written" if not wrote else "[automodel-spec] prepared"
     lines = [head, format_notes(run)]
-    if cfg.algorithm.name is not None:
-        lines.append(f"speculative setting: {describe_spec(cfg)}")
+    if algorithm.name is not None:
+        lines.append(f"speculative setting: {describe_spec(spec)}")
     if argv is not None:
-        if cfg.sglang.port == 0:
+        if sglang.port == 0:
             lines.append("  - sglang.port=0: a free port is picked at launch (shown here as 0)")
         lines += ["command:", "  " + format_command(argv)]
         lines.append("logs would go to: the Hydra output directory (outputs/DATE/TIME, or multirun/... per job)")

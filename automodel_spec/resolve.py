@@ -13,6 +13,7 @@ from pathlib import Path
 
 from automodel_spec import specforge_checkpoint
 from automodel_spec.errors import CheckpointError
+from automodel_spec.json_file import read_json_value
 
 META_NAMES = ("eagle_meta.pt", "eagle3_meta.pt")
 LEGACY_WEIGHTS = "draft_model.pt"
@@ -36,6 +37,7 @@ class ResolvedDraft:
         meta_path: ``eagle_meta.pt`` (or ``eagle3_meta.pt``) when found.
         notes: what the resolver chose and why, for the user.
         config_path: the draft's config when it is not ``model_dir/config.json``.
+        weight_files: the safetensors files (``kind == "hf"``), from the index read once here.
     """
 
     kind: str
@@ -46,6 +48,7 @@ class ResolvedDraft:
     meta_path: Path | None = None
     notes: tuple[str, ...] = ()
     config_path: Path | None = None
+    weight_files: tuple[Path, ...] = ()
 
     @property
     def is_local(self) -> bool:
@@ -85,20 +88,7 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 def _index_weight_map(index: Path) -> dict[str, str]:
     """An index's ``weight_map`` (tensor name -> shard file name), checked to be one."""
-    import json
-
-    try:
-        text = index.read_text()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {index}: {exc.strerror}. Make it readable by this user.") from exc
-    except UnicodeError as exc:
-        raise CheckpointError(f"{index} is not text ({exc}): the index is damaged. Copy it again from the "
-                              "checkpoint, or re-consolidate the checkpoint.") from exc
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise CheckpointError(f"{index} is not valid JSON ({exc}): the index is damaged. Copy it again from the "
-                              "checkpoint, or re-consolidate the checkpoint.") from exc
+    doc = read_json_value(index, remedy="Copy it again from the checkpoint, or re-consolidate the checkpoint.")
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                    for k, v in weight_map.items()):
@@ -351,14 +341,18 @@ def _resolve_step_dir(step: Path, notes: list[str]) -> ResolvedDraft:
 
 def _resolve_model_dir(model: Path, ckpt: Path | None, notes: list[str]) -> ResolvedDraft:
     consolidated = model / "consolidated"
-    if consolidated.is_dir() and (consolidated / "config.json").is_file() and weight_files(consolidated):
-        if (model / "config.json").is_file() and weight_files(model):
-            notes.append(f"both {model} and {consolidated} hold HF files; serving consolidated/")
-        return _resolved_hf(consolidated, ckpt, notes)
-    if (model / "config.json").is_file() and (weight_files(model) or (model / LEGACY_WEIGHTS).is_file()):
-        if consolidated.is_dir():
-            notes.append(f"{consolidated} holds no complete HF checkpoint; serving the weights in {model}")
-        return _resolved_hf(model, ckpt, notes)
+    if consolidated.is_dir() and (consolidated / "config.json").is_file():
+        files = weight_files(consolidated)
+        if files:
+            if (model / "config.json").is_file() and weight_files(model):
+                notes.append(f"both {model} and {consolidated} hold HF files; serving consolidated/")
+            return _resolved_hf(consolidated, ckpt, notes, files)
+    if (model / "config.json").is_file():
+        files = weight_files(model)
+        if files or (model / LEGACY_WEIGHTS).is_file():
+            if consolidated.is_dir():
+                notes.append(f"{consolidated} holds no complete HF checkpoint; serving the weights in {model}")
+            return _resolved_hf(model, ckpt, notes, files)
     raise CheckpointError(
         f"no servable weights in {model}: looked for config.json with model.safetensors (or "
         f"{SAFETENSORS_INDEX}) in {consolidated} and in {model}. Found in model/: {_listing(model)}. "
@@ -367,10 +361,11 @@ def _resolve_model_dir(model: Path, ckpt: Path | None, notes: list[str]) -> Reso
     )
 
 
-def _resolved_hf(d: Path, ckpt: Path | None, notes: list[str]) -> ResolvedDraft:
+def _resolved_hf(d: Path, ckpt: Path | None, notes: list[str], files: list[Path] | None = None) -> ResolvedDraft:
+    """The draft in ``d``; ``files`` are its safetensors files when the caller has listed them already."""
     has_config = (d / "config.json").is_file()
     legacy = (d / LEGACY_WEIGHTS).is_file()
-    safetensors = weight_files(d) if has_config else []
+    safetensors = (weight_files(d) if files is None else files) if has_config else []
     if has_config and safetensors:
         kind = "hf"
     elif has_config and legacy:
@@ -384,7 +379,8 @@ def _resolved_hf(d: Path, ckpt: Path | None, notes: list[str]) -> ResolvedDraft:
         )
     # Only the draft's own directory and its checkpoint: a meta file further up belongs to another run.
     meta = (_find_meta(ckpt) if ckpt else None) or _find_meta(d)
-    return ResolvedDraft(kind=kind, model_dir=d, checkpoint_dir=ckpt, meta_path=meta, notes=tuple(notes))
+    return ResolvedDraft(kind=kind, model_dir=d, checkpoint_dir=ckpt, meta_path=meta, notes=tuple(notes),
+                         weight_files=tuple(safetensors) if kind == "hf" else ())
 
 
 def _find_meta(d: Path | None) -> Path | None:

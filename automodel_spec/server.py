@@ -21,6 +21,7 @@ from automodel_spec.command import format_command
 from automodel_spec.errors import ServerError
 from automodel_spec.http_client import request_json
 from automodel_spec.parent_watch import guarded_argv
+from automodel_spec.process_state import group_running
 
 READY_ENDPOINT = "/health_generate"
 _SECRET_FIELDS = ("api_key", "admin_api_key")
@@ -173,7 +174,7 @@ class SGLangServer:
                 self.proc.send_signal(signal.SIGTERM)
                 gone = self._wait_group_gone(pgid, self.stop_timeout_s / 2)
             else:  # the server died first: its orphaned children get no orders from it
-                gone = not _group_alive(pgid)
+                gone = not group_running(pgid)
             if not gone:
                 _signal_group(pgid, signal.SIGTERM)
                 if not self._wait_group_gone(pgid, self.stop_timeout_s / 2):
@@ -190,7 +191,7 @@ class SGLangServer:
         deadline = time.monotonic() + timeout
         while True:
             self.proc.poll()
-            if self.proc.returncode is not None and not _group_alive(pgid):
+            if self.proc.returncode is not None and not group_running(pgid):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -227,50 +228,3 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group is still running (zombies awaiting a reaper do not count)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc"):
-        return True
-    return any(_has_live_thread(pid) for pid in _group_members(pgid))
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getpgid(int(entry)) == pgid:
-                    members.append(int(entry))
-            except (ProcessLookupError, PermissionError):
-                continue
-    return members
-
-
-def _has_live_thread(pid: int) -> bool:
-    """Whether any thread of ``pid`` still runs.
-
-    A zombie main thread is not enough to call the process gone: when a multi-threaded process
-    dies, its main thread can be a zombie while another thread is still releasing what they
-    share -- for an SGLang scheduler, tens of GB of GPU memory.
-    """
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        tids = [str(pid)]
-    return any(_state(f"/proc/{pid}/task/{tid}/stat") not in ("Z", "X", None) for tid in tids)
-
-
-def _state(stat_path: str) -> str | None:
-    try:
-        with open(stat_path) as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None

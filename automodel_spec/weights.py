@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from pathlib import Path
 
 from automodel_spec import specforge_checkpoint
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
 from automodel_spec.resolve import LEGACY_WEIGHTS, weight_files
+
+log = logging.getLogger(__name__)
 
 
 def _torch():
@@ -16,7 +19,8 @@ def _torch():
     return torch
 
 
-def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = False) -> dict:
+def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = False,
+                       files: tuple[Path, ...] | list[Path] | None = None) -> dict:
     """All tensors of a draft, by name.
 
     Args:
@@ -24,6 +28,8 @@ def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = F
         kind: ``hf``, ``legacy`` or ``specforge`` (from the resolver).
         allow_unsafe_pickle: permit ``torch.load(weights_only=False)`` for a legacy file that the
             safe loader refuses. Off by default: unpickling can run arbitrary code.
+        files: the safetensors files, as the resolver listed them (``ResolvedDraft.weight_files``);
+            ``None`` lists them from ``model_dir`` (its index, else ``model.safetensors``).
     """
     if kind == "legacy":
         return _load_torch_state_dict(model_dir / LEGACY_WEIGHTS, allow_unsafe_pickle)
@@ -34,7 +40,7 @@ def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = F
     except ImportError as exc:
         raise MissingDependencyError("safetensors", SAFETENSORS_INSTALL_HINT, "read the draft") from exc
     tensors: dict = {}
-    for f in weight_files(model_dir):
+    for f in weight_files(model_dir) if files is None else files:
         try:
             part = load_file(str(f))
         except Exception as exc:  # safetensors raises its own SafetensorError
@@ -58,7 +64,7 @@ def _load_torch_state_dict(path: Path, allow_unsafe_pickle: bool) -> dict:
                 "draft.allow_unsafe_pickle=true (unpickling can run arbitrary code), or re-save it as "
                 "a plain state dict."
             ) from exc
-        print(f"WARNING: loading {path} with weights_only=False because draft.allow_unsafe_pickle=true")
+        log.warning("WARNING: loading %s with weights_only=False because draft.allow_unsafe_pickle=true", path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:

@@ -18,17 +18,12 @@ from _cli import in_multirun, main_entry, preload_native_modules, raise_terminat
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from automodel_spec.config import (
-    Mode,
-    ServeConfig,
-    config_warnings,
-    path_problem,
-    spec_errors,
-)
+from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
+from automodel_spec.config import Mode, ServeConfig, config_warnings, path_problem
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra_glue import register_configs
-from automodel_spec.launch import launch_command, required_sglang, serve_foreground
-from automodel_spec.prepare import check_sglang_installed, prepare_run
+from automodel_spec.launch import check_sglang_installed, launch_command, required_sglang, serve_foreground
+from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_plan
 
 register_configs()
@@ -44,28 +39,25 @@ def output_dir(cfg: ServeConfig) -> Path:
 
 def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     out_dir = output_dir(cfg)
-    if cfg.mode == Mode.bench and not cfg.print_only and cfg.algorithm.name and spec_errors(cfg.spec):
-        from automodel_spec.bench.job import record_invalid_point
-
-        record_invalid_point(cfg, out_dir, spec_errors(cfg.spec))  # a sweep skips it and goes on
-        return (0, 0.0) if in_multirun() else 1
+    point = BenchPoint(cfg.algorithm, cfg.spec, cfg.sglang, cfg.bench) if cfg.mode == Mode.bench else None
+    if point is not None and not cfg.print_only and record_if_invalid(point, out_dir):
+        return (0, 0.0) if in_multirun() else 1  # recorded as skipped: a sweep goes on
     run = prepare_run(cfg, dry_run=cfg.print_only)
     for warning in config_warnings(cfg):
         print(warning, file=sys.stderr, flush=True)
     if cfg.print_only:
-        print(format_plan(cfg, run, launch_command(cfg, run), out_dir, wrote=False), flush=True)
+        argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run)
+        print(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, argv, out_dir, wrote=False), flush=True)
         return 0
-    print(format_plan(cfg, run, None, out_dir, wrote=True), flush=True)
-    if cfg.mode == Mode.bench:
-        from automodel_spec.bench.job import objective, run_benchmark_job
-
+    print(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, None, out_dir, wrote=True), flush=True)
+    if point is not None:
         # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
-        check_sglang_installed(cfg.sglang.python, *required_sglang(cfg, run))
+        check_sglang_installed(cfg.sglang.python, *required_sglang(cfg.algorithm, cfg.spec, run))
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
-        result = run_benchmark_job(cfg, run, out_dir, shared_dir=shared)
+        result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
         code = 0 if result.status in ("ok", "invalid") else 1
         return (code, objective(result, cfg.bench)) if in_multirun() else code
-    return serve_foreground(cfg, run, out_dir)
+    return serve_foreground(cfg.sglang, cfg.algorithm, cfg.spec, run, out_dir)
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="serve")

@@ -28,6 +28,7 @@ from pathlib import Path
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.workload import load_prompts, select_prompts
 from automodel_spec.config import DraftConfig, ServeConfig, SGLangConfig, SpecConfig, TargetConfig
+from automodel_spec.console_log import log_to_console
 from automodel_spec.launch import launch_command, open_server
 from automodel_spec.prepare import prepare_run
 from automodel_spec.server import pick_port
@@ -45,7 +46,7 @@ def ours(cfg: ServeConfig, log_dir: Path, n: int, max_new: int) -> dict:
     t0 = time.monotonic()
     run = prepare_run(cfg)
     prep = time.monotonic() - t0
-    server = open_server(cfg, run, log_dir, log_name="ours.log")
+    server = open_server(cfg.sglang, cfg.algorithm, cfg.spec, run, log_dir, log_name="ours.log")
     with server:
         ready = time.monotonic() - t0
         tps = _workload(lambda p: server.generate(p), n, max_new)
@@ -55,7 +56,7 @@ def ours(cfg: ServeConfig, log_dir: Path, n: int, max_new: int) -> dict:
 def hand(cfg: ServeConfig, log_dir: Path, n: int, max_new: int) -> dict:
     run = prepare_run(cfg)  # untimed: the hand-typed path uses the same exported draft
     port = pick_port("127.0.0.1", 0)
-    argv = launch_command(cfg, run, port)
+    argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run, port)
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     with open(log_dir / "hand.log", "w") as log:
@@ -98,6 +99,7 @@ def main() -> int:
     ap.add_argument("--python", default=None, help="interpreter that runs sglang.launch_server")
     ap.add_argument("sglang_args", nargs="*", help="after --: extra server flags for both paths")
     args = ap.parse_args()
+    log_to_console()
     cfg = ServeConfig(draft=DraftConfig(path=args.draft), target=TargetConfig(path=args.target),
                       spec=SpecConfig(num_steps=args.steps, topk=args.topk),
                       sglang=SGLangConfig(port=0, python=args.python, extra_args=list(args.sglang_args)))

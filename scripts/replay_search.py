@@ -2,7 +2,7 @@
 """How many launches would an Optuna search have needed on a grid you measured?
 
     python scripts/replay_search.py SWEEP_DIR [--temperature T] [--concurrency C] [--trials 8]
-        [--within 0.03] [--seeds 200] [--startup 10,3]
+        [--within 0.03] [--seeds 200] [--startup 10,4]
 
 Replays samplers over the grid's measured points instead of launching servers: each trial asks the
 sampler for (steps, topk) among the values the grid measured, and scores it with the grid's tokens/s
@@ -13,8 +13,9 @@ sampler it prints, over many seeds: how often it got within ``--within`` of the 
 own ``gpu_seconds`` of the points launched; the shared no-speculation baseline, measured once by
 any sweep, comes on top).
 
-Samplers: random, and TPE with each ``--startup`` count of random start-up trials (the preset's
-Hydra default is 10, more than its 8 trials, which makes it a random search).
+Samplers: random, and TPE with each ``--startup`` count of random start-up trials (Optuna's default
+is 10, more than the preset's 8 trials, which makes TPE a random search; ``conf/sweep/optuna.yaml``
+sets ``n_startup_trials: 4``, the count these replays chose).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=8, help="trials per search (the preset's n_trials)")
     ap.add_argument("--within", type=float, default=0.03, help="how close to the grid's best counts as found")
     ap.add_argument("--seeds", type=int, default=200)
-    ap.add_argument("--startup", default="10,3", help="TPE start-up trial counts to compare, comma-separated")
+    ap.add_argument("--startup", default="10,4", help="TPE start-up trial counts to compare, comma-separated")
     args = ap.parse_args()
     try:
         import optuna

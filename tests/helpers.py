@@ -12,33 +12,6 @@ import time
 from pathlib import Path
 
 
-def process_running(pid: int) -> bool:
-    """A live process: one of its threads still runs.
-
-    Zombies awaiting a reaper are dead (they hold no port and no GPU), but a zombie main thread is
-    not: another thread of a dying process may still be releasing what it holds.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    return any(_thread_state(pid, tid) not in ("Z", "X", None) for tid in tids)
-
-
-def _thread_state(pid: int, tid: str) -> str | None:
-    try:
-        with open(f"/proc/{pid}/task/{tid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
 def is_fake_server(pid: int) -> bool:
     """Whether ``pid`` runs tests/fakes/fake_sglang.py (so teardown never kills anything else)."""
     try:

@@ -67,14 +67,19 @@ def _progress(total: int, label: str):
 
 
 class _Counter:
-    """Minimal progress display when tqdm is not installed."""
+    """Minimal progress display when tqdm is not installed.
+
+    Like tqdm's bar it redraws one terminal line on stderr: progress is not a message for the log.
+    """
 
     def __init__(self, total: int, label: str):
         self.total, self.label, self.n = total, label, 0
 
     def update(self, k: int) -> None:
         self.n += k
-        print(f"\r{self.label} {self.n}/{self.total}", end="", file=sys.stderr, flush=True)
+        sys.stderr.write(f"\r{self.label} {self.n}/{self.total}")
+        sys.stderr.flush()
 
     def close(self) -> None:
-        print(file=sys.stderr, flush=True)
+        sys.stderr.write("\n")
+        sys.stderr.flush()

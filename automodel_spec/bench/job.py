@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import traceback
 from dataclasses import asdict, replace
@@ -20,6 +21,7 @@ from automodel_spec import nvidia_smi
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
 from automodel_spec.bench.placement import placed_server
+from automodel_spec.bench.point import BenchPoint, baseline_of
 from automodel_spec.bench.result import (
     SCHEMA_VERSION,
     PointResult,
@@ -30,7 +32,7 @@ from automodel_spec.bench.result import (
     write_point,
 )
 from automodel_spec.bench.workload import load_prompts, select_prompts
-from automodel_spec.config import AlgorithmConfig, ServeConfig, SpecConfig, resolve_spec, spec_errors
+from automodel_spec.config import SpecConfig, point_errors, resolve_spec
 from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock
 from automodel_spec.launch import effective_settings
@@ -39,9 +41,10 @@ from automodel_spec.prepare import PreparedRun
 METRICS = "metrics.json"
 RECORDS = "records.jsonl"
 SCHEMA = SCHEMA_VERSION
+log = logging.getLogger(__name__)
 
 
-def point_key(cfg: ServeConfig, run: PreparedRun) -> str:
+def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
     """What makes two points the same measurement.
 
     The port, the API key, timeouts and waits, the sweep's name and the sweeper's objective level are
@@ -57,10 +60,14 @@ def point_key(cfg: ServeConfig, run: PreparedRun) -> str:
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
-def baseline_key(cfg: ServeConfig, run: PreparedRun) -> str:
-    base = replace(cfg, algorithm=AlgorithmConfig(name=None, architecture=None, needs_draft=False),
-                   spec=SpecConfig(), bench=replace(cfg.bench, baseline=False))
-    return point_key(base, PreparedRun(target=run.target))
+def baseline_key(cfg: BenchPoint, run: PreparedRun) -> str:
+    base = replace(baseline_of(cfg), bench=replace(cfg.bench, baseline=False))
+    return point_key(base, _baseline_run(run))
+
+
+def _baseline_run(run: PreparedRun) -> PreparedRun:
+    """The run without its draft (the target, as it is served)."""
+    return PreparedRun(target=run.target, target_revision=run.target_revision)
 
 
 def read_complete(path: Path, key: str) -> PointResult | None:
@@ -82,13 +89,17 @@ def requested_settings(spec: SpecConfig) -> SpecSettings:
                         adaptive=r.adaptive, adaptive_config=r.adaptive_config)
 
 
-def record_invalid_point(cfg: ServeConfig, out_dir: Path, reasons: list[str]) -> PointResult:
-    """Record a setting SGLang would reject, so a sweep lists it as skipped (and why)."""
+def record_if_invalid(cfg: BenchPoint, out_dir: Path) -> PointResult | None:
+    """Record a setting SGLang would reject (``config.point_errors``), so a sweep lists it as skipped
+    and why; ``None`` when the setting is valid (nothing is written)."""
+    reasons = point_errors(cfg.algorithm, cfg.spec)
+    if not reasons:
+        return None
     out_dir.mkdir(parents=True, exist_ok=True)
     result = PointResult(status="invalid", algorithm=cfg.algorithm.name, requested=requested_settings(cfg.spec),
                          bench=asdict(cfg.bench), reason=" ".join(reasons))
     write_point(out_dir / METRICS, result)
-    print(f"[bench] {out_dir.name}: skipped, invalid setting: {result.reason}", flush=True)
+    log.info("[bench] %s: skipped, invalid setting: %s", out_dir.name, result.reason)
     return result
 
 
@@ -102,12 +113,12 @@ def objective(result: PointResult, bench) -> float:
     return float(lv.output_tok_per_s or 0.0) if lv is not None else 0.0
 
 
-def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path,
+def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
                       shared_dir: Path | None = None) -> PointResult:
     """Benchmark one point; write ``out_dir/metrics.json``; return it.
 
     Args:
-        cfg: the point's configuration (``mode=bench``).
+        cfg: the point, a valid setting (an invalid one is recorded by ``record_if_invalid`` instead).
         run: the prepared target and draft.
         out_dir: this job's directory.
         shared_dir: where the sweep keeps its baseline (default: ``out_dir``).
@@ -116,14 +127,11 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path,
     key = point_key(cfg, run)
     done = read_complete(out_dir / METRICS, key)
     if done is not None:
-        print(f"[bench] {out_dir.name}: already complete ({done.status}); skipped", flush=True)
+        log.info("[bench] %s: already complete (%s); skipped", out_dir.name, done.status)
         return done
     result = PointResult(status="failed", key=key, algorithm=cfg.algorithm.name,
                          requested=requested_settings(cfg.spec), bench=asdict(cfg.bench), target=run.target,
                          draft=run.draft.path if run.draft else None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    invalid = spec_errors(cfg.spec) if cfg.algorithm.name else []
-    if invalid:
-        return record_invalid_point(cfg, out_dir, invalid)
     t0 = time.monotonic()
     try:
         baseline = None
@@ -144,11 +152,11 @@ def run_benchmark_job(cfg: ServeConfig, run: PreparedRun, out_dir: Path,
         result.error, result.traceback = f"{type(exc).__name__}: {exc}", traceback.format_exc()[-3000:]
     result.gpu_seconds = (time.monotonic() - t0) * cfg.sglang.tp_size  # a server holds all its GPUs
     write_point(out_dir / METRICS, result)
-    print(one_line(out_dir.name, result), flush=True)
+    log.info("%s", one_line(out_dir.name, result))
     return result
 
 
-def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> PointResult:
+def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path) -> PointResult:
     """The no-speculation measurement for this target/workload/server, measured once and shared."""
     key = baseline_key(cfg, run)
     path = base_dir / key / METRICS
@@ -156,13 +164,11 @@ def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> Poin
         done = read_complete(path, key)
         if done is not None:
             return done
-        base_cfg = replace(cfg, algorithm=AlgorithmConfig(name=None, architecture=None, needs_draft=False),
-                           spec=SpecConfig())
-        print(f"[bench] measuring the no-speculation baseline once for this sweep ({path.parent})", flush=True)
+        log.info("[bench] measuring the no-speculation baseline once for this sweep (%s)", path.parent)
         t0 = time.monotonic()
         result = PointResult(status="failed", key=key, bench=asdict(cfg.bench), target=run.target,
                              started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        _measure(base_cfg, PreparedRun(target=run.target), path.parent, result, log_name="server.log")
+        _measure(baseline_of(cfg), _baseline_run(run), path.parent, result, log_name="server.log")
         failed = sum(m.failed_requests for m in result.levels.values())
         if failed:  # not cached: the next point measures it again
             raise ServerError(f"the baseline had {failed} failed request(s); see {path.parent / RECORDS}")
@@ -171,7 +177,7 @@ def measure_baseline(cfg: ServeConfig, run: PreparedRun, base_dir: Path) -> Poin
         return result
 
 
-def _measure(cfg: ServeConfig, run: PreparedRun, out_dir: Path, result: PointResult, log_name: str) -> None:
+def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResult, log_name: str) -> None:
     """Start the server, run every level, and fill ``result`` (levels, what the server reported, costs)."""
     b = cfg.bench
     pool = load_prompts(b.prompts)

@@ -9,6 +9,7 @@ again on another port, at most ``PORT_ATTEMPTS`` times.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automodel_spec import nvidia_smi
-from automodel_spec.config import ServeConfig
+from automodel_spec.bench.point import BenchPoint
 from automodel_spec.errors import ServerError
 from automodel_spec.gpu_pool import lease_dir, lease_gpus, pinned_env, visible_gpus
 from automodel_spec.launch import open_server
@@ -25,6 +26,7 @@ from automodel_spec.prepare import PreparedRun
 from automodel_spec.server import SGLangServer
 
 PORT_ATTEMPTS = 3
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Placement:
 
 
 @contextmanager
-def placed_server(cfg: ServeConfig, run: PreparedRun, out_dir: Path, *, log_name: str = "server.log"
+def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name: str = "server.log"
                   ) -> Iterator[Placement]:
     """Start the point's server on leased GPUs and port; stop it and release both on leaving.
 
@@ -59,13 +61,13 @@ def placed_server(cfg: ServeConfig, run: PreparedRun, out_dir: Path, *, log_name
             gpus = stack.enter_context(lease_gpus(pool, cfg.sglang.tp_size, locks, source=source))
         others = wait_for_gpu_processes(cfg.bench.gpu_free_wait_s, gpus)
         if others:  # they share the GPU's time and memory with the measurement
-            print(f"[bench] warning: other processes use the GPU; numbers may be off: {'; '.join(others)}",
-                  flush=True)
+            log.warning("[bench] warning: other processes use the GPU; numbers may be off: %s", "; ".join(others))
         env = pinned_env(gpus)
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port_stack = ExitStack()
             port = port_stack.enter_context(lease_port(cfg.sglang.host, cfg.sglang.port, locks))
-            server = open_server(cfg, run, out_dir, log_name=log_name, port=port, env=env)
+            server = open_server(cfg.sglang, cfg.algorithm, cfg.spec, run, out_dir, log_name=log_name, port=port,
+                                 env=env)
             try:
                 server.start()
                 server.wait_ready()
@@ -75,8 +77,8 @@ def placed_server(cfg: ServeConfig, run: PreparedRun, out_dir: Path, *, log_name
                 if not (isinstance(exc, ServerError) and attempt < PORT_ATTEMPTS
                         and is_bind_failure(server.log_tail())):
                     raise
-                print(f"[bench] the server could not bind its address (port {port}); starting it again on "
-                      f"another port ({attempt + 1}/{PORT_ATTEMPTS})", flush=True)
+                log.info("[bench] the server could not bind its address (port %s); starting it again on another "
+                         "port (%d/%d)", port, attempt + 1, PORT_ATTEMPTS)
                 continue
             stack.enter_context(port_stack)  # left after the server stops (below), before the GPUs
             stack.callback(server.stop)
@@ -95,8 +97,8 @@ def wait_for_gpu_processes(wait_s: float, gpus: list[str] | None) -> list[str]:
     deadline = time.monotonic() + wait_s
     others = nvidia_smi.processes_on(gpus)
     if others and wait_s > 0:
-        print(f"[bench] waiting up to {wait_s:g}s for {len(others)} process(es) to leave the GPU "
-              f"(bench.gpu_free_wait_s): {'; '.join(others)}", flush=True)
+        log.info("[bench] waiting up to %gs for %d process(es) to leave the GPU (bench.gpu_free_wait_s): %s",
+                 wait_s, len(others), "; ".join(others))
     while others and time.monotonic() < deadline:
         time.sleep(1.0)
         others = nvidia_smi.processes_on(gpus)

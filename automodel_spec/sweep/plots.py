@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from automodel_spec.sweep.rows import is_auto, level_name, level_of, override_line, setting_of
+
+log = logging.getLogger(__name__)
 
 
 def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple[float, int]]) -> list[Path]:
@@ -131,7 +133,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("[sweep] matplotlib is not installed: no plots (pip install matplotlib)", file=sys.stderr)
+        log.warning("[sweep] matplotlib is not installed: no plots (pip install matplotlib)")
         return None
     return plt
 

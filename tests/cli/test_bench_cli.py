@@ -25,6 +25,8 @@ import pytest
 import yaml
 from helpers import tree
 
+from automodel_spec.process_state import process_running
+
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "recipes" / "serve.py"
 EXPORT = REPO / "recipes" / "export.py"
@@ -43,7 +45,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pr
 
 
 def _tagged_pids(tag: str) -> list[int]:
-    """Live (non-zombie) processes whose environment carries ``tag``."""
+    """Live processes (a thread still runs) whose environment carries ``tag``."""
     needle = f"{TAG_VAR}={tag}".encode()
     pids = []
     for entry in os.listdir("/proc"):
@@ -53,12 +55,10 @@ def _tagged_pids(tag: str) -> list[int]:
             with open(f"/proc/{entry}/environ", "rb") as fh:
                 if needle not in fh.read().split(b"\0"):
                     continue
-            with open(f"/proc/{entry}/stat") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except (OSError, IndexError):
+        except OSError:
             continue
-        pids.append(int(entry))
+        if process_running(int(entry)):
+            pids.append(int(entry))
     return pids
 
 
@@ -248,6 +248,7 @@ def test_print_only_bench_writes_nothing(tmp_path, cache):
     assert tree(cache) == before
 
 
+@pytest.mark.slow
 def test_print_only_sweep_writes_nothing(tmp_path, cache):
     before = tree(cache)
     cwd = tmp_path / "cwd"
@@ -299,6 +300,7 @@ def grid(tmp_path_factory, cache):
             "crashed_second": crashed_second, "summary_second": summary_second, "measured_second": measured_second}
 
 
+@pytest.mark.slow
 def test_sweep_records_invalid_and_crashed_points_and_goes_on(grid):
     first = grid["first"]
     assert first.returncode == 0, output(first)
@@ -319,6 +321,7 @@ def test_sweep_records_invalid_and_crashed_points_and_goes_on(grid):
     assert f"- {CRASHED}: failed: the server exited with code 3 during startup" in md
 
 
+@pytest.mark.slow
 def test_invalid_and_failed_points_say_why(grid):
     root = grid["root"]
     for point, reason in INVALID.items():
@@ -327,6 +330,7 @@ def test_invalid_and_failed_points_say_why(grid):
         assert not (root / point / "server.log").exists()
 
 
+@pytest.mark.slow
 def test_sweep_summary_files(grid):
     root = grid["root"]
     for name in ("summary.csv", "summary.md", "best_override.txt"):
@@ -345,6 +349,7 @@ def test_sweep_summary_files(grid):
     assert "[sweep] summary:" in grid["second"].stdout
 
 
+@pytest.mark.slow
 def test_sweep_measures_the_baseline_once_and_shares_it(grid):
     root = grid["root"]
     (base_dir,) = grid["baselines_second"]
@@ -357,6 +362,7 @@ def test_sweep_measures_the_baseline_once_and_shares_it(grid):
     assert grid["measured_second"][MEASURED[1]]["levels"]["T0_c1"]["accept_length"] == pytest.approx(16 / 3)  # 5 steps
 
 
+@pytest.mark.slow
 def test_rerun_skips_complete_points_reuses_the_baseline_and_retries_the_failed_one(grid):
     root, second, before, after = grid["root"], grid["second"], grid["after_first"], grid["after_second"]
     assert second.returncode == 0, output(second)
@@ -388,6 +394,7 @@ def _has_optuna_sweeper() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_optuna_sweeper(), reason="hydra-optuna-sweeper is not installed")
 def test_optuna_sweep_runs_its_trials_and_summarizes(tmp_path, cache):
     cwd = tmp_path / "cwd"
@@ -408,6 +415,7 @@ def test_optuna_sweep_runs_its_trials_and_summarizes(tmp_path, cache):
     assert best["best_value"] == pytest.approx(max(m["levels"]["T0_c1"]["output_tok_per_s"] for m in results.values()))
 
 
+@pytest.mark.slow
 def test_rerun_with_other_timeouts_reuses_every_measurement(grid):
     root, third, before = grid["root"], grid["third"], grid["after_second"]
     assert third.returncode == 0, output(third)

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, HydraException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from automodel_spec.config import (
     DEMO_TARGET,
@@ -56,6 +56,12 @@ def to_serve_config(*overrides: str) -> ServeConfig:
     return cfg
 
 
+def draft_choice(*overrides: str) -> str:
+    """The draft preset Hydra composed (the presets carry no label of their own)."""
+    with composer(return_hydra_config=True) as make:
+        return make(*overrides).hydra.runtime.choices.draft
+
+
 def test_every_expected_option_exists():
     for group, expected in EXPECTED.items():
         assert expected <= set(options(group)), f"{group}: {sorted(expected - set(options(group)))} missing"
@@ -64,7 +70,7 @@ def test_every_expected_option_exists():
 def test_defaults_compose_to_the_demo():
     cfg = to_serve_config()
     assert cfg.algorithm == AlgorithmConfig()
-    assert cfg.draft.path == "builtin:demo" and cfg.draft.source == "demo"
+    assert cfg.draft.path == "builtin:demo" and draft_choice() == "demo"
     assert cfg.target.path is None and target_path(cfg) == DEMO_TARGET  # it comes with the demo draft
     assert cfg.sglang.host == "127.0.0.1" and cfg.sglang.port == 30000
     assert cfg.mode is Mode.serve and cfg.print_only is False
@@ -87,7 +93,7 @@ def test_draft_options(option):
     extra = [f"draft.path={DRAFT_PATHS[option]}"] if option in DRAFT_PATHS else []
     cfg = to_serve_config(f"draft={option}", *extra)
     assert isinstance(cfg.draft, DraftConfig)
-    assert cfg.draft.source == option
+    assert draft_choice(f"draft={option}", *extra) == option
     assert cfg.draft.path == DRAFT_PATHS.get(option, "builtin:demo")
     assert cfg.draft.allow_unsafe_pickle is False
 
@@ -115,8 +121,8 @@ def test_export_composes_the_serve_config_with_its_own_help(overrides):
 
 @pytest.mark.parametrize("option", sorted(DRAFT_PATHS))
 def test_draft_options_without_a_path_are_refused(option):
-    # The presets say ``path: ???``, but OmegaConf does not let a ??? replace the schema's default
-    # (None) on merge, so the rule is enforced by validate(), which names the key to set.
+    # The presets leave ``path: null`` (a ``???`` would not replace the schema's default on merge),
+    # so the rule is enforced by validate(), which names the key to set.
     cfg = to_serve_config(f"draft={option}", "target.path=/models/target")
     assert cfg.draft.path is None
     with pytest.raises(ConfigError, match="needs a drafter: set draft.path="):
@@ -155,13 +161,17 @@ def test_bench_temperature_is_a_list_and_a_scalar_fails_at_compose():
 
 
 def test_every_algorithm_composes_with_every_draft():
-    with composer() as make:
+    with composer(return_hydra_config=True) as make:
         for algorithm in options("algorithm"):
             for draft in options("draft"):
                 extra = [f"draft.path={DRAFT_PATHS[draft]}"] if draft in DRAFT_PATHS else []
-                cfg = OmegaConf.to_object(make(f"algorithm={algorithm}", f"draft={draft}", *extra))
+                composed = make(f"algorithm={algorithm}", f"draft={draft}", *extra)
+                assert composed.hydra.runtime.choices.draft == draft
+                with open_dict(composed):
+                    del composed["hydra"]
+                cfg = OmegaConf.to_object(composed)
                 assert isinstance(cfg, ServeConfig)
-                assert cfg.draft.source == draft
+                assert cfg.draft.path == DRAFT_PATHS.get(draft, "builtin:demo")
                 assert cfg.algorithm.name == (None if algorithm == "none" else algorithm)
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ServeProcess, is_fake_server, process_running, tree
+from helpers import ServeProcess, is_fake_server, tree
+
+from automodel_spec.process_state import process_running
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "recipes" / "serve.py"

@@ -120,10 +120,10 @@ def test_float32_config_beside_a_bfloat16_target_is_recorded(automodel_run, pair
     """What --dtype auto does with a draft whose config says float32 (Automodel's CPU-side saves; no
     dtype at all counts the same): our export with only its dtype put back to float32. Recorded for
     docs/parity.md; our exports never ship it (they name the target's dtype)."""
-    from automodel_spec.export import export_draft
+    from automodel_spec.prepare import prepare_export
     from automodel_spec.resolve import resolve_draft
 
-    ours = export_draft(resolve_draft(str(automodel_run)), "LlamaForCausalLMEagle3",
+    ours = prepare_export(resolve_draft(str(automodel_run)), "LlamaForCausalLMEagle3",
                         cache_dir=tmp_path_factory.mktemp("fp32cache"), serving_dtype=("bfloat16", "test")).path
     fp32 = tmp_path_factory.mktemp("fp32") / "draft"
     shutil.copytree(ours, fp32)

@@ -152,12 +152,12 @@ def test_exported_draft_beats_the_silently_broken_one(cache, tmp_path):
     """Serve (a) our export and (b) the same Automodel draft only renamed for SGLang, keeping the
     target's num_hidden_layers as Automodel writes it: SGLang loads (b) without a word, with 7
     random extra layers. The accept lengths must differ clearly."""
-    from automodel_spec.export import export_draft
+    from automodel_spec.prepare import prepare_export
     from automodel_spec.resolve import resolve_draft
 
     pair = ensure_demo_pair(cache, "LlamaForCausalLMEagle3")
     resolved = resolve_draft(str(pair.draft_run))
-    ours = export_draft(resolved, "LlamaForCausalLMEagle3", cache_dir=cache).path
+    ours = prepare_export(resolved, "LlamaForCausalLMEagle3", cache_dir=cache).path
     naive = tmp_path / "naive"
     shutil.copytree(resolved.model_dir, naive)
     cfg = json.loads((naive / "config.json").read_text())

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from automodel_spec import synthetic
-from automodel_spec.export import MANIFEST, TMP_MARK, export_draft
+from automodel_spec.export import MANIFEST, TMP_MARK
+from automodel_spec.prepare import prepare_export
 from automodel_spec.resolve import resolve_draft
 from automodel_spec.serving_dtype import choose_serving_dtype
 
@@ -123,6 +124,7 @@ LANES = 1
 CHECK_EVERY = 10  # rounds of a lane between uninterrupted runs
 
 
+@pytest.mark.slow
 def test_signals_at_random_moments_leave_only_complete_exports(big_runs, tmp_path):
     run = big_runs[0]
     seed = int(os.environ.get("AUTOMODEL_SPEC_FAULT_SEED") or time.time_ns() % 100_000)
@@ -154,7 +156,7 @@ def test_signals_at_random_moments_leave_only_complete_exports(big_runs, tmp_pat
     left = check_only_complete_exports(exports)
     left_bytes = sum(f.stat().st_size for t in left for f in t.iterdir())
     t2 = time.monotonic()
-    res = export_draft(resolve_draft(str(run)), EAGLE3, cache_dir=cache,
+    res = prepare_export(resolve_draft(str(run)), EAGLE3, cache_dir=cache,
                        serving_dtype=choose_serving_dtype(None, None))  # as recipes/export.py without a target
     figures["cleanup"] = {"temp_dirs": len(left), "mb": round(left_bytes / 1e6, 1),
                           "next_run_s": round(time.monotonic() - t2, 3)}
@@ -242,6 +244,7 @@ def _kill_mid_write(run: Path, cache: Path, cwd: Path) -> None:
 # --- (b) many writers at once ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eight_processes_two_drafts_one_complete_export_each(big_runs, tmp_path):
     cache = tmp_path / "cache"
     t0 = time.monotonic()

@@ -55,6 +55,7 @@ def _files_holding(root: Path, secret: str) -> tuple[list[str], list[str]]:
     return hydra, ours
 
 
+@pytest.mark.slow
 def test_literal_key_in_a_sweep_stays_out_of_our_files_and_the_console(tmp_path, cache):
     cwd = tmp_path / "cwd"
     res = _run(SERVE, *SWEEP, f"sglang.api_key={KEY}", cwd=cwd, cache=cache)
@@ -75,6 +76,7 @@ def test_literal_key_in_a_sweep_stays_out_of_our_files_and_the_console(tmp_path,
     assert "server_args api_key=***" in (sweep / points[0] / "server.log").read_text()  # the fake printed it
 
 
+@pytest.mark.slow
 def test_key_from_the_environment_is_written_nowhere(tmp_path, cache):
     cwd = tmp_path / "cwd"
     res = _run(SERVE, *SWEEP, "sglang.api_key=${oc.env:SGLANG_API_KEY}", cwd=cwd, cache=cache,

@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from automodel_spec.draft_plan import DraftPlan
+from automodel_spec.draft_sources import read_draft_sources
 from automodel_spec.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
 from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
-from automodel_spec.preflight import plan_draft, read_json
+from automodel_spec.preflight import plan_draft
 from automodel_spec.resolve import resolve_draft
 from automodel_spec.synthetic import (
     LlamaShape,
@@ -33,7 +34,6 @@ from automodel_spec.synthetic import (
     write_automodel_run,
     write_sharded_safetensors,
 )
-from automodel_spec.weights import load_draft_weights, load_eagle_meta
 
 SHAPE = LlamaShape(hidden_size=64, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,
                    intermediate_size=96, vocab_size=128, max_position_embeddings=256)
@@ -121,10 +121,7 @@ def plan_from_disk(path: Path | str, architecture: str = EAGLE3_ARCH,
                    aux_layer_ids: list[int] | None = None) -> DraftPlan:
     """Resolve, load and check a draft on disk the way the exporter does."""
     resolved = resolve_draft(str(path))
-    config = read_json(resolved.model_dir / "config.json")
-    tensors = load_draft_weights(resolved.model_dir, resolved.kind)
-    meta = load_eagle_meta(resolved.meta_path)
-    return plan_draft(resolved, architecture, config, tensors, meta, aux_layer_ids=aux_layer_ids)
+    return plan_draft(resolved, architecture, read_draft_sources(resolved), aux_layer_ids=aux_layer_ids)
 
 
 @pytest.fixture

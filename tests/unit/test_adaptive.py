@@ -80,5 +80,6 @@ def test_flags_and_the_sglang_version_it_needs(tmp_path):
     assert required_sglang(True, None) == "0.5.11"
     assert required_sglang(True, {1: [7], 8: [1]}) == "0.5.13"
     assert required_sglang(True, {1: [7], 8: [0]}) == "0.5.14"  # no speculation at batch 8
-    version, needs = run_requirement(cfg(tmp_path, **vars(spec)), PreparedRun(target="/m"))
+    c = cfg(tmp_path, **vars(spec))
+    version, needs = run_requirement(c.algorithm, c.spec, PreparedRun(target="/m"))
     assert version == "0.5.14" and needs.startswith("spec.adaptive with spec.adaptive_config=")

@@ -24,11 +24,11 @@ from automodel_spec.export import (
     TOKEN_MAP,
     WRITER,
     ExportWriteError,
-    export_draft,
     export_key,
     planned_export_dir,
 )
 from automodel_spec.file_digest import file_digest, file_stamp
+from automodel_spec.prepare import prepare_export
 from automodel_spec.resolve import resolve_draft
 
 EAGLE3 = "LlamaForCausalLMEagle3"
@@ -50,9 +50,9 @@ def _exports(cache: Path) -> list[str]:
 
 def test_export_writes_servable_files(eagle3_ckpt, cache, kit):
     r = resolve_draft(str(eagle3_ckpt.parent))
-    res = export_draft(r, EAGLE3, cache_dir=cache)
+    res = prepare_export(r, EAGLE3, cache_dir=cache)
 
-    assert res.written and not res.reused
+    assert not res.reused
     assert res.path.parent == cache / "exports" and res.path.name.startswith(EAGLE3 + "-")
     assert sorted(p.name for p in res.path.iterdir()) == sorted(["config.json", "model.safetensors", MANIFEST])
     assert res.token_map is None
@@ -79,7 +79,7 @@ def test_export_writes_servable_files(eagle3_ckpt, cache, kit):
 
 def test_export_roundtrips_through_the_resolver(eagle3_ckpt, cache):
     """The export is itself a plain HF directory that the resolver (and SGLang) accepts as is."""
-    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    res = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
     again = resolve_draft(str(res.path))
     assert again.kind == "hf" and again.model_dir == res.path.resolve()
 
@@ -87,19 +87,19 @@ def test_export_roundtrips_through_the_resolver(eagle3_ckpt, cache):
 def test_users_checkpoint_is_untouched(eagle3_ckpt, cache, kit):
     run = eagle3_ckpt.parent
     before = kit.tree_digest(run)
-    export_draft(resolve_draft(str(run)), EAGLE3, cache_dir=cache, aux_layer_ids=[2, 4, 6])
+    prepare_export(resolve_draft(str(run)), EAGLE3, cache_dir=cache, aux_layer_ids=[2, 4, 6])
     assert kit.tree_digest(run) == before
 
 
 def test_second_export_reuses_and_rewrites_nothing(eagle3_ckpt, cache):
     r = resolve_draft(str(eagle3_ckpt.parent))
-    first = export_draft(r, EAGLE3, cache_dir=cache)
+    first = prepare_export(r, EAGLE3, cache_dir=cache)
     stamps = _mtimes(first.path)
     time.sleep(0.01)
 
-    second = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    second = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
 
-    assert second.reused and not second.written
+    assert second.reused
     assert second.path == first.path and second.config == first.config and second.notes == first.notes
     assert _mtimes(first.path) == stamps
     assert _exports(cache) == [first.path.name]
@@ -107,8 +107,8 @@ def test_second_export_reuses_and_rewrites_nothing(eagle3_ckpt, cache):
 
 def test_different_aux_override_gives_a_different_export(eagle3_ckpt, cache):
     r = resolve_draft(str(eagle3_ckpt))
-    a = export_draft(r, EAGLE3, cache_dir=cache)
-    b = export_draft(r, EAGLE3, cache_dir=cache, aux_layer_ids=[2, 4, 6])
+    a = prepare_export(r, EAGLE3, cache_dir=cache)
+    b = prepare_export(r, EAGLE3, cache_dir=cache, aux_layer_ids=[2, 4, 6])
     assert a.path != b.path and not b.reused
     assert "eagle_config" not in a.config
     assert b.config["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [2, 4, 6]
@@ -117,8 +117,8 @@ def test_different_aux_override_gives_a_different_export(eagle3_ckpt, cache):
 
 
 def test_changed_checkpoint_gives_a_different_export(make_run, cache, tmp_path, kit):
-    a = export_draft(resolve_draft(str(make_run(tmp_path / "a"))), EAGLE3, cache_dir=cache)
-    b = export_draft(resolve_draft(str(make_run(tmp_path / "b", tensors=kit.eagle3_tensors(seed=1)))), EAGLE3,
+    a = prepare_export(resolve_draft(str(make_run(tmp_path / "a"))), EAGLE3, cache_dir=cache)
+    b = prepare_export(resolve_draft(str(make_run(tmp_path / "b", tensors=kit.eagle3_tensors(seed=1)))), EAGLE3,
                      cache_dir=cache)
     assert a.path != b.path
 
@@ -127,18 +127,18 @@ def test_dry_run_writes_nothing(eagle3_ckpt, cache, tmp_path, kit):
     before = kit.tree_digest(tmp_path)
     r = resolve_draft(str(eagle3_ckpt))
 
-    dry = export_draft(r, EAGLE3, cache_dir=cache, dry_run=True)
+    dry = prepare_export(r, EAGLE3, cache_dir=cache, dry_run=True)
 
     assert not cache.exists()
     assert kit.tree_digest(tmp_path) == before
     assert dry.config["architectures"] == [EAGLE3] and dry.notes
-    real = export_draft(r, EAGLE3, cache_dir=cache)
+    real = prepare_export(r, EAGLE3, cache_dir=cache)
     assert real.path == dry.path and real.config == dry.config and not real.reused
 
 
 def test_dry_run_with_export_dir_creates_nothing(eagle3_ckpt, cache, tmp_path):
     out = tmp_path / "out" / "draft"
-    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out), dry_run=True)
+    res = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out), dry_run=True)
     assert res.path == out.resolve()
     assert not (tmp_path / "out").exists() and not cache.exists()
 
@@ -147,7 +147,7 @@ def test_dry_run_still_refuses_a_broken_draft(make_run, cache, kit):
     src = kit.eagle3_tensors()
     del src["model.norm.weight"]
     with pytest.raises(CheckpointError, match="norm.weight"):
-        export_draft(resolve_draft(str(make_run(tensors=src))), EAGLE3, cache_dir=cache, dry_run=True)
+        prepare_export(resolve_draft(str(make_run(tensors=src))), EAGLE3, cache_dir=cache, dry_run=True)
     assert not cache.exists()
 
 
@@ -155,22 +155,22 @@ def test_broken_draft_leaves_no_export(make_run, cache, kit):
     src = kit.eagle3_tensors()
     del src["model.norm.weight"]
     with pytest.raises(CheckpointError):
-        export_draft(resolve_draft(str(make_run(tensors=src))), EAGLE3, cache_dir=cache)
+        prepare_export(resolve_draft(str(make_run(tensors=src))), EAGLE3, cache_dir=cache)
     assert not (cache / "exports").exists() or _exports(cache) == []
 
 
 def test_explicit_export_dir(eagle3_ckpt, cache, tmp_path):
     out = tmp_path / "mine"
-    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    res = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
     assert res.path == out.resolve() and (out / "model.safetensors").is_file()
     assert not (cache / "exports").exists()
-    assert export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out)).reused
+    assert prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out)).reused
 
 
 def test_explicit_empty_export_dir_is_used(eagle3_ckpt, cache, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
-    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    res = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
     assert (res.path / MANIFEST).is_file() and res.path == out.resolve()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
@@ -180,17 +180,17 @@ def test_export_dir_with_foreign_files_refused(eagle3_ckpt, cache, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(CheckpointError, match="not an export of this project"):
-        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+        prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
 def test_export_dir_holding_another_export_refused(make_run, eagle3_ckpt, cache, tmp_path, kit):
     out = tmp_path / "shared_out"
-    export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+    prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
     stamps = _mtimes(out)
     other = make_run(tmp_path / "other", tensors=kit.eagle3_tensors(seed=3))
     with pytest.raises(CheckpointError, match="different draft or options"):
-        export_draft(resolve_draft(str(other)), EAGLE3, cache_dir=cache, export_dir=str(out))
+        prepare_export(resolve_draft(str(other)), EAGLE3, cache_dir=cache, export_dir=str(out))
     assert _mtimes(out) == stamps
 
 
@@ -202,11 +202,11 @@ def test_failure_mid_write_leaves_nothing_behind(eagle3_ckpt, cache, monkeypatch
 
     monkeypatch.setattr(safetensors.torch, "save_file", boom)
     with pytest.raises(ExportWriteError, match=r"cannot write the export under .*exports: Input/output error"):
-        export_draft(r, EAGLE3, cache_dir=cache)
+        prepare_export(r, EAGLE3, cache_dir=cache)
     assert _exports(cache) == []  # neither the final dir nor a .tmp- dir
 
     monkeypatch.undo()
-    res = export_draft(r, EAGLE3, cache_dir=cache)
+    res = prepare_export(r, EAGLE3, cache_dir=cache)
     assert not res.reused and _exports(cache) == [res.path.name]
 
 
@@ -223,19 +223,19 @@ def test_failure_after_weights_written_leaves_nothing_behind(eagle3_ckpt, cache,
 
     monkeypatch.setattr(export_mod.json, "dumps", failing_dumps)
     with pytest.raises(KeyboardInterrupt):
-        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+        prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
     assert _exports(cache) == []
 
 
 def test_eagle_export_writes_token_map(eagle_ckpt, cache, kit):
-    res = export_draft(resolve_draft(str(eagle_ckpt)), kit.EAGLE_ARCH, cache_dir=cache)
+    res = prepare_export(resolve_draft(str(eagle_ckpt)), kit.EAGLE_ARCH, cache_dir=cache)
     assert res.token_map == res.path / TOKEN_MAP
     ids = torch.load(res.token_map, weights_only=True)
     assert ids.dtype == torch.int64 and ids.dim() == 1 and torch.equal(ids, kit.selected_ids())
     assert res.config["hot_vocab_size"] == kit.DRAFT_VOCAB
     with safe_open(str(res.path / "model.safetensors"), "pt") as f:
         assert "fc.bias" in set(f.keys()) and not any(k.startswith("model.") for k in f.keys())
-    again = export_draft(resolve_draft(str(eagle_ckpt)), kit.EAGLE_ARCH, cache_dir=cache)
+    again = prepare_export(resolve_draft(str(eagle_ckpt)), kit.EAGLE_ARCH, cache_dir=cache)
     assert again.reused and again.token_map == res.token_map
 
 
@@ -245,43 +245,43 @@ def test_legacy_export(tmp_path, cache, kit):
     torch.save(kit.eagle3_tensors(), d / "draft_model.pt")
     (d / "config.json").write_text(json.dumps(kit.eagle3_config()))
     torch.save({"selected_token_ids": kit.selected_ids()}, d / "eagle3_meta.pt")
-    res = export_draft(resolve_draft(str(d)), EAGLE3, cache_dir=cache)
+    res = prepare_export(resolve_draft(str(d)), EAGLE3, cache_dir=cache)
     assert (res.path / "model.safetensors").is_file() and not (res.path / "draft_model.pt").exists()
     assert sorted(p.name for p in d.iterdir()) == ["config.json", "draft_model.pt", "eagle3_meta.pt"]
 
 
 def test_cache_dir_from_environment(eagle3_ckpt, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(tmp_path / "envcache"))
-    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3)
+    res = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3)
     assert res.path.parent == tmp_path / "envcache" / "exports"
 
 
 def test_planned_dir_matches_export(eagle3_ckpt, cache):
     r = resolve_draft(str(eagle3_ckpt))
     planned, key = planned_export_dir(r, EAGLE3, None, None, cache)
-    assert export_draft(r, EAGLE3, cache_dir=cache).path == planned
+    assert prepare_export(r, EAGLE3, cache_dir=cache).path == planned
     assert planned.name.endswith(key)
 
 
 _CONCURRENT = textwrap.dedent("""
     import json, pathlib, sys, time
-    import automodel_spec.export as ex
+    import automodel_spec.prepare as prep
     from automodel_spec.resolve import resolve_draft
 
     draft, cache, ready, go = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), pathlib.Path(sys.argv[4])
-    real_plan = ex._plan
+    real_plan = prep.plan_export
 
     def slow_plan(*args, **kwargs):  # widen the window in which the other job could interfere
         time.sleep(0.5)
         return real_plan(*args, **kwargs)
 
-    ex._plan = slow_plan
+    prep.plan_export = slow_plan
     resolved = resolve_draft(draft)
     ready.write_text("ready")
     deadline = time.time() + 60
     while not go.exists() and time.time() < deadline:
         time.sleep(0.005)
-    res = ex.export_draft(resolved, "LlamaForCausalLMEagle3", cache_dir=cache)
+    res = prep.prepare_export(resolved, "LlamaForCausalLMEagle3", cache_dir=cache)
     print(json.dumps({"path": str(res.path), "reused": res.reused}))
 """)
 
@@ -326,7 +326,7 @@ def test_export_dir_that_is_a_file_refused(eagle3_ckpt, cache, tmp_path):
     out = tmp_path / "draft.safetensors"
     out.write_bytes(b"user data")
     with pytest.raises(CheckpointError, match="not an export of this project"):
-        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
+        prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, export_dir=str(out))
     assert out.read_bytes() == b"user data"
 
 
@@ -336,15 +336,15 @@ def test_draft_that_does_not_fit_its_target_is_refused_before_anything_is_writte
     before = kit.tree_digest(eagle3_ckpt)
     target = llama_config(kit.SHAPE, hidden_size=2 * kit.SHAPE.hidden_size)
     with pytest.raises(CheckpointError, match="hidden_size=128"):
-        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, target_config=target)
+        prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache, target_config=target)
     assert not (cache / "exports").exists() or _exports(cache) == []
     assert kit.tree_digest(eagle3_ckpt) == before
 
 
 def test_serving_dtype_is_part_of_the_key(eagle3_ckpt, cache):
     r = resolve_draft(str(eagle3_ckpt))
-    bf16 = export_draft(r, EAGLE3, cache_dir=cache, serving_dtype=("bfloat16", "test"))
-    fp16 = export_draft(r, EAGLE3, cache_dir=cache, serving_dtype=("float16", "test"))
+    bf16 = prepare_export(r, EAGLE3, cache_dir=cache, serving_dtype=("bfloat16", "test"))
+    fp16 = prepare_export(r, EAGLE3, cache_dir=cache, serving_dtype=("float16", "test"))
     assert bf16.path != fp16.path
     assert bf16.config["torch_dtype"] == "bfloat16" and fp16.config["torch_dtype"] == "float16"
     with safe_open(str(fp16.path / "model.safetensors"), "pt") as f:
@@ -355,7 +355,7 @@ def test_serving_dtype_is_part_of_the_key(eagle3_ckpt, cache):
 
 
 def test_manifest_records_each_file_size_digest_and_stamp(eagle3_ckpt, cache):
-    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    res = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
     files = json.loads((res.path / MANIFEST).read_text())["files"]
     assert sorted(files) == ["config.json", "model.safetensors"]
     for name, rec in files.items():
@@ -371,25 +371,25 @@ def test_manifest_records_each_file_size_digest_and_stamp(eagle3_ckpt, cache):
 ], ids=["truncated", "deleted", "same-size-rewrite"])
 def test_damaged_weights_are_rebuilt_and_the_note_says_so(eagle3_ckpt, cache, damage, expected):
     r = resolve_draft(str(eagle3_ckpt))
-    first = export_draft(r, EAGLE3, cache_dir=cache)
+    first = prepare_export(r, EAGLE3, cache_dir=cache)
     good = (first.path / "model.safetensors").read_bytes()
     damage(first.path / "model.safetensors")
 
-    again = export_draft(r, EAGLE3, cache_dir=cache)
+    again = prepare_export(r, EAGLE3, cache_dir=cache)
 
-    assert again.written and not again.reused and again.path == first.path
+    assert not again.reused and again.path == first.path
     assert again.notes[0].startswith(f"rebuilt: {expected}"), again.notes
     assert (again.path / "model.safetensors").read_bytes() == good
     assert _exports(cache) == [first.path.name]  # the damaged copy is gone, no temp dir left
-    assert export_draft(r, EAGLE3, cache_dir=cache).reused
+    assert prepare_export(r, EAGLE3, cache_dir=cache).reused
 
 
 def test_edited_config_is_rebuilt(eagle3_ckpt, cache):
     r = resolve_draft(str(eagle3_ckpt))
-    first = export_draft(r, EAGLE3, cache_dir=cache)
+    first = prepare_export(r, EAGLE3, cache_dir=cache)
     cfg = first.path / "config.json"
     cfg.write_text(cfg.read_text().replace('"num_hidden_layers": 1', '"num_hidden_layers": 9'))
-    again = export_draft(r, EAGLE3, cache_dir=cache)
+    again = prepare_export(r, EAGLE3, cache_dir=cache)
     assert again.notes[0].startswith("rebuilt: config.json changed since it was written")
     assert again.config["num_hidden_layers"] == 1
 
@@ -397,36 +397,36 @@ def test_edited_config_is_rebuilt(eagle3_ckpt, cache):
 def test_touched_but_identical_files_are_reused_after_one_digest(eagle3_ckpt, cache):
     """A copied or restored cache (new stat, same bytes) is checked by digest once, then by stat."""
     r = resolve_draft(str(eagle3_ckpt))
-    first = export_draft(r, EAGLE3, cache_dir=cache)
+    first = prepare_export(r, EAGLE3, cache_dir=cache)
     weights = first.path / "model.safetensors"
     os.utime(weights, ns=(1, 1))
-    assert export_draft(r, EAGLE3, cache_dir=cache).reused
-    assert export_draft(r, EAGLE3, cache_dir=cache).reused
+    assert prepare_export(r, EAGLE3, cache_dir=cache).reused
+    assert prepare_export(r, EAGLE3, cache_dir=cache).reused
 
 
 @pytest.mark.parametrize("content", ["{ half", "[1, 2]", None], ids=["not-json", "not-object", "missing"])
 def test_damaged_cache_manifest_is_rebuilt_without_blaming_export_dir(eagle3_ckpt, cache, content):
     r = resolve_draft(str(eagle3_ckpt))
-    first = export_draft(r, EAGLE3, cache_dir=cache)
+    first = prepare_export(r, EAGLE3, cache_dir=cache)
     if content is None:
         (first.path / MANIFEST).unlink()
     else:
         (first.path / MANIFEST).write_text(content)
 
-    again = export_draft(r, EAGLE3, cache_dir=cache)
+    again = prepare_export(r, EAGLE3, cache_dir=cache)
 
-    assert again.written and "export_dir" not in " ".join(again.notes)
+    assert not again.reused and "export_dir" not in " ".join(again.notes)
     assert again.notes[0].startswith(f"rebuilt: its manifest {MANIFEST} ")
-    assert export_draft(r, EAGLE3, cache_dir=cache).reused
+    assert prepare_export(r, EAGLE3, cache_dir=cache).reused
 
 
 def test_manifest_without_digests_from_an_older_version_is_rebuilt(eagle3_ckpt, cache):
     r = resolve_draft(str(eagle3_ckpt))
-    first = export_draft(r, EAGLE3, cache_dir=cache)
+    first = prepare_export(r, EAGLE3, cache_dir=cache)
     manifest = json.loads((first.path / MANIFEST).read_text())
     del manifest["files"]
     (first.path / MANIFEST).write_text(json.dumps(manifest))
-    again = export_draft(r, EAGLE3, cache_dir=cache)
+    again = prepare_export(r, EAGLE3, cache_dir=cache)
     assert again.notes[0] == ("rebuilt: its manifest lists no file sizes and digests (written by an older "
                               "automodel-spec)")
 
@@ -434,23 +434,23 @@ def test_manifest_without_digests_from_an_older_version_is_rebuilt(eagle3_ckpt, 
 def test_damaged_export_in_export_dir_is_rebuilt_but_user_files_never_touched(eagle3_ckpt, cache, tmp_path):
     r = resolve_draft(str(eagle3_ckpt))
     out = tmp_path / "out"
-    export_draft(r, EAGLE3, cache_dir=cache, export_dir=str(out))
+    prepare_export(r, EAGLE3, cache_dir=cache, export_dir=str(out))
     (out / "model.safetensors").write_bytes(b"x")
-    again = export_draft(r, EAGLE3, cache_dir=cache, export_dir=str(out))
+    again = prepare_export(r, EAGLE3, cache_dir=cache, export_dir=str(out))
     assert again.notes[0].startswith("rebuilt: model.safetensors changed")
 
     (out / MANIFEST).write_text("{ half")
     (out / "notes.txt").write_text("the user's")  # not a file an export holds: refuse, delete nothing
     with pytest.raises(CheckpointError, match="not an export of this project"):
-        export_draft(r, EAGLE3, cache_dir=cache, export_dir=str(out))
+        prepare_export(r, EAGLE3, cache_dir=cache, export_dir=str(out))
     assert (out / "notes.txt").read_text() == "the user's"
 
 
 def test_dry_run_says_a_damaged_export_would_be_rebuilt(eagle3_ckpt, cache):
     r = resolve_draft(str(eagle3_ckpt))
-    first = export_draft(r, EAGLE3, cache_dir=cache)
+    first = prepare_export(r, EAGLE3, cache_dir=cache)
     (first.path / "model.safetensors").unlink()
-    dry = export_draft(r, EAGLE3, cache_dir=cache, dry_run=True)
+    dry = prepare_export(r, EAGLE3, cache_dir=cache, dry_run=True)
     assert dry.notes[0] == "would be rebuilt: model.safetensors was deleted since it was written"
     assert not (first.path / "model.safetensors").exists()  # still writes nothing
 
@@ -479,7 +479,7 @@ def test_temp_dirs_of_dead_writers_are_removed_by_the_next_run(eagle3_ckpt, cach
     legacy_new = _leftover(cache, "LlamaForCausalLMEagle3-89ab", None)  # no pid: only age tells
     legacy_old = _leftover(cache, "LlamaForCausalLMEagle3-cdef", None, age_s=STALE_TEMP_S + 60)
 
-    res = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    res = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
 
     assert not dead.exists() and not legacy_old.exists()
     assert live.exists() and legacy_new.exists()
@@ -488,9 +488,9 @@ def test_temp_dirs_of_dead_writers_are_removed_by_the_next_run(eagle3_ckpt, cach
 
 def test_a_reused_export_still_clears_dead_temp_dirs(eagle3_ckpt, cache):
     r = resolve_draft(str(eagle3_ckpt))
-    export_draft(r, EAGLE3, cache_dir=cache)
+    prepare_export(r, EAGLE3, cache_dir=cache)
     dead = _leftover(cache, "LlamaForCausalLMEagle3-0123", _dead_pid())
-    res = export_draft(r, EAGLE3, cache_dir=cache)
+    res = prepare_export(r, EAGLE3, cache_dir=cache)
     assert res.reused and not dead.exists()
 
 
@@ -498,14 +498,14 @@ def test_temp_dir_of_a_reused_pid_is_removed(eagle3_ckpt, cache):
     """The pid is alive, but it is another process than the writer (its start time differs)."""
     d = _leftover(cache, "LlamaForCausalLMEagle3-0123", os.getpid())
     (d / WRITER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": -1}))
-    export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
     assert not d.exists()
 
 
 def test_temp_dir_of_a_writer_on_another_host_is_kept_until_stale(eagle3_ckpt, cache):
     d = _leftover(cache, "LlamaForCausalLMEagle3-0123", _dead_pid())
     (d / WRITER).write_text(json.dumps({"pid": 1, "host": "another-host.invalid", "start": 1}))
-    export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
     assert d.exists()
 
 
@@ -514,7 +514,7 @@ def test_files_that_only_look_like_temp_dirs_are_left_alone(eagle3_ckpt, cache):
     other.mkdir(parents=True)
     (other / "keep").write_text("x")
     os.utime(other, (1, 1))
-    export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+    prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
     assert (other / "keep").exists()
 
 
@@ -525,7 +525,7 @@ def test_unwritable_cache_fails_naming_the_directory(eagle3_ckpt, tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache should be")
     with pytest.raises(ExportWriteError, match=rf"cannot write the export under {blocker}.*set cache_dir=DIR"):
-        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=blocker)
+        prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=blocker)
 
 
 def test_export_dir_works_with_an_unwritable_cache(eagle3_ckpt, tmp_path):
@@ -534,18 +534,18 @@ def test_export_dir_works_with_an_unwritable_cache(eagle3_ckpt, tmp_path):
     out = tmp_path / "out" / "eagle3"
     r = resolve_draft(str(eagle3_ckpt))
 
-    res = export_draft(r, EAGLE3, cache_dir=blocker, export_dir=str(out))
+    res = prepare_export(r, EAGLE3, cache_dir=blocker, export_dir=str(out))
 
-    assert res.written and (out / MANIFEST).is_file()
+    assert not res.reused and (out / MANIFEST).is_file()
     assert any("the export lock is kept beside the export" in n for n in res.notes)
     assert (out.parent / ".eagle3.lock").exists()
-    assert export_draft(r, EAGLE3, cache_dir=blocker, export_dir=str(out)).reused
+    assert prepare_export(r, EAGLE3, cache_dir=blocker, export_dir=str(out)).reused
 
 
 def test_dry_run_says_when_the_cache_cannot_be_written(eagle3_ckpt, tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("")
-    dry = export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=blocker, dry_run=True)
+    dry = prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=blocker, dry_run=True)
     assert any(n.startswith(f"the export cache cannot be written ({blocker} is not a directory): a real run "
                             "would fail here") for n in dry.notes), dry.notes
 
@@ -557,5 +557,5 @@ def test_full_disk_names_the_directory_and_the_fix(eagle3_ckpt, cache, monkeypat
     monkeypatch.setattr(safetensors.torch, "save_file", no_space)
     with pytest.raises(ExportWriteError, match=r"no space left on the device holding .*exports while writing "
                                                r"the export \(the export needs about \d+ MB\): free space"):
-        export_draft(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
+        prepare_export(resolve_draft(str(eagle3_ckpt)), EAGLE3, cache_dir=cache)
     assert _exports(cache) == []

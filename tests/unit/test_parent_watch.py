@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-from helpers import process_running
 
 from automodel_spec.parent_watch import guarded_argv, main
+from automodel_spec.process_state import process_running
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 

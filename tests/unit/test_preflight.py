@@ -6,24 +6,18 @@ import json
 
 import pytest
 
+from automodel_spec.draft_sources import find_recipe_aux_layer_ids, read_draft_sources
 from automodel_spec.errors import CheckpointError
-from automodel_spec.preflight import (
-    check_against_target,
-    check_servable_at_all,
-    find_recipe_aux_layer_ids,
-    plan_draft,
-    read_json,
-    read_target_config,
-)
+from automodel_spec.json_file import read_json
+from automodel_spec.preflight import check_against_target, check_servable_at_all, plan_draft
 from automodel_spec.resolve import resolve_draft
 from automodel_spec.synthetic import llama_config, write_target
-from automodel_spec.weights import load_draft_weights, load_eagle_meta
+from automodel_spec.target import read_target_config
 
 
 def _load(ckpt):
     r = resolve_draft(str(ckpt))
-    return r, read_json(r.model_dir / "config.json"), load_draft_weights(r.model_dir, r.kind), \
-        load_eagle_meta(r.meta_path)
+    return r, read_draft_sources(r)
 
 
 # --- P-EAGLE -------------------------------------------------------------------------------------------
@@ -33,9 +27,9 @@ def _load(ckpt):
 def test_p_eagle_refused_with_reason(make_run, kit, arch_attr):
     cfg = kit.eagle3_config()
     cfg.update(parallel_drafting=True, mask_token_id=kit.SHAPE.vocab_size - 1, num_depths=4)
-    r, config, tensors, meta = _load(make_run(config=cfg))
+    r, sources = _load(make_run(config=cfg))
     with pytest.raises(CheckpointError) as exc:
-        plan_draft(r, getattr(kit, arch_attr), config, tensors, meta, aux_layer_ids=None)
+        plan_draft(r, getattr(kit, arch_attr), sources, aux_layer_ids=None)
     msg = str(exc.value)
     assert "P-EAGLE" in msg and "parallel_drafting" in msg and "one token per step" in msg
 

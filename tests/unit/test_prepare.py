@@ -69,25 +69,3 @@ def test_the_demo_pair_is_used_only_for_the_demo(home, target):
     run = prepare_run(cfg, dry_run=True)
     assert run.target == str(demo_pair(home / "cache", cfg.algorithm.architecture).target) and run.pending
     assert not (home / "cache").exists()
-
-
-@pytest.mark.parametrize(("installed", "needed", "ok"), [
-    ("0.5.9rc1", "0.5.12", False),  # not 0.5.91: a release candidate of 0.5.9
-    ("0.5.12", "0.5.9", True),
-    ("0.5.17.post1", "0.5.17", True),
-    ("0.5.11", "0.5.12", False),
-])
-def test_sglang_version_check_compares_releases(monkeypatch, installed, needed, ok):
-    import importlib.metadata
-    import importlib.util
-
-    from automodel_spec.errors import CheckpointError
-    from automodel_spec.prepare import check_sglang_installed
-
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed)
-    if ok:
-        check_sglang_installed(None, needed)
-    else:
-        with pytest.raises(CheckpointError, match=f"needs SGLang >= {needed}.*{installed} is installed"):
-            check_sglang_installed(None, needed)

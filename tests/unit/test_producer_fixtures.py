@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from automodel_spec import specforge_checkpoint
 from automodel_spec.errors import CheckpointError
-from automodel_spec.export import export_draft
+from automodel_spec.prepare import prepare_export
 from automodel_spec.resolve import resolve_draft
 from automodel_spec.serving_dtype import choose_serving_dtype
 from automodel_spec.weights import load_draft_weights
@@ -88,7 +88,7 @@ def test_fixture_serves_as_trained_or_is_refused(producer, fixture, tmp_path, mo
         with pytest.raises(CheckpointError) as exc:
             resolved = resolve_draft(str(path))
             target = _target_config(producer, fixture, json.loads(resolved.config_file.read_text()))
-            export_draft(resolved, arch, cache_dir=tmp_path, target_config=target,
+            prepare_export(resolved, arch, cache_dir=tmp_path, target_config=target,
                          serving_dtype=choose_serving_dtype(None, target))
         assert (fixture["facts"].get("refusal_must_mention") or REFUSAL[algorithm]) in str(exc.value)
         assert not (tmp_path / "exports").exists() or not any((tmp_path / "exports").iterdir())
@@ -112,7 +112,7 @@ def test_specforge_checkpoint_and_its_export_serve_the_same_draft(tmp_path):
     """Serving the training checkpoint directly = serving what `specforge export --to sglang` wrote."""
     config = ROOT / "specforge" / "inputs" / "draft_config.json"
     target = json.loads((ROOT / "specforge" / "inputs" / "target_config.json").read_text())
-    ours = [export_draft(resolve_draft(str(ROOT / "specforge" / p), config=c), EAGLE3, cache_dir=tmp_path / p,
+    ours = [prepare_export(resolve_draft(str(ROOT / "specforge" / p), config=c), EAGLE3, cache_dir=tmp_path / p,
                          target_config=target, serving_dtype=choose_serving_dtype(None, target))
             for p, c in (("training_run", str(config)), ("sglang_export", None))]
     a, b = (load_file(str(r.path / "model.safetensors")) for r in ours)
@@ -128,7 +128,7 @@ def _check_export(producer: str, fixture: dict, resolved, tmp_path: Path) -> Non
     arch = ARCH[fixture["facts"]["algorithm"]]
     config = json.loads(resolved.config_file.read_text())
     target = _target_config(producer, fixture, config)
-    res = export_draft(resolved, arch, cache_dir=tmp_path, target_config=target,
+    res = prepare_export(resolved, arch, cache_dir=tmp_path, target_config=target,
                        serving_dtype=choose_serving_dtype(None, target))
     produced = load_draft_weights(resolved.model_dir, resolved.kind)
     exported = load_file(str(res.path / "model.safetensors"))

@@ -7,7 +7,8 @@ import logging
 
 from omegaconf import OmegaConf
 
-from automodel_spec.redact import RedactCallback, install_log_filter, mask, mask_file, secrets_of
+from automodel_spec.hydra_glue import RedactCallback
+from automodel_spec.redact import install_log_filter, mask, mask_file, secrets_of
 
 KEY = "sk-abcdef123"
 

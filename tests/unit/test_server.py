@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import is_fake_server, process_running
+from helpers import is_fake_server
 
 from automodel_spec.errors import ServerError
 from automodel_spec.http_client import HTTPStatusError, request_json
+from automodel_spec.process_state import process_running
 from automodel_spec.server import SGLangServer, pick_port
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_sglang.py"

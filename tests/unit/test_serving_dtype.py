@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from automodel_spec.draft_sources import read_draft_sources
 from automodel_spec.errors import ConfigError
-from automodel_spec.preflight import plan_draft, read_json
+from automodel_spec.preflight import plan_draft
 from automodel_spec.resolve import resolve_draft
 from automodel_spec.serving_dtype import auto_dtype, choose_serving_dtype
-from automodel_spec.weights import load_draft_weights, load_eagle_meta
 
 
 @pytest.mark.parametrize(("config", "runs_in"), [
@@ -51,9 +51,8 @@ def test_float32_draft_is_exported_in_the_targets_dtype(make_run, kit):
     tensors["model.norm.weight"] = tensors["model.norm.weight"].bfloat16()
 
     r = resolve_draft(str(make_run(config=cfg, tensors=tensors)))
-    plan = plan_draft(r, kit.EAGLE3_ARCH, read_json(r.model_dir / "config.json"),
-                      load_draft_weights(r.model_dir, r.kind), load_eagle_meta(r.meta_path),
-                      aux_layer_ids=None, dtype=("bfloat16", "the target's config.json"))
+    plan = plan_draft(r, kit.EAGLE3_ARCH, read_draft_sources(r), aux_layer_ids=None,
+                      dtype=("bfloat16", "the target's config.json"))
     assert plan.config["torch_dtype"] == "bfloat16" and plan.config["dtype"] == "bfloat16"
     floats = {t.dtype for t in plan.tensors.values() if t.is_floating_point()}
     assert floats == {torch.bfloat16}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -272,11 +273,11 @@ def test_heat_maps_are_written_per_level(tree):
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
 
 
-def test_no_heat_maps_without_matplotlib(tree, monkeypatch, capsys):
+def test_no_heat_maps_without_matplotlib(tree, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     summary = write_summary(tree, plots=True)
     assert summary["images"] == [] and not list(tree.glob("heatmap_*.png"))
-    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert [r.levelno for r in caplog.records if "matplotlib is not installed" in r.getMessage()] == [logging.WARNING]
     assert (tree / "summary.md").is_file()  # the rest of the summary is still written
 
 
@@ -311,7 +312,8 @@ def test_cli_as_a_module(tree, tmp_path):
     assert bad.returncode == 2 and "usage:" in bad.stderr
 
 
-def test_hydra_callback_summarizes_at_the_end_of_a_multirun(tree, capsys):
+def test_hydra_callback_summarizes_at_the_end_of_a_multirun(tree, caplog):
+    caplog.set_level(logging.INFO, logger="automodel_spec")
     cb = SweepSummaryCallback(plots=False)
     cfg = OmegaConf.create({"print_only": False, "hydra": {"sweep": {"dir": str(tree)}}})
     for hook in (cb.on_run_start, cb.on_run_end, cb.on_multirun_start, cb.on_job_start):
@@ -320,7 +322,7 @@ def test_hydra_callback_summarizes_at_the_end_of_a_multirun(tree, capsys):
     assert not (tree / "summary.md").exists()  # only the end of the multirun summarizes
     cb.on_multirun_end(cfg)
     assert (tree / "summary.md").is_file() and (tree / "best_override.txt").is_file()
-    assert "[sweep] summary:" in capsys.readouterr().out
+    assert "[sweep] summary:" in caplog.text and "# Sweep summary:" in caplog.text
 
 
 def test_hydra_callback_writes_nothing_without_a_sweep_dir_or_under_print_only(tmp_path):
@@ -332,8 +334,9 @@ def test_hydra_callback_writes_nothing_without_a_sweep_dir_or_under_print_only(t
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["p"]
 
 
-def test_summaries_mask_a_literal_api_key(tmp_path, capsys):
+def test_summaries_mask_a_literal_api_key(tmp_path, capsys, caplog):
     """A sweep named before keys were left out of point names, and an error that quotes the key."""
+    caplog.set_level(logging.INFO, logger="automodel_spec")
     key = "sk-secret-123456"
     root = tmp_path / "s"
     write_point(root, f"sglang.api_key={key},spec.num_steps=3,spec.topk=1", levels=[level(150.0, 100.0)])
@@ -348,4 +351,4 @@ def test_summaries_mask_a_literal_api_key(tmp_path, capsys):
         assert key not in (root / name).read_text(), name
     assert "api_key=***" in (root / "summary.csv").read_text()
     assert OmegaConf.load(root / "multirun.yaml").sglang.api_key == "***"  # still valid YAML
-    assert key not in capsys.readouterr().out
+    assert "[sweep] summary:" in caplog.text and key not in caplog.text and key not in capsys.readouterr().out

@@ -8,22 +8,24 @@ from dataclasses import replace
 import pytest
 
 from automodel_spec.bench.job import baseline_key, objective, one_line, point_key, read_complete
+from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import LevelResult, PointResult, level_key
-from automodel_spec.config import BenchConfig, Mode, ServeConfig, SpecConfig
+from automodel_spec.config import AlgorithmConfig, BenchConfig, SGLangConfig, SpecConfig
 from automodel_spec.prepare import PreparedRun
 
 RUN = PreparedRun(target="/models/target")
 
 
-def cfg(**spec) -> ServeConfig:
-    return ServeConfig(mode=Mode.bench, spec=SpecConfig(**spec), bench=BenchConfig(concurrency=[1, 4]))
+def cfg(**spec) -> BenchPoint:
+    return BenchPoint(algorithm=AlgorithmConfig(), spec=SpecConfig(**spec), sglang=SGLangConfig(),
+                      bench=BenchConfig(concurrency=[1, 4]))
 
 
-def with_sglang(c: ServeConfig, **kw) -> ServeConfig:
+def with_sglang(c: BenchPoint, **kw) -> BenchPoint:
     return replace(c, sglang=replace(c.sglang, **kw))
 
 
-def with_bench(c: ServeConfig, **kw) -> ServeConfig:
+def with_bench(c: BenchPoint, **kw) -> BenchPoint:
     return replace(c, bench=replace(c.bench, **kw))
 
 

@@ -1,0 +1,107 @@
+"""Read, once, everything a draft's export is planned from: its config, weights, meta and recipe.
+
+Planning (``preflight.plan_draft``) is pure: it takes these values and reads no file, so the
+sources are read here once per launch and passed along.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from automodel_spec.errors import CheckpointError
+from automodel_spec.json_file import read_json
+from automodel_spec.resolve import ResolvedDraft
+from automodel_spec.weights import load_draft_weights, load_eagle_meta
+
+_AUX_KEYS = ("aux_layer_ids", "eagle_aux_hidden_state_layer_ids", "aux_hidden_state_layer_ids")
+
+
+@dataclass
+class DraftSources:
+    """What a local draft holds, as read from disk.
+
+    Attributes:
+        config: the draft's ``config.json`` (or the config ``draft.config`` names).
+        tensors: its weights, by the names in the files.
+        meta: ``eagle_meta.pt``, when the checkpoint has one.
+        recipe_aux_layer_ids: aux layer ids from the Automodel recipe saved beside the checkpoint
+            (``config.yaml``), when it names any.
+    """
+
+    config: dict
+    tensors: dict
+    meta: dict | None = None
+    recipe_aux_layer_ids: list[int] | None = None
+
+
+def read_draft_sources(resolved: ResolvedDraft, allow_unsafe_pickle: bool = False) -> DraftSources:
+    """Read a local draft's config, weights, meta and recipe aux ids.
+
+    Raises:
+        CheckpointError: a file cannot be read or is damaged (the message names it).
+        MissingDependencyError: safetensors is not installed.
+    """
+    _import_weight_libraries()
+    config = read_json(resolved.config_file)
+    tensors = load_draft_weights(resolved.model_dir, resolved.kind, allow_unsafe_pickle,
+                                 files=resolved.weight_files or None)
+    return DraftSources(config=config, tensors=tensors, meta=load_eagle_meta(resolved.meta_path),
+                        recipe_aux_layer_ids=find_recipe_aux_layer_ids(resolved.checkpoint_dir))
+
+
+def find_recipe_aux_layer_ids(checkpoint_dir: Path | None) -> list[int] | None:
+    """Aux layer ids from the Automodel recipe saved beside the checkpoint (``config.yaml``), if any."""
+    if checkpoint_dir is None or not (checkpoint_dir / "config.yaml").is_file():
+        return None
+    import yaml
+
+    try:
+        doc = yaml.safe_load((checkpoint_dir / "config.yaml").read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"cannot parse {checkpoint_dir / 'config.yaml'}: {exc}") from exc
+    found = _find_key(doc, _AUX_KEYS)
+    if found is None or found == []:  # an empty list in a recipe means "the default"
+        return None
+    if not isinstance(found, list) or not all(isinstance(i, int) for i in found):
+        raise CheckpointError(f"{checkpoint_dir / 'config.yaml'} has aux layer ids {found!r}, not a list of ints.")
+    return found
+
+
+def _find_key(node, keys):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in keys and v is not None:
+                return v
+        for v in node.values():
+            hit = _find_key(v, keys)
+            if hit is not None:
+                return hit
+    elif isinstance(node, list):
+        for v in node:
+            hit = _find_key(v, keys)
+            if hit is not None:
+                return hit
+    return None
+
+
+def _import_weight_libraries() -> None:
+    """Import torch and safetensors with SIGINT / SIGTERM held back until they are loaded.
+
+    A Ctrl-C or SIGTERM that raises inside their native extensions' initialization was seen to abort
+    the process (SIGABRT, exit -6) or to leave safetensors half-imported, reported as "not installed"
+    (exit 2); held back, it arrives a moment later and unwinds like any other (exit 130 / 143).
+    A missing package is reported where it is used.
+    """
+    held = {signal.SIGINT, signal.SIGTERM}
+    mask = getattr(signal, "pthread_sigmask", None)
+    before = mask(signal.SIG_BLOCK, held) if mask else None
+    try:
+        import safetensors.torch  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        if mask:
+            mask(signal.SIG_SETMASK, before)
