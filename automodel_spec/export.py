@@ -137,9 +137,9 @@ class ExportPlace:
         key: the hash of the sources' content and the export options (``export_key``).
         explicit: it is ``draft.export_dir`` (never overwritten unless it holds our export).
         cache_dir: the cache root (digest memos, locks).
-        manifest: the manifest of an intact export of this key already there: reuse it.
-        config: that export's ``config.json``.
-        problem: why what is there must be rebuilt (``None``: nothing there, or reusable).
+        found: what is there: the manifest of an intact export of this key (reuse it), or why what
+            is there must be rebuilt.
+        config: the reusable export's ``config.json``.
         notes: what taking the export's lock found (dead writers' leftovers removed, where the lock is).
     """
 
@@ -147,14 +147,13 @@ class ExportPlace:
     key: str
     explicit: bool
     cache_dir: Path
-    manifest: dict | None = None
+    found: _Found
     config: dict | None = None
-    problem: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
     def reusable(self) -> bool:
-        return self.manifest is not None
+        return self.found.manifest is not None
 
 
 @dataclass
@@ -197,8 +196,8 @@ def locate_export(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: 
 def _place(final: Path, key: str, explicit: bool, cache_dir: Path, notes: list[str] | None = None) -> ExportPlace:
     found = _inspect(final, key, cache_dir / "digests", explicit)
     config = read_json(final / "config.json") if found.manifest is not None else None
-    return ExportPlace(path=final, key=key, explicit=explicit, cache_dir=cache_dir, manifest=found.manifest,
-                       config=config, problem=found.problem, notes=list(notes or []))
+    return ExportPlace(path=final, key=key, explicit=explicit, cache_dir=cache_dir, found=found, config=config,
+                       notes=list(notes or []))
 
 
 @contextmanager
@@ -242,7 +241,7 @@ def plan_export(place: ExportPlace, resolved: ResolvedDraft, architecture: str, 
     """
     where = str(resolved.model_dir)
     if place.reusable:
-        return ExportPlan(place=place, source=where, config=place.config, manifest=place.manifest)
+        return ExportPlan(place=place, source=where, config=place.config, manifest=place.found.manifest)
     draft = plan_draft(resolved, architecture, sources, aux_layer_ids=aux_layer_ids, dtype=serving_dtype)
     manifest = {
         "key": place.key, "format": EXPORT_FORMAT, "architecture": architecture, "source": where,
@@ -275,12 +274,13 @@ def write_export(plan: ExportPlan, *, dry_run: bool = False) -> ExportResult:
     place, draft = plan.place, plan.draft
     if draft is None:
         return _result(place, reused=True)
-    rebuilt = f"{'would be rebuilt' if dry_run else 'rebuilt'}: {place.problem}"
-    notes = ([rebuilt] if place.problem else []) + draft.notes
+    problem = place.found.problem
+    rebuilt = f"{'would be rebuilt' if dry_run else 'rebuilt'}: {problem}"
+    notes = ([rebuilt] if problem else []) + draft.notes
     if dry_run:
         notes += _unwritable_notes(place.path, place.cache_dir, place.explicit)
     else:
-        _write_atomically(place.path, draft, plan.manifest, place.explicit, replace=place.problem is not None)
+        _write_atomically(place.path, draft, plan.manifest, place.explicit, replace=problem is not None)
     return ExportResult(path=place.path, token_map=place.path / TOKEN_MAP if draft.token_map is not None else None,
                         notes=notes + place.notes, min_sglang=draft.min_sglang, config=plan.config)
 
@@ -637,7 +637,7 @@ def _remove_dead_temp_dirs(parent: Path) -> list[str]:
 
 
 def _result(place: ExportPlace, reused: bool) -> ExportResult:
-    d, manifest = place.path, place.manifest
+    d, manifest = place.path, place.found.manifest
     return ExportResult(
         path=d, token_map=d / TOKEN_MAP if manifest.get("token_map") else None, reused=reused,
         notes=list(manifest.get("notes", [])) + place.notes, min_sglang=manifest.get("min_sglang", "0.5.9"),

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from automodel_spec.config import AlgorithmConfig, BenchConfig, DraftConfig, ServeConfig, SGLangConfig
@@ -87,19 +88,12 @@ def register_configs() -> None:
     cs.store(group="bench", name="bench_schema", node=BenchConfig)
 
 
-class SweepSummaryCallback:
-    """Hydra callback: at the end of a multirun, summarize the sweep directory."""
+class SweepSummaryCallback(Callback):
+    """Hydra callback: at the end of a multirun, summarize the sweep directory (Hydra's ``Callback``
+    does nothing at the other hooks)."""
 
     def __init__(self, plots: bool = True):
         self.plots = plots
-
-    # Hydra calls every hook; only the end of a multirun matters here.
-    def on_run_start(self, config, **kwargs) -> None: ...
-    def on_run_end(self, config, **kwargs) -> None: ...
-    def on_multirun_start(self, config, **kwargs) -> None: ...
-    def on_job_start(self, config, **kwargs) -> None: ...
-    def on_job_end(self, config, job_return, **kwargs) -> None: ...
-    def on_compose_config(self, config, config_name, overrides) -> None: ...
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -113,7 +107,7 @@ class SweepSummaryCallback:
                  sweep_dir / "best_override.txt", "".join(f", {p}" for p in summary["images"]))
 
 
-class JobCodesCallback:
+class JobCodesCallback(Callback):
     """Hydra callback (``conf/serve.yaml``): when a multirun starts, clear the exit codes an earlier
     one left in its sweep directory and note the directory (``job_codes.start_sweep``), so that the
     recipe's exit code counts this sweep's jobs, wherever the launcher ran them."""
@@ -121,16 +115,8 @@ class JobCodesCallback:
     def on_multirun_start(self, config, **kwargs) -> None:
         start_sweep(Path(str(config.hydra.sweep.dir)))
 
-    # Hydra calls every hook; only the start of a multirun matters here.
-    def on_run_start(self, config, **kwargs) -> None: ...
-    def on_run_end(self, config, **kwargs) -> None: ...
-    def on_multirun_end(self, config, **kwargs) -> None: ...
-    def on_job_start(self, config, **kwargs) -> None: ...
-    def on_job_end(self, config, job_return, **kwargs) -> None: ...
-    def on_compose_config(self, config, config_name, overrides) -> None: ...
 
-
-class RedactCallback:
+class RedactCallback(Callback):
     """Hydra callback: masks ``sglang.api_key`` in log lines and in the sweep's ``multirun.yaml``."""
 
     def on_run_start(self, config, **kwargs) -> None:
@@ -146,10 +132,6 @@ class RedactCallback:
 
     def on_multirun_end(self, config, **kwargs) -> None:
         self._mask_multirun_yaml(config, secrets_of(config))
-
-    def on_run_end(self, config, **kwargs) -> None: ...
-    def on_job_end(self, config, job_return, **kwargs) -> None: ...
-    def on_compose_config(self, config, config_name, overrides) -> None: ...
 
     @staticmethod
     def _mask_multirun_yaml(config, secrets: list[str]) -> None:

@@ -36,6 +36,45 @@ def tree(root: Path) -> dict[str, tuple]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_recipe(name: str, *overrides: str, output_dir: Path | None = None) -> int:
+    """``recipes/NAME.py OVERRIDES`` in this process: Hydra's compose API, then the recipe's job through
+    ``_cli.run_and_exit``; returns the exit code it would end with.
+
+    As in Hydra's own app examples: the config is composed as the CLI composes it, the job gets the same
+    typed ``ServeConfig``, and its messages and errors go to this process's stdout / stderr (``capsys``)
+    and ``logging`` (``caplog``). What needs a process (Hydra's launcher and output directories,
+    ``--help``, ``--cfg``, multiruns, signals) is tested with subprocesses. ``output_dir`` is the job's
+    directory (serve.py asks Hydra for it otherwise).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    module = load_recipe(name)
+    extra = [f"output_dir={output_dir}"] if output_dir is not None else []
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = OmegaConf.to_object(compose(config_name=name, overrides=[*overrides, *extra]))
+    try:
+        return sys.modules["_cli"].run_and_exit(getattr(module, name), cfg)
+    except SystemExit as exc:
+        return exc.code
+
+
+def load_recipe(name: str):
+    """``recipes/NAME.py`` as a module (``recipe_NAME``), imported once; ``_cli`` comes with it."""
+    if f"recipe_{name}" not in sys.modules:
+        import importlib.util
+
+        if str(REPO / "recipes") not in sys.path:
+            sys.path.insert(0, str(REPO / "recipes"))
+        spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[f"recipe_{name}"] = module
+    return sys.modules[f"recipe_{name}"]
+
+
 def _default_sigint() -> None:
     """Let the child see SIGINT even when pytest was started with it ignored (``cmd &`` in a script)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)

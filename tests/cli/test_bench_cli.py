@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import tree
+from helpers import run_recipe, tree
 
 from automodel_spec.process_state import process_running
 
@@ -224,15 +225,18 @@ def test_a_process_leaving_the_gpu_is_waited_for_not_recorded(tmp_path, cache):
     assert metrics(out)["other_gpu_processes"] == []
 
 
-def test_single_bench_run_of_an_invalid_setting_is_recorded_and_fails(tmp_path, cache):
+def test_single_bench_run_of_an_invalid_setting_is_recorded_and_fails(tmp_path, cache, monkeypatch, caplog):
+    """In this process (the recipe's job on the composed config): nothing here needs one of its own."""
+    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))
+    caplog.set_level(logging.INFO, logger="automodel_spec")
     out = tmp_path / "out"
-    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "spec.num_steps=3", "spec.topk=1", "spec.num_draft_tokens=2",
-                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache)
-    assert res.returncode == 1, output(res)
+    code = run_recipe("serve", "mode=bench", *WORKLOAD, "spec.num_steps=3", "spec.topk=1", "spec.num_draft_tokens=2",
+                      output_dir=out)
+    assert code == 1, caplog.text
     m = metrics(out)
     assert m["status"] == "invalid"
     assert "set spec.num_draft_tokens=4 (got 2" in m["reason"]
-    assert "skipped, invalid setting" in res.stdout
+    assert "[bench] out: skipped, invalid setting" in caplog.text
     assert not (out / "server.log").exists() and not (out / "baseline").exists()  # no server was started
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ServeProcess, is_fake_server, tree
+from helpers import ServeProcess, is_fake_server, load_recipe, run_recipe, tree
+from hydra.errors import HydraException
 
 from automodel_spec.process_state import process_running
 
@@ -121,6 +122,13 @@ def serve(tmp_path, built_cache):
         for pid in fake_pids(pidfile):
             if process_running(pid) and is_fake_server(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def in_process(tmp_path, monkeypatch):
+    """A recipe run in this process (``run_recipe``): its own cache, and ``_cli`` importable."""
+    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(tmp_path / "cache"))
+    load_recipe("serve")
 
 
 # --- print_only -----------------------------------------------------------------------------------
@@ -279,11 +287,18 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     ("spec.num_stepz=3", "num_stepz"),
     ("algorithm=EAGLE4", "EAGLE4"),
 ])
-def test_compose_errors_fail_before_the_job_runs(tmp_path, override, expected):
-    res = run_cli(SERVE, "print_only=true", override, cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+def test_compose_errors_fail_before_the_job_runs(tmp_path, monkeypatch, capsys, override, expected):
+    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(HydraException, match=re.escape(expected)):
+        run_recipe("serve", "print_only=true", override)
+    assert "[automodel-spec]" not in capsys.readouterr().out  # composition failed: the job never started
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_compose_error_of_the_real_cli_exits_nonzero_without_a_traceback(tmp_path):
+    res = run_cli(SERVE, "print_only=true", "sglang.tp_sizee=2", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
     assert res.returncode != 0
-    assert expected in res.stderr
-    assert "[automodel-spec]" not in res.stdout  # composition failed: the job never started
+    assert "tp_sizee" in res.stderr and "[automodel-spec]" not in res.stdout
     assert "Traceback" not in res.stderr
     assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
 
@@ -296,26 +311,27 @@ def test_compose_errors_fail_before_the_job_runs(tmp_path, override, expected):
      ["4 problem(s)", "spec.num_draft_tokens=4", "sglang.port=70000", "sglang.tp_size=0",
       "sglang.mem_fraction_static=1.5"]),
 ])
-def test_cross_field_errors_are_reported_together_with_exit_1(tmp_path, overrides, expected):
-    res = run_cli(SERVE, "print_only=true", *overrides, cwd=tmp_path / "cwd", cache=tmp_path / "cache")
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert res.stderr.count("error: invalid configuration") == 1, res.stderr  # one message
+def test_cross_field_errors_are_reported_together_with_exit_1(tmp_path, in_process, capsys, overrides, expected):
+    assert run_recipe("serve", "print_only=true", *overrides, output_dir=tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert err.count("error: invalid configuration") == 1, err  # one message
     for text in expected:
-        assert text in res.stderr, res.stderr
-    assert "Traceback" not in res.stderr
-    assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
+        assert text in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
 
-def test_nonexistent_local_draft_path_exits_1_naming_it(tmp_path):
+def test_nonexistent_local_draft_path_exits_1_naming_it(tmp_path, in_process, capsys):
     target = tmp_path / "target"
     target.mkdir()
     (target / "config.json").write_text("{}\n")
     missing = tmp_path / "no" / "such" / "run"
-    res = run_cli(SERVE, "draft=automodel", f"draft.path={missing}", f"target.path={target}",
-                  f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert f"draft.path={missing} does not exist" in res.stderr
-    assert "Traceback" not in res.stderr
+    code = run_recipe("serve", "draft=automodel", f"draft.path={missing}", f"target.path={target}",
+                      output_dir=tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"draft.path={missing} does not exist" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "cache").exists()
 
 
@@ -378,10 +394,9 @@ def test_export_print_only_of_an_existing_export_says_reused_and_touches_nothing
     assert tree(cache) == before and tree(tmp_path / "cwd") == {}
 
 
-def test_export_without_a_draft_to_export_exits_1(tmp_path):
-    res = run_cli(EXPORT, "print_only=true", "algorithm=none", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
-    assert res.returncode == 1
-    assert "algorithm=none has no draft to export" in res.stderr
+def test_export_without_a_draft_to_export_exits_1(in_process, capsys):
+    assert run_recipe("export", "print_only=true", "algorithm=none") == 1
+    assert "algorithm=none has no draft to export" in capsys.readouterr().err
 
 
 def test_readme_export_command_needs_no_target(tmp_path, automodel_pair):
@@ -403,45 +418,51 @@ def test_readme_export_command_needs_no_target(tmp_path, automodel_pair):
     assert res.stdout.strip().splitlines()[-1] == str(export)
 
 
-@pytest.mark.parametrize("script", [SERVE, EXPORT], ids=["serve", "export"])
-def test_the_demo_target_with_a_draft_of_your_own_exits_1_naming_target_path(tmp_path, automodel_pair, script):
-    res = run_cli(script, "print_only=true", "draft=automodel", f"draft.path={automodel_pair[1]}",
-                  "target.path=builtin:demo-target", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "set target.path=MODEL_DIR_OR_HUB_ID" in res.stderr and "set draft.path" not in res.stderr
-    assert "Traceback" not in res.stderr and not (tmp_path / "cache").exists()
+@pytest.mark.parametrize("recipe", ["serve", "export"])
+def test_the_demo_target_with_a_draft_of_your_own_exits_1_naming_target_path(tmp_path, in_process, capsys,
+                                                                             automodel_pair, recipe):
+    code = run_recipe(recipe, "print_only=true", "draft=automodel", f"draft.path={automodel_pair[1]}",
+                      "target.path=builtin:demo-target", output_dir=tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "set target.path=MODEL_DIR_OR_HUB_ID" in err and "set draft.path" not in err
+    assert "Traceback" not in err and not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("extra", [["print_only=true"], [], ["mode=bench"], ["mode=bench", "print_only=true"]],
                          ids=["print_only", "serve", "bench", "bench-print_only"])
-def test_serving_a_draft_of_your_own_without_a_target_exits_1_naming_target_path(tmp_path, automodel_pair, extra):
-    res = run_cli(SERVE, *extra, "draft=automodel", f"draft.path={automodel_pair[1]}",
-                  f"hydra.run.dir={tmp_path / 'out'}", f"sglang.python={FAKE}",
-                  cwd=tmp_path / "cwd", cache=tmp_path / "cache")
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert res.stderr.count("error: invalid configuration (1 problem(s))") == 1, res.stderr
-    assert "target.path is unset" in res.stderr and "set target.path=MODEL_DIR_OR_HUB_ID" in res.stderr
-    assert "Traceback" not in res.stderr
-    assert not (tmp_path / "cache").exists() and tree(tmp_path / "cwd") == {}
+def test_serving_a_draft_of_your_own_without_a_target_exits_1_naming_target_path(tmp_path, in_process, capsys,
+                                                                                automodel_pair, extra):
+    code = run_recipe("serve", *extra, "draft=automodel", f"draft.path={automodel_pair[1]}", f"sglang.python={FAKE}",
+                      output_dir=tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.count("error: invalid configuration (1 problem(s))") == 1, err
+    assert "target.path is unset" in err and "set target.path=MODEL_DIR_OR_HUB_ID" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
 
-def test_the_demo_draft_with_a_target_of_your_own_exits_1_naming_draft_path(tmp_path, automodel_pair):
-    res = run_cli(SERVE, "print_only=true", f"target.path={automodel_pair[0]}", cwd=tmp_path / "cwd",
-                  cache=tmp_path / "cache")
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "set draft.path=RUN_DIR" in res.stderr and "algorithm=none" in res.stderr
-    assert "set target.path" not in res.stderr
+def test_the_demo_draft_with_a_target_of_your_own_exits_1_naming_draft_path(tmp_path, in_process, capsys,
+                                                                            automodel_pair):
+    code = run_recipe("serve", "print_only=true", f"target.path={automodel_pair[0]}", output_dir=tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "set draft.path=RUN_DIR" in err and "algorithm=none" in err
+    assert "set target.path" not in err
 
 
 @pytest.mark.parametrize("algorithm", ["none", "NEXTN"])
-def test_a_target_of_your_own_without_a_draft_is_served_as_given(tmp_path, automodel_pair, algorithm):
+def test_a_target_of_your_own_without_a_draft_is_served_as_given(tmp_path, in_process, capsys, automodel_pair,
+                                                                 algorithm):
     # the demo draft stays selected (draft=demo is the default) but is not used: no demo target either
     target = automodel_pair[0]
-    res = run_cli(SERVE, "print_only=true", f"algorithm={algorithm}", f"target.path={target}",
-                  cwd=tmp_path / "cwd", cache=tmp_path / "cache")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert flag(command_argv(res.stdout), "--model-path") == str(target)
-    assert "demo" not in res.stdout and not (tmp_path / "cache").exists()
+    code = run_recipe("serve", "print_only=true", f"algorithm={algorithm}", f"target.path={target}",
+                      output_dir=tmp_path / "out")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert flag(command_argv(out), "--model-path") == str(target)
+    assert "demo" not in out and not (tmp_path / "cache").exists()
 
 
 # --- paths: '~' and non-ASCII characters ---------------------------------------------------------------
@@ -456,19 +477,22 @@ def home_pair(tmp_path, automodel_pair) -> Path:
     return home
 
 
-def test_quoted_tilde_and_non_ascii_paths_serve(tmp_path, home_pair):
+def test_quoted_tilde_and_non_ascii_paths_serve(tmp_path, in_process, capsys, monkeypatch, home_pair):
     home, cwd = home_pair, tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
     before = tree(home)
-    res = run_cli(SERVE, "print_only=true", "draft=automodel", 'draft.path="~/ckpt/ü run"',
-                  'target.path="~/models/tärget"', 'cache_dir="~/cache"', cwd=cwd, cache=tmp_path / "cache",
-                  env={"HOME": str(home)})
-    assert res.returncode == 0, res.stdout + res.stderr
-    argv = command_argv(res.stdout)
+    code = run_recipe("serve", "print_only=true", "draft=automodel", 'draft.path="~/ckpt/ü run"',
+                      'target.path="~/models/tärget"', 'cache_dir="~/cache"', output_dir=tmp_path / "out")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    argv = command_argv(out)
     assert flag(argv, "--model-path") == str(home / "models" / "tärget")  # expanded: SGLang gets no '~'
     export = flag(argv, "--speculative-draft-model-path")
     assert export.startswith(str(home / "cache" / "exports") + "/LlamaForCausalLMEagle3-"), export
-    assert f"hf files in {home / 'ckpt' / 'ü run'}/epoch_0_step_100" in res.stdout
-    assert "draft checked against the target's config.json" in res.stdout
+    assert f"hf files in {home / 'ckpt' / 'ü run'}/epoch_0_step_100" in out
+    assert "draft checked against the target's config.json" in out
     assert tree(home) == before and tree(cwd) == {}
 
 
@@ -493,6 +517,19 @@ def test_unquoted_tilde_or_non_ascii_exits_1_showing_the_quoted_form(tmp_path, s
     assert "spec.num_steps" not in res.stderr  # overrides Hydra reads are not mentioned
     assert "Traceback" not in res.stderr and res.stdout == ""
     assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(("args", "quoted"), [
+    (["draft.path=~user/ckpt", "-cn", "x~y"], ["""'draft.path="~user/ckpt"'"""]),
+    (["draft.path=/ckpt/é", "target.path='~/m'", "+sweep=grid"], ["""'draft.path="/ckpt/é"'"""]),
+    (["--config-dir", "~/conf", "cache_dir=~/c", "spec.topk=1"], ["""'cache_dir="~/c"'"""]),
+])
+def test_the_quoting_check_names_each_unquoted_override_and_nothing_else(in_process, capsys, args, quoted):
+    with pytest.raises(SystemExit) as exc:
+        sys.modules["_cli"].check_override_quoting(args)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert [line.split("->")[1].strip() for line in err.splitlines() if "->" in line] == quoted
 
 
 # --- serving with the fake server -----------------------------------------------------------------

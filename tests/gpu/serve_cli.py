@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from automodel_spec.process_state import process_running
+
 REPO = Path(__file__).resolve().parents[2]
 READY = re.compile(r"test generation: (\d+) tokens, accept length ([0-9.]+|n/a)|speculation: off")
 
@@ -14,8 +16,9 @@ READY = re.compile(r"test generation: (\d+) tokens, accept length ([0-9.]+|n/a)|
 def sglang_processes() -> list[str]:
     """Live SGLang server processes on this suite's GPUs (there must be none after a stop).
 
-    Zombies (state Z) are dead and hold neither GPU memory nor ports; they stay listed only where
-    PID 1 of a container does not reap orphans, so they are not counted. Where the suite runs with
+    Zombies are dead and hold neither GPU memory nor ports; they stay listed only where PID 1 of a
+    container does not reap orphans, so they are not counted (``process_running``: a zombie main
+    thread whose other threads still run is not dead yet). Where the suite runs with
     ``CUDA_VISIBLE_DEVICES`` set (several suites side by side on one host, each on its own GPUs),
     only the processes started with the same value count: the others belong to another suite.
     """
@@ -24,7 +27,7 @@ def sglang_processes() -> list[str]:
     live = []
     for line in out.splitlines()[1:]:
         parts = line.split(None, 2)
-        if len(parts) == 3 and not parts[1].startswith("Z") and (
+        if len(parts) == 3 and process_running(int(parts[0])) and (
                 ("sglang" in parts[2] and "launch_server" in parts[2]) or "sglang::" in parts[2]):
             if mine is None or _visible_devices(parts[0]) in (mine, None):
                 live.append(line)

@@ -1,37 +1,47 @@
-"""Every bad input a clear refusal: the real CLI on damaged drafts, configs, paths and caches.
+"""Every bad input a clear refusal: the recipes on damaged drafts, configs, paths and caches.
 
 Each case builds one bad input under its own directory (``src/``), runs ``recipes/export.py`` or
-``recipes/serve.py`` as a user does (a subprocess, ``print_only=true`` wherever the case allows) with
-``AUTOMODEL_SPEC_CACHE``, ``HOME`` and ``TMPDIR`` pointing into that directory, and checks:
+``recipes/serve.py`` on it (``print_only=true`` wherever the case allows) with ``AUTOMODEL_SPEC_CACHE``,
+``HOME``, ``TMPDIR`` and the working directory pointing into that directory, and checks:
 
 - the exit code (1: bad input or refusal, 2: a missing optional dependency, 0: a warning only);
 - a message naming the problem (one regex per case), and no Python traceback;
 - nothing changed under the case's directory (the source checkpoint included, by sha256) except the
   cache and the Hydra output directory, and with ``print_only`` nothing at all.
 
-The runs are independent processes, so they are started together (one per CPU core) as soon as the
-module's first test asks for a result; each test then checks its own case. Drafts are built once
-per module and copied.
+A case runs in this process (``helpers.run_recipe``: Hydra's compose API, then the recipe's job through
+``_cli.run_and_exit``, the code that turns every error into a message and an exit code) unless it
+needs Hydra's launcher (a multirun: ``process=True``), which runs as a user runs it, a subprocess.
+The real CLI's own handling (compose errors, ``--help``, output directories, signals) is tested in
+``tests/cli``. Subprocess cases start together on a pool as soon as the module's first test asks for
+a result. Drafts are built once per module and copied.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
+import io
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_recipe
+from hydra.errors import HydraException
 
 from automodel_spec.synthetic import (
     LlamaShape,
@@ -161,6 +171,7 @@ class Case:
         absent: regex the output must not match (wrong advice).
         skip: returns a reason to skip, or ``None``.
         writes: directories under ``cwd/`` the run may write besides the Hydra output directory.
+        process: run as a subprocess (it needs Hydra's launcher: a multirun).
     """
 
     name: str
@@ -172,6 +183,7 @@ class Case:
     absent: str | None = None
     skip: Callable[[], str | None] | None = None
     writes: tuple[str, ...] = ()
+    process: bool = False
 
 
 def _config_case(name: str, change: Callable[[dict], object], message: str) -> Case:
@@ -587,7 +599,7 @@ CASES = [
     Case("bench_without_sglang", _bench, r"sglang is required", code=2, script="serve", print_only=False,
          skip=_sglang_installed),
     Case("sweep_every_point_without_sglang", _sweep, r"sglang is required", code=2, script="serve",
-         print_only=False, skip=_sglang_installed, writes=("sweeps",)),
+         print_only=False, skip=_sglang_installed, writes=("sweeps",), process=True),
 ]
 
 
@@ -621,25 +633,61 @@ class Outcome:
     seconds: float
 
 
+# read once, at import: subprocess cases run in threads while an in-process case changes os.environ
+BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOMODEL_SPEC_", "HYDRA_", "FAKE_SGLANG_"))}
+
+
 def run_case(case: Case, root: Path, base: Path) -> Outcome:
     ws = Workspace(root, base)
     for d in (ws.src, ws.cwd, root / "home", root / "tmp"):
         d.mkdir(parents=True)
-    args = case.build(ws)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOMODEL_SPEC_", "HYDRA_", "FAKE_SGLANG_"))}
-    env.update(AUTOMODEL_SPEC_CACHE=str(ws.cache), HOME=str(root / "home"), TMPDIR=str(root / "tmp"),
-               MPLCONFIGDIR=str(base / "matplotlib"), PYTHONUNBUFFERED="1")  # matplotlib's font cache: not ours
-    env.update(ws.env)
+    args = [*(["print_only=true"] if case.print_only else []), *case.build(ws)]
+    env = {**BASE_ENV, "AUTOMODEL_SPEC_CACHE": str(ws.cache), "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"),
+           "MPLCONFIGDIR": str(base / "matplotlib"), "PYTHONUNBUFFERED": "1", **ws.env}  # matplotlib's font cache
     before = snapshot(root)
     t0 = time.monotonic()
-    argv = [sys.executable, str(SCRIPTS[case.script]), *(["print_only=true"] if case.print_only else []), *args]
-    res = subprocess.run(argv, cwd=ws.cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                         timeout=CLI_TIMEOUT_S)
+    if case.process:
+        res = subprocess.run([sys.executable, str(SCRIPTS[case.script]), *args], cwd=ws.cwd, env=env,
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        code, output = res.returncode, res.stdout + res.stderr
+    else:
+        code, output = _in_process(case.script, args, env, ws.cwd)
     after = snapshot(root)
     allowed = () if case.print_only else ("cache", "cwd/outputs", "cwd/multirun", *(f"cwd/{w}" for w in case.writes))
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p)
                      and not any(p == a or p.startswith(a + "/") for a in allowed))
-    return Outcome(res.returncode, res.stdout + res.stderr, changed, time.monotonic() - t0)
+    return Outcome(code, output, changed, time.monotonic() - t0)
+
+
+def _in_process(script: str, args: list[str], env: dict, cwd: Path) -> tuple[int, str]:
+    """The recipe's job on the composed config, in this process with ``env`` and ``cwd``; its exit code
+    and everything it printed or logged. A composition error ends like Hydra's CLI ends it: exit 1."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)  # the library's messages, as the console shows them
+    library = logging.getLogger("automodel_spec")
+    saved = (dict(os.environ), os.getcwd(), tempfile.tempdir, library.level)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    tempfile.tempdir = None  # taken from $TMPDIR again
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    # serve.py asks Hydra for its output directory; here it is where Hydra would have put it
+    output_dir = None if any(a.startswith("output_dir=") for a in args) else cwd / "outputs" / "run"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = run_recipe(script, *args, output_dir=output_dir)
+    except HydraException as exc:
+        code = 1
+        out.write(f"{exc}\n")
+    finally:
+        library.removeHandler(handler)
+        os.environ.clear()
+        os.environ.update(saved[0])
+        os.chdir(saved[1])
+        tempfile.tempdir = saved[2]
+        library.setLevel(saved[3])
+    return code, out.getvalue()
 
 
 def _skip_reason(case: Case) -> str | None:
@@ -647,23 +695,28 @@ def _skip_reason(case: Case) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def outcomes(request, tmp_path_factory, base) -> dict[str, Future]:
-    """Every selected case, started at once on a pool as wide as the machine."""
+def outcomes(request, tmp_path_factory, base) -> dict[str, Callable[[], Outcome]]:
+    """Each selected case's outcome, on demand: subprocess cases started at once on a pool as wide as the
+    machine, in-process ones run when their test asks (in this thread: they change the cwd and env)."""
     selected = [item.callspec.params["case"] for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params]
     root = tmp_path_factory.mktemp("cases")
     pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
-    futures = {c.name: pool.submit(run_case, c, root / c.name, base) for c in selected if not _skip_reason(c)}
-    yield futures
+    runs: dict[str, Callable[[], Outcome]] = {}
+    for c in selected:
+        if not _skip_reason(c):
+            runs[c.name] = (pool.submit(run_case, c, root / c.name, base).result if c.process
+                            else functools.partial(run_case, c, root / c.name, base))
+    yield runs
     pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES])
-def test_bad_input_is_refused_clearly(case: Case, outcomes: dict[str, Future]) -> None:
+def test_bad_input_is_refused_clearly(case: Case, outcomes: dict[str, Callable[[], Outcome]]) -> None:
     reason = _skip_reason(case)
     if reason:
         pytest.skip(reason)
-    out = outcomes[case.name].result()
+    out = outcomes[case.name]()
     print(f"[bad-input] {case.name}: exit {out.code} in {out.seconds:.1f}s"
           + (" (traceback)" if "Traceback" in out.output else ""))
     assert out.code == case.code, f"exit {out.code}, expected {case.code}:\n{out.output}"
