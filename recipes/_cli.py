@@ -11,6 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from _hold_signals import release_signals
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
@@ -177,6 +178,7 @@ def main_entry(main) -> None:
     check_override_quoting()
     check_plugins()
     try:
+        release_signals()  # held since the recipe's first import; one that came meanwhile is handled here
         main()
     except KeyboardInterrupt as exc:  # only a multirun lets it out of run_and_exit
         sys.exit(143 if isinstance(exc, Terminated) else 130)

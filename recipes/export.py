@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 
+import _hold_signals  # noqa: F401  (first: signals wait until the recipe handles them)
 import hydra
 from _cli import main_entry, preload_native_modules, raise_terminated, run_and_exit
 from omegaconf import DictConfig, OmegaConf

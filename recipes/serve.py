@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+import _hold_signals  # noqa: F401  (first: signals wait until the recipe handles them)
 import hydra
 from _cli import in_multirun, main_entry, preload_native_modules, raise_terminated, run_and_exit
 from hydra.core.hydra_config import HydraConfig

@@ -139,7 +139,8 @@ def test_signals_at_random_moments_leave_only_complete_exports(big_runs, tmp_pat
         _drop_exports(lane / "cache" / "exports")
     full_s = time.monotonic() - t0
 
-    plans = [[(SIGNALS[(n + LANES * i) % len(SIGNALS)], random.Random(seed * 100 + n).uniform(0.0, full_s))
+    rngs = [random.Random(seed * 100 + n) for n in range(LANES)]  # one per lane: each round its own delay
+    plans = [[(SIGNALS[(n + LANES * i) % len(SIGNALS)], rngs[n].uniform(0.0, full_s))
               for i in range(ROUNDS // LANES)] for n in range(LANES)]
     t1 = time.monotonic()
     results = _in_lanes(lambda lane: _lane_rounds(run, lane, plans[lanes.index(lane)], ctx), lanes)

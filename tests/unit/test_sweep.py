@@ -316,8 +316,9 @@ def test_hydra_callback_summarizes_at_the_end_of_a_multirun(tree, caplog):
     caplog.set_level(logging.INFO, logger="automodel_spec")
     cb = SweepSummaryCallback(plots=False)
     cfg = OmegaConf.create({"print_only": False, "hydra": {"sweep": {"dir": str(tree)}}})
-    for hook in (cb.on_run_start, cb.on_run_end, cb.on_multirun_start, cb.on_job_start):
+    for hook in (cb.on_run_start, cb.on_run_end, cb.on_multirun_start):
         hook(cfg)
+    cb.on_job_start(cfg, task_function=None)  # as Hydra calls them
     cb.on_job_end(cfg, job_return=None)
     assert not (tree / "summary.md").exists()  # only the end of the multirun summarizes
     cb.on_multirun_end(cfg)
