@@ -7,46 +7,74 @@ import re
 import subprocess
 from pathlib import Path
 
-from automodel_spec.process_state import process_running
+from automodel_spec.process_state import process_running, process_start
 
 REPO = Path(__file__).resolve().parents[2]
 READY = re.compile(r"test generation: (\d+) tokens, accept length ([0-9.]+|n/a)|speculation: off")
 
 
 def sglang_processes() -> list[str]:
-    """Live SGLang server processes on this suite's GPUs (there must be none after a stop).
+    """Live SGLang server processes that count against this suite (there must be none after a stop).
 
-    Zombies are dead and hold neither GPU memory nor ports; they stay listed only where PID 1 of a
-    container does not reap orphans, so they are not counted (``process_running``: a zombie main
-    thread whose other threads still run is not dead yet). Where the suite runs with
-    ``CUDA_VISIBLE_DEVICES`` set (several suites side by side on one host, each on its own GPUs),
-    only the processes started with the same value count: the others belong to another suite.
+    One suite on the host (``CUDA_VISIBLE_DEVICES`` unset): every SGLang process on it. Several
+    suites side by side, each pinned to its GPUs: only the SGLang processes this suite started, that
+    is every one seen so far below this pytest process (``track_own_sglang``); a leaked one stays
+    counted after it is re-parented, by its pid and start time. The environment of a process is no
+    guide: SGLang's schedulers set their process title, which overwrites what ``/proc/PID/environ``
+    shows. Zombies are dead and hold neither GPU memory nor ports; they stay listed only where PID 1
+    of a container does not reap orphans, so they are not counted (``process_running``: a zombie
+    main thread whose other threads still run is not dead yet).
     """
-    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    mine = os.environ.get("CUDA_VISIBLE_DEVICES")
+    track_own_sglang()
+    scoped = os.environ.get("CUDA_VISIBLE_DEVICES") is not None
     live = []
+    for pid, line in _sglang_table().items():
+        if process_running(pid) and (not scoped or (pid, process_start(pid)) in _OWN_SGLANG):
+            live.append(line)
+    return live
+
+
+def track_own_sglang() -> None:
+    """Remember the SGLang processes now below this process (a fixture calls it while tests run)."""
+    table = _sglang_table()
+    for pid in _descendants(os.getpid()):
+        if pid in table:
+            _OWN_SGLANG.add((pid, process_start(pid)))
+
+
+_OWN_SGLANG: set[tuple[int, int | None]] = set()
+
+
+def _sglang_table() -> dict[int, str]:
+    """pid -> ``ps`` line of every SGLang server process on the host (main process and workers)."""
+    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    table = {}
     for line in out.splitlines()[1:]:
         parts = line.split(None, 2)
-        if len(parts) == 3 and process_running(int(parts[0])) and (
-                ("sglang" in parts[2] and "launch_server" in parts[2]) or "sglang::" in parts[2]):
-            if mine is None or _visible_devices(parts[0]) in (mine, None):
-                live.append(line)
-    return live
+        if len(parts) == 3 and (("sglang" in parts[2] and "launch_server" in parts[2]) or "sglang::" in parts[2]):
+            table[int(parts[0])] = line
+    return table
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def gpu_query_scope() -> list[str]:
     """``nvidia-smi`` arguments that limit a query to this suite's GPUs (all GPUs where unset)."""
     mine = os.environ.get("CUDA_VISIBLE_DEVICES")
     return ["-i", mine] if mine else []
-
-
-def _visible_devices(pid: str) -> str | None:
-    """The ``CUDA_VISIBLE_DEVICES`` a process was started with (``None``: unset or unreadable)."""
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    for item in env:
-        if item.startswith(b"CUDA_VISIBLE_DEVICES="):
-            return item.split(b"=", 1)[1].decode()
-    return None
