@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 
 @contextmanager
@@ -21,8 +21,28 @@ def file_lock(lock_path: Path) -> Iterator[None]:
     Raises:
         OSError: the lock file cannot be created (read-only directory, a file in the way).
     """
+    with _lock(lock_path, timeout=-1):
+        yield
+
+
+@contextmanager
+def file_lock_if_free(lock_path: Path) -> Iterator[bool]:
+    """Take the lock on ``lock_path`` only if nobody holds it: the block gets ``True`` when it holds
+    the lock, ``False`` when another holder has it (nothing is held then)."""
+    lock = _lock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def _lock(lock_path: Path, timeout: float) -> FileLock:
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     # thread_local=False: one lock object per call, so threads of one process serialize too
-    with FileLock(str(lock_path), thread_local=False):
-        yield
+    return FileLock(str(lock_path), timeout=timeout, thread_local=False)

@@ -4,7 +4,9 @@ The job is self-contained (its own port and output directory), so any Hydra laun
 many of them. It is resumable: a point whose ``metrics.json`` is complete for the same settings is
 skipped. An invalid setting is recorded as such and skipped; a crash is recorded as failed and
 the sweep goes on. The no-speculation baseline is measured once per sweep (same target,
-workload and server settings) and shared by every point through a locked file.
+workload and server settings) and shared by every point through a locked file: the first job to
+take the lock measures it; jobs running beside it go on with their own point rather than wait, and
+the sweep summary joins their speedups once the baseline is there (``sweep.rows``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from automodel_spec.bench.result import (
 from automodel_spec.bench.workload import load_prompts, select_prompts
 from automodel_spec.config import SpecConfig, point_errors, resolve_spec
 from automodel_spec.errors import ConfigError, ServerError, SpecError
-from automodel_spec.file_lock import file_lock
+from automodel_spec.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
 
@@ -134,13 +136,16 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
                          draft=run.draft.path if run.draft else None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     t0 = time.monotonic()
     try:
-        baseline = None
+        baseline, base_path = None, None
         if cfg.bench.baseline and cfg.algorithm.name is not None:
             base_dir = (shared_dir or out_dir).resolve() / "baseline"
-            baseline = measure_baseline(cfg, run, base_dir)
-            result.baseline_dir = str(base_dir / baseline.key) if baseline.key else None
+            base_path = base_dir / baseline_key(cfg, run) / METRICS
+            result.baseline_dir = str(base_path.parent)
+            baseline = measure_baseline(cfg, run, base_dir, wait=False)
             t0 = time.monotonic()  # the shared baseline's time is its own (baseline/<key>/metrics.json)
         _measure(cfg, run, out_dir, result, log_name="server.log")
+        if baseline is None and base_path is not None:  # measured by another job meanwhile?
+            baseline = read_complete(base_path, baseline_key(cfg, run))
         add_speedups(result.levels, baseline.levels if baseline else None)
         result.status = "ok"
         failed = sum(m.failed_requests for m in result.levels.values())
@@ -156,11 +161,21 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
     return result
 
 
-def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path) -> PointResult:
-    """The no-speculation measurement for this target/workload/server, measured once and shared."""
+def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bool = True) -> PointResult | None:
+    """The no-speculation measurement for this target/workload/server, measured once and shared.
+
+    Args:
+        wait: when another job is measuring it, wait for its result; with ``False`` return ``None``
+            at once instead (a parallel sweep's point does not idle for a server it does not need).
+    """
     key = baseline_key(cfg, run)
     path = base_dir / key / METRICS
-    with file_lock(base_dir / f"{key}.lock"):
+    lock = file_lock(base_dir / f"{key}.lock") if wait else file_lock_if_free(base_dir / f"{key}.lock")
+    with lock as held:
+        if held is False:
+            log.info("[bench] the no-speculation baseline is being measured by another job; this point "
+                     "goes on without waiting (its speedup is joined in the sweep summary)")
+            return read_complete(path, key)
         done = read_complete(path, key)
         if done is not None:
             return done

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from automodel_spec.bench.metrics import add_speedups
 from automodel_spec.bench.result import (
     LevelResult,
     PointResult,
@@ -53,8 +54,31 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
         except ResultSchemaError as exc:
             rows.append({**dict.fromkeys(COLUMNS), "point": name, "status": "unreadable", "reason": str(exc)})
             continue
+        join_baseline(sweep_dir, result)
         rows.extend(point_rows(name, result))
     return rows
+
+
+def join_baseline(sweep_dir: Path, result: PointResult) -> None:
+    """Fill in the speedups of a point that finished before the shared baseline did (a parallel
+    sweep's points do not wait for it), from the baseline's ``metrics.json`` if it is there now.
+
+    The baseline is looked up where the job recorded it, else by its key under this sweep's
+    ``baseline/`` (a sweep directory copied elsewhere).
+    """
+    if result.status != "ok" or not result.baseline_dir:
+        return
+    if all(lv.baseline_tok_per_s is not None for lv in result.levels.values()):
+        return
+    recorded = Path(result.baseline_dir)
+    for path in (recorded / "metrics.json", Path(sweep_dir) / "baseline" / recorded.name / "metrics.json"):
+        try:
+            baseline = read_point(path)
+        except (ResultSchemaError, OSError):
+            continue
+        if baseline.status == "ok":
+            add_speedups(result.levels, baseline.levels)
+            return
 
 
 def setting_of(row: dict) -> tuple[int | None, int | None, int | None]:

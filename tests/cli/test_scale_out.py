@@ -69,8 +69,8 @@ def servers(record: Path) -> list[dict]:
     lives: dict[int, dict] = {}
     for line in record.read_text().splitlines():
         e = json.loads(line)
-        life = lives.setdefault(e["pid"], {"pid": e["pid"], "port": e["port"], "gpus": set(
-            (e["cuda_visible_devices"] or "").split(","))})
+        life = lives.setdefault(e["pid"], {"pid": e["pid"], "port": e["port"], "algorithm": e.get("algorithm"),
+                                           "gpus": set((e["cuda_visible_devices"] or "").split(","))})
         life[e["event"]] = e["time"]
     return list(lives.values())
 
@@ -105,6 +105,28 @@ def test_two_concurrent_jobs_never_share_a_gpu_or_a_port(tmp_path, cache):
     assert all(m["other_gpu_processes"] == [] for m in points)
     assert "waiting up to" not in res.stdout
     assert res.stdout.count("measuring the no-speculation baseline") == 1
+
+
+@needs_joblib
+def test_points_do_not_wait_for_the_shared_baseline(tmp_path, cache):
+    # a point started beside the baseline's measurement goes on with its own server on the other GPU,
+    # and the summary joins its speedups once the baseline is there
+    env = two_gpus(tmp_path, FAKE_SGLANG_BOOT_S="1", FAKE_SGLANG_STEP_MS="3")
+    res = run_cli(SERVE, "-m", "+sweep=grid", "+launcher=parallel", *WORKLOAD, "bench.concurrency=[1]",
+                  "bench.name=nowait", "spec.num_steps=1,2,3", "spec.topk=1", cwd=tmp_path / "cwd", cache=cache,
+                  env=env, timeout=150)
+    assert res.returncode == 0, output(res)
+    lives = servers(tmp_path / "servers.jsonl")
+    baseline = [s for s in lives if s["algorithm"] is None]
+    assert len(baseline) == 1 and len(lives) == 4, lives
+    beside = [s for s in lives if s["algorithm"] and overlapping(s, baseline[0])]
+    assert beside, f"every point waited for the baseline's server: {lives}"
+    assert "goes on without waiting" in res.stdout
+    root = tmp_path / "cwd" / "sweeps" / "nowait"
+    with open(root / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 and all(r["status"] == "ok" and float(r["speedup"]) > 0 for r in rows), rows
+    assert all(float(r["baseline_tok_per_s"]) > 0 for r in rows)
 
 
 def _summary_rows(root: Path) -> list[tuple]:

@@ -26,8 +26,9 @@ FAKE_SGLANG_CHILDREN_DIE_WITH_PARENT is set: then, as SGLang's scheduler and det
 FAKE_SGLANG_BIND_FAIL_ONCE, when set, is a file: if it does not exist yet, the server creates it and
 exits as SGLang does when its port is taken (the next server started binds normally).
 FAKE_SGLANG_RECORD, when set, is a file the server appends one JSON line to when it starts (before
-it binds its port) and one when it stops: pid, port, CUDA_VISIBLE_DEVICES and the time (so a test
-can prove that two servers never shared a GPU or a port at the same time).
+it binds its port) and one when it stops: pid, port, CUDA_VISIBLE_DEVICES, the speculative algorithm
+(null without speculation) and the time (so a test can prove that two servers never shared a GPU or a
+port at the same time).
 """
 
 import json
@@ -155,7 +156,7 @@ def record(event):
     path = os.environ.get("FAKE_SGLANG_RECORD")
     if path:  # one short append per line: lines of concurrent servers do not interleave
         line = json.dumps({"event": event, "pid": os.getpid(), "port": PORT, "time": time.time(),
-                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
+                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "algorithm": SPEC})
         with open(path, "a") as fh:
             fh.write(line + "\n")
 

@@ -353,3 +353,21 @@ def test_summaries_mask_a_literal_api_key(tmp_path, capsys, caplog):
     assert "api_key=***" in (root / "summary.csv").read_text()
     assert OmegaConf.load(root / "multirun.yaml").sglang.api_key == "***"  # still valid YAML
     assert "[sweep] summary:" in caplog.text and key not in caplog.text and key not in capsys.readouterr().out
+
+
+def test_a_point_that_finished_before_the_shared_baseline_gets_its_speedup_in_the_summary(tmp_path):
+    root = tmp_path / "sweeps" / "s"
+    # the job ran on another GPU while the baseline was measured: no speedup in its own metrics.json;
+    # the sweep directory has since moved, so the recorded baseline path is stale
+    write_point(root, "spec.num_steps=3,spec.topk=1", levels=[level(150.0, None)],
+                baseline_dir=str(tmp_path / "elsewhere" / "baseline" / "b1"))
+    write_point(root, "spec.num_steps=5,spec.topk=1", steps=5, levels=[level(90.0, None)])  # no baseline wanted
+    rows = {r["point"]: r for r in collect_rows(root)}
+    assert rows["spec.num_steps=3,spec.topk=1"]["speedup"] is None  # the baseline is not there yet
+    base = write_point(root / "baseline", "b1", levels=[level(100.0, None)])
+    assert base.name == "b1"
+    rows = {r["point"]: r for r in collect_rows(root)}
+    assert rows["spec.num_steps=3,spec.topk=1"]["baseline_tok_per_s"] == 100.0
+    assert rows["spec.num_steps=3,spec.topk=1"]["speedup"] == pytest.approx(1.5)
+    assert rows["spec.num_steps=5,spec.topk=1"]["speedup"] is None
+    assert len(rows) == 2  # the baseline is not a point
