@@ -18,7 +18,7 @@ def process_running(pid: int) -> bool:
 
 def group_running(pgid: int) -> bool:
     """Any process of the process group ``pgid`` still runs (zombies awaiting a reaper do not count)."""
-    return _running(os.killpg, pgid, lambda: _group_members(pgid))
+    return _running(os.killpg, pgid, lambda: group_members(pgid))
 
 
 def _running(send_signal, ident: int, members) -> bool:
@@ -33,7 +33,10 @@ def _running(send_signal, ident: int, members) -> bool:
     return any(has_live_thread(pid) for pid in members())
 
 
-def _group_members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
+    """The pids of the process group ``pgid`` (zombies included; empty without ``/proc``)."""
+    if not os.path.isdir("/proc"):
+        return []
     members = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():

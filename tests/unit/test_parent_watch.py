@@ -22,7 +22,7 @@ def test_guarded_argv_runs_the_command_through_the_wrapper():
     assert guarded_argv(["srv"])[3] == str(os.getpid())
 
 
-def test_the_command_replaces_the_wrapper_and_keeps_its_exit_code():
+def test_the_wrapper_ends_with_the_commands_exit_code():
     res = subprocess.run(guarded_argv([sys.executable, "-c", "import os, sys; print(os.getpid()); sys.exit(7)"]),
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 7
@@ -60,3 +60,62 @@ def test_the_command_gets_sigterm_when_its_launcher_is_sigkilled(tmp_path):
         proc.kill()
         if pidfile.is_file() and pidfile.read_text() and process_running(int(pidfile.read_text())):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def _wait_file(path, timeout=20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and path.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+def test_a_server_killed_by_a_signal_reads_the_same_to_its_launcher():
+    proc = subprocess.run(guarded_argv([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]),
+                          start_new_session=True, timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigterm_to_the_wrapper_reaches_the_server(tmp_path):
+    ready = tmp_path / "ready"
+    server = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(43))\n"
+              f"open({str(ready)!r}, 'w').write('up')\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen(guarded_argv([sys.executable, "-c", server]), start_new_session=True)
+    try:
+        assert _wait_file(ready) == "up"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 43  # the server's own handler ran
+    finally:
+        proc.kill()
+
+
+def test_what_the_server_leaves_behind_in_its_group_is_stopped_when_it_exits(tmp_path):
+    # a worker that ignores SIGTERM and outlives the server that started it (as an SGLang
+    # detokenizer once outlived a SIGTERM'd sweep): the wrapper kills it after its grace time
+    pidfile = tmp_path / "worker.pid"
+    worker = ("import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
+    server = ("import os, subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, '-c', {worker!r}])\n"
+              f"while not (os.path.exists({str(pidfile)!r}) and open({str(pidfile)!r}).read()):\n"
+              "    time.sleep(0.05)\n"
+              "sys.exit(3)\n")
+    t0 = time.monotonic()
+    res = subprocess.run(guarded_argv([sys.executable, "-c", server]), start_new_session=True, timeout=60,
+                         capture_output=True, text=True)
+    worker_pid = int(_wait_file(pidfile))
+    try:
+        assert res.returncode == 3
+        assert not process_running(worker_pid), "the server's worker outlived it"
+        assert "left 1 process(es) behind" in res.stderr
+        assert 4 < time.monotonic() - t0 < 30  # SIGTERM was ignored: SIGKILL after the grace time
+    finally:
+        if process_running(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+def test_a_wrapper_that_does_not_lead_its_group_sweeps_nothing(tmp_path):
+    # run in the test's own process group: sweeping it would kill pytest
+    res = subprocess.run(guarded_argv([sys.executable, "-c", "print('ok')"]), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and res.stdout.strip() == "ok" and "behind" not in res.stderr
