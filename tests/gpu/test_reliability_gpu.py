@@ -7,7 +7,9 @@ figures go to ``$OUT/reliability_gpu.json`` and docs/reliability.md.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -65,11 +67,11 @@ def _load(port: int, n: int, concurrency: int) -> tuple[int, float]:
     return n - ok, time.monotonic() - t0
 
 
-def _wait_gone(port: int, limit: float) -> float:
+def _wait_gone(port: int | None, limit: float) -> float:
     """Seconds until no SGLang process is left, the port is free and the GPU holds no process."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
-        if not sglang_processes() and _port_free(port) and _gpu_used_mib() == 0:
+        if not sglang_processes() and (port is None or _port_free(port)) and _gpu_used_mib() == 0:
             return time.monotonic() - t0
         time.sleep(0.25)
     return float("inf")
@@ -117,3 +119,27 @@ def test_sigkill_during_boot():
     _FIGURES["sigkill_during_boot"] = {"gone_s": round(gone, 1), "left": sglang_processes(),
                                        "gpu_mib": _gpu_used_mib()}
     assert gone <= STOP_TIMEOUT_S, _FIGURES["sigkill_during_boot"]
+
+
+def test_sigterm_stops_a_parallel_sweep_and_every_server():
+    # on the GPU machine an SGLang detokenizer once outlived a parallel sweep stopped by SIGTERM (as
+    # `timeout` or SLURM's scancel stop one): SIGTERM while a point is measured, then nothing left
+    if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+        pytest.skip("hydra-joblib-launcher is not installed (scripts/gpu_sweep_scale.sh installs it from .whl/)")
+    work = OUT / "sweep_sigterm"
+    work.mkdir(parents=True, exist_ok=True)
+    sp = ServeProcess(["-m", "+sweep=grid", "+launcher=parallel", "bench.name=sigterm", f"hydra.sweep.dir={work}/sweep",
+                       "bench.baseline=false", "bench.concurrency=[1]", "bench.num_prompts=64",
+                       "bench.max_new_tokens=256", "spec.num_steps=1,3", "spec.topk=1", *NO_GRAPHS, *COMMON],
+                      cwd=work, log_path=work / "console.log")
+    try:
+        sp.wait_for(r"spec T=0 c=1", timeout=420)  # a point's server is up and measuring
+        assert sglang_processes()
+        sp.proc.send_signal(signal.SIGTERM)
+        sp.finish(timeout=STOP_TIMEOUT_S + 30)
+        gone = _wait_gone(None, STOP_TIMEOUT_S + 30)
+    finally:
+        sp.kill()
+    _FIGURES["sigterm_parallel_sweep"] = {"rc": sp.proc.returncode, "gone_s": round(gone, 1),
+                                          "left": sglang_processes(), "gpu_mib": _gpu_used_mib()}
+    assert gone <= STOP_TIMEOUT_S, _FIGURES["sigterm_parallel_sweep"]
