@@ -11,6 +11,11 @@ if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
   # the bundle ships no bytecode: compile it once here rather than in every server start
   python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1 || true
 fi
+# Hydra's joblib launcher for the parallel-sweep case, from wheels in .whl/ when the machine lacks it
+if compgen -G ".whl/hydra_joblib_launcher-*.whl" >/dev/null && ! python3 -c "import hydra_plugins.hydra_joblib_launcher" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/joblib-site .whl/joblib-*.whl .whl/hydra_joblib_launcher-*.whl
+  export PYTHONPATH=/tmp/joblib-site:${PYTHONPATH:-}
+fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}   # the project, without an install (the GPU machine is offline)
 export PYTHONUNBUFFERED=1
 python3 - <<'PY'
