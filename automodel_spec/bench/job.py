@@ -136,16 +136,16 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
                          draft=run.draft.path if run.draft else None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     t0 = time.monotonic()
     try:
-        baseline, base_path = None, None
-        if cfg.bench.baseline and cfg.algorithm.name is not None:
+        baseline, wants_baseline = None, cfg.bench.baseline and cfg.algorithm.name is not None
+        if wants_baseline:
             base_dir = (shared_dir or out_dir).resolve() / "baseline"
-            base_path = base_dir / baseline_key(cfg, run) / METRICS
-            result.baseline_dir = str(base_path.parent)
+            base_key = baseline_key(cfg, run)
+            result.baseline_dir = str(base_dir / base_key)
             baseline = measure_baseline(cfg, run, base_dir, wait=False)
             t0 = time.monotonic()  # the shared baseline's time is its own (baseline/<key>/metrics.json)
         _measure(cfg, run, out_dir, result, log_name="server.log")
-        if baseline is None and base_path is not None:  # measured by another job meanwhile?
-            baseline = read_complete(base_path, baseline_key(cfg, run))
+        if wants_baseline and baseline is None:  # measured by another job meanwhile?
+            baseline = read_complete(base_dir / base_key / METRICS, base_key)
         add_speedups(result.levels, baseline.levels if baseline else None)
         result.status = "ok"
         failed = sum(m.failed_requests for m in result.levels.values())
