@@ -63,13 +63,7 @@ class CategoryResult:
 
 @dataclass
 class LevelResult:
-    """One level (temperature x concurrency) of one point.
-
-    ``accept_length`` is completion tokens per verify step over the level's requests;
-    ``accept_histogram[k]`` is the number of verify rounds that accepted ``k`` drafted tokens (the
-    bonus token not counted), summed over the ``histogram_requests`` requests that reported one
-    (SGLang's ``spec_correct_drafts_histogram``).
-    """
+    """One level (temperature x concurrency) of one point; each field's meaning is written beside it."""
 
     temperature: float
     concurrency: int
@@ -77,22 +71,35 @@ class LevelResult:
     failed_requests: int = 0
     output_tokens: int = 0
     wall_s: float = 0.0
+    """Wall time of the level's requests, first sent to last answered."""
     output_tok_per_s: float | None = None
+    """``output_tokens / wall_s``: what the sweep ranks by."""
+    request_tok_per_s: float | None = None
+    request_tok_per_s_sem: float | None = None
+    """Mean tokens/s of a single request, and its standard error over the requests."""
     latency_p50_s: float | None = None
     latency_p90_s: float | None = None
     tpot_s: float | None = None
+    """Latency per output token (prefill included: requests are not streamed)."""
+    verify_steps: int = 0
     accept_length: float | None = None
     accept_length_sem: float | None = None
+    """Completion tokens per verify step over the level's requests; standard error over the requests
+    (settings within a few of it are not told apart by this workload)."""
     acceptance_rate: float | None = None
-    request_tok_per_s: float | None = None
-    request_tok_per_s_sem: float | None = None
+    """Share of drafted positions accepted, ``(accept_length - 1) / num_steps``."""
     server_accept_length: float | None = None
+    """The server's own running average (``avg_spec_accept_length`` of ``/server_info``)."""
     baseline_tok_per_s: float | None = None
     speedup: float | None = None
-    verify_steps: int = 0
+    """``output_tok_per_s`` over the shared no-speculation baseline's at the same level."""
     accept_histogram: list[int] | None = None
     histogram_requests: int = 0
+    """``accept_histogram[k]``: verify rounds that accepted ``k`` drafted tokens (the bonus token not
+    counted), summed over the ``histogram_requests`` requests that reported one (SGLang's
+    ``spec_correct_drafts_histogram``)."""
     by_category: dict[str, CategoryResult] = field(default_factory=dict)
+    """Acceptance of each prompt category (a prompt's ``category``)."""
 
     @property
     def key(self) -> str:
