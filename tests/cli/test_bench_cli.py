@@ -106,15 +106,6 @@ def output(res: subprocess.CompletedProcess) -> str:
     return res.stdout + res.stderr
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """A cache holding the built demo pair and its export (one real ``recipes/export.py`` run)."""
-    root = tmp_path_factory.mktemp("bench-cache")
-    res = run_cli(EXPORT, cwd=root / "cwd", cache=root / "cache", timeout=120)
-    assert res.returncode == 0, output(res)
-    return root / "cache"
-
-
 # --- one point ------------------------------------------------------------------------------------
 
 

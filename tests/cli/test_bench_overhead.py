@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from test_bench_cli import FAKE, REPO, cache  # noqa: F401
+from test_bench_cli import FAKE, REPO
 
 SCRIPT = REPO / "scripts" / "bench_overhead.py"
 
@@ -35,7 +35,7 @@ def test_summary_pairs_each_round_and_reports_mean_stdev_and_error():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fake server's process handling")
-def test_alternated_rounds_against_the_fake_server(tmp_path, cache):  # noqa: F811
+def test_alternated_rounds_against_the_fake_server(tmp_path, cache):
     demo = cache / "demo" / "v1"
     env = {**os.environ, "AUTOMODEL_SPEC_CACHE": str(cache), "OUT": str(tmp_path),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}

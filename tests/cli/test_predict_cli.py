@@ -11,7 +11,7 @@ import json
 import os
 
 import pytest
-from test_bench_cli import REPO, SERVE, WORKLOAD, cache, metrics, output, run_cli  # noqa: F401
+from test_bench_cli import REPO, SERVE, WORKLOAD, output, run_cli
 
 from automodel_spec.bench.result import read_point
 
@@ -23,7 +23,7 @@ PREDICT = ["-m", "+sweep=predict", *WORKLOAD, "bench.name=p", "spec.num_steps=1,
 
 
 @pytest.fixture(scope="module")
-def predicted(tmp_path_factory, cache):  # noqa: F811
+def predicted(tmp_path_factory, cache):
     cwd = tmp_path_factory.mktemp("predict")
     res = run_cli(SERVE, *PREDICT, "hydra.sweeper.min_gain=-1", cwd=cwd, cache=cache, env=ENV, timeout=240)
     return res, cwd / "sweeps" / "p"
@@ -70,7 +70,7 @@ def test_the_summary_shows_predicted_against_measured(predicted):
     assert {"predicted_tok_per_s", "predicted_accept_length", "prediction_method", "role"} <= set(header)
 
 
-def test_print_only_shows_the_first_batch_and_writes_nothing(tmp_path, cache):  # noqa: F811
+def test_print_only_shows_the_first_batch_and_writes_nothing(tmp_path, cache):
     cwd = tmp_path / "cwd"
     res = run_cli(SERVE, *PREDICT, "print_only=true", cwd=cwd, cache=cache, env=ENV)
     assert res.returncode == 0, output(res)
@@ -79,13 +79,13 @@ def test_print_only_shows_the_first_batch_and_writes_nothing(tmp_path, cache):  
     assert not any(cwd.rglob("*")), "a print_only predict sweep wrote files"
 
 
-def test_a_swept_key_other_than_the_grid_is_refused(tmp_path, cache):  # noqa: F811
+def test_a_swept_key_other_than_the_grid_is_refused(tmp_path, cache):
     res = run_cli(SERVE, *PREDICT, "bench.seed=1,2", cwd=tmp_path / "cwd", cache=cache, env=ENV)
     assert res.returncode == 1
     assert "bench.seed=1,2: the predict sweep sweeps spec.num_steps and spec.topk only" in output(res)
 
 
-def test_the_written_preset_is_read_back_by_the_recipe(predicted, tmp_path, cache):  # noqa: F811
+def test_the_written_preset_is_read_back_by_the_recipe(predicted, tmp_path, cache):
     res, root = predicted
     presets = root / "presets"
     c1 = (presets / "spec_preset" / "c1.yaml").read_text()
@@ -100,7 +100,7 @@ def test_the_written_preset_is_read_back_by_the_recipe(predicted, tmp_path, cach
     assert f"concurrency 1: --speculative-algorithm EAGLE3 --speculative-num-steps {winner['num_steps']}" in flags
 
 
-def test_an_adaptive_preset_runs_sglangs_adaptive_mode(tmp_path, cache):  # noqa: F811
+def test_an_adaptive_preset_runs_sglangs_adaptive_mode(tmp_path, cache):
     from automodel_spec.sweep.presets import write_presets
 
     def row(point, steps, c, t, tps):

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from test_bench_cli import (
-    EXPORT,
     SERVE,
     TAG_VAR,
     WORKLOAD,
@@ -46,14 +45,6 @@ needs_joblib = pytest.mark.skipif(not _has("hydra_joblib_launcher"), reason="hyd
 needs_submitit = pytest.mark.skipif(not _has("hydra_submitit_launcher"),
                                     reason="hydra-submitit-launcher is not installed")
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process checks use /proc")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("scale-cache")
-    res = run_cli(EXPORT, cwd=root / "cwd", cache=root / "cache", timeout=120)
-    assert res.returncode == 0, output(res)
-    return root / "cache"
 
 
 def two_gpus(tmp_path: Path, **extra: str) -> dict:
