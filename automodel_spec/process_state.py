@@ -67,6 +67,15 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` (``None`` when gone or without ``/proc``)."""
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    try:
+        return int(fields[1]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
 def _state(stat_path: str) -> str | None:
     fields = _stat_fields(stat_path)
     return fields[0] if fields else None

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from automodel_spec.process_state import process_running, process_start
+from automodel_spec.process_state import parent_pid, process_running, process_start
 
 REPO = Path(__file__).resolve().parents[2]
 READY = re.compile(r"test generation: (\d+) tokens, accept length ([0-9.]+|n/a)|speculation: off")
@@ -60,11 +60,9 @@ def _descendants(root: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
+            ppid = parent_pid(int(entry))
+            if ppid is not None:
+                children.setdefault(ppid, []).append(int(entry))
     found, todo = set(), [root]
     while todo:
         for child in children.get(todo.pop(), []):
