@@ -60,18 +60,19 @@ def has_live_thread(pid: int) -> bool:
 def process_start(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot (``None`` without ``/proc``): with the pid, it
     tells a process from a later one that was given the same pid."""
-    fields = _stat_fields(f"/proc/{pid}/stat")
-    try:
-        return int(fields[19]) if fields else None
-    except (IndexError, ValueError):
-        return None
+    return _stat_int(pid, 19)
 
 
 def parent_pid(pid: int) -> int | None:
     """The parent of ``pid`` (``None`` when gone or without ``/proc``)."""
+    return _stat_int(pid, 1)
+
+
+def _stat_int(pid: int, index: int) -> int | None:
+    """Field ``index`` (counted after the command name) of ``/proc/PID/stat`` as an integer."""
     fields = _stat_fields(f"/proc/{pid}/stat")
     try:
-        return int(fields[1]) if fields else None
+        return int(fields[index]) if fields else None
     except (IndexError, ValueError):
         return None
 
