@@ -103,7 +103,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, unwinding like Ctrl-C (cleanup runs) but ending with 143."""
 
 
+# Set once SIGTERM has arrived. Native code that calls back into Python (torch building a tensor while
+# safetensors reads a file) can catch the handler's exception and raise another in its place (seen:
+# "could not determine the shape of object type 'torch.storage.UntypedStorage'", which the reader
+# then reported as a damaged file): whatever the job raises after it, the run ends as terminated.
+_terminated = False
+
+
 def raise_terminated(signum, frame):
+    global _terminated
+    _terminated = True
     raise Terminated()
 
 
@@ -141,7 +150,12 @@ def run_and_exit(job, *args):
     """
     value = None
     try:
-        code = job(*args)
+        try:
+            code = job(*args)
+        except Exception as exc:
+            if _terminated:  # the SIGTERM's own exception, turned into another on its way up
+                raise Terminated() from exc
+            raise
         if isinstance(code, tuple):
             code, value = code
     except SpecError as exc:

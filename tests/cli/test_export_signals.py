@@ -58,3 +58,48 @@ def test_signal_while_writing_leaves_no_partial_export(big_run, tmp_path, sig, c
     assert again.returncode == 0, again.stderr[-2000:]
     written = [p for p in exports.iterdir() if not p.name.endswith(".lock")]
     assert len(written) == 1 and (written[0] / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("raised", [ValueError, RuntimeError])
+def test_an_error_raised_in_place_of_sigterms_own_ends_as_terminated(monkeypatch, capsys, raised):
+    # native code (torch building a tensor for safetensors) can catch the SIGTERM handler's exception
+    # and raise another: the reader then reports a "damaged file", or it looks like a bug of ours
+    from helpers import load_recipe
+
+    from automodel_spec.errors import SpecError
+
+    load_recipe("export")
+    cli = sys.modules["_cli"]
+    monkeypatch.setattr(cli, "_terminated", False)
+
+    def reader_interrupted_inside_native_code():
+        try:
+            cli.raise_terminated(signal.SIGTERM, None)
+        except KeyboardInterrupt as exc:
+            native = raised("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+            if raised is ValueError:  # what our reader makes of it
+                raise SpecError("cannot read model.safetensors: ... The file is damaged or not safetensors.") from native
+            raise native from exc
+
+    with pytest.raises(SystemExit) as ended:
+        cli.run_and_exit(reader_interrupted_inside_native_code)
+    err = capsys.readouterr().err
+    assert ended.value.code == 143 and "terminated" in err
+    assert "error:" not in err and "damaged" not in err
+
+
+def test_an_error_without_a_signal_is_still_reported_as_itself(monkeypatch, capsys):
+    from helpers import load_recipe
+
+    from automodel_spec.errors import SpecError
+
+    load_recipe("export")
+    cli = sys.modules["_cli"]
+    monkeypatch.setattr(cli, "_terminated", False)
+
+    def bad_input():
+        raise SpecError("the file is damaged")
+
+    with pytest.raises(SystemExit) as ended:
+        cli.run_and_exit(bad_input)
+    assert ended.value.code == 1 and "error: the file is damaged" in capsys.readouterr().err
