@@ -70,7 +70,21 @@ def load_prompts(path: str | None = None) -> list[Prompt]:
 
 
 def select_prompts(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
-    """``n`` prompts in a fixed, seeded order (the set is cycled when it is smaller than ``n``)."""
-    order = list(prompts)
-    random.Random(seed).shuffle(order)
+    """``n`` prompts in a fixed, seeded order that takes the categories in turn.
+
+    Taking them in turn means a short workload still measures every category (a plain shuffle of
+    the built-in 30 gave 8 prompts of only 4 of its 6 categories on the GPU). The order does not
+    depend on ``n``, and the set is cycled when it is smaller than ``n``.
+    """
+    rng = random.Random(seed)
+    by_category: dict[str, list[Prompt]] = {}
+    for p in prompts:
+        by_category.setdefault(p.category, []).append(p)
+    queues = []
+    for category in sorted(by_category):
+        queue = list(by_category[category])
+        rng.shuffle(queue)
+        queues.append(queue)
+    rng.shuffle(queues)
+    order = [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
     return [order[i % len(order)] for i in range(n)]

@@ -84,6 +84,19 @@ def test_selection_is_seeded_and_cycles_a_small_set():
     assert select_prompts(prompts, 3, seed=0) == first[:3]
 
 
+def test_a_short_workload_takes_every_category_in_turn():
+    prompts = load_prompts()
+    categories = {p.category for p in prompts}
+    assert len(categories) == 6
+    for seed in range(5):
+        first = select_prompts(prompts, len(categories), seed=seed)
+        assert {p.category for p in first} == categories  # one of each before any repeats
+        eight = select_prompts(prompts, 8, seed=seed)
+        assert eight[:6] == first
+    everything = select_prompts(prompts, len(prompts), seed=0)
+    assert sorted(p.id for p in everything) == sorted(p.id for p in prompts)  # each prompt once a pass
+
+
 def test_the_older_kind_field_is_a_category_too_and_a_bad_category_is_refused(tmp_path):
     (p,) = load_prompts(str(write_jsonl(tmp_path / "k.jsonl", {"kind": "math", "prompt": "2+2?"})))
     assert p.category == "math"
