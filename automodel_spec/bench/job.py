@@ -25,6 +25,7 @@ from automodel_spec.bench.metrics import add_speedups, summarize_level
 from automodel_spec.bench.placement import placed_server
 from automodel_spec.bench.point import BenchPoint, baseline_of
 from automodel_spec.bench.result import (
+    METRICS,
     SCHEMA_VERSION,
     PointResult,
     ResultSchemaError,
@@ -40,7 +41,6 @@ from automodel_spec.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
 
-METRICS = "metrics.json"
 RECORDS = "records.jsonl"
 SCHEMA = SCHEMA_VERSION
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from typing import Any
 from automodel_spec.errors import SpecError
 
 SCHEMA_VERSION = 3
+METRICS = "metrics.json"  # a point's result file, in its directory
 STATUSES = ("ok", "invalid", "failed")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from automodel_spec.bench.metrics import add_speedups
 from automodel_spec.bench.result import (
+    METRICS,
     LevelResult,
     PointResult,
     ResultSchemaError,
@@ -45,7 +46,7 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
     """
     sweep_dir = Path(sweep_dir)
     rows = []
-    for path in sorted(sweep_dir.rglob("metrics.json")):
+    for path in sorted(sweep_dir.rglob(METRICS)):
         if "baseline" in path.relative_to(sweep_dir).parts:
             continue
         name = str(path.parent.relative_to(sweep_dir))
@@ -71,7 +72,7 @@ def join_baseline(sweep_dir: Path, result: PointResult) -> None:
     if all(lv.baseline_tok_per_s is not None for lv in result.levels.values()):
         return
     recorded = Path(result.baseline_dir)
-    for path in (recorded / "metrics.json", Path(sweep_dir) / "baseline" / recorded.name / "metrics.json"):
+    for path in (recorded / METRICS, Path(sweep_dir) / "baseline" / recorded.name / METRICS):
         try:
             baseline = read_point(path)
         except (ResultSchemaError, OSError):
