@@ -37,8 +37,22 @@ class Problems:
         self.where = where
         self.items: list[str] = []
 
-    def add(self, message: str) -> None:
-        self.items.append(message)
+    def add(self, message: str, first: bool = False) -> None:
+        """Record a reason; ``first`` puts it at the head (a hint that explains the others)."""
+        if first:
+            self.items.insert(0, message)
+        else:
+            self.items.append(message)
+
+    def hint_other_algorithm(self, named: dict, hidden: int, layer0_inputs: int, algorithm: str, layout: str) -> None:
+        """Where the draft is already refused and layer 0's attention takes ``layer0_inputs`` features (the
+        other algorithm's layout, not this one's), say so first: the likeliest fix is ``algorithm=...``."""
+        # SpecForge and speculators name the one layer ``midlayer``; the EAGLE planner keeps that name
+        q0 = named.get("layers.0.self_attn.q_proj.weight", named.get("midlayer.self_attn.q_proj.weight"))
+        if self.items and q0 is not None and q0.dim() == 2 and int(q0.shape[1]) == layer0_inputs:
+            self.add(f"layer 0's attention takes {layer0_inputs} input features ({layer0_inputs // hidden} x "
+                     f"hidden_size {hidden}), an {layout} draft's layout: if that is what this is, serve it "
+                     f"with algorithm={algorithm}.", first=True)
 
     def raise_if_any(self) -> None:
         if self.items:

@@ -99,6 +99,7 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
     if "t2d" in named:
         expected["t2d"] = (vocab,)
     start.check_weights(expected, ARCHITECTURE)
+    problems.hint_other_algorithm(named, hidden, hidden, "EAGLE", "EAGLE-1/2")
     problems.raise_if_any()
 
     min_sglang = _min_sglang(cfg, num_layers, num_aux, expected, notes)

@@ -44,6 +44,7 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str,
         expected.update(decoder_layer_shapes(f"layers.{i}.", cfg, hidden, input_norm=i > 0))
     start.check_weights(expected, ARCHITECTURE)
     token_map = _token_map(cfg, meta, problems, notes, torch)
+    problems.hint_other_algorithm(named, hidden, 2 * hidden, "EAGLE3", "EAGLE-3")
     problems.raise_if_any()
     return start.finish({n: t.contiguous() for n, t in named.items()}, dtype, token_map=token_map)
 

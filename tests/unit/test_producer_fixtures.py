@@ -99,6 +99,34 @@ def test_fixture_serves_as_trained_or_is_refused(producer, fixture, tmp_path, mo
     assert _digest(path) == before
 
 
+OTHER = {EAGLE3: (EAGLE, "algorithm=EAGLE3."), EAGLE: (EAGLE3, "algorithm=EAGLE.")}  # the other class; the advice
+
+
+@pytest.mark.parametrize(("producer", "fixture"), FIXTURES, ids=IDS)
+def test_a_draft_served_as_the_other_algorithm_is_told_which_one_it_is(producer, fixture, tmp_path):
+    """The default algorithm is EAGLE3: an EAGLE-1/2 draft given to it (or the reverse) is refused, and
+    the refusal says which ``algorithm=`` the draft fits, first among its problems."""
+    if fixture["facts"]["algorithm"] == "P-EAGLE":
+        pytest.skip("no SGLang algorithm serves P-EAGLE: refused for that before any layout check")
+    config = ROOT / producer / CONFIG_ELSEWHERE[fixture["name"]] if fixture["name"] in CONFIG_ELSEWHERE else None
+    resolved = resolve_draft(str(ROOT / producer / fixture["path"]), config=str(config) if config else None)
+    target = _target_config(producer, fixture, json.loads(resolved.config_file.read_text()))
+    own = ARCH[fixture["facts"]["algorithm"]]
+    other, advice = OTHER[own]
+    with pytest.raises(CheckpointError) as exc:
+        prepare_export(resolved, other, cache_dir=tmp_path, target_config=target,
+                       serving_dtype=choose_serving_dtype(None, target))
+    message = str(exc.value)
+    assert advice in message
+    if "problem(s)" in message:  # a layout refusal: the advice leads its list
+        assert message.splitlines()[1].endswith(advice), message
+    if fixture["action"] == "refuse" and config is None:  # refused as its own algorithm too, with no such hint
+        with pytest.raises(CheckpointError) as exc:
+            prepare_export(resolved, own, cache_dir=tmp_path, target_config=target,
+                           serving_dtype=choose_serving_dtype(None, target))
+        assert "algorithm=" not in str(exc.value)
+
+
 @pytest.mark.parametrize(("producer", "name"), [("specforge", n) for n in CONFIG_ELSEWHERE])
 def test_checkpoint_with_its_config_given_serves_as_trained(producer, name, tmp_path):
     fixture = next(f for p, f in FIXTURES if p == producer and f["name"] == name)
