@@ -116,6 +116,26 @@ def raise_terminated(signum, frame):
     raise Terminated()
 
 
+# Set once SIGINT has arrived. CPython drops an exception raised inside a weakref callback with only an
+# "Exception ignored" message (seen: a Ctrl-C landing in importlib's module-lock callback during an
+# import, after which the export ran to its end and exited 0): a job that returns after it is interrupted.
+_interrupted = False
+
+
+def raise_interrupted(signum, frame):
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt()
+
+
+def _raise_the_signal_seen(cause: BaseException | None = None) -> None:
+    """Raise the exception of a SIGTERM / SIGINT that arrived during the job, whatever became of its own."""
+    if _terminated:
+        raise Terminated() from cause
+    if _interrupted:
+        raise KeyboardInterrupt() from cause
+
+
 def preload_native_modules() -> None:
     """Import torch and safetensors now, before a handler that raises on SIGTERM is installed.
 
@@ -153,11 +173,12 @@ def run_and_exit(job, *args):
         try:
             code = job(*args)
         except Exception as exc:
-            if _terminated:  # the SIGTERM's own exception, turned into another on its way up
-                raise Terminated() from exc
+            _raise_the_signal_seen(exc)  # the signal's own exception, turned into another on its way up
             raise
         if isinstance(code, tuple):
             code, value = code
+        if not code:  # a success after a signal: its exception was swallowed on the way
+            _raise_the_signal_seen()
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = exc.exit_code
@@ -191,6 +212,7 @@ def main_entry(main) -> None:
     mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
     check_override_quoting()
     check_plugins()
+    signal.signal(signal.SIGINT, raise_interrupted)  # Python's own handler, but remembered: see _interrupted
     try:
         release_signals()  # held since the recipe's first import; one that came meanwhile is handled here
         main()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,7 @@ def test_an_error_raised_in_place_of_sigterms_own_ends_as_terminated(monkeypatch
     load_recipe("export")
     cli = sys.modules["_cli"]
     monkeypatch.setattr(cli, "_terminated", False)
+    monkeypatch.setattr(cli, "_interrupted", False)
 
     def reader_interrupted_inside_native_code():
         try:
@@ -96,6 +98,7 @@ def test_an_error_without_a_signal_is_still_reported_as_itself(monkeypatch, caps
     load_recipe("export")
     cli = sys.modules["_cli"]
     monkeypatch.setattr(cli, "_terminated", False)
+    monkeypatch.setattr(cli, "_interrupted", False)
 
     def bad_input():
         raise SpecError("the file is damaged")
@@ -103,3 +106,35 @@ def test_an_error_without_a_signal_is_still_reported_as_itself(monkeypatch, caps
     with pytest.raises(SystemExit) as ended:
         cli.run_and_exit(bad_input)
     assert ended.value.code == 1 and "error: the file is damaged" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_swallowed_by_a_weakref_callback_still_ends_the_run_as_interrupted(monkeypatch, capsys):
+    # CPython drops an exception raised inside a weakref callback ("Exception ignored in: ..."): a Ctrl-C
+    # landing in importlib's module-lock callback let an export run to its end and exit 0
+    from helpers import load_recipe
+
+    load_recipe("export")
+    cli = sys.modules["_cli"]
+    monkeypatch.setattr(cli, "_terminated", False)
+    monkeypatch.setattr(cli, "_interrupted", False)
+    finished = []
+
+    class Module:
+        pass
+
+    def export_interrupted_inside_a_callback():
+        lock = Module()
+        ref = weakref.ref(lock, lambda _: signal.raise_signal(signal.SIGINT))  # noqa: F841
+        del lock  # the callback runs here; the handler's KeyboardInterrupt goes no further than it
+        finished.append(True)
+        return 0
+
+    previous = signal.signal(signal.SIGINT, cli.raise_interrupted)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli.run_and_exit(export_interrupted_inside_a_callback)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert finished, "the callback's exception was not swallowed: the case is not reproduced"
+    assert ended.value.code == 130 and "interrupted" in capsys.readouterr().err
