@@ -109,7 +109,10 @@ def test_an_error_without_a_signal_is_still_reported_as_itself(monkeypatch, caps
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_ctrl_c_swallowed_by_a_weakref_callback_still_ends_the_run_as_interrupted(monkeypatch, capsys):
+@pytest.mark.parametrize(("sig", "handler", "code", "said"),
+                         [(signal.SIGINT, "raise_interrupted", 130, "interrupted"),
+                          (signal.SIGTERM, "raise_terminated", 143, "terminated")], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_swallowed_by_a_weakref_callback_still_ends_the_run(monkeypatch, capsys, sig, handler, code, said):
     # CPython drops an exception raised inside a weakref callback ("Exception ignored in: ..."): a Ctrl-C
     # landing in importlib's module-lock callback let an export run to its end and exit 0
     from helpers import load_recipe
@@ -123,18 +126,18 @@ def test_a_ctrl_c_swallowed_by_a_weakref_callback_still_ends_the_run_as_interrup
     class Module:
         pass
 
-    def export_interrupted_inside_a_callback():
+    def export_signalled_inside_a_callback():
         lock = Module()
-        ref = weakref.ref(lock, lambda _: signal.raise_signal(signal.SIGINT))  # noqa: F841
-        del lock  # the callback runs here; the handler's KeyboardInterrupt goes no further than it
+        ref = weakref.ref(lock, lambda _: signal.raise_signal(sig))  # noqa: F841
+        del lock  # the callback runs here; the handler's exception goes no further than it
         finished.append(True)
         return 0
 
-    previous = signal.signal(signal.SIGINT, cli.raise_interrupted)
+    previous = signal.signal(sig, getattr(cli, handler))
     try:
         with pytest.raises(SystemExit) as ended:
-            cli.run_and_exit(export_interrupted_inside_a_callback)
+            cli.run_and_exit(export_signalled_inside_a_callback)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(sig, previous)
     assert finished, "the callback's exception was not swallowed: the case is not reproduced"
-    assert ended.value.code == 130 and "interrupted" in capsys.readouterr().err
+    assert ended.value.code == code and said in capsys.readouterr().err

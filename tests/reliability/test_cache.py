@@ -113,14 +113,14 @@ def _writer_pid(temp: Path) -> int:
 # CPython's report of a KeyboardInterrupt it dropped because it was raised inside a weakref callback
 # (importlib's module-lock one, during an import); the recipe then ends the run as interrupted itself
 _DROPPED_INTERRUPT = re.compile(r"Exception ignored in: .*\nTraceback \(most recent call last\):\n(?:  .*\n)*"
-                                r"KeyboardInterrupt: ?\n")
+                                r"(?:KeyboardInterrupt|(?:_cli\.)?Terminated): ?\n")
 
 
 def _no_traceback_but_an_interrupt(out: str) -> bool:
     """A traceback only where SIGINT arrived before the recipe's handler (Python's own KeyboardInterrupt)
     or where CPython dropped it (reported as such; the run must then still end as interrupted)."""
     out, dropped = _DROPPED_INTERRUPT.subn("", out)
-    if dropped and not out.rstrip().endswith("interrupted"):
+    if dropped and not out.rstrip().endswith(("interrupted", "terminated")):
         return False
     return "Traceback" not in out or out.rstrip().endswith("KeyboardInterrupt")
 
