@@ -118,7 +118,8 @@ def raise_terminated(signum, frame):
 
 # Set once SIGINT has arrived. CPython drops an exception raised inside a weakref callback with only an
 # "Exception ignored" message (seen: a Ctrl-C landing in importlib's module-lock callback during an
-# import, after which the export ran to its end and exited 0): a job that returns after it is interrupted.
+# import, after which the export ran to its end and exited 0): a job can return normally after a
+# signal, and run_and_exit then ends the run as the signal would have.
 _interrupted = False
 
 
