@@ -18,15 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 NAME=${1:?usage: gpu_bench.sh NAME [overrides...]}; shift
-if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
-  # a warm machine keeps /tmp between calls: unpack (and byte-compile) the bundle once
-  if [ ! -f /tmp/site/.unpacked ]; then
-    mkdir -p /tmp/site && tar -xJf .sgl/site.tar.xz -C /tmp/site
-    python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1 || true
-    touch /tmp/site/.unpacked
-  fi
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
+source scripts/_sglang_bundle.sh && use_sglang_bundle
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 # files newer than this (restored ones too: -m) are carried back; BENCH_CACHE_MARK names an older
 # marker file when a call runs other servers first and their caches should travel too

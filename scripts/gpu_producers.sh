@@ -8,9 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p /tmp/site /tmp/producer-site
-if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
-  tar -xJf .sgl/site.tar.xz -C /tmp/site
-fi
+source scripts/_sglang_bundle.sh && use_sglang_bundle
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/producer-site .whl/*.whl 2>&1 | tail -3
 fi

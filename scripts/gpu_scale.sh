@@ -24,11 +24,7 @@ mkdir -p "$RES"
 # NVLink multicast stays off on the shared GPU hosts (see the device notes); servers inherit these
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0} TORCH_SYMM_MEM_DISABLE_MULTICAST=${TORCH_SYMM_MEM_DISABLE_MULTICAST:-1}
 export NVSHMEM_DISABLE_NVLS=${NVSHMEM_DISABLE_NVLS:-1} PYTHONUNBUFFERED=1
-if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
-  mkdir -p /tmp/site && tar -xJf .sgl/site.tar.xz -C /tmp/site
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-  python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1 || true
-fi
+source scripts/_sglang_bundle.sh && use_sglang_bundle
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 SHAPE=${SCALE_SHAPE:-llama-3.1-8b}
 SG=(${SCALE_SGLANG:-sglang=h100_bundle sglang.disable_cuda_graph=true sglang.ready_timeout_s=300})

@@ -5,12 +5,7 @@
 # ../shared/device/sglang-bundle.sh builds into .sgl/ (carried with the working tree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
-  mkdir -p /tmp/site && tar -xJf .sgl/site.tar.xz -C /tmp/site
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-  # the bundle ships no bytecode: compile it once here rather than in every server start
-  python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1 || true
-fi
+source scripts/_sglang_bundle.sh && use_sglang_bundle
 # Hydra's joblib launcher for the parallel-sweep case, from wheels in .whl/ when the machine lacks it
 if compgen -G ".whl/hydra_joblib_launcher-*.whl" >/dev/null && ! python3 -c "import hydra_plugins.hydra_joblib_launcher" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/joblib-site .whl/joblib-*.whl .whl/hydra_joblib_launcher-*.whl

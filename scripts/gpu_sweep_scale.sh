@@ -19,11 +19,7 @@ RES=${OUT:-$PWD/sweep-scale-out}/sweep-scale-$N
 mkdir -p "$RES"
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0} TORCH_SYMM_MEM_DISABLE_MULTICAST=${TORCH_SYMM_MEM_DISABLE_MULTICAST:-1}
 export NVSHMEM_DISABLE_NVLS=${NVSHMEM_DISABLE_NVLS:-1} PYTHONUNBUFFERED=1
-if [ -f .sgl/site.tar.xz ] && ! python3 -c "import sglang" 2>/dev/null; then
-  mkdir -p /tmp/site && tar -xJf .sgl/site.tar.xz -C /tmp/site
-  python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1 || true
-fi
-[ -d /tmp/site ] && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+source scripts/_sglang_bundle.sh && use_sglang_bundle
 if [ "$N" -gt 1 ] && ! python3 -c "import hydra_plugins.hydra_joblib_launcher, joblib" 2>/dev/null; then
   ls .whl/*.whl >/dev/null 2>&1 || { echo "[sweep_scale] no .whl/*.whl to install joblib and hydra-joblib-launcher from"; exit 2; }
   mkdir -p /tmp/site && python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
