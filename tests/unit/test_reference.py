@@ -284,3 +284,25 @@ def test_served_below_the_reference_names_what_to_check():
     ok, text = verdict(1.5, 3.0)
     assert not ok and "50% below" in text and "aux layer ids" in text and "num_hidden_layers" in text
     assert verdict(2.9, 3.0)[0]
+
+
+def test_the_command_line_prints_the_table_and_fails_on_a_broken_draft(pair, tmp_path, capsys):
+    from automodel_spec.reference import main
+
+    tmp, target_dir, _ = pair
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"input_ids": list(p.input_ids)}) + "\n" for p in PROMPTS[:2]))
+    args = ["--target", str(target_dir), "--num-steps", "3", "--prompts", str(prompts), "--num-prompts", "2",
+            "--max-new-tokens", "9", "--device", "cpu"]
+    out_json = tmp_path / "ref.json"
+    assert main([*args, "--draft", str(_export(tmp)), "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "accept length   4.500" in text and "target layers captured (inputs of) [1, 4, 6]" in text
+    assert json.loads(out_json.read_text())["accept_length"] == 4.5
+    assert main([*args, "--draft", str(_export(tmp)), "--served", "2.0"]) == 1
+    assert "below the reference 4.50" in capsys.readouterr().out
+    broken = _rewrite(_export(tmp), tmp_path / "no-d2t", tensors=lambda w: {k: v for k, v in w.items() if k != "d2t"})
+    assert main([*args, "--draft", str(broken)]) == 1
+    assert "WARNING: draft_vocab_size=32 < vocab_size=48 and no d2t" in capsys.readouterr().out
+    assert main([*args, "--draft", str(tmp_path / "nowhere")]) == 1
+    assert "cannot read the draft's config" in capsys.readouterr().err

@@ -75,3 +75,20 @@ def test_the_new_fields_round_trip_through_metrics_json(tmp_path):
     write_point(tmp_path / "metrics.json", r)
     back = read_point(tmp_path / "metrics.json")
     assert back.reference == r.reference and back.level(0.0, 1) == r.level(0.0, 1)
+
+
+def test_summary_shows_served_vs_reference_and_warns():
+    from automodel_spec.sweep.summary import served_lines
+
+    rows = [{"point": "a", "status": "ok", "temperature": 0.0, "concurrency": 1, "accept_length": 3.9,
+             "reference_accept_length": 4.0, "served_as_trained": True, "lossless_compared": 4,
+             "lossless_identical": 4, "lossless_first_difference": None},
+            {"point": "b", "status": "ok", "temperature": 0.0, "concurrency": 8, "accept_length": 1.2,
+             "reference_accept_length": 4.0, "served_as_trained": False, "reference_verdict": "served 1.20 ...",
+             "lossless_compared": 16, "lossless_identical": 15, "lossless_first_difference": 90}]
+    text = "\n".join(served_lines(rows))
+    assert "| a | 1 | 3.90 | 4.00 | served as trained | 4/4 | - |" in text
+    assert "| b | 8 | 1.20 | 4.00 | **NOT served as trained** | 15/16 | 90 |" in text
+    assert "WARNING b c=8: served 1.20 ..." in text
+    assert "WARNING b c=8: 1 output(s) differ from the baseline's, first at token 90: batch-dependent" in text
+    assert served_lines([{**rows[0], "temperature": 0.7}]) == []
