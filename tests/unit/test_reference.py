@@ -306,3 +306,22 @@ def test_the_command_line_prints_the_table_and_fails_on_a_broken_draft(pair, tmp
     assert "WARNING: draft_vocab_size=32 < vocab_size=48 and no d2t" in capsys.readouterr().out
     assert main([*args, "--draft", str(tmp_path / "nowhere")]) == 1
     assert "cannot read the draft's config" in capsys.readouterr().err
+
+
+def test_eagle1_draft_follows_sglangs_eagle_loader(tmp_path):
+    """EAGLE-1/2: fc over embeds ++ the target's final hidden, the target's lm_head; the repeat draft
+    agrees with the repeat target, and a draft whose fc is dropped (unknown name) falls."""
+    target_dir = synthetic.write_target(tmp_path / "target", SHAPE, repeat=True, tokenizer=False, dtype="float32")
+    target = load_target(str(target_dir), "cpu", torch.float32)
+    run = tmp_path / "run"
+    cfg = synthetic.automodel_eagle_config(SHAPE)
+    cfg["torch_dtype"] = "float32"
+    synthetic.write_automodel_run(run, cfg, synthetic.eagle_draft_tensors(SHAPE, dtype="float32"),
+                                  recipe={"model": {"eagle": {"algorithm": "eagle"}}})
+    export = prepare_export(resolve_draft(str(run)), "LlamaForCausalLMEagle", cache_dir=tmp_path / "cache").path
+    ref = compute_reference(str(target_dir), str(export), 3, PROMPTS, max_new_tokens=13, device="cpu", target=target)
+    assert ref.algorithm == "EAGLE" and ref.problems == [] and ref.aux_layers == []
+    assert ref.accept_length == pytest.approx(13 / 3)  # 1 + 3 rounds of 4
+    broken = _rewrite(export, tmp_path / "fc", tensors=lambda w: {k.replace("fc.", "fc_in."): v for k, v in w.items()})
+    bad = compute_reference(str(target_dir), str(broken), 3, PROMPTS, max_new_tokens=13, device="cpu", target=target)
+    assert any("model.fc.weight" in p for p in bad.problems) and bad.accept_length < 0.6 * ref.accept_length
