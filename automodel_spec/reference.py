@@ -469,6 +469,15 @@ class ReferenceResult:
         return d
 
 
+def reference_from_dict(data: dict) -> ReferenceResult:
+    """A ``ReferenceResult`` from its ``to_dict`` form (the derived keys are recomputed)."""
+    from dataclasses import fields
+
+    d = {f.name: data[f.name] for f in fields(ReferenceResult)}
+    d["prompts"] = [PromptReference(**p) for p in d["prompts"]]
+    return ReferenceResult(**d)
+
+
 def accept_length_of(prompts: list[PromptReference]) -> float | None:
     """Completion tokens per verify round over ``prompts`` (``None`` without a round)."""
     rounds = sum(p.rounds for p in prompts)

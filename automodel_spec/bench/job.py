@@ -149,7 +149,8 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         if wants_baseline and baseline is None:  # measured by another job meanwhile?
             baseline = read_complete(base_dir / base_key / METRICS, base_key)
         add_speedups(result.levels, baseline.levels if baseline else None)
-        _check_served(cfg, run, out_dir, result, Path(result.baseline_dir) / RECORDS if baseline else None)
+        _check_served(cfg, run, out_dir, result, Path(result.baseline_dir) / RECORDS if baseline else None,
+                      (shared_dir or out_dir).resolve() / "reference")
         result.status = "ok"
         failed = sum(m.failed_requests for m in result.levels.values())
         if failed:  # numbers from a partly failed workload are not comparable: retry on re-run
@@ -165,14 +166,14 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
 
 
 def _check_served(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResult,
-                  baseline_records: Path | None) -> None:
+                  baseline_records: Path | None, reference_dir: Path) -> None:
     """The lossless check and the reference (``bench.served_checks``), after the server has stopped.
 
     Neither can lose the measurement: an unexpected error is recorded as the reference's failure.
     """
     add_lossless(result, out_dir / RECORDS, baseline_records)
     try:
-        add_reference(cfg, run, result, load_prompts(cfg.bench.prompts))
+        add_reference(cfg, run, result, load_prompts(cfg.bench.prompts), reference_dir)
     except Exception as exc:  # a bug in the reference must not turn a measured point into a failed one
         result.reference = ReferenceSummary(status="failed", reason=f"{type(exc).__name__}: {exc}"[:500])
         log.warning("[bench] WARNING: the reference accept length failed: %s", result.reference.reason)

@@ -72,11 +72,12 @@ def _local_target_config(target: str | None) -> dict | None:
         return None
 
 
-def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool) -> None:
+def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, cache_dir: Path | None = None) -> None:
     """Compute the reference and set each temperature-0 level's reference and verdict on ``result``.
 
     A failure is recorded in ``result.reference`` (status ``failed``) and fails every verdict; it
-    does not fail the measurement itself.
+    does not fail the measurement itself. With ``cache_dir`` (a sweep's shared directory) points of
+    one draft and step count share one computation (their topk and draft tokens do not change it).
     """
     ref = _reference_module()
     b = cfg.bench
@@ -90,8 +91,7 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool) 
         return
     setting = result.setting
     try:
-        computed = ref.compute_reference(run.target, str(run.export.path), setting.num_steps, unique,
-                                         topk=setting.topk or 1, max_new_tokens=b.max_new_tokens)
+        computed = _cached_reference(cache_dir, run, unique, setting, b.max_new_tokens)
     except SpecError as exc:
         result.reference = ReferenceSummary(status="failed", reason=str(exc))
         log.warning("[bench] WARNING: the reference accept length could not be computed: %s", exc)
@@ -114,6 +114,40 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool) 
             min_accept_length=b.expected_accept_length)
         if not m.served_as_trained:
             log.warning("[bench] WARNING T=0 c=%d: %s", m.concurrency, m.reference_verdict)
+
+
+def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting, max_new_tokens: int):
+    """The reference, from ``cache_dir/<key>.json`` when a point of this sweep computed it already."""
+    ref = _reference_module()
+
+    def compute():
+        return ref.compute_reference(run.target, str(run.export.path), setting.num_steps, prompts,
+                                     topk=setting.topk or 1, max_new_tokens=max_new_tokens)
+
+    if cache_dir is None:
+        return compute()
+    import hashlib
+
+    from automodel_spec.atomic_write import write_json_atomically
+    from automodel_spec.file_lock import file_lock
+
+    stamp = [str(Path(run.target).expanduser().resolve()), str(Path(run.export.path).resolve()),
+             (Path(run.target).expanduser() / "config.json").stat().st_mtime_ns, setting.num_steps, max_new_tokens,
+             [[p.id, p.text, p.input_ids] for p in prompts]]
+    key = hashlib.blake2b(json.dumps(stamp, default=str).encode(), digest_size=8).hexdigest()
+    path = Path(cache_dir) / f"{key}.json"
+    with file_lock(Path(cache_dir) / f"{key}.lock"):
+        if path.is_file():
+            try:
+                cached = ref.reference_from_dict(json.loads(path.read_text()))
+                cached.topk = setting.topk or 1
+                log.info("[bench] reference accept length shared with an earlier point (%s)", path)
+                return cached
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # unreadable: computed again, and rewritten
+        computed = compute()
+        write_json_atomically(path, computed.to_dict())
+        return computed
 
 
 def read_outputs(records: Path) -> dict[tuple[float, int, int], list[int]]:

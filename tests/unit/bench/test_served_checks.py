@@ -92,3 +92,34 @@ def test_summary_shows_served_vs_reference_and_warns():
     assert "WARNING b c=8: served 1.20 ..." in text
     assert "WARNING b c=8: 1 output(s) differ from the baseline's, first at token 90: batch-dependent" in text
     assert served_lines([{**rows[0], "temperature": 0.7}]) == []
+
+
+def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from automodel_spec import reference
+    from automodel_spec.bench.result import SpecSettings
+    from automodel_spec.bench.served_checks import _cached_reference
+    from automodel_spec.bench.workload import Prompt
+
+    calls = []
+
+    def fake_compute(target, draft, steps, prompts, *, topk, max_new_tokens):
+        calls.append((steps, topk))
+        return reference.ReferenceResult(
+            algorithm="EAGLE3", num_steps=steps, topk=topk, problems=[], aux_layers=[2, 4, 5], device="cpu",
+            dtype="float32", seconds=1.0,
+            prompts=[reference.PromptReference(prompt_id=p.id, output_ids=[1] * 9, rounds=3, histogram=[0, 1, 2])
+                     for p in prompts])
+
+    monkeypatch.setattr(reference, "compute_reference", fake_compute)
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "config.json").write_text("{}")
+    run = SimpleNamespace(target=str(tmp_path / "target"), export=SimpleNamespace(path=tmp_path / "export"))
+    prompts = [Prompt(id="a", category="k", text="hi")]
+    first = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=1), 9)
+    again = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=4), 9)
+    other = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=3, topk=1), 9)
+    assert calls == [(2, 1), (3, 1)]  # topk does not change the chain: shared
+    assert again.accept_length == first.accept_length == 3.0 and again.topk == 4 and not again.exact
+    assert other.num_steps == 3
