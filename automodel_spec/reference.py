@@ -80,7 +80,8 @@ class ServedDraft:
         algorithm: ``EAGLE3`` or ``EAGLE`` (from the architecture SGLang dispatches on).
         config: the draft's ``config.json``.
         params: SGLang's parameter name (unfused: ``q_proj``, not ``qkv_proj``) -> tensor.
-        hot_token_id: draft id -> target id (``d2t + arange``); ``None`` when SGLang has none.
+        hot_token_id: draft id -> target id (``d2t + arange``; EAGLE-1/2: the export's ``token_map.pt``,
+            the target lm_head's rows SGLang keeps); ``None`` when SGLang has none.
         aux_layers: the target layers whose inputs are captured (EAGLE-3), after SGLang's ``+1``.
         skipped: tensor names in the export that SGLang's loader skips without a word.
         missing: parameters nothing in the export loads (random in SGLang; random here too).
@@ -204,6 +205,7 @@ def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
         CheckpointError: the directory is not a draft SGLang would load as an EAGLE draft, or a tensor
             has a shape SGLang's loader refuses.
     """
+    from automodel_spec.export import TOKEN_MAP
     from automodel_spec.weights import load_draft_weights
 
     draft_dir = Path(draft_dir)
@@ -238,6 +240,12 @@ def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
             raise CheckpointError(f"{draft_dir}: {name} has shape {tuple(t.shape)}; SGLang's {key} is "
                                   f"{shapes[key]} for this config.json: its loader would refuse the draft.")
         params[key] = t
+    if not eagle3 and (draft_dir / TOKEN_MAP).is_file():  # --speculative-token-map: the lm_head's rows
+        try:
+            hot = torch.as_tensor(torch.load(draft_dir / TOKEN_MAP, map_location="cpu", weights_only=True),
+                                  dtype=torch.int64)
+        except Exception as exc:  # torch raises several types for a damaged file
+            raise CheckpointError(f"{draft_dir / TOKEN_MAP}: cannot read the token map: {exc}") from exc
     served = ServedDraft(algorithm="EAGLE3" if eagle3 else "EAGLE", config=cfg, params=params,
                          hot_token_id=hot, skipped=sorted(skipped))
     if eagle3:
@@ -334,10 +342,12 @@ class _Draft:
         h = int(self.cfg["hidden_size"])
         if not self.eagle3 or int(self.cfg.get("target_hidden_size") or h) == h:
             p["model.embed_tokens.weight"] = t_embed  # SGLang's set_embed / set_embed_and_head
-        if not self.eagle3 or "lm_head.weight" not in shapes:
-            p["lm_head.weight"] = target.get_output_embeddings().weight.to(device=device, dtype=dtype)
-        elif self.cfg.get("tie_word_embeddings"):
-            p["lm_head.weight"] = p["model.embed_tokens.weight"]
+        if self.cfg.get("tie_word_embeddings") and self.eagle3:
+            p["lm_head.weight"] = p["model.embed_tokens.weight"]  # lm_head is the embedding module
+        elif not self.eagle3 or self.cfg.get("draft_vocab_size") is None:  # SGLang's set_embed_and_head
+            head = target.get_output_embeddings().weight.to(device=device, dtype=dtype)
+            sliced = not self.eagle3 and served.hot_token_id is not None  # EAGLE-1/2 with a token map
+            p["lm_head.weight"] = head[served.hot_token_id.to(device)] if sliced else head
         self.p = p
         self.hot = served.hot_token_id.to(device) if served.hot_token_id is not None else None
         try:

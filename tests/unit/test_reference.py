@@ -325,3 +325,35 @@ def test_eagle1_draft_follows_sglangs_eagle_loader(tmp_path):
     broken = _rewrite(export, tmp_path / "fc", tensors=lambda w: {k.replace("fc.", "fc_in."): v for k, v in w.items()})
     bad = compute_reference(str(target_dir), str(broken), 3, PROMPTS, max_new_tokens=13, device="cpu", target=target)
     assert any("model.fc.weight" in p for p in bad.problems) and bad.accept_length < 0.6 * ref.accept_length
+
+
+def test_eagle1_token_map_limits_the_draft_to_its_hot_tokens(tmp_path):
+    """With a token map SGLang keeps only those rows of the target's lm_head: a token outside it is
+    never proposed (the repeat target repeats token 5, the hot set is 16..47)."""
+    target_dir = synthetic.write_target(tmp_path / "target", SHAPE, repeat=True, tokenizer=False, dtype="float32")
+    target = load_target(str(target_dir), "cpu", torch.float32)
+    run = tmp_path / "run"
+    cfg = synthetic.automodel_eagle_config(SHAPE)
+    synthetic.write_automodel_run(run, cfg, synthetic.eagle_draft_tensors(SHAPE, dtype="float32"),
+                                  selected_token_ids=torch.arange(OFFSET, OFFSET + DRAFT_VOCAB),
+                                  vocab_size=SHAPE.vocab_size, recipe={"model": {"eagle": {"algorithm": "eagle"}}})
+    export = prepare_export(resolve_draft(str(run)), "LlamaForCausalLMEagle", cache_dir=tmp_path / "cache").path
+    assert (export / "token_map.pt").is_file()
+    prompts = [Prompt(id="hot", category="ids", input_ids=(20, 30)), Prompt(id="cold", category="ids", input_ids=(20, 5))]
+    ref = compute_reference(str(target_dir), str(export), 3, prompts, max_new_tokens=13, device="cpu", target=target)
+    hot, cold = ref.prompts
+    assert hot.histogram == [0, 0, 0, 3] and cold.histogram == [12, 0, 0, 0]
+    assert cold.output_ids == [5] * 13  # the target's own greedy tokens either way
+
+
+def test_draft_vocab_size_null_takes_the_targets_lm_head(pair):
+    """SGLang's load_lm_head_from_target: no lm_head and no d2t in the export, the target's head."""
+    tmp, _, _ = pair
+
+    def full_vocab(cfg):
+        cfg["draft_vocab_size"] = None
+
+    broken = _rewrite(_export(tmp), tmp / "full-vocab", config=full_vocab,
+                      tensors=lambda w: {k: v for k, v in w.items() if k not in ("lm_head.weight", "d2t", "t2d")})
+    ref = _reference(pair, broken)
+    assert ref.problems == [] and ref.accept_length == pytest.approx(24 / 6)
