@@ -58,6 +58,7 @@ def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
     bench = asdict(replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None,
                            objective_temperature=None))
     del bench["gpu_free_wait_s"]  # absent from keys written before it existed: they stay valid
+    del bench["reference"], bench["expected_accept_length"]  # checks of the measurement, not part of it
     blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
                        "algorithm": asdict(cfg.algorithm), "spec": asdict(cfg.spec), "sglang": asdict(sg),
                        "bench": bench}, sort_keys=True, default=str)
@@ -132,6 +133,10 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
     done = read_complete(out_dir / METRICS, key)
     if done is not None:
         log.info("[bench] %s: already complete (%s); skipped", out_dir.name, done.status)
+        if done.status == "ok" and cfg.bench.reference and (done.reference is None or done.reference.status != "ok"):
+            base = Path(done.baseline_dir) / RECORDS if done.baseline_dir else None
+            _check_served(cfg, run, out_dir, done, base, (shared_dir or out_dir).resolve() / "reference")
+            write_point(out_dir / METRICS, done)  # measured before the reference was asked for: added now
         return done
     result = PointResult(status="failed", key=key, algorithm=cfg.algorithm.name,
                          requested=requested_settings(cfg.spec), bench=asdict(cfg.bench), target=run.target,

@@ -48,3 +48,15 @@ def test_check_of_an_algorithm_without_a_draft_is_refused(tmp_path, cache):
     res = run_cli(SERVE, "mode=check", "algorithm=none", *CHECK, f"hydra.run.dir={tmp_path / 'out'}",
                   cwd=tmp_path / "cwd", cache=cache)
     assert res.returncode != 0 and "mode=check holds an EAGLE draft against its reference" in output(res)
+
+
+def test_check_of_a_point_measured_without_the_reference_adds_it(tmp_path, cache):
+    out = tmp_path / "out"
+    res = run_cli(SERVE, "mode=bench", *CHECK, "bench.reference=false", f"hydra.run.dir={out}", cwd=tmp_path / "cwd",
+                  cache=cache)
+    assert res.returncode == 0, output(res)
+    assert json.loads((out / "metrics.json").read_text())["reference"]["status"] == "skipped"
+    res = run_cli(SERVE, "mode=check", *CHECK, f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache, timeout=300)
+    assert res.returncode == 0, output(res)
+    assert "already complete" in res.stdout and "check passed" in res.stdout  # not measured again
+    assert json.loads((out / "metrics.json").read_text())["reference"]["status"] == "ok"

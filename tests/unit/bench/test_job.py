@@ -33,7 +33,8 @@ def test_the_key_ignores_what_does_not_change_the_measurement():
     base = cfg(num_steps=3, topk=1)
     same = [with_sglang(base, port=31234), with_sglang(base, api_key="sk-x"),
             with_sglang(base, ready_timeout_s=3600.0, stop_timeout_s=5.0),
-            with_bench(base, request_timeout_s=30.0, name="other", objective_concurrency=4)]
+            with_bench(base, request_timeout_s=30.0, name="other", objective_concurrency=4),
+            with_bench(base, reference=True, expected_accept_length=3.0)]  # checks of it, not part of it
     assert {point_key(c, RUN) for c in same} == {point_key(base, RUN)}
 
 

@@ -123,3 +123,14 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
     assert calls == [(2, 1), (3, 1)]  # topk does not change the chain: shared
     assert again.accept_length == first.accept_length == 3.0 and again.topk == 4 and not again.exact
     assert other.num_steps == 3
+
+
+def test_without_transformers_the_reference_says_how_to_install_it_and_exits_2(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from automodel_spec.reference import main
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    code = main(["--target", str(tmp_path), "--draft", str(tmp_path), "--num-steps", "3", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and 'pip install "automodel-spec[reference]"' in err and "Traceback" not in err
