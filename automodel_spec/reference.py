@@ -250,7 +250,9 @@ def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
                          hot_token_id=hot, skipped=sorted(skipped))
     if eagle3:
         _settle_eagle3(served, shapes, target_config)
-    served.missing = sorted(k for k in shapes if k not in params and k != "model.embed_tokens.weight")
+    h = int(cfg["hidden_size"])
+    shared_embed = not eagle3 or int(cfg.get("target_hidden_size") or h) == h  # SGLang's set_embed applies
+    served.missing = sorted(k for k in shapes if k not in params and not (shared_embed and "embed_tokens" in k))
     if served.missing:
         served.problems.append(f"{len(served.missing)} weight(s) SGLang allocates that nothing in the export "
                                f"loads (random when served): {_short(served.missing)}")
@@ -572,7 +574,7 @@ def _run_batch(target, draft, prompts, ids, num_steps, max_new_tokens, aux_layer
             still = []
             for i, b in enumerate(active):
                 n = len(seqs[b])
-                greedy = [int(t) for t in nxt[i, n - 1:n + num_steps]]
+                greedy = nxt[i, n - 1:n + num_steps].tolist()
                 k = 0
                 while k < num_steps and drafts[i][k] == greedy[k]:
                     k += 1
@@ -604,8 +606,8 @@ def _propose(draft: _Draft, seqs: list[list[int]], known: list, num_steps: int, 
         upto = int(last.max()) + 1
         logits, fed_back = draft.forward(tokens[:, :upto], hidden[:, :upto])
         picked = draft.to_target_ids(logits[rows, last].argmax(-1))
-        for b in range(len(seqs)):
-            out[b].append(int(picked[b]))
+        for b, token in enumerate(picked.tolist()):
+            out[b].append(token)
         if step == num_steps - 1:
             break
         g = fed_back[rows, last]
