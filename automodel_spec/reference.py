@@ -737,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--served", type=float, default=None, help="a served accept length to hold against it")
+    ap.add_argument("--expected-accept-length", type=float, default=None,
+                    help="the accept length measured in training: fail when the reference falls below it")
     ap.add_argument("--json", default=None, help="write the result here")
     args = ap.parse_args(argv)
     from automodel_spec.console_log import log_to_console
@@ -750,8 +752,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     print(_table(result))
-    ok, text = verdict(args.served, result.accept_length, result.problems, exact=result.exact)
-    if args.served is not None or result.problems:
+    ok, text = verdict(args.served, result.accept_length, result.problems, exact=result.exact,
+                       min_accept_length=args.expected_accept_length)
+    if args.served is not None or args.expected_accept_length is not None or result.problems:
         print(("" if ok else "WARNING: ") + text)
     if args.json:
         from automodel_spec.atomic_write import write_json_atomically

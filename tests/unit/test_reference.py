@@ -301,6 +301,8 @@ def test_the_command_line_prints_the_table_and_fails_on_a_broken_draft(pair, tmp
     assert json.loads(out_json.read_text())["accept_length"] == 4.5
     assert main([*args, "--draft", str(_export(tmp)), "--served", "2.0"]) == 1
     assert "below the reference 4.50" in capsys.readouterr().out
+    assert main([*args, "--draft", str(_export(tmp)), "--expected-accept-length", "4.6"]) == 1
+    assert "below the expected 4.60" in capsys.readouterr().out
     broken = _rewrite(_export(tmp), tmp_path / "no-d2t", tensors=lambda w: {k: v for k, v in w.items() if k != "d2t"})
     assert main([*args, "--draft", str(broken)]) == 1
     assert "WARNING: draft_vocab_size=32 < vocab_size=48 and no d2t" in capsys.readouterr().out
