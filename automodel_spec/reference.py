@@ -502,8 +502,12 @@ def load_target(target_dir: str, device: str, dtype):
         from transformers import AutoModelForCausalLM
     except ImportError as exc:
         raise MissingDependencyError("transformers", TRANSFORMERS_INSTALL_HINT, "compute the reference") from exc
+    if not (Path(target_dir).expanduser() / "config.json").is_file():
+        raise CheckpointError(f"target {target_dir}: no config.json there; the reference needs the target's local "
+                              "HF directory (the one SGLang's --model-path is given).")
     try:
-        model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(Path(target_dir).expanduser()), dtype=dtype,
+                                                     local_files_only=True)
     except TypeError:  # transformers 4.x names it torch_dtype
         model = AutoModelForCausalLM.from_pretrained(target_dir, torch_dtype=dtype, local_files_only=True)
     except (OSError, ValueError) as exc:

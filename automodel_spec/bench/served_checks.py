@@ -91,7 +91,7 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
         return
     setting = result.setting
     try:
-        computed = _cached_reference(cache_dir, run, unique, setting, b.max_new_tokens)
+        computed = _cached_reference(cache_dir, run, unique, setting, b.max_new_tokens, b.gpu_pool)
     except SpecError as exc:
         result.reference = ReferenceSummary(status="failed", reason=str(exc))
         log.warning("[bench] WARNING: the reference accept length could not be computed: %s", exc)
@@ -116,13 +116,54 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
             log.warning("[bench] WARNING T=0 c=%d: %s", m.concurrency, m.reference_verdict)
 
 
-def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting, max_new_tokens: int):
+def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: int, gpu_pool: list[str] | None):
+    """The reference in a process of its own (``python -m automodel_spec.reference``) on one leased GPU.
+
+    Its own process, so that the job's (in a serial sweep, every point's) keeps no CUDA context or
+    cached memory beside the next point's server; a leased GPU, so that points of a parallel sweep do
+    not compute on a GPU another point's server holds.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from contextlib import ExitStack
+
+    import automodel_spec
+    from automodel_spec.gpu_pool import lease_dir, lease_gpus, pinned_env, visible_gpus
+
+    ref = _reference_module()
+    pool, source = visible_gpus(gpu_pool)
+    with tempfile.TemporaryDirectory(prefix="automodel-spec-reference-") as tmp, ExitStack() as stack:
+        gpus = stack.enter_context(lease_gpus(pool, 1, lease_dir(), source=source)) if pool else None
+        lines = [{"id": p.id, "category": p.category,
+                  **({"input_ids": list(p.input_ids)} if p.input_ids is not None else {"prompt": p.text})}
+                 for p in prompts]
+        (Path(tmp) / "prompts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        out = Path(tmp) / "reference.json"
+        argv = [sys.executable, "-m", "automodel_spec.reference", "--target", str(run.target),
+                "--draft", str(run.export.path), "--num-steps", str(setting.num_steps), "--topk",
+                str(setting.topk or 1), "--prompts", str(Path(tmp) / "prompts.jsonl"), "--num-prompts",
+                str(len(prompts)), "--max-new-tokens", str(max_new_tokens), "--json", str(out)]
+        if gpus:
+            argv += ["--device", "cuda"]
+        env = dict(pinned_env(gpus) or os.environ)
+        root = str(Path(automodel_spec.__file__).resolve().parents[1])  # importable however we were
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (root, env.get("PYTHONPATH")) if x)
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise SpecError(f"the reference exited {proc.returncode}: {' / '.join(tail)[-600:]}")
+        return ref.reference_from_dict(json.loads(out.read_text()))
+
+
+def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting, max_new_tokens: int,
+                      gpu_pool: list[str] | None = None):
     """The reference, from ``cache_dir/<key>.json`` when a point of this sweep computed it already."""
     ref = _reference_module()
 
     def compute():
-        return ref.compute_reference(run.target, str(run.export.path), setting.num_steps, prompts,
-                                     topk=setting.topk or 1, max_new_tokens=max_new_tokens)
+        return _compute_in_subprocess(run, prompts, setting, max_new_tokens, gpu_pool)
 
     if cache_dir is None:
         return compute()

@@ -98,13 +98,15 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
     from types import SimpleNamespace
 
     from automodel_spec import reference
+    from automodel_spec.bench import served_checks
     from automodel_spec.bench.result import SpecSettings
     from automodel_spec.bench.served_checks import _cached_reference
     from automodel_spec.bench.workload import Prompt
 
     calls = []
 
-    def fake_compute(target, draft, steps, prompts, *, topk, max_new_tokens):
+    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool):
+        steps, topk = setting.num_steps, setting.topk
         calls.append((steps, topk))
         return reference.ReferenceResult(
             algorithm="EAGLE3", num_steps=steps, topk=topk, problems=[], aux_layers=[2, 4, 5], device="cpu",
@@ -112,7 +114,7 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
             prompts=[reference.PromptReference(prompt_id=p.id, output_ids=[1] * 9, rounds=3, histogram=[0, 1, 2])
                      for p in prompts])
 
-    monkeypatch.setattr(reference, "compute_reference", fake_compute)
+    monkeypatch.setattr(served_checks, "_compute_in_subprocess", fake_compute)
     (tmp_path / "target").mkdir()
     (tmp_path / "target" / "config.json").write_text("{}")
     run = SimpleNamespace(target=str(tmp_path / "target"), export=SimpleNamespace(path=tmp_path / "export"))
@@ -134,3 +136,19 @@ def test_without_transformers_the_reference_says_how_to_install_it_and_exits_2(m
     code = main(["--target", str(tmp_path), "--draft", str(tmp_path), "--num-steps", "3", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and 'pip install "automodel-spec[reference]"' in err and "Traceback" not in err
+
+
+def test_a_reference_that_cannot_run_is_an_error_naming_why(tmp_path):
+    from types import SimpleNamespace
+
+    import pytest
+
+    from automodel_spec.bench.result import SpecSettings
+    from automodel_spec.bench.served_checks import _compute_in_subprocess
+    from automodel_spec.bench.workload import Prompt
+    from automodel_spec.errors import SpecError
+
+    run = SimpleNamespace(target=str(tmp_path / "no-target"), export=SimpleNamespace(path=tmp_path / "no-export"))
+    with pytest.raises(SpecError, match=r"the reference exited 1: error: target .*no-target: no config.json there"):
+        _compute_in_subprocess(run, [Prompt(id="a", category="k", input_ids=(1, 2))], SpecSettings(num_steps=2, topk=1),
+                               8, None)
