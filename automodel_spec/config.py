@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from automodel_spec.errors import ConfigError
+from automodel_spec.sglang_options import MANAGED_FLAGS, applicable_release
 
 DEMO_DRAFT = "builtin:demo"
 DEMO_TARGET = "builtin:demo-target"
@@ -123,7 +124,9 @@ class SGLangConfig:
     """SGLang server arguments; field names mirror ``ServerArgs``.
 
     ``None`` leaves SGLang's own default. ``extra_args`` is appended verbatim.
-    ``port: 0`` picks a free port at launch.
+    ``port: 0`` picks a free port at launch. ``release`` builds the command for that SGLang release
+    (another machine's, e.g. ``0.5.23``) instead of the installed one; serving checks it is the installed one.
+    ``disable_prefill_cuda_graph`` turns the prefill-phase (piecewise) CUDA graph off, spelt as each release does.
     """
 
     host: str = "127.0.0.1"
@@ -137,6 +140,7 @@ class SGLangConfig:
     max_running_requests: int | None = None
     context_length: int | None = None
     disable_cuda_graph: bool = False
+    disable_prefill_cuda_graph: bool = False
     skip_tokenizer_init: bool = False
     trust_remote_code: bool = False
     api_key: str | None = None
@@ -146,6 +150,7 @@ class SGLangConfig:
     log_level: str | None = None
     extra_args: list[str] = field(default_factory=list)
     python: str | None = None
+    release: str | None = None
     ready_timeout_s: float = 900.0
     stop_timeout_s: float = 30.0
 
@@ -386,29 +391,6 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
         raise ConfigError(errors)
 
 
-# Flags the launcher sets from a config key: given again in sglang.extra_args, SGLang would take the
-# last one while we check, health-poll and report the first (e.g. --port: the wrong port is polled).
-MANAGED_FLAGS = {
-    "--model-path": "target.path", "--model": "target.path", "--revision": "target.revision",
-    "--host": "sglang.host", "--port": "sglang.port", "--tp-size": "sglang.tp_size",
-    "--tensor-parallel-size": "sglang.tp_size", "--dtype": "sglang.dtype",
-    "--mem-fraction-static": "sglang.mem_fraction_static", "--attention-backend": "sglang.attention_backend",
-    "--cuda-graph-max-bs": "sglang.cuda_graph_max_bs", "--cuda-graph-bs": "sglang.cuda_graph_bs",
-    "--max-running-requests": "sglang.max_running_requests", "--context-length": "sglang.context_length",
-    "--log-level": "sglang.log_level", "--api-key": "sglang.api_key", "--nnodes": "sglang.nnodes",
-    "--node-rank": "sglang.node_rank", "--dist-init-addr": "sglang.dist_init_addr",
-    "--disable-cuda-graph": "sglang.disable_cuda_graph", "--skip-tokenizer-init": "sglang.skip_tokenizer_init",
-    "--trust-remote-code": "sglang.trust_remote_code",
-    "--speculative-algorithm": "algorithm=EAGLE3|EAGLE|NEXTN|STANDALONE|none",
-    "--speculative-draft-model-path": "draft.path", "--speculative-draft-model": "draft.path",
-    "--speculative-draft-model-revision": "draft.revision",
-    "--speculative-token-map": "draft.path (the token map is written with the export)",
-    "--speculative-num-steps": "spec.num_steps", "--speculative-eagle-topk": "spec.topk",
-    "--speculative-num-draft-tokens": "spec.num_draft_tokens",
-    "--speculative-adaptive": "spec.adaptive", "--speculative-adaptive-config": "spec.adaptive_config",
-}
-
-
 def server_errors(sg: SGLangConfig) -> list[str]:
     """Rules on the server's own settings (values SGLang would refuse late, or misread)."""
     errors = []
@@ -426,6 +408,12 @@ def server_errors(sg: SGLangConfig) -> list[str]:
         errors.append(f"sglang.cuda_graph_bs={sg.cuda_graph_bs} must hold batch sizes >= 1.")
     if sg.stop_timeout_s <= 0:
         errors.append(f"sglang.stop_timeout_s={sg.stop_timeout_s} must be > 0.")
+    if sg.release is not None:
+        try:
+            applicable_release(sg.release)
+        except ValueError as exc:
+            errors.append(f"sglang.release={sg.release}: {exc}. Give the SGLang release the command is for, or drop "
+                          "sglang.release to build for the installed one.")
     errors += [f"sglang.extra_args sets {flag}, which the launcher already sets from {key}: SGLang would take "
                f"the last one while this tool checks, health-polls and reports the other. Drop it from "
                f"sglang.extra_args and set {key} instead." for flag, key in managed_extra_args(sg.extra_args)]

@@ -23,7 +23,14 @@ from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, r
 from automodel_spec.config import Mode, ServeConfig, config_warnings, path_problem
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra_glue import register_configs
-from automodel_spec.launch import check_sglang_installed, launch_command, required_sglang, serve_foreground
+from automodel_spec.launch import (
+    check_sglang_installed,
+    launch_command,
+    release_warnings,
+    required_sglang,
+    serve_foreground,
+    sglang_release,
+)
 from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_plan
 
@@ -47,13 +54,17 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     for warning in config_warnings(cfg):
         print(warning, file=sys.stderr, flush=True)
     if cfg.print_only:
-        argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run)
-        print(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, argv, out_dir, wrote=False), flush=True)
+        release = sglang_release(cfg.sglang)
+        for warning in release_warnings(cfg.sglang, release):
+            print(warning, file=sys.stderr, flush=True)
+        argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run, release=release)
+        print(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, argv, out_dir, wrote=False, release=release),
+              flush=True)
         return 0
     print(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, None, out_dir, wrote=True), flush=True)
     if point is not None:
         # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
-        check_sglang_installed(cfg.sglang.python, *required_sglang(cfg.algorithm, cfg.spec, run))
+        check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, cfg.spec, run))
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
         result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
         code = 0 if result.status in ("ok", "invalid") else 1

@@ -137,7 +137,7 @@ def test_sglang_options(option):
     if option in ("h100_bundle", "h100_bench"):
         assert cfg.sglang.port == 0 and cfg.sglang.attention_backend == "triton"
     if option == "h100_bench":  # the bundle's settings, graphs for the benchmark's batch sizes only
-        assert cfg.sglang.extra_args == ["--disable-prefill-cuda-graph"]
+        assert cfg.sglang.disable_prefill_cuda_graph and cfg.sglang.extra_args == []
         assert cfg.sglang.cuda_graph_bs == [1, 8, 32] and cfg.sglang.cuda_graph_max_bs is None
         assert cfg.sglang.max_running_requests == 32
     if option in ("latency", "throughput"):
