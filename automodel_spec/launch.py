@@ -28,10 +28,11 @@ from automodel_spec.sglang_options import applicable_release, known_releases
 log = logging.getLogger(__name__)
 
 TEST_PROMPT = "The quick brown fox jumps over the lazy dog. " * 2
+# cuda_graph_max_bs: /server_info's name until 0.5.13; cuda_graph_max_bs_decode from 0.5.14 (the same setting)
 _EFFECTIVE_KEYS = ("speculative_algorithm", "speculative_num_steps", "speculative_eagle_topk",
                    "speculative_num_draft_tokens", "speculative_draft_model_path", "max_running_requests",
                    "attention_backend", "tp_size", "mem_fraction_static", "cuda_graph_max_bs",
-                   "speculative_adaptive", "speculative_adaptive_config")
+                   "cuda_graph_max_bs_decode", "speculative_adaptive", "speculative_adaptive_config")
 
 
 @dataclass(frozen=True)

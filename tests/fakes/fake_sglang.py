@@ -161,6 +161,9 @@ class Handler(BaseHTTPRequestHandler):
                 "speculative_adaptive": ADAPTIVE, "speculative_adaptive_config": arg("--speculative-adaptive-config"),
                 "internal_states": [{"avg_spec_accept_length": accept}], "version": RELEASE or "fake",
             }
+            graphs = arg("--cuda-graph-max-bs-decode", arg("--cuda-graph-max-bs"))
+            info["cuda_graph_max_bs_decode" if _newer("0.5.14") else "cuda_graph_max_bs"] = \
+                int(graphs) if graphs else None
             if _newer("0.5.20"):  # what was asked for, beside the resolved values
                 info["launch_command"] = " ".join(sys.argv)
             self._send(200, info)
