@@ -10,9 +10,10 @@ installed), unpack the wheel there, and run that release's own argument parser
 transformers, ...) are stand-ins: SGLang's modules are real, and an SGLang module that fails on a
 stand-in becomes one itself unless the parser is defined there (``server_args``, ``arg_groups``:
 those must load for real). So flags that SGLang adds in loops, helpers or its dataclass-field
-machinery are all found, as argparse holds them. A static read of the same files (every ``--flag``
-literal and every annotated field) cross-checks the parser's list: each option the parser holds
-must be a literal, a field or a field's ``--no-`` form, and the script fails otherwise.
+machinery are all found, as argparse holds them. A static read of the same files cross-checks the
+parser's list both ways, and the script fails otherwise: each option the parser holds is a ``--flag``
+literal there, an annotated field or a field's ``--no-`` form, and each ``--flag`` literal there is an
+option the parser holds (none was registered only on hardware or settings the CPU run lacks).
 
 Beside the options it records what the benchmark and launcher depend on, read in the release's
 source: the HTTP endpoints, the per-request histogram names in ``meta_info``, and what resets the
@@ -79,30 +80,34 @@ def record_release(release: str, work: Path) -> dict:
         raise SystemExit(f"SGLang {release}: its parser did not run:\n{probe.stderr[-3000:]}")
     parsed = json.loads(probe.stdout.splitlines()[-1])
     options = set(parsed["options"]) - {"--help"}
-    static = static_flags(tree)
-    unexplained = sorted(o for o in options if o not in static and o.removeprefix("--no-") not in
-                         {s.removeprefix("--") for s in static})
+    literals, fields = static_names(tree)
+    unexplained = sorted(o for o in options if o not in literals | fields
+                         and "--" + o.removeprefix("--no-") not in fields)
     if unexplained:
         raise SystemExit(f"SGLang {release}: the parser holds options no static read explains: {unexplained}")
-    print(f"SGLang {release}: {len(options)} options; {len(static - options)} static names are not options "
-          f"(renamed by cli_name, or fields without a flag); stand-ins for {len(parsed['stubbed'])} SGLang modules")
+    missed = sorted(literals - options)  # a flag registered only on some hardware or environment
+    if missed:
+        raise SystemExit(f"SGLang {release}: flags in the parser's source that the parser run did not register: "
+                         f"{missed}")
+    print(f"SGLang {release}: {len(options)} options (every --flag literal of the parser's files among them); "
+          f"stand-ins for {len(parsed['stubbed'])} SGLang modules")
     return {"options": sorted(options), **behaviours(tree)}
 
 
-def static_flags(tree: Path) -> set[str]:
-    """Every ``--flag`` literal and every annotated field (as ``--field-name``) of the parser's files."""
+def static_names(tree: Path) -> tuple[set[str], set[str]]:
+    """The parser's files read statically: every ``--flag`` literal, and every annotated field as ``--field-name``."""
     srt = tree / "sglang" / "srt"
     files = [srt / "server_args.py", *sorted((srt / "arg_groups").rglob("*.py"))]
-    found = set()
+    literals, fields = set(), set()
     for path in files:
         if not path.is_file():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and _FLAG.match(node.value):
-                found.add(node.value)
+                literals.add(node.value)
             elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                found.add("--" + node.target.id.replace("_", "-"))
-    return found
+                fields.add("--" + node.target.id.replace("_", "-"))
+    return literals, fields
 
 
 def behaviours(tree: Path) -> dict:
