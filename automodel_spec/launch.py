@@ -174,6 +174,7 @@ def check_sglang_installed(sglang: SGLangConfig, min_version: str, needs: str = 
     release = sglang_release(sglang)
     installed = release.installed
     if installed is None:
+        check_release_serves(release, min_version, needs)
         return release
     if Version(installed) < Version(min_version):
         raise CheckpointError(
@@ -186,6 +187,18 @@ def check_sglang_installed(sglang: SGLangConfig, min_version: str, needs: str = 
                           f"command built for {sglang.release} may not parse there. Drop sglang.release to build for "
                           f"the installed release (sglang.release is for print_only: another machine's command).")
     return release
+
+
+def check_release_serves(release: SGLangRelease, min_version: str, needs: str = "this draft needs") -> None:
+    """The release a command is built for must be one that serves this run (``print_only`` checks this alone).
+
+    Raises:
+        ConfigError: the release is older than ``min_version`` (what the draft or setting ``needs``).
+    """
+    if Version(release.release) < Version(min_version):
+        raise ConfigError(f"{needs} SGLang >= {min_version}, but the command is built for SGLang {release.release} "
+                          f"({release.source}), which would skip, mis-load or refuse it. Set sglang.release to "
+                          f"{min_version} or later, or drop it to build for the installed release.")
 
 
 def effective_settings(info: dict) -> dict:

@@ -24,6 +24,7 @@ from automodel_spec.config import Mode, ServeConfig, config_warnings, path_probl
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra_glue import register_configs
 from automodel_spec.launch import (
+    check_release_serves,
     check_sglang_installed,
     launch_command,
     release_warnings,
@@ -55,6 +56,7 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
         print(warning, file=sys.stderr, flush=True)
     if cfg.print_only:
         release = sglang_release(cfg.sglang)
+        check_release_serves(release, *required_sglang(cfg.algorithm, cfg.spec, run))
         for warning in release_warnings(cfg.sglang, release):
             print(warning, file=sys.stderr, flush=True)
         argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run, release=release)

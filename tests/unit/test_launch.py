@@ -10,7 +10,7 @@ import pytest
 from automodel_spec.command import DraftArgs
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.errors import CheckpointError, ConfigError, MissingDependencyError
-from automodel_spec.launch import check_sglang_installed, launch_command, sglang_release
+from automodel_spec.launch import check_release_serves, check_sglang_installed, launch_command, sglang_release
 from automodel_spec.prepare import PreparedRun
 
 
@@ -99,3 +99,12 @@ def test_another_interpreters_release_is_read_there(tmp_path):
     silent.chmod(0o755)
     release = sglang_release(SGLangConfig(python=str(silent)))
     assert release.installed is None and f"sglang.python={silent}" in release.note
+
+
+def test_a_release_older_than_the_draft_needs_is_refused_naming_both(monkeypatch):
+    _installed(monkeypatch, None)
+    release = sglang_release(SGLangConfig(release="0.5.10"))
+    with pytest.raises(ConfigError, match=r"this draft needs SGLang >= 0.5.12, but the command is built for SGLang "
+                                          r"0.5.10 \(sglang.release\)"):
+        check_release_serves(release, "0.5.12")
+    check_release_serves(sglang_release(SGLangConfig(release="0.5.12")), "0.5.12")
