@@ -103,3 +103,13 @@ def test_the_recorded_behaviours_the_benchmark_depends_on():
     assert facts["0.5.21"]["meta_info_histograms"] == ["spec_correct_drafts_histogram"]
     assert facts["0.5.21"]["accept_counters_reset"]["set_internal_state"] == "any_key"
     assert facts["0.5.22"]["accept_counters_reset"]["set_internal_state"] == "speculative_accept_threshold_keys"
+
+
+def test_a_release_key_that_is_no_known_release_is_a_config_error():
+    from automodel_spec.config import server_errors
+
+    assert server_errors(SGLangConfig(release="0.5.23")) == []
+    (error,) = server_errors(SGLangConfig(release="latest"))
+    assert error.startswith("sglang.release=latest: 'latest' is not a release number")
+    (error,) = server_errors(SGLangConfig(release="0.4.9"))
+    assert "older than 0.5.9, the oldest release this tool builds commands for (0.5.9 .. 0.5.23)" in error
