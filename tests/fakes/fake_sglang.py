@@ -96,7 +96,8 @@ def check_argv():
 
 
 def _newer(version):
-    return RELEASE is not None and tuple(map(int, RELEASE.split("."))) >= tuple(map(int, version.split(".")))
+    """Whether the release played (0.5.17 when unset) is ``version`` or later."""
+    return tuple(map(int, (RELEASE or "0.5.17").split("."))) >= tuple(map(int, version.split(".")))
 
 
 def child_main(parent):
