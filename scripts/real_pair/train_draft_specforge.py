@@ -19,6 +19,10 @@ What it writes (``--out``, which must not exist), all of it by SpecForge's code 
     OUT/sglang_export/{config.json,model.safetensors}   (specforge export --to sglang), unless --no-export
     OUT/specforge_train.json              what ran, steps, tokens, minutes, loss curve, per-position accuracy
 
+It prints a line per ``--log-interval`` steps (step, loss, acc, acc per TTT position, lr, tokens/s).
+Exit status: 0 done; 1 bad input or training failed (``OUT`` removed); 3 trained and saved, but the
+export failed (its error is in the JSON and on stderr).
+
 SpecForge's parts that run (module: name):
 
 - ``specforge.training.model_loading``: ``_generate_draft_config`` with the EAGLE-3 provider's
@@ -64,8 +68,8 @@ What is replaced, and why:
   HF ``hidden_states[i+1]``) concatenated as ``aux_hidden_state`` and the final normed hidden state as
   ``hidden_state``. Writing them to disk first would cost tens of GB for a few minutes of training.
 - The data pipeline (``FeatureStore``, ``FeatureDataLoader``, chat templates): the corpus is plain text
-  (Python files), cut into ``--seq-len`` windows of the target's tokens with EOS between documents;
-  every token but each window's last is a loss token (no prompt to mask).
+  (Python files), cut into ``--seq-len`` windows of the target's tokens with EOS between documents (a
+  ``.txt`` is one stream); every token but each window's last is a loss token (no prompt to mask).
 - ``Trainer`` / ``training.assembly`` and the typed ``Config``: they need pydantic and the feature store;
   the pieces they assemble are built one by one above, with ``SimpleNamespace`` standing in for the
   config fields those functions read.
@@ -101,6 +105,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import time
 import types
@@ -139,9 +144,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                     help="a directory (its .py files, recursively), a .txt or a .jsonl ('text' field)")
     ap.add_argument("--out", type=Path, help="SpecForge output directory to create (must not exist)")
     ap.add_argument("--minutes", type=float, default=3.0, help="wall-clock bound on training (default 3)")
-    ap.add_argument("--seq-len", type=int, default=2048, help="tokens per sample (SpecForge's max_length)")
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (SpecForge's default is 1e-4, "
+    ap.add_argument("--seq-len", type=int, default=1024,
+                    help="tokens per sample (SpecForge's max_length; keep within the target's training context)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (SpecForge's default is 1e-4, "
                     "for runs of hours)")
     ap.add_argument("--lr-scheduler", choices=("cosine", "constant"), default="cosine")
     ap.add_argument("--warmup-ratio", type=float, default=0.015, help="SpecForge's default")
@@ -151,7 +157,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval-windows", type=int, default=32, help="held-out windows for the final accuracy")
     ap.add_argument("--log-interval", type=int, default=10, help="optimizer steps between progress lines")
     ap.add_argument("--save-interval", type=int, default=0, help="also save every N steps (0: at the end)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     ap.add_argument("--compile", action="store_true", help="keep SpecForge's torch.compile decorators")
     ap.add_argument("--no-export", action="store_true", help="skip specforge export --to sglang")
@@ -293,15 +299,25 @@ def _corpus_documents(corpus: Path, seed: int):
                 if text is None:
                     raise Fail(f"--corpus {corpus}: line {n} has no 'text' (or 'content'/'prompt') string")
                 yield text
-    else:
-        yield corpus.read_text(encoding="utf-8", errors="replace")
+    else:  # one text stream: cut at line ends into pieces the tokenizer encodes in parallel
+        text = corpus.read_text(encoding="utf-8", errors="replace")
+        start = 0
+        while start < len(text):
+            end = text.find("\n", start + _TXT_PIECE)
+            end = len(text) if end < 0 else end + 1
+            yield text[start:end]
+            start = end
+
+
+_TXT_PIECE = 1 << 16
 
 
 def tokenize_corpus(tokenizer, corpus: Path, seq_len: int, max_tokens: int, seed: int):
-    """``[n, seq_len]`` windows of the target's tokens, documents joined by EOS; and the document count."""
+    """``[n, seq_len]`` windows of the target's tokens; and the number of documents (or .txt pieces)."""
     import torch
 
-    eos = tokenizer.eos_token_id
+    # documents are joined by EOS; the pieces of one .txt stream are not
+    eos = tokenizer.eos_token_id if corpus.is_dir() or corpus.suffix == ".jsonl" else None
     ids: list[int] = []
     docs = 0
     batch: list[str] = []
@@ -316,7 +332,7 @@ def tokenize_corpus(tokenizer, corpus: Path, seq_len: int, max_tokens: int, seed
         batch.clear()
 
     for text in _corpus_documents(corpus, seed):
-        if text.strip():
+        if text.strip() or eos is None:
             batch.append(text)
         if len(batch) >= 256:
             flush()
@@ -409,11 +425,13 @@ def train(args: argparse.Namespace) -> int:
     try:
         return _train_into(args, sf, device, target, target_vocab, train_windows, eval_windows, docs, t_start,
                            parts, replaced)
-    except Fail:
-        raise
-    except Exception as exc:
-        # The directory is ours (made above); say so, keep it for inspection.
-        raise Fail(f"training failed: {type(exc).__name__}: {exc} (partial output left in {args.out})") from exc
+    except BaseException as exc:
+        shutil.rmtree(args.out, ignore_errors=True)  # made above: nothing half-written is left behind
+        if isinstance(exc, Fail):
+            raise
+        if not isinstance(exc, Exception):
+            raise
+        raise Fail(f"training failed: {type(exc).__name__}: {exc} ({args.out} removed)") from exc
 
 
 def _train_into(args, sf, device, target, target_vocab, train_windows, eval_windows, docs, t_start, parts, replaced):
@@ -563,7 +581,8 @@ def _train_into(args, sf, device, target, target_vocab, train_windows, eval_wind
                   "capture_layers_sglang_numbering": capture_layers, "attention_backend": "sdpa",
                   "ttt_length": args.ttt_length},
         "training": {"steps": step, "scheduled_steps": total_steps, "tokens": step * tokens_per_step,
-                     "tokens_per_step": tokens_per_step, "seq_len": args.seq_len, "batch_size": args.batch_size,
+                     "tokens_per_step": tokens_per_step,
+                     "passes_over_corpus": round(step * args.batch_size / len(train_windows), 3), "seq_len": args.seq_len, "batch_size": args.batch_size,
                      "lr": args.lr, "lr_scheduler": args.lr_scheduler, "warmup_ratio": args.warmup_ratio,
                      "seed": args.seed, "minutes_bound": args.minutes, "train_minutes": round(train_s / 60, 3),
                      "wall_minutes_total": round((time.monotonic() - t_start) / 60, 3),
@@ -578,6 +597,10 @@ def _train_into(args, sf, device, target, target_vocab, train_windows, eval_wind
     }
     (out / "specforge_train.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / 'specforge_train.json'}", flush=True)
+    if export and "error" in export:
+        print(f"error: specforge export --to sglang failed: {export['error']} (the training checkpoint is "
+              f"complete: {ckpt})", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -616,9 +639,9 @@ def _features(sf, target, ids, capture_layers):
     import torch
 
     with torch.no_grad():
-        hs = target.model(input_ids=ids, output_hidden_states=True).hidden_states
-        aux = torch.cat([hs[i + 1] for i in capture_layers], dim=-1)
-        final = target.model.norm(hs[-1]) if _LAST_IS_PRENORM else hs[-1]
+        out = target.model(input_ids=ids, output_hidden_states=True)
+        aux = torch.cat([out.hidden_states[i + 1] for i in capture_layers], dim=-1)
+        final = out.last_hidden_state  # after the final norm, as SGLang's logits processor receives it
     samples = []
     for b in range(ids.shape[0]):
         raw = {"input_ids": ids[b], "loss_mask": torch.ones_like(ids[b]),
@@ -627,32 +650,34 @@ def _features(sf, target, ids, capture_layers):
     return sf.concatenate_features(samples)
 
 
-_LAST_IS_PRENORM = False  # set by _check_hidden_states
+def _check_hidden_states(target, ids, capture_layers) -> None:
+    """HF ``hidden_states[i + 1]`` must be layer i's output (SGLang's capture of layer i) on this transformers.
 
-
-def _check_hidden_states(target, ids) -> None:
-    """Pin down HF's hidden_states numbering on this transformers: [embeddings, layer 0 out, ...]."""
+    Raises:
+        Fail: it is not (transformers replaces the last entry by the normed state, so i = N-1 cannot be read).
+    """
     import torch
 
-    global _LAST_IS_PRENORM
-    seen = []
-    hook = target.model.layers[0].register_forward_hook(lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o))
-    with torch.no_grad():
-        out = target.model(input_ids=ids[:1, :16], output_hidden_states=True)
-    hook.remove()
-    hs = out.hidden_states
-    if len(hs) != target.config.num_hidden_layers + 1 or not torch.equal(hs[1], seen[0]):
-        raise Fail(f"transformers' hidden_states do not have the layout this script relies on ({len(hs)} entries "
-                   f"for {target.config.num_hidden_layers} layers)")
-    normed = target.model.norm(hs[-1])
-    _LAST_IS_PRENORM = not torch.allclose(hs[-1], out.last_hidden_state) and torch.allclose(normed, out.last_hidden_state)
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [target.model.layers[i].register_forward_hook(
+        lambda m, a, o, i=i: seen.__setitem__(i, o[0] if isinstance(o, tuple) else o)) for i in capture_layers]
+    try:
+        with torch.no_grad():
+            hs = target.model(input_ids=ids[:1, :16], output_hidden_states=True).hidden_states
+    finally:
+        for h in hooks:
+            h.remove()
+    bad = [i for i in capture_layers if not torch.equal(hs[i + 1], seen[i])]
+    if bad:
+        raise Fail(f"capture layers {bad}: transformers' hidden_states[i + 1] is not layer i's output here "
+                   f"({len(hs)} entries for {target.config.num_hidden_layers} layers)")
 
 
 def _batches(sf, target, windows, capture_layers, batch_size, device, seed):
     """TrainBatches forever (reshuffled each pass), features computed by the target on the fly."""
     import torch
 
-    _check_hidden_states(target, windows[:1].to(device))
+    _check_hidden_states(target, windows[:1].to(device), capture_layers)
     gen = torch.Generator().manual_seed(seed + 1)
     epoch = 0
     while True:
@@ -704,6 +729,19 @@ def _evaluate(sf, strategy, target, windows, capture_layers, batch_size, device,
 def _export(sf, ckpt: Path, draft_config: Path, export_dir: Path, parts: list) -> dict:
     """``specforge export --to sglang``: the CLI when it can be imported, else the function it calls."""
     argv = ["--checkpoint", str(ckpt), "--draft-config", str(draft_config), "--output-dir", str(export_dir)]
+    command = "specforge export --to sglang " + " ".join(argv)
+    try:
+        how = _run_export(sf, argv)
+    except (Exception, SystemExit) as exc:
+        shutil.rmtree(export_dir, ignore_errors=True)
+        return {"dir": None, "command": command, "error": f"{type(exc).__name__}: {exc}"}
+    parts.append(how)
+    print(f"exported {export_dir}", flush=True)
+    return {"dir": str(export_dir), "how": how, "command": command,
+            "files": sorted(p.name for p in export_dir.iterdir())}
+
+
+def _run_export(sf, argv: list[str]) -> str:
     if "pydantic" not in sf.placeholders and importlib.util.find_spec("pydantic") is not None:
         from specforge.cli import main as cli_main
 
@@ -715,11 +753,8 @@ def _export(sf, ckpt: Path, draft_config: Path, export_dir: Path, parts: list) -
         rc = export_main(argv)
         how = "specforge.export.to_sglang.main (the CLI needs pydantic, which is absent)"
     if rc != 0:
-        raise Fail(f"specforge export --to sglang returned {rc}")
-    parts.append(how)
-    print(f"exported {export_dir}", flush=True)
-    return {"dir": str(export_dir), "how": how, "command": "specforge export --to sglang " + " ".join(argv),
-            "files": sorted(p.name for p in export_dir.iterdir())}
+        raise RuntimeError(f"it returned {rc}")
+    return how
 
 
 def _sync(device) -> None:
