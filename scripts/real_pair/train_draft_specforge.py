@@ -223,10 +223,7 @@ def import_specforge(device_type: str, compile_helpers: bool) -> SimpleNamespace
     if device_type == "cpu":
         # The Triton kernel under Triton's interpreter takes tens of seconds a step on a CPU; SpecForge's own
         # reference implementation of the same loss (core/loss.py) stands in for it there.
-        from specforge.algorithms.eagle3 import model as eagle3_model
-        from specforge.core.loss import _compute_loss
-
-        eagle3_model.LogSoftmaxLoss = type("ReferenceLogSoftmaxLoss", (), {"apply": staticmethod(_compute_loss)})
+        use_reference_loss()
     sf_version = version("specforge")
     if sf_version != "0.2.0":
         print(f"warning: specforge {sf_version} is installed; this script was written against 0.2.0", file=sys.stderr)
@@ -239,6 +236,14 @@ def import_specforge(device_type: str, compile_helpers: bool) -> SimpleNamespace
         TrainerCore=TrainerCore, _generate_draft_config=_generate_draft_config,
         load_draft_config_source=load_draft_config_source, model_resume_provenance=model_resume_provenance,
         placeholders=placeholders, sf_version=sf_version)
+
+
+def use_reference_loss() -> None:
+    """Put ``specforge.core.loss._compute_loss`` (the reference of the Triton ``LogSoftmaxLoss``) in its place."""
+    from specforge.algorithms.eagle3 import model as eagle3_model
+    from specforge.core.loss import _compute_loss
+
+    eagle3_model.LogSoftmaxLoss = type("ReferenceLogSoftmaxLoss", (), {"apply": staticmethod(_compute_loss)})
 
 
 def _ensure_module(name: str, make) -> bool:
@@ -398,6 +403,8 @@ def train(args: argparse.Namespace) -> int:
         raise Fail("--device cuda but torch sees no GPU; give --device cpu")
     sf = import_specforge(device.type, args.compile)
     if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -503,7 +510,20 @@ def _train_into(args, sf, device, target, target_vocab, train_windows, eval_wind
     for i in range(PROBE_STEPS + 1):
         if i == 1:
             t_probe = time.monotonic()
-        strategy.forward_loss(next(batches)).loss.backward()
+        batch = next(batches)
+        try:
+            strategy.forward_loss(batch).loss.backward()
+        except Exception as exc:  # the Triton kernel could not be built or run here: SpecForge's reference loss
+            if i > 0 or device.type == "cpu":
+                raise
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"warning: SpecForge's Triton LogSoftmaxLoss failed ({type(exc).__name__}: {why}); using its "
+                  "reference implementation, specforge.core.loss._compute_loss", file=sys.stderr, flush=True)
+            use_reference_loss()
+            replaced.append(f"LogSoftmaxLoss (Triton) -> specforge.core.loss._compute_loss: the kernel failed "
+                            f"({type(exc).__name__}: {why})")
+            model.zero_grad(set_to_none=True)
+            strategy.forward_loss(batch).loss.backward()
         model.zero_grad(set_to_none=True)
     _sync(device)
     step_s = (time.monotonic() - t_probe) / PROBE_STEPS
