@@ -81,8 +81,10 @@ What is replaced, and why:
   ``lm_head.weight`` entry); the ``TargetHead`` is then built by its constructor and given the loaded
   target's output embedding, and the JSON says so.
 - ``torch.compile``: SpecForge decorates a few helpers with it; they run eagerly unless ``--compile``
-  (compiling costs a minute of a three-minute budget). ``attention_backend`` is ``sdpa`` (SpecForge's
-  default ``flex_attention`` is meant to be compiled).
+  (compiling would take part of a three-minute budget). ``attention_backend`` is ``sdpa`` (SpecForge's
+  default ``flex_attention`` is meant to be compiled; under TTT its ``sdpa`` path is eager attention).
+- If SpecForge's Triton ``LogSoftmaxLoss`` fails on the first step (the kernel cannot be built there), its
+  reference ``specforge.core.loss._compute_loss`` takes over, with a warning and a line in the JSON.
 
 Imports: only the modules named above. Where one imports at module level something this path never
 uses and the machine lacks, a placeholder module stands in: ``datasets`` (``Dataset`` for type hints in
