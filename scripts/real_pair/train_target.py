@@ -46,6 +46,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="the HF directory to write (must not exist)")
     ap.add_argument("--minutes", type=float, default=3.5, help="wall-clock training time")
+    ap.add_argument("--max-total-s", type=float, default=None,
+                    help="bound the whole run: training gets what corpus and tokenizer leave, less 40 s to save")
     ap.add_argument("--max-corpus-mb", type=float, default=400.0, help="stop reading the corpus past this")
     ap.add_argument("--tokenizer-mb", type=float, default=60.0, help="text the tokenizer is trained on")
     ap.add_argument("--vocab", type=int, default=16384)
@@ -94,6 +96,8 @@ def main() -> int:
         # The drafts' trainers read text; 8 MiB is more than three minutes of draft training consume.
         (args.out.parent / "draft_corpus.txt").write_text("".join(train_text)[: 8 * 2**20])
 
+    if args.max_total_s is not None:
+        args.minutes = max(0.5, min(args.minutes, (args.max_total_s - (time.time() - t0) - 40) / 60))
     model, config = build_model(args, hf_tok, device)
     stats = train(model, train_ids, val_ids, args, device)
     model.to(torch.bfloat16)
