@@ -47,7 +47,7 @@ if [ "$STAGE" = train ]; then
   [ -d "$R/specforge_run" ] || PYTHONPATH=$TRAIN_PATH timeout "$T" python3 scripts/real_pair/train_draft_specforge.py \
     --target "$R/target" --corpus "$R/draft_corpus.txt" --out "$R/specforge_run" --minutes "$M" \
     > "$RES/train_specforge.log" 2>&1 &
-  wait %2 %3 2>/dev/null; wait
+  wait
   for f in automodel_run/automodel_train.json specforge_run/specforge_train.json; do cp "$R/$f" "$RES/" 2>/dev/null; done
   tail -4 "$RES"/train_*.log; ls "$R"
   exit 0
