@@ -3,6 +3,7 @@
     python recipes/serve.py algorithm=EAGLE3 draft=automodel draft.path=RUN_DIR target.path=MODEL
     python recipes/serve.py print_only=true ...      # the exact command and paths; writes nothing
     python recipes/serve.py mode=bench ...           # benchmark one point (see README)
+    python recipes/serve.py mode=check ...           # served as trained? reference vs a short served run
 
 With no arguments it serves the built-in demo pair (built locally on first use).
 """
@@ -20,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
+from automodel_spec.bench.served_checks import check_point, check_report
 from automodel_spec.config import Mode, ServeConfig, config_warnings, path_problem
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra_glue import register_configs
@@ -48,7 +50,9 @@ def output_dir(cfg: ServeConfig) -> Path:
 
 def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     out_dir = output_dir(cfg)
-    point = BenchPoint(cfg.algorithm, cfg.spec, cfg.sglang, cfg.bench) if cfg.mode == Mode.bench else None
+    point = BenchPoint(cfg.algorithm, cfg.spec, cfg.sglang, cfg.bench) if cfg.mode != Mode.serve else None
+    if cfg.mode == Mode.check:
+        point = check_point(point)
     if point is not None and not cfg.print_only and record_if_invalid(point, out_dir):
         return (0, 0.0) if in_multirun() else 1  # recorded as skipped: a sweep goes on
     run = prepare_run(cfg, dry_run=cfg.print_only)
@@ -69,6 +73,10 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
         check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, cfg.spec, run))
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
         result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
+        if cfg.mode == Mode.check:
+            code, text = check_report(result)
+            print(text, file=sys.stderr if code else sys.stdout, flush=True)
+            return code
         code = 0 if result.status in ("ok", "invalid") else 1
         return (code, objective(result, cfg.bench)) if in_multirun() else code
     return serve_foreground(cfg.sglang, cfg.algorithm, cfg.spec, run, out_dir)
