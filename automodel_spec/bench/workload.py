@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from automodel_spec.config import PROMPTS_HINT
 from automodel_spec.errors import ConfigError
+from automodel_spec.path_lookup import file_problem
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,20 @@ def load_prompts(path: str | None = None) -> list[Prompt]:
         ConfigError: the file is missing, empty, or a line is not a usable prompt.
     """
     p = Path(path).expanduser() if path else builtin_prompts_path()
-    if not p.is_file():
-        raise ConfigError(f"bench.prompts={path} does not exist; give a JSONL file with one "
-                          '{"prompt": "..."} object per line, or leave it unset for the built-in set.')
+    problem = file_problem(p)
+    if problem:
+        raise ConfigError(f"bench.prompts={path} {problem}; {PROMPTS_HINT}")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"bench.prompts={path}: cannot read it ({exc.strerror}).") from exc
     prompts = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}:{n} is not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}): "
+                              "save the prompts file as UTF-8.") from exc
         if not line.strip():
             continue
         try:
