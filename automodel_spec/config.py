@@ -384,14 +384,6 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
                           f"bench.concurrency={b.concurrency}.")
         if b.num_prompts < 1:
             errors.append(f"bench.num_prompts={b.num_prompts} must be >= 1.")
-        if b.prompts and not path_problem(b.prompts):  # before the export and the server, not after
-            from pathlib import Path
-
-            from automodel_spec.path_lookup import file_problem
-
-            problem = file_problem(Path(b.prompts).expanduser())
-            if problem:
-                errors.append(f"bench.prompts={b.prompts} {problem}; {PROMPTS_HINT}")
         if b.gpu_free_wait_s < 0:
             errors.append(f"bench.gpu_free_wait_s={b.gpu_free_wait_s} must be >= 0 (0: do not wait).")
         if not b.concurrency or any(c < 1 for c in b.concurrency):
@@ -420,7 +412,6 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
         raise ConfigError(errors)
 
 
-PROMPTS_HINT = 'give a JSONL file with one {"prompt": "..."} object per line, or leave it unset for the built-in set.'
 MAX_CONCURRENCY = 4096
 MAX_PROMPTS = 1_000_000
 # The largest whole number a setting may hold: SGLang hands sizes, counts and ids to torch and CUDA as

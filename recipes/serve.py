@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
+from automodel_spec.bench.workload import load_prompts
 from automodel_spec.config import Mode, ServeConfig, config_warnings, path_problem
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra_glue import register_configs, typed_config
@@ -49,6 +50,8 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     point = BenchPoint(cfg.algorithm, cfg.spec, cfg.sglang, cfg.bench) if cfg.mode == Mode.bench else None
     if point is not None and not cfg.print_only and record_if_invalid(point, out_dir):
         return (0, 0.0) if in_multirun() else 1  # recorded as skipped: a sweep goes on
+    if point is not None and not (cfg.bench.prompts and path_problem(cfg.bench.prompts)):
+        load_prompts(cfg.bench.prompts)  # a bad prompts file refused now, not after the export and the server
     run = prepare_run(cfg, dry_run=cfg.print_only)
     for warning in config_warnings(cfg):
         say(warning, err=True)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from automodel_spec.config import PROMPTS_HINT
 from automodel_spec.errors import ConfigError
 from automodel_spec.path_lookup import file_problem
+
+PROMPTS_HINT = 'give a JSONL file with one {"prompt": "..."} object per line, or leave it unset for the built-in set.'
 
 
 @dataclass(frozen=True)
