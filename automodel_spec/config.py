@@ -215,6 +215,41 @@ def _spec_bound_errors(spec: SpecConfig) -> list[str]:
             if isinstance(value := getattr(spec, name), int) and value > bound]
 
 
+MAX_CONCURRENCY = 4096
+MAX_PROMPTS = 1_000_000
+# The largest whole number a setting may hold: SGLang hands sizes, counts and ids to torch and CUDA as
+# 32-bit integers, so a larger one is a typo that would fail (or wrap around) deep inside the server.
+MAX_INT = 2**31 - 1
+_OWN_RANGE = {"sglang.port", "spec.num_steps", "spec.topk", "spec.num_draft_tokens", "spec.max_draft_tokens"}
+
+
+def number_errors(cfg: ServeConfig) -> list[str]:
+    """Every number of the configuration finite (no NaN or infinity) and every whole number <= ``MAX_INT``.
+
+    The one rule for all of them: a NaN passes every ``<`` / ``>`` comparison the other rules make
+    (``nan <= 0`` is false), and an infinite timeout or temperature reaches the server as such.
+    """
+    import math
+    from dataclasses import fields, is_dataclass
+
+    errors = []
+    for section in fields(cfg):
+        node = getattr(cfg, section.name)
+        items = [(f"{section.name}.{f.name}", getattr(node, f.name)) for f in fields(node)] if is_dataclass(node) \
+            else [(section.name, node)]
+        for key, value in items:
+            if key in _OWN_RANGE:
+                continue
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                errors.append(f"{key}={value} is not a finite number; give a number (NaN and infinity are not "
+                              "settings).")
+            elif any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT for v in values):
+                errors.append(f"{key}={value} is beyond {MAX_INT:,} (2^31-1), the largest whole number SGLang and "
+                              "torch take here: a typo?")
+    return errors
+
+
 def spec_errors(spec: SpecConfig) -> list[str]:
     """Rules SGLang applies to steps / topk / draft tokens, as messages (empty when valid)."""
     bounds = _spec_bound_errors(spec)
@@ -410,41 +445,6 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
                           f"bench.temperature={b.temperature}.")
     if errors:
         raise ConfigError(errors)
-
-
-MAX_CONCURRENCY = 4096
-MAX_PROMPTS = 1_000_000
-# The largest whole number a setting may hold: SGLang hands sizes, counts and ids to torch and CUDA as
-# 32-bit integers, so a larger one is a typo that would fail (or wrap around) deep inside the server.
-MAX_INT = 2**31 - 1
-_OWN_RANGE = {"sglang.port", "spec.num_steps", "spec.topk", "spec.num_draft_tokens", "spec.max_draft_tokens"}
-
-
-def number_errors(cfg: ServeConfig) -> list[str]:
-    """Every number of the configuration finite (no NaN or infinity) and every whole number <= ``MAX_INT``.
-
-    The one rule for all of them: a NaN passes every ``<`` / ``>`` comparison the other rules make
-    (``nan <= 0`` is false), and an infinite timeout or temperature reaches the server as such.
-    """
-    import math
-    from dataclasses import fields, is_dataclass
-
-    errors = []
-    for section in fields(cfg):
-        node = getattr(cfg, section.name)
-        items = [(f"{section.name}.{f.name}", getattr(node, f.name)) for f in fields(node)] if is_dataclass(node) \
-            else [(section.name, node)]
-        for key, value in items:
-            if key in _OWN_RANGE:
-                continue
-            values = value if isinstance(value, list) else [value]
-            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-                errors.append(f"{key}={value} is not a finite number; give a number (NaN and infinity are not "
-                              "settings).")
-            elif any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT for v in values):
-                errors.append(f"{key}={value} is beyond {MAX_INT:,} (2^31-1), the largest whole number SGLang and "
-                              "torch take here: a typo?")
-    return errors
 
 
 # Flags the launcher sets from a config key: given again in sglang.extra_args, SGLang would take the
