@@ -21,6 +21,7 @@ class Mode(str, Enum):
 
     serve = "serve"
     bench = "bench"
+    check = "check"
 
 
 @dataclass
@@ -165,6 +166,14 @@ class BenchConfig:
     points of a sweep share on this host; each point leases ``sglang.tp_size`` of them for its server's
     life (``automodel_spec/gpu_pool.py``). Unset: ``CUDA_VISIBLE_DEVICES``, else every GPU that
     ``nvidia-smi`` lists, else no pinning (no GPU found).
+
+    ``reference`` computes the draft's reference accept length without SGLang after the point's
+    server stops (``automodel_spec.reference``; needs ``transformers``) and holds each temperature-0
+    level's served accept length against it; unset (auto) computes it where it costs about a minute
+    or less: on a CUDA GPU, when target parameters x prompts x ``max_new_tokens`` <= 1e12
+    (``reference.AUTO_COST_LIMIT``).
+    ``expected_accept_length`` (the accept length measured in training) also fails the verdict when
+    the reference falls below it: the check that catches aux layer ids lost on the way.
     """
 
     prompts: str | None = None
@@ -181,6 +190,8 @@ class BenchConfig:
     objective_temperature: float | None = None
     gpu_free_wait_s: float = 30.0
     gpu_pool: list[str] | None = None
+    reference: bool | None = None
+    expected_accept_length: float | None = None
 
 
 @dataclass
@@ -410,8 +421,14 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
     errors += number_errors(cfg)
     errors += server_errors(cfg.sglang)
     errors += path_errors(cfg)
-    if cfg.mode == Mode.bench:
+    if cfg.mode == Mode.check and cfg.algorithm.name not in ("EAGLE", "EAGLE3"):
+        errors.append(f"mode=check holds an EAGLE draft against its reference; algorithm={cfg.algorithm.name} "
+                      "has none: use algorithm=EAGLE3 or algorithm=EAGLE.")
+    if cfg.mode in (Mode.bench, Mode.check):
         b = cfg.bench
+        if b.expected_accept_length is not None and b.expected_accept_length < 1:
+            errors.append(f"bench.expected_accept_length={b.expected_accept_length} must be >= 1 (every verify "
+                          "round yields at least one token).")
         if b.warmup_requests < 0:
             errors.append(f"bench.warmup_requests={b.warmup_requests} must be >= 0 (0: no warm-up).")
         if b.objective_concurrency is not None and b.objective_concurrency not in b.concurrency:

@@ -3,6 +3,7 @@
     python recipes/serve.py algorithm=EAGLE3 draft=automodel draft.path=RUN_DIR target.path=MODEL
     python recipes/serve.py print_only=true ...      # the exact command and paths; writes nothing
     python recipes/serve.py mode=bench ...           # benchmark one point (see README)
+    python recipes/serve.py mode=check ...           # served as trained? reference vs a short served run
 
 With no arguments it serves the built-in demo pair (built locally on first use).
 """
@@ -19,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
+from automodel_spec.bench.served_checks import check_point, check_report
 from automodel_spec.bench.workload import load_prompts
 from automodel_spec.config import Mode, ServeConfig, config_warnings, path_problem
-from automodel_spec.errors import ConfigError
+from automodel_spec.errors import ConfigError, MissingDependencyError
 from automodel_spec.hydra_glue import register_configs, typed_config
 from automodel_spec.launch import check_sglang_installed, launch_command, required_sglang, serve_foreground
 from automodel_spec.path_lookup import directory_problem
@@ -47,11 +49,17 @@ def output_dir(cfg: ServeConfig) -> Path:
 
 def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     out_dir = output_dir(cfg)
-    point = BenchPoint(cfg.algorithm, cfg.spec, cfg.sglang, cfg.bench) if cfg.mode == Mode.bench else None
+    point = BenchPoint(cfg.algorithm, cfg.spec, cfg.sglang, cfg.bench) if cfg.mode != Mode.serve else None
+    if cfg.mode == Mode.check:
+        point = check_point(point)
     if point is not None and not cfg.print_only and record_if_invalid(point, out_dir):
         return (0, 0.0) if in_multirun() else 1  # recorded as skipped: a sweep goes on
-    if point is not None and not (cfg.bench.prompts and path_problem(cfg.bench.prompts)):
-        load_prompts(cfg.bench.prompts)  # a bad prompts file refused now, not after the export and the server
+    if point is not None and not (point.bench.prompts and path_problem(point.bench.prompts)):
+        try:  # a bad prompts file refused now, not after the export and the server
+            load_prompts(point.bench.prompts)
+        except MissingDependencyError:
+            if not cfg.print_only:  # print_only needs no optional package (as without SGLang)
+                raise
     run = prepare_run(cfg, dry_run=cfg.print_only)
     for warning in config_warnings(cfg):
         say(warning, err=True)
@@ -65,6 +73,10 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
         check_sglang_installed(cfg.sglang.python, *required_sglang(cfg.algorithm, cfg.spec, run))
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
         result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
+        if cfg.mode == Mode.check:
+            code, text = check_report(result)
+            say(text, err=bool(code))
+            return code
         code = 0 if result.status in ("ok", "invalid") else 1
         return (code, objective(result, cfg.bench)) if in_multirun() else code
     return serve_foreground(cfg.sglang, cfg.algorithm, cfg.spec, run, out_dir)

@@ -36,6 +36,8 @@ def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict
                 if meta.get(key) is not None:
                     rec[key] = meta[key]
             # rounds by accepted drafts; SGLang 0.5.12+ names it so, keeping the older name as an alias
+            if isinstance(out, dict) and isinstance(out.get("output_ids"), list):  # compared with the baseline's (lossless check)
+                rec["output_ids"] = [int(t) for t in out["output_ids"]]
             hist = meta.get("spec_correct_drafts_histogram", meta.get("spec_accept_histogram"))
             if isinstance(hist, list) and hist:
                 rec["spec_correct_drafts_histogram"] = [int(v) for v in hist]

@@ -28,12 +28,14 @@ from automodel_spec.bench.result import (
     METRICS,
     SCHEMA_VERSION,
     PointResult,
+    ReferenceSummary,
     ResultSchemaError,
     SpecSettings,
     read_point,
     split_server_settings,
     write_point,
 )
+from automodel_spec.bench.served_checks import add_lossless, add_reference
 from automodel_spec.bench.workload import load_prompts, select_prompts
 from automodel_spec.config import SpecConfig, point_errors, resolve_spec
 from automodel_spec.errors import ConfigError, ServerError, SpecError
@@ -147,6 +149,7 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         if wants_baseline and baseline is None:  # measured by another job meanwhile?
             baseline = read_complete(base_dir / base_key / METRICS, base_key)
         add_speedups(result.levels, baseline.levels if baseline else None)
+        _check_served(cfg, run, out_dir, result, Path(result.baseline_dir) / RECORDS if baseline else None)
         result.status = "ok"
         failed = sum(m.failed_requests for m in result.levels.values())
         if failed:  # numbers from a partly failed workload are not comparable: retry on re-run
@@ -159,6 +162,20 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
     write_point(out_dir / METRICS, result)
     log.info("%s", one_line(out_dir.name, result))
     return result
+
+
+def _check_served(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResult,
+                  baseline_records: Path | None) -> None:
+    """The lossless check and the reference (``bench.served_checks``), after the server has stopped.
+
+    Neither can lose the measurement: an unexpected error is recorded as the reference's failure.
+    """
+    add_lossless(result, out_dir / RECORDS, baseline_records)
+    try:
+        add_reference(cfg, run, result, load_prompts(cfg.bench.prompts))
+    except Exception as exc:  # a bug in the reference must not turn a measured point into a failed one
+        result.reference = ReferenceSummary(status="failed", reason=f"{type(exc).__name__}: {exc}"[:500])
+        log.warning("[bench] WARNING: the reference accept length failed: %s", result.reference.reason)
 
 
 def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bool = True) -> PointResult | None:
@@ -244,8 +261,19 @@ def one_line(name: str, result: PointResult) -> str:
         sp = f" x{m.speedup:.2f}" if m.speedup else ""
         al = f" accept {m.accept_length:.2f}" if m.accept_length else ""
         tps = f"{m.output_tok_per_s:.1f}" if m.output_tok_per_s is not None else "-"
-        parts.append(f"T={m.temperature:g} c={m.concurrency}: {tps} tok/s{sp}{al}")
+        notes = []
+        if m.reference_accept_length is not None or m.served_as_trained is False:
+            word = "served as trained" if m.served_as_trained else "NOT SERVED AS TRAINED"
+            notes.append(f"reference {_f(m.reference_accept_length)}: {word}")
+        if m.lossless_compared:
+            notes.append(f"{m.lossless_identical}/{m.lossless_compared} identical to baseline")
+        more = f" ({', '.join(notes)})" if notes else ""
+        parts.append(f"T={m.temperature:g} c={m.concurrency}: {tps} tok/s{sp}{al}{more}")
     return f"[bench] {name}: boot {result.boot_s or 0:.0f}s; " + "; ".join(parts)
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _gpu_names() -> list[str] | None:

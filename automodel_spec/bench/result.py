@@ -101,10 +101,51 @@ class LevelResult:
     ``spec_correct_drafts_histogram``)."""
     by_category: dict[str, CategoryResult] = field(default_factory=dict)
     """Acceptance of each prompt category (a prompt's ``category``)."""
+    reference_accept_length: float | None = None
+    """The reference accept length of the draft over this level's prompts (``automodel_spec.reference``:
+    the exported draft as SGLang's loader reads it, a greedy chain, no SGLang); temperature 0 only."""
+    served_as_trained: bool | None = None
+    reference_verdict: str | None = None
+    """``accept_length`` within 5% of the reference (``reference.verdict``), and the sentence shown;
+    ``None`` where no reference was computed."""
+    lossless_compared: int = 0
+    lossless_identical: int = 0
+    lossless_first_difference: int | None = None
+    """Temperature 0: requests whose output tokens were compared with the no-speculation baseline's
+    (same prompt, same level), how many were identical, and the earliest output position that
+    differed in any of them (``None``: none differed)."""
 
     @property
     def key(self) -> str:
         return level_key(self.temperature, self.concurrency)
+
+
+@dataclass
+class ReferenceSummary:
+    """The reference accept length of a point's draft (``automodel_spec.reference``).
+
+    Attributes:
+        status: ``ok`` (computed), ``skipped`` (``reason`` says why: too costly for ``bench.reference``
+            auto, no temperature-0 level, no local target, ...) or ``failed`` (``reason``: the error).
+        accept_length: over the largest level's prompt set; each level has its own in ``levels``.
+        histogram: verify rounds by drafted tokens accepted (``[k]``: ``k`` accepted).
+        exact: ``True`` for a chain; for a tree (``topk > 1``) the chain is a lower bound.
+        problems: what SGLang would serve differently from the export (weights it skips or leaves
+            random, extra layers, a missing hot-token map); any of them fails the verdict.
+        aux_layers: the target layers whose inputs the draft reads (after SGLang's ``+1``).
+    """
+
+    status: str
+    reason: str | None = None
+    accept_length: float | None = None
+    histogram: list[int] | None = None
+    num_steps: int | None = None
+    topk: int | None = None
+    exact: bool | None = None
+    problems: list[str] = field(default_factory=list)
+    aux_layers: list[int] = field(default_factory=list)
+    device: str | None = None
+    seconds: float | None = None
 
 
 @dataclass
@@ -120,6 +161,7 @@ class PointResult:
         effective: the setting the server reported it uses (it may change what was asked for).
         server_settings: the other server settings read back (attention backend, memory fraction, ...).
         bench: the workload as configured (``BenchConfig`` fields).
+        reference: the draft's reference accept length (``bench.reference``), ``None`` when not asked.
     """
 
     status: str
@@ -140,6 +182,7 @@ class PointResult:
     other_gpu_processes: list[str] = field(default_factory=list)
     server_log: str | None = None
     baseline_dir: str | None = None
+    reference: ReferenceSummary | None = None
     reason: str | None = None
     error: str | None = None
     traceback: str | None = None
@@ -204,6 +247,8 @@ def point_from_dict(data: Any, where: str) -> PointResult:
     if d.get("effective") is not None:
         d["effective"] = SpecSettings(**_check_keys(SpecSettings, d["effective"], f"{where}: effective"))
     d["levels"] = {k: _level(v, f"{where}: levels.{k}") for k, v in (d.get("levels") or {}).items()}
+    if d.get("reference") is not None:
+        d["reference"] = ReferenceSummary(**_check_keys(ReferenceSummary, d["reference"], f"{where}: reference"))
     return PointResult(**d)
 
 

@@ -68,6 +68,7 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
             md += ["", f"Best at {level_name(lv)}: {_best_text(best[lv])}"]
         md.append("")
     md += category_lines(rows, levels)
+    md += served_lines(rows)
     md += prediction_lines(rows, pred)
     md += write_presets(sweep_dir, rows)
     skipped = [r for r in rows if r["status"] != "ok"]
@@ -107,6 +108,35 @@ def category_lines(rows: list[dict], levels: list[tuple[float, int]]) -> list[st
             out.append(f"| {name} | " + " | ".join(cells) + f" | {_f(r.get('accept_length'))} |")
         out.append("")
     return out
+
+
+def served_lines(rows: list[dict]) -> list[str]:
+    """Served vs reference accept length and the lossless check, per point and temperature-0 level."""
+    here = [r for r in rows if r["status"] == "ok" and r.get("temperature") == 0
+            and (r.get("served_as_trained") is not None or r.get("lossless_compared"))]
+    if not here:
+        return []
+    out = ["## Served as trained and lossless (temperature 0)", "",
+           "Reference: the exported draft computed without SGLang (docs/benchmarks.md, \"Reference accept "
+           "length\"); identical: outputs equal to the no-speculation baseline's.", "",
+           "| point | concurrency | accept length | reference | verdict | identical | first difference |",
+           "|---|---:|---:|---:|---|---:|---:|"]
+    warnings = []
+    for r in sorted(here, key=lambda r: (r["point"], r["concurrency"])):
+        verdict = {True: "served as trained", False: "**NOT served as trained**", None: "-"}[r.get("served_as_trained")]
+        same = f"{r['lossless_identical']}/{r['lossless_compared']}" if r.get("lossless_compared") else "-"
+        out.append(f"| {r['point']} | {r['concurrency']} | {_f(r.get('accept_length'))} | "
+                   f"{_f(r.get('reference_accept_length'))} | {verdict} | {same} | "
+                   f"{_f(r.get('lossless_first_difference'), 0)} |")
+        if r.get("served_as_trained") is False:
+            warnings.append(f"- WARNING {r['point']} c={r['concurrency']}: {r.get('reference_verdict')}")
+        if r.get("lossless_compared") and r["lossless_identical"] < r["lossless_compared"]:
+            why = ("a serving bug at concurrency 1" if r["concurrency"] == 1 else
+                   "batch-dependent kernels can flip near-ties at concurrency > 1 (docs/benchmarks.md)")
+            warnings.append(f"- WARNING {r['point']} c={r['concurrency']}: "
+                            f"{r['lossless_compared'] - r['lossless_identical']} output(s) differ from the "
+                            f"baseline's, first at token {r['lossless_first_difference']}: {why}")
+    return out + [""] + (warnings + [""] if warnings else [])
 
 
 def _masked_row(row: dict, secrets: list[str]) -> dict:

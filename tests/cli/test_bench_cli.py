@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers import run_recipe, tree
 
@@ -115,8 +116,9 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
                   cwd=tmp_path / "cwd", cache=cache)
     assert res.returncode == 0, output(res)
     assert "measuring the no-speculation baseline" in res.stdout
-    assert re.search(r"\[bench\] out: boot \d+s; T=0 c=1: [0-9.]+ tok/s x[0-9.]+ accept 4\.00; "
-                     r"T=0 c=2: [0-9.]+ tok/s x[0-9.]+ accept 4\.00", res.stdout), res.stdout
+    assert re.search(r"\[bench\] out: boot \d+s; T=0 c=1: [0-9.]+ tok/s x[0-9.]+ accept 4\.00 \(4/4 identical "
+                     r"to baseline\); T=0 c=2: [0-9.]+ tok/s x[0-9.]+ accept 4\.00 \(4/4 identical to baseline\)",
+                     res.stdout), res.stdout
 
     m = metrics(out)
     assert m["status"] == "ok" and m["algorithm"] == "EAGLE3" and m["key"]
@@ -157,6 +159,12 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert [r["concurrency"] for r in records] == [1] * 4 + [2] * 4  # warm-up requests are not recorded
     assert all(r["ok"] and r["completion_tokens"] == 16 and r["spec_verify_ct"] == 4 for r in records)
+    assert all(r["output_ids"] == [5] * 16 for r in records)  # kept for the lossless check
+    for lv in m["levels"].values():  # the fake returns the same tokens with and without speculation
+        assert (lv["lossless_compared"], lv["lossless_identical"], lv["lossless_first_difference"]) == (4, 4, None)
+        assert lv["reference_accept_length"] is None and lv["served_as_trained"] is None
+    if not torch.cuda.is_available():  # bench.reference auto: computed on a GPU only
+        assert m["reference"]["status"] == "skipped" and "no CUDA GPU" in m["reference"]["reason"]
     assert [r["i"] for r in records] == [0, 1, 2, 3] * 2
 
 

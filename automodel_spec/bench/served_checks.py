@@ -1,0 +1,194 @@
+"""Two checks of what a benchmark point served: as trained (against the reference) and lossless.
+
+* Served as trained: the draft's reference accept length (``automodel_spec.reference``, no SGLang)
+  over the same prompts and steps, held against each temperature-0 level's served accept length
+  (``reference.verdict``: within 5%).
+* Lossless: at temperature 0 speculative decoding must return the target's own greedy tokens, so
+  each request's output is compared with the no-speculation baseline's for the same prompt and level.
+  At concurrency 1 a difference is a serving bug. At concurrency > 1 SGLang batches requests, and
+  kernels whose reduction order depends on the batch (GEMM tiling, attention split-KV, the verify
+  pass's extra tokens) can flip a near-tie argmax: such a difference starts late and shows in few
+  requests; one at position 0-2 of many requests is not that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from automodel_spec.bench.point import BenchPoint
+from automodel_spec.bench.result import PointResult, ReferenceSummary
+from automodel_spec.bench.workload import select_prompts
+from automodel_spec.errors import SpecError
+from automodel_spec.prepare import PreparedRun
+
+log = logging.getLogger(__name__)
+
+
+def _reference_module():
+    from automodel_spec import reference
+
+    return reference
+
+
+def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_prompts: int) -> str | None:
+    """Why the reference is not computed for this point (``None``: compute it)."""
+    ref = _reference_module()
+    b = cfg.bench
+    if b.reference is False:
+        return "bench.reference=false"
+    if cfg.algorithm.name not in ("EAGLE", "EAGLE3") or run.export is None:
+        return f"algorithm={cfg.algorithm.name} has no exported EAGLE draft to compute"
+    if 0.0 not in [float(t) for t in b.temperature]:
+        return "no temperature-0 level (the reference is greedy)"
+    setting = result.setting
+    if setting.adaptive or setting.num_steps is None:
+        return "the steps are chosen at run time (adaptive or unset): no fixed chain to compute"
+    target_cfg = _local_target_config(run.target)
+    if target_cfg is None:
+        return f"target {run.target} is not a local directory (the reference loads it with local files only)"
+    cost = ref.estimated_cost(target_cfg, n_prompts, b.max_new_tokens)
+    if b.reference is None and cost > ref.AUTO_COST_LIMIT:
+        return (f"bench.reference auto: target parameters x prompts x tokens = {cost:.1e} > "
+                f"{ref.AUTO_COST_LIMIT:.0e} (set bench.reference=true to compute it anyway)")
+    if b.reference is None:
+        try:
+            import torch
+            import transformers  # noqa: F401
+        except ImportError:
+            return "bench.reference auto: transformers is not installed (pip install \"automodel-spec[reference]\")"
+        if not torch.cuda.is_available():
+            return "bench.reference auto: no CUDA GPU here (set bench.reference=true to compute it on the CPU)"
+    return None
+
+
+def _local_target_config(target: str | None) -> dict | None:
+    if not target or not (Path(target).expanduser() / "config.json").is_file():
+        return None
+    try:
+        return json.loads((Path(target).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool) -> None:
+    """Compute the reference and set each temperature-0 level's reference and verdict on ``result``.
+
+    A failure is recorded in ``result.reference`` (status ``failed``) and fails every verdict; it
+    does not fail the measurement itself.
+    """
+    ref = _reference_module()
+    b = cfg.bench
+    prompts = select_prompts(pool, max(b.num_prompts, 2 * max(b.concurrency)), b.seed)
+    unique = list({p.id: p for p in prompts}.values())
+    why_not = reference_plan(cfg, run, result, len(unique))
+    if why_not is not None:
+        if b.reference is not None or cfg.algorithm.name in ("EAGLE", "EAGLE3"):
+            result.reference = ReferenceSummary(status="skipped", reason=why_not)
+            log.info("[bench] reference accept length not computed: %s", why_not)
+        return
+    setting = result.setting
+    try:
+        computed = ref.compute_reference(run.target, str(run.export.path), setting.num_steps, unique,
+                                         topk=setting.topk or 1, max_new_tokens=b.max_new_tokens)
+    except SpecError as exc:
+        result.reference = ReferenceSummary(status="failed", reason=str(exc))
+        log.warning("[bench] WARNING: the reference accept length could not be computed: %s", exc)
+        for m in result.levels.values():
+            if m.temperature == 0:
+                m.served_as_trained, m.reference_verdict = False, f"no reference: {exc}"
+        return
+    result.reference = ReferenceSummary(
+        status="ok", accept_length=computed.accept_length, histogram=computed.histogram, num_steps=setting.num_steps,
+        topk=setting.topk or 1, exact=computed.exact, problems=computed.problems, aux_layers=computed.aux_layers,
+        device=computed.device, seconds=computed.seconds)
+    by_id = {p.prompt_id: p for p in computed.prompts}
+    for m in result.levels.values():
+        if m.temperature != 0:
+            continue
+        mine = [by_id[p.id] for p in select_prompts(pool, max(b.num_prompts, 2 * m.concurrency), b.seed)]
+        m.reference_accept_length = ref.accept_length_of(mine)
+        m.served_as_trained, m.reference_verdict = ref.verdict(
+            m.accept_length, m.reference_accept_length, computed.problems, exact=computed.exact,
+            min_accept_length=b.expected_accept_length)
+        if not m.served_as_trained:
+            log.warning("[bench] WARNING T=0 c=%d: %s", m.concurrency, m.reference_verdict)
+
+
+def read_outputs(records: Path) -> dict[tuple[float, int, int], list[int]]:
+    """``(temperature, concurrency, request index) -> output token ids`` from a ``records.jsonl``."""
+    out = {}
+    if not records.is_file():
+        return out
+    for line in records.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("ok") and isinstance(r.get("output_ids"), list):
+            out[(float(r.get("temperature", 0.0)), int(r["concurrency"]), int(r["i"]))] = r["output_ids"]
+    return out
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """The first position where two outputs differ (a length difference counts), ``None`` if equal."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def add_lossless(result: PointResult, records: Path, baseline_records: Path | None) -> None:
+    """Compare each temperature-0 request's output tokens with the baseline's; set the level's counts."""
+    if baseline_records is None:
+        return
+    mine, base = read_outputs(records), read_outputs(baseline_records)
+    for m in result.levels.values():
+        if m.temperature != 0:
+            continue
+        pairs = [(ids, base[k]) for k, ids in mine.items() if k[:2] == (0.0, m.concurrency) and k in base]
+        diffs = [d for d in (first_difference(a, b) for a, b in pairs) if d is not None]
+        m.lossless_compared, m.lossless_identical = len(pairs), len(pairs) - len(diffs)
+        m.lossless_first_difference = min(diffs) if diffs else None
+        if diffs:
+            log.warning("[bench] WARNING T=0 c=%d: %d of %d outputs differ from the no-speculation baseline's "
+                        "(first at output token %d)%s", m.concurrency, len(diffs), len(pairs), min(diffs),
+                        "" if m.concurrency > 1 else ": at concurrency 1 that is a serving bug")
+
+
+def check_failures(result: PointResult) -> list[str]:
+    """Why ``mode=check`` fails this point (empty: the draft is served as trained, losslessly)."""
+    if result.status != "ok":
+        return [f"the served run {result.status}: {result.error or result.reason}"]
+    ref = result.reference
+    if ref is None or ref.status != "ok":
+        return [f"no reference accept length: {ref.reason if ref else 'not computed'}"]
+    out = []
+    for m in result.levels.values():
+        if m.temperature == 0 and m.served_as_trained is False:
+            out.append(f"T=0 c={m.concurrency}: {m.reference_verdict}")
+        if m.temperature == 0 and m.concurrency == 1 and m.lossless_compared > m.lossless_identical:
+            out.append(f"T=0 c=1: {m.lossless_compared - m.lossless_identical} of {m.lossless_compared} outputs "
+                       f"differ from the target's own (first at token {m.lossless_first_difference})")
+    return out
+
+
+def check_point(point: BenchPoint) -> BenchPoint:
+    """The point ``mode=check`` serves: greedy, one request at a time, with the reference on."""
+    from dataclasses import replace
+
+    bench = replace(point.bench, reference=True, temperature=[0.0], concurrency=[1], objective_concurrency=None,
+                    objective_temperature=None)
+    return replace(point, bench=bench)
+
+
+def check_report(result: PointResult) -> tuple[int, str]:
+    """(exit code, what ``mode=check`` prints): 0 when the draft is served as trained and losslessly."""
+    failures = check_failures(result)
+    if failures:
+        return 1, "check FAILED:\n" + "\n".join(f"  - {f}" for f in failures)
+    m = result.level(0.0, 1)
+    same = (f"; outputs identical to the no-speculation baseline's {m.lossless_identical}/{m.lossless_compared}"
+            if m is not None and m.lossless_compared else "")
+    return 0, f"check passed: {m.reference_verdict if m is not None else ''}{same}"

@@ -1,0 +1,744 @@
+"""The accept length a draft reaches when it is served as trained, computed without SGLang.
+
+Given what SGLang is given (the target's HF directory and the exported draft directory), this module
+runs the target through ``transformers`` and the draft as SGLang 0.5.17's loader builds it, and
+decodes the benchmark prompts with a greedy chain of ``num_steps`` draft tokens per verify round
+at temperature 0. The result is the accept length SGLang should report for the same prompts and
+setting; a served accept length well below it means the server does not run the draft that was
+exported (``docs/benchmarks.md``, "Reference accept length").
+
+What is modelled, read in SGLang 0.5.17's source:
+
+* EAGLE-3 (``models/llama_eagle3.py``): the target's embedding replaces the draft's (unless
+  ``target_hidden_size`` differs); the captured target features are the *inputs* of the target
+  layers ``[2, L//2, L-3]`` by default, or of ``eagle_config.eagle_aux_hidden_state_layer_ids``
+  plus one (``models/llama.py`` ``set_eagle3_layers_to_capture``); ``input_norm`` (``norm_before_fc``)
+  and ``fc_norm`` (per feature) before ``fc``; layer 0 attends over
+  ``input_layernorm(embeds) ++ hidden_norm(hidden)`` with ``hidden`` as its residual; every further
+  layer of ``num_hidden_layers`` is a plain layer (fused ``hidden_norm``); the final norm feeds the
+  lm_head over the draft vocabulary, and the pre-norm hidden (the normed one with ``norm_output``) is
+  fed back at the next draft step; draft ids become target ids through ``d2t`` (``d2t + arange``).
+  With ``draft_vocab_size`` null the target's lm_head is used.
+* EAGLE-1/2 (``models/llama_eagle.py``): ``fc`` (with bias) over ``embeds ++ the target's final
+  normed hidden``, layer 0 without its input norm, no final norm, and the target's embedding and
+  lm_head (SGLang shares both).
+* The loader's name rules: ``midlayer`` / ``aux_norm_*`` legacy names, with or without ``model.``;
+  ``t2d`` ignored; any other name it does not know is skipped. A weight SGLang leaves unloaded stays
+  as allocated there (random, in effect): the reference fills it with random values (norm weights
+  with ones, as SGLang initialises them) and lists it in ``ServedDraft.problems``.
+* The schedule (``speculative/eagle_worker_v2.py``): draft position ``j`` takes token ``j + 1`` and
+  the target's features at ``j``; the first draft token comes from the draft's extend pass, then
+  ``num_steps - 1`` decode steps; the target verifies ``[last token, drafts...]`` greedily and keeps the
+  longest matching prefix plus its own next token. The draft's cache of committed positions is always
+  computed from the target's features, so recomputing each round from scratch is exact.
+
+Exact for chains (``topk=1``) at temperature 0, up to floating-point differences between these
+kernels and SGLang's. For trees (``topk > 1``) the chain is a lower bound: a tree holds the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from automodel_spec.errors import (
+    TRANSFORMERS_INSTALL_HINT,
+    CheckpointError,
+    ConfigError,
+    MissingDependencyError,
+    SpecError,
+)
+
+log = logging.getLogger(__name__)
+
+EAGLE3_ARCH = "LlamaForCausalLMEagle3"
+EAGLE_ARCH = "LlamaForCausalLMEagle"
+TOLERANCE = 0.05  # served within 5% of the reference: served as trained
+_LEGACY_NAMES = {"midlayer": "layers.0", "aux_norm_low": "fc_norm.0", "aux_norm_mid": "fc_norm.1",
+                 "aux_norm_high": "fc_norm.2"}
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+# --- the draft as SGLang's loader builds it -----------------------------------------------------------
+
+
+@dataclass
+class ServedDraft:
+    """A draft's weights as SGLang would hold them after loading the export.
+
+    Attributes:
+        algorithm: ``EAGLE3`` or ``EAGLE`` (from the architecture SGLang dispatches on).
+        config: the draft's ``config.json``.
+        params: SGLang's parameter name (unfused: ``q_proj``, not ``qkv_proj``) -> tensor.
+        hot_token_id: draft id -> target id (``d2t + arange``); ``None`` when SGLang has none.
+        aux_layers: the target layers whose inputs are captured (EAGLE-3), after SGLang's ``+1``.
+        skipped: tensor names in the export that SGLang's loader skips without a word.
+        missing: parameters nothing in the export loads (random in SGLang; random here too).
+        problems: why what SGLang serves differs from the exported weights (empty: none known).
+    """
+
+    algorithm: str
+    config: dict
+    params: dict
+    hot_token_id: object | None
+    aux_layers: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.get("num_hidden_layers") or 1)
+
+
+def _dims(cfg: dict) -> tuple[int, int, int, int, int]:
+    """(hidden, heads, kv heads, head dim, intermediate) as SGLang's Llama layer reads them."""
+    h = int(cfg["hidden_size"])
+    heads = int(cfg["num_attention_heads"])
+    kv = int(cfg.get("num_key_value_heads") or heads)
+    hd = int(cfg.get("head_dim") or h // heads)
+    return h, heads, kv, hd, int(cfg["intermediate_size"])
+
+
+def _layer_shapes(cfg: dict, prefix: str, attn_in: int, *, input_norm: bool) -> dict[str, tuple]:
+    h, heads, kv, hd, inter = _dims(cfg)
+    shapes = {
+        prefix + "self_attn.q_proj.weight": (heads * hd, attn_in),
+        prefix + "self_attn.k_proj.weight": (kv * hd, attn_in),
+        prefix + "self_attn.v_proj.weight": (kv * hd, attn_in),
+        prefix + "self_attn.o_proj.weight": (h, heads * hd),
+        prefix + "mlp.gate_proj.weight": (inter, h),
+        prefix + "mlp.up_proj.weight": (inter, h),
+        prefix + "mlp.down_proj.weight": (h, inter),
+        prefix + "post_attention_layernorm.weight": (h,),
+    }
+    if input_norm:
+        shapes[prefix + "input_layernorm.weight"] = (h,)
+    if cfg.get("attention_bias"):
+        for p in ("q", "k", "v"):
+            shapes[prefix + f"self_attn.{p}_proj.bias"] = (shapes[prefix + f"self_attn.{p}_proj.weight"][0],)
+        shapes[prefix + "self_attn.o_proj.bias"] = (h,)
+    return shapes
+
+
+def eagle3_param_shapes(cfg: dict) -> dict[str, tuple]:
+    """Every parameter ``LlamaForCausalLMEagle3`` allocates for this config, with its shape."""
+    h = int(cfg["hidden_size"])
+    vocab = int(cfg["vocab_size"])
+    h_in = int(cfg.get("target_hidden_size") or h)
+    n_aux = num_aux_hidden_states(cfg)
+    eagle = cfg.get("eagle_config") or {}
+    shapes = {"model.embed_tokens.weight": (vocab, h), "model.fc.weight": (h, h_in * n_aux),
+              "model.norm.weight": (h,)}
+    if cfg.get("bias"):
+        shapes["model.fc.bias"] = (h,)
+    if eagle.get("norm_before_fc", cfg.get("norm_before_fc", False)):
+        shapes["model.input_norm.weight"] = (h_in * n_aux,)
+    if cfg.get("fc_norm") or cfg.get("use_aux_norm"):
+        shapes.update({f"model.fc_norm.{k}.weight": (h_in,) for k in range(n_aux)})
+    for i in range(int(cfg.get("num_hidden_layers") or 1)):
+        p = f"model.layers.{i}."
+        shapes.update(_layer_shapes(cfg, p, 2 * h if i == 0 else h, input_norm=True))
+        shapes[p + "hidden_norm.weight"] = (h,)
+    if not cfg.get("tie_word_embeddings"):
+        shapes["lm_head.weight"] = (int(cfg.get("draft_vocab_size") or vocab), h)
+    return shapes
+
+
+def eagle_param_shapes(cfg: dict) -> dict[str, tuple]:
+    """Every parameter ``LlamaForCausalLMEagle`` loads for this config (its lm_head is the target's)."""
+    h = int(cfg["hidden_size"])
+    shapes = {"model.embed_tokens.weight": (int(cfg["vocab_size"]), h), "model.fc.weight": (h, 2 * h),
+              "model.fc.bias": (h,)}
+    for i in range(int(cfg.get("num_hidden_layers") or 1)):
+        shapes.update(_layer_shapes(cfg, f"model.layers.{i}.", h, input_norm=i > 0))
+    return shapes
+
+
+def num_aux_hidden_states(cfg: dict) -> int:
+    """SGLang's count of captured features: ``num_aux_hidden_states``, else the ids' count, else 3."""
+    if cfg.get("num_aux_hidden_states") is not None:
+        return int(cfg["num_aux_hidden_states"])
+    ids = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
+    return len(ids) if ids else 3
+
+
+def capture_layers(draft_cfg: dict, target_layers: int) -> list[int]:
+    """The target layers whose inputs SGLang captures for an EAGLE-3 draft (``+1`` on explicit ids)."""
+    ids = (draft_cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
+    if ids is None:
+        return [2, target_layers // 2, target_layers - 3]
+    return [int(i) + 1 for i in ids]
+
+
+def _canonical_eagle3(name: str, shapes: dict) -> str | None:
+    for legacy, new in _LEGACY_NAMES.items():
+        if legacy in name:
+            name = name.replace(legacy, new)
+    if name in shapes:
+        return name
+    return f"model.{name}" if f"model.{name}" in shapes else None
+
+
+def _canonical_eagle(name: str, shapes: dict) -> str | None:
+    if "lm_head" in name:  # never loaded: SGLang gives the draft the target's lm_head
+        return None
+    name = "model." + name
+    return name if name in shapes else None
+
+
+def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
+    """The export's weights as SGLang 0.5.17's loader would hold them.
+
+    Raises:
+        CheckpointError: the directory is not a draft SGLang would load as an EAGLE draft, or a tensor
+            has a shape SGLang's loader refuses.
+    """
+    from automodel_spec.weights import load_draft_weights
+
+    draft_dir = Path(draft_dir)
+    cfg_path = draft_dir / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{cfg_path}: cannot read the draft's config: {exc}") from exc
+    arch = (cfg.get("architectures") or [None])[0]
+    if arch not in (EAGLE3_ARCH, EAGLE_ARCH):
+        raise CheckpointError(
+            f"{cfg_path}: architectures={cfg.get('architectures')} is not {EAGLE3_ARCH} or {EAGLE_ARCH}, the "
+            "classes SGLang serves EAGLE drafts with: SGLang would refuse it or load it as another model. "
+            "Export the draft with recipes/export.py.")
+    eagle3 = arch == EAGLE3_ARCH
+    shapes = eagle3_param_shapes(cfg) if eagle3 else eagle_param_shapes(cfg)
+    canonical = _canonical_eagle3 if eagle3 else _canonical_eagle
+    tensors = load_draft_weights(draft_dir, "hf")
+    torch = _torch()
+    params, skipped, hot = {}, [], None
+    for name, t in tensors.items():
+        if eagle3 and "d2t" in name:
+            hot = t.long() + torch.arange(t.shape[0])
+            continue
+        if eagle3 and "t2d" in name:
+            continue
+        key = canonical(name, shapes)
+        if key is None:
+            skipped.append(name)
+            continue
+        if tuple(t.shape) != shapes[key]:
+            raise CheckpointError(f"{draft_dir}: {name} has shape {tuple(t.shape)}; SGLang's {key} is "
+                                  f"{shapes[key]} for this config.json: its loader would refuse the draft.")
+        params[key] = t
+    served = ServedDraft(algorithm="EAGLE3" if eagle3 else "EAGLE", config=cfg, params=params,
+                         hot_token_id=hot, skipped=sorted(skipped))
+    if eagle3:
+        _settle_eagle3(served, shapes, target_config)
+    served.missing = sorted(k for k in shapes if k not in params and k != "model.embed_tokens.weight")
+    if served.missing:
+        served.problems.append(f"{len(served.missing)} weight(s) SGLang allocates that nothing in the export "
+                               f"loads (random when served): {_short(served.missing)}")
+    if skipped:
+        served.problems.append(f"{len(skipped)} tensor(s) SGLang's loader skips without a word: {_short(skipped)}")
+    if served.num_layers > 1 and any(f"model.layers.{served.num_layers - 1}." in m for m in served.missing):
+        served.problems.append(f"num_hidden_layers={served.num_layers}: SGLang builds that many draft layers; "
+                               "the export holds fewer (was the target's layer count copied?)")
+    return served
+
+
+def _settle_eagle3(served: ServedDraft, shapes: dict, target_config: dict) -> None:
+    cfg = served.config
+    target_layers = int(target_config["num_hidden_layers"])
+    served.aux_layers = capture_layers(cfg, target_layers)
+    beyond = [c for c in served.aux_layers if not 0 < c < target_layers]
+    if beyond:
+        raise CheckpointError(
+            f"eagle_aux_hidden_state_layer_ids={(cfg.get('eagle_config') or {}).get('eagle_aux_hidden_state_layer_ids')}"
+            f": SGLang captures the inputs of target layers {served.aux_layers} (id + 1), and layer(s) {beyond} "
+            f"are not inputs of the target's {target_layers} layers.")
+    if len(served.aux_layers) != num_aux_hidden_states(cfg):
+        served.problems.append(f"num_aux_hidden_states={num_aux_hidden_states(cfg)} but "
+                               f"{len(served.aux_layers)} layer ids: fc reads a different width than captured")
+    if (cfg.get("eagle_config") or {}).get("use_aux_hidden_state") is False:
+        raise CheckpointError("eagle_config.use_aux_hidden_state=false is not modelled by the reference.")
+    vocab = int(cfg["vocab_size"])
+    draft_vocab = cfg.get("draft_vocab_size")
+    if draft_vocab is None and not cfg.get("tie_word_embeddings"):
+        shapes.pop("lm_head.weight", None)  # SGLang takes the target's lm_head
+        served.params.pop("lm_head.weight", None)
+    elif draft_vocab is not None and int(draft_vocab) < vocab and served.hot_token_id is None:
+        served.problems.append(f"draft_vocab_size={draft_vocab} < vocab_size={vocab} and no d2t tensor: SGLang "
+                               "uses draft ids as target ids")
+    if served.hot_token_id is not None and int(served.hot_token_id.max()) >= vocab:
+        raise CheckpointError(f"d2t maps draft ids to target id {int(served.hot_token_id.max())} >= vocab_size={vocab}.")
+
+
+def _short(names: list[str], limit: int = 6) -> str:
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+# --- the computation ------------------------------------------------------------------------------------
+
+
+def _rms(x, w, eps: float):
+    torch = _torch()
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
+
+
+def _linear(x, p: dict, name: str):
+    torch = _torch()
+    return torch.nn.functional.linear(x, p[name + ".weight"], p.get(name + ".bias"))
+
+
+def _rotate(x, cos, sin):
+    torch = _torch()
+    half = x.shape[-1] // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rot * sin
+
+
+class _Draft:
+    """The served draft on a device, run over whole right-padded sequences (causal, so padding after a
+    row's end changes nothing before it)."""
+
+    def __init__(self, served: ServedDraft, target, device: str, dtype, seed: int = 0):
+        torch = _torch()
+        from transformers import LlamaConfig
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+        self.served, self.cfg = served, served.config
+        self.eagle3 = served.algorithm == "EAGLE3"
+        self.eps = float(self.cfg.get("rms_norm_eps", 1e-6))
+        shapes = eagle3_param_shapes(self.cfg) if self.eagle3 else eagle_param_shapes(self.cfg)
+        gen = torch.Generator().manual_seed(seed)
+        p = {}
+        for name, shape in shapes.items():
+            if name in served.params:
+                p[name] = served.params[name].to(device=device, dtype=dtype)
+            elif name.endswith("norm.weight") or ".fc_norm." in name:
+                p[name] = torch.ones(shape, device=device, dtype=dtype)  # SGLang's RMSNorm starts at ones
+            elif name.endswith(".bias"):
+                p[name] = torch.zeros(shape, device=device, dtype=dtype)
+            else:  # allocated, never loaded: random in effect
+                p[name] = torch.empty(shape).normal_(0.0, 0.02, generator=gen).to(device=device, dtype=dtype)
+        t_embed = target.get_input_embeddings().weight.to(device=device, dtype=dtype)
+        h = int(self.cfg["hidden_size"])
+        if not self.eagle3 or int(self.cfg.get("target_hidden_size") or h) == h:
+            p["model.embed_tokens.weight"] = t_embed  # SGLang's set_embed / set_embed_and_head
+        if not self.eagle3 or "lm_head.weight" not in shapes:
+            p["lm_head.weight"] = target.get_output_embeddings().weight.to(device=device, dtype=dtype)
+        elif self.cfg.get("tie_word_embeddings"):
+            p["lm_head.weight"] = p["model.embed_tokens.weight"]
+        self.p = p
+        self.hot = served.hot_token_id.to(device) if served.hot_token_id is not None else None
+        try:
+            rope_cfg = LlamaConfig(**{k: v for k, v in self.cfg.items() if k not in ("architectures", "auto_map")})
+        except Exception as exc:  # transformers validates the rope settings
+            raise CheckpointError(f"the draft's config.json is not a Llama config transformers accepts: {exc}") from exc
+        self.rope = LlamaRotaryEmbedding(config=rope_cfg).to(device)
+        self.dims = _dims(self.cfg)
+        self.device, self.dtype = device, dtype
+
+    def fc(self, aux):
+        """Target features (``[B, T, n*H_in]``, or ``[B, T, H]`` for EAGLE-1) -> the draft's hidden input."""
+        p = self.p
+        if not self.eagle3:
+            return aux
+        if "model.input_norm.weight" in p:
+            aux = _rms(aux, p["model.input_norm.weight"], self.eps)
+        if "model.fc_norm.0.weight" in p:
+            n = num_aux_hidden_states(self.cfg)
+            aux = _torch().cat([_rms(c, p[f"model.fc_norm.{k}.weight"], self.eps)
+                                for k, c in enumerate(aux.chunk(n, dim=-1))], dim=-1)
+        return _linear(aux, p, "model.fc")
+
+    def _attention(self, x, prefix: str, cos, sin):
+        torch = _torch()
+        b, t, _ = x.shape
+        _, heads, kv, hd, _ = self.dims
+        q = _linear(x, self.p, prefix + "q_proj").view(b, t, heads, hd).transpose(1, 2)
+        k = _linear(x, self.p, prefix + "k_proj").view(b, t, kv, hd).transpose(1, 2)
+        v = _linear(x, self.p, prefix + "v_proj").view(b, t, kv, hd).transpose(1, 2)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        k, v = k.repeat_interleave(heads // kv, dim=1), v.repeat_interleave(heads // kv, dim=1)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=hd ** -0.5)
+        return _linear(o.transpose(1, 2).reshape(b, t, heads * hd), self.p, prefix + "o_proj")
+
+    def _mlp(self, x, prefix: str):
+        torch = _torch()
+        gate = torch.nn.functional.silu(_linear(x, self.p, prefix + "gate_proj"))
+        return _linear(gate * _linear(x, self.p, prefix + "up_proj"), self.p, prefix + "down_proj")
+
+    def forward(self, token_ids, hidden):
+        """(draft logits over its vocabulary, the hidden fed back) for tokens ``[B, T]`` paired with
+        hidden inputs ``[B, T, H]`` (already through ``fc``), at positions ``0..T-1``."""
+        torch = _torch()
+        p, eps = self.p, self.eps
+        embeds = torch.nn.functional.embedding(token_ids, p["model.embed_tokens.weight"])
+        pos = torch.arange(token_ids.shape[1], device=self.device)[None].expand(token_ids.shape[0], -1)
+        cos, sin = self.rope(embeds, pos)
+        cos, sin = cos[:, None].to(self.dtype), sin[:, None].to(self.dtype)
+        if self.eagle3:
+            residual = hidden
+            x = torch.cat([_rms(embeds, p["model.layers.0.input_layernorm.weight"], eps),
+                           _rms(hidden, p["model.layers.0.hidden_norm.weight"], eps)], dim=-1)
+        else:
+            residual = x = _linear(torch.cat([embeds, hidden], dim=-1), p, "model.fc")
+        out = None
+        for i in range(self.served.num_layers):
+            pre = f"model.layers.{i}."
+            if i > 0:
+                residual = out + residual
+                x = _rms(residual, p[pre + ("hidden_norm" if self.eagle3 else "input_layernorm") + ".weight"], eps)
+            residual = self._attention(x, pre + "self_attn.", cos, sin) + residual
+            out = self._mlp(_rms(residual, p[pre + "post_attention_layernorm.weight"], eps), pre + "mlp.")
+        residual = out + residual
+        if not self.eagle3:
+            return torch.nn.functional.linear(residual, p["lm_head.weight"]), residual
+        normed = _rms(residual, p["model.norm.weight"], eps)
+        logits = torch.nn.functional.linear(normed, p["lm_head.weight"])
+        return logits, (normed if self.cfg.get("norm_output") else residual)
+
+    def to_target_ids(self, draft_ids):
+        return self.hot[draft_ids] if self.hot is not None else draft_ids
+
+
+@dataclass
+class PromptReference:
+    """One prompt's greedy chain: ``output_ids`` (the target's own greedy output), verify ``rounds``,
+    and ``histogram[k]``: rounds that accepted ``k`` drafted tokens."""
+
+    prompt_id: str
+    output_ids: list[int]
+    rounds: int
+    histogram: list[int]
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.output_ids)
+
+
+@dataclass
+class ReferenceResult:
+    """The reference over a prompt set.
+
+    ``accept_length`` is completion tokens per verify round over all prompts (SGLang's
+    ``completion_tokens / spec_verify_ct``; the first token, from the prefill, is a completion token
+    and no round). ``problems``: why SGLang would serve something else than the exported weights.
+    """
+
+    algorithm: str
+    num_steps: int
+    topk: int
+    prompts: list[PromptReference]
+    problems: list[str]
+    aux_layers: list[int]
+    device: str
+    dtype: str
+    seconds: float
+
+    @property
+    def accept_length(self) -> float | None:
+        return accept_length_of(self.prompts)
+
+    @property
+    def histogram(self) -> list[int]:
+        out = [0] * (self.num_steps + 1)
+        for pr in self.prompts:
+            for k, v in enumerate(pr.histogram):
+                out[k] += v
+        return out
+
+    @property
+    def exact(self) -> bool:
+        """Exact for a chain; a lower bound for a tree."""
+        return self.topk == 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(accept_length=self.accept_length, histogram=self.histogram, exact=self.exact)
+        return d
+
+
+def accept_length_of(prompts: list[PromptReference]) -> float | None:
+    """Completion tokens per verify round over ``prompts`` (``None`` without a round)."""
+    rounds = sum(p.rounds for p in prompts)
+    return sum(p.completion_tokens for p in prompts) / rounds if rounds else None
+
+
+def load_target(target_dir: str, device: str, dtype):
+    """The target through ``transformers`` (local files only, no remote code)."""
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError as exc:
+        raise MissingDependencyError("transformers", TRANSFORMERS_INSTALL_HINT, "compute the reference") from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dtype, local_files_only=True)
+    except TypeError:  # transformers 4.x names it torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(target_dir, torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"target {target_dir}: transformers cannot load it: {exc}") from exc
+    return model.to(device).eval()
+
+
+def prompt_token_ids(prompts, target_dir: str) -> list[list[int]]:
+    """Each prompt's token ids as SGLang gets them: ``input_ids`` as given, text through the target's
+    tokenizer (``encode``, special tokens added, as SGLang's tokenizer manager does)."""
+    out, tok = [], None
+    for p in prompts:
+        if p.input_ids is not None:
+            out.append(list(p.input_ids))
+            continue
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            try:
+                tok = AutoTokenizer.from_pretrained(target_dir, local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"target {target_dir}: no tokenizer for text prompts ({exc}); give "
+                                      "prompts with input_ids.") from exc
+        out.append(list(tok.encode(p.text)))
+    return out
+
+
+def _pad(rows: list[list[int]], device: str):
+    torch = _torch()
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
+
+
+def _target_pass(target, draft: _Draft, rows: list[list[int]], aux_layers: list[int], device: str):
+    """(greedy next token at every position ``[B, T]``, the draft's features ``[B, T, F]``)."""
+    torch = _torch()
+    out = target(_pad(rows, device), output_hidden_states=True)
+    hs = out.hidden_states
+    feats = torch.cat([hs[c] for c in aux_layers], dim=-1) if draft.eagle3 else hs[-1]
+    return out.logits.argmax(-1), feats.to(draft.dtype)
+
+
+def run_chain(target, draft: _Draft, prompts: list[list[int]], ids: list[str], num_steps: int,
+              max_new_tokens: int, aux_layers: list[int], device: str, batch_size: int = 16) -> list[PromptReference]:
+    """The greedy chain over ``prompts`` (token ids), ``batch_size`` prompts at a time."""
+    results = []
+    for start in range(0, len(prompts), batch_size):
+        results += _run_batch(target, draft, prompts[start:start + batch_size], ids[start:start + batch_size],
+                              num_steps, max_new_tokens, aux_layers, device)
+    return results
+
+
+def _run_batch(target, draft, prompts, ids, num_steps, max_new_tokens, aux_layers, device):
+    torch = _torch()
+    with torch.no_grad():
+        nxt, feats = _target_pass(target, draft, prompts, aux_layers, device)
+        seqs = [list(p) + [int(nxt[b, len(p) - 1])] for b, p in enumerate(prompts)]
+        plen = [len(p) for p in prompts]
+        # features of positions 0..len(seq)-2 (the tokens the target has seen)
+        known = [feats[b, :len(p)] for b, p in enumerate(prompts)]
+        rounds = [0] * len(prompts)
+        hist = [[0] * (num_steps + 1) for _ in prompts]
+        active = [b for b in range(len(prompts)) if max_new_tokens > 1]
+        while active:
+            drafts = _propose(draft, [seqs[b] for b in active], [known[b] for b in active], num_steps, device)
+            verify = [seqs[b] + drafts[i] for i, b in enumerate(active)]
+            nxt, feats = _target_pass(target, draft, verify, aux_layers, device)
+            still = []
+            for i, b in enumerate(active):
+                n = len(seqs[b])
+                greedy = [int(t) for t in nxt[i, n - 1:n + num_steps]]
+                k = 0
+                while k < num_steps and drafts[i][k] == greedy[k]:
+                    k += 1
+                seqs[b] += drafts[i][:k] + [greedy[k]]
+                known[b] = feats[i, :n + k]
+                rounds[b] += 1
+                hist[b][k] += 1
+                if len(seqs[b]) - plen[b] < max_new_tokens:
+                    still.append(b)
+            active = still
+    return [PromptReference(prompt_id=ids[b], output_ids=seqs[b][plen[b]:plen[b] + max_new_tokens],
+                            rounds=rounds[b], histogram=hist[b]) for b in range(len(prompts))]
+
+
+def _propose(draft: _Draft, seqs: list[list[int]], known: list, num_steps: int, device: str) -> list[list[int]]:
+    """``num_steps`` draft tokens (target ids) per sequence: the extend pass, then decode steps."""
+    torch = _torch()
+    width = max(len(s) for s in seqs) - 1 + num_steps - 1
+    hdim = int(draft.cfg["hidden_size"])
+    tokens = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
+    hidden = torch.zeros((len(seqs), width, hdim), dtype=draft.dtype, device=device)
+    for b, s in enumerate(seqs):
+        tokens[b, :len(s) - 1] = torch.tensor(s[1:], device=device)
+        hidden[b, :len(s) - 1] = draft.fc(known[b][None])[0]
+    out = [[] for _ in seqs]
+    last = torch.tensor([len(s) - 2 for s in seqs], device=device)
+    rows = torch.arange(len(seqs), device=device)
+    for step in range(num_steps):
+        upto = int(last.max()) + 1
+        logits, fed_back = draft.forward(tokens[:, :upto], hidden[:, :upto])
+        picked = draft.to_target_ids(logits[rows, last].argmax(-1))
+        for b in range(len(seqs)):
+            out[b].append(int(picked[b]))
+        if step == num_steps - 1:
+            break
+        g = fed_back[rows, last]
+        last = last + 1
+        tokens[rows, last] = picked
+        hidden[rows, last] = g
+    return out
+
+
+def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, *, topk: int = 1,
+                      max_new_tokens: int = 128, device: str | None = None, dtype: str = "float32",
+                      batch_size: int = 16, target=None) -> ReferenceResult:
+    """The reference accept length of the exported draft over ``prompts`` (``bench.workload.Prompt``).
+
+    Args:
+        target_dir: the target's HF directory (what SGLang's ``--model-path`` is given).
+        draft_dir: the exported draft (``--speculative-draft-model-path``).
+        num_steps: draft tokens per verify round (``--speculative-num-steps``).
+        topk: the served topk; above 1 the chain computed is a lower bound.
+        device: ``cuda`` or ``cpu`` (default: cuda when available).
+        target: an already loaded target model (tests, repeated calls).
+
+    Raises:
+        CheckpointError: the draft or target cannot be read as SGLang would read it.
+        MissingDependencyError: transformers is not installed (exit code 2).
+    """
+    if num_steps < 1:
+        raise ConfigError(f"num_steps={num_steps}: the reference needs at least one draft step.")
+    try:
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("transformers", TRANSFORMERS_INSTALL_HINT, "compute the reference") from exc
+    torch = _torch()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dt = getattr(torch, dtype)
+    t0 = time.perf_counter()
+    target = target if target is not None else load_target(target_dir, device, dt)
+    served = read_served_draft(Path(draft_dir), target.config.to_dict())
+    draft = _Draft(served, target, device, dt)
+    ids = prompt_token_ids(prompts, target_dir)
+    chains = run_chain(target, draft, ids, [p.id for p in prompts], num_steps, max_new_tokens,
+                       served.aux_layers, device, batch_size)
+    return ReferenceResult(algorithm=served.algorithm, num_steps=num_steps, topk=topk, prompts=chains,
+                           problems=list(served.problems), aux_layers=served.aux_layers, device=device,
+                           dtype=dtype, seconds=time.perf_counter() - t0)
+
+
+# --- comparing with what was served ---------------------------------------------------------------------
+
+CHECK_FIRST = ("check first: the aux layer ids (eagle_config.eagle_aux_hidden_state_layer_ids, +1 in SGLang), "
+               "num_hidden_layers (SGLang builds that many layers), d2t (the hot-token map), the rope settings "
+               "against the target's, and the server log for skipped weights")
+
+
+def verdict(served: float | None, reference: float | None, problems: list[str] | None = None, *,
+            exact: bool = True, tolerance: float = TOLERANCE,
+            min_accept_length: float | None = None) -> tuple[bool, str]:
+    """(served as trained?, the sentence to show) for a served and a reference accept length.
+
+    Args:
+        problems: what SGLang would serve differently from the export (``ReferenceResult.problems``).
+        exact: the reference is exact (a chain); for a tree it is a lower bound.
+        min_accept_length: the accept length the draft is known to reach (measured in training); a
+            reference below it means the export does not hold the draft as trained (an aux-layer id
+            lost or shifted is caught only so: the served draft and the reference read the same ids).
+    """
+    if problems:
+        return False, "not served as trained: " + "; ".join(problems)
+    if min_accept_length is not None and (reference is None or reference < min_accept_length):
+        ref = "-" if reference is None else f"{reference:.2f}"
+        return False, (f"the reference accept length {ref} is below the expected {min_accept_length:.2f}: the "
+                       f"export does not compute the draft as trained; {CHECK_FIRST}")
+    if served is None or reference is None:
+        return True, "no accept length to compare"
+    if served >= reference * (1 - tolerance):
+        if exact or served <= reference * (1 + tolerance):
+            return True, f"served as trained (served {served:.2f}, reference {reference:.2f})"
+        return True, f"served as trained (served {served:.2f}, chain reference {reference:.2f} is a tree's lower bound)"
+    return False, (f"served accept length {served:.2f} is {100 * (1 - served / reference):.0f}% below the "
+                   f"reference {reference:.2f}: the server does not run the draft as exported; {CHECK_FIRST}")
+
+
+def estimated_cost(target_config: dict, num_prompts: int, max_new_tokens: int) -> float:
+    """Target parameters x generated tokens: the rule ``bench.reference`` (auto) decides by."""
+    h = int(target_config.get("hidden_size", 0))
+    layers = int(target_config.get("num_hidden_layers", 0))
+    inter = int(target_config.get("intermediate_size", 0))
+    vocab = int(target_config.get("vocab_size", 0))
+    params = layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
+    return float(params) * num_prompts * max_new_tokens
+
+
+AUTO_COST_LIMIT = 1e12  # about a minute on one GPU (a 100M target, 16 x 128 tokens is 2e11)
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def _table(result: ReferenceResult) -> str:
+    al = result.accept_length
+    lines = [f"reference ({result.algorithm}, chain of {result.num_steps}, T=0, {len(result.prompts)} prompts, "
+             f"{result.device} {result.dtype}, {result.seconds:.1f}s)",
+             f"  accept length   {al:.3f}" if al is not None else "  accept length   -",
+             "  accepted drafts " + " ".join(f"{k}:{v}" for k, v in enumerate(result.histogram))]
+    if not result.exact:
+        lines.append(f"  topk={result.topk}: the chain is a lower bound for the tree")
+    if result.aux_layers:
+        lines.append(f"  target layers captured (inputs of) {result.aux_layers}")
+    for p in result.problems:
+        lines.append(f"  WARNING: {p}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m automodel_spec.reference --target DIR --draft EXPORT_DIR --num-steps N``."""
+    from automodel_spec.bench.workload import load_prompts, select_prompts
+
+    ap = argparse.ArgumentParser(prog="python -m automodel_spec.reference", description=__doc__.splitlines()[0])
+    ap.add_argument("--target", required=True, help="the target's HF directory")
+    ap.add_argument("--draft", required=True, help="the exported draft directory")
+    ap.add_argument("--num-steps", type=int, required=True)
+    ap.add_argument("--topk", type=int, default=1)
+    ap.add_argument("--prompts", default=None, help="JSONL prompts (default: the built-in set)")
+    ap.add_argument("--num-prompts", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0, help="the bench's prompt order (bench.seed)")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--served", type=float, default=None, help="a served accept length to hold against it")
+    ap.add_argument("--json", default=None, help="write the result here")
+    args = ap.parse_args(argv)
+    from automodel_spec.console_log import log_to_console
+
+    log_to_console()
+    try:
+        prompts = select_prompts(load_prompts(args.prompts), args.num_prompts, args.seed)
+        result = compute_reference(args.target, args.draft, args.num_steps, prompts, topk=args.topk,
+                                   max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(_table(result))
+    ok, text = verdict(args.served, result.accept_length, result.problems, exact=result.exact)
+    if args.served is not None or result.problems:
+        print(("" if ok else "WARNING: ") + text)
+    if args.json:
+        from automodel_spec.atomic_write import write_json_atomically
+
+        write_json_atomically(Path(args.json), result.to_dict())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

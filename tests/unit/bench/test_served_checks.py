@@ -1,0 +1,94 @@
+"""The lossless check (outputs against the baseline's) and what fails ``mode=check``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from automodel_spec.bench.result import LevelResult, PointResult, ReferenceSummary, read_point, write_point
+from automodel_spec.bench.served_checks import add_lossless, check_failures, check_report, first_difference
+
+
+def _records(path: Path, outputs: dict[tuple[int, int], list[int]], temperature: float = 0.0) -> Path:
+    with open(path, "w") as fh:
+        for (conc, i), ids in outputs.items():
+            fh.write(json.dumps({"i": i, "concurrency": conc, "temperature": temperature, "ok": True,
+                                 "output_ids": ids}) + "\n")
+    return path
+
+
+def _result(*levels: tuple[float, int]) -> PointResult:
+    r = PointResult(status="ok")
+    for t, c in levels:
+        lv = LevelResult(temperature=t, concurrency=c)
+        r.levels[lv.key] = lv
+    return r
+
+
+def test_first_difference():
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 9, 3]) == 1
+    assert first_difference([1, 2], [1, 2, 3]) == 2  # a shorter output differs where it ends
+
+
+def test_lossless_counts_identical_outputs_and_the_first_difference_per_level(tmp_path):
+    base = _records(tmp_path / "base.jsonl", {(1, 0): [1, 2, 3, 4], (1, 1): [5, 6, 7, 8], (4, 0): [1, 2, 3, 4],
+                                              (4, 1): [5, 6, 7, 8]})
+    mine = _records(tmp_path / "mine.jsonl", {(1, 0): [1, 2, 3, 4], (1, 1): [5, 6, 7, 8], (4, 0): [1, 2, 9, 4],
+                                              (4, 1): [5, 6, 7, 0]})
+    r = _result((0.0, 1), (0.0, 4))
+    add_lossless(r, mine, base)
+    c1, c4 = r.level(0.0, 1), r.level(0.0, 4)
+    assert (c1.lossless_compared, c1.lossless_identical, c1.lossless_first_difference) == (2, 2, None)
+    assert (c4.lossless_compared, c4.lossless_identical, c4.lossless_first_difference) == (2, 0, 2)
+    assert check_failures(r)[0].startswith("no reference")
+
+
+def test_sampled_levels_are_not_compared(tmp_path):
+    base = _records(tmp_path / "base.jsonl", {(1, 0): [1, 2]}, temperature=0.7)
+    mine = _records(tmp_path / "mine.jsonl", {(1, 0): [3, 4]}, temperature=0.7)
+    r = _result((0.7, 1))
+    add_lossless(r, mine, base)
+    assert r.level(0.7, 1).lossless_compared == 0
+
+
+def test_check_fails_on_a_verdict_or_on_outputs_that_differ_at_concurrency_one(tmp_path):
+    r = _result((0.0, 1))
+    r.reference = ReferenceSummary(status="ok", accept_length=3.0)
+    lv = r.level(0.0, 1)
+    lv.served_as_trained, lv.reference_verdict = True, "served as trained (served 3.00, reference 3.00)"
+    lv.lossless_compared = lv.lossless_identical = 4
+    assert check_report(r) == (0, "check passed: served as trained (served 3.00, reference 3.00); outputs "
+                                  "identical to the no-speculation baseline's 4/4")
+    lv.lossless_identical, lv.lossless_first_difference = 3, 17
+    code, text = check_report(r)
+    assert code == 1 and "1 of 4 outputs differ from the target's own (first at token 17)" in text
+    lv.lossless_identical, lv.served_as_trained, lv.reference_verdict = 4, False, "served accept length 1.00 is ..."
+    assert check_failures(r) == ["T=0 c=1: served accept length 1.00 is ..."]
+
+
+def test_the_new_fields_round_trip_through_metrics_json(tmp_path):
+    r = _result((0.0, 1))
+    r.reference = ReferenceSummary(status="ok", accept_length=3.5, histogram=[1, 2, 3], problems=["x"],
+                                   aux_layers=[2, 4, 5])
+    r.level(0.0, 1).reference_accept_length, r.level(0.0, 1).lossless_first_difference = 3.5, 7
+    write_point(tmp_path / "metrics.json", r)
+    back = read_point(tmp_path / "metrics.json")
+    assert back.reference == r.reference and back.level(0.0, 1) == r.level(0.0, 1)
+
+
+def test_summary_shows_served_vs_reference_and_warns():
+    from automodel_spec.sweep.summary import served_lines
+
+    rows = [{"point": "a", "status": "ok", "temperature": 0.0, "concurrency": 1, "accept_length": 3.9,
+             "reference_accept_length": 4.0, "served_as_trained": True, "lossless_compared": 4,
+             "lossless_identical": 4, "lossless_first_difference": None},
+            {"point": "b", "status": "ok", "temperature": 0.0, "concurrency": 8, "accept_length": 1.2,
+             "reference_accept_length": 4.0, "served_as_trained": False, "reference_verdict": "served 1.20 ...",
+             "lossless_compared": 16, "lossless_identical": 15, "lossless_first_difference": 90}]
+    text = "\n".join(served_lines(rows))
+    assert "| a | 1 | 3.90 | 4.00 | served as trained | 4/4 | - |" in text
+    assert "| b | 8 | 1.20 | 4.00 | **NOT served as trained** | 15/16 | 90 |" in text
+    assert "WARNING b c=8: served 1.20 ..." in text
+    assert "WARNING b c=8: 1 output(s) differ from the baseline's, first at token 90: batch-dependent" in text
+    assert served_lines([{**rows[0], "temperature": 0.7}]) == []
