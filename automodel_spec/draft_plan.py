@@ -121,13 +121,14 @@ def check_numbers(cfg: dict, path, problems: Problems) -> None:
                 bad(f"{prefix}.{k}", v, "finite")
             elif k.endswith("factor") and not isinstance(v, list) and v <= 0:
                 bad(f"{prefix}.{k}", v, "> 0 (a scaling factor)")
-            elif k == "original_max_position_embeddings" and not (isinstance(v, int) and v >= 1):
+            elif k == "original_max_position_embeddings" and not (float(v).is_integer() and v >= 1):
                 bad(f"{prefix}.{k}", v, "a whole number >= 1")
     for key in _TOKEN_IDS:
         value = cfg.get(key)
         ids = value if isinstance(value, list) else [value]
-        if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i for i in ids):
-            bad(key, value, "a token id: a whole number >= 0 (or a list of them), or null")
+        # any sign: configs of the original LLaMA carry pad_token_id -1, which SGLang never reads for a draft
+        if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            bad(key, value, "a token id: a whole number (or a list of them), or null")
     layer_ids = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") \
         if isinstance(cfg.get("eagle_config"), dict) else None
     if layer_ids is not None and not (isinstance(layer_ids, list) and all(
