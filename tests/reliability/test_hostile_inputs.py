@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_bad_inputs import BASE_ENV, REPO, Workspace, _in_process, base, draft, edit_json, snapshot  # noqa: F401
+from test_bad_inputs import BASE_ENV, REPO, Workspace, _in_process, draft, edit_json, snapshot
 
 PRODUCERS = REPO / "tests" / "fixtures" / "producers"
 FAKE = REPO / "tests" / "fakes" / "fake_sglang.py"
@@ -430,8 +430,9 @@ def _bounded(call) -> tuple[int | None, str, bool]:
 
 
 @pytest.fixture(scope="module")
-def results(request, tmp_path_factory, base) -> dict[str, Callable[[], Result]]:  # noqa: F811  (base: imported)
+def results(request, tmp_path_factory) -> dict[str, Callable[[], Result]]:
     """Each selected case's result, on demand; process cases started at once on a pool."""
+    base = tmp_path_factory.mktemp("hostile-base")  # the cases copy the producers' fixtures, not test_bad_inputs' drafts
     selected = {item.callspec.params["case"].name for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params}
     root = tmp_path_factory.mktemp("hostile")
