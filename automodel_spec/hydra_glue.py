@@ -214,6 +214,7 @@ class RunDirCallback(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         _RUN_DIR.clear()
+        _RUN_LOG[:] = [f"{_select(config, 'hydra.job.name')}.log"]
         run_dir = _select(config, "hydra.run.dir")
         if run_dir and not _select(config, "print_only"):
             run_dir = Path(str(run_dir)).absolute()
@@ -223,17 +224,21 @@ class RunDirCallback(Callback):
 
 
 _RUN_DIR: list[Path] = []
+_RUN_LOG: list[str] = []  # the job log's name
 # what a run directory holds when the run wrote nothing of its own: Hydra's files and the job's log
 _HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
 
 
-def discard_unused_run_dir(log_name: str) -> bool:
+def discard_unused_run_dir() -> bool:
     """Remove the single run's output directory (and the parents it created) when it holds nothing but
-    Hydra's ``.hydra/`` files and the job log ``log_name``: a run that failed before it wrote anything
-    (a refused draft, a config rule). Everything it said was on the console. ``True`` if removed."""
+    Hydra's ``.hydra/`` files and the job log: a run that failed (or was stopped) before it wrote
+    anything (a refused draft, a config rule). Everything it said was on the console. ``True`` if removed.
+
+    Recorded by ``RunDirCallback`` as the run started, so it works after Hydra has unwound too.
+    """
     if not _RUN_DIR:
         return False
-    run_dir = _RUN_DIR[0]
+    run_dir, log_name = _RUN_DIR[0], _RUN_LOG[0]
     try:
         entries = {p.name for p in run_dir.iterdir()}
         hydra = {p.name for p in (run_dir / ".hydra").iterdir()} if (run_dir / ".hydra").is_dir() else set()

@@ -195,6 +195,8 @@ def run_and_exit(job, *args):
     code is recorded for ``last_sweep_exit_code``); the job's value (or its code) is returned to the sweeper.
     SIGINT / SIGTERM stop the whole sweep.
     """
+    global _stopped_said
+    _stopped_said = False  # this job's own signal is said by it
     value = None
     try:
         try:
@@ -211,7 +213,7 @@ def run_and_exit(job, *args):
         code = exc.exit_code
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        say("terminated" if terminated else "interrupted", err=True)
+        _say_stopped(terminated)
         if in_multirun():
             raise  # the user stops the sweep, not one point: main_entry exits with 130 / 143
         code = 143 if terminated else 130
@@ -234,12 +236,22 @@ def run_and_exit(job, *args):
     return 0.0 if code and in_multirun() else code
 
 
+_stopped_said = False
+
+
+def _say_stopped(terminated: bool) -> None:
+    """``terminated`` / ``interrupted``, once (a multirun's job says it before the sweep stops)."""
+    global _stopped_said
+    if not _stopped_said:
+        _stopped_said = True
+        say("terminated" if terminated else "interrupted", err=True)
+
+
 def _discard_unused_run_dir() -> None:
     """A failed single run that wrote nothing of its own leaves no ``outputs/DATE/TIME`` behind."""
-    if HydraConfig.initialized():
-        from automodel_spec.hydra_glue import discard_unused_run_dir
+    from automodel_spec.hydra_glue import discard_unused_run_dir
 
-        discard_unused_run_dir(f"{HydraConfig.get().job.name}.log")
+    discard_unused_run_dir()
 
 
 def main_entry(main) -> None:
@@ -254,8 +266,11 @@ def main_entry(main) -> None:
     try:
         release_signals()  # held since the recipe's first import; one that came meanwhile is handled here
         main()
-    except KeyboardInterrupt as exc:  # only a multirun lets it out of run_and_exit
-        sys.exit(143 if isinstance(exc, Terminated) else 130)
+    except KeyboardInterrupt as exc:  # a multirun lets it out of run_and_exit; a signal before the job starts
+        terminated = isinstance(exc, Terminated)  # (export.py's imports of torch) never reached it
+        _say_stopped(terminated)
+        _discard_unused_run_dir()
+        sys.exit(143 if terminated else 130)
     # the work is done: a signal from now on ends the process by its default action, not by a
     # KeyboardInterrupt traceback from the middle of the interpreter's shutdown
     signal.signal(signal.SIGINT, signal.SIG_DFL)
