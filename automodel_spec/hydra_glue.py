@@ -1,8 +1,9 @@
 """Everything Hydra needs from the library, in the one library module that imports Hydra.
 
 The recipes call ``register_configs()`` before ``@hydra.main``: it hands the schemas of ``config`` to
-Hydra's ConfigStore and registers the OmegaConf resolvers that ``conf/`` uses. ``conf/serve.yaml``
-names ``RedactCallback`` and ``JobCodesCallback``, the sweep presets ``SweepSummaryCallback``, as Hydra
+Hydra's ConfigStore and registers the OmegaConf resolvers that ``conf/`` uses; ``typed_config`` turns the
+composed config into the typed one, every key checked. ``conf/serve.yaml`` names ``RedactCallback``,
+``JobCodesCallback`` and ``RunDirCallback``, the sweep presets ``SweepSummaryCallback``, as Hydra
 callbacks. The rest of the library takes plain dataclasses and arguments and never imports Hydra or
 OmegaConf.
 """
@@ -115,7 +116,7 @@ def typed_config(dcfg) -> ServeConfig:
 
 
 def _unknown_keys(node, prefix: str = "") -> list[tuple[str, str]]:
-    """``(key, "; did you mean X?")`` for each key of ``node`` its schema does not have, nested sections too."""
+    """``(key, " (did you mean X?)")`` for each key of ``node`` its schema does not have, nested sections too."""
     import dataclasses
     import difflib
 
