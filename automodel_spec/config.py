@@ -215,8 +215,62 @@ class ServeConfig:
     output_dir: str | None = None
 
 
+# Upper bounds of the speculative knobs. A drafted token is accepted only when every one before it was,
+# so the accepted length grows ever slower with steps: published EAGLE-3 settings use at most 8 steps,
+# SGLang picks 5 for Llama targets, and our grids find nothing past 7. Each step costs one more draft
+# forward pass per verify round, and the verify pass runs the target over every draft token of every
+# request (its attention mask grows with their square). The bounds are 8x past anything measured: a
+# larger value is a typo (10^20 would be printed, passed on, and fail inside SGLang), never a setting.
+SPEC_BOUNDS = {"num_steps": 64, "topk": 64, "num_draft_tokens": 256, "max_draft_tokens": 256}
+_SPEC_WHY = ("more steps, branches or draft tokens than any setting that pays off (the accepted length stops "
+             "growing after a few; published EAGLE-3 settings use at most 8 steps): a typo?")
+
+
+def _spec_bound_errors(spec: SpecConfig) -> list[str]:
+    return [f"spec.{name}={value} is above {bound}, {_SPEC_WHY}" for name, bound in SPEC_BOUNDS.items()
+            if isinstance(value := getattr(spec, name), int) and value > bound]
+
+
+MAX_CONCURRENCY = 4096
+MAX_PROMPTS = 1_000_000
+# The largest whole number a setting may hold: SGLang hands sizes, counts and ids to torch and CUDA as
+# 32-bit integers, so a larger one is a typo that would fail (or wrap around) deep inside the server.
+MAX_INT = 2**31 - 1
+_OWN_RANGE = {"sglang.port", "spec.num_steps", "spec.topk", "spec.num_draft_tokens", "spec.max_draft_tokens"}
+
+
+def number_errors(cfg: ServeConfig) -> list[str]:
+    """Every number of the configuration finite (no NaN or infinity) and every whole number <= ``MAX_INT``.
+
+    The one rule for all of them: a NaN passes every ``<`` / ``>`` comparison the other rules make
+    (``nan <= 0`` is false), and an infinite timeout or temperature reaches the server as such.
+    """
+    import math
+    from dataclasses import fields, is_dataclass
+
+    errors = []
+    for section in fields(cfg):
+        node = getattr(cfg, section.name)
+        items = [(f"{section.name}.{f.name}", getattr(node, f.name)) for f in fields(node)] if is_dataclass(node) \
+            else [(section.name, node)]
+        for key, value in items:
+            if key in _OWN_RANGE:
+                continue
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                errors.append(f"{key}={value} is not a finite number; give a number (NaN and infinity are not "
+                              "settings).")
+            elif any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT for v in values):
+                errors.append(f"{key}={value} is beyond {MAX_INT:,} (2^31-1), the largest whole number SGLang and "
+                              "torch take here: a typo?")
+    return errors
+
+
 def spec_errors(spec: SpecConfig) -> list[str]:
     """Rules SGLang applies to steps / topk / draft tokens, as messages (empty when valid)."""
+    bounds = _spec_bound_errors(spec)
+    if bounds:  # derived values (draft tokens from steps) would only repeat them
+        return bounds
     if spec.adaptive or spec.adaptive_config is not None:
         return _adaptive_errors(spec)
     spec = resolve_spec(spec)
@@ -369,6 +423,7 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
     if ids is not None and len(set(ids)) != len(ids):
         errors.append(f"draft.aux_layer_ids={ids} repeats a layer: each id names one target layer whose hidden "
                       "state the draft reads, so the ids must be distinct (the ones the draft was trained on).")
+    errors += number_errors(cfg)
     errors += server_errors(cfg.sglang)
     errors += path_errors(cfg)
     if cfg.mode == Mode.check and cfg.algorithm.name not in ("EAGLE", "EAGLE3"):
@@ -390,6 +445,12 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
             errors.append(f"bench.gpu_free_wait_s={b.gpu_free_wait_s} must be >= 0 (0: do not wait).")
         if not b.concurrency or any(c < 1 for c in b.concurrency):
             errors.append(f"bench.concurrency={b.concurrency} needs one or more levels >= 1.")
+        elif max(b.concurrency) > MAX_CONCURRENCY:
+            errors.append(f"bench.concurrency={b.concurrency} goes above {MAX_CONCURRENCY}: the client keeps a thread "
+                          "per request in flight (and SGLang serves a few hundred at once at most). Lower it.")
+        if b.num_prompts > MAX_PROMPTS:
+            errors.append(f"bench.num_prompts={b.num_prompts} is above {MAX_PROMPTS:,}: every request is held in "
+                          "memory and sent one by one. Lower it.")
         if b.max_new_tokens < 1:
             errors.append(f"bench.max_new_tokens={b.max_new_tokens} must be >= 1.")
         if not b.temperature or any(t < 0 for t in b.temperature):

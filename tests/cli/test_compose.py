@@ -200,7 +200,7 @@ def test_unknown_option_raises_at_compose_time():
 def test_typo_in_a_yaml_option_raises_at_compose_time(tmp_path):
     """The YAML options extend the schema: a misspelt key in a preset file fails too."""
     conf = shutil.copytree(CONF, tmp_path / "conf")
-    (conf / "sglang" / "typo.yaml").write_text("defaults:\n  - sglang_schema\ncuda_graph_max_bss: 8\n")
+    (conf / "sglang" / "typo.yaml").write_text("defaults:\n  - /schema/sglang@_here_\ncuda_graph_max_bss: 8\n")
     with composer(conf) as make:
         make("sglang=default")  # the copy itself composes
         with pytest.raises(ConfigCompositionException):
