@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from automodel_spec.errors import ConfigError
+from automodel_spec.sglang_options import MANAGED_FLAGS, applicable_release
 
 DEMO_DRAFT = "builtin:demo"
 DEMO_TARGET = "builtin:demo-target"
@@ -124,7 +125,9 @@ class SGLangConfig:
     """SGLang server arguments; field names mirror ``ServerArgs``.
 
     ``None`` leaves SGLang's own default. ``extra_args`` is appended verbatim.
-    ``port: 0`` picks a free port at launch.
+    ``port: 0`` picks a free port at launch. ``release`` builds the command for that SGLang release
+    (another machine's, e.g. ``0.5.23``) instead of the installed one; serving checks it is the installed one.
+    ``disable_prefill_cuda_graph`` turns the prefill-phase (piecewise) CUDA graph off, spelt as each release does.
     """
 
     host: str = "127.0.0.1"
@@ -138,6 +141,7 @@ class SGLangConfig:
     max_running_requests: int | None = None
     context_length: int | None = None
     disable_cuda_graph: bool = False
+    disable_prefill_cuda_graph: bool = False
     skip_tokenizer_init: bool = False
     trust_remote_code: bool = False
     api_key: str | None = None
@@ -147,6 +151,7 @@ class SGLangConfig:
     log_level: str | None = None
     extra_args: list[str] = field(default_factory=list)
     python: str | None = None
+    release: str | None = None
     ready_timeout_s: float = 900.0
     stop_timeout_s: float = 30.0
 
@@ -210,8 +215,62 @@ class ServeConfig:
     output_dir: str | None = None
 
 
+# Upper bounds of the speculative knobs. A drafted token is accepted only when every one before it was,
+# so the accepted length grows ever slower with steps: published EAGLE-3 settings use at most 8 steps,
+# SGLang picks 5 for Llama targets, and our grids find nothing past 7. Each step costs one more draft
+# forward pass per verify round, and the verify pass runs the target over every draft token of every
+# request (its attention mask grows with their square). The bounds are 8x past anything measured: a
+# larger value is a typo (10^20 would be printed, passed on, and fail inside SGLang), never a setting.
+SPEC_BOUNDS = {"num_steps": 64, "topk": 64, "num_draft_tokens": 256, "max_draft_tokens": 256}
+_SPEC_WHY = ("more steps, branches or draft tokens than any setting that pays off (the accepted length stops "
+             "growing after a few; published EAGLE-3 settings use at most 8 steps): a typo?")
+
+
+def _spec_bound_errors(spec: SpecConfig) -> list[str]:
+    return [f"spec.{name}={value} is above {bound}, {_SPEC_WHY}" for name, bound in SPEC_BOUNDS.items()
+            if isinstance(value := getattr(spec, name), int) and value > bound]
+
+
+MAX_CONCURRENCY = 4096
+MAX_PROMPTS = 1_000_000
+# The largest whole number a setting may hold: SGLang hands sizes, counts and ids to torch and CUDA as
+# 32-bit integers, so a larger one is a typo that would fail (or wrap around) deep inside the server.
+MAX_INT = 2**31 - 1
+_OWN_RANGE = {"sglang.port", "spec.num_steps", "spec.topk", "spec.num_draft_tokens", "spec.max_draft_tokens"}
+
+
+def number_errors(cfg: ServeConfig) -> list[str]:
+    """Every number of the configuration finite (no NaN or infinity) and every whole number <= ``MAX_INT``.
+
+    The one rule for all of them: a NaN passes every ``<`` / ``>`` comparison the other rules make
+    (``nan <= 0`` is false), and an infinite timeout or temperature reaches the server as such.
+    """
+    import math
+    from dataclasses import fields, is_dataclass
+
+    errors = []
+    for section in fields(cfg):
+        node = getattr(cfg, section.name)
+        items = [(f"{section.name}.{f.name}", getattr(node, f.name)) for f in fields(node)] if is_dataclass(node) \
+            else [(section.name, node)]
+        for key, value in items:
+            if key in _OWN_RANGE:
+                continue
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                errors.append(f"{key}={value} is not a finite number; give a number (NaN and infinity are not "
+                              "settings).")
+            elif any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT for v in values):
+                errors.append(f"{key}={value} is beyond {MAX_INT:,} (2^31-1), the largest whole number SGLang and "
+                              "torch take here: a typo?")
+    return errors
+
+
 def spec_errors(spec: SpecConfig) -> list[str]:
     """Rules SGLang applies to steps / topk / draft tokens, as messages (empty when valid)."""
+    bounds = _spec_bound_errors(spec)
+    if bounds:  # derived values (draft tokens from steps) would only repeat them
+        return bounds
     if spec.adaptive or spec.adaptive_config is not None:
         return _adaptive_errors(spec)
     spec = resolve_spec(spec)
@@ -364,6 +423,7 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
     if ids is not None and len(set(ids)) != len(ids):
         errors.append(f"draft.aux_layer_ids={ids} repeats a layer: each id names one target layer whose hidden "
                       "state the draft reads, so the ids must be distinct (the ones the draft was trained on).")
+    errors += number_errors(cfg)
     errors += server_errors(cfg.sglang)
     errors += path_errors(cfg)
     if cfg.mode == Mode.check and cfg.algorithm.name not in ("EAGLE", "EAGLE3"):
@@ -385,6 +445,12 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
             errors.append(f"bench.gpu_free_wait_s={b.gpu_free_wait_s} must be >= 0 (0: do not wait).")
         if not b.concurrency or any(c < 1 for c in b.concurrency):
             errors.append(f"bench.concurrency={b.concurrency} needs one or more levels >= 1.")
+        elif max(b.concurrency) > MAX_CONCURRENCY:
+            errors.append(f"bench.concurrency={b.concurrency} goes above {MAX_CONCURRENCY}: the client keeps a thread "
+                          "per request in flight (and SGLang serves a few hundred at once at most). Lower it.")
+        if b.num_prompts > MAX_PROMPTS:
+            errors.append(f"bench.num_prompts={b.num_prompts} is above {MAX_PROMPTS:,}: every request is held in "
+                          "memory and sent one by one. Lower it.")
         if b.max_new_tokens < 1:
             errors.append(f"bench.max_new_tokens={b.max_new_tokens} must be >= 1.")
         if not b.temperature or any(t < 0 for t in b.temperature):
@@ -401,29 +467,6 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
                           f"bench.temperature={b.temperature}.")
     if errors:
         raise ConfigError(errors)
-
-
-# Flags the launcher sets from a config key: given again in sglang.extra_args, SGLang would take the
-# last one while we check, health-poll and report the first (e.g. --port: the wrong port is polled).
-MANAGED_FLAGS = {
-    "--model-path": "target.path", "--model": "target.path", "--revision": "target.revision",
-    "--host": "sglang.host", "--port": "sglang.port", "--tp-size": "sglang.tp_size",
-    "--tensor-parallel-size": "sglang.tp_size", "--dtype": "sglang.dtype",
-    "--mem-fraction-static": "sglang.mem_fraction_static", "--attention-backend": "sglang.attention_backend",
-    "--cuda-graph-max-bs": "sglang.cuda_graph_max_bs", "--cuda-graph-bs": "sglang.cuda_graph_bs",
-    "--max-running-requests": "sglang.max_running_requests", "--context-length": "sglang.context_length",
-    "--log-level": "sglang.log_level", "--api-key": "sglang.api_key", "--nnodes": "sglang.nnodes",
-    "--node-rank": "sglang.node_rank", "--dist-init-addr": "sglang.dist_init_addr",
-    "--disable-cuda-graph": "sglang.disable_cuda_graph", "--skip-tokenizer-init": "sglang.skip_tokenizer_init",
-    "--trust-remote-code": "sglang.trust_remote_code",
-    "--speculative-algorithm": "algorithm=EAGLE3|EAGLE|NEXTN|STANDALONE|none",
-    "--speculative-draft-model-path": "draft.path", "--speculative-draft-model": "draft.path",
-    "--speculative-draft-model-revision": "draft.revision",
-    "--speculative-token-map": "draft.path (the token map is written with the export)",
-    "--speculative-num-steps": "spec.num_steps", "--speculative-eagle-topk": "spec.topk",
-    "--speculative-num-draft-tokens": "spec.num_draft_tokens",
-    "--speculative-adaptive": "spec.adaptive", "--speculative-adaptive-config": "spec.adaptive_config",
-}
 
 
 def server_errors(sg: SGLangConfig) -> list[str]:
@@ -443,6 +486,12 @@ def server_errors(sg: SGLangConfig) -> list[str]:
         errors.append(f"sglang.cuda_graph_bs={sg.cuda_graph_bs} must hold batch sizes >= 1.")
     if sg.stop_timeout_s <= 0:
         errors.append(f"sglang.stop_timeout_s={sg.stop_timeout_s} must be > 0.")
+    if sg.release is not None:
+        try:
+            applicable_release(sg.release)
+        except ValueError as exc:
+            errors.append(f"sglang.release={sg.release}: {exc}. Give the SGLang release the command is for, or drop "
+                          "sglang.release to build for the installed one.")
     errors += [f"sglang.extra_args sets {flag}, which the launcher already sets from {key}: SGLang would take "
                f"the last one while this tool checks, health-polls and reports the other. Drop it from "
                f"sglang.extra_args and set {key} instead." for flag, key in managed_extra_args(sg.extra_args)]

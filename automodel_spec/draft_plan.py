@@ -66,7 +66,10 @@ class Problems:
 
 # Sizes a draft's config.json must state (whole numbers >= 1), and those it may state
 _REQUIRED_SIZES = ("hidden_size", "vocab_size", "num_attention_heads", "intermediate_size")
-_OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "target_hidden_size", "draft_vocab_size", "num_hidden_layers")
+_OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "target_hidden_size", "draft_vocab_size", "num_hidden_layers",
+                   "max_position_embeddings")
+_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+_RESTORE = "restore the config.json the checkpoint was saved with"
 
 
 def check_sizes(cfg: dict, required, optional, path, problems: Problems) -> None:
@@ -86,14 +89,70 @@ def check_sizes(cfg: dict, required, optional, path, problems: Problems) -> None
             problems.add(f"{key}={value} in {path} must be >= 1; restore the config.json the checkpoint was saved with.")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_numbers(cfg: dict, path, problems: Problems) -> None:
+    """The numbers SGLang builds the draft's layers from (besides the sizes): finite, and in their range.
+
+    JSON reads ``NaN``, ``Infinity`` and ``1e999`` as floats; SGLang would build a norm that divides by
+    NaN or a rope of infinite base and serve it without a word (every draft token rejected).
+    """
+    import math
+
+    def bad(key: str, value, want: str) -> None:
+        problems.add(f"{key}={value!r} in {path} must be {want}; {_RESTORE}.")
+
+    eps = cfg.get("rms_norm_eps")
+    if eps is not None and not (_is_number(eps) and math.isfinite(eps) and 0 < eps < 1):
+        bad("rms_norm_eps", eps, "a finite number between 0 and 1 (the norm's epsilon, e.g. 1e-05)")
+    params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
+    scaling = cfg.get("rope_scaling") if isinstance(cfg.get("rope_scaling"), dict) else {}
+    for key, theta in (("rope_theta", cfg.get("rope_theta")), ("rope_parameters.rope_theta", params.get("rope_theta"))):
+        if theta is not None and _is_number(theta) and not (math.isfinite(theta) and theta > 0):
+            bad(key, theta, "a finite number > 0 (the rope base, e.g. 500000.0)")
+    for prefix, group in (("rope_scaling", scaling), ("rope_parameters", params)):
+        for k, v in group.items():
+            values = v if isinstance(v, list) else [v]
+            if k == "rope_theta" or not all(_is_number(x) for x in values):
+                continue  # the base is checked above; text is the rope reader's to refuse
+            if not all(math.isfinite(x) for x in values):
+                bad(f"{prefix}.{k}", v, "finite")
+            elif k.endswith("factor") and not isinstance(v, list) and v <= 0:
+                bad(f"{prefix}.{k}", v, "> 0 (a scaling factor)")
+            elif k == "original_max_position_embeddings" and not (float(v).is_integer() and v >= 1):
+                bad(f"{prefix}.{k}", v, "a whole number >= 1")
+    for key in _TOKEN_IDS:
+        value = cfg.get(key)
+        ids = value if isinstance(value, list) else [value]
+        # any sign: configs of the original LLaMA carry pad_token_id -1, which SGLang never reads for a draft
+        if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            bad(key, value, "a token id: a whole number (or a list of them), or null")
+    layer_ids = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") \
+        if isinstance(cfg.get("eagle_config"), dict) else None
+    if layer_ids is not None and not (isinstance(layer_ids, list) and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layer_ids)
+            and len(set(layer_ids)) == len(layer_ids)):
+        bad("eagle_config.eagle_aux_hidden_state_layer_ids", layer_ids, "a list of distinct target layer indices >= 0")
+    if "torch_dtype" in cfg or "dtype" in cfg:
+        from automodel_spec.serving_dtype import unknown_dtype
+
+        named = unknown_dtype(cfg)
+        if named is not None:
+            problems.add(f"{path} names {named}; {_RESTORE}, or give the dtype its weights hold.")
+
+
 def check_draft_config(cfg: dict, path) -> None:
-    """The sizes the layout checks compute shapes from, before any of them is used.
+    """The sizes the layout checks compute shapes from, and the other numbers SGLang reads, before any is used.
 
     Raises:
-        CheckpointError: a size is missing, not a whole number, < 1, or the heads do not divide evenly.
+        CheckpointError: a size is missing, not a whole number, < 1, or the heads do not divide evenly;
+            a number is not finite or out of its range; the dtype is unknown.
     """
     problems = Problems(str(path))
     check_sizes(cfg, _REQUIRED_SIZES, _OPTIONAL_SIZES, path, problems)
+    check_numbers(cfg, path, problems)
     if not problems.items:
         hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
         kv = cfg.get("num_key_value_heads") or heads

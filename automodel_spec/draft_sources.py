@@ -14,6 +14,7 @@ from automodel_spec.errors import CheckpointError
 from automodel_spec.json_file import read_json
 from automodel_spec.resolve import ResolvedDraft
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
+from automodel_spec.yaml_file import read_yaml
 
 _AUX_KEYS = ("aux_layer_ids", "eagle_aux_hidden_state_layer_ids", "aux_hidden_state_layer_ids")
 
@@ -55,12 +56,8 @@ def find_recipe_aux_layer_ids(checkpoint_dir: Path | None) -> list[int] | None:
     """Aux layer ids from the Automodel recipe saved beside the checkpoint (``config.yaml``), if any."""
     if checkpoint_dir is None or not (checkpoint_dir / "config.yaml").is_file():
         return None
-    import yaml
-
-    try:
-        doc = yaml.safe_load((checkpoint_dir / "config.yaml").read_text())
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"cannot parse {checkpoint_dir / 'config.yaml'}: {exc}") from exc
+    doc = read_yaml(checkpoint_dir / "config.yaml", remedy="Remove it or copy the recipe the training was run "
+                    "with (the draft is served without it, with the default aux layers or draft.aux_layer_ids).")
     found = _find_key(doc, _AUX_KEYS)
     if found is None or found == []:  # an empty list in a recipe means "the default"
         return None
@@ -70,19 +67,24 @@ def find_recipe_aux_layer_ids(checkpoint_dir: Path | None) -> list[int] | None:
 
 
 def _find_key(node, keys):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k in keys and v is not None:
-                return v
-        for v in node.values():
-            hit = _find_key(v, keys)
-            if hit is not None:
-                return hit
-    elif isinstance(node, list):
-        for v in node:
-            hit = _find_key(v, keys)
-            if hit is not None:
-                return hit
+    """The first non-null value of one of ``keys`` in nested dicts and lists, depth first.
+
+    Iterative, and each dict or list is visited once: YAML aliases share one object between several
+    places (or a place inside itself), which a plain recursive walk would follow again every time.
+    """
+    stack, seen = [node], set()
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, (dict, list)) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if k in keys and v is not None:
+                    return v
+            stack.extend(reversed(list(item.values())))
+        else:
+            stack.extend(reversed(item))
     return None
 
 

@@ -27,10 +27,17 @@ from pathlib import Path
 from automodel_spec.atomic_write import write_json_atomically
 from automodel_spec.draft_plan import DraftPlan
 from automodel_spec.draft_sources import DraftSources
-from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError, SpecError
+from automodel_spec.errors import (
+    SAFETENSORS_INSTALL_HINT,
+    CheckpointError,
+    ConfigError,
+    MissingDependencyError,
+    SpecError,
+)
 from automodel_spec.file_digest import file_digest, file_stamp
 from automodel_spec.file_lock import file_lock
-from automodel_spec.json_file import read_json
+from automodel_spec.json_file import read_json, read_json_value
+from automodel_spec.path_lookup import directory_problem
 from automodel_spec.preflight import check_against_target, plan_draft
 from automodel_spec.process_state import process_running, process_start
 from automodel_spec.resolve import LEGACY_WEIGHTS, SAFETENSORS_INDEX, ResolvedDraft, weight_files
@@ -112,9 +119,44 @@ def export_key(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[i
         options["dtype"] = dtype
     h.update(json.dumps(options).encode())
     for f in source_files(resolved):
-        h.update(f.name.encode())
+        h.update(os.fsencode(f.name))  # a name that is not UTF-8 is bytes smuggled in a str (surrogateescape)
         h.update(file_digest(f, memo_dir, remember=remember).encode())
     return h.hexdigest()
+
+
+def check_outside_source(draft_path: str, resolved: ResolvedDraft, places: dict[str, Path]) -> None:
+    """Refuse an export location inside the draft's own files, which this project only ever reads.
+
+    Args:
+        draft_path: ``draft.path`` as given.
+        resolved: where its files are (the checkpoint and model directories count as the source too).
+        places: the locations the export writes, by the setting that names them (``draft.export_dir``,
+            ``cache_dir``): the export itself, its lock and the sources' digests.
+
+    Raises:
+        ConfigError: naming the setting, both paths, and what to do.
+    """
+    given = Path(draft_path).expanduser()
+    sources = [p for p in (given.parent if given.is_file() else given, resolved.model_dir, resolved.checkpoint_dir)
+               if p is not None]
+    for key, place in places.items():
+        real = _real(place)
+        for source in sources:
+            root = _real(source)
+            if real == root or root in real.parents:
+                raise ConfigError(
+                    f"{key}={place} lies inside draft.path={draft_path} ({real} is under {root}, symlinks "
+                    "resolved): the export, its lock and digests would be written into the checkpoint, which this "
+                    f"project only reads. Set {key} to a directory outside it."
+                )
+
+
+def _real(path: Path) -> Path:
+    """``path`` with ``~`` and every symlink that exists resolved (as it is as far as it can be)."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):  # a symlink loop: compare it as written
+        return Path(os.path.abspath(Path(path).expanduser()))
 
 
 def planned_export_dir(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[int] | None,
@@ -305,15 +347,17 @@ def _inspect(final: Path, key: str, memo_dir: Path, explicit: bool) -> _Found:
     """Is there a complete, intact export of ``key`` at ``final``, something to rebuild, or nothing?
 
     Raises:
-        CheckpointError: an explicit ``draft.export_dir`` holds something that is not this export
-            (never overwritten: it may be the user's own files).
+        CheckpointError: an explicit ``draft.export_dir`` holds something that is not this export, or
+            an export to rebuild sits beside files it did not write (never deleted: they may be the
+            user's own).
     """
     if not os.path.lexists(final):
         return _Found()
     if not final.is_dir() or final.is_symlink():
         if explicit:
             raise _not_ours(final)
-        return _Found(problem=f"{final} is not a directory")
+        raise CheckpointError(f"{final} in the export cache is a file or a link, not an export this project wrote "
+                              "(it writes directories); it is never deleted. Move it away, or set cache_dir=DIR.")
     entries = {p.name for p in final.iterdir()}
     if not entries:  # an empty directory the user created for us
         return _Found()
@@ -321,34 +365,59 @@ def _inspect(final: Path, key: str, memo_dir: Path, explicit: bool) -> _Found:
     if manifest is None:
         if explicit and (MANIFEST not in entries or not entries <= EXPORT_FILES):
             raise _not_ours(final)
-        return _Found(problem=f"its manifest {MANIFEST} {why}")
+        return _rebuild(final, entries, f"its manifest {MANIFEST} {why}", explicit)
     if manifest.get("key") != key:
         if explicit:
             raise CheckpointError(
                 f"draft.export_dir={final} holds an export of a different draft or options (key "
                 f"{manifest.get('key')} != {key}). Choose an empty directory or delete it."
             )
-        return _Found(problem=f"its manifest names another export (key {manifest.get('key')}, expected {key})")
+        return _rebuild(final, entries, f"its manifest names another export (key {manifest.get('key')}, expected "
+                        f"{key})", explicit, manifest)
     damage = _damage(final, manifest, memo_dir)
-    return _Found(problem=damage) if damage else _Found(manifest=manifest)
+    return _rebuild(final, entries, damage, explicit, manifest) if damage else _Found(manifest=manifest)
+
+
+def _rebuild(final: Path, entries: set[str], problem: str, explicit: bool, manifest: dict | None = None) -> _Found:
+    """An export to rebuild, unless its directory also holds files the export did not write.
+
+    A rebuild replaces the whole directory (atomically, by a rename), so anything else in it would be
+    deleted with the old export: a README, notes or a tokenizer the user put beside it.
+
+    Raises:
+        CheckpointError: naming those files, and what to do.
+    """
+    written = set(EXPORT_FILES) | set((manifest or {}).get("files") or {})
+    foreign = sorted(entries - written)
+    if foreign:
+        where = f"draft.export_dir={final}" if explicit else f"the export cache's {final}"
+        shown = ", ".join(foreign[:8]) + (f", ... ({len(foreign) - 8} more)" if len(foreign) > 8 else "")
+        raise CheckpointError(
+            f"{where} holds an export to rebuild ({problem}) and also {len(foreign)} file(s) this project did not "
+            f"write: {shown}. Rebuilding replaces the export's directory, which would delete them, so nothing was "
+            f"touched. Move them out of {final} and run again"
+            + (", or choose another draft.export_dir." if explicit else ".")
+        )
+    return _Found(problem=problem)
 
 
 def _not_ours(final: Path) -> CheckpointError:
     return CheckpointError(
-        f"draft.export_dir={final} exists and is not an export of this project; refusing to write into "
-        "it. Choose an empty or new directory."
+        f"draft.export_dir={final} exists and is not an export of this project (it holds no manifest "
+        f"{MANIFEST} of ours, or files an export does not write); refusing to write into it, since that would "
+        "replace what it holds. Choose an empty or new directory, or move its files away."
     )
 
 
 def _load_manifest(d: Path) -> tuple[dict | None, str]:
     """The manifest, or ``None`` and what is wrong with it."""
-    try:
-        data = json.loads((d / MANIFEST).read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(d / MANIFEST):
         return None, "is missing"
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror})"
-    except ValueError:
+    try:
+        data = read_json_value(d / MANIFEST)
+    except CheckpointError as exc:  # bounded: a manifest planted in draft.export_dir cannot hang the run
+        if isinstance(exc.__cause__, OSError):
+            return None, f"cannot be read ({exc.__cause__.strerror})"
         return None, "is damaged (not valid JSON)"
     if not isinstance(data, dict):
         return None, "is damaged (not a JSON object)"
@@ -397,9 +466,9 @@ def _lock_path(final: Path, cache_dir: Path, explicit: bool) -> tuple[Path, str 
     Keyed by the destination, so jobs writing one explicit export_dir serialize too. An explicit
     ``draft.export_dir`` works with a read-only cache: its lock then lives beside it.
     """
-    name = hashlib.blake2b(str(final).encode(), digest_size=10).hexdigest()
+    name = hashlib.blake2b(os.fsencode(final), digest_size=10).hexdigest()
     in_cache = cache_dir / "locks" / f"{name}.lock"
-    why = _unwritable(in_cache.parent) if explicit else None
+    why = directory_problem(in_cache.parent) if explicit else None
     if why is None:
         return in_cache, None
     beside = final.parent / f".{final.name}.lock"
@@ -484,10 +553,15 @@ def _seal(f: Path) -> None:
 
 def _discard(path: Path) -> None:
     """Remove a damaged export: renamed aside first (as a temp dir of this process), so a kill
-    half-way leaves something the next run removes, never a half-deleted export."""
-    if not path.is_dir() or path.is_symlink():
-        path.unlink()
-        return
+    half-way leaves something the next run removes, never a half-deleted export.
+
+    Only a directory of export files is removed (``_inspect`` refused anything else; checked again
+    here, the moment before, in case a file was put there meanwhile).
+    """
+    entries = {p.name for p in path.iterdir()} if path.is_dir() and not path.is_symlink() else None
+    if entries is None or not entries <= EXPORT_FILES:
+        raise CheckpointError(f"{path} changed while the export was written (it now holds files this project did "
+                              "not write); nothing was deleted. Move them away and run again.")
     aside = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-old{uuid.uuid4().hex[:8]}")
     os.rename(path, aside)
     shutil.rmtree(aside, ignore_errors=True)
@@ -548,21 +622,9 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def _unwritable(d: Path) -> str | None:
-    """Why nothing can be created in directory ``d`` (created if needed), or ``None`` if it can."""
-    p = d
-    while not os.path.lexists(p) and p.parent != p:
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is not a directory"
-    if not os.access(p, os.W_OK | os.X_OK):  # false on a read-only file system, even for root
-        return f"{p} is not writable"
-    return None
-
-
 def _unwritable_notes(final: Path, cache_dir: Path, explicit: bool) -> list[str]:
     """print_only: what a real run could not write (a note each, not a failure)."""
-    why = _unwritable(final.parent)
+    why = directory_problem(final.parent)
     if why is not None:
         where = "draft.export_dir" if explicit else "the export cache"
         fix = "choose another draft.export_dir" if explicit else "set cache_dir=DIR or draft.export_dir=DIR"

@@ -55,7 +55,8 @@ def file_stamp(path: Path) -> dict[str, int]:
 
 
 def _memo_path(path: Path, memo_dir: Path) -> Path:
-    name = hashlib.blake2b(str(Path(path).resolve()).encode(), digest_size=12).hexdigest()
+    # fsencode: a path's bytes need not be UTF-8 (Python carries them as surrogates, which .encode() refuses)
+    name = hashlib.blake2b(os.fsencode(Path(path).resolve()), digest_size=12).hexdigest()
     return Path(memo_dir) / f"{name}.json"
 
 

@@ -10,31 +10,116 @@ import importlib.metadata
 import importlib.util
 import logging
 import signal
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import Version
 
 from automodel_spec.atomic_write import write_json_atomically
-from automodel_spec.command import build_launch_command, format_command
+from automodel_spec.command import build_launch_command, extra_args_warnings, format_command
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
-from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, MissingDependencyError
+from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, ConfigError, MissingDependencyError
 from automodel_spec.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.server import SGLangServer, pick_port
+from automodel_spec.sglang_options import applicable_release, known_releases
 
 log = logging.getLogger(__name__)
 
 TEST_PROMPT = "The quick brown fox jumps over the lazy dog. " * 2
+# cuda_graph_max_bs: /server_info's name until 0.5.13; cuda_graph_max_bs_decode from 0.5.14 (the same setting)
 _EFFECTIVE_KEYS = ("speculative_algorithm", "speculative_num_steps", "speculative_eagle_topk",
                    "speculative_num_draft_tokens", "speculative_draft_model_path", "max_running_requests",
                    "attention_backend", "tp_size", "mem_fraction_static", "cuda_graph_max_bs",
-                   "speculative_adaptive", "speculative_adaptive_config")
+                   "cuda_graph_max_bs_decode", "speculative_adaptive", "speculative_adaptive_config")
+
+
+@dataclass(frozen=True)
+class SGLangRelease:
+    """The SGLang release a command is built for.
+
+    Attributes:
+        release: the known release whose options the command uses.
+        installed: the SGLang installed where the server runs (``None``: none found, or not readable).
+        source: why this release: ``"installed"``, ``"sglang.release"`` or ``"newest known"``.
+        note: a warning for the user when the command may not be what the serving SGLang takes.
+    """
+
+    release: str
+    installed: str | None
+    source: str
+    note: str | None = None
+
+    def describe(self) -> str:
+        """One line for ``print_only`` and the start of a serve."""
+        given = f"{self.installed} installed" if self.installed else "no SGLang found"
+        return f"SGLang release: {self.release} ({self.source}; {given})"
+
+
+_VERSION_PROBE = "import importlib.metadata as m\ntry: print(m.version('sglang'))\nexcept m.PackageNotFoundError: pass"
+
+
+def installed_sglang(python: str | None) -> str | None:
+    """The installed SGLang's version, read from package metadata (SGLang is never imported).
+
+    ``python``: another interpreter (``sglang.python``), asked in a subprocess; ``None``: this one.
+    ``None`` when there is no SGLang there or the interpreter does not answer.
+    """
+    if python is None:
+        try:
+            return importlib.metadata.version("sglang")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    try:
+        out = subprocess.run([python, "-c", _VERSION_PROBE], capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[-1].strip() if out.returncode == 0 and lines else None
+
+
+def sglang_release(sglang: SGLangConfig) -> SGLangRelease:
+    """The release to build the command for: ``sglang.release``, else the installed one, else the newest known.
+
+    Raises:
+        ConfigError: ``sglang.release`` (or the installed release) is not a release this tool knows
+            how to build for (not a version, or older than the oldest recorded).
+    """
+    installed = installed_sglang(sglang.python)
+    newest = known_releases()[-1]
+    wanted, source = (sglang.release, "sglang.release") if sglang.release else (installed, "installed")
+    if wanted is None:
+        where = f"for sglang.python={sglang.python}" if sglang.python else "in this environment"
+        return SGLangRelease(newest, None, "newest known", f"WARNING: no SGLang found {where}: the command is built "
+                             f"for SGLang {newest}, the newest release this tool knows; set sglang.release=X.Y.Z "
+                             f"to build it for another.")
+    try:
+        release, newer = applicable_release(wanted)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}.") from None
+    note = None
+    if newer:
+        note = (f"WARNING: SGLang {wanted} ({source}) is newer than every release this tool knows; the command is "
+                f"built for {release}, the newest known. A flag that release {wanted} removed makes the server "
+                "exit at once: record its options with scripts/record_sglang_options.py.")
+    return SGLangRelease(release, installed, source, note)
+
+
+def release_warnings(sglang: SGLangConfig, release: SGLangRelease) -> list[str]:
+    """What to say before a command built for ``release`` runs or is printed (empty: nothing)."""
+    return ([release.note] if release.note else []) + extra_args_warnings(sglang, release.release)
 
 
 def launch_command(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun,
-                   port: int | None = None) -> list[str]:
-    """The server argv for a prepared run (``port``: the one picked when ``sglang.port`` is 0)."""
-    return build_launch_command(run.target, sglang, algorithm, spec, run.draft, port=port,
+                   port: int | None = None, *, release: SGLangRelease | None = None) -> list[str]:
+    """The server argv for a prepared run (``port``: the one picked when ``sglang.port`` is 0).
+
+    ``release``: the release to build for (default: ``sglang_release(sglang)``).
+    """
+    release = release or sglang_release(sglang)
+    return build_launch_command(run.target, sglang, algorithm, spec, run.draft, release=release.release, port=port,
                                 target_revision=run.target_revision)
 
 
@@ -45,9 +130,12 @@ def open_server(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConf
 
     ``env`` replaces the server's environment (default: ours).
     """
-    check_sglang_installed(sglang.python, *required_sglang(algorithm, spec, run))
+    release = check_sglang_installed(sglang, *required_sglang(algorithm, spec, run))
+    log.info("[automodel-spec] %s", release.describe())
+    for warning in release_warnings(sglang, release):
+        log.warning("[automodel-spec] %s", warning)
     port = pick_port(sglang.host, sglang.port) if port is None else port
-    argv = launch_command(sglang, algorithm, spec, run, port)
+    argv = launch_command(sglang, algorithm, spec, run, port, release=release)
     host = sglang.host if sglang.host not in ("0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     return SGLangServer(argv, f"http://{host}:{port}", log_dir, ready_timeout_s=sglang.ready_timeout_s,
@@ -70,27 +158,47 @@ def required_sglang(algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedR
     return need
 
 
-def check_sglang_installed(python: str | None, min_version: str, needs: str = "this draft needs") -> None:
-    """Before launching with this interpreter: SGLang must be importable and new enough.
+def check_sglang_installed(sglang: SGLangConfig, min_version: str, needs: str = "this draft needs") -> SGLangRelease:
+    """Before launching: SGLang must be installed, new enough, and the release the command is built for.
+
+    With ``sglang.python`` (another interpreter) its SGLang is read there; one that does not answer
+    says so itself when it starts. Returns the release to build the command for.
 
     Raises:
         MissingDependencyError: SGLang is not installed (exit code 2).
-        CheckpointError: the installed SGLang is older than the draft needs.
+        CheckpointError: the installed SGLang is older than the draft (or setting) needs.
+        ConfigError: ``sglang.release`` names another release than the installed one.
     """
-    if python:  # another interpreter: it will say so itself if SGLang is missing
-        return
-    if importlib.util.find_spec("sglang") is None:
+    if sglang.python is None and importlib.util.find_spec("sglang") is None:
         raise MissingDependencyError("sglang", SGLANG_INSTALL_HINT, "launch the server")
-    try:
-        installed = importlib.metadata.version("sglang")
-    except importlib.metadata.PackageNotFoundError:
-        return
+    release = sglang_release(sglang)
+    installed = release.installed
+    if installed is None:
+        check_release_serves(release, min_version, needs)
+        return release
     if Version(installed) < Version(min_version):
         raise CheckpointError(
             f"{needs} SGLang >= {min_version}, but {installed} is installed: older releases would "
             f"{'skip or mis-shape part of it' if needs == 'this draft needs' else 'refuse it or ignore it'}. "
             f"Upgrade: pip install 'sglang>={min_version}'."
         )
+    if sglang.release and Version(Version(sglang.release).base_version) != Version(Version(installed).base_version):
+        raise ConfigError(f"sglang.release={sglang.release}, but SGLang {installed} is installed and would serve: a "
+                          f"command built for {sglang.release} may not parse there. Drop sglang.release to build for "
+                          f"the installed release (sglang.release is for print_only: another machine's command).")
+    return release
+
+
+def check_release_serves(release: SGLangRelease, min_version: str, needs: str = "this draft needs") -> None:
+    """The release a command is built for must be one that serves this run (``print_only`` checks this alone).
+
+    Raises:
+        ConfigError: the release is older than ``min_version`` (what the draft or setting ``needs``).
+    """
+    if Version(release.release) < Version(min_version):
+        raise ConfigError(f"{needs} SGLang >= {min_version}, but the command is built for SGLang {release.release} "
+                          f"({release.source}), which would skip, mis-load or refuse it. Set sglang.release to "
+                          f"{min_version} or later, or drop it to build for the installed release.")
 
 
 def effective_settings(info: dict) -> dict:

@@ -22,9 +22,11 @@ from automodel_spec.command import DraftArgs
 from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, target_path, validate
 from automodel_spec.demo import demo_pair, ensure_demo_pair
 from automodel_spec.draft_sources import read_draft_sources
+from automodel_spec.errors import ConfigError
 from automodel_spec.export import (
     ExportResult,
     check_export,
+    check_outside_source,
     default_cache_dir,
     file_system_error,
     hold_export,
@@ -92,6 +94,8 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
         draft_path = str(pair.draft_run) if draft_path == DEMO_DRAFT else draft_path
     if run.target is not None:
         run.target = check_target_path(run.target)
+        if run.target_revision and Path(run.target).expanduser().is_dir():
+            check_local_revision("target", run.target_revision, cfg.target.path or run.target)
     if cfg.algorithm.name is None or not cfg.algorithm.needs_draft:
         return run
 
@@ -103,6 +107,10 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
                          "directory to have it checked and exported")
         run.draft = DraftArgs(path=resolved.hub_id, revision=resolved.revision)
         return run
+    check_local_revision("draft", cfg.draft.revision, cfg.draft.path)
+    check_outside_source(draft_path, resolved, {
+        **({"draft.export_dir": Path(cfg.draft.export_dir)} if cfg.draft.export_dir else {}),
+        _cache_key(cfg): cache_dir})
     run.notes.append(f"draft: {resolved.kind} files in {resolved.model_dir}"
                      + (f", meta {resolved.meta_path.name}" if resolved.meta_path else ", no eagle_meta.pt"))
     # 2.-4. plan, check, write
@@ -120,6 +128,30 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
     token_map = str(run.export.token_map) if run.export.token_map else None
     run.draft = DraftArgs(path=str(run.export.path), token_map=token_map)
     return run
+
+
+def check_local_revision(key: str, revision: str | None, path: str) -> None:
+    """Refuse ``draft.revision`` / ``target.revision`` beside a local directory, which has no revisions.
+
+    A revision picks a commit of a hub repository; a local directory is served as it is on disk, so
+    the revision would be dropped without a word and the files served might not be the ones asked for.
+
+    Raises:
+        ConfigError: naming both values and what to do.
+    """
+    if revision:
+        raise ConfigError(f"{key}.revision={revision} is set, but {key}.path={path} is a local directory, served "
+                          f"as it is on disk: a revision selects a commit of a hub id only. Drop {key}.revision, or "
+                          f"check that revision out into the directory (or give the hub id as {key}.path).")
+
+
+def _cache_key(cfg: ServeConfig) -> str:
+    """The setting that names the cache, for messages."""
+    import os
+
+    if cfg.cache_dir:
+        return "cache_dir"
+    return "$AUTOMODEL_SPEC_CACHE" if os.environ.get("AUTOMODEL_SPEC_CACHE") else "the default cache_dir"
 
 
 def prepare_export(resolved: ResolvedDraft, architecture: str, *, aux_layer_ids: list[int] | None = None,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from automodel_spec.command import format_command
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig, resolve_spec
 from automodel_spec.prepare import PreparedRun
+
+if TYPE_CHECKING:
+    from automodel_spec.launch import SGLangRelease
 
 
 def format_notes(run: PreparedRun) -> str:
@@ -40,8 +44,11 @@ def describe_spec(spec: SpecConfig) -> str:
 
 
 def format_plan(algorithm: AlgorithmConfig, spec: SpecConfig, sglang: SGLangConfig, run: PreparedRun,
-                argv: list[str] | None, out_dir: Path, *, wrote: bool) -> str:
-    """What will run: paths, notes and (for print_only) the exact command."""
+                argv: list[str] | None, out_dir: Path, *, wrote: bool, release: SGLangRelease | None = None) -> str:
+    """What will run: paths, notes and (for print_only) the exact command and the SGLang release it is for.
+
+    ``release``: the SGLang release the command was built for, shown above it.
+    """
     head = "[automodel-spec] print_only: nothing was written" if not wrote else "[automodel-spec] prepared"
     lines = [head, format_notes(run)]
     if algorithm.name is not None:
@@ -49,6 +56,8 @@ def format_plan(algorithm: AlgorithmConfig, spec: SpecConfig, sglang: SGLangConf
     if argv is not None:
         if sglang.port == 0:
             lines.append("  - sglang.port=0: a free port is picked at launch (shown here as 0)")
+        if release is not None:
+            lines.append(release.describe())
         lines += ["command:", "  " + format_command(argv)]
         lines.append("logs would go to: the Hydra output directory (outputs/DATE/TIME, or multirun/... per job)")
     else:

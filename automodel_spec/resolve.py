@@ -14,6 +14,7 @@ from pathlib import Path
 from automodel_spec import specforge_checkpoint
 from automodel_spec.errors import CheckpointError
 from automodel_spec.json_file import read_json_value
+from automodel_spec.path_lookup import missing_reason
 
 META_NAMES = ("eagle_meta.pt", "eagle3_meta.pt")
 LEGACY_WEIGHTS = "draft_model.pt"
@@ -122,6 +123,9 @@ def resolve_draft(path: str, revision: str | None = None, config: str | None = N
     """
     expanded = Path(path).expanduser()
     if not _exists(expanded, "draft.path"):
+        reason = missing_reason(expanded)
+        if reason.startswith("is a"):  # a link loop, a broken link: the cause is not the spelling
+            raise CheckpointError(f"draft.path={path} {reason}.")
         if looks_like_local_path(path) or not _HUB_ID.match(path):
             raise CheckpointError(
                 f"draft.path={path} does not exist. It looks like a local path, so it is not taken "

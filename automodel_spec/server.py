@@ -6,6 +6,7 @@ the GPU and the port, so the server runs in its own session and is always stoppe
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -31,20 +32,38 @@ def pick_port(host: str, port: int) -> int:
     """``port`` if it is free on ``host``; a free one when ``port`` is 0.
 
     Raises:
-        ServerError: the port is already in use.
+        ServerError: the host is not an address of this machine, or the port is in use (or reserved).
     """
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        if host:  # "" binds every interface
+            socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:  # a name that resolves to nothing: no port is to blame
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ServerError(f"sglang.host={host} is not a host name or address this machine can resolve ({why}). "
+                          "Give an address of this machine (127.0.0.1, the default; 0.0.0.0 for every "
+                          "interface) or its name.") from exc
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         # SO_REUSEADDR: a port whose last server left connections in TIME_WAIT is free to use;
         # a port another process listens on still fails to bind.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise ServerError(
-                f"sglang.port={port} on {host} is already in use ({exc.strerror}). Stop whatever holds it, "
-                "choose another sglang.port, or set sglang.port=0 to pick a free one."
-            ) from exc
+            raise ServerError(_bind_problem(host, port, exc)) from exc
         return s.getsockname()[1]
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    """What a failed bind means, one message per cause (only EADDRINUSE is a port in use)."""
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"sglang.host={host} is not an address of this machine ({exc.strerror}): the server can only "
+                "listen on its own addresses. Give one of them, 127.0.0.1 (the default) or 0.0.0.0 (every interface).")
+    if exc.errno == errno.EACCES:
+        return (f"sglang.port={port} on {host}: {exc.strerror} (ports below 1024 need privileges). Choose a port "
+                "of 1024 or more, or sglang.port=0 to pick a free one.")
+    return (f"sglang.port={port} on {host} is already in use ({exc.strerror}). Stop whatever holds it, "
+            "choose another sglang.port, or set sglang.port=0 to pick a free one.")
 
 
 class SGLangServer:

@@ -15,12 +15,34 @@ _NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp1
 FALLBACK = "bfloat16"  # what Llama-family targets ship in, for when the target is not on disk
 
 
+def _named(config: dict):
+    """``(key, value)`` of the dtype a config names: ``torch_dtype``, else transformers 5's ``dtype``."""
+    key = "torch_dtype" if config.get("torch_dtype") is not None else "dtype"
+    return key, config.get(key)
+
+
 def config_dtype(config: dict) -> str | None:
-    """The dtype a config names (``torch_dtype`` or transformers 5's ``dtype``), normalized."""
-    value = config.get("torch_dtype", config.get("dtype"))
+    """The dtype a config names (``torch_dtype`` or transformers 5's ``dtype``), normalized.
+
+    Raises:
+        ValueError: it names a dtype that is not one of ``_NAMES`` (see ``unknown_dtype``).
+    """
+    key, value = _named(config)
     if value is None:
         return None
-    return _NAMES.get(str(value).removeprefix("torch."))
+    name = _NAMES.get(str(value).removeprefix("torch."))
+    if name is None:  # never a silent float16: SGLang would cast to whatever it guessed
+        raise ValueError(unknown_dtype(config))
+    return name
+
+
+def unknown_dtype(config: dict) -> str | None:
+    """``"torch_dtype='X', ..."`` when the config names a dtype this project does not know, else ``None``."""
+    key, value = _named(config)
+    if value is None or _NAMES.get(str(value).removeprefix("torch.")) is not None:
+        return None
+    return (f"{key}={value!r}, which is not a dtype SGLang serves a model in: known are "
+            f"{', '.join(sorted(set(_NAMES.values())))} (also written {', '.join(sorted(set(_NAMES) - set(_NAMES.values())))})")
 
 
 def auto_dtype(config: dict) -> str:

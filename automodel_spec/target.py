@@ -11,7 +11,9 @@ from pathlib import Path
 from automodel_spec.draft_plan import Problems, check_sizes
 from automodel_spec.errors import CheckpointError
 from automodel_spec.json_file import read_json
+from automodel_spec.path_lookup import missing_reason
 from automodel_spec.resolve import looks_like_local_path
+from automodel_spec.serving_dtype import unknown_dtype
 
 # sizes SGLang builds the target from: when present, each must be a whole number >= 1
 _TARGET_SIZES = ("hidden_size", "vocab_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
@@ -30,6 +32,8 @@ def check_target_path(target: str) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise CheckpointError(f"target.path={target} has no config.json; point it at the model's HF directory.")
+    elif (reason := missing_reason(path)).startswith("is a"):  # a link loop, a broken link
+        raise CheckpointError(f"target.path={target} {reason}.")
     elif looks_like_local_path(target):
         raise CheckpointError(
             f"target.path={target} does not exist. It looks like a local path, so it is not taken as a hub id; "
@@ -54,6 +58,9 @@ def read_target_config(target: str | None) -> dict | None:
     cfg = text if isinstance(text, dict) else cfg
     problems = Problems(f"target.path={target}")
     check_sizes(cfg, (), _TARGET_SIZES, path / "config.json", problems)
+    dtype = unknown_dtype(cfg)
+    if dtype is not None:  # --dtype auto would run the target (and the draft) in a guess
+        problems.add(f"it names {dtype}.")
     if problems.items:
         raise CheckpointError(f"the target's {path / 'config.json'} cannot be checked against: "
                               + "; ".join(problems.items) + " Fix the target's config.json, or give the right target.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from pathlib import Path
 
@@ -36,13 +37,13 @@ def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = F
     if kind == "specforge":
         return specforge_checkpoint.load_weights(model_dir)
     try:
-        from safetensors.torch import load_file
+        from safetensors.torch import load, load_file
     except ImportError as exc:
         raise MissingDependencyError("safetensors", SAFETENSORS_INSTALL_HINT, "read the draft") from exc
     tensors: dict = {}
     for f in weight_files(model_dir) if files is None else files:
-        try:
-            part = load_file(str(f))
+        try:  # safetensors opens UTF-8 paths only: a path of other bytes is read here and parsed from memory
+            part = load_file(str(f)) if _utf8(f) else load(Path(f).read_bytes())
         except Exception as exc:  # safetensors raises its own SafetensorError
             raise CheckpointError(f"cannot read {f}: {exc}. The file is damaged or not safetensors.") from exc
         dup = tensors.keys() & part.keys()
@@ -50,6 +51,14 @@ def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = F
             raise CheckpointError(f"{f} repeats tensor(s) from another shard: {sorted(dup)[:5]}")
         tensors.update(part)
     return tensors
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _load_torch_state_dict(path: Path, allow_unsafe_pickle: bool) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import re
 import shlex
 import signal
@@ -151,6 +152,31 @@ def preload_native_modules() -> None:
             pass
 
 
+# What the recipes print (the plan, the export's notes and path, the error line) is also kept in the
+# job's log file: conf/hydra/job_logging gives this logger the file handler only (the console has it).
+# Outside a Hydra run it has no handler and goes nowhere else.
+_PRINTED = logging.getLogger("automodel_spec.printed")
+_PRINTED.propagate = False
+_PRINTED.addHandler(logging.NullHandler())
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print ``text`` (to stderr with ``err``) and keep it in the job's log file."""
+    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    _PRINTED.log(logging.ERROR if text.startswith("error:") else logging.INFO, "%s", text)
+
+
+def tolerate_any_path() -> None:
+    """Print a path whose bytes are not UTF-8 (carried as surrogates) escaped, never fail on it.
+
+    Under a UTF-8 locale Python's stdout is strict: a ``draft.path`` holding byte 0xff ended the run in
+    a ``UnicodeEncodeError`` at the first line naming it (C.UTF-8 escapes them itself).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -169,6 +195,8 @@ def run_and_exit(job, *args):
     code is recorded for ``last_sweep_exit_code``); the job's value (or its code) is returned to the sweeper.
     SIGINT / SIGTERM stop the whole sweep.
     """
+    global _stopped_said
+    _stopped_said = False  # this job's own signal is said by it
     value = None
     try:
         try:
@@ -181,35 +209,56 @@ def run_and_exit(job, *args):
         if not code:  # a success after a signal: its exception was swallowed on the way
             _raise_the_signal_seen()
     except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        say(f"error: {exc}", err=True)
         code = exc.exit_code
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        print("terminated" if terminated else "interrupted", file=sys.stderr, flush=True)
+        _say_stopped(terminated)
         if in_multirun():
             raise  # the user stops the sweep, not one point: main_entry exits with 130 / 143
         code = 143 if terminated else 130
     except Exception:
-        print(BUG_LINE, file=sys.stderr, flush=True)
+        say(BUG_LINE, err=True)
         traceback.print_exc()
+        _PRINTED.error("%s", traceback.format_exc())
         code = 1
     if code and not in_multirun():
+        _discard_unused_run_dir()
         sys.exit(code)
     if in_multirun():  # in the sweep directory: jobs may run in other processes (joblib, submitit)
         hc = HydraConfig.get()
         record_job_code(Path(hc.sweep.dir), hc.job.num, code)
     if code and in_multirun():
-        print(f"job {HydraConfig.get().job.num} failed with code {code}; continuing the sweep", file=sys.stderr)
+        say(f"job {HydraConfig.get().job.num} failed with code {code}; continuing the sweep", err=True)
     if value is not None:
         return value
     # a sweeper that optimizes the return value must score a failed job as the worst, not as its code
     return 0.0 if code and in_multirun() else code
 
 
+_stopped_said = False
+
+
+def _say_stopped(terminated: bool) -> None:
+    """``terminated`` / ``interrupted``, once (a multirun's job says it before the sweep stops)."""
+    global _stopped_said
+    if not _stopped_said:
+        _stopped_said = True
+        say("terminated" if terminated else "interrupted", err=True)
+
+
+def _discard_unused_run_dir() -> None:
+    """A failed single run that wrote nothing of its own leaves no ``outputs/DATE/TIME`` behind."""
+    from automodel_spec.hydra_glue import discard_unused_run_dir
+
+    discard_unused_run_dir()
+
+
 def main_entry(main) -> None:
     """Run a recipe's ``@hydra.main`` function as the program: check the overrides, run, exit with its code."""
     from automodel_spec.redact import mask_printed_config
 
+    tolerate_any_path()
     mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
     check_override_quoting()
     check_plugins()
@@ -217,8 +266,11 @@ def main_entry(main) -> None:
     try:
         release_signals()  # held since the recipe's first import; one that came meanwhile is handled here
         main()
-    except KeyboardInterrupt as exc:  # only a multirun lets it out of run_and_exit
-        sys.exit(143 if isinstance(exc, Terminated) else 130)
+    except KeyboardInterrupt as exc:  # a multirun lets it out of run_and_exit; a signal before the job starts
+        terminated = isinstance(exc, Terminated)  # (export.py's imports of torch) never reached it
+        _say_stopped(terminated)
+        _discard_unused_run_dir()
+        sys.exit(143 if terminated else 130)
     # the work is done: a signal from now on ends the process by its default action, not by a
     # KeyboardInterrupt traceback from the middle of the interpreter's shutdown
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,12 +12,12 @@ import signal
 
 import _hold_signals  # noqa: F401  (first: signals wait until the recipe handles them)
 import hydra
-from _cli import main_entry, preload_native_modules, raise_terminated, run_and_exit
-from omegaconf import DictConfig, OmegaConf
+from _cli import main_entry, preload_native_modules, raise_terminated, run_and_exit, say
+from omegaconf import DictConfig
 
 from automodel_spec.config import ServeConfig
 from automodel_spec.errors import ConfigError
-from automodel_spec.hydra_glue import register_configs
+from automodel_spec.hydra_glue import register_configs, typed_config
 from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_notes
 
@@ -29,18 +29,18 @@ def export(cfg: ServeConfig) -> int:
         raise ConfigError(f"algorithm={cfg.algorithm.name or 'none'} has no draft to export; "
                           "use algorithm=EAGLE3 or EAGLE.")
     run = prepare_run(cfg, dry_run=cfg.print_only, need_target=False)
-    print(format_notes(run), flush=True)
+    say(format_notes(run))
     if run.export is None and run.pending:  # print_only before the demo pair exists: path not known yet
-        print("export (would be written): its path is known once the demo pair is built", flush=True)
+        say("export (would be written): its path is known once the demo pair is built")
         return 0
     if run.export is None:
-        print(f"nothing to export: {run.draft.path if run.draft else 'no draft'} is passed through as is")
+        say(f"nothing to export: {run.draft.path if run.draft else 'no draft'} is passed through as is")
         return 0
     state = "reused" if run.export.reused else ("would be written" if cfg.print_only else "written")
-    print(f"export ({state}):", flush=True)
+    say(f"export ({state}):")
     if run.export.token_map:
-        print(f"token map: {run.export.token_map}")
-    print(run.export.path, flush=True)
+        say(f"token map: {run.export.token_map}")
+    say(str(run.export.path))
     return 0
 
 
@@ -52,7 +52,7 @@ def main(dcfg: DictConfig) -> int:
     # initialization aborts the interpreter (exit -6, SIGABRT) instead of unwinding.
     preload_native_modules()
     signal.signal(signal.SIGTERM, raise_terminated)
-    return run_and_exit(export, OmegaConf.to_object(dcfg))
+    return run_and_exit(lambda: export(typed_config(dcfg)))
 
 
 if __name__ == "__main__":

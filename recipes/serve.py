@@ -11,21 +11,30 @@ With no arguments it serves the built-in demo pair (built locally on first use).
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
 import _hold_signals  # noqa: F401  (first: signals wait until the recipe handles them)
 import hydra
-from _cli import in_multirun, main_entry, preload_native_modules, raise_terminated, run_and_exit
+from _cli import in_multirun, main_entry, preload_native_modules, raise_terminated, run_and_exit, say
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
 from automodel_spec.bench.served_checks import check_point, check_report
+from automodel_spec.bench.workload import load_prompts
 from automodel_spec.config import Mode, ServeConfig, config_warnings, path_problem
-from automodel_spec.errors import ConfigError
-from automodel_spec.hydra_glue import register_configs
-from automodel_spec.launch import check_sglang_installed, launch_command, required_sglang, serve_foreground
+from automodel_spec.errors import ConfigError, MissingDependencyError
+from automodel_spec.hydra_glue import register_configs, typed_config
+from automodel_spec.launch import (
+    check_release_serves,
+    check_sglang_installed,
+    launch_command,
+    release_warnings,
+    required_sglang,
+    serve_foreground,
+    sglang_release,
+)
+from automodel_spec.path_lookup import directory_problem
 from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_plan
 
@@ -33,11 +42,17 @@ register_configs()
 
 
 def output_dir(cfg: ServeConfig) -> Path:
-    """This job's directory: ``output_dir``, else Hydra's (checked first: ``~nosuchuser`` cannot expand)."""
+    """This job's directory: ``output_dir``, else Hydra's (checked first: ``~nosuchuser`` cannot expand, a
+    file cannot hold the server's log)."""
     problem = path_problem(cfg.output_dir) if cfg.output_dir else None
     if problem:
         raise ConfigError(f"output_dir={cfg.output_dir}: {problem}")
-    return Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).expanduser()
+    out = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).expanduser()
+    problem = directory_problem(out) if cfg.output_dir else None
+    if problem:
+        raise ConfigError(f"output_dir={cfg.output_dir} cannot hold this run's logs and results: {problem}. "
+                          "Give a directory (it is created when missing).")
+    return out
 
 
 def serve(cfg: ServeConfig) -> int | tuple[int, float]:
@@ -47,22 +62,32 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
         point = check_point(point)
     if point is not None and not cfg.print_only and record_if_invalid(point, out_dir):
         return (0, 0.0) if in_multirun() else 1  # recorded as skipped: a sweep goes on
+    if point is not None and not (point.bench.prompts and path_problem(point.bench.prompts)):
+        try:  # a bad prompts file refused now, not after the export and the server
+            load_prompts(point.bench.prompts)
+        except MissingDependencyError:
+            if not cfg.print_only:  # print_only needs no optional package (as without SGLang)
+                raise
     run = prepare_run(cfg, dry_run=cfg.print_only)
     for warning in config_warnings(cfg):
-        print(warning, file=sys.stderr, flush=True)
+        say(warning, err=True)
     if cfg.print_only:
-        argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run)
-        print(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, argv, out_dir, wrote=False), flush=True)
+        release = sglang_release(cfg.sglang)
+        check_release_serves(release, *required_sglang(cfg.algorithm, cfg.spec, run))
+        for warning in release_warnings(cfg.sglang, release):
+            say(warning, err=True)
+        argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run, release=release)
+        say(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, argv, out_dir, wrote=False, release=release))
         return 0
-    print(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, None, out_dir, wrote=True), flush=True)
+    say(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, None, out_dir, wrote=True))
     if point is not None:
         # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
-        check_sglang_installed(cfg.sglang.python, *required_sglang(cfg.algorithm, cfg.spec, run))
+        check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, cfg.spec, run))
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
         result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
         if cfg.mode == Mode.check:
             code, text = check_report(result)
-            print(text, file=sys.stderr if code else sys.stdout, flush=True)
+            say(text, err=bool(code))
             return code
         code = 0 if result.status in ("ok", "invalid") else 1
         return (code, objective(result, cfg.bench)) if in_multirun() else code
@@ -71,7 +96,7 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="serve")
 def main(dcfg: DictConfig) -> int:
-    return run_and_exit(serve, OmegaConf.to_object(dcfg))
+    return run_and_exit(lambda: serve(typed_config(dcfg)))
 
 
 if __name__ == "__main__":

@@ -48,15 +48,16 @@ def run_recipe(name: str, *overrides: str, output_dir: Path | None = None) -> in
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+
+    from automodel_spec.hydra_glue import typed_config
 
     module = load_recipe(name)
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = OmegaConf.to_object(compose(config_name=name, overrides=[*overrides, *extra]))
-    try:
-        return sys.modules["_cli"].run_and_exit(getattr(module, name), cfg)
+        dcfg = compose(config_name=name, overrides=[*overrides, *extra])
+    try:  # typed as the recipe types it: every key checked against the schema (the '+key' form too)
+        return sys.modules["_cli"].run_and_exit(lambda: getattr(module, name)(typed_config(dcfg)))
     except SystemExit as exc:
         return exc.code
 

@@ -21,6 +21,7 @@ from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import PointResult, ReferenceSummary
 from automodel_spec.bench.workload import select_prompts
 from automodel_spec.errors import SpecError
+from automodel_spec.json_file import read_json
 from automodel_spec.prepare import PreparedRun
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,9 @@ def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_pro
 def _local_target_config(target: str | None) -> dict | None:
     if not target or not (Path(target).expanduser() / "config.json").is_file():
         return None
-    try:
-        return json.loads((Path(target).expanduser() / "config.json").read_text())
-    except (OSError, ValueError):
+    try:  # bounded, as every checkpoint's JSON
+        return read_json(Path(target).expanduser() / "config.json")
+    except SpecError:
         return None
 
 

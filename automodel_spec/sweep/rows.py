@@ -38,6 +38,12 @@ _SCHEMA2_COLUMNS = {"num_steps": "requested_num_steps", "topk": "requested_topk"
                     "eff_topk": "effective_topk", "eff_num_draft_tokens": "effective_num_draft_tokens"}
 
 
+def point_files(sweep_dir: Path) -> list[Path]:
+    """Each point's ``metrics.json`` under ``sweep_dir`` (the shared baseline is not a point)."""
+    sweep_dir = Path(sweep_dir)
+    return [p for p in sorted(sweep_dir.rglob(METRICS)) if "baseline" not in p.relative_to(sweep_dir).parts]
+
+
 def collect_rows(sweep_dir: Path) -> list[dict]:
     """One row per point and level; one per invalid, failed or unreadable point (the baseline is not a point).
 
@@ -46,9 +52,7 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
     """
     sweep_dir = Path(sweep_dir)
     rows = []
-    for path in sorted(sweep_dir.rglob(METRICS)):
-        if "baseline" in path.relative_to(sweep_dir).parts:
-            continue
+    for path in point_files(sweep_dir):
         name = str(path.parent.relative_to(sweep_dir))
         try:
             result = read_point(path)

@@ -182,8 +182,12 @@ def build_draft(am, target: Path, spec: dict, device: str, dtype):
 # ---------------------------------------------------------------------------------------------- save
 
 
-def save_run(am, model, selected, target: Path, spec: dict, out: Path, checkpoint_dir: Path, step: int) -> Path:
-    """Save with Automodel's checkpointer as ``TrainEagle3Recipe.save_checkpoint`` does; return the checkpoint."""
+def save_run(am, model, selected, target: Path, spec: dict, out: Path, checkpoint_dir: Path, step: int,
+             recipe_args: dict | None = None) -> Path:
+    """Save with Automodel's checkpointer as ``TrainEagle3Recipe.save_checkpoint`` does; return the checkpoint.
+
+    ``recipe_args`` replace those of the example recipe in the saved ``config.yaml`` (a trained run's own).
+    """
     import torch
 
     am.initialize_distributed(backend="nccl")  # world size 1: Automodel makes it a gloo group on a HashStore
@@ -200,7 +204,9 @@ def save_run(am, model, selected, target: Path, spec: dict, out: Path, checkpoin
     mask[selected] = True
     torch.save({"global_step": step, "epoch": 0, "selected_token_ids": selected, "selected_token_mask": mask},
                path / "eagle_meta.pt")
-    am.save_config(recipe_config(target, spec, out, checkpoint_dir), str(path))
+    config_yaml = recipe_config(target, spec, out, checkpoint_dir)
+    config_yaml["recipe_args"].update(recipe_args or {})
+    am.save_config(config_yaml, str(path))
     checkpointer.lifecycle.publish(str(path), best_val_metric=None, metric_key="val_loss")
     checkpointer.close()
     return path
@@ -244,7 +250,8 @@ def verify(ckpt: Path, model) -> None:
     for fname in sorted(set(index.values())):
         with safe_open(str(hf / fname), framework="pt") as fh:
             for name in fh.keys():
-                if not torch.equal(fh.get_tensor(name), own[name].cpu()):
+                saved = fh.get_tensor(name)  # the checkpointer casts to the target config's dtypes
+                if not torch.equal(saved, own[name].cpu().to(saved.dtype)):
                     raise SystemExit(f"{name} in {fname} differs from the draft's tensor")
     print(f"verified {len(index)} tensors in {hf}")
 

@@ -137,7 +137,7 @@ def test_sglang_options(option):
     if option in ("h100_bundle", "h100_bench"):
         assert cfg.sglang.port == 0 and cfg.sglang.attention_backend == "triton"
     if option == "h100_bench":  # the bundle's settings, graphs for the benchmark's batch sizes only
-        assert cfg.sglang.extra_args == ["--disable-prefill-cuda-graph"]
+        assert cfg.sglang.disable_prefill_cuda_graph and cfg.sglang.extra_args == []
         assert cfg.sglang.cuda_graph_bs == [1, 8, 32] and cfg.sglang.cuda_graph_max_bs is None
         assert cfg.sglang.max_running_requests == 32
     if option in ("latency", "throughput"):
@@ -200,7 +200,7 @@ def test_unknown_option_raises_at_compose_time():
 def test_typo_in_a_yaml_option_raises_at_compose_time(tmp_path):
     """The YAML options extend the schema: a misspelt key in a preset file fails too."""
     conf = shutil.copytree(CONF, tmp_path / "conf")
-    (conf / "sglang" / "typo.yaml").write_text("defaults:\n  - sglang_schema\ncuda_graph_max_bss: 8\n")
+    (conf / "sglang" / "typo.yaml").write_text("defaults:\n  - /schema/sglang@_here_\ncuda_graph_max_bss: 8\n")
     with composer(conf) as make:
         make("sglang=default")  # the copy itself composes
         with pytest.raises(ConfigCompositionException):

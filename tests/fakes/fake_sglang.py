@@ -25,6 +25,15 @@ FAKE_SGLANG_CHILDREN_DIE_WITH_PARENT is set: then, as SGLang's scheduler and det
 (``kill_itself_when_parent_died``), each child is sent SIGKILL when the server's process dies.
 FAKE_SGLANG_BIND_FAIL_ONCE, when set, is a file: if it does not exist yet, the server creates it and
 exits as SGLang does when its port is taken (the next server started binds normally).
+FAKE_SGLANG_RELEASE, when set (e.g. 0.5.23), makes the server answer as that SGLang release does, from
+what automodel_spec/data/sglang_options.json recorded of it: an argv option that release's parser would
+refuse (unknown, or an ambiguous prefix) exits at once with code 2 as argparse does; endpoints it lacks
+answer 404 (``/ready`` from 0.5.20, ``/get_load`` until 0.5.20); per-request histograms under its names
+(``spec_accept_histogram`` until 0.5.20, ``spec_correct_drafts_histogram`` from 0.5.12); ``/server_info``
+with ``launch_command`` from 0.5.20; ``/set_internal_state`` resets the accept counters on any key until
+0.5.21 and only on ``speculative_accept_threshold_*`` keys later; ``/flush_cache`` resets them. Unset:
+the project's GPU release (0.5.17) without the argv check. ``fake_sglang.py -c CODE`` (the launcher's
+version probe, as to a python interpreter) prints the release it plays.
 FAKE_SGLANG_RECORD, when set, is a file the server appends one JSON line to when it starts (before
 it binds its port) and one when it stops: pid, port, CUDA_VISIBLE_DEVICES, the speculative algorithm
 (null without speculation) and the time (so a test can prove that two servers never shared a GPU or a
@@ -58,8 +67,37 @@ SPEC = arg("--speculative-algorithm")
 TP = int(arg("--tp-size", "1"))
 ACCEPT = float(os.environ["FAKE_SGLANG_ACCEPT"]) if os.environ.get("FAKE_SGLANG_ACCEPT") else None
 ADAPTIVE = "--speculative-adaptive" in sys.argv
+RELEASE = os.environ.get("FAKE_SGLANG_RELEASE")
 ready = threading.Event()
 served = {"verify": 0, "tokens": 0}
+
+
+def release_facts():
+    """What the release played answers (everything, as 0.5.17 does, when no release is set)."""
+    if RELEASE is None:
+        return {"endpoints": None, "meta_info_histograms": ["spec_accept_histogram", "spec_correct_drafts_histogram"],
+                "accept_counters_reset": {"flush_cache": True, "set_internal_state": "any_key"}}
+    from automodel_spec.sglang_options import release_facts as facts
+
+    return facts(RELEASE)
+
+
+FACTS = release_facts()
+
+
+def check_argv():
+    """Exit as the release's argparse would on an option it refuses."""
+    from automodel_spec.sglang_options import option_problems
+
+    problems = option_problems(sys.argv[3:], RELEASE)  # after "-m sglang.launch_server"
+    if problems:
+        print(f"launch_server.py: error: {problems[0]}", flush=True)
+        sys.exit(2)
+
+
+def _newer(version):
+    """Whether the release played (0.5.17 when unset) is ``version`` or later."""
+    return tuple(map(int, (RELEASE or "0.5.17").split("."))) >= tuple(map(int, version.split(".")))
 
 
 def child_main(parent):
@@ -103,31 +141,53 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def _exists(self):
+        endpoints = FACTS["endpoints"]
+        if endpoints is not None and self.path not in endpoints:
+            self._send(404, {"detail": "Not Found"})
+            return False
+        return True
+
     def do_GET(self):
-        if not self._authorized():
+        if not self._authorized() or not self._exists():
             return
-        if self.path in ("/health", "/health_generate"):
+        if self.path in ("/health", "/health_generate", "/ready"):
             self._send(200 if ready.is_set() else 503, {})
         elif self.path in ("/server_info", "/get_server_info"):
             accept = served["tokens"] / served["verify"] if served["verify"] else None
-            self._send(200, {
+            info = {
                 "speculative_algorithm": SPEC, "speculative_num_steps": STEPS if SPEC else None,
                 "speculative_eagle_topk": TOPK if SPEC else None,
                 "speculative_num_draft_tokens": TOKENS if SPEC else None, "api_key": API_KEY,
                 "speculative_adaptive": ADAPTIVE, "speculative_adaptive_config": arg("--speculative-adaptive-config"),
-                "internal_states": [{"avg_spec_accept_length": accept}], "version": "fake",
-            })
+                "internal_states": [{"avg_spec_accept_length": accept}], "version": RELEASE or "fake",
+            }
+            graphs = arg("--cuda-graph-max-bs-decode", arg("--cuda-graph-max-bs"))
+            info["cuda_graph_max_bs_decode" if _newer("0.5.14") else "cuda_graph_max_bs"] = \
+                int(graphs) if graphs else None
+            if _newer("0.5.20"):  # what was asked for, beside the resolved values
+                info["launch_command"] = " ".join(sys.argv)
+            self._send(200, info)
+        elif self.path == "/get_load":
+            self._send(200, [{"dp_rank": 0, "num_reqs": 0}])
         else:
             self._send(404, {"error": self.path})
 
     def do_POST(self):
-        if not self._authorized():
+        if not self._authorized() or not self._exists():
             return
         length = int(self.headers.get("Content-Length") or 0)
         req = json.loads(self.rfile.read(length) or b"{}")
         if self.path == "/flush_cache":
-            served.update(verify=0, tokens=0)
+            if FACTS["accept_counters_reset"]["flush_cache"]:
+                served.update(verify=0, tokens=0)
             self._send(200, {})
+        elif self.path == "/set_internal_state":
+            keys = list((req.get("server_args") or {}).keys())
+            rule = FACTS["accept_counters_reset"]["set_internal_state"]
+            if keys and (rule == "any_key" or any(k.startswith("speculative_accept_threshold_") for k in keys)):
+                served.update(verify=0, tokens=0)
+            self._send(200, {"updated": True})
         elif self.path == "/generate":
             n = int(req.get("sampling_params", {}).get("max_new_tokens", 16))
             if SPEC and ACCEPT is not None:
@@ -145,8 +205,8 @@ class Handler(BaseHTTPRequestHandler):
             served["tokens"] += n
             meta = {"prompt_tokens": 8, "completion_tokens": n, "spec_verify_ct": verify, "e2e_latency": took}
             if SPEC:
-                meta["spec_correct_drafts_histogram"] = hist
-                meta["spec_accept_histogram"] = hist
+                for name in FACTS["meta_info_histograms"]:
+                    meta[name] = hist
             self._send(200, {"text": "x" * n, "output_ids": [5] * n, "meta_info": meta})
         else:
             self._send(404, {"error": self.path})
@@ -190,6 +250,11 @@ def main():
     if sys.argv[1:2] == ["--child"]:
         child_main(int(sys.argv[2]))
         return
+    if sys.argv[1:2] == ["-c"]:  # the launcher's version probe
+        print(RELEASE or "0.5.17")
+        return
+    if RELEASE is not None:
+        check_argv()
     record("start")
     print(f"fake-sglang: booting on port {PORT} (mode {MODE}); server_args api_key={API_KEY}", flush=True)
     # the lingering child writes nowhere: the end of the server's output must not be what stop() waits on

@@ -25,7 +25,7 @@ import pytest
 
 from automodel_spec.command import DraftArgs, build_launch_command
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
-from automodel_spec.launch import probe_generation
+from automodel_spec.launch import probe_generation, sglang_release
 from automodel_spec.server import SGLangServer, pick_port
 
 from .serve_cli import REPO, sglang_processes
@@ -145,7 +145,8 @@ def _serve_raw(res: dict, case: str, pair: Path, draft: DraftArgs) -> str:
     sg = SGLangConfig(attention_backend="triton", cuda_graph_max_bs=8, max_running_requests=16,
                       mem_fraction_static=0.6, disable_cuda_graph=True)
     port = pick_port("127.0.0.1", 0)
-    argv = build_launch_command(str(pair / "target"), sg, AlgorithmConfig(), SpecConfig(3, 1, 4), draft, port=port)
+    argv = build_launch_command(str(pair / "target"), sg, AlgorithmConfig(), SpecConfig(3, 1, 4), draft, port=port,
+                                release=sglang_release(sg).release)
     try:
         with SGLangServer(argv, f"http://127.0.0.1:{port}", OUT / case, ready_timeout_s=400) as srv:
             res["boot_s"] = srv.boot_s

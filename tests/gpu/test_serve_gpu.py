@@ -22,7 +22,7 @@ from automodel_spec import synthetic
 from automodel_spec.command import DraftArgs, build_launch_command
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.demo import DEMO_DRAFT_VOCAB, ensure_demo_pair
-from automodel_spec.launch import probe_generation
+from automodel_spec.launch import probe_generation, sglang_release
 from automodel_spec.server import SGLangServer, pick_port
 
 from .serve_cli import READY, sglang_processes
@@ -170,7 +170,7 @@ def test_exported_draft_beats_the_silently_broken_one(cache, tmp_path):
     for name, draft in (("ours", ours), ("naive", naive)):
         port = pick_port("127.0.0.1", 0)
         argv = build_launch_command(str(pair.target), sg, AlgorithmConfig(), SpecConfig(3, 1, 4),
-                                    DraftArgs(path=str(draft)), port=port)
+                                    DraftArgs(path=str(draft)), port=port, release=sglang_release(sg).release)
         work = OUT / f"fidelity_{name}"
         with SGLangServer(argv, f"http://127.0.0.1:{port}", work, ready_timeout_s=400) as srv:
             res = probe_generation(srv, skip_tokenizer_init=False)

