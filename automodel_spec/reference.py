@@ -39,7 +39,6 @@ kernels and SGLang's. For trees (``topk > 1``) the chain is a lower bound: a tre
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -206,22 +205,29 @@ def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
             has a shape SGLang's loader refuses.
     """
     from automodel_spec.export import TOKEN_MAP
+    from automodel_spec.json_file import read_json
     from automodel_spec.weights import load_draft_weights
 
-    draft_dir = Path(draft_dir)
+    draft_dir = Path(draft_dir).expanduser()
     cfg_path = draft_dir / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{cfg_path}: cannot read the draft's config: {exc}") from exc
-    arch = (cfg.get("architectures") or [None])[0]
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: cannot read the draft's config: no such file. Give the exported draft "
+                              "directory (the one --speculative-draft-model-path is given).")
+    cfg = read_json(cfg_path)  # bounded; a damaged file is a CheckpointError naming it
+    archs = cfg.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs else None
     if arch not in (EAGLE3_ARCH, EAGLE_ARCH):
         raise CheckpointError(
             f"{cfg_path}: architectures={cfg.get('architectures')} is not {EAGLE3_ARCH} or {EAGLE_ARCH}, the "
             "classes SGLang serves EAGLE drafts with: SGLang would refuse it or load it as another model. "
             "Export the draft with recipes/export.py.")
     eagle3 = arch == EAGLE3_ARCH
-    shapes = eagle3_param_shapes(cfg) if eagle3 else eagle_param_shapes(cfg)
+    try:
+        shapes = eagle3_param_shapes(cfg) if eagle3 else eagle_param_shapes(cfg)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise CheckpointError(f"{cfg_path}: not a usable {arch} config ({type(exc).__name__}: {exc}); SGLang "
+                              "reads hidden_size, num_attention_heads, intermediate_size, vocab_size and "
+                              "num_hidden_layers as integers.") from exc
     canonical = _canonical_eagle3 if eagle3 else _canonical_eagle
     tensors = load_draft_weights(draft_dir, "hf")
     torch = _torch()

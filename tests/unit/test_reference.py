@@ -359,3 +359,15 @@ def test_draft_vocab_size_null_takes_the_targets_lm_head(pair):
                       tensors=lambda w: {k: v for k, v in w.items() if k not in ("lm_head.weight", "d2t", "t2d")})
     ref = _reference(pair, broken)
     assert ref.problems == [] and ref.accept_length == pytest.approx(24 / 6)
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: c.update(architectures="LlamaForCausalLMEagle3"),  # a string, not a list
+    lambda c: c.update(hidden_size="sixty-four"),
+    lambda c: c.update(num_attention_heads=0),
+], ids=["architectures-string", "hidden-size-text", "zero-heads"])
+def test_a_hostile_config_is_a_clear_error(pair, tmp_path, change):
+    tmp, _, target = pair
+    broken = _rewrite(_export(tmp), tmp_path / "bad", config=change)
+    with pytest.raises(CheckpointError, match="config.json"):
+        read_served_draft(broken, target.config.to_dict())
