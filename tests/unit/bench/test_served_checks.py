@@ -52,7 +52,7 @@ def test_sampled_levels_are_not_compared(tmp_path):
     assert r.level(0.7, 1).lossless_compared == 0
 
 
-def test_check_fails_on_a_verdict_or_on_outputs_that_differ_at_concurrency_one(tmp_path):
+def test_check_fails_on_a_verdict_and_reports_outputs_that_differ(tmp_path):
     r = _result((0.0, 1))
     r.reference = ReferenceSummary(status="ok", accept_length=3.0)
     lv = r.level(0.0, 1)
@@ -61,8 +61,8 @@ def test_check_fails_on_a_verdict_or_on_outputs_that_differ_at_concurrency_one(t
     assert check_report(r) == (0, "check passed: served as trained (served 3.00, reference 3.00); outputs "
                                   "identical to the no-speculation baseline's 4/4")
     lv.lossless_identical, lv.lossless_first_difference = 3, 17
-    code, text = check_report(r)
-    assert code == 1 and "1 of 4 outputs differ from the target's own (first at token 17)" in text
+    code, text = check_report(r)  # near-ties kernels of other shapes resolve differently: reported only
+    assert code == 0 and "identical to the no-speculation baseline's 3/4 (first difference at token 17" in text
     lv.lossless_identical, lv.served_as_trained, lv.reference_verdict = 4, False, "served accept length 1.00 is ..."
     assert check_failures(r) == ["T=0 c=1: served accept length 1.00 is ..."]
 
@@ -90,7 +90,7 @@ def test_summary_shows_served_vs_reference_and_warns():
     assert "| a | 1 | 3.90 | 4.00 | served as trained | 4/4 | - |" in text
     assert "| b | 8 | 1.20 | 4.00 | **NOT served as trained** | 15/16 | 90 |" in text
     assert "WARNING b c=8: served 1.20 ..." in text
-    assert "WARNING b c=8: 1 output(s) differ from the baseline's, first at token 90: batch-dependent" in text
+    assert "WARNING b c=8: 1 output(s) differ from the baseline's, first at token 90: kernels of other" in text
     assert served_lines([{**rows[0], "temperature": 0.7}]) == []
 
 
