@@ -95,11 +95,11 @@ class PredictSweeper(Sweeper):
 
 def _result_of(ret):
     """The ``PointResult`` a job wrote (``None`` when it wrote none: print_only, a job that died early)."""
-    from automodel_spec.bench.result import ResultSchemaError, read_point
+    from automodel_spec.bench.result import METRICS, ResultSchemaError, read_point
 
     try:
         out = ret.cfg.get("output_dir") if ret.cfg is not None else None
         out = out or ret.hydra_cfg.hydra.runtime.output_dir
-        return read_point(Path(str(out)).expanduser() / "metrics.json")
+        return read_point(Path(str(out)).expanduser() / METRICS)
     except (ResultSchemaError, AttributeError, TypeError):
         return None

@@ -1,0 +1,68 @@
+"""scripts/real_pair/break_draft.py: each variant breaks exactly what it names in a copy of an export,
+and leaves the export itself as it was (the GPU table of docs/benchmarks.md serves these variants)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "real_pair" / "break_draft.py"
+
+
+@pytest.fixture
+def export(tmp_path) -> tuple[Path, Path]:
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "config.json").write_text(json.dumps({"num_hidden_layers": 12, "hidden_size": 8}))
+    draft = tmp_path / "export"
+    draft.mkdir()
+    (draft / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLMEagle3"],
+                                                   "num_hidden_layers": 1, "draft_vocab_size": 4}))
+    save_file({"d2t": torch.arange(4), "midlayer.mlp.up_proj.weight": torch.ones(2, 2)},
+              str(draft / "model.safetensors"))
+    (draft / "automodel_spec_export.json").write_text("{}")
+    return draft, target
+
+
+def _digests(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
+
+
+def _break(src: Path, out: Path, kind: str, target: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), str(src), str(out), kind, "--target", str(target)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("kind", ["layers", "aux_shift", "no_d2t"])
+def test_each_variant_breaks_what_it_names_in_a_copy(export, tmp_path, kind):
+    src, target = export
+    before = _digests(src)
+    out = tmp_path / kind
+    assert _break(src, out, kind, target).returncode == 0
+    assert _digests(src) == before
+    cfg = json.loads((out / "config.json").read_text())
+    tensors = load_file(str(out / "model.safetensors"))
+    assert not (out / "automodel_spec_export.json").exists()  # no longer an export of ours
+    assert cfg["num_hidden_layers"] == (12 if kind == "layers" else 1)
+    ids = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
+    assert ids == ([0, 4, 7] if kind == "aux_shift" else None)  # Automodel's default [1, 5, 8], one lower
+    assert ("d2t" in tensors) == (kind != "no_d2t")
+    assert "midlayer.mlp.up_proj.weight" in tensors
+
+
+def test_an_existing_output_is_not_overwritten(export, tmp_path):
+    src, target = export
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    res = _break(src, out, "layers", target)
+    assert res.returncode == 2 and "exists" in res.stderr
+    assert (out / "mine.txt").read_text() == "keep"
