@@ -44,10 +44,13 @@ if [ "$STAGE" = train ]; then
   [ -d "$R/automodel_run" ] || PYTHONPATH=$TRAIN_PATH timeout "$T" python3 scripts/real_pair/train_draft_automodel.py \
     --target "$R/target" --corpus "$R/draft_corpus.txt" --out "$R/automodel_run" --minutes "$M" \
     > "$RES/train_automodel.log" 2>&1 &
+  AM_PID=$!
   [ -d "$R/specforge_run" ] || PYTHONPATH=$TRAIN_PATH timeout "$T" python3 scripts/real_pair/train_draft_specforge.py \
     --target "$R/target" --corpus "$R/draft_corpus.txt" --out "$R/specforge_run" --minutes "$M" \
     > "$RES/train_specforge.log" 2>&1 &
-  wait
+  SF_PID=$!
+  # only the trainers: the bundle's unpack in the background may take longer and must not hold the stage
+  wait $AM_PID $SF_PID 2>/dev/null
   for f in automodel_run/automodel_train.json specforge_run/specforge_train.json; do cp "$R/$f" "$RES/" 2>/dev/null; done
   tail -4 "$RES"/train_*.log; ls "$R"
   exit 0
