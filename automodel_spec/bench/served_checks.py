@@ -23,8 +23,8 @@ from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import PointResult, ReferenceSummary
 from automodel_spec.bench.workload import select_prompts
 from automodel_spec.errors import SpecError
-from automodel_spec.json_file import read_json
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.target import read_target_config
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,9 @@ def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_pro
 
 
 def _local_target_config(target: str | None) -> dict | None:
-    if not target or not (Path(target).expanduser() / "config.json").is_file():
-        return None
-    try:  # bounded, as every checkpoint's JSON
-        return read_json(Path(target).expanduser() / "config.json")
+    """The target's config for the cost estimate, ``None`` where it cannot be read (the export says why)."""
+    try:
+        return read_target_config(target)
     except SpecError:
         return None
 

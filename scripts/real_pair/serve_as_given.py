@@ -88,19 +88,12 @@ def serve_one(name: str, path: str, token_map: str | None, args, prompts) -> dic
         with SGLangServer(argv, f"http://127.0.0.1:{port}", args.log_dir / name,
                           ready_timeout_s=args.ready_timeout_s) as srv:
             res["boot_s"] = round(srv.boot_s, 1)
-            outputs = {}
-
-            def generate(payload):
-                out = srv.generate({**payload, "return_logprob": False})
-                outputs[len(outputs)] = out.get("output_ids")
-                return out
-
-            records, wall = run_requests(generate, prompts, 1, sampling_params(args.max_new_tokens, 0.0),
+            records, wall = run_requests(srv.generate, prompts, 1, sampling_params(args.max_new_tokens, 0.0),
                                          progress=False)
             level = summarize_level(records, wall, args.num_steps)
             res.update(rc=0, accept_length=level.accept_length, accept_histogram=level.accept_histogram,
                        failed_requests=level.failed_requests, output_tokens=level.output_tokens,
-                       output_ids=[outputs.get(i) for i in range(len(outputs))])
+                       output_ids=[r.get("output_ids") for r in records])  # the client keeps them
             res["log_tail"] = srv.log_tail(25)
     except Exception as exc:  # recorded: whichever way it goes is the finding
         res.update(rc="failed", error=f"{type(exc).__name__}: {exc}"[:600])
