@@ -172,6 +172,11 @@ class BenchConfig:
     life (``automodel_spec/gpu_pool.py``). Unset: ``CUDA_VISIBLE_DEVICES``, else every GPU that
     ``nvidia-smi`` lists, else no pinning (no GPU found).
 
+    ``servers_per_gpu`` lets that many points' servers share one GPU in a parallel sweep
+    (``+launcher=parallel``): they start side by side and each is measured alone, beside idle servers
+    only (``bench/placement.py``); for small models on a large GPU, where a server's start is most of a
+    point's time. Each server then needs ``sglang.mem_fraction_static`` of at most 0.9 / servers_per_gpu.
+
     ``reference`` computes the draft's reference accept length without SGLang after the point's
     server stops (``automodel_spec.reference``; needs ``transformers``) and holds each temperature-0
     level's served accept length against it; unset (auto) computes it where it costs about a minute
@@ -195,6 +200,7 @@ class BenchConfig:
     objective_temperature: float | None = None
     gpu_free_wait_s: float = 30.0
     gpu_pool: list[str] | None = None
+    servers_per_gpu: int = 1
     reference: bool | None = None
     expected_accept_length: float | None = None
 
@@ -233,6 +239,9 @@ def _spec_bound_errors(spec: SpecConfig) -> list[str]:
 
 MAX_CONCURRENCY = 4096
 MAX_PROMPTS = 1_000_000
+# the GPU memory all servers sharing one GPU may take together (bench.servers_per_gpu): SGLang's own
+# default fraction for one server on a large GPU is about this, the rest is CUDA contexts and graphs
+MEM_FRACTION_SHARED = 0.88
 # The largest whole number a setting may hold: SGLang hands sizes, counts and ids to torch and CUDA as
 # 32-bit integers, so a larger one is a typo that would fail (or wrap around) deep inside the server.
 MAX_INT = 2**31 - 1
@@ -459,6 +468,15 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
         if cfg.sglang.node_rank > 0:
             errors.append(f"mode=bench with sglang.node_rank={cfg.sglang.node_rank}: only rank 0 serves requests. "
                           "Start the other nodes with mode=serve and benchmark on rank 0.")
+        if b.servers_per_gpu < 1:
+            errors.append(f"bench.servers_per_gpu={b.servers_per_gpu} must be >= 1 (1: each server has its GPUs alone).")
+        elif b.servers_per_gpu > 1:
+            most = round(MEM_FRACTION_SHARED / b.servers_per_gpu, 3)
+            frac = cfg.sglang.mem_fraction_static
+            if frac is None or frac > most:
+                errors.append(f"bench.servers_per_gpu={b.servers_per_gpu} puts that many servers on one GPU; "
+                              f"sglang.mem_fraction_static={frac} would let each take more than its share of "
+                              f"the GPU's memory. Set sglang.mem_fraction_static={most} or lower.")
         if b.gpu_pool is not None and len(b.gpu_pool) < cfg.sglang.tp_size:
             errors.append(f"bench.gpu_pool={b.gpu_pool} holds {len(b.gpu_pool)} GPU(s); sglang.tp_size="
                           f"{cfg.sglang.tp_size} needs that many for one point. List more GPUs or lower tp_size.")

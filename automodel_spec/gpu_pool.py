@@ -6,6 +6,13 @@ by SIGKILL). A job takes all its GPUs at once or none and tries again (never hol
 waiting for others, so two tensor-parallel jobs cannot deadlock). The locks live in a directory of
 this host and user (``lease_dir``): GPU indices mean nothing on another host, so a sweep directory
 shared by the nodes of a cluster would be the wrong place.
+
+A GPU may also be shared by up to ``share`` servers (``bench.servers_per_gpu``): small models leave
+most of a large GPU idle, and a server's start (seconds to minutes of kernel compilation and CUDA graph
+capture) is most of a sweep point's time. Sharers take the GPU's lock shared and one of its ``share``
+slots; a job that wants the GPU alone takes it exclusive, so the two kinds never mix. ``gpu_phase``
+then keeps the measurements honest: starting and stopping servers hold a GPU's phase lock shared, a
+measurement holds it exclusive, so a measurement runs beside idle servers only.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from filelock import FileLock, Timeout
 
 from automodel_spec import nvidia_smi
 from automodel_spec.errors import ConfigError
+from automodel_spec.file_lock import flock_held
+from automodel_spec.process_state import process_running
 
 LOCK_DIR_ENV = "AUTOMODEL_SPEC_LOCK_DIR"
 log = logging.getLogger(__name__)
@@ -74,10 +83,13 @@ def check_pool_size(pool: list[str], count: int, source: str, what: str | None =
 
 @contextmanager
 def lease_gpus(pool: list[str], count: int, lock_dir: Path, *, source: str = "the pool",
-               poll_s: float = 0.5) -> Iterator[list[str]]:
+               poll_s: float = 0.5, share: int = 1) -> Iterator[list[str]]:
     """Hold ``count`` GPUs of ``pool`` for the ``with`` block; yield their ids (in pool order).
 
     Waits, without holding any, while other jobs hold too many of them.
+
+    Args:
+        share: how many holders one GPU takes at once (``bench.servers_per_gpu``); 1: the GPU alone.
 
     Raises:
         ConfigError: the pool has fewer than ``count`` GPUs.
@@ -89,12 +101,10 @@ def lease_gpus(pool: list[str], count: int, lock_dir: Path, *, source: str = "th
         stack = ExitStack()
         taken = []
         for gpu in pool:
-            lock = FileLock(str(lock_dir / f"gpu-{names[gpu]}.lock"), thread_local=False)
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
+            held = _try_gpu(lock_dir, names[gpu], share)
+            if held is None:
                 continue
-            stack.callback(lock.release)
+            stack.enter_context(held)
             taken.append(gpu)
             if len(taken) == count:
                 break
@@ -107,6 +117,102 @@ def lease_gpus(pool: list[str], count: int, lock_dir: Path, *, source: str = "th
         time.sleep(poll_s)
     with stack:
         yield taken
+
+
+def _try_gpu(lock_dir: Path, name: str, share: int) -> ExitStack | None:
+    """The locks that give one GPU to the caller now (alone, or one of ``share`` slots), else ``None``."""
+    if share <= 1:
+        lock = FileLock(str(lock_dir / f"gpu-{name}.lock"), thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return None
+        held = ExitStack()
+        held.callback(lock.release)
+        return held
+    held = ExitStack()
+    if not held.enter_context(flock_held(lock_dir / f"gpu-{name}.lock", shared=True, blocking=False)):
+        held.close()
+        return None
+    for slot in range(share):
+        slot_stack = ExitStack()
+        if slot_stack.enter_context(flock_held(lock_dir / f"gpu-{name}.slot{slot}.lock", shared=False,
+                                               blocking=False)):
+            held.enter_context(slot_stack)
+            return held
+        slot_stack.close()
+    held.close()
+    return None
+
+
+@contextmanager
+def gpu_phase(gpus: list[str], lock_dir: Path, *, exclusive: bool, poll_s: float = 0.2) -> Iterator[None]:
+    """Hold the phase lock of ``gpus``: shared to start or stop a server, exclusive to measure.
+
+    Measurements go first: a start waits while a ready server waits to be measured (its mark in the
+    GPU's queue), so the GPU never sits idle with ready servers while another one starts (starts are
+    what take long). The locks are taken in one global order (by lock name), so two jobs that each want
+    several GPUs cannot hold one each and wait for the other's.
+    """
+    names = _lock_names(gpus)
+    with ExitStack() as stack:
+        for name in sorted({names[g] for g in gpus}):
+            lock = lock_dir / f"gpu-{name}.phase.lock"
+            queue = lock_dir / f"gpu-{name}.measure-queue"
+            if exclusive:
+                queue.mkdir(parents=True, exist_ok=True)
+                mark = queue / str(os.getpid())
+                mark.touch()
+                try:
+                    stack.enter_context(flock_held(lock, shared=False))
+                finally:
+                    mark.unlink(missing_ok=True)
+                continue
+            while True:
+                if not _measurements_waiting(queue):
+                    held = ExitStack()
+                    if held.enter_context(flock_held(lock, shared=True, blocking=False)):
+                        stack.enter_context(held)
+                        break
+                    held.close()
+                time.sleep(poll_s)
+        yield
+
+
+def _measurements_waiting(queue: Path) -> bool:
+    """A live process waits in ``queue`` for the exclusive phase (the mark of a killed one is ignored)."""
+    if not queue.is_dir():
+        return False
+    return any(p.name.isdigit() and process_running(int(p.name)) for p in queue.iterdir())
+
+
+@contextmanager
+def registered_server(gpus: list[str], lock_dir: Path, pgid: int) -> Iterator[None]:
+    """Mark the server process group ``pgid`` as a sharer of ``gpus`` (``sharing_groups``) while in the block."""
+    names = _lock_names(gpus)
+    marks = []
+    try:
+        for gpu in gpus:
+            mark = lock_dir / f"gpu-{names[gpu]}.servers" / str(pgid)
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.touch()
+            marks.append(mark)
+        yield
+    finally:
+        for mark in marks:
+            mark.unlink(missing_ok=True)
+
+
+def sharing_groups(gpus: list[str], lock_dir: Path) -> set[int]:
+    """The process groups of the servers marked as sharers of ``gpus`` (a mark left by a killed job
+    names a group that no longer runs: it matches nothing)."""
+    names = _lock_names(gpus)
+    groups = set()
+    for gpu in gpus:
+        folder = lock_dir / f"gpu-{names[gpu]}.servers"
+        if folder.is_dir():
+            groups.update(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+    return groups
 
 
 def pinned_env(gpus: list[str] | None, env: Mapping[str, str] | None = None) -> dict[str, str] | None:
@@ -130,8 +236,8 @@ def _lock_names(pool: list[str]) -> dict[str, str]:
     return {g: re.sub(r"[^A-Za-z0-9_.-]", "_", uuids.get(g, g)) for g in pool}
 
 
-def parallel_jobs(tp_size: int, explicit: list[str] | None = None) -> int:
-    """How many servers of ``tp_size`` GPUs this host runs at once: the pool's GPUs // ``tp_size``
-    (at least 1; 1 where no GPU is found)."""
+def parallel_jobs(tp_size: int, explicit: list[str] | None = None, share: int = 1) -> int:
+    """How many servers of ``tp_size`` GPUs this host runs at once: the pool's GPUs x ``share`` //
+    ``tp_size`` (at least 1; 1 where no GPU is found)."""
     pool, _ = visible_gpus(list(explicit) if explicit is not None else None)
-    return max(1, len(pool or []) // max(1, int(tp_size)))
+    return max(1, len(pool or []) * max(1, int(share)) // max(1, int(tp_size)))

@@ -68,6 +68,11 @@ def parent_pid(pid: int) -> int | None:
     return _stat_int(pid, 1)
 
 
+def process_group(pid: int) -> int | None:
+    """The process group of ``pid`` (``None`` when gone or without ``/proc``)."""
+    return _stat_int(pid, 2)
+
+
 def _stat_int(pid: int, index: int) -> int | None:
     """Field ``index`` (counted after the command name) of ``/proc/PID/stat`` as an integer."""
     fields = _stat_fields(f"/proc/{pid}/stat")

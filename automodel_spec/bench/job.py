@@ -57,7 +57,8 @@ def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
     bench = asdict(replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None,
                            objective_temperature=None))
-    del bench["gpu_free_wait_s"]  # absent from keys written before it existed: they stay valid
+    # absent from keys written before they existed: those stay valid; sharing a GPU changes no measurement
+    del bench["gpu_free_wait_s"], bench["servers_per_gpu"]
     del bench["reference"], bench["expected_accept_length"]  # checks of the measurement, not part of it
     blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
                        "algorithm": asdict(cfg.algorithm), "spec": asdict(cfg.spec), "sglang": asdict(sg),
@@ -224,7 +225,7 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
     out_dir.mkdir(parents=True, exist_ok=True)
     with placed_server(cfg, run, out_dir, log_name=log_name) as placed, open(out_dir / RECORDS, "w") as rec_file:
         server = placed.server
-        result.gpus, result.other_gpu_processes = placed.gpus, placed.others
+        result.gpus, result.other_gpu_processes, result.idle_servers = placed.gpus, placed.others, placed.idle_servers
         result.server_log = str(server.log_path)
         gen = lambda payload: server.generate(payload, timeout=b.request_timeout_s)  # noqa: E731
         warm = select_prompts(pool, max(b.warmup_requests, max(b.concurrency)), b.seed + 1)

@@ -5,6 +5,10 @@ so each server is started on GPUs leased for its whole life (``gpu_pool``), with
 ``CUDA_VISIBLE_DEVICES`` set to them, on a leased port (``port_lease``), after waiting for the
 processes already on *those* GPUs to leave. A server that could not bind its address is started
 again on another port, at most ``PORT_ATTEMPTS`` times.
+
+With ``bench.servers_per_gpu`` above 1, that many servers share a GPU: they start side by side, and
+each is measured alone (``gpu_pool.gpu_phase``): its measurement never overlaps another server's
+start, stop or measurement, only other servers sitting idle.
 """
 
 from __future__ import annotations
@@ -19,10 +23,19 @@ from pathlib import Path
 from automodel_spec import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.errors import ServerError
-from automodel_spec.gpu_pool import lease_dir, lease_gpus, pinned_env, visible_gpus
+from automodel_spec.gpu_pool import (
+    gpu_phase,
+    lease_dir,
+    lease_gpus,
+    pinned_env,
+    registered_server,
+    sharing_groups,
+    visible_gpus,
+)
 from automodel_spec.launch import open_server
 from automodel_spec.port_lease import is_bind_failure, lease_port
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.process_state import process_group
 from automodel_spec.server import SGLangServer
 
 PORT_ATTEMPTS = 3
@@ -37,11 +50,14 @@ class Placement:
         server: started and answering ``/health_generate``.
         gpus: the GPUs leased to it (``None``: no GPU found, not pinned).
         others: processes found on those GPUs after the wait (they share the measurement).
+        idle_servers: servers of other points that sat idle on those GPUs during the measurement
+            (``bench.servers_per_gpu``).
     """
 
     server: SGLangServer
     gpus: list[str] | None = None
     others: list[str] = field(default_factory=list)
+    idle_servers: int = 0
 
 
 @contextmanager
@@ -55,11 +71,14 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
     """
     pool, source = visible_gpus(cfg.bench.gpu_pool)
     locks = lease_dir()
+    share = cfg.bench.servers_per_gpu
     with ExitStack() as stack:
         gpus = None
         if pool is not None:
-            gpus = stack.enter_context(lease_gpus(pool, cfg.sglang.tp_size, locks, source=source))
-        others = wait_for_gpu_processes(cfg.bench.gpu_free_wait_s, gpus)
+            gpus = stack.enter_context(lease_gpus(pool, cfg.sglang.tp_size, locks, source=source, share=share))
+        sharing = gpus is not None and share > 1
+        # sharers never leave (they are the sweep's other points): nothing to wait for
+        others = [] if sharing else wait_for_gpu_processes(cfg.bench.gpu_free_wait_s, gpus)
         if others:  # they share the GPU's time and memory with the measurement
             log.warning("[bench] warning: other processes use the GPU; numbers may be off: %s", "; ".join(others))
         env = pinned_env(gpus)
@@ -69,10 +88,14 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
             server = open_server(cfg.sglang, cfg.algorithm, cfg.spec, run, out_dir, log_name=log_name, port=port,
                                  env=env)
             try:
-                server.start()
-                server.wait_ready()
+                with gpu_phase(gpus, locks, exclusive=False) if sharing else ExitStack():
+                    server.start()
+                    if sharing:
+                        port_stack.enter_context(registered_server(gpus, locks, server.proc.pid))
+                    server.wait_ready()
             except BaseException as exc:
-                server.stop()
+                with gpu_phase(gpus, locks, exclusive=False) if sharing else ExitStack():
+                    server.stop()
                 port_stack.close()
                 if not (isinstance(exc, ServerError) and attempt < PORT_ATTEMPTS
                         and is_bind_failure(server.log_tail())):
@@ -80,10 +103,38 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
                 log.info("[bench] the server could not bind its address (port %s); starting it again on another "
                          "port (%d/%d)", port, attempt + 1, PORT_ATTEMPTS)
                 continue
+            if sharing:  # measured alone, and stopped before the next server starts or measures
+                stack.enter_context(gpu_phase(gpus, locks, exclusive=True))
             stack.enter_context(port_stack)  # left after the server stops (below), before the GPUs
             stack.callback(server.stop)
             break
-        yield Placement(server=server, gpus=gpus, others=others)
+        idle = 0
+        if sharing:
+            others, idle = _beside(gpus, locks, server.proc.pid)
+            log.info("[bench] measuring alone on GPU %s beside %d idle server(s) of other points "
+                     "(bench.servers_per_gpu=%d)", ",".join(gpus), idle, share)
+            if others:
+                log.warning("[bench] warning: other processes use the GPU; numbers may be off: %s",
+                            "; ".join(others))
+        yield Placement(server=server, gpus=gpus, others=others, idle_servers=idle)
+
+
+def _beside(gpus: list[str], locks: Path, own_group: int) -> tuple[list[str], int]:
+    """What runs on ``gpus`` beside our server: (processes that are no sharing server's, idle sharers)."""
+    groups = sharing_groups(gpus, locks) - {own_group}
+    others, idle = [], set()
+    for proc in nvidia_smi.processes_on(gpus):
+        if proc.endswith(nvidia_smi.OWN):
+            continue
+        pid = proc.split(",", 1)[0].strip()
+        group = process_group(int(pid)) if pid.isdigit() else None
+        if group == own_group:
+            continue
+        if group in groups:
+            idle.add(group)
+        else:
+            others.append(proc)
+    return others, len(idle)
 
 
 def wait_for_gpu_processes(wait_s: float, gpus: list[str] | None) -> list[str]:

@@ -180,6 +180,7 @@ class PointResult:
     gpu: list[str] | None = None
     gpus: list[str] | None = None
     other_gpu_processes: list[str] = field(default_factory=list)
+    idle_servers: int = 0  # servers of other points idle on the GPU while this one measured (servers_per_gpu)
     server_log: str | None = None
     baseline_dir: str | None = None
     reference: ReferenceSummary | None = None

@@ -93,7 +93,7 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
         return
     setting = result.setting
     try:
-        computed = _cached_reference(cache_dir, run, unique, setting, b.max_new_tokens, b.gpu_pool)
+        computed = _cached_reference(cache_dir, run, unique, setting, b.max_new_tokens, b.gpu_pool, b.servers_per_gpu)
     except SpecError as exc:
         result.reference = ReferenceSummary(status="failed", reason=str(exc))
         log.warning("[bench] WARNING: the reference accept length could not be computed: %s", exc)
@@ -118,12 +118,14 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
             log.warning("[bench] WARNING T=0 c=%d: %s", m.concurrency, m.reference_verdict)
 
 
-def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: int, gpu_pool: list[str] | None):
+def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: int, gpu_pool: list[str] | None,
+                           share: int = 1):
     """The reference in a process of its own (``python -m automodel_spec.reference``) on one leased GPU.
 
     Its own process, so that the job's (in a serial sweep, every point's) keeps no CUDA context or
     cached memory beside the next point's server; a leased GPU, so that points of a parallel sweep do
-    not compute on a GPU another point's server holds.
+    not compute on a GPU another point's server holds (where servers share a GPU, ``share``, the
+    reference takes a sharer's place and computes while no server starts, stops or is measured).
     """
     import os
     import subprocess
@@ -132,12 +134,14 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
     from contextlib import ExitStack
 
     import automodel_spec
-    from automodel_spec.gpu_pool import lease_dir, lease_gpus, pinned_env, visible_gpus
+    from automodel_spec.gpu_pool import gpu_phase, lease_dir, lease_gpus, pinned_env, visible_gpus
 
     ref = _reference_module()
     pool, source = visible_gpus(gpu_pool)
     with tempfile.TemporaryDirectory(prefix="automodel-spec-reference-") as tmp, ExitStack() as stack:
-        gpus = stack.enter_context(lease_gpus(pool, 1, lease_dir(), source=source)) if pool else None
+        gpus = stack.enter_context(lease_gpus(pool, 1, lease_dir(), source=source, share=share)) if pool else None
+        if gpus and share > 1:
+            stack.enter_context(gpu_phase(gpus, lease_dir(), exclusive=True))
         lines = [{"id": p.id, "category": p.category,
                   **({"input_ids": list(p.input_ids)} if p.input_ids is not None else {"prompt": p.text})}
                  for p in prompts]
@@ -160,12 +164,12 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
 
 
 def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting, max_new_tokens: int,
-                      gpu_pool: list[str] | None = None):
+                      gpu_pool: list[str] | None = None, share: int = 1):
     """The reference, from ``cache_dir/<key>.json`` when a point of this sweep computed it already."""
     ref = _reference_module()
 
     def compute():
-        return _compute_in_subprocess(run, prompts, setting, max_new_tokens, gpu_pool)
+        return _compute_in_subprocess(run, prompts, setting, max_new_tokens, gpu_pool, share)
 
     if cache_dir is None:
         return compute()

@@ -132,6 +132,57 @@ def _best(root: Path) -> list[str]:
 
 
 @needs_joblib
+def test_servers_sharing_a_gpu_start_side_by_side_and_are_measured_alone(tmp_path, cache):
+    # one GPU, bench.servers_per_gpu=2: two servers on it at once, but while one is measured (its
+    # requests), no other server starts, stops or is measured; the idle one is not "another process"
+    env = two_gpus(tmp_path, FAKE_NVIDIA_SMI_GPUS="1", FAKE_SGLANG_BOOT_S="1.5", FAKE_SGLANG_STEP_MS="2",
+                   FAKE_SGLANG_RECORD_REQUESTS="1")
+    res = run_cli(SERVE, "-m", "+sweep=grid", "+launcher=parallel", *WORKLOAD, "bench.concurrency=[1]",
+                  "bench.name=shared", "bench.servers_per_gpu=2", "sglang.mem_fraction_static=0.4",
+                  "spec.num_steps=1,2,3", "spec.topk=1", cwd=tmp_path / "cwd", cache=cache, env=env, timeout=150)
+    assert res.returncode == 0, output(res)
+    assert "Joblib.Parallel(n_jobs=2," in output(res)  # 1 GPU x 2 servers per GPU
+    events = [json.loads(line) for line in (tmp_path / "servers.jsonl").read_text().splitlines()]
+    lives = {e["pid"]: {} for e in events}
+    for e in events:
+        if e["event"] == "generate":
+            lives[e["pid"]].setdefault("first", e["time"])
+            lives[e["pid"]]["last"] = e["time"]
+        else:
+            lives[e["pid"]][e["event"]] = e["time"]
+    assert len(lives) == 4 and all({"start", "ready", "first", "stop"} <= set(v) for v in lives.values()), lives
+    together = [(a, b) for a in lives.values() for b in lives.values()
+                if a is not b and a["start"] < b["stop"] and b["start"] < a["stop"]]
+    assert together, f"no two servers shared the GPU; the test proved nothing: {lives}"
+    for pid, me in lives.items():
+        for other_pid, other in lives.items():
+            if other_pid == pid:
+                continue
+            for what in ("start", "ready", "stop"):  # a start runs from "start" to "ready"
+                t = other[what]
+                assert not me["first"] < t < me["last"], f"server {other_pid} {what} while {pid} was measured"
+            assert not (me["first"] < other["last"] and other["first"] < me["last"]), "two measured at once"
+    root = tmp_path / "cwd" / "sweeps" / "shared"
+    points = [metrics(p.parent) for p in root.glob("spec*/metrics.json")]
+    assert len(points) == 3 and all(m["status"] == "ok" and m["other_gpu_processes"] == [] for m in points)
+    # the two servers started first (the baseline's and a point's) start together: one is measured beside the other
+    measured = points + [metrics(p.parent) for p in (root / "baseline").glob("*/metrics.json")]
+    assert any(m["idle_servers"] == 1 for m in measured), [m["idle_servers"] for m in measured]
+    assert "numbers may be off" not in output(res) and "waiting up to" not in output(res)
+    assert "beside 1 idle server(s) of other points" in output(res)
+
+
+def test_servers_per_gpu_needs_a_memory_share_for_each(tmp_path, cache):
+    res = run_cli(SERVE, "-m", "+sweep=grid", *WORKLOAD, "bench.name=mem", "bench.servers_per_gpu=4",
+                  "spec.num_steps=1", "spec.topk=1", cwd=tmp_path / "cwd", cache=cache,
+                  env={"FAKE_SGLANG_RECORD": str(tmp_path / "servers.jsonl")})
+    assert res.returncode != 0
+    assert ("bench.servers_per_gpu=4 puts that many servers on one GPU; sglang.mem_fraction_static=None would let "
+            "each take more than its share of the GPU's memory. Set sglang.mem_fraction_static=0.22 or lower.") in output(res)
+    assert not (tmp_path / "servers.jsonl").exists()
+
+
+@needs_joblib
 def test_a_parallel_sweep_summarizes_like_a_serial_one(tmp_path, cache):
     # speed follows the accept length (3 ms a forward pass), so the ranking does not hang on noise
     grid = ["-m", "+sweep=grid", *WORKLOAD, "bench.concurrency=[1]", "bench.max_new_tokens=64", "bench.name=same",

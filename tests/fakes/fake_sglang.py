@@ -35,9 +35,10 @@ with ``launch_command`` from 0.5.20; ``/set_internal_state`` resets the accept c
 the project's GPU release (0.5.17) without the argv check. ``fake_sglang.py -c CODE`` (the launcher's
 version probe, as to a python interpreter) prints the release it plays.
 FAKE_SGLANG_RECORD, when set, is a file the server appends one JSON line to when it starts (before
-it binds its port) and one when it stops: pid, port, CUDA_VISIBLE_DEVICES, the speculative algorithm
-(null without speculation) and the time (so a test can prove that two servers never shared a GPU or a
-port at the same time).
+it binds its port), one when it is ready and one when it stops: pid, port, CUDA_VISIBLE_DEVICES, the
+speculative algorithm (null without speculation) and the time (so a test can prove that two servers
+never shared a GPU or a port at the same time); with FAKE_SGLANG_RECORD_REQUESTS=1 also one line per
+/generate request it answers (event "generate", so a test can tell when a server was measured).
 """
 
 import json
@@ -189,6 +190,8 @@ class Handler(BaseHTTPRequestHandler):
                 served.update(verify=0, tokens=0)
             self._send(200, {"updated": True})
         elif self.path == "/generate":
+            if os.environ.get("FAKE_SGLANG_RECORD_REQUESTS"):
+                record("generate")
             n = int(req.get("sampling_params", {}).get("max_new_tokens", 16))
             if SPEC and ACCEPT is not None:
                 verify, hist = _partial_acceptance(n, req)
@@ -287,6 +290,7 @@ def main():
     if MODE != "hang":
         time.sleep(BOOT_S)
         ready.set()
+        record("ready")
         print("fake-sglang: The server is fired up and ready to roll!", flush=True)
     if MODE == "exit_after":
         time.sleep(float(os.environ.get("FAKE_SGLANG_EXIT_AFTER_S", "1")))

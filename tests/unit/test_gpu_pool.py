@@ -15,7 +15,16 @@ import pytest
 
 from automodel_spec import nvidia_smi
 from automodel_spec.errors import ConfigError
-from automodel_spec.gpu_pool import lease_dir, lease_gpus, parallel_jobs, pinned_env, visible_gpus
+from automodel_spec.gpu_pool import (
+    gpu_phase,
+    lease_dir,
+    lease_gpus,
+    parallel_jobs,
+    pinned_env,
+    registered_server,
+    sharing_groups,
+    visible_gpus,
+)
 
 FAKE_BIN = Path(__file__).resolve().parents[1] / "fakes" / "bin"
 
@@ -104,13 +113,13 @@ def test_the_same_card_by_index_or_uuid_is_one_lease(fake_smi, tmp_path):
             _lease_within(["GPU-fake-0"], tmp_path, 0.3)
 
 
-def _lease_within(pool, lock_dir, seconds):
+def _lease_within(pool, lock_dir, seconds, share=1):
     import threading
 
     got = threading.Event()
 
     def take():
-        with lease_gpus(pool, 1, lock_dir, poll_s=0.05):
+        with lease_gpus(pool, 1, lock_dir, poll_s=0.05, share=share):
             got.set()
 
     t = threading.Thread(target=take, daemon=True)
@@ -148,3 +157,58 @@ def test_processes_on_a_jobs_gpus_only(fake_smi, monkeypatch, tmp_path):
 def test_nvidia_smi_missing_answers_none(no_smi):
     assert nvidia_smi.query("gpu=index") is None
     assert nvidia_smi.gpu_uuids() == {} and nvidia_smi.processes_on(["0"]) == []
+
+
+def test_a_shared_gpu_takes_as_many_holders_as_it_has_slots_and_excludes_a_lone_holder(tmp_path):
+    with lease_gpus(["0"], 1, tmp_path, share=2) as a, lease_gpus(["0"], 1, tmp_path, share=2) as b:
+        assert a == b == ["0"]
+        with pytest.raises(TimeoutError):  # both slots taken
+            _lease_within(["0"], tmp_path, 0.3, share=2)
+        with pytest.raises(TimeoutError):  # a job that wants the GPU alone waits for the sharers
+            _lease_within(["0"], tmp_path, 0.3)
+    with lease_gpus(["0"], 1, tmp_path):
+        with pytest.raises(TimeoutError):  # and sharers wait for a job that has it alone
+            _lease_within(["0"], tmp_path, 0.3, share=2)
+
+
+def _phase(lock_dir, exclusive, log, hold_s, delay_s):
+    time.sleep(delay_s)
+    with gpu_phase(["0"], Path(lock_dir), exclusive=exclusive, poll_s=0.02):
+        start = time.monotonic()
+        time.sleep(hold_s)
+        with open(log, "a") as fh:
+            fh.write(f"{'measure' if exclusive else 'start'} {start} {time.monotonic()}\n")
+
+
+def test_a_measurement_overlaps_no_start_and_goes_before_starts_that_wait(tmp_path):
+    # processes: a start that runs first, a measurement queued behind it, then a start asked for after the
+    # measurement was queued: that start waits for the measurement, though it could share with the first
+    log = tmp_path / "log"
+    ctx = multiprocessing.get_context("spawn")
+    plan = [(False, 0.6, 0.0), (True, 0.3, 0.2), (False, 0.1, 0.4), (True, 0.2, 0.45)]
+    procs = [ctx.Process(target=_phase, args=(str(tmp_path), ex, str(log), hold, delay)) for ex, hold, delay in plan]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    spans = [(kind, float(a), float(b)) for kind, a, b in (line.split() for line in log.read_text().splitlines())]
+    assert sorted(k for k, _, _ in spans) == ["measure", "measure", "start", "start"]
+    for i, (ki, *ti) in enumerate(spans):
+        for kj, *tj in spans[i + 1:]:
+            if "measure" in (ki, kj):
+                assert not _overlap(ti, tj), f"a measurement overlapped a {ki if kj == 'measure' else kj}: {spans}"
+    second_start = [s for s in spans if s[0] == "start"][1]
+    assert all(m[2] <= second_start[1] for m in spans if m[0] == "measure"), spans
+
+
+def test_sharing_servers_are_marked_while_they_run(tmp_path):
+    assert sharing_groups(["0"], tmp_path) == set()
+    with registered_server(["0"], tmp_path, 4242), registered_server(["0"], tmp_path, 77):
+        assert sharing_groups(["0"], tmp_path) == {4242, 77}
+        assert sharing_groups(["1"], tmp_path) == set()
+    assert sharing_groups(["0"], tmp_path) == set()
+
+
+def test_parallel_jobs_counts_each_gpus_servers(fake_smi):
+    assert parallel_jobs(1, share=4) == 8 and parallel_jobs(2, share=3) == 3

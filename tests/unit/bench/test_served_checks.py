@@ -105,7 +105,7 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
 
     calls = []
 
-    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool):
+    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1):
         steps, topk = setting.num_steps, setting.topk
         calls.append((steps, topk))
         return reference.ReferenceResult(
