@@ -73,16 +73,16 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
         say(warning, err=True)
     if cfg.print_only:
         release = sglang_release(cfg.sglang)
-        check_release_serves(release, *required_sglang(cfg.algorithm, cfg.spec, run))
+        check_release_serves(release, *required_sglang(cfg.algorithm, run))
         for warning in release_warnings(cfg.sglang, release):
             say(warning, err=True)
-        argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run, release=release)
-        say(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, argv, out_dir, wrote=False, release=release))
+        argv = launch_command(cfg.sglang, cfg.algorithm, run, release=release)
+        say(format_plan(cfg.algorithm, cfg.sglang, run, argv, out_dir, wrote=False, release=release))
         return 0
-    say(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, None, out_dir, wrote=True))
+    say(format_plan(cfg.algorithm, cfg.sglang, run, None, out_dir, wrote=True))
     if point is not None:
         # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
-        check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, cfg.spec, run))
+        check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, run))
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
         result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
         if cfg.mode == Mode.check:
@@ -91,7 +91,7 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
             return code
         code = 0 if result.status in ("ok", "invalid") else 1
         return (code, objective(result, cfg.bench)) if in_multirun() else code
-    return serve_foreground(cfg.sglang, cfg.algorithm, cfg.spec, run, out_dir)
+    return serve_foreground(cfg.sglang, cfg.algorithm, run, out_dir)
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="serve")

@@ -88,10 +88,9 @@ def read_complete(path: Path, key: str) -> PointResult | None:
 
 
 def requested_settings(spec: SpecConfig) -> SpecSettings:
-    """What the configuration asks the server for (draft tokens derived as the command derives them)."""
-    r = resolve_spec(spec)
-    return SpecSettings(num_steps=r.num_steps, topk=r.topk, num_draft_tokens=r.num_draft_tokens,
-                        adaptive=r.adaptive, adaptive_config=r.adaptive_config)
+    """What the server is asked for, from a resolved spec (``PreparedRun.spec``: draft tokens derived)."""
+    return SpecSettings(num_steps=spec.num_steps, topk=spec.topk, num_draft_tokens=spec.num_draft_tokens,
+                        adaptive=spec.adaptive, adaptive_config=spec.adaptive_config)
 
 
 def record_if_invalid(cfg: BenchPoint, out_dir: Path) -> PointResult | None:
@@ -101,7 +100,9 @@ def record_if_invalid(cfg: BenchPoint, out_dir: Path) -> PointResult | None:
     if not reasons:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = PointResult(status="invalid", algorithm=cfg.algorithm.name, requested=requested_settings(cfg.spec),
+    # an invalid point is never prepared, so no PreparedRun carries its resolved spec: resolved here
+    result = PointResult(status="invalid", algorithm=cfg.algorithm.name,
+                         requested=requested_settings(resolve_spec(cfg.spec)),
                          bench=asdict(cfg.bench), reason=" ".join(reasons))
     write_point(out_dir / METRICS, result)
     log.info("[bench] %s: skipped, invalid setting: %s", out_dir.name, result.reason)
@@ -139,7 +140,7 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
             write_point(out_dir / METRICS, done)  # measured before the reference was asked for: added now
         return done
     result = PointResult(status="failed", key=key, algorithm=cfg.algorithm.name,
-                         requested=requested_settings(cfg.spec), bench=asdict(cfg.bench), target=run.target,
+                         requested=requested_settings(run.spec), bench=asdict(cfg.bench), target=run.target,
                          draft=run.draft.path if run.draft else None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     t0 = time.monotonic()
     try:

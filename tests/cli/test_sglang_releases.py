@@ -7,7 +7,7 @@ from packaging.version import Version
 from test_compose import options, to_serve_config
 
 from automodel_spec.command import DraftArgs, build_launch_command, release_errors
-from automodel_spec.config import SpecConfig
+from automodel_spec.config import SpecConfig, resolve_spec
 from automodel_spec.errors import ConfigError
 from automodel_spec.sglang_options import known_releases, option_problems, release_options
 
@@ -21,9 +21,10 @@ def test_each_presets_command_parses_under_every_release(preset):
     checked, refused = 0, []
     for algorithm in options("algorithm"):
         cfg = to_serve_config(f"sglang={preset}", f"algorithm={algorithm}")
-        for form, spec in SPEC_FORMS.items():
+        for form, given in SPEC_FORMS.items():
             if algorithm == "none" and form != "left to SGLang":
                 continue
+            spec = resolve_spec(given)  # as prepare_run carries it
             for release in known_releases():
                 if release_errors(cfg.sglang, cfg.algorithm, spec, release):
                     with pytest.raises(ConfigError, match=rf"spec.adaptive needs SGLang >= 0.5.11.*SGLang {release}"):

@@ -15,6 +15,7 @@ from automodel_spec.config import (
     SGLangConfig,
     SpecConfig,
     TargetConfig,
+    resolve_spec,
     spec_errors,
     validate,
 )
@@ -72,7 +73,7 @@ def test_rules_of_adaptive_mode(tmp_path):
 def test_flags_and_the_sglang_version_it_needs(tmp_path):
     path = write_adaptive_config(tmp_path / "a.json", {1: 7, 8: 0})
     spec = SpecConfig(adaptive=True, adaptive_config=str(path), num_steps=7)
-    argv = build_launch_command("/m", SGLangConfig(), AlgorithmConfig(), spec, None, release="0.5.17")
+    argv = build_launch_command("/m", SGLangConfig(), AlgorithmConfig(), resolve_spec(spec), None, release="0.5.17")
     assert argv[argv.index("--speculative-num-steps"):] == [
         "--speculative-num-steps", "7", "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "8",
         "--speculative-adaptive", "--speculative-adaptive-config", str(path.resolve())]
@@ -81,5 +82,5 @@ def test_flags_and_the_sglang_version_it_needs(tmp_path):
     assert required_sglang(True, {1: [7], 8: [1]}) == "0.5.13"
     assert required_sglang(True, {1: [7], 8: [0]}) == "0.5.14"  # no speculation at batch 8
     c = cfg(tmp_path, **vars(spec))
-    version, needs = run_requirement(c.algorithm, c.spec, PreparedRun(target="/m"))
+    version, needs = run_requirement(c.algorithm, PreparedRun(target="/m", spec=resolve_spec(c.spec)))
     assert version == "0.5.14" and needs.startswith("spec.adaptive with spec.adaptive_config=")
