@@ -19,15 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automodel_spec.command import DraftArgs
-from automodel_spec.config import (
-    DEMO_DRAFT,
-    DEMO_TARGET,
-    ServeConfig,
-    SpecConfig,
-    resolve_spec,
-    target_path,
-    validate,
-)
+from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, SpecConfig
+from automodel_spec.config_rules import target_path, validate
 from automodel_spec.demo import demo_pair, ensure_demo_pair
 from automodel_spec.draft_sources import read_draft_sources
 from automodel_spec.errors import ConfigError
@@ -44,6 +37,7 @@ from automodel_spec.export import (
 )
 from automodel_spec.resolve import ResolvedDraft, resolve_draft
 from automodel_spec.serving_dtype import choose_serving_dtype
+from automodel_spec.spec_rules import resolve_spec
 from automodel_spec.target import check_target_path, read_target_config
 
 
@@ -60,7 +54,7 @@ class PreparedRun:
             is not built yet).
         target_revision: ``target.revision``, for a hub target.
         spec: the speculative setting the server is asked for, draft tokens derived
-            (``config.resolve_spec``, computed once here); the command, the launch, the plan and the
+            (``spec_rules.resolve_spec``, computed once here); the command, the launch, the plan and the
             bench job read it.
     """
 

@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
 from automodel_spec.bench.served_checks import check_point, check_report
 from automodel_spec.bench.workload import load_prompts
-from automodel_spec.config import Mode, ServeConfig, config_warnings, path_problem
+from automodel_spec.config import Mode, ServeConfig
+from automodel_spec.config_rules import config_warnings
 from automodel_spec.errors import ConfigError, MissingDependencyError
 from automodel_spec.hydra_glue import register_configs, typed_config
 from automodel_spec.launch import (
@@ -34,7 +35,7 @@ from automodel_spec.launch import (
     serve_foreground,
     sglang_release,
 )
-from automodel_spec.path_lookup import directory_problem
+from automodel_spec.path_lookup import directory_problem, path_problem
 from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_plan
 

@@ -37,11 +37,12 @@ from automodel_spec.bench.result import (
 )
 from automodel_spec.bench.served_checks import add_lossless, add_reference
 from automodel_spec.bench.workload import load_prompts, select_prompts
-from automodel_spec.config import SpecConfig, point_errors, resolve_spec
+from automodel_spec.config import SpecConfig
 from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.spec_rules import point_errors, resolve_spec
 
 RECORDS = "records.jsonl"
 SCHEMA = SCHEMA_VERSION
@@ -94,7 +95,7 @@ def requested_settings(spec: SpecConfig) -> SpecSettings:
 
 
 def record_if_invalid(cfg: BenchPoint, out_dir: Path) -> PointResult | None:
-    """Record a setting SGLang would reject (``config.point_errors``), so a sweep lists it as skipped
+    """Record a setting SGLang would reject (``spec_rules.point_errors``), so a sweep lists it as skipped
     and why; ``None`` when the setting is valid (nothing is written)."""
     reasons = point_errors(cfg.algorithm, cfg.spec)
     if not reasons:

@@ -15,13 +15,12 @@ from automodel_spec.config import (
     SGLangConfig,
     SpecConfig,
     TargetConfig,
-    resolve_spec,
-    spec_errors,
-    validate,
 )
+from automodel_spec.config_rules import validate
 from automodel_spec.errors import ConfigError
 from automodel_spec.launch import required_sglang as run_requirement
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.spec_rules import resolve_spec, spec_errors
 
 
 def cfg(tmp_path, **spec) -> ServeConfig:
