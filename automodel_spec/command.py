@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig, resolve_spec
+from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.errors import ConfigError
 from automodel_spec.sglang_options import UnsupportedSetting, option_problems, spelling
 
@@ -40,7 +40,7 @@ def build_launch_command(
         target: ``--model-path``.
         sglang: server arguments; ``None`` fields are left to SGLang.
         algorithm: the speculative algorithm; ``algorithm.name is None`` serves without speculation.
-        spec: steps / topk / draft tokens (all or none).
+        spec: steps / topk / draft tokens (all or none), draft tokens derived (``PreparedRun.spec``).
         draft: the prepared draft; required when ``algorithm.needs_draft``.
         release: the known SGLang release to build for (``sglang_options.applicable_release``).
         port: the port actually used (when ``sglang.port`` is 0 and one was picked).
@@ -82,7 +82,6 @@ def build_launch_command(
     for key in _SWITCHES:
         opt(f"sglang.{key}", getattr(sglang, key))
     if algorithm.name is not None:
-        spec = resolve_spec(spec)
         opt("algorithm", algorithm.name)
         if draft is not None:
             opt("draft.path", draft.path)

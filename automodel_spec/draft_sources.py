@@ -46,8 +46,7 @@ def read_draft_sources(resolved: ResolvedDraft, allow_unsafe_pickle: bool = Fals
     """
     _import_weight_libraries()
     config = read_json(resolved.config_file)
-    tensors = load_draft_weights(resolved.model_dir, resolved.kind, allow_unsafe_pickle,
-                                 files=resolved.weight_files or None)
+    tensors = load_draft_weights(resolved, allow_unsafe_pickle)
     return DraftSources(config=config, tensors=tensors, meta=load_eagle_meta(resolved.meta_path),
                         recipe_aux_layer_ids=find_recipe_aux_layer_ids(resolved.checkpoint_dir))
 

@@ -40,8 +40,7 @@ from automodel_spec.json_file import read_json, read_json_value
 from automodel_spec.path_lookup import directory_problem
 from automodel_spec.preflight import check_against_target, plan_draft
 from automodel_spec.process_state import process_running, process_start
-from automodel_spec.resolve import LEGACY_WEIGHTS, SAFETENSORS_INDEX, ResolvedDraft, weight_files
-from automodel_spec.specforge_checkpoint import TRAINING_STATE
+from automodel_spec.resolve import ResolvedDraft
 
 EXPORT_FORMAT = 2  # 2: rope stated in both forms, the serving dtype
 MANIFEST = "automodel_spec_export.json"
@@ -87,28 +86,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("AUTOMODEL_SPEC_CACHE") or "~/.cache/automodel_spec").expanduser()
 
 
-def source_files(resolved: ResolvedDraft) -> list[Path]:
-    """Every file whose content decides the export."""
-    d = resolved.model_dir
-    files = [resolved.config_file]
-    if resolved.kind == "legacy":
-        files.append(d / LEGACY_WEIGHTS)
-    elif resolved.kind == "specforge":
-        files.append(d / TRAINING_STATE)
-    else:
-        files += list(resolved.weight_files) or weight_files(d)
-        if (d / SAFETENSORS_INDEX).is_file():
-            files.append(d / SAFETENSORS_INDEX)
-    if resolved.meta_path:
-        files.append(resolved.meta_path)
-    if resolved.checkpoint_dir and (resolved.checkpoint_dir / "config.yaml").is_file():
-        files.append(resolved.checkpoint_dir / "config.yaml")
-    return files
-
-
 def export_key(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[int] | None,
                memo_dir: Path | None = None, *, remember: bool = True, dtype: str | None = None) -> str:
-    """A short hash of the source files' content and the export options.
+    """A short hash of the source files' content (``resolved.source_files``) and the export options.
 
     ``memo_dir`` remembers each file's digest by its stat (see ``file_digest``), so an unchanged
     checkpoint is read once rather than on every launch.
@@ -118,7 +98,7 @@ def export_key(resolved: ResolvedDraft, architecture: str, aux_layer_ids: list[i
     if dtype is not None:  # absent for the keys exports had before dtypes were chosen
         options["dtype"] = dtype
     h.update(json.dumps(options).encode())
-    for f in source_files(resolved):
+    for f in resolved.source_files:
         h.update(os.fsencode(f.name))  # a name that is not UTF-8 is bytes smuggled in a str (surrogateescape)
         h.update(file_digest(f, memo_dir, remember=remember).encode())
     return h.hexdigest()

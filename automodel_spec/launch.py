@@ -1,7 +1,7 @@
 """Launcher (the pipeline's last step): turn a prepared run into a running server, and serve in the foreground.
 
-Takes the sections it uses (``sglang``, ``algorithm``, ``spec``) and the ``PreparedRun``, never the
-whole configuration.
+Takes the sections it uses (``sglang``, ``algorithm``) and the ``PreparedRun`` (the target, the draft and
+the speculative setting as resolved), never the whole configuration.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from packaging.version import Version
 
 from automodel_spec.atomic_write import write_json_atomically
 from automodel_spec.command import build_launch_command, extra_args_warnings, format_command
-from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.config import AlgorithmConfig, SGLangConfig
 from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, ConfigError, MissingDependencyError
 from automodel_spec.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun
@@ -112,30 +112,30 @@ def release_warnings(sglang: SGLangConfig, release: SGLangRelease) -> list[str]:
     return ([release.note] if release.note else []) + extra_args_warnings(sglang, release.release)
 
 
-def launch_command(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun,
-                   port: int | None = None, *, release: SGLangRelease | None = None) -> list[str]:
+def launch_command(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: PreparedRun, port: int | None = None, *,
+                   release: SGLangRelease | None = None) -> list[str]:
     """The server argv for a prepared run (``port``: the one picked when ``sglang.port`` is 0).
 
     ``release``: the release to build for (default: ``sglang_release(sglang)``).
     """
     release = release or sglang_release(sglang)
-    return build_launch_command(run.target, sglang, algorithm, spec, run.draft, release=release.release, port=port,
-                                target_revision=run.target_revision)
+    return build_launch_command(run.target, sglang, algorithm, run.spec, run.draft, release=release.release,
+                                port=port, target_revision=run.target_revision)
 
 
-def open_server(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun,
-                log_dir: Path, *, echo: bool = False, log_name: str = "server.log", port: int | None = None,
+def open_server(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: PreparedRun, log_dir: Path, *,
+                echo: bool = False, log_name: str = "server.log", port: int | None = None,
                 env: dict | None = None) -> SGLangServer:
     """A not-yet-started server for this run, on ``port`` or a checked (or freshly picked) one.
 
     ``env`` replaces the server's environment (default: ours).
     """
-    release = check_sglang_installed(sglang, *required_sglang(algorithm, spec, run))
+    release = check_sglang_installed(sglang, *required_sglang(algorithm, run))
     log.info("[automodel-spec] %s", release.describe())
     for warning in release_warnings(sglang, release):
         log.warning("[automodel-spec] %s", warning)
     port = pick_port(sglang.host, sglang.port) if port is None else port
-    argv = launch_command(sglang, algorithm, spec, run, port, release=release)
+    argv = launch_command(sglang, algorithm, run, port, release=release)
     host = sglang.host if sglang.host not in ("0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     return SGLangServer(argv, f"http://{host}:{port}", log_dir, ready_timeout_s=sglang.ready_timeout_s,
@@ -143,11 +143,12 @@ def open_server(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConf
                         log_name=log_name, env=env)
 
 
-def required_sglang(algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun) -> tuple[str, str]:
+def required_sglang(algorithm: AlgorithmConfig, run: PreparedRun) -> tuple[str, str]:
     """The oldest SGLang that serves this run as configured, and what needs it."""
     from automodel_spec.adaptive import read_adaptive_config
     from automodel_spec.adaptive import required_sglang as adaptive_needs
 
+    spec = run.spec
     need = (run.export.min_sglang if run.export else "0.5.9", "this draft needs")
     if algorithm.name and spec.adaptive:
         config = read_adaptive_config(spec.adaptive_config) if spec.adaptive_config else None
@@ -222,8 +223,7 @@ def probe_generation(server: SGLangServer, skip_tokenizer_init: bool, max_new_to
             "accept_length": tokens / verify if verify else None}
 
 
-def serve_foreground(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConfig, run: PreparedRun,
-                     log_dir: Path) -> int:
+def serve_foreground(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: PreparedRun, log_dir: Path) -> int:
     """Serve until the server exits or we are interrupted; the server's exit code is ours.
 
     Ctrl-C and SIGTERM stop the server's whole process group before returning (130 / 143).
@@ -232,7 +232,7 @@ def serve_foreground(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: Spe
     if pool is not None:  # a clear refusal now, not SGLang's failure minutes into loading the model
         what = f"sglang.tp_size={sglang.tp_size}" + (f" over sglang.nnodes={sglang.nnodes}" if sglang.nnodes > 1 else "")
         check_pool_size(pool, sglang.tp_size // sglang.nnodes, source, what)
-    server = open_server(sglang, algorithm, spec, run, log_dir, echo=True)
+    server = open_server(sglang, algorithm, run, log_dir, echo=True)
     log.info("[automodel-spec] launching: %s", format_command(server.argv))
     log.info("[automodel-spec] server log: %s", server.log_path)
     previous = signal.signal(signal.SIGTERM, _raise_sigterm)

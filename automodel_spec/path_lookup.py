@@ -66,3 +66,37 @@ def _file_on_the_way(path: Path) -> Path:
         if os.path.lexists(parent) and not parent.is_dir():
             return parent
     return Path(path)
+
+
+def path_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a path here (unknown ``~user``, too long), or ``None``."""
+    if value.startswith("~"):
+        user = value[1:].split("/", 1)[0]
+        try:
+            value = str(Path(value).expanduser())
+        except RuntimeError:
+            who = f"there is no user {user!r} on this machine" if user else "$HOME is not set and there is no home"
+            return f"'~{user}' cannot be expanded: {who}. Give the path without '~', or the right user name."
+    path_max, name_max = _limits()
+    size = len(os.fsencode(value))
+    if size >= path_max:
+        return (f"the path is {size} bytes long; this system allows at most {path_max - 1} (PATH_MAX). "
+                "Move the files to a shorter path, or link them from one.")
+    long_part = next((p for p in value.split("/") if len(os.fsencode(p)) > name_max), None)
+    if long_part is not None:
+        return (f"the name {shorten_path(long_part)} is {len(os.fsencode(long_part))} bytes long; this file system "
+                f"allows at most {name_max} per name (NAME_MAX). Rename it.")
+    return None
+
+
+def _limits() -> tuple[int, int]:
+    """PATH_MAX and NAME_MAX of the root file system (Linux defaults where ``pathconf`` is missing)."""
+    try:
+        return os.pathconf("/", "PC_PATH_MAX"), os.pathconf("/", "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        return 4096, 255
+
+
+def shorten_path(value: str, limit: int = 80) -> str:
+    """``value`` cut in the middle when longer than ``limit`` characters, for messages."""
+    return value if len(value) <= limit else f"{value[:40]}...{value[-30:]} ({len(value)} characters)"

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automodel_spec.command import DraftArgs
-from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, target_path, validate
+from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, SpecConfig
+from automodel_spec.config_rules import target_path, validate
 from automodel_spec.demo import demo_pair, ensure_demo_pair
 from automodel_spec.draft_sources import read_draft_sources
 from automodel_spec.errors import ConfigError
@@ -36,6 +37,7 @@ from automodel_spec.export import (
 )
 from automodel_spec.resolve import ResolvedDraft, resolve_draft
 from automodel_spec.serving_dtype import choose_serving_dtype
+from automodel_spec.spec_rules import resolve_spec
 from automodel_spec.target import check_target_path, read_target_config
 
 
@@ -51,6 +53,9 @@ class PreparedRun:
         pending: something ``print_only`` could not know without writing (e.g. the demo pair
             is not built yet).
         target_revision: ``target.revision``, for a hub target.
+        spec: the speculative setting the server is asked for, draft tokens derived
+            (``spec_rules.resolve_spec``, computed once here); the command, the launch, the plan and the
+            bench job read it.
     """
 
     target: str | None
@@ -59,6 +64,7 @@ class PreparedRun:
     notes: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     target_revision: str | None = None
+    spec: SpecConfig = field(default_factory=SpecConfig)
 
 
 def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = True) -> PreparedRun:
@@ -77,7 +83,7 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
     validate(cfg, need_target=need_target)
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     arch = cfg.algorithm.architecture
-    run = PreparedRun(target=target_path(cfg), target_revision=cfg.target.revision)
+    run = PreparedRun(target=target_path(cfg), target_revision=cfg.target.revision, spec=resolve_spec(cfg.spec))
     draft_path = cfg.draft.path
     if run.target == DEMO_TARGET:  # the demo draft comes with the demo target only (validate)
         pair = demo_pair(cache_dir, arch)

@@ -206,7 +206,8 @@ def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
     """
     from automodel_spec.export import TOKEN_MAP
     from automodel_spec.json_file import read_json
-    from automodel_spec.weights import load_draft_weights
+    from automodel_spec.resolve import weight_files
+    from automodel_spec.weights import load_safetensors
 
     draft_dir = Path(draft_dir).expanduser()
     cfg_path = draft_dir / "config.json"
@@ -229,7 +230,7 @@ def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
                               "reads hidden_size, num_attention_heads, intermediate_size, vocab_size and "
                               "num_hidden_layers as integers.") from exc
     canonical = _canonical_eagle3 if eagle3 else _canonical_eagle
-    tensors = load_draft_weights(draft_dir, "hf")
+    tensors = load_safetensors(weight_files(draft_dir))  # an export: not a checkpoint to resolve
     torch = _torch()
     params, skipped, hot = {}, [], None
     for name, t in tensors.items():

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from automodel_spec.command import format_command
-from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig, resolve_spec
+from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.prepare import PreparedRun
 
 if TYPE_CHECKING:
@@ -30,8 +30,7 @@ def format_notes(run: PreparedRun) -> str:
 
 
 def describe_spec(spec: SpecConfig) -> str:
-    """The steps / topk / draft tokens the server is asked for, or who chooses them."""
-    spec = resolve_spec(spec)
+    """The steps / topk / draft tokens the server is asked for (``PreparedRun.spec``), or who chooses them."""
     if spec.adaptive:
         start = f"starting at {spec.num_steps} steps" if spec.num_steps is not None else \
             "starting at the middle candidate"
@@ -43,8 +42,8 @@ def describe_spec(spec: SpecConfig) -> str:
     return f"{spec.num_steps} steps / topk {spec.topk} / {spec.num_draft_tokens} draft tokens (as given)"
 
 
-def format_plan(algorithm: AlgorithmConfig, spec: SpecConfig, sglang: SGLangConfig, run: PreparedRun,
-                argv: list[str] | None, out_dir: Path, *, wrote: bool, release: SGLangRelease | None = None) -> str:
+def format_plan(algorithm: AlgorithmConfig, sglang: SGLangConfig, run: PreparedRun, argv: list[str] | None,
+                out_dir: Path, *, wrote: bool, release: SGLangRelease | None = None) -> str:
     """What will run: paths, notes and (for print_only) the exact command and the SGLang release it is for.
 
     ``release``: the SGLang release the command was built for, shown above it.
@@ -52,7 +51,7 @@ def format_plan(algorithm: AlgorithmConfig, spec: SpecConfig, sglang: SGLangConf
     head = "[automodel-spec] print_only: nothing was written" if not wrote else "[automodel-spec] prepared"
     lines = [head, format_notes(run)]
     if algorithm.name is not None:
-        lines.append(f"speculative setting: {describe_spec(spec)}")
+        lines.append(f"speculative setting: {describe_spec(run.spec)}")
     if argv is not None:
         if sglang.port == 0:
             lines.append("  - sglang.port=0: a free port is picked at launch (shown here as 0)")

@@ -39,6 +39,8 @@ class ResolvedDraft:
         notes: what the resolver chose and why, for the user.
         config_path: the draft's config when it is not ``model_dir/config.json``.
         weight_files: the safetensors files (``kind == "hf"``), from the index read once here.
+        source_files: every file whose content decides the export (config, weights, index, meta,
+            the recipe beside the checkpoint), listed once here; empty for a hub id.
     """
 
     kind: str
@@ -50,6 +52,7 @@ class ResolvedDraft:
     notes: tuple[str, ...] = ()
     config_path: Path | None = None
     weight_files: tuple[Path, ...] = ()
+    source_files: tuple[Path, ...] = ()
 
     @property
     def is_local(self) -> bool:
@@ -139,13 +142,32 @@ def resolve_draft(path: str, revision: str | None = None, config: str | None = N
     resolved = _resolve_dir(expanded.resolve(), notes)
     if resolved.kind == "specforge":
         config_path = specforge_checkpoint.draft_config_path(resolved.model_dir, config, notes)
-        return replace(resolved, config_path=config_path, notes=tuple(notes))
-    if config:
+        resolved = replace(resolved, config_path=config_path, notes=tuple(notes))
+    elif config:
         raise CheckpointError(
             f"draft.config={config} is for checkpoints without a config.json (SpecForge training checkpoints); "
             f"{resolved.model_dir} has its own config.json. Unset draft.config."
         )
-    return resolved
+    return replace(resolved, source_files=_source_files(resolved))
+
+
+def _source_files(resolved: ResolvedDraft) -> tuple[Path, ...]:
+    """Every file whose content decides the export of a local draft (its config known: ``config_file``)."""
+    d = resolved.model_dir
+    files = [resolved.config_file]
+    if resolved.kind == "legacy":
+        files.append(d / LEGACY_WEIGHTS)
+    elif resolved.kind == "specforge":
+        files.append(d / specforge_checkpoint.TRAINING_STATE)
+    else:
+        files += resolved.weight_files
+        if (d / SAFETENSORS_INDEX).is_file():
+            files.append(d / SAFETENSORS_INDEX)
+    if resolved.meta_path:
+        files.append(resolved.meta_path)
+    if resolved.checkpoint_dir and (resolved.checkpoint_dir / "config.yaml").is_file():
+        files.append(resolved.checkpoint_dir / "config.yaml")
+    return tuple(files)
 
 
 def _exists(path: Path, key: str) -> bool:

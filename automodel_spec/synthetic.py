@@ -21,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from automodel_spec.resolve import META_NAMES, SAFETENSORS_INDEX
 from automodel_spec.synthetic_tokenizer import write_byte_tokenizer
 
 
@@ -175,7 +176,7 @@ def write_sharded_safetensors(out_dir: Path, named_tensors, shard_bytes: int) ->
             weight_map[name] = fname
             total += t.numel() * t.element_size()
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out_dir / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
 def eagle3_draft_tensors(shape: LlamaShape, draft_vocab: int, *, repeat: bool = True, seed: int = 0,
@@ -235,7 +236,7 @@ def automodel_eagle3_config(shape: LlamaShape, draft_vocab: int) -> dict:
 
 def write_automodel_run(run_dir: Path, config: dict, tensors: dict, *, step: int = 100, epoch: int = 0,
                         selected_token_ids=None, vocab_size: int | None = None, recipe: dict | None = None,
-                        consolidated: bool = True, meta_name: str = "eagle_meta.pt") -> Path:
+                        consolidated: bool = True, meta_name: str = META_NAMES[0]) -> Path:
     """Write an Automodel EAGLE run: ``LATEST`` -> ``epoch_E_step_S/{model/[consolidated/], eagle_meta.pt,
     optim/, rng/, config.yaml}``. Returns the checkpoint directory."""
     import torch

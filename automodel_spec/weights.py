@@ -9,7 +9,7 @@ from pathlib import Path
 
 from automodel_spec import specforge_checkpoint
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
-from automodel_spec.resolve import LEGACY_WEIGHTS, weight_files
+from automodel_spec.resolve import LEGACY_WEIGHTS, ResolvedDraft
 
 log = logging.getLogger(__name__)
 
@@ -20,28 +20,34 @@ def _torch():
     return torch
 
 
-def load_draft_weights(model_dir: Path, kind: str, allow_unsafe_pickle: bool = False,
-                       files: tuple[Path, ...] | list[Path] | None = None) -> dict:
-    """All tensors of a draft, by name.
+def load_draft_weights(resolved: ResolvedDraft, allow_unsafe_pickle: bool = False) -> dict:
+    """All tensors of a local draft, by name, from the files the resolver found.
 
     Args:
-        model_dir: directory with ``model.safetensors`` (or an index + shards) or ``draft_model.pt``.
-        kind: ``hf``, ``legacy`` or ``specforge`` (from the resolver).
+        resolved: the draft, from ``resolve.resolve_draft`` (``kind`` ``hf``, ``legacy`` or ``specforge``).
         allow_unsafe_pickle: permit ``torch.load(weights_only=False)`` for a legacy file that the
             safe loader refuses. Off by default: unpickling can run arbitrary code.
-        files: the safetensors files, as the resolver listed them (``ResolvedDraft.weight_files``);
-            ``None`` lists them from ``model_dir`` (its index, else ``model.safetensors``).
     """
-    if kind == "legacy":
-        return _load_torch_state_dict(model_dir / LEGACY_WEIGHTS, allow_unsafe_pickle)
-    if kind == "specforge":
-        return specforge_checkpoint.load_weights(model_dir)
+    if resolved.kind == "legacy":
+        return _load_torch_state_dict(resolved.model_dir / LEGACY_WEIGHTS, allow_unsafe_pickle)
+    if resolved.kind == "specforge":
+        return specforge_checkpoint.load_weights(resolved.model_dir)
+    return load_safetensors(resolved.weight_files)
+
+
+def load_safetensors(files: tuple[Path, ...] | list[Path]) -> dict:
+    """All tensors of the safetensors ``files`` (one checkpoint's shards), by name.
+
+    Raises:
+        CheckpointError: a file is damaged, or two shards hold the same tensor.
+        MissingDependencyError: safetensors is not installed.
+    """
     try:
         from safetensors.torch import load, load_file
     except ImportError as exc:
         raise MissingDependencyError("safetensors", SAFETENSORS_INSTALL_HINT, "read the draft") from exc
     tensors: dict = {}
-    for f in weight_files(model_dir) if files is None else files:
+    for f in files:
         try:  # safetensors opens UTF-8 paths only: a path of other bytes is read here and parsed from memory
             part = load_file(str(f)) if _utf8(f) else load(Path(f).read_bytes())
         except Exception as exc:  # safetensors raises its own SafetensorError

@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
 from automodel_spec.bench.served_checks import check_point, check_report
 from automodel_spec.bench.workload import load_prompts
-from automodel_spec.config import Mode, ServeConfig, config_warnings, path_problem
+from automodel_spec.config import Mode, ServeConfig
+from automodel_spec.config_rules import config_warnings
 from automodel_spec.errors import ConfigError, MissingDependencyError
 from automodel_spec.hydra_glue import register_configs, typed_config
 from automodel_spec.launch import (
@@ -34,7 +35,7 @@ from automodel_spec.launch import (
     serve_foreground,
     sglang_release,
 )
-from automodel_spec.path_lookup import directory_problem
+from automodel_spec.path_lookup import directory_problem, path_problem
 from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_plan
 
@@ -73,16 +74,16 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
         say(warning, err=True)
     if cfg.print_only:
         release = sglang_release(cfg.sglang)
-        check_release_serves(release, *required_sglang(cfg.algorithm, cfg.spec, run))
+        check_release_serves(release, *required_sglang(cfg.algorithm, run))
         for warning in release_warnings(cfg.sglang, release):
             say(warning, err=True)
-        argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run, release=release)
-        say(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, argv, out_dir, wrote=False, release=release))
+        argv = launch_command(cfg.sglang, cfg.algorithm, run, release=release)
+        say(format_plan(cfg.algorithm, cfg.sglang, run, argv, out_dir, wrote=False, release=release))
         return 0
-    say(format_plan(cfg.algorithm, cfg.spec, cfg.sglang, run, None, out_dir, wrote=True))
+    say(format_plan(cfg.algorithm, cfg.sglang, run, None, out_dir, wrote=True))
     if point is not None:
         # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
-        check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, cfg.spec, run))
+        check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, run))
         shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
         result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
         if cfg.mode == Mode.check:
@@ -91,7 +92,7 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
             return code
         code = 0 if result.status in ("ok", "invalid") else 1
         return (code, objective(result, cfg.bench)) if in_multirun() else code
-    return serve_foreground(cfg.sglang, cfg.algorithm, cfg.spec, run, out_dir)
+    return serve_foreground(cfg.sglang, cfg.algorithm, run, out_dir)
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="serve")

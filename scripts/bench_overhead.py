@@ -46,7 +46,7 @@ def ours(cfg: ServeConfig, log_dir: Path, n: int, max_new: int) -> dict:
     t0 = time.monotonic()
     run = prepare_run(cfg)
     prep = time.monotonic() - t0
-    server = open_server(cfg.sglang, cfg.algorithm, cfg.spec, run, log_dir, log_name="ours.log")
+    server = open_server(cfg.sglang, cfg.algorithm, run, log_dir, log_name="ours.log")
     with server:
         ready = time.monotonic() - t0
         tps = _workload(lambda p: server.generate(p), n, max_new)
@@ -56,7 +56,7 @@ def ours(cfg: ServeConfig, log_dir: Path, n: int, max_new: int) -> dict:
 def hand(cfg: ServeConfig, log_dir: Path, n: int, max_new: int) -> dict:
     run = prepare_run(cfg)  # untimed: the hand-typed path uses the same exported draft
     port = pick_port("127.0.0.1", 0)
-    argv = launch_command(cfg.sglang, cfg.algorithm, cfg.spec, run, port)
+    argv = launch_command(cfg.sglang, cfg.algorithm, run, port)
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     with open(log_dir / "hand.log", "w") as log:

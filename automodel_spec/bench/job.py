@@ -37,11 +37,12 @@ from automodel_spec.bench.result import (
 )
 from automodel_spec.bench.served_checks import add_lossless, add_reference
 from automodel_spec.bench.workload import load_prompts, select_prompts
-from automodel_spec.config import SpecConfig, point_errors, resolve_spec
+from automodel_spec.config import SpecConfig
 from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.spec_rules import point_errors, resolve_spec
 
 RECORDS = "records.jsonl"
 SCHEMA = SCHEMA_VERSION
@@ -89,20 +90,21 @@ def read_complete(path: Path, key: str) -> PointResult | None:
 
 
 def requested_settings(spec: SpecConfig) -> SpecSettings:
-    """What the configuration asks the server for (draft tokens derived as the command derives them)."""
-    r = resolve_spec(spec)
-    return SpecSettings(num_steps=r.num_steps, topk=r.topk, num_draft_tokens=r.num_draft_tokens,
-                        adaptive=r.adaptive, adaptive_config=r.adaptive_config)
+    """What the server is asked for, from a resolved spec (``PreparedRun.spec``: draft tokens derived)."""
+    return SpecSettings(num_steps=spec.num_steps, topk=spec.topk, num_draft_tokens=spec.num_draft_tokens,
+                        adaptive=spec.adaptive, adaptive_config=spec.adaptive_config)
 
 
 def record_if_invalid(cfg: BenchPoint, out_dir: Path) -> PointResult | None:
-    """Record a setting SGLang would reject (``config.point_errors``), so a sweep lists it as skipped
+    """Record a setting SGLang would reject (``spec_rules.point_errors``), so a sweep lists it as skipped
     and why; ``None`` when the setting is valid (nothing is written)."""
     reasons = point_errors(cfg.algorithm, cfg.spec)
     if not reasons:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = PointResult(status="invalid", algorithm=cfg.algorithm.name, requested=requested_settings(cfg.spec),
+    # an invalid point is never prepared, so no PreparedRun carries its resolved spec: resolved here
+    result = PointResult(status="invalid", algorithm=cfg.algorithm.name,
+                         requested=requested_settings(resolve_spec(cfg.spec)),
                          bench=asdict(cfg.bench), reason=" ".join(reasons))
     write_point(out_dir / METRICS, result)
     log.info("[bench] %s: skipped, invalid setting: %s", out_dir.name, result.reason)
@@ -140,7 +142,7 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
             write_point(out_dir / METRICS, done)  # measured before the reference was asked for: added now
         return done
     result = PointResult(status="failed", key=key, algorithm=cfg.algorithm.name,
-                         requested=requested_settings(cfg.spec), bench=asdict(cfg.bench), target=run.target,
+                         requested=requested_settings(run.spec), bench=asdict(cfg.bench), target=run.target,
                          draft=run.draft.path if run.draft else None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     t0 = time.monotonic()
     try:

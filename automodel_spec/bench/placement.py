@@ -85,7 +85,7 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port_stack = ExitStack()
             port = port_stack.enter_context(lease_port(cfg.sglang.host, cfg.sglang.port, locks))
-            server = open_server(cfg.sglang, cfg.algorithm, cfg.spec, run, out_dir, log_name=log_name, port=port,
+            server = open_server(cfg.sglang, cfg.algorithm, run, out_dir, log_name=log_name, port=port,
                                  env=env)
             try:
                 with gpu_phase(gpus, locks, exclusive=False) if sharing else ExitStack():

@@ -15,7 +15,8 @@ class BenchPoint:
 
     Attributes:
         algorithm: the speculative algorithm (``name=None``: the no-speculation baseline).
-        spec: steps / topk / draft tokens.
+        spec: steps / topk / draft tokens as configured: the point's identity (``bench.job.point_key``) and
+            validity; the server is asked for ``PreparedRun.spec``, resolved from it.
         sglang: the server's settings.
         bench: the workload.
     """

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from automodel_spec.bench.result import ResultSchemaError, read_point
+from automodel_spec.bench.result import METRICS, ResultSchemaError, read_point
 from automodel_spec.redact import mask
 from automodel_spec.sweep.plots import write_heatmaps, write_predicted_plot, write_speedup_plot
 from automodel_spec.sweep.predictions import attach_predictions, prediction_lines, read_predictions
@@ -145,7 +145,7 @@ def _masked_row(row: dict, secrets: list[str]) -> dict:
 def baseline_gpu_seconds(sweep_dir: Path) -> float:
     """The server seconds of the sweep's shared no-speculation baseline (0 when there is none)."""
     total = 0.0
-    for path in Path(sweep_dir).glob("baseline/*/metrics.json"):
+    for path in Path(sweep_dir).glob(f"baseline/*/{METRICS}"):
         try:
             total += read_point(path).gpu_seconds or 0.0
         except ResultSchemaError:
@@ -162,7 +162,7 @@ def _cost_lines(sweep_dir: Path, rows: list[dict]) -> list[str]:
             f"{n} point(s) ran a server: {points_s / 60:.1f} GPU minutes, {points_s / n:.0f} s a point on "
             f"average, plus {baseline_s / 60:.1f} for the shared baseline; {(points_s + baseline_s) / 60:.1f} "
             "GPU minutes in all (server start to stop, times its GPUs (sglang.tp_size), as `gpu_seconds` in each "
-            "metrics.json).", ""]
+            f"{METRICS}).", ""]
 
 
 def _loses(row: dict) -> bool:

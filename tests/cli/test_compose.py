@@ -20,9 +20,8 @@ from automodel_spec.config import (
     Mode,
     ServeConfig,
     SGLangConfig,
-    target_path,
-    validate,
 )
+from automodel_spec.config_rules import target_path, validate
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra_glue import register_configs
 

@@ -10,6 +10,7 @@ from automodel_spec.command import DraftArgs, build_launch_command, release_erro
 from automodel_spec.config import SpecConfig
 from automodel_spec.errors import ConfigError
 from automodel_spec.sglang_options import known_releases, option_problems, release_options
+from automodel_spec.spec_rules import resolve_spec
 
 SPEC_FORMS = {"given": SpecConfig(3, 1), "tree": SpecConfig(5, 4), "left to SGLang": SpecConfig(),
               "adaptive": SpecConfig(adaptive=True), "adaptive from steps 3": SpecConfig(3, adaptive=True)}
@@ -21,9 +22,10 @@ def test_each_presets_command_parses_under_every_release(preset):
     checked, refused = 0, []
     for algorithm in options("algorithm"):
         cfg = to_serve_config(f"sglang={preset}", f"algorithm={algorithm}")
-        for form, spec in SPEC_FORMS.items():
+        for form, given in SPEC_FORMS.items():
             if algorithm == "none" and form != "left to SGLang":
                 continue
+            spec = resolve_spec(given)  # as prepare_run carries it
             for release in known_releases():
                 if release_errors(cfg.sglang, cfg.algorithm, spec, release):
                     with pytest.raises(ConfigError, match=rf"spec.adaptive needs SGLang >= 0.5.11.*SGLang {release}"):

@@ -15,12 +15,12 @@ from automodel_spec.config import (
     SGLangConfig,
     SpecConfig,
     TargetConfig,
-    spec_errors,
-    validate,
 )
+from automodel_spec.config_rules import validate
 from automodel_spec.errors import ConfigError
 from automodel_spec.launch import required_sglang as run_requirement
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.spec_rules import resolve_spec, spec_errors
 
 
 def cfg(tmp_path, **spec) -> ServeConfig:
@@ -72,7 +72,7 @@ def test_rules_of_adaptive_mode(tmp_path):
 def test_flags_and_the_sglang_version_it_needs(tmp_path):
     path = write_adaptive_config(tmp_path / "a.json", {1: 7, 8: 0})
     spec = SpecConfig(adaptive=True, adaptive_config=str(path), num_steps=7)
-    argv = build_launch_command("/m", SGLangConfig(), AlgorithmConfig(), spec, None, release="0.5.17")
+    argv = build_launch_command("/m", SGLangConfig(), AlgorithmConfig(), resolve_spec(spec), None, release="0.5.17")
     assert argv[argv.index("--speculative-num-steps"):] == [
         "--speculative-num-steps", "7", "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "8",
         "--speculative-adaptive", "--speculative-adaptive-config", str(path.resolve())]
@@ -81,5 +81,5 @@ def test_flags_and_the_sglang_version_it_needs(tmp_path):
     assert required_sglang(True, {1: [7], 8: [1]}) == "0.5.13"
     assert required_sglang(True, {1: [7], 8: [0]}) == "0.5.14"  # no speculation at batch 8
     c = cfg(tmp_path, **vars(spec))
-    version, needs = run_requirement(c.algorithm, c.spec, PreparedRun(target="/m"))
+    version, needs = run_requirement(c.algorithm, PreparedRun(target="/m", spec=resolve_spec(c.spec)))
     assert version == "0.5.14" and needs.startswith("spec.adaptive with spec.adaptive_config=")

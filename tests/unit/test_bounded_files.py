@@ -7,11 +7,13 @@ import os
 
 import pytest
 
-from automodel_spec.config import ServeConfig, number_errors, spec_errors
+from automodel_spec.config import ServeConfig
+from automodel_spec.config_rules import number_errors
 from automodel_spec.draft_sources import _find_key, find_recipe_aux_layer_ids
 from automodel_spec.errors import CheckpointError
 from automodel_spec.json_file import MAX_DEPTH, nesting_depth, read_json
 from automodel_spec.path_lookup import file_problem, missing_reason
+from automodel_spec.spec_rules import spec_errors
 from automodel_spec.yaml_file import read_yaml
 
 

@@ -15,11 +15,10 @@ from automodel_spec.config import (
     SGLangConfig,
     SpecConfig,
     TargetConfig,
-    spec_errors,
-    target_path,
-    validate,
 )
+from automodel_spec.config_rules import target_path, validate
 from automodel_spec.errors import ConfigError
+from automodel_spec.spec_rules import spec_errors
 
 NONE = AlgorithmConfig(name=None, architecture=None, needs_draft=False, uses_token_map=False)
 NEXTN = AlgorithmConfig(name="NEXTN", architecture=None, needs_draft=False, uses_token_map=False)

@@ -15,8 +15,9 @@ from automodel_spec.prepare import PreparedRun
 
 
 def test_launch_command_takes_the_target_and_its_revision_from_the_prepared_run():
-    run = PreparedRun(target="org/target", target_revision="r2", draft=DraftArgs(path="/exports/d"))
-    argv = launch_command(SGLangConfig(python="/venv/bin/python"), AlgorithmConfig(), SpecConfig(3, 1, 4), run, port=4321)
+    run = PreparedRun(target="org/target", target_revision="r2", draft=DraftArgs(path="/exports/d"),
+                      spec=SpecConfig(3, 1, 4))
+    argv = launch_command(SGLangConfig(python="/venv/bin/python"), AlgorithmConfig(), run, port=4321)
     assert argv[:6] == ["/venv/bin/python", "-m", "sglang.launch_server", "--model-path", "org/target", "--revision"]
     assert argv[6] == "r2" and argv[argv.index("--port") + 1] == "4321"
     assert argv[argv.index("--speculative-draft-model-path") + 1] == "/exports/d"
@@ -69,10 +70,10 @@ def test_the_release_built_for(monkeypatch, installed, key, built_for, source, w
 def test_the_installed_release_builds_the_command(monkeypatch):
     _installed(monkeypatch, "0.5.23")
     run = PreparedRun(target="/m", target_revision=None, draft=DraftArgs(path="/exports/d"))
-    argv = launch_command(SGLangConfig(cuda_graph_max_bs=64), AlgorithmConfig(), SpecConfig(), run)
+    argv = launch_command(SGLangConfig(cuda_graph_max_bs=64), AlgorithmConfig(), run)
     assert "--cuda-graph-max-bs-decode" in argv and "--cuda-graph-max-bs" not in argv
     _installed(monkeypatch, "0.5.12")
-    argv = launch_command(SGLangConfig(cuda_graph_max_bs=64), AlgorithmConfig(), SpecConfig(), run)
+    argv = launch_command(SGLangConfig(cuda_graph_max_bs=64), AlgorithmConfig(), run)
     assert "--cuda-graph-max-bs" in argv and "--cuda-graph-max-bs-decode" not in argv
 
 

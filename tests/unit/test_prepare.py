@@ -9,7 +9,14 @@ import pytest
 
 from automodel_spec import synthetic
 from automodel_spec.bench.workload import load_prompts
-from automodel_spec.config import AlgorithmConfig, BenchConfig, DraftConfig, ServeConfig, TargetConfig
+from automodel_spec.config import (
+    AlgorithmConfig,
+    BenchConfig,
+    DraftConfig,
+    ServeConfig,
+    SpecConfig,
+    TargetConfig,
+)
 from automodel_spec.demo import demo_pair
 from automodel_spec.errors import ConfigError
 from automodel_spec.prepare import prepare_run
@@ -69,3 +76,13 @@ def test_the_demo_pair_is_used_only_for_the_demo(home, target):
     run = prepare_run(cfg, dry_run=True)
     assert run.target == str(demo_pair(home / "cache", cfg.algorithm.architecture).target) and run.pending
     assert not (home / "cache").exists()
+
+
+@pytest.mark.parametrize("given,asked", [(SpecConfig(3, 1), SpecConfig(3, 1, 4)), (SpecConfig(3, 4), SpecConfig(3, 4, 13)),
+                                         (SpecConfig(), SpecConfig())])
+def test_the_run_carries_the_setting_the_server_is_asked_for(home, given, asked):
+    # resolved once here, even when print_only stops before the demo pair exists; the config is left as given
+    cfg = ServeConfig(draft=DraftConfig(path="builtin:demo"), cache_dir=str(home / "cache"), spec=given)
+    run = prepare_run(cfg, dry_run=True)
+    assert run.spec == asked and run.pending
+    assert cfg.spec.num_draft_tokens is None

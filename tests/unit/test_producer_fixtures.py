@@ -158,7 +158,7 @@ def _check_export(producer: str, fixture: dict, resolved, tmp_path: Path) -> Non
     target = _target_config(producer, fixture, config)
     res = prepare_export(resolved, arch, cache_dir=tmp_path, target_config=target,
                        serving_dtype=choose_serving_dtype(None, target))
-    produced = load_draft_weights(resolved.model_dir, resolved.kind)
+    produced = load_draft_weights(resolved)
     exported = load_file(str(res.path / "model.safetensors"))
     cfg = res.config
 

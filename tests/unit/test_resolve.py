@@ -253,6 +253,26 @@ def test_sharded_safetensors_via_index(tmp_path, kit):
 
     assert r.kind == "hf" and r.model_dir == d.resolve()
     assert weight_files(r.model_dir) == [d.resolve() / s for s in shards]
+    assert list(r.weight_files) == weight_files(r.model_dir)
+    # what decides the export, listed once: config, every shard, the index itself
+    assert r.source_files == (d.resolve() / "config.json", *r.weight_files, d.resolve() / "model.safetensors.index.json")
+
+
+def test_source_files_hold_meta_and_the_recipe_beside_the_checkpoint(eagle3_ckpt):
+    (eagle3_ckpt / "config.yaml").write_text("model:\n  aux_layer_ids: [1, 2, 3]\n")
+    r = resolve_draft(str(eagle3_ckpt))
+    ckpt, model = eagle3_ckpt.resolve(), _consolidated(eagle3_ckpt)
+    assert r.source_files == (model / "config.json", model / "model.safetensors", ckpt / "eagle_meta.pt",
+                              ckpt / "config.yaml")
+
+
+def test_legacy_and_hub_source_files(tmp_path, kit):
+    d = tmp_path / "legacy"
+    d.mkdir()
+    torch.save(kit.eagle3_tensors(), d / "draft_model.pt")
+    (d / "config.json").write_text(json.dumps(kit.eagle3_config()))
+    assert resolve_draft(str(d)).source_files == (d.resolve() / "config.json", d.resolve() / "draft_model.pt")
+    assert resolve_draft("org/name").source_files == ()
 
 
 def test_index_naming_a_missing_shard_is_an_error(tmp_path, kit):

@@ -6,8 +6,10 @@ import pytest
 from packaging.version import Version
 
 from automodel_spec.command import DraftArgs, build_launch_command
-from automodel_spec.config import MANAGED_FLAGS, AlgorithmConfig, SGLangConfig, SpecConfig, managed_extra_args
+from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.config_rules import managed_extra_args
 from automodel_spec.sglang_options import (
+    MANAGED_FLAGS,
     OPTIONS,
     applicable_release,
     known_releases,
@@ -106,7 +108,7 @@ def test_the_recorded_behaviours_the_benchmark_depends_on():
 
 
 def test_a_release_key_that_is_no_known_release_is_a_config_error():
-    from automodel_spec.config import server_errors
+    from automodel_spec.config_rules import server_errors
 
     assert server_errors(SGLangConfig(release="0.5.23")) == []
     (error,) = server_errors(SGLangConfig(release="latest"))

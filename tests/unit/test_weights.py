@@ -49,6 +49,11 @@ def _legacy_dir(tmp_path: Path, obj, config: dict) -> Path:
     return d
 
 
+def _load(d: Path, allow_unsafe_pickle: bool = False) -> dict:
+    """The weights of the draft in ``d``, found as the pipeline finds them."""
+    return load_draft_weights(resolve_draft(str(d)), allow_unsafe_pickle)
+
+
 def _assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
@@ -70,7 +75,7 @@ def test_legacy_state_dict_loads_with_weights_only(tmp_path, kit, monkeypatch):
 
     monkeypatch.setattr(torch, "load", spy)
     r = resolve_draft(str(d))
-    got = load_draft_weights(r.model_dir, r.kind)
+    got = load_draft_weights(r)
 
     assert calls == [True]
     _assert_same(got, sd)
@@ -79,7 +84,7 @@ def test_legacy_state_dict_loads_with_weights_only(tmp_path, kit, monkeypatch):
 def test_legacy_wrapped_state_dict_is_unwrapped(tmp_path, kit):
     sd = kit.eagle3_tensors()
     d = _legacy_dir(tmp_path, {"state_dict": sd}, kit.eagle3_config())
-    _assert_same(load_draft_weights(d, "legacy"), sd)
+    _assert_same(_load(d), sd)
 
 
 def test_custom_object_refused_without_running_it_and_loaded_when_allowed(tmp_path, kit, caplog):
@@ -88,12 +93,12 @@ def test_custom_object_refused_without_running_it_and_loaded_when_allowed(tmp_pa
     d = _legacy_dir(tmp_path, {"state_dict": sd, "extra": Canary(str(canary))}, kit.eagle3_config())
 
     with pytest.raises(CheckpointError) as exc:
-        load_draft_weights(d, "legacy")
+        _load(d)
     assert "draft.allow_unsafe_pickle" in str(exc.value)
     assert "weights_only=True" in str(exc.value)
     assert not canary.exists(), "the refused file's code must not have run"
 
-    got = load_draft_weights(d, "legacy", allow_unsafe_pickle=True)
+    got = _load(d, allow_unsafe_pickle=True)
     _assert_same(got, sd)
     assert canary.read_text() == "unpickled"
     warned = [r for r in caplog.records if "allow_unsafe_pickle" in r.getMessage()]
@@ -105,8 +110,8 @@ def test_training_checkpoint_with_python_objects(tmp_path, kit, extra):
     sd = kit.eagle3_tensors()
     d = _legacy_dir(tmp_path, {"state_dict": sd, "args": extra}, kit.eagle3_config())
     with pytest.raises(CheckpointError, match="allow_unsafe_pickle"):
-        load_draft_weights(d, "legacy")
-    _assert_same(load_draft_weights(d, "legacy", allow_unsafe_pickle=True), sd)
+        _load(d)
+    _assert_same(_load(d, allow_unsafe_pickle=True), sd)
 
 
 @pytest.mark.parametrize(
@@ -122,14 +127,14 @@ def test_training_checkpoint_with_python_objects(tmp_path, kit, extra):
 def test_non_state_dict_refused(tmp_path, kit, obj, what):
     d = _legacy_dir(tmp_path, obj, kit.eagle3_config())
     with pytest.raises(CheckpointError, match="is not a state dict") as exc:
-        load_draft_weights(d, "legacy")
+        _load(d)
     assert what in str(exc.value)
 
 
 def test_non_state_dict_refused_even_when_unsafe_allowed(tmp_path, kit):
     d = _legacy_dir(tmp_path, {"model": TrainingArgs()}, kit.eagle3_config())
     with pytest.raises(CheckpointError, match="is not a state dict"):
-        load_draft_weights(d, "legacy", allow_unsafe_pickle=True)
+        _load(d, allow_unsafe_pickle=True)
 
 
 @pytest.mark.parametrize("damage", ["text", "empty", "truncated"])
@@ -140,7 +145,7 @@ def test_damaged_legacy_file_is_a_checkpoint_error(tmp_path, kit, damage, allow)
     data = {"text": b"this is not a pickle", "empty": b"", "truncated": f.read_bytes()[:2000]}[damage]
     f.write_bytes(data)
     with pytest.raises(CheckpointError, match="draft_model.pt"):
-        load_draft_weights(d, "legacy", allow_unsafe_pickle=allow)
+        _load(d, allow_unsafe_pickle=allow)
 
 
 # --- safetensors --------------------------------------------------------------------------------------
@@ -148,14 +153,14 @@ def test_damaged_legacy_file_is_a_checkpoint_error(tmp_path, kit, damage, allow)
 
 def test_safetensors_roundtrip_from_run(eagle3_ckpt, kit):
     r = resolve_draft(str(eagle3_ckpt))
-    _assert_same(load_draft_weights(r.model_dir, r.kind), kit.eagle3_tensors())
+    _assert_same(load_draft_weights(r), kit.eagle3_tensors())
 
 
 def test_sharded_safetensors_load_all_shards(tmp_path, kit):
     sd = kit.eagle3_tensors()
     d = kit.write_hf_dir(tmp_path / "hf", kit.eagle3_config(), sd, shard_bytes=20_000)
     assert (d / "model.safetensors.index.json").is_file()
-    _assert_same(load_draft_weights(d, "hf"), sd)
+    _assert_same(_load(d), sd)
 
 
 def test_repeated_tensor_across_shards_refused(tmp_path, kit):
@@ -167,7 +172,7 @@ def test_repeated_tensor_across_shards_refused(tmp_path, kit):
                                                                                "b": "s2.safetensors"}}))
     (d / "config.json").write_text(json.dumps(kit.eagle3_config()))
     with pytest.raises(CheckpointError, match="repeats"):
-        load_draft_weights(d, "hf")
+        _load(d)
 
 
 def test_corrupt_safetensors_is_a_checkpoint_error(eagle3_ckpt):
@@ -175,7 +180,7 @@ def test_corrupt_safetensors_is_a_checkpoint_error(eagle3_ckpt):
     f.write_bytes(b"\x00garbage" * 10)
     r = resolve_draft(str(eagle3_ckpt))
     with pytest.raises(CheckpointError, match="damaged") as exc:
-        load_draft_weights(r.model_dir, r.kind)
+        load_draft_weights(r)
     assert str(f.name) in str(exc.value)
 
 
@@ -185,7 +190,7 @@ def test_truncated_safetensors_is_a_checkpoint_error(eagle3_ckpt):
     f.write_bytes(data[: len(data) // 2])
     r = resolve_draft(str(eagle3_ckpt))
     with pytest.raises(CheckpointError):
-        load_draft_weights(r.model_dir, r.kind)
+        load_draft_weights(r)
 
 
 # --- eagle_meta.pt -------------------------------------------------------------------------------------------
