@@ -113,7 +113,7 @@ def _writer_pid(temp: Path) -> int:
 # CPython's report of a KeyboardInterrupt it dropped because it was raised inside a weakref callback
 # (importlib's module-lock one, during an import); the recipe then ends the run as interrupted itself
 _DROPPED_INTERRUPT = re.compile(r"Exception ignored in: .*\nTraceback \(most recent call last\):\n(?:  .*\n)*"
-                                r"(?:KeyboardInterrupt|(?:_cli\.)?Terminated): ?\n")
+                                r"(?:KeyboardInterrupt|(?:automodel_spec\.signals\.)?Terminated): ?\n")
 
 
 def _no_traceback_but_an_interrupt(out: str) -> bool:
