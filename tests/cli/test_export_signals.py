@@ -129,3 +129,30 @@ def test_a_signal_swallowed_by_a_weakref_callback_still_ends_the_run(monkeypatch
         signal.signal(sig, previous)
     assert finished, "the callback's exception was not swallowed: the case is not reproduced"
     assert ended.value.code == code and said in capsys.readouterr().err
+
+
+# The signal comes while Hydra is being imported, after the recipe's first import of the package: held
+# since then, it reaches the recipe's handler (without the hold, SIGTERM's default action: rc -15).
+_SIGNAL_DURING_HYDRAS_IMPORT = """
+import os, runpy, signal, sys
+sig = signal.Signals[sys.argv[1]]
+sys.argv = sys.argv[2:]
+
+def send_once(event, args):
+    if event == "import" and args[0] == "hydra" and not sent:
+        sent.append(True)
+        os.kill(os.getpid(), sig)
+
+sent = []
+sys.addaudithook(send_once)
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_recipe_imports_hydra_waits_for_its_handler(tmp_path, sig, code, said):
+    res = subprocess.run([sys.executable, "-c", _SIGNAL_DURING_HYDRAS_IMPORT, sig.name, str(EXPORT), "print_only=true"],
+                         cwd=tmp_path, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == code, res.stdout + res.stderr
+    assert res.stderr.strip().endswith(said) and "Traceback" not in res.stderr, res.stderr
