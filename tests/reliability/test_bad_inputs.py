@@ -737,7 +737,6 @@ def test_the_table_holds_at_least_45_distinct_cases() -> None:
 _BUG_WRAPPER = """
 import runpy, sys
 sys.argv = sys.argv[1:]
-sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as `python recipes/export.py` does
 import automodel_spec.prepare
 
 def planted_bug(*args, **kwargs):
