@@ -6,13 +6,13 @@ sources are read here once per launch and passed along.
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from automodel_spec.errors import CheckpointError
 from automodel_spec.json_file import read_json
 from automodel_spec.resolve import ResolvedDraft
+from automodel_spec.signals import import_native_modules
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 from automodel_spec.yaml_file import read_yaml
 
@@ -44,7 +44,7 @@ def read_draft_sources(resolved: ResolvedDraft, allow_unsafe_pickle: bool = Fals
         CheckpointError: a file cannot be read or is damaged (the message names it).
         MissingDependencyError: safetensors is not installed.
     """
-    _import_weight_libraries()
+    import_native_modules()  # a signal during their native initialization would abort the process
     config = read_json(resolved.config_file)
     tensors = load_draft_weights(resolved, allow_unsafe_pickle)
     return DraftSources(config=config, tensors=tensors, meta=load_eagle_meta(resolved.meta_path),
@@ -85,24 +85,3 @@ def _find_key(node, keys):
         else:
             stack.extend(reversed(item))
     return None
-
-
-def _import_weight_libraries() -> None:
-    """Import torch and safetensors with SIGINT / SIGTERM held back until they are loaded.
-
-    A Ctrl-C or SIGTERM that raises inside their native extensions' initialization was seen to abort
-    the process (SIGABRT, exit -6) or to leave safetensors half-imported, reported as "not installed"
-    (exit 2); held back, it arrives a moment later and unwinds like any other (exit 130 / 143).
-    A missing package is reported where it is used.
-    """
-    held = {signal.SIGINT, signal.SIGTERM}
-    mask = getattr(signal, "pthread_sigmask", None)
-    before = mask(signal.SIG_BLOCK, held) if mask else None
-    try:
-        import safetensors.torch  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        pass
-    finally:
-        if mask:
-            mask(signal.SIG_SETMASK, before)

@@ -1,11 +1,11 @@
-"""Everything Hydra needs from the library, in the one library module that imports Hydra.
+"""Everything Hydra needs from the library (with ``recipe_runtime``, the only modules that import Hydra).
 
 The recipes call ``register_configs()`` before ``@hydra.main``: it hands the schemas of ``config`` to
 Hydra's ConfigStore and registers the OmegaConf resolvers that ``conf/`` uses; ``typed_config`` turns the
 composed config into the typed one, every key checked. ``conf/serve.yaml`` names ``RedactCallback``,
 ``JobCodesCallback`` and ``RunDirCallback``, the sweep presets ``SweepSummaryCallback``, as Hydra
-callbacks. The rest of the library takes plain dataclasses and arguments and never imports Hydra or
-OmegaConf.
+callbacks. ``recipe_runtime`` runs the recipes on top of it. The rest of the library takes plain
+dataclasses and arguments and never imports Hydra or OmegaConf.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from automodel_spec.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.server import SGLangServer, pick_port
 from automodel_spec.sglang_options import applicable_release, known_releases
+from automodel_spec.signals import Terminated, raise_terminated
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,8 @@ def serve_foreground(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: Prep
     server = open_server(sglang, algorithm, run, log_dir, echo=True)
     log.info("[automodel-spec] launching: %s", format_command(server.argv))
     log.info("[automodel-spec] server log: %s", server.log_path)
-    previous = signal.signal(signal.SIGTERM, _raise_sigterm)
+    # SIGTERM unwinds like Ctrl-C whoever calls this (the recipes have installed the same handler already)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         with server:
             if sglang.node_rank > 0:  # SGLang answers only a health check there; rank 0 serves
@@ -246,12 +248,12 @@ def serve_foreground(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: Prep
             code = server.wait()
             log.info("[automodel-spec] server exited with code %s", code)
             return code
+    except Terminated:
+        log.info("[automodel-spec] SIGTERM: stopping the server")
+        return 143
     except KeyboardInterrupt:
         log.info("\n[automodel-spec] interrupted: stopping the server")
         return 130
-    except _SigTerm:
-        log.info("[automodel-spec] SIGTERM: stopping the server")
-        return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -277,11 +279,3 @@ def _report_ready(algorithm: AlgorithmConfig, skip_tokenizer_init: bool, server:
     shown = f"{accept:.2f}" if accept is not None else "n/a (no spec_verify_ct in meta_info)"
     log.info("[automodel-spec] test generation: %s tokens, accept length %s%s", result["completion_tokens"], shown,
              " -- about 1.0 means the draft is not helping" if accept is not None and accept < 1.2 else "")
-
-
-class _SigTerm(Exception):
-    pass
-
-
-def _raise_sigterm(signum, frame):
-    raise _SigTerm()

@@ -8,17 +8,11 @@ For serving elsewhere: pass the printed path as --speculative-draft-model-path.
 
 from __future__ import annotations
 
-import signal
-
-import _hold_signals  # noqa: F401  (first: signals wait until the recipe handles them)
-import hydra
-from _cli import main_entry, preload_native_modules, raise_terminated, run_and_exit, say
-from omegaconf import DictConfig
-
 from automodel_spec.config import ServeConfig
 from automodel_spec.errors import ConfigError
-from automodel_spec.hydra_glue import register_configs, typed_config
+from automodel_spec.hydra_glue import register_configs
 from automodel_spec.prepare import prepare_run
+from automodel_spec.recipe_runtime import main_entry, recipe_main, run_job, say
 from automodel_spec.report import format_notes
 
 register_configs()
@@ -45,14 +39,9 @@ def export(cfg: ServeConfig) -> int:
 
 
 # conf/export.yaml: conf/serve.yaml with export's own --help
-@hydra.main(version_base=None, config_path="../conf", config_name="export")
-def main(dcfg: DictConfig) -> int:
-    # SIGTERM ends an export like Ctrl-C: the half-written temporary directory is removed on the way out.
-    # torch and safetensors are imported first: an exception raised inside their native module
-    # initialization aborts the interpreter (exit -6, SIGABRT) instead of unwinding.
-    preload_native_modules()
-    signal.signal(signal.SIGTERM, raise_terminated)
-    return run_and_exit(lambda: export(typed_config(dcfg)))
+@recipe_main(config_path="../conf", config_name="export")
+def main(dcfg) -> int | float:
+    return run_job(export, dcfg)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,7 @@ With no arguments it serves the built-in demo pair (built locally on first use).
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-
-import _hold_signals  # noqa: F401  (first: signals wait until the recipe handles them)
-import hydra
-from _cli import in_multirun, main_entry, preload_native_modules, raise_terminated, run_and_exit, say
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
 from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
 from automodel_spec.bench.served_checks import check_point, check_report
@@ -25,7 +18,7 @@ from automodel_spec.bench.workload import load_prompts
 from automodel_spec.config import Mode, ServeConfig
 from automodel_spec.config_rules import config_warnings
 from automodel_spec.errors import ConfigError, MissingDependencyError
-from automodel_spec.hydra_glue import register_configs, typed_config
+from automodel_spec.hydra_glue import register_configs
 from automodel_spec.launch import (
     check_release_serves,
     check_sglang_installed,
@@ -37,6 +30,15 @@ from automodel_spec.launch import (
 )
 from automodel_spec.path_lookup import directory_problem, path_problem
 from automodel_spec.prepare import prepare_run
+from automodel_spec.recipe_runtime import (
+    in_multirun,
+    job_output_dir,
+    main_entry,
+    recipe_main,
+    run_job,
+    say,
+    sweep_dir,
+)
 from automodel_spec.report import format_plan
 
 register_configs()
@@ -48,7 +50,7 @@ def output_dir(cfg: ServeConfig) -> Path:
     problem = path_problem(cfg.output_dir) if cfg.output_dir else None
     if problem:
         raise ConfigError(f"output_dir={cfg.output_dir}: {problem}")
-    out = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).expanduser()
+    out = (Path(cfg.output_dir) if cfg.output_dir else job_output_dir()).expanduser()
     problem = directory_problem(out) if cfg.output_dir else None
     if problem:
         raise ConfigError(f"output_dir={cfg.output_dir} cannot hold this run's logs and results: {problem}. "
@@ -84,7 +86,7 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     if point is not None:
         # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
         check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, run))
-        shared = Path(HydraConfig.get().sweep.dir) if in_multirun() else out_dir
+        shared = sweep_dir() if in_multirun() else out_dir
         result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
         if cfg.mode == Mode.check:
             code, text = check_report(result)
@@ -95,14 +97,10 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     return serve_foreground(cfg.sglang, cfg.algorithm, run, out_dir)
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="serve")
-def main(dcfg: DictConfig) -> int:
-    return run_and_exit(lambda: serve(typed_config(dcfg)))
+@recipe_main(config_path="../conf", config_name="serve")
+def main(dcfg) -> int | float:
+    return run_job(serve, dcfg)
 
 
 if __name__ == "__main__":
-    # SIGTERM unwinds like Ctrl-C: a job stops its server, and a parallel launcher's Parallel() call
-    # is interrupted, so it ends its worker processes (and their servers) instead of leaving them running
-    preload_native_modules()
-    signal.signal(signal.SIGTERM, raise_terminated)
     main_entry(main)

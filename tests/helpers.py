@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -38,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_recipe(name: str, *overrides: str, output_dir: Path | None = None) -> int:
     """``recipes/NAME.py OVERRIDES`` in this process: Hydra's compose API, then the recipe's job through
-    ``_cli.run_and_exit``; returns the exit code it would end with.
+    ``recipe_runtime.run_and_exit``; returns the exit code it would end with.
 
     As in Hydra's own app examples: the config is composed as the CLI composes it, the job gets the same
     typed ``ServeConfig``, and its messages and errors go to this process's stdout / stderr (``capsys``)
@@ -50,30 +52,23 @@ def run_recipe(name: str, *overrides: str, output_dir: Path | None = None) -> in
     from hydra.core.global_hydra import GlobalHydra
 
     from automodel_spec.hydra_glue import typed_config
+    from automodel_spec.recipe_runtime import run_and_exit
 
-    module = load_recipe(name)
+    job = load_recipe(name)[name]
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         dcfg = compose(config_name=name, overrides=[*overrides, *extra])
     try:  # typed as the recipe types it: every key checked against the schema (the '+key' form too)
-        return sys.modules["_cli"].run_and_exit(lambda: getattr(module, name)(typed_config(dcfg)))
+        return run_and_exit(lambda: job(typed_config(dcfg)))
     except SystemExit as exc:
         return exc.code
 
 
-def load_recipe(name: str):
-    """``recipes/NAME.py`` as a module (``recipe_NAME``), imported once; ``_cli`` comes with it."""
-    if f"recipe_{name}" not in sys.modules:
-        import importlib.util
-
-        if str(REPO / "recipes") not in sys.path:
-            sys.path.insert(0, str(REPO / "recipes"))
-        spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[f"recipe_{name}"] = module
-    return sys.modules[f"recipe_{name}"]
+@functools.cache
+def load_recipe(name: str) -> dict:
+    """The globals of ``recipes/NAME.py``, run once as a module that is not the program."""
+    return runpy.run_path(str(REPO / "recipes" / f"{name}.py"), run_name=f"recipe_{name}")
 
 
 def _default_sigint() -> None:

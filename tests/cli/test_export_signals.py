@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from automodel_spec import synthetic
+from automodel_spec import recipe_runtime, signals, synthetic
 
 EXPORT = Path(__file__).resolve().parents[2] / "recipes" / "export.py"
 
@@ -65,18 +65,14 @@ def test_signal_while_writing_leaves_no_partial_export(big_run, tmp_path, sig, c
 def test_an_error_raised_in_place_of_sigterms_own_ends_as_terminated(monkeypatch, capsys, raised):
     # native code (torch building a tensor for safetensors) can catch the SIGTERM handler's exception
     # and raise another: the reader then reports a "damaged file", or it looks like a bug of ours
-    from helpers import load_recipe
-
     from automodel_spec.errors import SpecError
 
-    load_recipe("export")
-    cli = sys.modules["_cli"]
-    monkeypatch.setattr(cli, "_terminated", False)
-    monkeypatch.setattr(cli, "_interrupted", False)
+    monkeypatch.setattr(signals, "_terminated", False)
+    monkeypatch.setattr(signals, "_interrupted", False)
 
     def reader_interrupted_inside_native_code():
         try:
-            cli.raise_terminated(signal.SIGTERM, None)
+            signals.raise_terminated(signal.SIGTERM, None)
         except KeyboardInterrupt as exc:
             native = raised("could not determine the shape of object type 'torch.storage.UntypedStorage'")
             if raised is ValueError:  # what our reader makes of it
@@ -84,27 +80,23 @@ def test_an_error_raised_in_place_of_sigterms_own_ends_as_terminated(monkeypatch
             raise native from exc
 
     with pytest.raises(SystemExit) as ended:
-        cli.run_and_exit(reader_interrupted_inside_native_code)
+        recipe_runtime.run_and_exit(reader_interrupted_inside_native_code)
     err = capsys.readouterr().err
     assert ended.value.code == 143 and "terminated" in err
     assert "error:" not in err and "damaged" not in err
 
 
 def test_an_error_without_a_signal_is_still_reported_as_itself(monkeypatch, capsys):
-    from helpers import load_recipe
-
     from automodel_spec.errors import SpecError
 
-    load_recipe("export")
-    cli = sys.modules["_cli"]
-    monkeypatch.setattr(cli, "_terminated", False)
-    monkeypatch.setattr(cli, "_interrupted", False)
+    monkeypatch.setattr(signals, "_terminated", False)
+    monkeypatch.setattr(signals, "_interrupted", False)
 
     def bad_input():
         raise SpecError("the file is damaged")
 
     with pytest.raises(SystemExit) as ended:
-        cli.run_and_exit(bad_input)
+        recipe_runtime.run_and_exit(bad_input)
     assert ended.value.code == 1 and "error: the file is damaged" in capsys.readouterr().err
 
 
@@ -115,12 +107,8 @@ def test_an_error_without_a_signal_is_still_reported_as_itself(monkeypatch, caps
 def test_a_signal_swallowed_by_a_weakref_callback_still_ends_the_run(monkeypatch, capsys, sig, handler, code, said):
     # CPython drops an exception raised inside a weakref callback ("Exception ignored in: ..."): a Ctrl-C
     # landing in importlib's module-lock callback let an export run to its end and exit 0
-    from helpers import load_recipe
-
-    load_recipe("export")
-    cli = sys.modules["_cli"]
-    monkeypatch.setattr(cli, "_terminated", False)
-    monkeypatch.setattr(cli, "_interrupted", False)
+    monkeypatch.setattr(signals, "_terminated", False)
+    monkeypatch.setattr(signals, "_interrupted", False)
     finished = []
 
     class Module:
@@ -133,11 +121,38 @@ def test_a_signal_swallowed_by_a_weakref_callback_still_ends_the_run(monkeypatch
         finished.append(True)
         return 0
 
-    previous = signal.signal(sig, getattr(cli, handler))
+    previous = signal.signal(sig, getattr(signals, handler))
     try:
         with pytest.raises(SystemExit) as ended:
-            cli.run_and_exit(export_signalled_inside_a_callback)
+            recipe_runtime.run_and_exit(export_signalled_inside_a_callback)
     finally:
         signal.signal(sig, previous)
     assert finished, "the callback's exception was not swallowed: the case is not reproduced"
     assert ended.value.code == code and said in capsys.readouterr().err
+
+
+# The signal comes while Hydra is being imported, after the recipe's first import of the package: held
+# since then, it reaches the recipe's handler (without the hold, SIGTERM's default action: rc -15).
+_SIGNAL_DURING_HYDRAS_IMPORT = """
+import os, runpy, signal, sys
+sig = signal.Signals[sys.argv[1]]
+sys.argv = sys.argv[2:]
+
+def send_once(event, args):
+    if event == "import" and args[0] == "hydra" and not sent:
+        sent.append(True)
+        os.kill(os.getpid(), sig)
+
+sent = []
+sys.addaudithook(send_once)
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_recipe_imports_hydra_waits_for_its_handler(tmp_path, sig, code, said):
+    res = subprocess.run([sys.executable, "-c", _SIGNAL_DURING_HYDRAS_IMPORT, sig.name, str(EXPORT), "print_only=true"],
+                         cwd=tmp_path, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == code, res.stdout + res.stderr
+    assert res.stderr.strip().endswith(said) and "Traceback" not in res.stderr, res.stderr

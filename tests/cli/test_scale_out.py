@@ -361,13 +361,12 @@ def test_serving_on_more_gpus_than_the_host_has_is_refused_before_launch(tmp_pat
 @pytest.mark.parametrize(("arg", "package"), [("+launcher=parallel", "hydra-joblib-launcher"),
                                               ("+launcher=slurm", "hydra-submitit-launcher"),
                                               ("+sweep=optuna", "hydra-optuna-sweeper")])
-def test_a_preset_whose_plugin_is_missing_exits_2_with_the_install_command(arg, package, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(SERVE.parent))
-    import _cli
+def test_a_preset_whose_plugin_is_missing_exits_2_with_the_install_command(arg, package, capsys):
+    from automodel_spec.recipe_runtime import check_plugins
 
     with pytest.raises(SystemExit) as exc:
-        _cli.check_plugins(["-m", "+sweep=grid", arg], has_plugin=lambda module: False)
+        check_plugins(["-m", "+sweep=grid", arg], has_plugin=lambda module: False)
     assert exc.value.code == 2
     assert f"error: {arg} needs the Hydra plugin {package}, which is not installed: pip install {package}" in \
         capsys.readouterr().err
-    _cli.check_plugins(["-m", arg], has_plugin=lambda module: True)  # installed: nothing to say
+    check_plugins(["-m", arg], has_plugin=lambda module: True)  # installed: nothing to say

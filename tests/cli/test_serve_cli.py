@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ServeProcess, is_fake_server, load_recipe, run_recipe, tree
+from helpers import ServeProcess, is_fake_server, run_recipe, tree
 from hydra.errors import HydraException
 
+from automodel_spec import recipe_runtime
 from automodel_spec.process_state import process_running
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,9 +127,8 @@ def serve(tmp_path, built_cache):
 
 @pytest.fixture
 def in_process(tmp_path, monkeypatch):
-    """A recipe run in this process (``run_recipe``): its own cache, and ``_cli`` importable."""
+    """A recipe run in this process (``run_recipe``): its own cache."""
     monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(tmp_path / "cache"))
-    load_recipe("serve")
 
 
 # --- print_only -----------------------------------------------------------------------------------
@@ -556,7 +556,7 @@ def test_unquoted_tilde_or_non_ascii_exits_1_showing_the_quoted_form(tmp_path, s
 ])
 def test_the_quoting_check_names_each_unquoted_override_and_nothing_else(in_process, capsys, args, quoted):
     with pytest.raises(SystemExit) as exc:
-        sys.modules["_cli"].check_override_quoting(args)
+        recipe_runtime.check_override_quoting(args)
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert [line.split("->")[1].strip() for line in err.splitlines() if "->" in line] == quoted

@@ -10,7 +10,7 @@ Each case builds one bad input under its own directory (``src/``), runs ``recipe
   cache and the Hydra output directory, and with ``print_only`` nothing at all.
 
 A case runs in this process (``helpers.run_recipe``: Hydra's compose API, then the recipe's job through
-``_cli.run_and_exit``, the code that turns every error into a message and an exit code) unless it
+``recipe_runtime.run_and_exit``, the code that turns every error into a message and an exit code) unless it
 needs Hydra's launcher (a multirun: ``process=True``), which runs as a user runs it, a subprocess.
 The real CLI's own handling (compose errors, ``--help``, output directories, signals) is tested in
 ``tests/cli``. Subprocess cases start together on a pool as soon as the module's first test asks for
@@ -737,7 +737,6 @@ def test_the_table_holds_at_least_45_distinct_cases() -> None:
 _BUG_WRAPPER = """
 import runpy, sys
 sys.argv = sys.argv[1:]
-sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as `python recipes/export.py` does
 import automodel_spec.prepare
 
 def planted_bug(*args, **kwargs):

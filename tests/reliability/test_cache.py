@@ -113,7 +113,7 @@ def _writer_pid(temp: Path) -> int:
 # CPython's report of a KeyboardInterrupt it dropped because it was raised inside a weakref callback
 # (importlib's module-lock one, during an import); the recipe then ends the run as interrupted itself
 _DROPPED_INTERRUPT = re.compile(r"Exception ignored in: .*\nTraceback \(most recent call last\):\n(?:  .*\n)*"
-                                r"(?:KeyboardInterrupt|(?:_cli\.)?Terminated): ?\n")
+                                r"(?:KeyboardInterrupt|(?:automodel_spec\.signals\.)?Terminated): ?\n")
 
 
 def _no_traceback_but_an_interrupt(out: str) -> bool:
@@ -320,7 +320,7 @@ def test_full_disk_on_a_small_tmpfs(big_runs, tmp_path, full_disk):
 
 
 _ENOSPC_WRAPPER = """
-import errno, os, runpy, sys
+import errno, runpy, sys
 import safetensors.torch
 
 def no_space(*args, **kwargs):
@@ -328,7 +328,6 @@ def no_space(*args, **kwargs):
 
 safetensors.torch.save_file = no_space
 sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python recipes/export.py` would
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

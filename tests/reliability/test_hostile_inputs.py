@@ -237,7 +237,6 @@ import logging, runpy, sys
 import torch._subclasses.fake_tensor  # noqa: F401  (registers the exit hook)
 logging.getLogger("torch").setLevel(logging.NOTSET)
 sys.argv = sys.argv[1:]
-sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

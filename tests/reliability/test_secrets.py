@@ -89,11 +89,10 @@ def test_key_from_the_environment_is_written_nowhere(tmp_path, cache):
 
 
 _MASKED_CFG = """
-import os, runpy, sys
+import runpy, sys
 from automodel_spec.redact import mask_printed_config
 
 sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python recipes/serve.py` would
 mask_printed_config()
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

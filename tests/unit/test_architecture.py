@@ -1,9 +1,11 @@
 """The layering of docs/architecture.md, read from the source with ``ast``: no module imports upward,
-and only ``hydra_glue`` imports Hydra or OmegaConf."""
+only the Hydra edge (``hydra_glue``, ``recipe_runtime``) imports Hydra or OmegaConf, and the recipes
+import nothing but the package (and the standard library)."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "automodel_spec"
 HYDRA_MODULES = ("hydra", "omegaconf")
 HYDRA_GLUE = "hydra_glue"
+HYDRA_EDGE = (HYDRA_GLUE, "recipe_runtime")
+RECIPES = PACKAGE.parent / "recipes"
 
 # Lowest first: a module may import modules of its own layer or of a layer below (docs/architecture.md).
 LAYERS = {
-    "base": ["errors", "sglang_options", "config", "spec_rules", "config_rules", "adaptive", "atomic_write", "console_log",
-             "process_state", "file_lock", "file_digest", "json_file", "yaml_file", "path_lookup", "http_client", "redact",
-             "nvidia_smi", "job_codes"],
+    "base": ["signals", "errors", "sglang_options", "config", "spec_rules", "config_rules", "adaptive", "atomic_write",
+             "console_log", "process_state", "file_lock", "file_digest", "json_file", "yaml_file", "path_lookup",
+             "http_client", "redact", "nvidia_smi", "job_codes"],
     "resolve": ["specforge_checkpoint", "resolve", "weights", "draft_sources"],
     "plan and check": ["rope", "serving_dtype", "draft_plan", "eagle_layout", "eagle3_layout", "speculators_format",
                        "preflight", "target"],
@@ -28,7 +32,7 @@ LAYERS = {
     "prediction": ["predict.acceptance", "predict.cost", "predict.points", "predict.predictor", "predict.sweep"],
     "sweep results": ["sweep.rows", "sweep.plots", "sweep.presets", "sweep.predictions", "sweep.summary",
                       "sweep.__main__"],
-    "hydra edge": [HYDRA_GLUE],
+    "hydra edge": list(HYDRA_EDGE),
 }
 LEVEL = {module: level for level, modules in enumerate(LAYERS.values()) for module in modules}
 
@@ -68,7 +72,7 @@ def upward_imports(modules: dict[str, set[str]]) -> list[str]:
 
 
 def hydra_imports(modules: dict[str, set[str]]) -> list[str]:
-    return [f"{module} -> {dep}" for module, deps in modules.items() if module != HYDRA_GLUE
+    return [f"{module} -> {dep}" for module, deps in modules.items() if module not in HYDRA_EDGE
             for dep in sorted(deps) if dep.split(".")[0] in HYDRA_MODULES]
 
 
@@ -86,7 +90,27 @@ def test_no_module_imports_upward():
     assert upward_imports(graph()) == []
 
 
-def test_only_hydra_glue_imports_hydra_or_omegaconf():
+def foreign_imports(recipes: Path = RECIPES) -> list[str]:
+    """``recipe -> module`` for each import of a recipe that is neither the package nor the standard library.
+
+    The package's first import holds SIGINT / SIGTERM while a recipe starts (``signals``): Hydra, OmegaConf
+    or torch imported by a recipe itself could come before it.
+    """
+    return [f"{path.name} -> {dep}" for path in sorted(recipes.glob("*.py")) for dep in sorted(imports(path))
+            if dep.split(".")[0] not in ("automodel_spec", "__future__", *sys.stdlib_module_names)]
+
+
+def test_the_recipes_import_only_the_package():
+    assert sorted(p.name for p in RECIPES.glob("*.py")) == ["export.py", "serve.py"], "runtime code goes in the package"
+    assert foreign_imports() == []
+
+
+def test_the_recipe_check_catches_hydra_imported_by_a_recipe(tmp_path):
+    (tmp_path / "serve.py").write_text("import signal\nimport hydra\nfrom automodel_spec.prepare import prepare_run\n")
+    assert foreign_imports(tmp_path) == ["serve.py -> hydra"]
+
+
+def test_only_the_hydra_edge_imports_hydra_or_omegaconf():
     modules = graph()
     assert hydra_imports(modules) == []
     assert {"hydra.core.config_store", "omegaconf"} <= modules[HYDRA_GLUE]  # the check sees real imports

@@ -1,40 +1,39 @@
-"""What the recipes share: turning library errors into messages and exit codes, Hydra-aware."""
+"""The recipes' runtime at the Hydra edge: the program's entry, exit codes and messages.
+
+``recipes/serve.py`` and ``recipes/export.py`` are thin Hydra apps over this module: ``main_entry``
+runs one as the program (overrides checked, signal handlers installed, exit code), ``run_job`` runs
+its job and turns every error into one message and an exit code (``run_and_exit``). The signal
+rules themselves are ``signals``'.
+"""
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import re
 import shlex
-import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-from _hold_signals import release_signals
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from automodel_spec.config import ServeConfig
 from automodel_spec.errors import SpecError
+from automodel_spec.hydra_glue import discard_unused_run_dir, typed_config
 from automodel_spec.job_codes import last_sweep_exit_code, record_job_code
-
-
-def _ship_by_value() -> None:
-    """Pickle this module with the task function instead of naming it.
-
-    Launchers that run jobs in fresh processes (submitit: locally or on SLURM nodes) unpickle the
-    recipe's task function there, where ``recipes/`` is not on ``sys.path`` and ``_cli`` cannot be
-    imported by name. cloudpickle (what they pickle with) then carries this module's code along.
-    """
-    try:
-        import cloudpickle
-    except ImportError:  # no launcher that needs it is installed either
-        return
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-_ship_by_value()
+from automodel_spec.redact import mask_printed_config
+from automodel_spec.signals import (
+    Terminated,
+    import_native_modules,
+    raise_on_signals,
+    raise_signal_seen,
+    release_signals,
+    restore_default_actions,
+)
 
 # Hydra's options that take a value (the value is not an override)
 _HYDRA_VALUE_FLAGS = frozenset({"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -100,58 +99,6 @@ def check_plugins(args: list[str] | None = None, has_plugin=_has_plugin) -> None
             sys.exit(2)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, unwinding like Ctrl-C (cleanup runs) but ending with 143."""
-
-
-# Set once SIGTERM has arrived. Native code that calls back into Python (torch building a tensor while
-# safetensors reads a file) can catch the handler's exception and raise another in its place (seen:
-# "could not determine the shape of object type 'torch.storage.UntypedStorage'", which the reader
-# then reported as a damaged file): whatever the job raises after it, the run ends as terminated.
-_terminated = False
-
-
-def raise_terminated(signum, frame):
-    global _terminated
-    _terminated = True
-    raise Terminated()
-
-
-# Set once SIGINT has arrived. CPython drops an exception raised inside a weakref callback with only an
-# "Exception ignored" message (seen: a Ctrl-C landing in importlib's module-lock callback during an
-# import, after which the export ran to its end and exited 0): a job can return normally after a
-# signal, and run_and_exit then ends the run as the signal would have.
-_interrupted = False
-
-
-def raise_interrupted(signum, frame):
-    global _interrupted
-    _interrupted = True
-    raise KeyboardInterrupt()
-
-
-def _raise_the_signal_seen(cause: BaseException | None = None) -> None:
-    """Raise the exception of a SIGTERM / SIGINT that arrived during the job, whatever became of its own."""
-    if _terminated:
-        raise Terminated() from cause
-    if _interrupted:
-        raise KeyboardInterrupt() from cause
-
-
-def preload_native_modules() -> None:
-    """Import torch and safetensors now, before a handler that raises on SIGTERM is installed.
-
-    An exception raised by a signal handler while a native extension initializes aborts the
-    interpreter (SIGABRT) rather than unwinding; once imported, they are never initialized again.
-    A missing one is left to the library, which reports it with its install command (exit 2).
-    """
-    for name in ("torch", "safetensors.torch"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-
-
 # What the recipes print (the plan, the export's notes and path, the error line) is also kept in the
 # job's log file: conf/hydra/job_logging gives this logger the file handler only (the console has it).
 # Outside a Hydra run it has no handler and goes nowhere else.
@@ -178,6 +125,7 @@ def tolerate_any_path() -> None:
 
 
 def in_multirun() -> bool:
+    """Whether this job is one point of a Hydra multirun (``-m``)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -185,7 +133,7 @@ BUG_LINE = ("error: this is a bug in automodel-spec, not a problem with your inp
             "command you ran and the traceback below.")
 
 
-def run_and_exit(job, *args):
+def run_and_exit(job: Callable, *args):
     """Run ``job(*args)``; report a ``SpecError`` as one clear message with its exit code.
 
     ``job`` returns an exit code, or ``(code, value)`` where ``value`` is what a sweeper optimizes.
@@ -202,12 +150,12 @@ def run_and_exit(job, *args):
         try:
             code = job(*args)
         except Exception as exc:
-            _raise_the_signal_seen(exc)  # the signal's own exception, turned into another on its way up
+            raise_signal_seen(exc)  # the signal's own exception, turned into another on its way up
             raise
         if isinstance(code, tuple):
             code, value = code
         if not code:  # a success after a signal: its exception was swallowed on the way
-            _raise_the_signal_seen()
+            raise_signal_seen()
     except SpecError as exc:
         say(f"error: {exc}", err=True)
         code = exc.exit_code
@@ -223,7 +171,7 @@ def run_and_exit(job, *args):
         _PRINTED.error("%s", traceback.format_exc())
         code = 1
     if code and not in_multirun():
-        _discard_unused_run_dir()
+        discard_unused_run_dir()  # a failed run that wrote nothing of its own leaves no outputs/DATE/TIME
         sys.exit(code)
     if in_multirun():  # in the sweep directory: jobs may run in other processes (joblib, submitit)
         hc = HydraConfig.get()
@@ -247,32 +195,48 @@ def _say_stopped(terminated: bool) -> None:
         say("terminated" if terminated else "interrupted", err=True)
 
 
-def _discard_unused_run_dir() -> None:
-    """A failed single run that wrote nothing of its own leaves no ``outputs/DATE/TIME`` behind."""
-    from automodel_spec.hydra_glue import discard_unused_run_dir
-
-    discard_unused_run_dir()
+def job_output_dir() -> Path:
+    """Hydra's directory of this job (``outputs/DATE/TIME``, or the multirun's point directory)."""
+    return Path(HydraConfig.get().runtime.output_dir)
 
 
-def main_entry(main) -> None:
-    """Run a recipe's ``@hydra.main`` function as the program: check the overrides, run, exit with its code."""
-    from automodel_spec.redact import mask_printed_config
+def sweep_dir() -> Path:
+    """The multirun's directory, shared by its points (``multirun/DATE/TIME``)."""
+    return Path(HydraConfig.get().sweep.dir)
 
+
+def recipe_main(config_path: str, config_name: str) -> Callable:
+    """``@hydra.main`` for a recipe: ``config_path`` is relative to the recipe's file, as Hydra reads it."""
+    return hydra.main(version_base=None, config_path=config_path, config_name=config_name)
+
+
+def run_job(job: Callable[[ServeConfig], int | tuple[int, float]], dcfg) -> int | float:
+    """A recipe's job on the composed config, typed (every key checked), through ``run_and_exit``."""
+    return run_and_exit(lambda: job(typed_config(dcfg)))
+
+
+def main_entry(main: Callable[[], object]) -> None:
+    """Run a recipe's ``@hydra.main`` function as the program: check the overrides, run, exit with its code.
+
+    Both recipes take signals the same way, here: torch and safetensors are imported first (with the
+    signals still held), then SIGINT raises ``KeyboardInterrupt`` and SIGTERM ``Terminated``, so that a
+    job unwinds on either (a server is stopped, a half-written export removed) and a parallel
+    launcher's ``Parallel()`` call is interrupted, ending its worker processes and their servers
+    instead of leaving them running. Only then are the signals held since the start let in.
+    """
     tolerate_any_path()
     mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
     check_override_quoting()
     check_plugins()
-    signal.signal(signal.SIGINT, raise_interrupted)  # Python's own handler, but remembered: see _interrupted
+    import_native_modules()
+    raise_on_signals()
     try:
         release_signals()  # held since the recipe's first import; one that came meanwhile is handled here
         main()
     except KeyboardInterrupt as exc:  # a multirun lets it out of run_and_exit; a signal before the job starts
-        terminated = isinstance(exc, Terminated)  # (export.py's imports of torch) never reached it
+        terminated = isinstance(exc, Terminated)  # (during Hydra's composition) never reached it
         _say_stopped(terminated)
-        _discard_unused_run_dir()
+        discard_unused_run_dir()
         sys.exit(143 if terminated else 130)
-    # the work is done: a signal from now on ends the process by its default action, not by a
-    # KeyboardInterrupt traceback from the middle of the interpreter's shutdown
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    restore_default_actions()  # the work is done: a signal now ends the process by its default action
     sys.exit(last_sweep_exit_code())  # 0 after a single run: it exits from run_and_exit
