@@ -14,7 +14,7 @@ HYDRA_GLUE = "hydra_glue"
 
 # Lowest first: a module may import modules of its own layer or of a layer below (docs/architecture.md).
 LAYERS = {
-    "base": ["errors", "sglang_options", "config", "adaptive", "atomic_write", "console_log", "process_state", "file_lock", "file_digest",
+    "base": ["errors", "sglang_options", "config", "adaptive", "atomic_write", "sealed_dir", "console_log", "process_state", "file_lock", "file_digest",
              "json_file", "yaml_file", "path_lookup", "http_client", "redact", "nvidia_smi", "job_codes"],
     "resolve": ["specforge_checkpoint", "resolve", "weights", "draft_sources"],
     "plan and check": ["rope", "serving_dtype", "draft_plan", "eagle_layout", "eagle3_layout", "speculators_format",
