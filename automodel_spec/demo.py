@@ -8,13 +8,12 @@ working setup shows an accept length of num_steps + 1.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from automodel_spec import synthetic
 from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
+from automodel_spec.sealed_dir import remove_dead_temp_dirs, write_sealed_dir
 
 DEMO_VERSION = 1
 DEMO_DRAFT_VOCAB = 320  # covers the 259 ids of the byte tokenizer, so every prompt token is "hot"
@@ -37,15 +36,18 @@ def demo_pair(cache_dir: Path, architecture: str | None) -> DemoPair:
 
 
 def ensure_demo_pair(cache_dir: Path, architecture: str | None) -> DemoPair:
-    """Build the demo pair if it is not there yet (atomically: a crash leaves nothing behind)."""
+    """Build the demo pair if it is not there yet (each directory sealed: a crash leaves nothing behind,
+    and what a killed build left is removed by the next one)."""
     pair = demo_pair(cache_dir, architecture)
+    if not pair.exists():
+        remove_dead_temp_dirs(pair.target.parent)
     if not (pair.target / "config.json").is_file():
-        _atomic_dir(pair.target, lambda d: synthetic.write_target(d, synthetic.TINY, repeat=True))
+        _build(pair.target, lambda d: synthetic.write_target(d, synthetic.TINY, repeat=True))
     if not (pair.draft_run / "LATEST").exists():
         if architecture == EAGLE_ARCH:
-            _atomic_dir(pair.draft_run, _write_eagle_run)
+            _build(pair.draft_run, _write_eagle_run)
         else:
-            _atomic_dir(pair.draft_run, _write_eagle3_run)
+            _build(pair.draft_run, _write_eagle3_run)
     return pair
 
 
@@ -62,17 +64,6 @@ def _write_eagle_run(run_dir: Path) -> None:
                                   synthetic.eagle_draft_tensors(shape, repeat=True))
 
 
-def _atomic_dir(final: Path, build) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        build(tmp)
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished first
-            if not final.exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _build(final: Path, fill) -> None:
+    # No lock: two first runs may build the pair at once; the first to finish wins, the other's is dropped.
+    write_sealed_dir(final, fill, keep_finished=True)

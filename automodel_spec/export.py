@@ -1,11 +1,13 @@
 """Exporter: write a draft as SGLang loads it, beside (never over) the user's checkpoint.
 
 Exports go to a directory keyed by the content of the source files and the export options, so a
-second run (or a second sweep job) reuses the first one's result. Writes are atomic (temporary
-directory + fsync + rename) and serialized by a file lock, so concurrent jobs never see half a
-directory. The manifest, written last, records each file's size, digest and stat; an export is
-reused only while its files still match it (stat first, the digest when the stat moved), else it
-is rebuilt. Temporary directories of writers that died (SIGKILL) are removed by the next run.
+second run (or a second sweep job) reuses the first one's result. An export is a sealed directory
+(``sealed_dir``: temporary directory + fsync + rename, a manifest written last with each file's size,
+digest and stat), so concurrent jobs never see half a directory; an export is reused only while its
+files still match it (stat first, the digest when the stat moved), else it is rebuilt. Temporary
+directories of writers that died (SIGKILL) are removed by the next run. What is the export's own:
+the content key, the lock that serializes its writers, what a rebuild may replace (never files it
+did not write) and the messages.
 """
 
 from __future__ import annotations
@@ -14,11 +16,6 @@ import errno
 import hashlib
 import json
 import os
-import re
-import shutil
-import socket
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -34,26 +31,25 @@ from automodel_spec.errors import (
     MissingDependencyError,
     SpecError,
 )
-from automodel_spec.file_digest import file_digest, file_stamp
+from automodel_spec.file_digest import file_digest
 from automodel_spec.file_lock import file_lock
-from automodel_spec.json_file import read_json, read_json_value
+from automodel_spec.json_file import read_json
 from automodel_spec.path_lookup import directory_problem
 from automodel_spec.preflight import check_against_target, plan_draft
-from automodel_spec.process_state import process_running, process_start
 from automodel_spec.resolve import ResolvedDraft
+from automodel_spec.sealed_dir import (
+    dead_temp_dirs,
+    discard_dir,
+    load_manifest,
+    remove_dead_temp_dirs,
+    sealed_damage,
+    write_sealed_dir,
+)
 
 EXPORT_FORMAT = 2  # 2: rope stated in both forms, the serving dtype
 MANIFEST = "automodel_spec_export.json"
 TOKEN_MAP = "token_map.pt"
 EXPORT_FILES = frozenset({"config.json", "model.safetensors", TOKEN_MAP, MANIFEST})
-TMP_MARK = ".tmp-"
-WRITER = ".automodel_spec_writer.json"  # inside a temporary directory: who is writing it
-# .NAME.tmp-PID-XXXXXXXX (8 random characters, as mkdtemp gave before; .NAME.tmp-PID-oldXXXXXXXX for a damaged export
-# being removed; no PID in directories written by older versions)
-_TMP_NAME = re.compile(r"^\..+\.tmp-(?:(?P<pid>\d+)-(?:old)?)?[a-z0-9_]{8}$")
-# A temporary directory older than this is a leftover whatever its writer looks like: an export
-# takes seconds to minutes, and a writer on another host sharing the cache cannot be checked.
-STALE_TEMP_S = 6 * 3600
 
 
 class ExportWriteError(SpecError):
@@ -233,7 +229,7 @@ def hold_export(place: ExportPlace, *, dry_run: bool = False) -> Iterator[Export
     Raises:
         ExportWriteError: the lock cannot be created.
     """
-    if dry_run or (place.reusable and not _dead_temp_dirs(place.path.parent)):
+    if dry_run or (place.reusable and not dead_temp_dirs(place.path.parent)):
         yield place
         return
     lock_path, lock_note = _lock_path(place.path, place.cache_dir, place.explicit)
@@ -341,7 +337,7 @@ def _inspect(final: Path, key: str, memo_dir: Path, explicit: bool) -> _Found:
     entries = {p.name for p in final.iterdir()}
     if not entries:  # an empty directory the user created for us
         return _Found()
-    manifest, why = _load_manifest(final)
+    manifest, why = load_manifest(final, MANIFEST)
     if manifest is None:
         if explicit and (MANIFEST not in entries or not entries <= EXPORT_FILES):
             raise _not_ours(final)
@@ -354,7 +350,7 @@ def _inspect(final: Path, key: str, memo_dir: Path, explicit: bool) -> _Found:
             )
         return _rebuild(final, entries, f"its manifest names another export (key {manifest.get('key')}, expected "
                         f"{key})", explicit, manifest)
-    damage = _damage(final, manifest, memo_dir)
+    damage = sealed_damage(final, manifest, memo_dir)
     return _rebuild(final, entries, damage, explicit, manifest) if damage else _Found(manifest=manifest)
 
 
@@ -389,54 +385,6 @@ def _not_ours(final: Path) -> CheckpointError:
     )
 
 
-def _load_manifest(d: Path) -> tuple[dict | None, str]:
-    """The manifest, or ``None`` and what is wrong with it."""
-    if not os.path.lexists(d / MANIFEST):
-        return None, "is missing"
-    try:
-        data = read_json_value(d / MANIFEST)
-    except CheckpointError as exc:  # bounded: a manifest planted in draft.export_dir cannot hang the run
-        if isinstance(exc.__cause__, OSError):
-            return None, f"cannot be read ({exc.__cause__.strerror})"
-        return None, "is damaged (not valid JSON)"
-    if not isinstance(data, dict):
-        return None, "is damaged (not a JSON object)"
-    return data, ""
-
-
-def _damage(final: Path, manifest: dict, memo_dir: Path) -> str | None:
-    """What no longer matches the manifest (``None``: every file is as written)."""
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        return "its manifest lists no file sizes and digests (written by an older automodel-spec)"
-    for name, record in files.items():
-        problem = _file_problem(final / name, record, memo_dir)
-        if problem:
-            return f"{name} {problem}"
-    return None
-
-
-def _file_problem(path: Path, record, memo_dir: Path) -> str | None:
-    """Why ``path`` differs from its manifest record; stat first, the full digest only when it moved."""
-    if not isinstance(record, dict):
-        return "has no valid entry in the manifest"
-    try:
-        stamp = file_stamp(path)
-    except FileNotFoundError:
-        return "was deleted since it was written"
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
-    if stamp["size"] != record.get("size"):
-        return f"changed since it was written ({stamp['size']} bytes now, {record.get('size')} written)"
-    if stamp == record.get("stamp"):
-        return None  # untouched since it was written (any rewrite changes ctime)
-    try:  # copied, restored or touched: the content decides (remembered by stat in memo_dir)
-        digest = file_digest(path, memo_dir)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
-    return None if digest == record.get("digest") else "changed since it was written (its content differs)"
-
-
 # --- writing ----------------------------------------------------------------------------------------
 
 
@@ -469,10 +417,8 @@ def _export_lock(lock_path: Path, explicit: bool) -> Iterator[None]:
 
 
 def _write_atomically(final: Path, plan, manifest: dict, explicit: bool, *, replace: bool = False) -> None:
-    """Write the export into a temporary directory, then rename it to ``final``.
+    """Write the export as a sealed directory (``sealed_dir``: temporary directory, fsync, rename).
 
-    The temporary directory is named after this process (``.NAME.tmp-PID-XXXXXXXX``) and records its
-    writer, so a later run can tell a dead writer's leftovers from a live one's work.
     ``replace``: ``final`` holds a damaged export, discarded just before the rename.
     """
     try:
@@ -481,78 +427,27 @@ def _write_atomically(final: Path, plan, manifest: dict, explicit: bool, *, repl
         raise MissingDependencyError("safetensors", SAFETENSORS_INSTALL_HINT, "export the draft") from exc
     import torch
 
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise file_system_error(exc, final.parent, explicit, draft=plan) from exc
-    # Named before it is made, so a signal at any moment after leaves nothing the cleanup below
-    # does not know of (the name holds our pid: no other live process uses it).
-    tmp = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        os.mkdir(tmp, 0o700)
-        write_json_atomically(tmp / WRITER, _writer_identity(), indent=None)
+    def fill(tmp: Path) -> None:
         save_file(plan.tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         write_json_atomically(tmp / "config.json", plan.config, sort_keys=True)
         if plan.token_map is not None:
             torch.save(plan.token_map, tmp / TOKEN_MAP)
-        (tmp / WRITER).unlink()
-        manifest["files"] = _seal_files(tmp)
-        write_json_atomically(tmp / MANIFEST, manifest)  # last: marks it complete
-        _seal(tmp / MANIFEST)
-        os.chmod(tmp, 0o755)
-        _fsync(tmp)
-        if replace:
-            _discard(final)
-        elif final.exists():  # an empty directory the user created for us
-            final.rmdir()
-        os.rename(tmp, final)
-        _fsync(final.parent)  # the rename itself survives a crash
+
+    try:
+        write_sealed_dir(final, fill, manifest_name=MANIFEST, manifest=manifest,
+                         discard_old=_discard if replace else None)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         if _is_os_error(exc):
             raise file_system_error(exc, final.parent, explicit, draft=plan) from exc
         raise
 
 
-def _seal_files(d: Path) -> dict[str, dict]:
-    """Make every file readable by a server running as another user and durable; record what it is.
-
-    The stamp is taken after chmod and fsync (chmod changes ctime), so an untouched file matches it.
-    """
-    records = {}
-    for f in sorted(d.iterdir()):
-        _seal(f)
-        records[f.name] = {"size": f.stat().st_size, "digest": file_digest(f), "stamp": file_stamp(f)}
-    return records
-
-
-def _seal(f: Path) -> None:
-    os.chmod(f, 0o644)
-    _fsync(f)
-
-
 def _discard(path: Path) -> None:
-    """Remove a damaged export: renamed aside first (as a temp dir of this process), so a kill
-    half-way leaves something the next run removes, never a half-deleted export.
-
-    Only a directory of export files is removed (``_inspect`` refused anything else; checked again
-    here, the moment before, in case a file was put there meanwhile).
-    """
-    entries = {p.name for p in path.iterdir()} if path.is_dir() and not path.is_symlink() else None
-    if entries is None or not entries <= EXPORT_FILES:
+    """Remove a damaged export; only a directory of export files (``_inspect`` refused anything
+    else; checked again here, the moment before, in case a file was put there meanwhile)."""
+    if not discard_dir(path, EXPORT_FILES):
         raise CheckpointError(f"{path} changed while the export was written (it now holds files this project did "
                               "not write); nothing was deleted. Move them away and run again.")
-    aside = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-old{uuid.uuid4().hex[:8]}")
-    os.rename(path, aside)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_os_error(exc: BaseException) -> bool:
@@ -617,61 +512,9 @@ def _unwritable_notes(final: Path, cache_dir: Path, explicit: bool) -> list[str]
 # --- leftovers of interrupted exports ---------------------------------------------------------------
 
 
-def _writer_identity() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "start": process_start(os.getpid())}
-
-
-def _dead_temp_dirs(parent: Path) -> list[Path]:
-    """Temporary export directories in ``parent`` whose writer is gone (killed, e.g. by SIGKILL)."""
-    try:
-        entries = [e for e in os.scandir(parent) if e.name.startswith(".") and TMP_MARK in e.name]
-    except OSError:
-        return []
-    return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and _writer_gone(Path(e.path))]
-
-
-def _writer_gone(d: Path) -> bool:
-    """Its writer is not alive on this host, or the directory is older than any export takes."""
-    m = _TMP_NAME.match(d.name)
-    if m is None:
-        return False  # not a name we give: never ours to remove
-    try:
-        age = time.time() - d.stat().st_mtime
-    except OSError:
-        return False
-    if age > STALE_TEMP_S:
-        return True
-    if m["pid"] is None:
-        return False  # an older automodel-spec's name: only the age tells
-    writer = _read_json(d / WRITER)
-    if writer.get("host", socket.gethostname()) != socket.gethostname():
-        return False  # a shared cache: that host's processes cannot be seen from here; the age decides
-    return not _alive(int(m["pid"]), writer.get("start"))
-
-
-def _alive(pid: int, start: int | None) -> bool:
-    """``pid`` runs, and is the same process (same start time) as the writer recorded."""
-    if not process_running(pid):
-        return False
-    now = process_start(pid)
-    return start is None or now is None or now == start  # no /proc: the pid is all we can check
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _remove_dead_temp_dirs(parent: Path) -> list[str]:
     """Remove what killed exports left in ``parent``; a note naming them (empty if none)."""
-    removed = []
-    for d in _dead_temp_dirs(parent):
-        shutil.rmtree(d, ignore_errors=True)
-        if not os.path.lexists(d):
-            removed.append(d.name)
+    removed = remove_dead_temp_dirs(parent)
     if not removed:
         return []
     return [f"removed {len(removed)} unfinished export(s) left by interrupted runs in {parent}: "

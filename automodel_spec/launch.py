@@ -104,7 +104,7 @@ def sglang_release(sglang: SGLangConfig) -> SGLangRelease:
     if newer:
         note = (f"WARNING: SGLang {wanted} ({source}) is newer than every release this tool knows; the command is "
                 f"built for {release}, the newest known. A flag that release {wanted} removed makes the server "
-                "exit at once: record its options with scripts/record_sglang_options.py.")
+                "exit at once: record its options with scripts/analysis/record_sglang_options.py.")
     return SGLangRelease(release, installed, source, note)
 
 

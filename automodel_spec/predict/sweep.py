@@ -3,7 +3,7 @@
 ``run_predict_sweep`` drives it through a ``launch`` callable that runs a batch of jobs (each a list of
 ``recipes/serve.py`` overrides) and returns each job's ``PointResult``: the Hydra sweeper
 (``hydra_plugins.automodel_spec_predict_sweeper``) launches them through the configured launcher,
-``scripts/replay_predict.py`` looks them up in a recorded grid. Steps:
+``scripts/analysis/replay_predict.py`` looks them up in a recorded grid. Steps:
 
 1. measure ``measurement_points`` of the grid (one server each);
 2. predict every grid point at every level (``predictor.predict_grid``), write ``predictions.json``;

@@ -1,4 +1,4 @@
-"""``scripts/bench_overhead.py`` against the fake server: alternated rounds and their summary (plumbing only)."""
+"""``scripts/gpu/bench_overhead.py`` against the fake server: alternated rounds and their summary (plumbing only)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import pytest
 from test_bench_cli import FAKE, REPO
 
-SCRIPT = REPO / "scripts" / "bench_overhead.py"
+SCRIPT = REPO / "scripts" / "gpu" / "bench_overhead.py"
 
 
 def load_script():

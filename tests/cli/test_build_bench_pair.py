@@ -1,4 +1,4 @@
-"""scripts/build_bench_pair.py as a user runs it (tiny shape, CPU): build once, reuse, refuse a mismatch."""
+"""scripts/gpu/build_bench_pair.py as a user runs it (tiny shape, CPU): build once, reuse, refuse a mismatch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from automodel_spec.resolve import resolve_draft
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "build_bench_pair.py"
+SCRIPT = REPO / "scripts" / "gpu" / "build_bench_pair.py"
 
 
 def build(out: Path, *args: str) -> subprocess.CompletedProcess:

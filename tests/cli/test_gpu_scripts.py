@@ -17,13 +17,13 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pr
 def _run(script: str, *args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_SGLANG_", "AUTOMODEL_SPEC_", "HYDRA_"))}
     full.update(OUT=str(tmp_path / "out"), AUTOMODEL_SPEC_CACHE=str(tmp_path / "cache"), **env)
-    return subprocess.run(["bash", str(REPO / "scripts" / script), *args], env=full, stdin=subprocess.DEVNULL,
+    return subprocess.run(["bash", str(REPO / "scripts" / "gpu" / script), *args], env=full, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("script", ["gpu_scale.sh", "gpu_sweep_scale.sh"])
 def test_the_scripts_parse(script):
-    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / script)]).returncode == 0
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu" / script)]).returncode == 0
 
 
 def test_gpu_scale_dry_run_measures_both_tp_sizes_and_every_signal(tmp_path):

@@ -130,7 +130,7 @@ def test_compare_script_reads_the_sweep_and_a_recorded_grid(predicted, tmp_path)
 
     res, root = predicted
     out = tmp_path / "compare.md"
-    run = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_predict.py"), str(root), "--grid",
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "analysis" / "compare_predict.py"), str(root), "--grid",
                           str(root / "summary.csv"), "--out", str(out)], capture_output=True, text=True, timeout=60,
                          env={**os.environ, **ENV})
     assert run.returncode == 0, run.stderr

@@ -1,4 +1,4 @@
-"""``scripts/replay_predict.py`` on the recorded H100 grids: the predict sweep's driver, replayed."""
+"""``scripts/analysis/replay_predict.py`` on the recorded H100 grids: the predict sweep's driver, replayed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "replay_predict.py"
+SCRIPT = REPO / "scripts" / "analysis" / "replay_predict.py"
 DATA = REPO / "docs" / "data"
 
 

@@ -1,4 +1,4 @@
-"""scripts/replay_search.py as a user runs it, on a small measured grid written in the sweep layout."""
+"""scripts/analysis/replay_search.py as a user runs it, on a small measured grid written in the sweep layout."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("optuna")
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "replay_search.py"
+SCRIPT = REPO / "scripts" / "analysis" / "replay_search.py"
 TOK_S = {(1, 1): 100.0, (1, 2): 150.0, (3, 1): 200.0, (3, 2): 400.0}
 
 

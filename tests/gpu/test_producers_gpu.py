@@ -1,7 +1,7 @@
 """Drafts written by the producers' own code, served on the Llama-3.1-8B-shaped synthetic target.
 
 NeMo Automodel's ``LlamaEagle3DraftModel`` and its checkpoint code, and speculators' EAGLE-3 format,
-write the drafts (``scripts/producer_fixtures/*_gpu_draft.py``), with their weights set to the
+write the drafts (``tests/gpu/inputs/*_gpu_draft.py``), with their weights set to the
 repeat construction (``automodel_spec.synthetic``) so that every drafted token is accepted under
 greedy decoding: steps 3 / topk 1 must give an accept length of 4. The producers are not installed
 on the GPU machine; their wheels travel in ``.whl/`` (see docs/gpu-runs.md). Each case is skipped
@@ -53,7 +53,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pair() -> Path:
-    subprocess.run([sys.executable, str(REPO / "scripts/build_bench_pair.py"), "--out", str(PAIR),
+    subprocess.run([sys.executable, str(REPO / "scripts/gpu/build_bench_pair.py"), "--out", str(PAIR),
                     "--shape", "llama-3.1-8b", "--device", "cuda"], check=True, timeout=300)
     return PAIR
 
@@ -64,7 +64,7 @@ def _produce(script: str, module: str, pair: Path, out: Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.monotonic()
-    subprocess.run([sys.executable, str(REPO / "scripts/producer_fixtures" / script), "--pair", str(pair),
+    subprocess.run([sys.executable, str(REPO / "tests/gpu/inputs" / script), "--pair", str(pair),
                     "--out", str(out)], check=True, timeout=300)
     print(f"{script}: wrote {out} in {time.monotonic() - t0:.1f}s")
     return out

@@ -125,7 +125,7 @@ def test_sigterm_stops_a_parallel_sweep_and_every_server():
     # on the GPU machine an SGLang detokenizer once outlived a parallel sweep stopped by SIGTERM (as
     # `timeout` or SLURM's scancel stop one): SIGTERM while a point is measured, then nothing left
     if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
-        pytest.skip("hydra-joblib-launcher is not installed (scripts/gpu_sweep_scale.sh installs it from .whl/)")
+        pytest.skip("hydra-joblib-launcher is not installed (scripts/gpu/gpu_sweep_scale.sh installs it from .whl/)")
     work = OUT / "sweep_sigterm"
     work.mkdir(parents=True, exist_ok=True)
     sp = ServeProcess(["-m", "+sweep=grid", "+launcher=parallel", "bench.name=sigterm", f"hydra.sweep.dir={work}/sweep",

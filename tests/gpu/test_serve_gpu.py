@@ -1,6 +1,6 @@
 """End to end on a CUDA GPU with real SGLang: export with this project, serve, generate, stop.
 
-Run on the GPU machine with ``scripts/gpu_suite.sh`` (see docs/gpu-runs.md). Every model is built
+Run on the GPU machine with ``scripts/gpu/gpu_suite.sh`` (see docs/gpu-runs.md). Every model is built
 here, offline, in the real Automodel layouts (tiny shapes, the repeat construction of
 ``automodel_spec.synthetic``: every drafted token should be accepted under greedy decoding).
 """

@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 
 from automodel_spec import synthetic
-from automodel_spec.export import MANIFEST, TMP_MARK
+from automodel_spec.export import MANIFEST
 from automodel_spec.prepare import prepare_export
 from automodel_spec.resolve import resolve_draft
+from automodel_spec.sealed_dir import TMP_MARK
 from automodel_spec.serving_dtype import choose_serving_dtype
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ RECIPES = PACKAGE.parent / "recipes"
 
 # Lowest first: a module may import modules of its own layer or of a layer below (docs/architecture.md).
 LAYERS = {
-    "base": ["signals", "errors", "sglang_options", "config", "spec_rules", "config_rules", "adaptive", "atomic_write",
+    "base": ["signals", "errors", "sglang_options", "config", "spec_rules", "config_rules", "adaptive", "atomic_write", "sealed_dir",
              "console_log", "process_state", "file_lock", "file_digest", "json_file", "yaml_file", "path_lookup",
              "http_client", "redact", "nvidia_smi", "job_codes"],
     "resolve": ["specforge_checkpoint", "resolve", "weights", "draft_sources"],

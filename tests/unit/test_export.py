@@ -20,9 +20,7 @@ from safetensors import safe_open
 from automodel_spec.errors import CheckpointError
 from automodel_spec.export import (
     MANIFEST,
-    STALE_TEMP_S,
     TOKEN_MAP,
-    WRITER,
     ExportWriteError,
     export_key,
     planned_export_dir,
@@ -30,6 +28,7 @@ from automodel_spec.export import (
 from automodel_spec.file_digest import file_digest, file_stamp
 from automodel_spec.prepare import prepare_export
 from automodel_spec.resolve import resolve_draft
+from automodel_spec.sealed_dir import STALE_TEMP_S, WRITER
 
 EAGLE3 = "LlamaForCausalLMEagle3"
 

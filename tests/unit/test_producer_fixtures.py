@@ -1,7 +1,7 @@
 """Drafts written by the producers' own code (tests/fixtures/producers, see its manifests) serve as trained.
 
 Each fixture was made by NeMo Automodel, SpecForge or speculators themselves
-(``scripts/make_producer_fixtures.py``); none of them is installed here. Each is resolved from the
+(``scripts/fixtures/make_producer_fixtures.py``); none of them is installed here. Each is resolved from the
 path a user would give, checked and exported against a matching target config; the exported
 tensors must be the producer's tensors, under the names SGLang loads and in the serving dtype,
 with only the documented drops. Fixtures the manifest marks ``refuse`` must be refused with the

@@ -1,4 +1,4 @@
-"""scripts/real_pair/break_draft.py: each variant breaks exactly what it names in a copy of an export,
+"""scripts/gpu/real_pair/break_draft.py: each variant breaks exactly what it names in a copy of an export,
 and leaves the export itself as it was (the GPU table of docs/benchmarks.md serves these variants)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "real_pair" / "break_draft.py"
+SCRIPT = REPO / "scripts" / "gpu" / "real_pair" / "break_draft.py"
 
 
 @pytest.fixture

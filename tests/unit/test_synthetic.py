@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from safetensors import safe_open
@@ -85,6 +87,19 @@ def test_demo_build_failure_leaves_nothing(tmp_path, monkeypatch):
         demo.ensure_demo_pair(tmp_path, "LlamaForCausalLMEagle3")
     root = demo.demo_pair(tmp_path, "LlamaForCausalLMEagle3").target.parent
     assert not any(root.iterdir())
+
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process checks use /proc")
+def test_a_killed_demo_build_is_cleaned_up_by_the_next_one(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # its pid is a writer that is gone
+    root = demo.demo_pair(tmp_path, "LlamaForCausalLMEagle3").target.parent
+    leftover = root / f".target.tmp-{proc.pid}-abcd1234"
+    leftover.mkdir(parents=True)
+    (leftover / "config.json").write_text("{")
+    pair = demo.ensure_demo_pair(tmp_path, "LlamaForCausalLMEagle3")
+    assert pair.exists() and not leftover.exists()
 
 
 WIDE = synthetic.LlamaShape(hidden_size=1024, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,

