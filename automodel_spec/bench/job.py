@@ -167,10 +167,16 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         result.error = str(exc)
     except Exception as exc:
         result.error, result.traceback = f"{type(exc).__name__}: {exc}", traceback.format_exc()[-3000:]
-    result.gpu_seconds = (time.monotonic() - t0) * cfg.sglang.tp_size  # a server holds all its GPUs
+    result.gpu_seconds = gpu_seconds(cfg, time.monotonic() - t0)
     write_point(out_dir / METRICS, result)
     log.info("%s", one_line(out_dir.name, result))
     return result
+
+
+def gpu_seconds(cfg: BenchPoint, elapsed_s: float) -> float:
+    """The GPU time a point cost: its server holds all its GPUs (``sglang.tp_size``) for ``elapsed_s``,
+    and shares each with up to ``bench.servers_per_gpu`` - 1 other servers, each charged its share."""
+    return elapsed_s * cfg.sglang.tp_size / max(1, cfg.bench.servers_per_gpu)
 
 
 def _check_served(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResult,
@@ -213,7 +219,7 @@ def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bo
         failed = sum(m.failed_requests for m in result.levels.values())
         if failed:  # not cached: the next point measures it again
             raise ServerError(f"the baseline had {failed} failed request(s); see {path.parent / RECORDS}")
-        result.status, result.gpu_seconds = "ok", (time.monotonic() - t0) * cfg.sglang.tp_size
+        result.status, result.gpu_seconds = "ok", gpu_seconds(cfg, time.monotonic() - t0)
         write_point(path, result)
         return result
 

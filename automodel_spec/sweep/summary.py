@@ -161,8 +161,8 @@ def _cost_lines(sweep_dir: Path, rows: list[dict]) -> list[str]:
     return ["## Cost", "",
             f"{n} point(s) ran a server: {points_s / 60:.1f} GPU minutes, {points_s / n:.0f} s a point on "
             f"average, plus {baseline_s / 60:.1f} for the shared baseline; {(points_s + baseline_s) / 60:.1f} "
-            "GPU minutes in all (server start to stop, times its GPUs (sglang.tp_size), as `gpu_seconds` in each "
-            f"{METRICS}).", ""]
+            "GPU minutes in all (server start to stop, times its GPUs (sglang.tp_size), divided among the servers "
+            f"sharing a GPU (bench.servers_per_gpu), as `gpu_seconds` in each {METRICS}).", ""]
 
 
 def _loses(row: dict) -> bool:

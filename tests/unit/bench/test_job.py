@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from automodel_spec.bench.job import baseline_key, objective, one_line, point_key, read_complete
+from automodel_spec.bench.job import baseline_key, gpu_seconds, objective, one_line, point_key, read_complete
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import LevelResult, PointResult, level_key
 from automodel_spec.config import AlgorithmConfig, BenchConfig, SGLangConfig, SpecConfig
@@ -98,3 +98,12 @@ def test_one_line():
     assert one_line("p", PointResult(status="invalid", reason="too many tokens")) == \
         "[bench] p: invalid: too many tokens"
     assert one_line("p", PointResult(status="failed", error="x" * 400)) == "[bench] p: failed: " + "x" * 300
+
+
+def test_a_point_is_charged_its_gpus_time_divided_among_the_servers_sharing_them():
+    assert gpu_seconds(cfg(), 100.0) == 100.0
+    assert gpu_seconds(with_bench(with_sglang(cfg(), tp_size=2), servers_per_gpu=4), 100.0) == 50.0
+
+
+def test_sharing_a_gpu_is_not_part_of_what_a_point_measures():
+    assert point_key(cfg(), RUN) == point_key(with_bench(cfg(), servers_per_gpu=4), RUN)
