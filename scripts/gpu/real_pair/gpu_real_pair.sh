@@ -97,17 +97,23 @@ if [ "$STAGE" = grid ]; then
          bench.name=real-grid draft=automodel draft.path="$R/automodel_run")
   T=$(( $(left) - 45 ))
   set -m  # each sweep in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
-  timeout -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
+  timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
     spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-choice.log" 2>&1 &
-  timeout -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
+  SWEEPS=($!)
+  timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
     spec.adaptive=true spec.num_steps=3 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
+  SWEEPS+=($!)
   sleep 20  # the two above take their GPU slots first
-  timeout -s TERM "$(( T - 20 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
+  timeout -k 30 -s TERM "$(( T - 20 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
     hydra.launcher.n_jobs=4 spec.num_steps=3,1,5,7 spec.topk=1,2,4 > "$RES/sweep-grid.log" 2>&1 &
-  while [ -n "$(jobs -r)" ]; do  # progress while the sweeps run
+  SWEEPS+=($!)
+  # progress while the sweeps run; wait for them by pid: a bare `wait` would also wait for the `tee` of
+  # this script's own output (bash waits for the last process substitution), which never ends
+  running() { local p; for p in "${SWEEPS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+  while running; do
     sleep 30; echo "[real] ${SECONDS}s: $(compgen -G 'sweeps/real-grid/*/metrics.json' | wc -l) point(s) written"
   done
-  wait
+  wait "${SWEEPS[@]}" 2>/dev/null
   set +m
   for f in choice adaptive grid; do echo "== $f"; grep -E "^\[bench\]" "$RES/sweep-$f.log" | cut -c1-300 | tail -8; done
   gpu_apps
@@ -172,12 +178,14 @@ print(path + ("," + token_map if token_map else ""))
 EOF
 )
   echo "[real] serve_sglang resolves to: $THEIRS"
+  REFS=()
   for k in layers aux_shift no_d2t; do
     [ -d "$R/broken-$k" ] || python3 scripts/gpu/real_pair/break_draft.py "$AM_EXPORT" "$R/broken-$k" "$k" --target "$R/target"
-    reference "broken-$k" "$R/broken-$k" humaneval &
+    reference "broken-$k" "$R/broken-$k" humaneval & REFS+=($!)
   done
-  reference am-builtin "$AM_EXPORT" "" & reference sf-builtin "$SF_EXPORT" "" &
-  wait
+  reference am-builtin "$AM_EXPORT" "" & REFS+=($!)
+  reference sf-builtin "$SF_EXPORT" "" & REFS+=($!)
+  wait "${REFS[@]}"  # by pid: a bare `wait` would wait for this script's own `tee` too
   timeout 200 python3 scripts/gpu/real_pair/serve_as_given.py --target "$R/target" --out "$RES/as_given.json" \
     --prompts humaneval --num-prompts 24 --parallel --mem-fraction 0.12 \
     theirs="$THEIRS" broken-layers="$R/broken-layers" broken-aux_shift="$R/broken-aux_shift" \
