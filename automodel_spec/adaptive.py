@@ -23,6 +23,13 @@ from automodel_spec.errors import ConfigError
 MIN_SGLANG_ADAPTIVE = "0.5.11"
 MIN_SGLANG_PER_BATCH_CONFIG = "0.5.13"
 MIN_SGLANG_ZERO_STEPS = "0.5.14"
+# SGLang's candidates when no config is given (0.5.13+: DEFAULT_ADAPTIVE_CONFIG, keyed by batch size)
+DEFAULT_CANDIDATE_STEPS = [0, 1, 3, 7]
+# 0.5.15 to 0.5.18 size the logits buffer their CUDA graphs share for the starting steps only; adaptive
+# mode then captures graphs for its larger candidates and the server dies at startup ("shared logits
+# buffer holds 128 rows but caller needs 256", SGLang 0.5.17 on an H100, 2026-12-06). 0.5.19 sizes it
+# for every candidate (model_runner.max_decode_logits_rows, read in each release's wheel).
+SHARED_BUFFER_SIZED_FOR_START = ("0.5.15", "0.5.18")  # first and last release that do
 KNOBS = ("ema_alpha", "update_interval", "warmup_batches", "up_hysteresis", "down_hysteresis", "ceiling_coeff")
 
 
@@ -64,6 +71,31 @@ def read_adaptive_config(path: str) -> dict[int, list[int]]:
 def candidate_steps(config: dict[int, list[int]]) -> list[int]:
     """Every step count the server may switch to (it builds a runtime state for each)."""
     return sorted({s for steps in config.values() for s in steps})
+
+
+def startup_crash(start_steps: int | None, config: dict[int, list[int]] | None, release: str,
+                  cuda_graphs: bool) -> str | None:
+    """Why SGLang ``release`` would die at startup in adaptive mode with these steps, or ``None``.
+
+    Args:
+        start_steps: ``spec.num_steps`` (``None``: SGLang's own start, below its largest candidate).
+        config: the adaptive config's candidates (``None``: SGLang's defaults).
+        release: the SGLang release the command is built for.
+        cuda_graphs: whether the server captures decode CUDA graphs (``sglang.disable_cuda_graph`` off).
+    """
+    from packaging.version import Version
+
+    first, last = SHARED_BUFFER_SIZED_FOR_START
+    if not cuda_graphs or not Version(first) <= Version(Version(release).base_version) <= Version(last):
+        return None
+    largest = max(candidate_steps(config) if config else DEFAULT_CANDIDATE_STEPS)
+    if start_steps is not None and start_steps >= largest:
+        return None
+    start = f"spec.num_steps={start_steps}" if start_steps is not None else "SGLang's own starting steps"
+    return (f"spec.adaptive=true with {start} would die at startup on SGLang {release}: releases {first} to "
+            f"{last} size the CUDA graphs' shared logits buffer for the starting steps, and the {largest}-step "
+            "candidate needs more (AssertionError: shared logits buffer holds ... rows but caller needs ...). "
+            f"Start at the largest candidate (spec.num_steps={largest}), or use a later SGLang.")
 
 
 def required_sglang(adaptive: bool, config: dict[int, list[int]] | None) -> str | None:

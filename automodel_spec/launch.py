@@ -120,8 +120,22 @@ def launch_command(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: Prepar
     ``release``: the release to build for (default: ``sglang_release(sglang)``).
     """
     release = release or sglang_release(sglang)
+    _check_adaptive_start(sglang, algorithm, run, release.release)
     return build_launch_command(run.target, sglang, algorithm, run.spec, run.draft, release=release.release,
                                 port=port, target_revision=run.target_revision)
+
+
+def _check_adaptive_start(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: PreparedRun, release: str) -> None:
+    """Refuse an adaptive setting that ``release`` would die on at startup (``adaptive.startup_crash``)."""
+    from automodel_spec.adaptive import read_adaptive_config, startup_crash
+
+    spec = run.spec
+    if not (algorithm.name and spec.adaptive):
+        return
+    config = read_adaptive_config(spec.adaptive_config) if spec.adaptive_config else None
+    problem = startup_crash(spec.num_steps, config, release, cuda_graphs=not sglang.disable_cuda_graph)
+    if problem:
+        raise ConfigError(problem)
 
 
 def open_server(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: PreparedRun, log_dir: Path, *,

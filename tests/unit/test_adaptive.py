@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from automodel_spec.adaptive import read_adaptive_config, required_sglang, write_adaptive_config
+from automodel_spec.adaptive import (
+    read_adaptive_config,
+    required_sglang,
+    startup_crash,
+    write_adaptive_config,
+)
 from automodel_spec.command import build_launch_command
 from automodel_spec.config import (
     AlgorithmConfig,
@@ -83,3 +88,18 @@ def test_flags_and_the_sglang_version_it_needs(tmp_path):
     c = cfg(tmp_path, **vars(spec))
     version, needs = run_requirement(c.algorithm, PreparedRun(target="/m", spec=resolve_spec(c.spec)))
     assert version == "0.5.14" and needs.startswith("spec.adaptive with spec.adaptive_config=")
+
+
+def test_a_start_below_the_largest_candidate_is_refused_where_sglang_would_die_at_startup():
+    # 0.5.15-0.5.18 size the CUDA graphs' shared logits buffer for the starting steps (read in each wheel)
+    problem = startup_crash(3, None, "0.5.17", cuda_graphs=True)
+    assert problem.startswith("spec.adaptive=true with spec.num_steps=3 would die at startup on SGLang 0.5.17")
+    assert "Start at the largest candidate (spec.num_steps=7)" in problem
+    assert "SGLang's own starting steps" in startup_crash(None, None, "0.5.15", cuda_graphs=True)
+    assert "spec.num_steps=3)" in startup_crash(1, {1: [1, 3], 8: [0]}, "0.5.18", cuda_graphs=True)
+    assert startup_crash(7, None, "0.5.17", cuda_graphs=True) is None  # the buffer fits every candidate
+    assert startup_crash(3, {1: [1, 3]}, "0.5.16", cuda_graphs=True) is None
+    assert startup_crash(3, None, "0.5.17", cuda_graphs=False) is None  # no graphs, no shared buffer
+    assert startup_crash(3, None, "0.5.14", cuda_graphs=True) is None  # before the shared buffer
+    assert startup_crash(3, None, "0.5.19", cuda_graphs=True) is None  # sized for every candidate
+    assert startup_crash(3, None, "0.5.17.post1", cuda_graphs=True) is not None
