@@ -133,7 +133,8 @@ def run_predict_sweep(grid: list[GridPoint], options: PredictOptions, launch: La
         write_adaptive_config(path, adaptive_slots(chains))
         outcome.adaptive_config = str(path)
         if options.measure_adaptive:
-            start = chains[min(chains)].num_steps
+            # the largest candidate: SGLang 0.5.15-0.5.18 die at startup on a smaller start (adaptive.startup_crash)
+            start = max(p.num_steps for p in chains.values())
             jobs.append(["spec.adaptive=true", f"spec.adaptive_config={path}", f"spec.num_steps={start}",
                          "spec.topk=1"])
     for job in jobs:

@@ -6,7 +6,7 @@
 # Builds the spread pair (/tmp/spread8b, --spread 4), then runs through scripts/gpu/gpu_bench.sh
 #   recipes/serve.py -m +sweep=predict sglang=h100_bench 'bench.temperature=[0,0.5,1]' 'bench.concurrency=[1,8]'
 #     bench.num_prompts=8 'sglang.cuda_graph_bs=[1,8]' spec.num_steps=1,3,5,7 spec.topk=1,2,4,8
-#     bench.baseline=false hydra.sweeper.confirm=1 'hydra.sweeper.also=["spec.adaptive=true"]'
+#     bench.baseline=false hydra.sweeper.confirm=1 'hydra.sweeper.also=["spec.adaptive=true spec.num_steps=7"]'
 # i.e. it measures 7/1/8, 7/8/16 and 1/8/9, predicts the other 13 points at the 6 levels, confirms the one
 # predicted to contend at the most levels, then (if the call's time allows) SGLang's adaptive mode with its
 # default config. No shared baseline (bench.baseline=false): the winner is chosen on tokens/s, and the
@@ -28,7 +28,7 @@ export BENCH_TIMEOUT_S=${PREDICT_TIMEOUT_S:-570}
 bash scripts/gpu/gpu_bench.sh "$NAME" \
   'bench.temperature=[0,0.5,1]' 'bench.concurrency=[1,8]' bench.num_prompts=8 'sglang.cuda_graph_bs=[1,8]' \
   spec.num_steps=1,3,5,7 spec.topk=1,2,4,8 bench.baseline=false \
-  hydra.sweeper.confirm=1 'hydra.sweeper.also=["spec.adaptive=true"]' "$@"
+  hydra.sweeper.confirm=1 'hydra.sweeper.also=["spec.adaptive=true spec.num_steps=7"]' "$@"
 rc=$?
 GRID=${PREDICT_GRID:-docs/data/2026-11-28-h200-grid-spread.csv}
 if [ -f "$GRID" ] && [ -d "sweeps/$NAME" ]; then

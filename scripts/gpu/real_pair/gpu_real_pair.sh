@@ -101,7 +101,7 @@ if [ "$STAGE" = grid ]; then
     spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-choice.log" 2>&1 &
   SWEEPS=($!)
   timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
-    spec.adaptive=true spec.num_steps=3 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
+    spec.adaptive=true spec.num_steps=7 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
   SWEEPS+=($!)
   sleep 20  # the two above take their GPU slots first
   timeout -k 30 -s TERM "$(( T - 20 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
@@ -194,7 +194,7 @@ EOF
     --num-prompts 24 --parallel --mem-fraction 0.2 ours-am-builtin="$AM_EXPORT" ours-sf-builtin="$SF_EXPORT"
   sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=1,3,5,7 spec.topk=1,2,4
   sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=null spec.topk=null spec.num_draft_tokens=null
-  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.adaptive=true spec.num_steps=3 spec.topk=1
+  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.adaptive=true spec.num_steps=7 spec.topk=1
   exit 0
 fi
 echo "unknown stage $STAGE"; exit 2
