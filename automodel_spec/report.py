@@ -37,8 +37,8 @@ def describe_spec(spec: SpecConfig) -> str:
         source = f"the candidates of {spec.adaptive_config}" if spec.adaptive_config else "SGLang's default candidates"
         return f"SGLang's adaptive mode: a chain (topk 1) whose steps change at run time among {source}, {start}"
     if spec.num_steps is None:
-        return ("left to SGLang (0.5.17 picks 5/4/8 steps/topk/draft tokens for Llama targets); the values "
-                "it takes are read back from the server once it is up and printed")
+        return ("left to SGLang (its releases 0.5.9 to 0.5.23 pick 5/4/8 steps/topk/draft tokens for Llama "
+                "targets); the values it takes are read back from the server once it is up and printed")
     return f"{spec.num_steps} steps / topk {spec.topk} / {spec.num_draft_tokens} draft tokens (as given)"
 
 
