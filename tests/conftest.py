@@ -1,10 +1,48 @@
-"""Shared test setup: GPU tests are skipped where there is no CUDA GPU with SGLang."""
+"""Shared test setup: GPU tests are skipped where there is no CUDA GPU with SGLang; how pytest-xdist's
+workers share the suite (``addopts``: ``-n 4 --dist loadscope``)."""
 
 from __future__ import annotations
 
 import importlib.util
 
 import pytest
+
+# Run whole on one worker each: modules whose tests share an expensive module-scoped fixture (a sweep,
+# drafts of 170 MB, every case of the table started at once), so it is built once; and the GPU tests,
+# which share the one GPU and so run one at a time. Every other test is a unit of its own.
+WHOLE_MODULES = (
+    "tests/cli/test_bench_cli.py",  # `grid`: three sweeps
+    "tests/cli/test_export_signals.py",  # `big_run`
+    "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
+    "tests/reliability/test_bad_inputs.py",  # `outcomes`: every case of the module at once
+    "tests/reliability/test_cache.py",  # `big_runs`
+    "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
+    "tests/reliability/test_secrets.py",  # `cache`
+    "tests/gpu/",
+)
+
+
+def _work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module (or tests/gpu/) when listed above, else itself."""
+    for whole in WHOLE_MODULES:
+        if nodeid.startswith(whole):
+            return whole
+    return nodeid
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, which is not installed everywhere
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` with the units above instead of whole modules: most tests wait on processes,
+    so a fine split keeps the workers busy to the end, while shared fixtures are still built once."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return _ByWorkUnit(config, log)
 
 
 def _gpu_ready() -> str | None:
