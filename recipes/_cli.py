@@ -138,13 +138,22 @@ def _raise_the_signal_seen(cause: BaseException | None = None) -> None:
         raise KeyboardInterrupt() from cause
 
 
-def preload_native_modules() -> None:
+# Hydra's options that print and exit without running a job (no job: nothing imports torch)
+_PRINT_ONLY_FLAGS = frozenset({"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"})
+
+
+def preload_native_modules(args: list[str] | None = None) -> None:
     """Import torch and safetensors now, before a handler that raises on SIGTERM is installed.
 
     An exception raised by a signal handler while a native extension initializes aborts the
     interpreter (SIGABRT) rather than unwinding; once imported, they are never initialized again.
     A missing one is left to the library, which reports it with its install command (exit 2).
+    Skipped when ``args`` (default ``sys.argv[1:]``) hold one of Hydra's options that print and exit
+    (``--help``, ``--cfg job``, ...): no job runs, and the import is most of their time (~1.5 s).
     """
+    args = sys.argv[1:] if args is None else args
+    if any(arg in _PRINT_ONLY_FLAGS for arg in args):
+        return
     for name in ("torch", "safetensors.torch"):
         try:
             importlib.import_module(name)

@@ -284,6 +284,17 @@ def test_help_is_the_recipes_own_with_its_commands_and_every_group_option(tmp_pa
     assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize(("args", "imported"), [(["--help"], []), (["--cfg", "job", "sglang.tp_size=2"], []),
+                                              (["--hydra-help"], []),
+                                              (["print_only=true"], ["torch", "safetensors.torch"])])
+def test_torch_is_preloaded_only_where_a_job_runs(monkeypatch, args, imported):
+    cli = load_recipe("serve") and sys.modules["_cli"]
+    seen = []
+    monkeypatch.setattr(cli.importlib, "import_module", seen.append)
+    cli.preload_native_modules(args)
+    assert seen == imported
+
+
 def test_serve_and_export_help_differ(tmp_path):
     texts = [run_cli(script, "--help", cwd=tmp_path / "cwd", cache=tmp_path / "cache").stdout
              for script in (SERVE, EXPORT)]

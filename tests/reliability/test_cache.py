@@ -4,7 +4,8 @@ What the cache promises (docs/reliability.md): every export directory it holds i
 manifest is there and every file matches the size and digest recorded in it); a writer killed by
 SIGKILL leaves at most a hidden temporary directory, which the next run removes; SIGTERM / SIGINT
 leave nothing; concurrent writers of one export produce it once; a full disk is an error naming the
-directory, with nothing left behind. The figures these tests measure are printed (``pytest -s``).
+directory, with nothing left behind. The figures these tests measure are printed (``pytest -s -o addopts=``:
+in one process; pytest-xdist's workers do not pass printed output on).
 """
 
 from __future__ import annotations
