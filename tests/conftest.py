@@ -8,12 +8,9 @@ import importlib.util
 import pytest
 
 # Run whole on one worker each: modules whose tests share an expensive module-scoped fixture (a sweep,
-# drafts of 170 MB, every case of the table started at once), so it is built once; and the GPU tests,
-# which share the one GPU and so run one at a time. Every other test is a unit of its own. The units
-# are handed out in this order, the longest first (test_cache's 50 signalled exports take longest of
-# any), then every other test in its usual order: what starts last should be short.
+# every case of the table started at once), so it is built once; and the GPU tests, which share the one
+# GPU and so run one at a time. Every other test is a unit of its own.
 WHOLE_MODULES = (
-    "tests/reliability/test_cache.py",  # `big_runs`
     "tests/cli/test_bench_cli.py",  # `grid`: three sweeps
     "tests/reliability/test_bad_inputs.py",  # `outcomes`: every case of the module at once
     "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
@@ -23,6 +20,12 @@ WHOLE_MODULES = (
     "tests/reliability/test_secrets.py",  # `cache`
     "tests/gpu/",
 )
+# Handed out first, in this order, then every other test in its usual order (what starts last should
+# be short): the longest test of all (50 signalled exports), then the modules above, longest first.
+# test_cache's other tests build its drafts again on the worker they run on (seconds) rather than wait
+# for that one.
+START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",
+               *WHOLE_MODULES)
 
 
 def _work_unit(nodeid: str) -> str:
@@ -34,8 +37,7 @@ def _work_unit(nodeid: str) -> str:
 
 
 def _start_order(nodeid: str) -> int:
-    unit = _work_unit(nodeid)
-    return WHOLE_MODULES.index(unit) if unit in WHOLE_MODULES else len(WHOLE_MODULES)
+    return next((i for i, first in enumerate(START_FIRST) if nodeid.startswith(first)), len(START_FIRST))
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, which is not installed everywhere
