@@ -39,6 +39,9 @@ from automodel_spec.signals import (
 _HYDRA_VALUE_FLAGS = frozenset({"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                                 "--cfg", "-c", "--package", "-p", "--info", "-i", "--shell-completion", "-sc",
                                 "--experimental-rerun"})
+# Hydra's options that print and exit without running a job (no job: nothing needs torch)
+_PRINT_AND_EXIT_FLAGS = frozenset({"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
+                                   "--shell-completion", "-sc"})
 # what Hydra's override grammar reads only inside quotes: '~' and non-ASCII characters
 _QUOTE_ONLY = re.compile(r"~|[^\x00-\x7f]")
 
@@ -215,6 +218,11 @@ def run_job(job: Callable[[ServeConfig], int | tuple[int, float]], dcfg) -> int 
     return run_and_exit(lambda: job(typed_config(dcfg)))
 
 
+def runs_a_job(args: list[str]) -> bool:
+    """Whether a recipe called with ``args`` runs a job (Hydra's ``--help``, ``--cfg``, ... print and exit)."""
+    return not _PRINT_AND_EXIT_FLAGS.intersection(args)
+
+
 def main_entry(main: Callable[[], object]) -> None:
     """Run a recipe's ``@hydra.main`` function as the program: check the overrides, run, exit with its code.
 
@@ -228,7 +236,8 @@ def main_entry(main: Callable[[], object]) -> None:
     mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
     check_override_quoting()
     check_plugins()
-    import_native_modules()
+    if runs_a_job(sys.argv[1:]):  # the import is most of --help's time (~1.5 s)
+        import_native_modules()
     raise_on_signals()
     try:
         release_signals()  # held since the recipe's first import; one that came meanwhile is handled here

@@ -25,6 +25,8 @@ from automodel_spec.parent_watch import guarded_argv
 from automodel_spec.process_state import group_running
 
 READY_ENDPOINT = "/health_generate"
+# the first wait between two health checks (then twice the last, up to the server's poll_interval_s)
+FIRST_POLL_S = 0.1
 _SECRET_FIELDS = ("api_key", "admin_api_key")
 
 
@@ -73,6 +75,9 @@ class SGLangServer:
     writes its output to ``log_dir/server.log`` (and to the console when ``echo``), waits for
     ``/health_generate`` while checking the process is alive, and on leaving (normally, on an
     exception, on Ctrl-C) stops the whole process group: SIGTERM, a bounded wait, then SIGKILL.
+    ``poll_interval_s`` is the longest wait between two health checks: the first comes after
+    ``FIRST_POLL_S`` and each wait doubles, so a server that is ready within a second (a small model,
+    the tests' fake) is seen soon after, while one that boots for minutes is asked once a second.
     """
 
     def __init__(self, argv: list[str], base_url: str, log_dir: Path, *, ready_timeout_s: float = 900.0,
@@ -146,6 +151,7 @@ class SGLangServer:
                 or it was not ready within ``ready_timeout_s`` (it is then stopped).
         """
         deadline = self._started + self.ready_timeout_s
+        wait_s = min(FIRST_POLL_S, self.poll_interval_s)
         while True:
             code = self.proc.poll()
             if code is not None:
@@ -164,7 +170,8 @@ class SGLangServer:
                 request_json("GET", self.base_url + READY_ENDPOINT, timeout=max(5.0, self.poll_interval_s),
                              api_key=self.api_key)
             except Exception:
-                time.sleep(self.poll_interval_s)
+                time.sleep(wait_s)
+                wait_s = min(wait_s * 2, self.poll_interval_s)
                 continue
             self.boot_s = time.monotonic() - self._started
             return self.boot_s

@@ -1,10 +1,60 @@
-"""Shared test setup: GPU tests are skipped where there is no CUDA GPU with SGLang."""
+"""Shared test setup: GPU tests are skipped where there is no CUDA GPU with SGLang; how pytest-xdist's
+workers share the suite (``addopts``: ``-n 4 --dist loadscope``)."""
 
 from __future__ import annotations
 
 import importlib.util
 
 import pytest
+
+# Run whole on one worker each: modules whose tests share an expensive module-scoped fixture (a sweep,
+# every case of the table started at once), so it is built once; and the GPU tests, which share the one
+# GPU and so run one at a time. Every other test is a unit of its own.
+WHOLE_MODULES = (
+    "tests/cli/test_bench_cli.py",  # `grid`: three sweeps
+    "tests/reliability/test_bad_inputs.py",  # `outcomes`: every case of the module at once
+    "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
+    "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
+    "tests/unit/test_reference.py",  # `pair`: a target loaded through transformers
+    "tests/cli/test_export_signals.py",  # `big_run`
+    "tests/reliability/test_secrets.py",  # `cache`
+    "tests/gpu/",
+)
+# Handed out first, in this order, then every other test in its usual order (what starts last should
+# be short): the longest test of all (50 signalled exports), then the modules above, longest first.
+# test_cache's other tests build its drafts again on the worker they run on (seconds) rather than wait
+# for that one.
+START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",
+               *WHOLE_MODULES)
+
+
+def _work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module (or tests/gpu/) when listed above, else itself."""
+    for whole in WHOLE_MODULES:
+        if nodeid.startswith(whole):
+            return whole
+    return nodeid
+
+
+def _start_order(nodeid: str) -> int:
+    return next((i for i, first in enumerate(START_FIRST) if nodeid.startswith(first)), len(START_FIRST))
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, which is not installed everywhere
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` with the units above instead of whole modules, in the order of the collection
+    (see ``pytest_collection_modifyitems``): most tests wait on processes, so a fine split keeps the
+    workers busy to the end, while shared fixtures are still built once."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # (xdist's reorder: by the number of tests in a unit)
+    return _ByWorkUnit(config, log)
 
 
 def _gpu_ready() -> str | None:
@@ -20,6 +70,7 @@ def _gpu_ready() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _start_order(item.nodeid))  # stable: a module's tests stay in their order
     reason = None
     for item in items:
         if "gpu" in item.keywords:

@@ -19,7 +19,8 @@ export OUT=/tmp/automodel_spec_gpu
 mkdir -p "$RESULTS" "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, sglang; print('torch', torch.__version__, '| sglang', sglang.__version__)"
-timeout "${PRODUCERS_TIMEOUT_S:-560}" python3 -m pytest -m gpu tests/gpu/test_producers_gpu.py -v -s \
+# -o addopts=: in this one process (not the CPU suite's pytest-xdist workers, which this machine may lack)
+timeout "${PRODUCERS_TIMEOUT_S:-560}" python3 -m pytest -o addopts= -m gpu tests/gpu/test_producers_gpu.py -v -s \
   -p no:cacheprovider "$@" 2>&1 | tee "$RESULTS/console.txt"
 rc=${PIPESTATUS[0]}
 cp "$OUT"/producers_gpu.json "$OUT"/theirs_8b.json "$OUT"/fp32_8b.json "$RESULTS"/ 2>/dev/null

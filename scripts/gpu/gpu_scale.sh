@@ -83,13 +83,13 @@ if [ -z "${SCALE_SKIP_LIFECYCLE:-}" ] && [ "$NGPU" -ge 2 ]; then
       sglang.tp_size=2 hydra.run.dir="$RES/serve-$SIG" > "$L" 2>&1 &
     PID=$!
     T0=$SECONDS
-    until grep -q "test generation:" "$L" || ! kill -0 $PID 2>/dev/null || [ $(( SECONDS - T0 )) -gt 300 ]; do sleep 1; done
+    until grep -q "test generation:" "$L" || ! kill -0 $PID 2>/dev/null || [ $(( SECONDS - T0 )) -gt 300 ]; do sleep 0.2; done
     BEFORE=$(gpu_apps)
     ps -eo pid,pgid,cmd | grep -E "sglang|fake_sglang" | grep -v grep > "$RES/processes-$SIG.txt"
     kill -$SIG $PID 2>/dev/null
     wait $PID; RC=$?
     T1=$SECONDS
-    while [ "$(gpu_apps)" -gt 0 ] && [ $(( SECONDS - T1 )) -lt ${SCALE_CLEAR_S:-30} ]; do sleep 1; done
+    while [ "$(gpu_apps)" -gt 0 ] && [ $(( SECONDS - T1 )) -lt ${SCALE_CLEAR_S:-30} ]; do sleep 0.2; done
     AFTER=$(gpu_apps)
     nvidia-smi "${SMI_SCOPE[@]}" --query-compute-apps=pid,process_name,used_memory --format=csv,noheader > "$RES/left-$SIG.txt" 2>&1
     VERDICT=$([ "$AFTER" = 0 ] && [ "$BEFORE" -gt 0 ] && echo ok || echo FAIL)

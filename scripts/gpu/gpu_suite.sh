@@ -18,5 +18,6 @@ import torch, sglang
 print("torch", torch.__version__, "| sglang", sglang.__version__, "|",
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
 PY
-# the paths and options given, else the whole suite
-exec python3 -m pytest -m gpu -v -s -p no:cacheprovider "${@:-tests/gpu}"
+# the paths and options given, else the whole suite; in this one process, one test at a time (the CPU
+# suite's addopts spread it over pytest-xdist workers; the GPU is one, and this machine may lack xdist)
+exec python3 -m pytest -o addopts= -m gpu -v -s -p no:cacheprovider "${@:-tests/gpu}"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import pytest
+from helpers import run_recipe
 from packaging.version import Version
-from test_bench_cli import SERVE, WORKLOAD, metrics, output, run_cli
+from test_bench_cli import SERVE, TAG_VAR, WORKLOAD, assert_nothing_left, metrics, output, run_cli
 
 from automodel_spec.sglang_options import known_releases
 
@@ -14,13 +18,22 @@ QUICK = {"0.5.11", "0.5.23"}
 
 @pytest.mark.parametrize("release", [pytest.param(r, marks=() if r in QUICK else pytest.mark.slow)
                                      for r in known_releases()])
-def test_a_bench_point_reads_the_release_it_runs_on(tmp_path, cache, release):
+def test_a_bench_point_reads_the_release_it_runs_on(tmp_path, cache, release, monkeypatch, caplog):
+    """In this process (the recipe's job on the composed config): what is tested is how the job reads each
+    release's answers, not the command line, so the interpreter is not started again for each release."""
     out = tmp_path / "out"
+    tag = uuid.uuid4().hex  # the fake server and its children inherit it: none may be left afterwards
+    for name, value in {"AUTOMODEL_SPEC_CACHE": str(cache), "FAKE_SGLANG_RELEASE": release, TAG_VAR: tag}.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.INFO, logger="automodel_spec")
     # sglang=throughput passes cuda_graph_max_bs: the flag 0.5.20+ would refuse as an ambiguous prefix
-    res = run_cli(SERVE, "mode=bench", "sglang=throughput", *WORKLOAD, "spec.num_steps=3", "spec.topk=1",
-                  "bench.baseline=false", f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache, env={"FAKE_SGLANG_RELEASE": release})
-    assert res.returncode == 0, output(res)
-    assert f"SGLang release: {release} (installed; {release} installed)" in output(res)
+    try:
+        code = run_recipe("serve", "mode=bench", "sglang=throughput", *WORKLOAD, "spec.num_steps=3", "spec.topk=1",
+                          "bench.baseline=false", output_dir=out)
+    finally:
+        assert_nothing_left(tag)
+    assert code == 0, caplog.text
+    assert f"SGLang release: {release} (installed; {release} installed)" in caplog.text
     log = (out / "server.log").read_text()
     flag = "--cuda-graph-max-bs-decode" if Version(release) >= Version("0.5.14") else "--cuda-graph-max-bs"
     assert f" {flag} 64 " in log and "error:" not in log

@@ -5,14 +5,20 @@ the served accept length against it and exits accordingly, never that SGLang ser
 reference is real: the demo pair's exported draft through ``automodel_spec.reference`` on the CPU.
 The demo draft is built to agree with its target, so its reference accepts every draft token, as the
 fake does by default; ``FAKE_SGLANG_ACCEPT`` makes the fake accept fewer, as a mis-served draft would.
+The recipe's job runs in this process (``helpers.run_recipe``: Hydra's compose, then the job): what is
+tested is the check, not the command line, which test_bench_cli.py runs in subprocesses.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import uuid
+from types import SimpleNamespace
 
 import pytest
-from test_bench_cli import SERVE, WORKLOAD, output, run_cli
+from helpers import run_recipe
+from test_bench_cli import TAG_VAR, WORKLOAD, assert_nothing_left
 
 pytest.importorskip("transformers")
 
@@ -20,10 +26,35 @@ CHECK = [*[w for w in WORKLOAD if not w.startswith(("bench.num_prompts", "bench.
          "bench.num_prompts=2", "bench.max_new_tokens=12", "spec.num_steps=3", "spec.topk=1"]
 
 
-def test_check_passes_when_served_matches_the_reference(tmp_path, cache):
+@pytest.fixture
+def check(cache, monkeypatch, capsys, caplog):
+    """Factory: ``recipes/serve.py OVERRIDES`` in this process on the demo cache (``env`` added to the
+    environment the fake server inherits); returns the exit code, what it printed and what it logged.
+    No process it started may be left (the fake server and its children carry a tag to find them by)."""
+    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))
+    caplog.set_level(logging.INFO, logger="automodel_spec")
+
+    def run(*overrides: str, output_dir, env: dict | None = None) -> SimpleNamespace:
+        tag = uuid.uuid4().hex
+        with monkeypatch.context() as m:
+            for name, value in {TAG_VAR: tag, **(env or {})}.items():
+                m.setenv(name, value)
+            caplog.clear()
+            try:
+                code = run_recipe("serve", *overrides, output_dir=output_dir)
+            finally:
+                assert_nothing_left(tag)
+        printed = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err, log=caplog.text,
+                               output=printed.out + printed.err + caplog.text)
+
+    return run
+
+
+def test_check_passes_when_served_matches_the_reference(tmp_path, check):
     out = tmp_path / "out"
-    res = run_cli(SERVE, "mode=check", *CHECK, f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache, timeout=300)
-    assert res.returncode == 0, output(res)
+    res = check("mode=check", *CHECK, output_dir=out)
+    assert res.returncode == 0, res.output
     assert "check passed: served as trained (served 4.00, reference 4.00)" in res.stdout
     assert "identical to the no-speculation baseline's 2/2" in res.stdout
     m = json.loads((out / "metrics.json").read_text())
@@ -33,30 +64,27 @@ def test_check_passes_when_served_matches_the_reference(tmp_path, cache):
     assert m["levels"]["T0_c1"]["served_as_trained"] is True
 
 
-def test_check_fails_when_the_server_accepts_less_than_the_reference(tmp_path, cache):
+def test_check_fails_when_the_server_accepts_less_than_the_reference(tmp_path, check):
     out = tmp_path / "out"
-    res = run_cli(SERVE, "mode=check", *CHECK, f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
-                  env={"FAKE_SGLANG_ACCEPT": "0.2"}, timeout=300)
-    assert res.returncode == 1, output(res)
+    res = check("mode=check", *CHECK, output_dir=out, env={"FAKE_SGLANG_ACCEPT": "0.2"})
+    assert res.returncode == 1, res.output
     assert "check FAILED" in res.stderr and "below the reference 4.00" in res.stderr
     assert "aux layer ids" in res.stderr and "num_hidden_layers" in res.stderr  # what to check first
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "ok" and m["levels"]["T0_c1"]["served_as_trained"] is False
 
 
-def test_check_of_an_algorithm_without_a_draft_is_refused(tmp_path, cache):
-    res = run_cli(SERVE, "mode=check", "algorithm=none", *CHECK, f"hydra.run.dir={tmp_path / 'out'}",
-                  cwd=tmp_path / "cwd", cache=cache)
-    assert res.returncode != 0 and "mode=check holds an EAGLE draft against its reference" in output(res)
+def test_check_of_an_algorithm_without_a_draft_is_refused(tmp_path, check):
+    res = check("mode=check", "algorithm=none", *CHECK, output_dir=tmp_path / "out")
+    assert res.returncode != 0 and "mode=check holds an EAGLE draft against its reference" in res.output
 
 
-def test_check_of_a_point_measured_without_the_reference_adds_it(tmp_path, cache):
+def test_check_of_a_point_measured_without_the_reference_adds_it(tmp_path, check):
     out = tmp_path / "out"
-    res = run_cli(SERVE, "mode=bench", *CHECK, "bench.reference=false", f"hydra.run.dir={out}", cwd=tmp_path / "cwd",
-                  cache=cache)
-    assert res.returncode == 0, output(res)
+    res = check("mode=bench", *CHECK, "bench.reference=false", output_dir=out)
+    assert res.returncode == 0, res.output
     assert json.loads((out / "metrics.json").read_text())["reference"]["status"] == "skipped"
-    res = run_cli(SERVE, "mode=check", *CHECK, f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache, timeout=300)
-    assert res.returncode == 0, output(res)
-    assert "already complete" in res.stdout and "check passed" in res.stdout  # not measured again
+    res = check("mode=check", *CHECK, output_dir=out)
+    assert res.returncode == 0, res.output
+    assert "already complete" in res.log and "check passed" in res.stdout  # not measured again
     assert json.loads((out / "metrics.json").read_text())["reference"]["status"] == "ok"

@@ -135,7 +135,7 @@ def _best(root: Path) -> list[str]:
 def test_servers_sharing_a_gpu_start_side_by_side_and_are_measured_alone(tmp_path, cache):
     # one GPU, bench.servers_per_gpu=2: two servers on it at once, but while one is measured (its
     # requests), no other server starts, stops or is measured; the idle one is not "another process"
-    env = two_gpus(tmp_path, FAKE_NVIDIA_SMI_GPUS="1", FAKE_SGLANG_BOOT_S="1.5", FAKE_SGLANG_STEP_MS="2",
+    env = two_gpus(tmp_path, FAKE_NVIDIA_SMI_GPUS="1", FAKE_SGLANG_BOOT_S="3", FAKE_SGLANG_STEP_MS="2",
                    FAKE_SGLANG_RECORD_REQUESTS="1")
     res = run_cli(SERVE, "-m", "+sweep=grid", "+launcher=parallel", *WORKLOAD, "bench.concurrency=[1]",
                   "bench.name=shared", "bench.servers_per_gpu=2", "sglang.mem_fraction_static=0.4",

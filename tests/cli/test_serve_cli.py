@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -131,6 +132,19 @@ def in_process(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.fixture
+def serve_job(tmp_path, in_process, capsys):
+    """Factory: ``recipes/serve.py OVERRIDES`` in this process (where what is tested is the job's, not the
+    command line's); returns its exit code and what it printed (``returncode``, ``stdout``, ``stderr``)."""
+
+    def run(*overrides: str) -> SimpleNamespace:
+        code = run_recipe("serve", *overrides, output_dir=tmp_path / "out")
+        printed = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err)
+
+    return run
+
+
 # --- print_only -----------------------------------------------------------------------------------
 
 
@@ -204,31 +218,27 @@ def test_print_only_masks_the_api_key(tmp_path):
     assert flag(command_argv(res.stdout), "--api-key") == "***"
 
 
-def test_print_only_builds_for_the_release_asked_for_and_says_which(tmp_path):
-    res = run_cli(SERVE, "print_only=true", "sglang=throughput", "sglang.release=0.5.23", cwd=tmp_path / "cwd",
-                  cache=tmp_path / "cache")
+def test_print_only_builds_for_the_release_asked_for_and_says_which(serve_job):
+    res = serve_job("print_only=true", "sglang=throughput", "sglang.release=0.5.23")
     assert res.returncode == 0, res.stderr
     assert re.search(r"^SGLang release: 0\.5\.23 \(sglang\.release; ", res.stdout, re.M), res.stdout
     argv = command_argv(res.stdout)
     assert flag(argv, "--cuda-graph-max-bs-decode") == "64" and "--cuda-graph-max-bs" not in argv
-    old = run_cli(SERVE, "print_only=true", "sglang=throughput", "sglang.release=0.5.12", cwd=tmp_path / "cwd",
-                  cache=tmp_path / "cache")
+    old = serve_job("print_only=true", "sglang=throughput", "sglang.release=0.5.12")
     assert flag(command_argv(old.stdout), "--cuda-graph-max-bs") == "64"
 
 
-def test_a_setting_the_release_cannot_take_is_refused_naming_both(tmp_path):
-    res = run_cli(SERVE, "print_only=true", "spec.adaptive=true", "sglang.release=0.5.10", cwd=tmp_path / "cwd",
-                  cache=tmp_path / "cache")
+def test_a_setting_the_release_cannot_take_is_refused_naming_both(tmp_path, serve_job):
+    res = serve_job("print_only=true", "spec.adaptive=true", "sglang.release=0.5.10")
     assert res.returncode != 0
     assert re.search(r"spec\.adaptive needs SGLang >= 0\.5\.11[;,] (but )?the command is built for SGLang 0\.5\.10",
                      res.stderr), res.stderr
     assert "Traceback" not in res.stdout + res.stderr and "command:" not in res.stdout
-    bad = run_cli(SERVE, "print_only=true", "sglang.release=0.5.8", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+    bad = serve_job("print_only=true", "sglang.release=0.5.8")
     assert bad.returncode != 0 and "sglang.release=0.5.8: SGLang 0.5.8 is older than 0.5.9" in bad.stderr
     config = tmp_path / "adaptive.json"  # the per-batch-size format: 0.5.13's
     config.write_text('{"1": {"candidate_steps": [1, 3]}}')
-    res = run_cli(SERVE, "print_only=true", "spec.adaptive=true", f"spec.adaptive_config={config}",
-                  "sglang.release=0.5.12", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+    res = serve_job("print_only=true", "spec.adaptive=true", f"spec.adaptive_config={config}", "sglang.release=0.5.12")
     assert res.returncode != 0 and "command:" not in res.stdout
     assert f"spec.adaptive with spec.adaptive_config={config} needs SGLang >= 0.5.13, but the command is built " \
            "for SGLang 0.5.12 (sglang.release)" in res.stderr
@@ -292,6 +302,14 @@ def test_help_is_the_recipes_own_with_its_commands_and_every_group_option(tmp_pa
         assert marked == ([defaults[group]] if group in defaults else []), group
     assert "--hydra-help" in text
     assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(("args", "runs"), [(["--help"], False), (["--cfg", "job", "sglang.tp_size=2"], False),
+                                          (["--hydra-help"], False), (["print_only=true"], True), ([], True)])
+def test_torch_is_preloaded_only_where_a_job_runs(args, runs):
+    from automodel_spec.recipe_runtime import runs_a_job
+
+    assert runs_a_job(args) is runs
 
 
 def test_serve_and_export_help_differ(tmp_path):

@@ -171,35 +171,53 @@ def test_a_shared_gpu_takes_as_many_holders_as_it_has_slots_and_excludes_a_lone_
             _lease_within(["0"], tmp_path, 0.3, share=2)
 
 
-def _phase(lock_dir, exclusive, log, hold_s, delay_s):
-    time.sleep(delay_s)
+def _phase(lock_dir, exclusive, log, hold_s, ready=None, go=None):
     with gpu_phase(["0"], Path(lock_dir), exclusive=exclusive, poll_s=0.02):
         start = time.monotonic()
+        if ready:
+            Path(ready).touch()
+        while go and not Path(go).exists():
+            time.sleep(0.01)
         time.sleep(hold_s)
-        with open(log, "a") as fh:
-            fh.write(f"{'measure' if exclusive else 'start'} {start} {time.monotonic()}\n")
+        end = time.monotonic()
+    with open(log, "a") as fh:
+        fh.write(f"{'measure' if exclusive else 'start'} {start} {end}\n")
 
 
-def test_a_measurement_overlaps_no_start_and_goes_before_starts_that_wait(tmp_path):
-    # processes: a start that runs first, a measurement queued behind it, then a start asked for after the
-    # measurement was queued: that start waits for the measurement, though it could share with the first
-    log = tmp_path / "log"
+def _wait_for(what, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_measurement_overlaps_no_start_and_goes_before_starts_asked_for_after_it(tmp_path):
+    # a start holds the phase; a measurement queues behind it; a start asked for after that waits for the
+    # measurement, though it could have shared the phase with the first start
+    log, ready, go = tmp_path / "log", tmp_path / "first-start-holds", tmp_path / "first-start-may-end"
     ctx = multiprocessing.get_context("spawn")
-    plan = [(False, 0.6, 0.0), (True, 0.3, 0.2), (False, 0.1, 0.4), (True, 0.2, 0.45)]
-    procs = [ctx.Process(target=_phase, args=(str(tmp_path), ex, str(log), hold, delay)) for ex, hold, delay in plan]
-    for p in procs:
-        p.start()
-    for p in procs:
+    first = ctx.Process(target=_phase, args=(str(tmp_path), False, str(log), 0.0, str(ready), str(go)))
+    first.start()
+    _wait_for(ready.exists)
+    measure = ctx.Process(target=_phase, args=(str(tmp_path), True, str(log), 0.3))
+    measure.start()
+    queue = tmp_path / "gpu-0.measure-queue"
+    _wait_for(lambda: queue.is_dir() and any(queue.iterdir()))
+    second = ctx.Process(target=_phase, args=(str(tmp_path), False, str(log), 0.1))
+    second.start()
+    time.sleep(0.5)  # the second start, ready by now, must still be waiting
+    assert not log.exists()
+    go.touch()
+    for p in (first, measure, second):
         p.join(timeout=60)
         assert p.exitcode == 0
-    spans = [(kind, float(a), float(b)) for kind, a, b in (line.split() for line in log.read_text().splitlines())]
-    assert sorted(k for k, _, _ in spans) == ["measure", "measure", "start", "start"]
-    for i, (ki, *ti) in enumerate(spans):
-        for kj, *tj in spans[i + 1:]:
-            if "measure" in (ki, kj):
-                assert not _overlap(ti, tj), f"a measurement overlapped a {ki if kj == 'measure' else kj}: {spans}"
-    second_start = [s for s in spans if s[0] == "start"][1]
-    assert all(m[2] <= second_start[1] for m in spans if m[0] == "measure"), spans
+    spans = {kind: (float(a), float(b)) for kind, a, b in (line.split() for line in log.read_text().splitlines()
+                                                           if line.startswith("measure"))}
+    starts = sorted((float(a), float(b)) for kind, a, b in (line.split() for line in log.read_text().splitlines())
+                    if kind == "start")
+    assert len(starts) == 2, log.read_text()
+    m = spans["measure"]
+    assert starts[0][1] <= m[0] and m[1] <= starts[1][0], log.read_text()
 
 
 def test_sharing_servers_are_marked_while_they_run(tmp_path):

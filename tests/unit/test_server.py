@@ -14,10 +14,12 @@ import socket
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import is_fake_server
 
+from automodel_spec import server as server_module
 from automodel_spec.errors import ServerError
 from automodel_spec.http_client import HTTPStatusError, request_json
 from automodel_spec.process_state import process_running
@@ -226,6 +228,24 @@ def test_keyboard_interrupt_inside_with_block_stops_everything(launch):
             pids = fake.pids()
             raise KeyboardInterrupt
     _assert_all_gone(pids)
+
+
+def test_health_checks_come_quickly_at_first_then_once_per_poll_interval(tmp_path, monkeypatch):
+    """A server ready within a second is seen soon after; one that boots for minutes is asked once a second."""
+    srv = SGLangServer([str(FAKE)], "http://127.0.0.1:1", tmp_path, poll_interval_s=1.0)
+    srv.proc, srv._started = SimpleNamespace(poll=lambda: None), time.monotonic()  # a server still booting
+    answers = iter([False] * 6 + [True])  # not ready six times, then ready
+
+    def health(*args, **kwargs):
+        if not next(answers):
+            raise ConnectionRefusedError("not listening yet")
+        return {}
+
+    waits: list[float] = []
+    monkeypatch.setattr(server_module, "request_json", health)
+    monkeypatch.setattr(server_module, "time", SimpleNamespace(monotonic=time.monotonic, sleep=waits.append))
+    srv.wait_ready()
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 
 
 def test_stop_twice_is_safe_and_stop_before_start_is_a_no_op(launch, tmp_path):
