@@ -27,8 +27,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from automodel_spec import nvidia_smi
 from automodel_spec.errors import ConfigError
 from automodel_spec.file_lock import flock_held
@@ -121,42 +119,46 @@ def lease_gpus(pool: list[str], count: int, lock_dir: Path, *, source: str = "th
 
 def _try_gpu(lock_dir: Path, name: str, share: int) -> ExitStack | None:
     """The locks that give one GPU to the caller now (alone, or one of ``share`` slots), else ``None``."""
-    if share <= 1:
-        lock = FileLock(str(lock_dir / f"gpu-{name}.lock"), thread_local=False)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return None
-        held = ExitStack()
-        held.callback(lock.release)
+    held = _try_flock(lock_dir / f"gpu-{name}.lock", shared=share > 1)
+    if held is None or share <= 1:
         return held
-    held = ExitStack()
-    if not held.enter_context(flock_held(lock_dir / f"gpu-{name}.lock", shared=True, blocking=False)):
-        held.close()
-        return None
     for slot in range(share):
-        slot_stack = ExitStack()
-        if slot_stack.enter_context(flock_held(lock_dir / f"gpu-{name}.slot{slot}.lock", shared=False,
-                                               blocking=False)):
-            held.enter_context(slot_stack)
+        slot_held = _try_flock(lock_dir / f"gpu-{name}.slot{slot}.lock", shared=False)
+        if slot_held is not None:
+            held.enter_context(slot_held)
             return held
-        slot_stack.close()
     held.close()
     return None
 
 
+def _try_flock(path: Path, *, shared: bool) -> ExitStack | None:
+    """``path`` locked now (shared or exclusive), to be released by closing the stack; ``None`` when taken."""
+    held = ExitStack()
+    if held.enter_context(flock_held(path, shared=shared, blocking=False)):
+        return held
+    held.close()
+    return None
+
+
+def gpu_lock_names(gpus: list[str]) -> list[str]:
+    """The lock name of each of ``gpus`` (its UUID where ``nvidia-smi`` maps the index): asked once per
+    server, and given to ``gpu_phase``, ``registered_server`` and ``sharing_groups``."""
+    names = _lock_names(gpus)
+    return [names[g] for g in gpus]
+
+
 @contextmanager
-def gpu_phase(gpus: list[str], lock_dir: Path, *, exclusive: bool, poll_s: float = 0.2) -> Iterator[None]:
-    """Hold the phase lock of ``gpus``: shared to start or stop a server, exclusive to measure.
+def gpu_phase(names: list[str], lock_dir: Path, *, exclusive: bool, poll_s: float = 0.2) -> Iterator[None]:
+    """Hold the phase lock of the GPUs named ``names`` (``gpu_lock_names``): shared to start or stop a
+    server, exclusive to measure.
 
     Measurements go first: a start waits while a ready server waits to be measured (its mark in the
     GPU's queue), so the GPU never sits idle with ready servers while another one starts (starts are
     what take long). The locks are taken in one global order (by lock name), so two jobs that each want
     several GPUs cannot hold one each and wait for the other's.
     """
-    names = _lock_names(gpus)
     with ExitStack() as stack:
-        for name in sorted({names[g] for g in gpus}):
+        for name in sorted(set(names)):
             lock = lock_dir / f"gpu-{name}.phase.lock"
             queue = lock_dir / f"gpu-{name}.measure-queue"
             if exclusive:
@@ -169,13 +171,11 @@ def gpu_phase(gpus: list[str], lock_dir: Path, *, exclusive: bool, poll_s: float
                     mark.unlink(missing_ok=True)
                 continue
             while True:
-                if not _measurements_waiting(queue):
-                    held = ExitStack()
-                    if held.enter_context(flock_held(lock, shared=True, blocking=False)):
-                        stack.enter_context(held)
-                        break
-                    held.close()
+                held = None if _measurements_waiting(queue) else _try_flock(lock, shared=True)
+                if held is not None:
+                    break
                 time.sleep(poll_s)
+            stack.enter_context(held)
         yield
 
 
@@ -187,13 +187,13 @@ def _measurements_waiting(queue: Path) -> bool:
 
 
 @contextmanager
-def registered_server(gpus: list[str], lock_dir: Path, pgid: int) -> Iterator[None]:
-    """Mark the server process group ``pgid`` as a sharer of ``gpus`` (``sharing_groups``) while in the block."""
-    names = _lock_names(gpus)
+def registered_server(names: list[str], lock_dir: Path, pgid: int) -> Iterator[None]:
+    """Mark the server process group ``pgid`` as a sharer of the GPUs named ``names`` (``sharing_groups``)
+    while in the block."""
     marks = []
     try:
-        for gpu in gpus:
-            mark = lock_dir / f"gpu-{names[gpu]}.servers" / str(pgid)
+        for name in names:
+            mark = lock_dir / f"gpu-{name}.servers" / str(pgid)
             mark.parent.mkdir(parents=True, exist_ok=True)
             mark.touch()
             marks.append(mark)
@@ -203,13 +203,12 @@ def registered_server(gpus: list[str], lock_dir: Path, pgid: int) -> Iterator[No
             mark.unlink(missing_ok=True)
 
 
-def sharing_groups(gpus: list[str], lock_dir: Path) -> set[int]:
-    """The process groups of the servers marked as sharers of ``gpus`` (a mark left by a killed job
-    names a group that no longer runs: it matches nothing)."""
-    names = _lock_names(gpus)
+def sharing_groups(names: list[str], lock_dir: Path) -> set[int]:
+    """The process groups of the servers marked as sharers of the GPUs named ``names`` (a mark left by a
+    killed job names a group that no longer runs: it matches nothing)."""
     groups = set()
-    for gpu in gpus:
-        folder = lock_dir / f"gpu-{names[gpu]}.servers"
+    for name in names:
+        folder = lock_dir / f"gpu-{name}.servers"
         if folder.is_dir():
             groups.update(int(p.name) for p in folder.iterdir() if p.name.isdigit())
     return groups

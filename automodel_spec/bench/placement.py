@@ -24,6 +24,7 @@ from automodel_spec import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.errors import ServerError
 from automodel_spec.gpu_pool import (
+    gpu_lock_names,
     gpu_phase,
     lease_dir,
     lease_gpus,
@@ -77,6 +78,7 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
         if pool is not None:
             gpus = stack.enter_context(lease_gpus(pool, cfg.sglang.tp_size, locks, source=source, share=share))
         sharing = gpus is not None and share > 1
+        names = gpu_lock_names(gpus) if sharing else []
         # sharers never leave (they are the sweep's other points): nothing to wait for
         others = [] if sharing else wait_for_gpu_processes(cfg.bench.gpu_free_wait_s, gpus)
         if others:  # they share the GPU's time and memory with the measurement
@@ -88,13 +90,13 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
             server = open_server(cfg.sglang, cfg.algorithm, run, out_dir, log_name=log_name, port=port,
                                  env=env)
             try:
-                with gpu_phase(gpus, locks, exclusive=False) if sharing else ExitStack():
+                with gpu_phase(names, locks, exclusive=False) if sharing else ExitStack():
                     server.start()
                     if sharing:
-                        port_stack.enter_context(registered_server(gpus, locks, server.proc.pid))
+                        port_stack.enter_context(registered_server(names, locks, server.proc.pid))
                     server.wait_ready()
             except BaseException as exc:
-                with gpu_phase(gpus, locks, exclusive=False) if sharing else ExitStack():
+                with gpu_phase(names, locks, exclusive=False) if sharing else ExitStack():
                     server.stop()
                 port_stack.close()
                 if not (isinstance(exc, ServerError) and attempt < PORT_ATTEMPTS
@@ -104,13 +106,13 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
                          "port (%d/%d)", port, attempt + 1, PORT_ATTEMPTS)
                 continue
             if sharing:  # measured alone, and stopped before the next server starts or measures
-                stack.enter_context(gpu_phase(gpus, locks, exclusive=True))
+                stack.enter_context(gpu_phase(names, locks, exclusive=True))
             stack.enter_context(port_stack)  # left after the server stops (below), before the GPUs
             stack.callback(server.stop)
             break
         idle = 0
         if sharing:
-            others, idle = _beside(gpus, locks, server.proc.pid)
+            others, idle = _beside(gpus, names, locks, server.proc.pid)
             log.info("[bench] measuring alone on GPU %s beside %d idle server(s) of other points "
                      "(bench.servers_per_gpu=%d)", ",".join(gpus), idle, share)
             if others:
@@ -119,9 +121,10 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
         yield Placement(server=server, gpus=gpus, others=others, idle_servers=idle)
 
 
-def _beside(gpus: list[str], locks: Path, own_group: int) -> tuple[list[str], int]:
-    """What runs on ``gpus`` beside our server: (processes that are no sharing server's, idle sharers)."""
-    groups = sharing_groups(gpus, locks) - {own_group}
+def _beside(gpus: list[str], names: list[str], locks: Path, own_group: int) -> tuple[list[str], int]:
+    """What runs on ``gpus`` (lock names ``names``) beside our server: (processes that are no sharing
+    server's, idle sharers)."""
+    groups = sharing_groups(names, locks) - {own_group}
     others, idle = [], set()
     for proc in nvidia_smi.processes_on(gpus):
         if proc.endswith(nvidia_smi.OWN):

@@ -134,14 +134,21 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
     from contextlib import ExitStack
 
     import automodel_spec
-    from automodel_spec.gpu_pool import gpu_phase, lease_dir, lease_gpus, pinned_env, visible_gpus
+    from automodel_spec.gpu_pool import (
+        gpu_lock_names,
+        gpu_phase,
+        lease_dir,
+        lease_gpus,
+        pinned_env,
+        visible_gpus,
+    )
 
     ref = _reference_module()
     pool, source = visible_gpus(gpu_pool)
     with tempfile.TemporaryDirectory(prefix="automodel-spec-reference-") as tmp, ExitStack() as stack:
         gpus = stack.enter_context(lease_gpus(pool, 1, lease_dir(), source=source, share=share)) if pool else None
         if gpus and share > 1:
-            stack.enter_context(gpu_phase(gpus, lease_dir(), exclusive=True))
+            stack.enter_context(gpu_phase(gpu_lock_names(gpus), lease_dir(), exclusive=True))
         lines = [{"id": p.id, "category": p.category,
                   **({"input_ids": list(p.input_ids)} if p.input_ids is not None else {"prompt": p.text})}
                  for p in prompts]
