@@ -29,11 +29,13 @@ from automodel_spec.signals import Terminated, raise_terminated
 log = logging.getLogger(__name__)
 
 TEST_PROMPT = "The quick brown fox jumps over the lazy dog. " * 2
-# cuda_graph_max_bs: /server_info's name until 0.5.13; cuda_graph_max_bs_decode from 0.5.14 (the same setting)
+# cuda_graph_max_bs: /server_info's name until 0.5.13; cuda_graph_max_bs_decode from 0.5.14 (the same setting);
+# max_total_num_tokens: the KV cache's size in tokens (bench/capacity.py)
 _EFFECTIVE_KEYS = ("speculative_algorithm", "speculative_num_steps", "speculative_eagle_topk",
                    "speculative_num_draft_tokens", "speculative_draft_model_path", "max_running_requests",
                    "attention_backend", "tp_size", "mem_fraction_static", "cuda_graph_max_bs",
-                   "cuda_graph_max_bs_decode", "speculative_adaptive", "speculative_adaptive_config")
+                   "cuda_graph_max_bs_decode", "speculative_adaptive", "speculative_adaptive_config",
+                   "max_total_num_tokens")
 
 
 @dataclass(frozen=True)

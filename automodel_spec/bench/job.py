@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from automodel_spec import nvidia_smi
+from automodel_spec.bench.capacity import SERVER_INFO_KEY, check_kv_capacity, draft_slots
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
 from automodel_spec.bench.placement import placed_server
@@ -243,6 +244,8 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
         result.boot_s = server.boot_s
         result.effective, result.server_settings = _split(settings)
         steps = settings.get("speculative_num_steps")
+        kv_tokens, slots = settings.get(SERVER_INFO_KEY), draft_slots(settings)
+        check_kv_capacity(kv_tokens, max(b.concurrency), 0, b.max_new_tokens, slots)  # before any level runs
         for temp in b.temperature:
             params = sampling_params(b.max_new_tokens, temp)
             for conc in b.concurrency:
@@ -253,6 +256,9 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
                 records, wall = run_requests(gen, prompts, conc, params, label=label)
                 for r in records:
                     rec_file.write(json.dumps({**r, "temperature": temp}) + "\n")
+                # with the prompts' real lengths: a level that could not run `conc` requests at once fails
+                longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
+                check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
                 m = summarize_level(records, wall, steps, temperature=temp, concurrency=conc)
                 m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
                 result.levels[m.key] = m

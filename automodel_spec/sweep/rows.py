@@ -27,10 +27,14 @@ from automodel_spec.bench.result import (
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]
 _POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
+# server settings a sweep may vary beside the speculative one (several sweeps into one directory, or
+# sglang.* overrides in the grid): what the server reported using (/server_info), and how to ask for it
+SERVER_SETTINGS = {"attention_backend": "sglang.attention_backend", "tp_size": "sglang.tp_size",
+                   "max_running_requests": "sglang.max_running_requests"}
 # a predict sweep's columns (sweep/predictions.py), empty in other sweeps
 PREDICTED = ["role", "predicted_accept_length", "predicted_tok_per_s", "prediction_method"]
 COLUMNS = (["point", "status"] + [f"requested_{n}" for n in _SPEC] + [f"effective_{n}" for n in _SPEC]
-           + _LEVEL + _POINT_TAIL + PREDICTED)
+           + _LEVEL + _POINT_TAIL + list(SERVER_SETTINGS) + PREDICTED)
 
 # schema-2 summary.csv columns -> these
 _SCHEMA2_COLUMNS = {"num_steps": "requested_num_steps", "topk": "requested_topk",
@@ -108,18 +112,31 @@ def level_name(level: tuple[float, int]) -> str:
     return f"temperature {level[0]:g}, concurrency {level[1]}"
 
 
-def override_line(row: dict) -> str:
-    """The setting as overrides for recipes/serve.py (the values the server actually used)."""
+def varied_settings(rows: list[dict]) -> list[str]:
+    """The ``SERVER_SETTINGS`` columns whose values differ between the measured points of a sweep."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    return [c for c in SERVER_SETTINGS if len({r.get(c) for r in ok}) > 1]
+
+
+def server_overrides(row: dict, varied: list[str]) -> str:
+    """The ``varied`` server settings of a row as overrides (``sglang.attention_backend=triton``)."""
+    return " ".join(f"{SERVER_SETTINGS[c]}={row[c]}" for c in varied if row.get(c) is not None)
+
+
+def override_line(row: dict, varied: list[str] = ()) -> str:
+    """The setting as overrides for recipes/serve.py (the values the server actually used), with the
+    server settings the sweep varied (``varied_settings``)."""
     steps, topk, tokens = setting_of(row)
     adaptive = row.get("requested_adaptive")
+    server = server_overrides(row, list(varied))
     if steps is None and not adaptive:
-        return "(no speculative setting: SGLang chose it)"
+        return "(no speculative setting: SGLang chose it)" + (f" {server}" if server else "")
     line = f"spec.num_steps={steps} spec.topk={topk} spec.num_draft_tokens={tokens}" if steps is not None else ""
     if adaptive:
         line = (line + " spec.adaptive=true").strip()
         if row.get("requested_adaptive_config"):
             line += f" spec.adaptive_config={row['requested_adaptive_config']}"
-    return line
+    return f"{line} {server}".strip()
 
 
 def point_rows(name: str, result: PointResult) -> list[dict]:
@@ -132,7 +149,8 @@ def point_rows(name: str, result: PointResult) -> list[dict]:
     base.update(algorithm=result.algorithm, boot_s=result.boot_s, gpu_seconds=result.gpu_seconds,
                 gpu="; ".join(result.gpu or []) or None,
                 other_gpu_processes="; ".join(result.other_gpu_processes or []) or None,
-                reason=result.reason or result.error)
+                reason=result.reason or result.error,
+                **{c: (result.server_settings or {}).get(c) for c in SERVER_SETTINGS})
     if result.status != "ok" or not result.levels:
         return [{**dict.fromkeys(_LEVEL), **base}]
     return [{**base, **asdict(lv)} for lv in result.levels.values()]
@@ -177,7 +195,8 @@ def read_rows(path: Path) -> list[dict]:
 def _kinds() -> dict[str, str]:
     kinds = {"point": "str", "status": "str", "algorithm": "str", "gpu": "str", "other_gpu_processes": "str",
              "reason": "str", "boot_s": "float", "gpu_seconds": "float", "role": "str",
-             "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str"}
+             "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str",
+             "attention_backend": "str", "tp_size": "int", "max_running_requests": "int"}
     for prefix in ("requested_", "effective_"):
         for f in fields(SpecSettings):
             kinds[prefix + f.name] = _kind(str(f.type))

@@ -24,6 +24,7 @@ from automodel_spec.sweep.rows import (
     level_of,
     override_line,
     setting_of,
+    varied_settings,
     write_rows,
 )
 
@@ -51,21 +52,23 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     write_rows(sweep_dir / "summary.csv", rows)
     levels = sorted({level_of(r) for r in rows if r.get("concurrency") is not None})
     best = {lv: best_row(rows, lv) for lv in levels}
+    varied = varied_settings(rows)  # e.g. two attention backends in one sweep: a column of their own
     md = [f"# Sweep summary: {sweep_dir}", ""]
     for lv in levels:
         ok = sorted((r for r in rows if r["status"] == "ok" and level_of(r) == lv),
                     key=lambda r: -(r.get("speedup") or r.get("output_tok_per_s") or 0))
         md += [f"## {level_name(lv)}", "",
-               "| steps | topk | draft tokens | tok/s | baseline tok/s | speedup | accept length "
-               "| speedup / accept | p50 s |",
-               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        md += [f"| {_f(setting_of(r)[0])}{_auto(r)} | {_f(setting_of(r)[1])} | {_f(setting_of(r)[2])} | "
+               "| " + "".join(f"{c} | " for c in varied) + "steps | topk | draft tokens | tok/s | baseline tok/s "
+               "| speedup | accept length | speedup / accept | p50 s |",
+               "|" + "---|" * len(varied) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        md += ["| " + "".join(f"{_f(r.get(c))} | " for c in varied)
+               + f"{_f(setting_of(r)[0])}{_auto(r)} | {_f(setting_of(r)[1])} | {_f(setting_of(r)[2])} | "
                f"{_f(r.get('output_tok_per_s'))} | {_f(r.get('baseline_tok_per_s'))} | {_f(r.get('speedup'))} | "
                f"{_pm(r.get('accept_length'), r.get('accept_length_sem'))} | "
                f"{_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
                f"{_f(r.get('latency_p50_s'), 3)} |" for r in ok]
         if best[lv]:
-            md += ["", f"Best at {level_name(lv)}: {_best_text(best[lv])}"]
+            md += ["", f"Best at {level_name(lv)}: {_best_text(best[lv], varied)}"]
         md.append("")
     md += category_lines(rows, levels)
     md += served_lines(rows)
@@ -80,7 +83,7 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
         md += ["", "## Measured while other processes used the GPU (numbers may be off)", ""]
         md += [f"- {point}: {procs}" for point, procs in shared]
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
-    lines = [f"{level_name(lv)}: {_best_line(b)}" for lv, b in best.items() if b]
+    lines = [f"{level_name(lv)}: {_best_line(b, varied)}" for lv, b in best.items() if b]
     (sweep_dir / "best_override.txt").write_text("\n".join(lines) + "\n")
     images = (write_heatmaps(sweep_dir, rows, levels) + write_speedup_plot(sweep_dir, rows)
               + write_predicted_plot(sweep_dir, rows)) if plots else []
@@ -175,19 +178,19 @@ def _below_one(speedup: float) -> str:
     return f"{math.floor(speedup * 1000) / 1000:.3f}"
 
 
-def _best_text(row: dict) -> str:
+def _best_text(row: dict, varied: list[str]) -> str:
     if _loses(row):
-        return (f"`algorithm=none`: no setting beat no speculation (the best, `{override_line(row)}`, "
+        return (f"`algorithm=none`: no setting beat no speculation (the best, `{override_line(row, varied)}`, "
                 f"reached x{_below_one(row['speedup'])})")
-    return f"`{override_line(row)}`"
+    return f"`{override_line(row, varied)}`"
 
 
-def _best_line(row: dict) -> str:
+def _best_line(row: dict, varied: list[str]) -> str:
     """One line of best_override.txt: the overrides, then what they measured."""
     if _loses(row):
         return (f"algorithm=none  # no setting beat no speculation ({row['baseline_tok_per_s']:.1f} tok/s); "
-                f"best was {override_line(row)} at x{_below_one(row['speedup'])}")
-    return (f"{override_line(row)}  # {row['output_tok_per_s']:.1f} tok/s"
+                f"best was {override_line(row, varied)} at x{_below_one(row['speedup'])}")
+    return (f"{override_line(row, varied)}  # {row['output_tok_per_s']:.1f} tok/s"
             + (f", x{row['speedup']:.2f}" if row.get("speedup") else ""))
 
 

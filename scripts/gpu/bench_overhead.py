@@ -10,7 +10,10 @@ plus ``SGLangServer``; "hand" is Popen of the identical argv polled with plain u
 gives one throughput ratio (ours / hand) and one time-to-ready difference (ours - hand); the
 summary is their mean and standard deviation over the rounds, and the mean's standard error, so a
 1% or 2 s difference can be told from the noise (the targets: ratio >= 0.99, < 2 s added) only
-with enough rounds (4 or more). Prints a table; writes overhead.json to $OUT or the current directory.
+with enough rounds (4 or more). Both paths poll readiness every 0.1 s. Prints a table; writes
+overhead.json to $OUT or the current directory after every server, and ``--resume FILE`` continues
+the rounds a FILE written earlier holds (a run cut off by a time limit loses one server at most);
+``--deadline-s`` starts no server after that many seconds.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def hand(cfg: ServeConfig, log_dir: Path, n: int, max_new: int) -> dict:
                     urllib.request.urlopen(base + "/health_generate", timeout=5).read()
                     break
                 except Exception:
-                    time.sleep(1.0)
+                    time.sleep(0.1)  # the same interval as SGLangServer's readiness poll
             ready = time.monotonic() - t0
 
             def gen(payload):
@@ -97,22 +100,41 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--topk", type=int, default=1)
     ap.add_argument("--python", default=None, help="interpreter that runs sglang.launch_server")
-    ap.add_argument("sglang_args", nargs="*", help="after --: extra server flags for both paths")
+    ap.add_argument("--resume", type=Path, default=None, help="an overhead.json whose rows to continue")
+    ap.add_argument("--deadline-s", type=float, default=None, help="start no server after this many seconds")
+    ap.add_argument("--attention-backend", default="triton")
+    ap.add_argument("--cuda-graph-bs", type=int, nargs="+", default=[1])
+    ap.add_argument("--mem-fraction-static", type=float, default=0.6)
+    ap.add_argument("sglang_args", nargs="*", help="after --: other server flags for both paths (flags that "
+                    "sglang.* settings own are refused: give them above)")
     args = ap.parse_args()
     log_to_console()
     cfg = ServeConfig(draft=DraftConfig(path=args.draft), target=TargetConfig(path=args.target),
                       spec=SpecConfig(num_steps=args.steps, topk=args.topk),
-                      sglang=SGLangConfig(port=0, python=args.python, extra_args=list(args.sglang_args)))
+                      sglang=SGLangConfig(port=0, python=args.python, attention_backend=args.attention_backend,
+                                          cuda_graph_bs=args.cuda_graph_bs, cuda_graph_max_bs=None,
+                                          disable_prefill_cuda_graph=True,
+                                          mem_fraction_static=args.mem_fraction_static,
+                                          extra_args=list(args.sglang_args)))
     out = Path(os.environ.get("OUT") or ".")
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows = json.loads(args.resume.read_text())["rounds"] if args.resume and args.resume.is_file() else []
+    done = {(x["round"], x["path"]) for x in rows}
+    start, stopped = time.monotonic(), False
     for r in range(args.rounds):
         for name, fn in (("hand", hand), ("ours", ours)) if r % 2 == 0 else (("ours", ours), ("hand", hand)):
+            if (r, name) in done or stopped:
+                continue
+            if args.deadline_s is not None and time.monotonic() - start > args.deadline_s:
+                print(f"deadline: round {r} {name} not started (--resume continues)", file=sys.stderr)
+                stopped = True
+                continue
             res = fn(cfg, out, args.prompts, args.max_new_tokens)
             rows.append({"round": r, "path": name, **res})
             print(json.dumps(rows[-1]), flush=True)
+            (out / "overhead.json").write_text(json.dumps({"rounds": rows, "summary": summarize(rows)},
+                                                          indent=2) + "\n")
     summary = summarize(rows)
-    (out / "overhead.json").write_text(json.dumps({"rounds": rows, "summary": summary}, indent=2) + "\n")
     print(f"{'round':>5} {'path':6} {'ready_s':>8} {'tok/s':>9}")
     for x in rows:
         print(f"{x['round']:>5} {x['path']:6} {x['ready_s']:8.1f} {x['tok_per_s']:9.1f}")

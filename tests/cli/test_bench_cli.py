@@ -245,6 +245,23 @@ def test_gpu_memory_the_job_holds_itself_is_named_not_waited_for(tmp_path, cache
     assert metrics(out)["other_gpu_processes"] == []
 
 
+def test_a_level_the_servers_kv_cache_cannot_hold_at_once_fails_the_point(tmp_path, cache, monkeypatch, caplog):
+    """A cache of 50 tokens: the baseline's 2 requests of 8 + 16 tokens fit (48), the point's with 4 draft
+    slots each do not (56): its level at concurrency 2 would have measured a queue, so the point fails."""
+    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))
+    monkeypatch.setenv("FAKE_SGLANG_KV_TOKENS", "50")
+    caplog.set_level(logging.INFO, logger="automodel_spec")
+    out = tmp_path / "out"
+    code = run_recipe("serve", "mode=bench", *WORKLOAD, "spec.num_steps=3", "spec.topk=1", output_dir=out)
+    assert code == 1, caplog.text
+    m = metrics(out)
+    assert m["status"] == "failed" and list(m["levels"]) == ["T0_c1"]  # the level that fitted is kept
+    assert ("the server's KV cache holds 50 tokens (max_total_num_tokens of /server_info), fewer than concurrency 2 "
+            "x 28 tokens per request (8 prompt + 16 generated + 4 draft) = 56") in m["error"]
+    base = metrics(baseline_dirs(out)[0])
+    assert base["status"] == "ok" and base["server_settings"]["max_total_num_tokens"] == 50
+
+
 def test_single_bench_run_of_an_invalid_setting_is_recorded_and_fails(tmp_path, cache, monkeypatch, caplog):
     """In this process (the recipe's job on the composed config): nothing here needs one of its own."""
     monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))

@@ -35,16 +35,25 @@ def test_summary_pairs_each_round_and_reports_mean_stdev_and_error():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fake server's process handling")
-def test_alternated_rounds_against_the_fake_server(tmp_path, cache):
+def test_alternated_rounds_against_the_fake_server_resumed_where_they_stopped(tmp_path, cache):
     demo = cache / "demo" / "v1"
     env = {**os.environ, "AUTOMODEL_SPEC_CACHE": str(cache), "OUT": str(tmp_path),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    res = subprocess.run([sys.executable, str(SCRIPT), "--draft", str(demo / "eagle3-run"), "--target",
-                          str(demo / "target"), "--python", str(FAKE), "--rounds", "2", "--prompts", "2",
-                          "--max-new-tokens", "8"], env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    data = json.loads((tmp_path / "overhead.json").read_text())
+    argv = [sys.executable, str(SCRIPT), "--draft", str(demo / "eagle3-run"), "--target", str(demo / "target"),
+            "--python", str(FAKE), "--prompts", "2", "--max-new-tokens", "8", "--resume", str(tmp_path / "overhead.json")]
+
+    def run(*more):
+        res = subprocess.run([*argv, *more], env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res, json.loads((tmp_path / "overhead.json").read_text())
+
+    _, first = run("--rounds", "1")  # a call cut short after one round
+    assert [(x["round"], x["path"]) for x in first["rounds"]] == [(0, "hand"), (0, "ours")]
+    res, data = run("--rounds", "2")
     assert [(x["round"], x["path"]) for x in data["rounds"]] == [(0, "hand"), (0, "ours"), (1, "ours"), (1, "hand")]
+    assert data["rounds"][:2] == first["rounds"]  # kept, not measured again
     assert data["summary"]["rounds"] == 2 and data["summary"]["throughput_ratio"]["mean"] > 0
     assert "throughput ratio ours/hand over 2 round(s): mean" in res.stdout
     assert "fewer than 4 rounds" in res.stderr
+    res, late = run("--rounds", "3", "--deadline-s", "0")  # past its deadline: no server is started
+    assert late["rounds"] == data["rounds"] and "deadline: round 2 hand not started" in res.stderr

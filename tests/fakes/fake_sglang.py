@@ -19,6 +19,8 @@ repeats it), and a round takes 2 ms + 0.5 ms per step; the histogram and counts 
 FAKE_SGLANG_CRASH_IF, when set, is a substring of the argv: a server whose ``" ".join(sys.argv)``
 contains it behaves like MODE crash (so one point of a sweep can crash), whatever FAKE_SGLANG_MODE says.
 FAKE_SGLANG_PIDFILE, when set, receives the pids of the server and its children.
+FAKE_SGLANG_KV_TOKENS: the KV cache's size /server_info reports (``max_total_num_tokens``; default 1000000);
+every prompt counts 8 tokens.
 ``--tp-size N`` (N > 1) spawns N children ("schedulers", one per GPU) and one more ("detokenizer"),
 as SGLang does; each child, like the server, dies only when signalled (not with its parent), unless
 FAKE_SGLANG_CHILDREN_DIE_WITH_PARENT is set: then, as SGLang's scheduler and detokenizer do
@@ -162,6 +164,7 @@ class Handler(BaseHTTPRequestHandler):
                 "speculative_num_draft_tokens": TOKENS if SPEC else None, "api_key": API_KEY,
                 "speculative_adaptive": ADAPTIVE, "speculative_adaptive_config": arg("--speculative-adaptive-config"),
                 "internal_states": [{"avg_spec_accept_length": accept}], "version": RELEASE or "fake",
+                "max_total_num_tokens": int(os.environ.get("FAKE_SGLANG_KV_TOKENS", "1000000")),
             }
             graphs = arg("--cuda-graph-max-bs-decode", arg("--cuda-graph-max-bs"))
             info["cuda_graph_max_bs_decode" if _newer("0.5.14") else "cuda_graph_max_bs"] = \

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from automodel_spec.hydra_glue import SweepSummaryCallback
 from automodel_spec.sweep.__main__ import main
-from automodel_spec.sweep.rows import COLUMNS, collect_rows, override_line
+from automodel_spec.sweep.rows import COLUMNS, collect_rows, override_line, read_rows
 from automodel_spec.sweep.summary import write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -212,6 +212,25 @@ def test_a_point_sglang_chose_is_marked_auto(tmp_path):
     (row,) = md_table((root / "summary.md").read_text(), 1)
     assert row[:3] == ["5 (auto)", "4", "8"]
     assert "spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8" in (root / "best_override.txt").read_text()
+
+
+def test_a_server_setting_the_sweep_varied_gets_a_column_and_joins_the_best_override(tmp_path):
+    """Two attention backends in one sweep: without the column their rows of one setting read the same, and
+    the best override would serve the winner's steps on whichever backend the user has configured."""
+    root = tmp_path / "sw"
+    for backend, tok_s in (("triton", 430.0), ("flashinfer", 400.0)):
+        write_point(root, f"sglang.attention_backend={backend},spec.num_steps=3,spec.topk=1",
+                    levels=[level(tok_s, 160.0)], effective={
+                        "speculative_algorithm": "EAGLE3", "speculative_num_steps": 3, "speculative_eagle_topk": 1,
+                        "speculative_num_draft_tokens": 4, "attention_backend": backend, "tp_size": 1})
+    write_summary(root, plots=False)
+    md = (root / "summary.md").read_text()
+    assert "| attention_backend | steps | topk |" in md and "| tp_size |" not in md  # only what differs
+    assert [row[:2] for row in md_table(md, 1)] == [["triton", "3"], ["flashinfer", "3"]]
+    assert (root / "best_override.txt").read_text().startswith(
+        "temperature 0, concurrency 1: spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4 "
+        "sglang.attention_backend=triton  # 430.0 tok/s")
+    assert read_rows(root / "summary.csv")[0]["attention_backend"] in ("triton", "flashinfer")
 
 
 def test_when_nothing_beats_the_baseline_the_best_is_no_speculation(tmp_path):
