@@ -159,9 +159,9 @@ class BenchConfig:
     only (``bench/placement.py``); for small models on a large GPU, where a server's start is most of a
     point's time. Each server then needs ``sglang.mem_fraction_static`` of at most 0.88 / servers_per_gpu.
     SGLang takes that fraction of the memory free when the server starts, less what is in use after it
-    loaded its weights (other servers' weights loaded meanwhile included): a server starting beside
-    others gets a smaller KV cache, and two large models loading at once can leave none (the start
-    fails). A level whose requests the cache cannot hold at once fails the point (``bench/capacity.py``).
+    loaded its weights (other servers' weights loaded meanwhile included), so sharing servers size
+    their memory one at a time (``bench/placement.py``), and a server starting beside others gets a
+    smaller KV cache: a level whose requests it cannot hold at once fails the point (``bench/capacity.py``).
 
     ``reference`` computes the draft's reference accept length without SGLang after the point's
     server stops (``automodel_spec.reference``; needs ``transformers``) and holds each temperature-0

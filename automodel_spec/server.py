@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from automodel_spec.command import format_command
@@ -96,6 +97,7 @@ class SGLangServer:
         self.boot_s: float | None = None
         self._tail: deque[str] = deque(maxlen=60)
         self._pump: threading.Thread | None = None
+        self._watches: list[tuple[Callable[[str], bool], threading.Event]] = []
 
     # -- context manager -------------------------------------------------------------------------
     def __enter__(self) -> SGLangServer:
@@ -139,9 +141,27 @@ class SGLangServer:
                     line = line.replace(self.api_key, "***")
                 log.write(line)
                 self._tail.append(line.rstrip("\n"))
+                for match, seen in self._watches:
+                    if not seen.is_set() and match(line):
+                        seen.set()
                 if self.echo:
                     sys.stdout.write(line)
                     sys.stdout.flush()
+
+    def watch_output(self, match: Callable[[str], bool]) -> threading.Event:
+        """An event set once a line of the server's output satisfies ``match``; call before ``start``."""
+        seen = threading.Event()
+        self._watches.append((match, seen))
+        return seen
+
+    def wait_for(self, seen: threading.Event, timeout_s: float) -> bool:
+        """Wait for an event of ``watch_output``: ``True`` when it was set, ``False`` when the process
+        exited or ``timeout_s`` passed first (the caller goes on; ``wait_ready`` reports an exit)."""
+        deadline = time.monotonic() + timeout_s
+        while not seen.wait(0.1):
+            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
+                return seen.is_set()
+        return True
 
     def wait_ready(self) -> float:
         """Block until ``/health_generate`` answers; return the boot time in seconds.

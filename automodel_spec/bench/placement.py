@@ -8,7 +8,11 @@ again on another port, at most ``PORT_ATTEMPTS`` times.
 
 With ``bench.servers_per_gpu`` above 1, that many servers share a GPU: they start side by side, and
 each is measured alone (``gpu_pool.gpu_phase``): its measurement never overlaps another server's
-start, stop or measurement, only other servers sitting idle.
+start, stop or measurement, only other servers sitting idle. Their starts overlap only once each has
+sized its memory (``memory_sized``): SGLang gives the KV cache what is free after the weights are
+loaded, less a share of what was free when the server started, so two servers loading at once count
+each other's weights as their own (one H100, 2026-12-06: two 8B-shaped servers started in the same
+second and both failed with "Loaded weights leave no GPU memory for the KV cache").
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from automodel_spec import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.errors import ServerError
+from automodel_spec.file_lock import file_lock
 from automodel_spec.gpu_pool import (
     gpu_lock_names,
     gpu_phase,
@@ -41,6 +46,27 @@ from automodel_spec.server import SGLangServer
 
 PORT_ATTEMPTS = 3
 log = logging.getLogger(__name__)
+
+# How long a server sharing a GPU may take to size its memory before the next one starts anyway
+# (its start then fails or its KV cache is small: both are reported, neither is silent).
+SIZING_WAIT_S = 600.0
+
+
+def memory_sized(line: str) -> bool:
+    """A line SGLang writes after its weights and memory pools are in place: the first CUDA-graph
+    capture (0.5.17: "Capture cuda graph begin", "Capture target verify CUDA graph begin"; every release
+    the project knows captures after allocating), or readiness itself where graphs are disabled."""
+    low = line.lower()
+    return ("capture" in low and "graph begin" in low) or "ready to roll" in low
+
+
+@contextmanager
+def _sizing_alone(names: list[str], locks: Path) -> Iterator[None]:
+    """One server at a time sizes its memory on each of these GPUs (lock files beside the GPU leases)."""
+    with ExitStack() as stack:
+        for name in sorted(names):  # one order for every holder: no deadlock between multi-GPU servers
+            stack.enter_context(file_lock(locks / f"{name}.sizing"))
+        yield
 
 
 @dataclass
@@ -89,11 +115,14 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
             port = port_stack.enter_context(lease_port(cfg.sglang.host, cfg.sglang.port, locks))
             server = open_server(cfg.sglang, cfg.algorithm, run, out_dir, log_name=log_name, port=port,
                                  env=env)
+            sized = server.watch_output(memory_sized)
             try:
                 with gpu_phase(names, locks, exclusive=False) if sharing else ExitStack():
-                    server.start()
-                    if sharing:
-                        port_stack.enter_context(registered_server(names, locks, server.proc.pid))
+                    with _sizing_alone(names, locks) if sharing else ExitStack():
+                        server.start()
+                        if sharing:
+                            port_stack.enter_context(registered_server(names, locks, server.proc.pid))
+                            server.wait_for(sized, SIZING_WAIT_S)
                     server.wait_ready()
             except BaseException as exc:
                 with gpu_phase(names, locks, exclusive=False) if sharing else ExitStack():

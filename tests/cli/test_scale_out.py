@@ -150,10 +150,14 @@ def test_servers_sharing_a_gpu_start_side_by_side_and_are_measured_alone(tmp_pat
             lives[e["pid"]]["last"] = e["time"]
         else:
             lives[e["pid"]][e["event"]] = e["time"]
-    assert len(lives) == 4 and all({"start", "ready", "first", "stop"} <= set(v) for v in lives.values()), lives
+    assert len(lives) == 4 and all({"start", "sized", "ready", "first", "stop"} <= set(v) for v in lives.values()), lives
     together = [(a, b) for a in lives.values() for b in lives.values()
                 if a is not b and a["start"] < b["stop"] and b["start"] < a["stop"]]
     assert together, f"no two servers shared the GPU; the test proved nothing: {lives}"
+    # starts overlap, but a server starts only once the one starting before it has sized its memory
+    booting_together = [(a, b) for a, b in together if a["start"] <= b["start"] < a["ready"]]
+    assert booting_together, f"no two servers booted side by side: {lives}"
+    assert all(b["start"] >= a["sized"] for a, b in booting_together), booting_together
     for pid, me in lives.items():
         for other_pid, other in lives.items():
             if other_pid == pid:

@@ -37,7 +37,8 @@ with ``launch_command`` from 0.5.20; ``/set_internal_state`` resets the accept c
 the project's GPU release (0.5.17) without the argv check. ``fake_sglang.py -c CODE`` (the launcher's
 version probe, as to a python interpreter) prints the release it plays.
 FAKE_SGLANG_RECORD, when set, is a file the server appends one JSON line to when it starts (before
-it binds its port), one when it is ready and one when it stops: pid, port, CUDA_VISIBLE_DEVICES, the
+it binds its port), one halfway through its boot when it prints SGLang's "Capture cuda graph begin"
+(event "sized": its memory is in place), one when it is ready and one when it stops: pid, port, CUDA_VISIBLE_DEVICES, the
 speculative algorithm (null without speculation) and the time (so a test can prove that two servers
 never shared a GPU or a port at the same time); with FAKE_SGLANG_RECORD_REQUESTS=1 also one line per
 /generate request it answers (event "generate", so a test can tell when a server was measured).
@@ -291,7 +292,11 @@ def main():
         stop(children, 1)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     if MODE != "hang":
-        time.sleep(BOOT_S)
+        # as SGLang: weights and memory pools first, then CUDA-graph capture (bench/placement.py waits for it)
+        time.sleep(BOOT_S / 2)
+        record("sized")
+        print("fake-sglang: Capture cuda graph begin. This can take up to several minutes.", flush=True)
+        time.sleep(BOOT_S / 2)
         ready.set()
         record("ready")
         print("fake-sglang: The server is fired up and ready to roll!", flush=True)

@@ -230,3 +230,14 @@ def test_sharing_servers_are_marked_while_they_run(tmp_path):
 
 def test_parallel_jobs_counts_each_gpus_servers(fake_smi):
     assert parallel_jobs(1, share=4) == 8 and parallel_jobs(2, share=3) == 3
+
+
+def test_memory_sized_reads_the_lines_sglang_writes_after_its_memory_pools():
+    from automodel_spec.bench.placement import memory_sized
+
+    # SGLang 0.5.17 on an H100, 2026-12-06 (after "KV Cache is allocated" and "Memory pool end")
+    assert memory_sized("[2026-12-06 12:09:16] Capture target verify CUDA graph begin. backend=full, bs=[1, 8]")
+    assert memory_sized("[2026-12-06 11:59:43] Capture cuda graph begin. This can take up to several minutes.")
+    assert memory_sized("The server is fired up and ready to roll!")  # CUDA graphs disabled: nothing captured
+    assert not memory_sized("[2026-12-06 12:09:16] KV Cache is allocated. #tokens: 13768")
+    assert not memory_sized("[2026-12-06 12:09:22] Capture draft extend CUDA graph end. elapsed=1.03 s")

@@ -324,3 +324,21 @@ def test_api_key_is_sent_masked_in_server_info_and_never_logged(launch, capsys):
     assert key not in srv.log_tail(1000)
     echoed = capsys.readouterr().out
     assert "server_args api_key=***" in echoed and key not in echoed
+
+
+def test_a_watched_line_of_the_output_is_seen_and_an_exit_ends_the_wait(tmp_path):
+    """What ``bench/placement.py`` waits on before the next server on a shared GPU starts."""
+    script = "import sys, time; print('loading', flush=True); time.sleep(0.3); print('Capture cuda graph begin', flush=True); time.sleep(30)"
+    srv = SGLangServer([sys.executable, "-c", script], "http://127.0.0.1:1", tmp_path / "a", stop_timeout_s=2)
+    seen = srv.watch_output(lambda line: "graph begin" in line)
+    srv.start()
+    try:
+        assert srv.wait_for(seen, timeout_s=20) and srv.proc.poll() is None
+    finally:
+        srv.stop()
+    quits = SGLangServer([sys.executable, "-c", "print('loading')"], "http://127.0.0.1:1", tmp_path / "b")
+    never = quits.watch_output(lambda line: "graph begin" in line)
+    quits.start()
+    t0 = time.monotonic()
+    assert not quits.wait_for(never, timeout_s=60) and time.monotonic() - t0 < 10  # ended by the exit
+    quits.wait()
