@@ -10,6 +10,9 @@ Written into ``SWEEP/presets/``:
   encoded: SGLang's adaptive mode is chains only);
 - ``sglang_flags.txt``: the same settings as plain ``sglang.launch_server`` flags.
 
+Server settings that differ between the sweep's points (``rows.varied_settings``, e.g. two attention
+backends) go into each preset and its flags beside the speculative setting.
+
 Use a preset with ``python recipes/serve.py --config-dir SWEEP/presets +spec_preset=c1 ...``
 (``--config-dir`` adds the directory to Hydra's search path; the preset sets ``spec.*``).
 """
@@ -21,7 +24,8 @@ from pathlib import Path
 
 from automodel_spec.adaptive import write_adaptive_config
 from automodel_spec.atomic_write import write_text_atomically
-from automodel_spec.sweep.rows import is_auto, setting_of
+from automodel_spec.sglang_options import known_releases, spelling
+from automodel_spec.sweep.rows import SERVER_SETTINGS, is_auto, setting_of, varied_settings
 
 PRESETS = "presets"
 
@@ -55,6 +59,7 @@ def write_presets(sweep_dir: Path, rows: list[dict]) -> list[str]:
     winners = winners_by_concurrency(rows)
     if not winners:
         return []
+    varied = varied_settings(rows)
     out = (Path(sweep_dir) / PRESETS).resolve()
     (out / "spec_preset").mkdir(parents=True, exist_ok=True)
     lines = ["## Deploy", "",
@@ -62,18 +67,19 @@ def write_presets(sweep_dir: Path, rows: list[dict]) -> list[str]:
              "temperature's best; 1.00 = best at every temperature):", ""]
     flags = []
     for c, r in winners.items():
-        write_text_atomically(out / "spec_preset" / f"c{c}.yaml", _preset_yaml(r, f"the winner at concurrency {c}"))
-        flags.append(f"concurrency {c}: {' '.join(sglang_flags(r))}")
-        lines.append(f"- concurrency {c}: `{_label(r)}` (score {r['relative_score']:.2f}): "
+        write_text_atomically(out / "spec_preset" / f"c{c}.yaml",
+                              _preset_yaml(r, f"the winner at concurrency {c}", varied))
+        flags.append(f"concurrency {c}: {' '.join(sglang_flags(r, varied))}")
+        lines.append(f"- concurrency {c}: `{_label(r, varied)}` (score {r['relative_score']:.2f}): "
                      f"`python recipes/serve.py --config-dir {out} +spec_preset=c{c} ...`")
-    labels = {_label(r) for r in winners.values()}
+    labels = {_label(r, varied) for r in winners.values()}
     lines.append("")
     if len(labels) == 1:
         write_text_atomically(out / "spec_preset" / "best.yaml",
-                              _preset_yaml(next(iter(winners.values())), "the winner at every concurrency"))
+                              _preset_yaml(next(iter(winners.values())), "the winner at every concurrency", varied))
         lines.append(f"One setting wins at every concurrency: `{labels.pop()}` (`+spec_preset=best`).")
     else:
-        lines.append("The winner changes with load: " + ", ".join(f"c={c}: {_label(r)}" for c, r in winners.items())
+        lines.append("The winner changes with load: " + ", ".join(f"c={c}: {_label(r, varied)}" for c, r in winners.items())
                      + ". One server runs one fixed setting.")
     chains = winners_by_concurrency(rows, chains_only=True)
     chain_steps = {c: setting_of(r)[0] for c, r in chains.items()}
@@ -99,8 +105,9 @@ def write_presets(sweep_dir: Path, rows: list[dict]) -> list[str]:
     return lines
 
 
-def sglang_flags(row: dict) -> list[str]:
-    """The ``sglang.launch_server`` flags of a row's setting (what the server ran)."""
+def sglang_flags(row: dict, varied: list[str] = ()) -> list[str]:
+    """The ``sglang.launch_server`` flags of a row's setting (what the server ran), with the ``varied``
+    server settings."""
     algo = row.get("algorithm") or "EAGLE3"
     steps, topk, tokens = setting_of(row)
     out = ["--speculative-algorithm", algo]
@@ -111,12 +118,16 @@ def sglang_flags(row: dict) -> list[str]:
         out.append("--speculative-adaptive")
         if row.get("requested_adaptive_config"):
             out += ["--speculative-adaptive-config", row["requested_adaptive_config"]]
+    newest = known_releases()[-1]
+    for c in varied:
+        if row.get(c) is not None:
+            out += [spelling(SERVER_SETTINGS[c], newest), str(row[c])]
     return out
 
 
-def _preset_yaml(row: dict, what: str) -> str:
+def _preset_yaml(row: dict, what: str, varied: list[str]) -> str:
     steps, topk, tokens = setting_of(row)
-    body = [f"# @package _global_\n# {what}: {_label(row)}, measured {row['output_tok_per_s']:.1f} tok/s at "
+    body = [f"# @package _global_\n# {what}: {_label(row, varied)}, measured {row['output_tok_per_s']:.1f} tok/s at "
             f"temperature {row['temperature']:g}; written by the sweep summary\n", "spec:\n"]
     if row.get("requested_adaptive"):
         body.append("  adaptive: true\n")
@@ -124,6 +135,9 @@ def _preset_yaml(row: dict, what: str) -> str:
             body.append(f"  adaptive_config: {row['requested_adaptive_config']}\n")
     if steps is not None:
         body += [f"  num_steps: {steps}\n", f"  topk: {topk}\n", f"  num_draft_tokens: {tokens}\n"]
+    server = [c for c in varied if row.get(c) is not None]
+    if server:
+        body += ["sglang:\n"] + [f"  {SERVER_SETTINGS[c].split('.', 1)[1]}: {row[c]}\n" for c in server]
     return "".join(body)
 
 
@@ -134,8 +148,9 @@ def _adaptive_yaml(start_steps: int, config: Path) -> str:
             f"  num_draft_tokens: {start_steps + 1}\n")
 
 
-def _label(row: dict) -> str:
+def _label(row: dict, varied: list[str] = ()) -> str:
     steps, topk, tokens = setting_of(row)
+    server = "".join(f", {row[c]}" for c in varied if row.get(c) is not None)
     if row.get("requested_adaptive"):
-        return "adaptive" + (f" from {steps}/{topk}/{tokens}" if steps is not None else "")
-    return f"{steps}/{topk}/{tokens}" + (" (SGLang's choice)" if is_auto(row) else "")
+        return "adaptive" + (f" from {steps}/{topk}/{tokens}" if steps is not None else "") + server
+    return f"{steps}/{topk}/{tokens}" + (" (SGLang's choice)" if is_auto(row) else "") + server

@@ -231,6 +231,9 @@ def test_a_server_setting_the_sweep_varied_gets_a_column_and_joins_the_best_over
         "temperature 0, concurrency 1: spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4 "
         "sglang.attention_backend=triton  # 430.0 tok/s")
     assert read_rows(root / "summary.csv")[0]["attention_backend"] in ("triton", "flashinfer")
+    preset = (root / "presets" / "spec_preset" / "c1.yaml").read_text()  # what a user deploys
+    assert "# the winner at concurrency 1: 3/1/4, triton" in preset and "sglang:\n  attention_backend: triton\n" in preset
+    assert "--speculative-num-draft-tokens 4 --attention-backend triton" in (root / "presets" / "sglang_flags.txt").read_text()
 
 
 def test_when_nothing_beats_the_baseline_the_best_is_no_speculation(tmp_path):
