@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from automodel_spec.rope import read_rope, write_both_forms
 from automodel_spec.serving_dtype import set_serving_dtype
+from automodel_spec.signals import import_torch
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
@@ -285,7 +286,7 @@ def check_values(tensors: dict, problems: Problems) -> None:
     Every weight must be floating point and finite (a NaN or inf from a diverged run poisons every
     draft); ``d2t`` / ``t2d`` are index tensors and must be integer / boolean.
     """
-    import torch
+    torch = import_torch()
 
     for name, t in tensors.items():
         kind = _INDEX_TENSORS.get(name)
@@ -360,7 +361,7 @@ def selected_token_ids(value, vocab: int, problems: Problems):
     and a repeated one maps two draft tokens to one target token (every draft id to one token, at
     worst), which SGLang loads without a word.
     """
-    import torch
+    torch = import_torch()
 
     if value is None:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from packaging.version import Version
 
 from automodel_spec.draft_plan import DraftPlan, decoder_layer_shapes, selected_token_ids, start_plan
+from automodel_spec.signals import import_torch
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 # Names older SGLang releases (0.5.9 - 0.5.11) use for a one-layer draft; 0.5.12+ reads them too.
@@ -59,7 +60,7 @@ def plan_eagle3(config: dict, tensors: dict, meta: dict | None, *, where: str,
     Raises:
         CheckpointError: listing every reason the draft would not be served as trained.
     """
-    import torch
+    torch = import_torch()
 
     start = start_plan(config, tensors, where=where, architecture=ARCHITECTURE, canonical=canonical_name,
                        dropped=_IGNORED_BY_SGLANG)

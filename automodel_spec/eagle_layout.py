@@ -8,6 +8,7 @@ takes the embedding and lm_head from the target.
 from __future__ import annotations
 
 from automodel_spec.draft_plan import DraftPlan, decoder_layer_shapes, selected_token_ids, start_plan
+from automodel_spec.signals import import_torch
 
 ARCHITECTURE = "LlamaForCausalLMEagle"
 _FROM_TARGET = dict.fromkeys(("embed_tokens.weight", "lm_head.weight"), "SGLang's EAGLE draft uses the target's")
@@ -22,7 +23,7 @@ def plan_eagle(config: dict, tensors: dict, meta: dict | None, *, where: str,
     Raises:
         CheckpointError: listing every reason the draft would not be served as trained.
     """
-    import torch
+    torch = import_torch()
 
     declared = config.get("draft_num_hidden_layers", config.get("num_hidden_layers"))
     start = start_plan(config, tensors, where=where, architecture=ARCHITECTURE, canonical=_strip_model_prefix,

@@ -45,6 +45,7 @@ from automodel_spec.sealed_dir import (
     sealed_damage,
     write_sealed_dir,
 )
+from automodel_spec.signals import import_torch
 
 EXPORT_FORMAT = 2  # 2: rope stated in both forms, the serving dtype
 MANIFEST = "automodel_spec_export.json"
@@ -421,11 +422,11 @@ def _write_atomically(final: Path, plan, manifest: dict, explicit: bool, *, repl
 
     ``replace``: ``final`` holds a damaged export, discarded just before the rename.
     """
+    torch = import_torch()  # before safetensors.torch, which imports it: with signals held
     try:
         from safetensors.torch import save_file
     except ImportError as exc:
         raise MissingDependencyError("safetensors", SAFETENSORS_INSTALL_HINT, "export the draft") from exc
-    import torch
 
     def fill(tmp: Path) -> None:
         save_file(plan.tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})

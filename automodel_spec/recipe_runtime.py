@@ -28,7 +28,6 @@ from automodel_spec.job_codes import last_sweep_exit_code, record_job_code
 from automodel_spec.redact import mask_printed_config
 from automodel_spec.signals import (
     Terminated,
-    import_native_modules,
     raise_on_signals,
     raise_signal_seen,
     release_signals,
@@ -39,9 +38,6 @@ from automodel_spec.signals import (
 _HYDRA_VALUE_FLAGS = frozenset({"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                                 "--cfg", "-c", "--package", "-p", "--info", "-i", "--shell-completion", "-sc",
                                 "--experimental-rerun"})
-# Hydra's options that print and exit without running a job (no job: nothing needs torch)
-_PRINT_AND_EXIT_FLAGS = frozenset({"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i",
-                                   "--shell-completion", "-sc"})
 # what Hydra's override grammar reads only inside quotes: '~' and non-ASCII characters
 _QUOTE_ONLY = re.compile(r"~|[^\x00-\x7f]")
 
@@ -218,26 +214,20 @@ def run_job(job: Callable[[ServeConfig], int | tuple[int, float]], dcfg) -> int 
     return run_and_exit(lambda: job(typed_config(dcfg)))
 
 
-def runs_a_job(args: list[str]) -> bool:
-    """Whether a recipe called with ``args`` runs a job (Hydra's ``--help``, ``--cfg``, ... print and exit)."""
-    return not _PRINT_AND_EXIT_FLAGS.intersection(args)
-
-
 def main_entry(main: Callable[[], object]) -> None:
     """Run a recipe's ``@hydra.main`` function as the program: check the overrides, run, exit with its code.
 
-    Both recipes take signals the same way, here: torch and safetensors are imported first (with the
-    signals still held), then SIGINT raises ``KeyboardInterrupt`` and SIGTERM ``Terminated``, so that a
-    job unwinds on either (a server is stopped, a half-written export removed) and a parallel
-    launcher's ``Parallel()`` call is interrupted, ending its worker processes and their servers
-    instead of leaving them running. Only then are the signals held since the start let in.
+    Both recipes take signals the same way, here: SIGINT raises ``KeyboardInterrupt`` and SIGTERM
+    ``Terminated``, so that a job unwinds on either (a server is stopped, a half-written export removed)
+    and a parallel launcher's ``Parallel()`` call is interrupted, ending its worker processes and their
+    servers instead of leaving them running. Only then are the signals held since the start let in.
+    torch and safetensors are imported where a job needs them, with the signals held meanwhile
+    (``signals.import_torch``): a run that never touches a tensor does not load them.
     """
     tolerate_any_path()
     mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
     check_override_quoting()
     check_plugins()
-    if runs_a_job(sys.argv[1:]):  # the import is most of --help's time (~1.5 s)
-        import_native_modules()
     raise_on_signals()
     try:
         release_signals()  # held since the recipe's first import; one that came meanwhile is handled here

@@ -52,6 +52,7 @@ from automodel_spec.errors import (
     MissingDependencyError,
     SpecError,
 )
+from automodel_spec.signals import import_torch
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ _LEGACY_NAMES = {"midlayer": "layers.0", "aux_norm_low": "fc_norm.0", "aux_norm_
 
 
 def _torch():
-    import torch
-
-    return torch
+    return import_torch()
 
 
 # --- the draft as SGLang's loader builds it -----------------------------------------------------------

@@ -10,6 +10,8 @@ stored in it (SGLang casts them to that dtype at load anyway, so nothing is lost
 
 from __future__ import annotations
 
+from automodel_spec.signals import import_torch
+
 _NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16",
           "float32": "float32", "fp32": "float32", "float": "float32"}
 FALLBACK = "bfloat16"  # what Llama-family targets ship in, for when the target is not on disk
@@ -73,7 +75,7 @@ def choose_serving_dtype(server_dtype: str | None, target_config: dict | None) -
 
 def set_serving_dtype(cfg: dict, tensors: dict, dtype: str, source: str, notes: list[str]) -> dict:
     """``cfg`` names ``dtype`` in both keys; floating tensors are cast to it. Returns the tensors."""
-    import torch
+    torch = import_torch()
 
     before = auto_dtype(cfg)
     if before != dtype or config_dtype(cfg) != dtype:

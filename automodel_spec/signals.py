@@ -107,6 +107,20 @@ def import_native_modules() -> None:
                 pass
 
 
+
+def import_torch():
+    """torch, imported as ``import_native_modules`` imports it (SIGINT / SIGTERM held back meanwhile).
+
+    The package imports torch only through this, where it needs it: a run that never touches a tensor
+    (``print_only`` of a built export, a benchmark point whose export is cached, ``--help``) does not pay
+    its ~1.5 s of CPU, and one that does is not aborted by a signal during its native initialization.
+    """
+    import_native_modules()
+    import torch
+
+    return torch
+
+
 _held_while_starting = False
 
 

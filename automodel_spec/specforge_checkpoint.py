@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from automodel_spec.errors import CheckpointError
+from automodel_spec.signals import import_torch
 
 TRAINING_STATE = "training_state.pt"
 _STEP = re.compile(r"^(?P<run>.+)-step(?P<step>\d+)$")
@@ -68,7 +69,7 @@ def draft_config_path(step: Path, given: str | None, notes: list[str]) -> Path:
 
 def load_state(step: Path) -> dict:
     """``training_state.pt`` read safely and lazily (it also holds the optimizer's state, often larger)."""
-    import torch
+    torch = import_torch()
 
     path = step / TRAINING_STATE
     try:

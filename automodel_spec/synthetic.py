@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from automodel_spec.resolve import META_NAMES, SAFETENSORS_INDEX
+from automodel_spec.signals import import_torch
 from automodel_spec.synthetic_tokenizer import write_byte_tokenizer
 
 
@@ -74,7 +75,7 @@ def llama_config(shape: LlamaShape, **extra) -> dict:
 
 
 def _gen(seed: int, device: str):
-    import torch
+    torch = import_torch()
 
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -83,7 +84,7 @@ _STD = 0.02  # every random weight's standard deviation; the spread construction
 
 
 def _normal(shape, gen, device, dtype, std=_STD):
-    import torch
+    torch = import_torch()
 
     return torch.empty(shape, device=device, dtype=torch.float32).normal_(0.0, std, generator=gen).to(dtype)
 
@@ -92,7 +93,7 @@ def _embedding(shape: LlamaShape, seed: int, device: str, dtype, spread: Spread 
     own = _normal((shape.vocab_size, shape.hidden_size), _gen(seed, device), device, dtype)
     if spread.size <= 1:
         return own
-    import torch
+    torch = import_torch()
 
     # logit(v | x) ~ E_v . E_x / rms(E_x): hidden * std for v = x, (1 - a^2) of that for a group mate
     a2 = min(spread.gap / (shape.hidden_size * _STD), 1.0)
@@ -115,7 +116,7 @@ def write_target(out_dir: Path, shape: LlamaShape = TINY, *, repeat: bool = True
         spread: token groups that share the target's probability under sampling (``Spread``);
             build the draft with the same value.
     """
-    import torch
+    torch = import_torch()
 
     dt = getattr(torch, dtype)
     out_dir = Path(out_dir)
@@ -154,6 +155,7 @@ def write_target(out_dir: Path, shape: LlamaShape = TINY, *, repeat: bool = True
 
 def write_sharded_safetensors(out_dir: Path, named_tensors, shard_bytes: int) -> None:
     """Write ``model.safetensors`` or, above ``shard_bytes``, shards plus the index, as HF does."""
+    import_torch()  # safetensors.torch imports torch: with signals held, as everywhere
     from safetensors.torch import save_file
 
     shards, current, size = [], {}, 0
@@ -188,7 +190,7 @@ def eagle3_draft_tensors(shape: LlamaShape, draft_vocab: int, *, repeat: bool = 
     feature through, the layer adds nothing and lm_head holds the target's embedding rows of the hot
     vocabulary (the first ``draft_vocab`` ids), so the draft predicts "repeat the last token".
     """
-    import torch
+    torch = import_torch()
 
     dt = getattr(torch, dtype)
     gen = _gen(seed + 7, device)
@@ -239,7 +241,7 @@ def write_automodel_run(run_dir: Path, config: dict, tensors: dict, *, step: int
                         consolidated: bool = True, meta_name: str = META_NAMES[0]) -> Path:
     """Write an Automodel EAGLE run: ``LATEST`` -> ``epoch_E_step_S/{model/[consolidated/], eagle_meta.pt,
     optim/, rng/, config.yaml}``. Returns the checkpoint directory."""
-    import torch
+    torch = import_torch()
     import yaml
 
     run_dir = Path(run_dir)
@@ -278,7 +280,7 @@ def eagle_draft_tensors(shape: LlamaShape, *, seed: int = 0, device: str = "cpu"
     With ``repeat``, fc passes the token embedding through and the layer adds nothing, so with the
     target's lm_head the draft predicts "repeat the last token".
     """
-    import torch
+    torch = import_torch()
 
     dt = getattr(torch, dtype)
     gen = _gen(seed + 11, device)

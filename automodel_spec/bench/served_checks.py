@@ -19,11 +19,13 @@ import json
 import logging
 from pathlib import Path
 
+from automodel_spec import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import PointResult, ReferenceSummary
 from automodel_spec.bench.workload import select_prompts
 from automodel_spec.errors import SpecError
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.signals import import_torch
 from automodel_spec.target import read_target_config
 
 log = logging.getLogger(__name__)
@@ -56,14 +58,22 @@ def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_pro
         return (f"bench.reference auto: target parameters x prompts x tokens = {cost:.1e} > "
                 f"{ref.AUTO_COST_LIMIT:.0e} (set bench.reference=true to compute it anyway)")
     if b.reference is None:
+        no_gpu = "bench.reference auto: no CUDA GPU here (set bench.reference=true to compute it on the CPU)"
+        if not _nvidia_device():  # nothing to compute on: torch's ~1.5 s import is not needed to say so
+            return no_gpu
         try:
-            import torch
+            torch = import_torch()
             import transformers  # noqa: F401
         except ImportError:
             return "bench.reference auto: transformers is not installed (pip install \"automodel-spec[reference]\")"
         if not torch.cuda.is_available():
-            return "bench.reference auto: no CUDA GPU here (set bench.reference=true to compute it on the CPU)"
+            return no_gpu
     return None
+
+
+def _nvidia_device() -> bool:
+    """An NVIDIA GPU may be here: the driver's control device exists or ``nvidia-smi`` lists a GPU."""
+    return Path("/dev/nvidiactl").exists() or bool(nvidia_smi.query("gpu=index"))
 
 
 def _local_target_config(target: str | None) -> dict | None:
