@@ -6,8 +6,9 @@ that was free when the server started, less the weights: a server that starts be
 a few requests only. It serves the level anyway and queues the rest, and nothing in its answers says
 so. One H100, 2026-12-06: a no-speculation baseline whose cache held 1,282 tokens ran 8 concurrent
 requests at most 4 at a time and measured 577 tok/s, where the same server with 31,767 tokens
-measured 1,163. The cache's size is ``max_total_num_tokens`` of ``/server_info`` (every release the
-project knows reports it); this module turns it into an error before such a level counts.
+measured 1,163. The cache's size is ``max_total_num_tokens`` of ``/server_info`` (0.5.17 reports it
+with the scheduler's start-up facts; where a server does not, nothing is checked); this module turns
+it into an error before such a level counts.
 """
 
 from __future__ import annotations
