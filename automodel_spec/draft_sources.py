@@ -12,7 +12,6 @@ from pathlib import Path
 from automodel_spec.errors import CheckpointError
 from automodel_spec.json_file import read_json
 from automodel_spec.resolve import ResolvedDraft
-from automodel_spec.signals import import_native_modules
 from automodel_spec.weights import load_draft_weights, load_eagle_meta
 from automodel_spec.yaml_file import read_yaml
 
@@ -44,7 +43,6 @@ def read_draft_sources(resolved: ResolvedDraft, allow_unsafe_pickle: bool = Fals
         CheckpointError: a file cannot be read or is damaged (the message names it).
         MissingDependencyError: safetensors is not installed.
     """
-    import_native_modules()  # a signal during their native initialization would abort the process
     config = read_json(resolved.config_file)
     tensors = load_draft_weights(resolved, allow_unsafe_pickle)
     return DraftSources(config=config, tensors=tensors, meta=load_eagle_meta(resolved.meta_path),

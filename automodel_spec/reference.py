@@ -63,10 +63,6 @@ _LEGACY_NAMES = {"midlayer": "layers.0", "aux_norm_low": "fc_norm.0", "aux_norm_
                  "aux_norm_high": "fc_norm.2"}
 
 
-def _torch():
-    return import_torch()
-
-
 # --- the draft as SGLang's loader builds it -----------------------------------------------------------
 
 
@@ -230,7 +226,7 @@ def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
                               "num_hidden_layers as integers.") from exc
     canonical = _canonical_eagle3 if eagle3 else _canonical_eagle
     tensors = load_safetensors(weight_files(draft_dir))  # an export: not a checkpoint to resolve
-    torch = _torch()
+    torch = import_torch()
     params, skipped, hot = {}, [], None
     for name, t in tensors.items():
         if eagle3 and "d2t" in name:
@@ -305,18 +301,18 @@ def _short(names: list[str], limit: int = 6) -> str:
 
 
 def _rms(x, w, eps: float):
-    torch = _torch()
+    torch = import_torch()
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
 
 
 def _linear(x, p: dict, name: str):
-    torch = _torch()
+    torch = import_torch()
     return torch.nn.functional.linear(x, p[name + ".weight"], p.get(name + ".bias"))
 
 
 def _rotate(x, cos, sin):
-    torch = _torch()
+    torch = import_torch()
     half = x.shape[-1] // 2
     rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rot * sin
@@ -327,7 +323,7 @@ class _Draft:
     row's end changes nothing before it)."""
 
     def __init__(self, served: ServedDraft, target, device: str, dtype, seed: int = 0):
-        torch = _torch()
+        torch = import_torch()
         from transformers import LlamaConfig
         from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
@@ -375,12 +371,12 @@ class _Draft:
             aux = _rms(aux, p["model.input_norm.weight"], self.eps)
         if "model.fc_norm.0.weight" in p:
             n = num_aux_hidden_states(self.cfg)
-            aux = _torch().cat([_rms(c, p[f"model.fc_norm.{k}.weight"], self.eps)
+            aux = import_torch().cat([_rms(c, p[f"model.fc_norm.{k}.weight"], self.eps)
                                 for k, c in enumerate(aux.chunk(n, dim=-1))], dim=-1)
         return _linear(aux, p, "model.fc")
 
     def _attention(self, x, prefix: str, cos, sin):
-        torch = _torch()
+        torch = import_torch()
         b, t, _ = x.shape
         _, heads, kv, hd, _ = self.dims
         q = _linear(x, self.p, prefix + "q_proj").view(b, t, heads, hd).transpose(1, 2)
@@ -392,14 +388,14 @@ class _Draft:
         return _linear(o.transpose(1, 2).reshape(b, t, heads * hd), self.p, prefix + "o_proj")
 
     def _mlp(self, x, prefix: str):
-        torch = _torch()
+        torch = import_torch()
         gate = torch.nn.functional.silu(_linear(x, self.p, prefix + "gate_proj"))
         return _linear(gate * _linear(x, self.p, prefix + "up_proj"), self.p, prefix + "down_proj")
 
     def forward(self, token_ids, hidden):
         """(draft logits over its vocabulary, the hidden fed back) for tokens ``[B, T]`` paired with
         hidden inputs ``[B, T, H]`` (already through ``fc``), at positions ``0..T-1``."""
-        torch = _torch()
+        torch = import_torch()
         p, eps = self.p, self.eps
         embeds = torch.nn.functional.embedding(token_ids, p["model.embed_tokens.weight"])
         pos = torch.arange(token_ids.shape[1], device=self.device)[None].expand(token_ids.shape[0], -1)
@@ -542,14 +538,14 @@ def prompt_token_ids(prompts, target_dir: str) -> list[list[int]]:
 
 
 def _pad(rows: list[list[int]], device: str):
-    torch = _torch()
+    torch = import_torch()
     width = max(len(r) for r in rows)
     return torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
 
 
 def _target_pass(target, draft: _Draft, rows: list[list[int]], aux_layers: list[int], device: str):
     """(greedy next token at every position ``[B, T]``, the draft's features ``[B, T, F]``)."""
-    torch = _torch()
+    torch = import_torch()
     out = target(_pad(rows, device), output_hidden_states=True)
     hs = out.hidden_states
     feats = torch.cat([hs[c] for c in aux_layers], dim=-1) if draft.eagle3 else hs[-1]
@@ -567,7 +563,7 @@ def run_chain(target, draft: _Draft, prompts: list[list[int]], ids: list[str], n
 
 
 def _run_batch(target, draft, prompts, ids, num_steps, max_new_tokens, aux_layers, device):
-    torch = _torch()
+    torch = import_torch()
     with torch.no_grad():
         nxt, feats = _target_pass(target, draft, prompts, aux_layers, device)
         seqs = [list(p) + [int(nxt[b, len(p) - 1])] for b, p in enumerate(prompts)]
@@ -601,7 +597,7 @@ def _run_batch(target, draft, prompts, ids, num_steps, max_new_tokens, aux_layer
 
 def _propose(draft: _Draft, seqs: list[list[int]], known: list, num_steps: int, device: str) -> list[list[int]]:
     """``num_steps`` draft tokens (target ids) per sequence: the extend pass, then decode steps."""
-    torch = _torch()
+    torch = import_torch()
     width = max(len(s) for s in seqs) - 1 + num_steps - 1
     hdim = int(draft.cfg["hidden_size"])
     tokens = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
@@ -650,7 +646,7 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
         import transformers  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("transformers", TRANSFORMERS_INSTALL_HINT, "compute the reference") from exc
-    torch = _torch()
+    torch = import_torch()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dt = getattr(torch, dtype)
     t0 = time.perf_counter()

@@ -107,7 +107,6 @@ def import_native_modules() -> None:
                 pass
 
 
-
 def import_torch():
     """torch, imported as ``import_native_modules`` imports it (SIGINT / SIGTERM held back meanwhile).
 

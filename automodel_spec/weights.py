@@ -15,10 +15,6 @@ from automodel_spec.signals import import_torch
 log = logging.getLogger(__name__)
 
 
-def _torch():
-    return import_torch()
-
-
 def load_draft_weights(resolved: ResolvedDraft, allow_unsafe_pickle: bool = False) -> dict:
     """All tensors of a local draft, by name, from the files the resolver found.
 
@@ -68,7 +64,7 @@ def _utf8(path: Path) -> bool:
 
 
 def _load_torch_state_dict(path: Path, allow_unsafe_pickle: bool) -> dict:
-    torch = _torch()
+    torch = import_torch()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError) as exc:
@@ -100,7 +96,7 @@ def load_eagle_meta(path: Path | None) -> dict | None:
     """``eagle_meta.pt`` as a dict (safe unpickling only), or ``None`` when there is none."""
     if path is None:
         return None
-    torch = _torch()
+    torch = import_torch()
     try:
         meta = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -73,7 +73,7 @@ def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_pro
 
 def _nvidia_device() -> bool:
     """An NVIDIA GPU may be here: the driver's control device exists or ``nvidia-smi`` lists a GPU."""
-    return Path("/dev/nvidiactl").exists() or bool(nvidia_smi.query("gpu=index"))
+    return Path("/dev/nvidiactl").exists() or bool(nvidia_smi.gpu_indices())
 
 
 def _local_target_config(target: str | None) -> dict | None:
