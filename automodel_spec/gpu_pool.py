@@ -179,6 +179,17 @@ def gpu_phase(names: list[str], lock_dir: Path, *, exclusive: bool, poll_s: floa
         yield
 
 
+@contextmanager
+def gpu_sizing(names: list[str], lock_dir: Path) -> Iterator[None]:
+    """Hold the sizing lock of the GPUs named ``names``: one sharing server at a time loads its weights
+    and sizes its memory there (``bench/placement.py`` holds it until the server says it has). Taken
+    in the same global order as ``gpu_phase``."""
+    with ExitStack() as stack:
+        for name in sorted(set(names)):
+            stack.enter_context(flock_held(lock_dir / f"gpu-{name}.sizing.lock", shared=False))
+        yield
+
+
 def _measurements_waiting(queue: Path) -> bool:
     """A live process waits in ``queue`` for the exclusive phase (the mark of a killed one is ignored)."""
     if not queue.is_dir():

@@ -27,10 +27,10 @@ from pathlib import Path
 from automodel_spec import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.errors import ServerError
-from automodel_spec.file_lock import file_lock
 from automodel_spec.gpu_pool import (
     gpu_lock_names,
     gpu_phase,
+    gpu_sizing,
     lease_dir,
     lease_gpus,
     pinned_env,
@@ -58,15 +58,6 @@ def memory_sized(line: str) -> bool:
     the project knows captures after allocating), or readiness itself where graphs are disabled."""
     low = line.lower()
     return ("capture" in low and "graph begin" in low) or "ready to roll" in low
-
-
-@contextmanager
-def _sizing_alone(names: list[str], locks: Path) -> Iterator[None]:
-    """One server at a time sizes its memory on each of these GPUs (lock files beside the GPU leases)."""
-    with ExitStack() as stack:
-        for name in sorted(names):  # one order for every holder: no deadlock between multi-GPU servers
-            stack.enter_context(file_lock(locks / f"{name}.sizing"))
-        yield
 
 
 @dataclass
@@ -118,7 +109,7 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
             sized = server.watch_output(memory_sized)
             try:
                 with gpu_phase(names, locks, exclusive=False) if sharing else ExitStack():
-                    with _sizing_alone(names, locks) if sharing else ExitStack():
+                    with gpu_sizing(names, locks) if sharing else ExitStack():
                         server.start()
                         if sharing:
                             port_stack.enter_context(registered_server(names, locks, server.proc.pid))
