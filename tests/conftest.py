@@ -1,11 +1,17 @@
 """Shared test setup: GPU tests are skipped where there is no CUDA GPU with SGLang; how pytest-xdist's
-workers share the suite (``addopts``: ``-n 4 --dist loadscope``)."""
+workers share the suite (``addopts``: ``-n 3 --dist loadscope``)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
+
+# One intra-op thread per torch process, in the workers and in every process they start: the suite runs
+# several workers and their recipes on two cores, where a thread pool per process spins on cores the others
+# need (test_reference.py alone: 15 s of CPU with two threads, 11 s with one, the same results).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Run whole on one worker each: modules whose tests share an expensive module-scoped fixture (a sweep,
 # every case of the table started at once), so it is built once; and the GPU tests, which share the one
@@ -21,7 +27,7 @@ WHOLE_MODULES = (
     "tests/gpu/",
 )
 # Handed out first, in this order, then every other test in its usual order (what starts last should
-# be short): the longest test of all (50 signalled exports), then the modules above, longest first.
+# be short): the longest test of all (40 signalled exports), then the modules above, longest first.
 # test_cache's other tests build its drafts again on the worker they run on (seconds) rather than wait
 # for that one.
 START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",

@@ -38,6 +38,19 @@ def tree(root: Path) -> dict[str, tuple]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def write_large_eagle3_run(run: Path, seed: int = 0) -> Path:
+    """An Automodel EAGLE-3 run whose export writes ~45 MB (a write of a tenth of a second or more on
+    these machines, well inside it a signal can land): the draft of the signal and cache tests."""
+    from automodel_spec import synthetic
+
+    shape = synthetic.LlamaShape(hidden_size=1024, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
+                                 intermediate_size=4096, vocab_size=4096, max_position_embeddings=256)
+    tensors = synthetic.eagle3_draft_tensors(shape, 1024, repeat=False, seed=seed)
+    synthetic.write_automodel_run(run, synthetic.automodel_eagle3_config(shape, 1024), tensors,
+                                  selected_token_ids=list(range(1024)), vocab_size=shape.vocab_size)
+    return run
+
+
 def run_recipe(name: str, *overrides: str, output_dir: Path | None = None) -> int:
     """``recipes/NAME.py OVERRIDES`` in this process: Hydra's compose API, then the recipe's job through
     ``recipe_runtime.run_and_exit``; returns the exit code it would end with.

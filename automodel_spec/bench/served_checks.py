@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -59,14 +61,12 @@ def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_pro
                 f"{ref.AUTO_COST_LIMIT:.0e} (set bench.reference=true to compute it anyway)")
     if b.reference is None:
         no_gpu = "bench.reference auto: no CUDA GPU here (set bench.reference=true to compute it on the CPU)"
-        if not _nvidia_device():  # nothing to compute on: torch's ~1.5 s import is not needed to say so
+        if not _nvidia_device() or _cpu_build_of_torch():  # said without torch's ~1.5 s import
             return no_gpu
-        try:
-            torch = import_torch()
-            import transformers  # noqa: F401
-        except ImportError:
+        # installed is enough to know here (the computation imports it): its import costs a second or more
+        if importlib.util.find_spec("transformers") is None:
             return "bench.reference auto: transformers is not installed (pip install \"automodel-spec[reference]\")"
-        if not torch.cuda.is_available():
+        if not import_torch().cuda.is_available():
             return no_gpu
     return None
 
@@ -74,6 +74,14 @@ def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_pro
 def _nvidia_device() -> bool:
     """An NVIDIA GPU may be here: the driver's control device exists or ``nvidia-smi`` lists a GPU."""
     return Path("/dev/nvidiactl").exists() or bool(nvidia_smi.gpu_indices())
+
+
+def _cpu_build_of_torch() -> bool:
+    """The installed torch is one of PyTorch's CPU-only builds, whose version says so ("2.13.0+cpu")."""
+    try:
+        return importlib.metadata.version("torch").endswith("+cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def _local_target_config(target: str | None) -> dict | None:

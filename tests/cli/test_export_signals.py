@@ -11,8 +11,9 @@ import weakref
 from pathlib import Path
 
 import pytest
+from helpers import write_large_eagle3_run
 
-from automodel_spec import recipe_runtime, signals, synthetic
+from automodel_spec import recipe_runtime, signals
 
 EXPORT = Path(__file__).resolve().parents[2] / "recipes" / "export.py"
 
@@ -20,18 +21,10 @@ EXPORT = Path(__file__).resolve().parents[2] / "recipes" / "export.py"
 def _env(cache: Path) -> dict:
     return {**os.environ, "AUTOMODEL_SPEC_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
 
-# Large enough that writing the export takes a noticeable while (~120 MB in bfloat16).
-SHAPE = synthetic.LlamaShape(hidden_size=2048, num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8,
-                             intermediate_size=8192, vocab_size=4096, max_position_embeddings=256)
-
 
 @pytest.fixture(scope="module")
 def big_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("big") / "run"
-    tensors = synthetic.eagle3_draft_tensors(SHAPE, 1024, repeat=False)
-    synthetic.write_automodel_run(run, synthetic.automodel_eagle3_config(SHAPE, 1024), tensors,
-                                  selected_token_ids=list(range(1024)), vocab_size=SHAPE.vocab_size)
-    return run
+    return write_large_eagle3_run(tmp_path_factory.mktemp("big") / "run")
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])

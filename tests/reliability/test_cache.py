@@ -10,6 +10,7 @@ in one process; pytest-xdist's workers do not pass printed output on).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import write_large_eagle3_run
 
-from automodel_spec import synthetic
 from automodel_spec.export import MANIFEST
 from automodel_spec.prepare import prepare_export
 from automodel_spec.resolve import resolve_draft
@@ -35,30 +36,18 @@ from automodel_spec.serving_dtype import choose_serving_dtype
 REPO = Path(__file__).resolve().parents[2]
 EXPORT = REPO / "recipes" / "export.py"
 EAGLE3 = "LlamaForCausalLMEagle3"
-ROUNDS = 50
+ROUNDS = 40  # half of them at any moment of an export's life, half into its write
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 # exit codes: ours once the recipe runs (130 / 143), the default action before its handler is installed
 ENDED_BY = {signal.SIGKILL: {-9}, signal.SIGTERM: {143, -15}, signal.SIGINT: {130, -2, 1}}
-# Large enough that writing the export takes a while (~170 MB written, a full CLI run ~2-3 s).
-SHAPE = synthetic.LlamaShape(hidden_size=2048, num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8,
-                             intermediate_size=8192, vocab_size=4096, max_position_embeddings=256)
-
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and mounts are Linux's")
-
-
-def _write_run(root: Path, seed: int) -> Path:
-    run = root / f"run{seed}"
-    tensors = synthetic.eagle3_draft_tensors(SHAPE, 1024, repeat=False, seed=seed)
-    synthetic.write_automodel_run(run, synthetic.automodel_eagle3_config(SHAPE, 1024), tensors,
-                                  selected_token_ids=list(range(1024)), vocab_size=SHAPE.vocab_size)
-    return run
 
 
 @pytest.fixture(scope="module")
 def big_runs(tmp_path_factory) -> tuple[Path, Path]:
     """Two different large drafts (different weights)."""
     root = tmp_path_factory.mktemp("big")
-    return _write_run(root, 0), _write_run(root, 1)
+    return write_large_eagle3_run(root / "run0", seed=0), write_large_eagle3_run(root / "run1", seed=1)
 
 
 def _env(cache: Path) -> dict:
@@ -138,45 +127,54 @@ def _no_error_but_the_interpreters_start(out: str) -> bool:
 # --- (a) signals at random moments --------------------------------------------------------------------
 
 
-# Rounds run in lanes, each on a cache of its own. Two: the suite runs on four pytest-xdist workers and
-# this test, the longest of all (50 exports one after another), ended last, 452 s into an 8-minute run
-# with one lane; two lanes hold two exports beside the other workers' processes instead of one. (Alone on
-# 2 cores two lanes are no faster: each export slows down as much, and the delays are drawn over the
-# time an export takes, measured with the lanes running at once.)
+# Rounds run in lanes, each on a cache of its own: two exports at once beside the other pytest-xdist
+# workers' processes rather than one (the longest test of the suite, handed out first). The delays are
+# drawn over the times an export takes, measured with the lanes running at once.
 LANES = 2
 CHECK_EVERY = 10  # rounds of a lane between uninterrupted runs
+POLL_S = 0.005  # how often a round looks for the export's temporary directory
 
 
 @pytest.mark.slow
 def test_signals_at_random_moments_leave_only_complete_exports(big_runs, tmp_path):
+    """Rounds of two kinds, in turn: a signal at any moment of a CLI export's life (imports, reading,
+    writing, after), and one at a random moment of its write (counted from its temporary directory's
+    appearing), where an incomplete export could be left: most of a run is imports and reading, so a
+    delay drawn over the whole run seldom lands inside the write."""
     run = big_runs[0]
     seed = int(os.environ.get("AUTOMODEL_SPEC_FAULT_SEED") or time.time_ns() % 100_000)
     ctx = f"(seed {seed}; AUTOMODEL_SPEC_FAULT_SEED={seed} replays the delays)"
     lanes = [tmp_path / f"lane{n}" for n in range(LANES)]
 
-    # the time one whole CLI export takes, two at once as in the rounds: the range of the random delays
-    t0 = time.monotonic()
-    measured = _in_lanes(lambda lane: _export(run, lane / "cache", lane / "cwd"), lanes)
-    for lane, (code, out) in zip(lanes, measured, strict=True):
+    # how long one whole CLI export takes, and its write, two at once
+    measured = _in_lanes(lambda lane: _export_timed(run, lane / "cache", lane / "cwd"), lanes)
+    for lane, (code, out, _, _) in zip(lanes, measured, strict=True):
         assert code == 0, out[-2000:]
         _drop_exports(lane / "cache" / "exports")
-    full_s = time.monotonic() - t0
+    full_s = max(m[2] for m in measured)
+    write_s = max(m[3] for m in measured)
 
     rngs = [random.Random(seed * 100 + n) for n in range(LANES)]  # one per lane: each round its own delay
-    plans = [[(SIGNALS[(n + LANES * i) % len(SIGNALS)], rngs[n].uniform(0.0, full_s))
+    plans = [[_Round(SIGNALS[(n + LANES * i) % len(SIGNALS)], while_writing=i % 2 == 1,
+                     delay=rngs[n].uniform(0.0, write_s if i % 2 else full_s))
               for i in range(ROUNDS // LANES)] for n in range(LANES)]
     t1 = time.monotonic()
     results = _in_lanes(lambda lane: _lane_rounds(run, lane, plans[lanes.index(lane)], ctx), lanes)
-    figures = {"seed": seed, "full_export_s": round(full_s, 2), "rounds": ROUNDS, "lanes": LANES,
-               "rounds_s": round(time.monotonic() - t1, 1)}
-    for key in ("by_signal", "completed_before_signal", "temp_dirs_left_by_sigkill", "check_run_s"):
+    figures = {"seed": seed, "full_export_s": round(full_s, 2), "write_s": round(write_s, 2), "rounds": ROUNDS,
+               "lanes": LANES, "rounds_s": round(time.monotonic() - t1, 1)}
+    for key in ("by_signal", "completed_before_signal", "signalled_while_writing", "temp_dirs_left_by_sigkill",
+                "check_run_s"):
         figures[key] = _merge([r[key] for r in results])
+    # the write rounds reached the write: signals landed while the temporary directory was there (the
+    # SIGKILLs among them leave one for the next run to remove, most runs; the kill below always does)
+    assert figures["signalled_while_writing"], f"no signal landed inside a write: {figures} {ctx}"
 
-    # the cleanup itself: a SIGKILL mid-write of another draft leaves a full-size temp dir beside the
-    # complete export the last check run wrote; the next run (a reuse) removes it under the lock
+    # the cleanup itself: a SIGKILL mid-write of another draft leaves a temp dir holding half the weights
+    # beside the complete export the last check run wrote; the next run (a reuse) removes it under the lock
     cache, cwd = lanes[0] / "cache", lanes[0] / "cwd"
     exports = cache / "exports"
-    _kill_mid_write(big_runs[1], cache, cwd)
+    weights_bytes = next(exports.glob("*/model.safetensors")).stat().st_size  # the check run's export
+    _kill_mid_write(big_runs[1], cache, cwd, at_bytes=weights_bytes // 2)
     left = check_only_complete_exports(exports)
     left_bytes = sum(f.stat().st_size for t in left for f in t.iterdir())
     t2 = time.monotonic()
@@ -187,6 +185,13 @@ def test_signals_at_random_moments_leave_only_complete_exports(big_runs, tmp_pat
     assert left and res.reused and check_only_complete_exports(exports) == []
     assert any(n.startswith("removed 1 unfinished export(s)") for n in res.notes), res.notes
     print(f"\n[reliability] kill rounds: {json.dumps(figures)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Round:
+    sig: signal.Signals
+    while_writing: bool  # the delay counts from the temporary directory's appearing, not from the start
+    delay: float
 
 
 def _in_lanes(fn, lanes: list[Path]) -> list:
@@ -210,7 +215,40 @@ def _drop_exports(exports: Path) -> None:
             shutil.rmtree(d)
 
 
-def _lane_rounds(run: Path, lane: Path, plan: list[tuple[signal.Signals, float]], ctx: str) -> dict:
+def _temp_dirs(exports: Path, pid: int) -> list[Path]:
+    """The temporary directories of the writer ``pid`` in ``exports``."""
+    try:
+        return [d for d in exports.iterdir() if f"{TMP_MARK}{pid}-" in d.name]
+    except FileNotFoundError:
+        return []
+
+
+def _await_write(proc: subprocess.Popen, exports: Path, timeout_s: float = 60.0) -> bool:
+    """Wait until ``proc`` has started writing its export (its temporary directory is there);
+    ``False`` when it ended first."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _temp_dirs(exports, proc.pid):
+            return True
+        time.sleep(POLL_S)
+    return False
+
+
+def _export_timed(run: Path, cache: Path, cwd: Path) -> tuple[int, str, float, float]:
+    """An uninterrupted CLI export: exit code, output, seconds in all, seconds its temporary directory
+    was there (the write: from its making to its rename into place)."""
+    t0 = time.monotonic()
+    proc = _start(run, cache, cwd)
+    assert _await_write(proc, cache / "exports"), "the export ended without writing"
+    t_write = time.monotonic()
+    while _temp_dirs(cache / "exports", proc.pid) and time.monotonic() < t_write + 60:
+        time.sleep(POLL_S)
+    write_s = time.monotonic() - t_write
+    out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out, time.monotonic() - t0, write_s
+
+
+def _lane_rounds(run: Path, lane: Path, plan: list[_Round], ctx: str) -> dict:
     """One lane's rounds: start an export, signal it after the planned delay, check the cache.
 
     After every round the cache holds only complete exports, and the next run proceeds normally
@@ -219,15 +257,20 @@ def _lane_rounds(run: Path, lane: Path, plan: list[tuple[signal.Signals, float]]
     """
     cache, cwd = lane / "cache", lane / "cwd"
     exports = cache / "exports"
-    figures = {"by_signal": {}, "completed_before_signal": 0, "temp_dirs_left_by_sigkill": 0, "check_run_s": []}
+    figures = {"by_signal": {}, "completed_before_signal": 0, "signalled_while_writing": 0,
+               "temp_dirs_left_by_sigkill": 0, "check_run_s": []}
     known: set[str] = set()
-    for i, (sig, delay) in enumerate(plan):
+    for i, rnd in enumerate(plan):
+        sig = rnd.sig
         proc = _start(run, cache, cwd)
-        time.sleep(delay)
+        if not rnd.while_writing or _await_write(proc, exports):
+            time.sleep(rnd.delay)
         if proc.poll() is None:
+            figures["signalled_while_writing"] += bool(_temp_dirs(exports, proc.pid))
             proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
-        what = f"{lane.name} round {i} {sig.name} after {delay:.2f}s {ctx}: rc {proc.returncode}\n{out[-1500:]}"
+        when = "into its write" if rnd.while_writing else "after its start"
+        what = f"{lane.name} round {i} {sig.name} {rnd.delay:.2f}s {when} {ctx}: rc {proc.returncode}\n{out[-1500:]}"
         figures["by_signal"][sig.name] = figures["by_signal"].get(sig.name, 0) + 1
         if proc.returncode == 0:
             figures["completed_before_signal"] += 1
@@ -252,13 +295,13 @@ def _lane_rounds(run: Path, lane: Path, plan: list[tuple[signal.Signals, float]]
     return figures
 
 
-def _kill_mid_write(run: Path, cache: Path, cwd: Path) -> None:
-    """SIGKILL an export once more than 50 MB of its weights are written."""
+def _kill_mid_write(run: Path, cache: Path, cwd: Path, at_bytes: int) -> None:
+    """SIGKILL an export once more than ``at_bytes`` of its weights are written."""
     proc = _start(run, cache, cwd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        weights = [t / "model.safetensors" for t in (cache / "exports").iterdir() if TMP_MARK in t.name]
-        if any(w.exists() and w.stat().st_size > 50e6 for w in weights):
+        weights = [t / "model.safetensors" for t in _temp_dirs(cache / "exports", proc.pid)]
+        if any(w.exists() and w.stat().st_size > at_bytes for w in weights):
             break
         time.sleep(0.002)
     proc.kill()

@@ -152,3 +152,44 @@ def test_a_reference_that_cannot_run_is_an_error_naming_why(tmp_path):
     with pytest.raises(SpecError, match=r"the reference exited 1: error: target .*no-target: no config.json there"):
         _compute_in_subprocess(run, [Prompt(id="a", category="k", input_ids=(1, 2))], SpecSettings(num_steps=2, topk=1),
                                8, None)
+
+
+def _auto_reference_plan(tmp_path, monkeypatch, torch_version: str) -> tuple[str | None, list[str]]:
+    """``reference_plan`` with ``bench.reference`` auto on a host whose nvidia-smi lists a GPU, the
+    installed torch reporting ``torch_version``; returns its answer and whether it imported torch."""
+    from types import SimpleNamespace
+
+    from automodel_spec import synthetic
+    from automodel_spec.bench import served_checks
+    from automodel_spec.bench.result import SpecSettings
+
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "config.json").write_text(json.dumps(synthetic.llama_config(synthetic.TINY)))
+    monkeypatch.setattr(served_checks, "_nvidia_device", lambda: True)
+    monkeypatch.setattr(served_checks.importlib.metadata, "version",
+                        lambda name: torch_version if name == "torch" else "0")
+    find_spec = served_checks.importlib.util.find_spec
+    monkeypatch.setattr(served_checks.importlib.util, "find_spec",  # transformers installed, or not: the same
+                        lambda name, *a: SimpleNamespace() if name == "transformers" else find_spec(name, *a))
+    imported = []
+
+    def import_torch():
+        imported.append("torch")
+        return SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: False))
+
+    monkeypatch.setattr(served_checks, "import_torch", import_torch)
+    cfg = SimpleNamespace(algorithm=SimpleNamespace(name="EAGLE3"),
+                          bench=SimpleNamespace(reference=None, temperature=[0.0], max_new_tokens=16))
+    run = SimpleNamespace(target=str(tmp_path / "target"), export=SimpleNamespace(path=tmp_path / "export"))
+    result = SimpleNamespace(setting=SpecSettings(num_steps=3, topk=1))
+    return served_checks.reference_plan(cfg, run, result, 4), imported
+
+
+def test_auto_reference_on_a_cpu_build_of_torch_says_no_cuda_without_importing_it(tmp_path, monkeypatch):
+    why, imported = _auto_reference_plan(tmp_path, monkeypatch, "2.13.0+cpu")
+    assert why.startswith("bench.reference auto: no CUDA GPU here") and imported == []
+
+
+def test_auto_reference_asks_a_cuda_build_of_torch_for_its_gpu(tmp_path, monkeypatch):
+    why, imported = _auto_reference_plan(tmp_path, monkeypatch, "2.11.0")
+    assert why.startswith("bench.reference auto: no CUDA GPU here") and imported == ["torch"]
