@@ -4,6 +4,8 @@
 #   bash scripts/gpu/gpu_speed.sh sweep      # triton vs flashinfer: baseline, 3/1/4, 5/1/6, 7/1/8, 3/8/16;
 #                                            # then SGLang's own choice and adaptive mode (triton)
 #   bash scripts/gpu/gpu_speed.sh overhead   # the launcher against a hand-typed launch, 4 alternated rounds
+#   bash scripts/gpu/gpu_speed.sh shared     # flashinfer 7/1/8 and 5/1/6 in two queues beside each other,
+#                                            # then each server's start, memory sized and ready (the start gate)
 # The pair is build_bench_pair.py --spread 4 in SPEED_PAIR (default /tmp/spread8b). The sweep writes
 # sweeps/speed; two servers share the GPU (bench.servers_per_gpu=2): they start side by side and each
 # is measured alone beside the other, idle. Workload as the 2026-11-27 grid: the built-in prompts, 8
@@ -11,7 +13,7 @@
 # $OUT/speed-STAGE.tar.gz as the stage ends, also when its time bound (SPEED_BOUND_S, 570) cuts it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-STAGE=${1:?usage: gpu_speed.sh sweep|overhead}
+STAGE=${1:?usage: gpu_speed.sh sweep|overhead|shared}
 PAIR=${SPEED_PAIR:-/tmp/spread8b}
 RES=/tmp/speed-results/$STAGE
 BOUND=${SPEED_BOUND_S:-570}
@@ -50,6 +52,58 @@ sweep() {  # LOG OVERRIDES...: one multirun into sweeps/speed, bounded by what i
   timeout -k 20 -s TERM "$left" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "$@" >> "$RES/$log.log" 2>&1
   echo "[speed] ${SECONDS}s: rc=$? for $*"
 }
+starts() {  # each server's start, memory sized (its first graph capture) and ready, from its log, by start
+  python3 - sweeps/speed <<'PY'
+import re, sys
+from datetime import datetime
+from pathlib import Path
+stamp = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+rows = []
+for log in Path(sys.argv[1]).rglob("server*.log"):
+    times = {}
+    for line in log.read_text(errors="replace").splitlines():
+        m = stamp.match(line)
+        if not m:
+            continue
+        t = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S")
+        times.setdefault("start", t)
+        low = line.lower()
+        if "capture" in low and "graph begin" in low:
+            times.setdefault("sized", t)
+        if "ready to roll" in low:
+            times.setdefault("ready", t)
+    if times:
+        rows.append((times["start"], times.get("sized"), times.get("ready"), log.parent.name))
+rows.sort(key=lambda r: r[0])
+t0 = rows[0][0] if rows else None
+sec = lambda t: f"{(t - t0).total_seconds():6.0f}" if t else "     -"
+print("[speed] server starts (s from the first): start, memory sized, ready, point")
+for start, sized, ready, name in rows:
+    print(f"[speed] {sec(start)} {sec(sized)} {sec(ready)}  {name}")
+gated = all(b[0] >= a[1] for a, b in zip(rows, rows[1:]) if a[1] and a[2] and b[0] < a[2])
+print(f"[speed] every start beside a booting server came after its memory was sized: {gated}")
+PY
+}
+if [ "$STAGE" = shared ]; then
+  # two servers on the GPU at once, started through the gate: flashinfer's baseline (measured by the
+  # first point that needs it) and 7/1/8 (their two starts at once failed before the gate), and 5/1/6
+  set -m
+  ( sweep shared-a sglang.attention_backend=flashinfer spec.num_steps=7 spec.topk=1 ) &
+  QA=$!
+  ( sweep shared-b sglang.attention_backend=flashinfer spec.num_steps=5 spec.topk=1 ) &
+  QB=$!
+  while kill -0 $QA 2>/dev/null || kill -0 $QB 2>/dev/null; do
+    sleep 20
+    echo "[speed] ${SECONDS}s: $(compgen -G 'sweeps/speed/*/metrics.json' | wc -l) point(s) written;" \
+         "GPU $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)"
+  done
+  set +m
+  starts
+  python3 -m automodel_spec.sweep sweeps/speed > "$RES/aggregate.log" 2>&1
+  cat sweeps/speed/summary.md 2>/dev/null | head -40
+  exit 0
+fi
+
 # two queues, one server each at a time: flashinfer's first start compiles its kernels (minutes), beside
 # triton's servers; SGLang's choice and adaptive mode (whose 0.5.17 start needs its largest candidate,
 # 7 steps) last. Finished points are skipped, so a later call continues where this one stopped.
