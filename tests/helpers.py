@@ -39,8 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_large_eagle3_run(run: Path, seed: int = 0) -> Path:
-    """An Automodel EAGLE-3 run whose export writes ~45 MB (a write of a tenth of a second or more on
-    these machines, well inside it a signal can land): the draft of the signal and cache tests."""
+    """An Automodel EAGLE-3 run whose export writes ~45 MB, the draft of the signal and cache tests: its
+    write takes a tenth of a second or more, long enough for a signal to land inside it."""
     from automodel_spec import synthetic
 
     shape = synthetic.LlamaShape(hidden_size=1024, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
