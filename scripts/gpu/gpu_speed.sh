@@ -52,6 +52,20 @@ sweep() {  # LOG OVERRIDES...: one multirun into sweeps/speed, bounded by what i
   timeout -k 20 -s TERM "$left" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "$@" >> "$RES/$log.log" 2>&1
   echo "[speed] ${SECONDS}s: rc=$? for $*"
 }
+any_alive() { for q; do kill -0 "$q" 2>/dev/null && return 0; done; return 1; }
+await_queues() {  # EVERY_S PID...: wait for the sweep queues, saying every EVERY_S what is written
+  local every=$1; shift
+  while any_alive "$@"; do
+    sleep "$every"
+    echo "[speed] ${SECONDS}s: $(compgen -G 'sweeps/speed/*/metrics.json' | wc -l) point(s) written;" \
+         "GPU $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)"
+  done
+  wait "$@" 2>/dev/null
+}
+summarize() {  # LINES: aggregate sweeps/speed and show the first LINES of its summary
+  python3 -m automodel_spec.sweep sweeps/speed > "$RES/aggregate.log" 2>&1
+  cat sweeps/speed/summary.md 2>/dev/null | head -"$1"
+}
 starts() {  # each server's start, memory sized (its first graph capture) and ready, from its log, by start
   python3 - sweeps/speed <<'PY'
 import re, sys
@@ -92,15 +106,10 @@ if [ "$STAGE" = shared ]; then
   QA=$!
   ( sweep shared-b sglang.attention_backend=flashinfer spec.num_steps=5 spec.topk=1 ) &
   QB=$!
-  while kill -0 $QA 2>/dev/null || kill -0 $QB 2>/dev/null; do
-    sleep 20
-    echo "[speed] ${SECONDS}s: $(compgen -G 'sweeps/speed/*/metrics.json' | wc -l) point(s) written;" \
-         "GPU $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)"
-  done
+  await_queues 20 $QA $QB
   set +m
   starts
-  python3 -m automodel_spec.sweep sweeps/speed > "$RES/aggregate.log" 2>&1
-  cat sweeps/speed/summary.md 2>/dev/null | head -40
+  summarize 40
   exit 0
 fi
 
@@ -116,13 +125,7 @@ Q1=$!
   sweep triton sglang.attention_backend=triton spec.num_steps=3 spec.topk=8
   sweep adaptive sglang.attention_backend=triton spec.adaptive=true spec.num_steps=7 spec.topk=1 ) &
 Q2=$!
-while kill -0 $Q1 2>/dev/null || kill -0 $Q2 2>/dev/null; do
-  sleep 30
-  echo "[speed] ${SECONDS}s: $(compgen -G 'sweeps/speed/*/metrics.json' | wc -l) point(s) written;" \
-       "GPU $(nvidia-smi --query-gpu=memory.used --format=csv,noheader)"
-done
-wait $Q1 $Q2 2>/dev/null
+await_queues 30 $Q1 $Q2
 set +m
 du -sh ~/.cache/flashinfer ~/.triton 2>/dev/null | sed 's/^/[speed] kernel cache: /'
-python3 -m automodel_spec.sweep sweeps/speed > "$RES/aggregate.log" 2>&1
-cat sweeps/speed/summary.md 2>/dev/null | head -60
+summarize 60
