@@ -89,6 +89,9 @@ def signals_held() -> Iterator[None]:
             _mask(signal.SIG_SETMASK, before)
 
 
+_native_loaded = False  # both imported: later calls have nothing to do
+
+
 def import_native_modules() -> None:
     """Import torch and safetensors with SIGINT / SIGTERM held back until they are loaded.
 
@@ -99,12 +102,17 @@ def import_native_modules() -> None:
     again. A missing package is left to the code that uses it, which reports it with its install
     command (exit 2).
     """
+    global _native_loaded
+    if _native_loaded:  # import_torch is called on the reference's hot path: no signal mask, no lookup
+        return
+    loaded = True
     with signals_held():
         for name in ("torch", "safetensors.torch"):
             try:
                 importlib.import_module(name)
             except ImportError:
-                pass
+                loaded = False
+    _native_loaded = loaded
 
 
 def import_torch():
