@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from automodel_spec.resolve import META_NAMES, SAFETENSORS_INDEX
-from automodel_spec.signals import import_torch
+from automodel_spec.signals import import_native_modules, import_torch
 from automodel_spec.synthetic_tokenizer import write_byte_tokenizer
 
 
@@ -155,7 +155,7 @@ def write_target(out_dir: Path, shape: LlamaShape = TINY, *, repeat: bool = True
 
 def write_sharded_safetensors(out_dir: Path, named_tensors, shard_bytes: int) -> None:
     """Write ``model.safetensors`` or, above ``shard_bytes``, shards plus the index, as HF does."""
-    import_torch()  # safetensors.torch imports torch: with signals held, as everywhere
+    import_native_modules()  # safetensors.torch imports torch: with signals held
     from safetensors.torch import save_file
 
     shards, current, size = [], {}, 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from automodel_spec import specforge_checkpoint
 from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
 from automodel_spec.resolve import LEGACY_WEIGHTS, ResolvedDraft
-from automodel_spec.signals import import_torch
+from automodel_spec.signals import import_native_modules, import_torch
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def load_safetensors(files: tuple[Path, ...] | list[Path]) -> dict:
         CheckpointError: a file is damaged, or two shards hold the same tensor.
         MissingDependencyError: safetensors is not installed.
     """
-    import_torch()  # safetensors.torch imports torch: with signals held (signals.import_native_modules)
+    import_native_modules()  # safetensors.torch imports torch: with signals held
     try:
         from safetensors.torch import load, load_file
     except ImportError as exc:
