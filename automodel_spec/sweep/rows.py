@@ -23,6 +23,7 @@ from automodel_spec.bench.result import (
     SpecSettings,
     read_point,
 )
+from automodel_spec.config import SGLangConfig
 
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]
@@ -195,8 +196,10 @@ def read_rows(path: Path) -> list[dict]:
 def _kinds() -> dict[str, str]:
     kinds = {"point": "str", "status": "str", "algorithm": "str", "gpu": "str", "other_gpu_processes": "str",
              "reason": "str", "boot_s": "float", "gpu_seconds": "float", "role": "str",
-             "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str",
-             "attention_backend": "str", "tp_size": "int", "max_running_requests": "int"}
+             "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str"}
+    sglang = {f.name: f.type for f in fields(SGLangConfig)}
+    for column, setting in SERVER_SETTINGS.items():  # typed as the setting is
+        kinds[column] = _kind(str(sglang[setting.split(".", 1)[1]]))
     for prefix in ("requested_", "effective_"):
         for f in fields(SpecSettings):
             kinds[prefix + f.name] = _kind(str(f.type))
