@@ -136,26 +136,29 @@ if [ "$STAGE" = wide ]; then
   if [ ! -f "$W/widen.json" ]; then
     ALSO=(); [ -d "$SF_DRAFT" ] && ALSO=(--also-draft "sf=$SF_DRAFT")
     timeout 300 python3 scripts/gpu/real_pair/widen.py --target "$R/target" --draft "$R/automodel_run" "${ALSO[@]}" \
-      --shape llama-3.1-8b --out "$W" --device cuda --check-prompts 6 --check-tokens 64 > "$RES/widen.log" 2>&1
+      --shape llama-3.1-8b --out "$W" --device cuda --check-prompts 4 --check-tokens 48 > "$RES/widen.log" 2>&1
     echo "[real] widen rc=$? ($SECONDS s)"; tail -5 "$RES/widen.log"
   fi
   cp "$W/widen.json" "$RES/" 2>/dev/null
   [ -d "$W/target" ] && [ -d "$W/draft" ] || exit 1
-  if [ ! -f "$R/wide-refs.done" ]; then  # the small pair's references on the benchmark's prompts (= the wide pair's)
+  REFS=()
+  if [ ! -f "$R/wide-refs.done" ]; then
+    # the small pair's references on the benchmark's prompts (= the wide pair's: widen.json), in the background
+    # while the first servers boot (they take minutes; a reference of the 115M pair takes seconds)
     AM_EXPORT=$(python3 recipes/export.py draft=automodel draft.path="$R/automodel_run" target.path="$R/target" \
       2> "$RES/export-am.err" | tail -1)
-    REFS=()
     for s in 1 2 3 5 7; do
       python3 -m automodel_spec.reference --target "$R/target" --draft "$AM_EXPORT" --num-steps "$s" --prompts humaneval \
         --num-prompts 16 --max-new-tokens 128 --device cuda --json "$RES/reference-am-$s.json" > "$RES/reference-am-$s.log" 2>&1 &
       REFS+=($!)
     done
-    wait "${REFS[@]}"; touch "$R/wide-refs.done"
-    grep -h "accept length" "$RES"/reference-am-*.log | head -5
   fi
+  # servers sharing the GPU: an 8B-shaped server holds ~15 GB of weights; three fit on an 80 GB card, four on 141 GB
+  GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+  SHARE=(bench.servers_per_gpu=3 sglang.mem_fraction_static=0.26)
+  [ "${GPU_MIB:-0}" -gt 100000 ] && SHARE=(bench.servers_per_gpu=4 sglang.mem_fraction_static=0.2)
   WCOMMON=(bench=humaneval target.path="$W/target" sglang=h100_bench bench.num_prompts=16 'bench.temperature=[0,1]'
-           'bench.concurrency=[1,8]' +launcher=parallel bench.servers_per_gpu=3 sglang.mem_fraction_static=0.26
-           bench.reference=false)
+           'bench.concurrency=[1,8]' +launcher=parallel "${SHARE[@]}" bench.reference=false)
   AM=(bench.name=wide-am draft=automodel draft.path="$W/draft")
   T=$(( $(left) - 60 ))
   set -m
@@ -177,6 +180,8 @@ if [ "$STAGE" = wide ]; then
     sleep 30; echo "[real] ${SECONDS}s: $(compgen -G 'sweeps/wide-am/*/metrics.json' | wc -l) point(s) written"
   done
   wait "${SWEEPS[@]}" 2>/dev/null
+  [ ${#REFS[@]} -gt 0 ] && wait "${REFS[@]}" && touch "$R/wide-refs.done"
+  grep -h "accept length" "$RES"/reference-am-*.log 2>/dev/null | head -5
   # then the 12th grid point and the SpecForge draft (3/1/4, SGLang's choice), sharing the wide baseline
   if [ "$(left)" -gt 200 ]; then
     mkdir -p sweeps/wide-sf && cp -rn sweeps/wide-am/baseline sweeps/wide-sf/ 2>/dev/null
