@@ -25,6 +25,7 @@ from unit.test_reference import (  # noqa: E402  the partly agreeing tiny pair o
     SHAPE,
     TRAINED_IDS,
     _draft_tensors,
+    _export,
     _run_dir,
     _write_target,
 )
@@ -98,9 +99,9 @@ def test_a_partly_accepting_pair_keeps_its_reference_when_widened(tmp_path):
     assert dcfg["hidden_size"] == dcfg["target_hidden_size"] == 96 and dcfg["num_hidden_layers"] == 1
 
     # the reference from the written files, on the reference tests' prompts, independent of the tool's check
-    for name, src, wide_draft in (("partial", run, out / "draft"), ("agree", agreeing, out / "draft-agree")):
-        small = compute_reference(str(target), str(_export_of(src, target, tmp_path / name)), 4, PROMPTS,
-                                  max_new_tokens=20, device="cpu")
+    for name, agree, wide_draft in (("partial", False, out / "draft"), ("agree", True, out / "draft-agree")):
+        small_draft = _export(tmp_path, _draft_tensors(agree=agree), name=f"small-{name}")
+        small = compute_reference(str(target), str(small_draft), 4, PROMPTS, max_new_tokens=20, device="cpu")
         big = compute_reference(str(out / "target"), str(wide_draft), 4, PROMPTS, max_new_tokens=20, device="cpu")
         assert big.problems == [] and big.aux_layers == [c + 1 for c in wide_ids]
         if name == "partial":
@@ -118,11 +119,6 @@ def test_a_partly_accepting_pair_keeps_its_reference_when_widened(tmp_path):
     assert exp.returncode == 0, exp.stdout + exp.stderr
 
 
-def _export_of(run: Path, target: Path, work: Path) -> Path:
-    work.mkdir()
-    return widen.export_draft(run, target, work)
-
-
 @pytest.mark.parametrize(("shape", "change", "named"), [
     ("96,2,32,2,13,128", None, "query heads per KV head"),  # 1 query head per KV head < the target's 2
     ("48,6,32,2,13,128", None, "hidden_size 48"),
@@ -131,16 +127,16 @@ def _export_of(run: Path, target: Path, work: Path) -> Path:
                              "original_max_position_embeddings": 512}}, "rope scaling"),
     (WIDE, {"attention_bias": True}, "attention_bias"),
 ])
-def test_a_shape_or_config_it_cannot_hold_is_refused_by_name(tmp_path, shape, change, named):
+def test_a_shape_or_config_it_cannot_hold_is_refused_by_name(tmp_path, capsys, shape, change, named):
     target = synthetic.write_target(tmp_path / "t", SHAPE, repeat=False, tokenizer=False, dtype="float32")
     if change:
         cfg = json.loads((target / "config.json").read_text())
         cfg.pop("rope_parameters", None)
         (target / "config.json").write_text(json.dumps({**cfg, **change}))
     out = tmp_path / "wide"
-    proc = _run("--target", str(target), "--shape", shape, "--out", str(out))
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert named in proc.stderr and "Traceback" not in proc.stderr
+    assert widen.main(["--target", str(target), "--shape", shape, "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.startswith("error: ")
     assert not out.exists()
 
 
