@@ -162,3 +162,6 @@ def add_speedups(levels: dict[str, LevelResult], baseline_levels: dict[str, Leve
         mine = m.output_tok_per_s
         m.baseline_tok_per_s = base
         m.speedup = mine / base if base and mine else None
+        # goodput of no speculation where it met the goals: a setting that does not reach it loses to it
+        met = base_level is not None and base_level.slo_met
+        m.baseline_goodput_rps = base_level.goodput_rps if met else None

@@ -123,8 +123,10 @@ class LevelResult:
     goodput_rps: float | None = None
     slo_met: bool | None = None
     slo_missed: list[str] | None = None
+    baseline_goodput_rps: float | None = None
     """With ``bench.slo`` set: requests within every goal, their number a second of ``wall_s``, whether the level
-    met the goals (p99s within the bounds, no request failed, not saturated) and, if not, what it missed."""
+    met the goals (p99s within the bounds, no request failed, not saturated) and, if not, what it missed; the
+    no-speculation baseline's goodput at the same level where it met the goals."""
     phase: int | None = None
     """A phased load (``bench.phases``): the phase's place (1, 2, ...), 0 for the whole run."""
     phase_load: str | None = None
