@@ -117,8 +117,8 @@ def saturation(records: list[dict], unsent: int) -> tuple[float | None, bool]:
     its TTFT; its latency when not streamed). Below the server's capacity the waits of early and late
     arrivals are alike; above it the queue, and so the wait, grows with every arrival. The growth is the
     median wait of the last third of the arrivals less that of the first third; the level saturated when
-    the growth exceeds the median request latency (by the end a request waited longer than one takes), or
-    when requests were left unsent.
+    the growth exceeds the median latency of the first third (by the end a request waited longer than one
+    took before the queue built up), or when requests were left unsent.
     """
     ok = sorted((r for r in records if r.get("ok")), key=lambda r: r["i"])
     waits = [(r.get("queue_s") or 0.0) + (r["ttft_s"] if r.get("ttft_s") is not None else r["latency_s"]) for r in ok]
@@ -126,7 +126,7 @@ def saturation(records: list[dict], unsent: int) -> tuple[float | None, bool]:
     if third < 1:
         return None, unsent > 0
     growth = percentile(waits[-third:], 50) - percentile(waits[:third], 50)
-    return growth, unsent > 0 or growth > percentile([r["latency_s"] for r in ok], 50)
+    return growth, unsent > 0 or growth > percentile([r["latency_s"] for r in ok[:third]], 50)
 
 
 def sum_histograms(histograms: list[list[int]]) -> list[int]:

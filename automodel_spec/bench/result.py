@@ -118,7 +118,7 @@ class LevelResult:
     saturated: bool | None = None
     """Open loop: how much longer the last third of the arrivals waited for their first token (client queue
     included) than the first third (medians), and whether the queue grew without bound: requests left
-    unsent, or ``wait_growth_s`` above the median request latency (``bench.metrics.saturation``)."""
+    unsent, or ``wait_growth_s`` above the first third's median latency (``bench.metrics.saturation``)."""
     good_requests: int | None = None
     goodput_rps: float | None = None
     slo_met: bool | None = None
