@@ -41,7 +41,7 @@ from automodel_spec.bench.result import (
 )
 from automodel_spec.bench.served_checks import add_lossless, add_reference
 from automodel_spec.bench.stream import stream_generate
-from automodel_spec.bench.workload import load_prompts, select_prompts
+from automodel_spec.bench.workload import level_prompts, load_prompts, select_prompts
 from automodel_spec.config import Objective, SpecConfig
 from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock, file_lock_if_free
@@ -280,16 +280,15 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
                     keep(run.records, run.level, temp, run.level.concurrency if closed_phase else None)
                 continue
             for conc in b.concurrency:
-                # enough requests that the server holds `conc` of them for most of the level
-                prompts = select_prompts(pool, max(b.num_prompts, 2 * conc), b.seed)
+                prompts = level_prompts(pool, b, concurrency=conc)
                 server.flush_cache()  # resets the server's running accept-length average too
                 records, wall = run_requests(gen, prompts, conc, params, label=f"{who} T={temp:g} c={conc}")
                 keep(records, summarize_level(records, wall, steps, temperature=temp, concurrency=conc, slo=b.slo),
                      temp, conc)
             for rate in b.request_rate or []:
-                prompts = select_prompts(pool, b.num_prompts, b.seed)
-                server.flush_cache()
                 cap = b.max_concurrency or 0
+                prompts = level_prompts(pool, b, concurrency=cap, request_rate=rate)
+                server.flush_cache()
                 run = run_open_loop(gen, prompts, rate, params, seed=b.seed, max_concurrency=b.max_concurrency,
                                     duration_s=b.duration_s, label=f"{who} T={temp:g} rate={rate:g}/s",
                                     concurrency=cap)

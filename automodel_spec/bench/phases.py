@@ -18,7 +18,7 @@ from automodel_spec.bench.client import run_requests
 from automodel_spec.bench.metrics import summarize_level
 from automodel_spec.bench.open_loop import run_open_loop
 from automodel_spec.bench.result import LevelResult
-from automodel_spec.bench.workload import Prompt, select_prompts
+from automodel_spec.bench.workload import Prompt, level_prompts
 from automodel_spec.config import BenchConfig
 from automodel_spec.config_rules import phase_load
 
@@ -43,13 +43,14 @@ def run_phased_load(generate, pool: list[Prompt], bench: BenchConfig, params: di
     common = {"temperature": temperature, "slo": bench.slo}
     for place, text in enumerate(bench.phases, 1):
         kind, value = phase_load(text)
+        phase_t0 = time.perf_counter()
         name = f"{label} phase {place}/{len(bench.phases)} {text}".strip()
         if kind == "concurrency":
-            prompts = select_prompts(pool, max(bench.num_prompts, 2 * value), bench.seed + place)
+            prompts = level_prompts(pool, bench, concurrency=value, phase=place)
             records, wall = run_requests(generate, prompts, value, params, label=name, progress=progress)
             level = summarize_level(records, wall, num_steps, concurrency=value, **common)
         else:
-            prompts = select_prompts(pool, bench.num_prompts, bench.seed + place)
+            prompts = level_prompts(pool, bench, concurrency=0, request_rate=value, phase=place)
             run = run_open_loop(generate, prompts, value, params, seed=bench.seed + place,
                                 max_concurrency=bench.max_concurrency, duration_s=bench.duration_s, label=name,
                                 progress=progress, concurrency=bench.max_concurrency or 0)
@@ -57,8 +58,8 @@ def run_phased_load(generate, pool: list[Prompt], bench: BenchConfig, params: di
             level = summarize_level(records, run.wall_s, num_steps, concurrency=bench.max_concurrency or 0,
                                     request_rate=value, unsent=run.unsent, window_s=run.window_s, **common)
         level.phase, level.phase_load = place, text
-        for r in records:
-            r["phase"] = place
+        for r in records:  # when it was sent in the whole run, beside its time in the phase (``send_s``)
+            r.update(phase=place, run_s=phase_t0 - t_start + r["send_s"])
         runs.append(PhaseRun(level, records))
     every = [r for run in runs for r in run.records]
     whole = summarize_level(every, time.perf_counter() - t_start, num_steps, concurrency=0, **common)

@@ -106,10 +106,17 @@ def is_auto(row: dict) -> bool:
 def level_of(row: dict) -> tuple:
     """A row's level: ``(temperature, concurrency)`` for a closed loop, ``(temperature, concurrency, request
     rate)`` for an open loop (its concurrency is its cap on requests in flight, 0 for none). A phase of a
-    phased load is not a level (``is_phase``)."""
+    phased load is not a level (``is_phase``): its tuple also holds the phase, so no level's table takes it."""
+    if is_phase(row):
+        return (row["temperature"], row["concurrency"], row.get("request_rate") or 0.0, row["phase"])
     if row.get("request_rate") is None:
         return (row["temperature"], row["concurrency"])
     return (row["temperature"], row["concurrency"], row["request_rate"])
+
+
+def level_order(level: tuple) -> tuple:
+    """How levels are listed: by temperature, the concurrencies first, then the request rates (by rate)."""
+    return (level[0], 1, level[2], level[1]) if len(level) > 2 else (level[0], 0, level[1], 0)
 
 
 def level_name(level: tuple) -> str:

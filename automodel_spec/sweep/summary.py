@@ -24,6 +24,7 @@ from automodel_spec.sweep.rows import (
     is_phase,
     level_name,
     level_of,
+    level_order,
     override_line,
     setting_of,
     varied_settings,
@@ -55,7 +56,8 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     pred = read_predictions(sweep_dir)
     attach_predictions(rows, pred)
     write_rows(sweep_dir / "summary.csv", rows)
-    levels = sorted({level_of(r) for r in rows if r.get("concurrency") is not None and not is_phase(r)})
+    levels = sorted({level_of(r) for r in rows if r.get("concurrency") is not None and not is_phase(r)},
+                    key=level_order)
     choices = {lv: choose([r for r in rows if not is_phase(r) and level_of(r) == lv], objective) for lv in levels}
     best = {lv: c.row for lv, c in choices.items()}
     varied = varied_settings(rows)  # e.g. two attention backends in one sweep: a column of their own
