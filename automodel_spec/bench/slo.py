@@ -44,7 +44,7 @@ def goals_missed(level: LevelResult, slo: SLOConfig) -> list[str]:
         if value is None:
             missed.append(f"{p99} not measured (requests not streamed)")
         elif value > bound:
-            missed.append(f"{p99} {value * 1e3:.1f} ms > {bound * 1e3:.1f} ms")
+            missed.append(f"{p99} {value * 1e3:.2f} ms > {bound * 1e3:.2f} ms")
     if level.failed_requests:
         missed.append(f"{level.failed_requests} request(s) failed")
     if level.saturated:

@@ -140,11 +140,12 @@ def write_presets(sweep_dir: Path, rows: list[dict], objective: str = TOK_PER_S)
         cfg = write_adaptive_config(out / "adaptive_config.json", slots)
         algo = next(iter(chains.values())).get("algorithm") or "EAGLE3"
         write_text_atomically(out / "spec_preset" / "adaptive.yaml", _adaptive_yaml(slots[1], cfg))
-        flags.append(f"adaptive (fastest chain per load): --speculative-algorithm {algo} --speculative-num-steps "
+        flags.append(f"adaptive ({'best' if objective == GOODPUT else 'fastest'} chain per load): --speculative-algorithm {algo} --speculative-num-steps "
                      f"{slots[1]} --speculative-eagle-topk 1 --speculative-num-draft-tokens {slots[1] + 1} "
                      f"--speculative-adaptive --speculative-adaptive-config {cfg}")
         trees = any(setting_of(r)[1] != 1 for r in winners.values())
-        lines += ["", f"The fastest chain changes with load ({', '.join(f'c={c}: {s} steps' for c, s in chain_steps.items())}): "
+        best = "chain with the most goodput within the goals" if objective == GOODPUT else "fastest chain"
+        lines += ["", f"The {best} changes with load ({', '.join(f'c={c}: {s} steps' for c, s in chain_steps.items())}): "
                   f"`+spec_preset=adaptive` runs SGLang's adaptive mode with `{cfg}` (one candidate per batch size, "
                   "SGLang >= 0.5.13" + (", 0 steps needs 0.5.14" if 0 in slots.values() else "") + ")."
                   + (" Trees won at some load; adaptive mode encodes chains only, so it trades their gain for "

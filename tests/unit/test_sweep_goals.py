@@ -20,7 +20,7 @@ def level(tok_s: float, goodput: float | None = None, met: bool | None = None, *
             "wall_s": 128 / tok_s, "output_tok_per_s": tok_s, "streamed": True, "ttft_p99_s": 0.05,
             "itl_p99_s": 0.02, "tpot_p99_s": 0.01, "goodput_rps": goodput, "slo_met": met,
             "good_requests": None if goodput is None else 8,
-            "slo_missed": None if met is None else ([] if met else ["itl_p99_s 50.0 ms > 40.0 ms"]),
+            "slo_missed": None if met is None else ([] if met else ["itl_p99_s 50.00 ms > 40.00 ms"]),
             "baseline_goodput_rps": base_goodput, **extra}
 
 

@@ -82,7 +82,7 @@ def test_goodput_counts_good_requests_over_the_wall_time_and_the_goals_read_p99(
     slow = [streamed([0.5, 0.51], [1, 1]) for _ in range(2)]
     m = summarize_level(good + slow, 2.0, None, slo=SLOConfig(ttft_s=0.1))
     assert m.good_requests == 6 and m.goodput_rps == pytest.approx(3.0)
-    assert m.slo_met is False and m.slo_missed == [f"ttft_p99_s {m.ttft_p99_s * 1e3:.1f} ms > 100.0 ms"]
+    assert m.slo_met is False and m.slo_missed == [f"ttft_p99_s {m.ttft_p99_s * 1e3:.2f} ms > 100.00 ms"]
     met = summarize_level(good, 2.0, None, slo=SLOConfig(ttft_s=0.1))
     assert met.slo_met is True and met.slo_missed == [] and met.goodput_rps == pytest.approx(3.0)
     assert summarize_level(good, 2.0, None, slo=SLOConfig()).goodput_rps is None  # no goal: no goodput
