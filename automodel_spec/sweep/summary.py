@@ -160,6 +160,10 @@ def phase_lines(rows: list[dict]) -> list[str]:
             label = override_line(next(iter(at.values())))
             out.append(f"| `{label}` | " + "".join(f"{_phase_cell(at.get(n))} | " for n, _ in phases)
                        + f"{_phase_cell(at.get(0))} |")
+        base = {r["phase"]: r["baseline_tok_per_s"] for r in mine if r.get("baseline_tok_per_s")}
+        if base:  # the shared baseline, measured under the same phases
+            out.append("| no speculation (tok/s) | " + "".join(f"{_f(base.get(n), 1)} | " for n, _ in phases)
+                       + f"{_f(base.get(0), 1)} |")
         out.append("")
     return out
 

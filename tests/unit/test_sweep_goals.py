@@ -43,9 +43,11 @@ def sweep(tmp_path) -> Path:
     # 4 requests/s: two settings tie on goodput (within 1%), the faster one wins
     write_point(root, "chain", 7, 1, [level(500.0, 1.0, False), level(2000.0, 3.0, False, c=8),
                                       level(300.0, 3.99, True, c=0, rate=4.0),
-                                      level(400.0, 2.0, True, phase=1, phase_load="c1"),
-                                      level(900.0, 3.0, False, c=8, phase=2, phase_load="c8"),
-                                      level(700.0, 2.5, False, c=0, phase=0, phase_load="c1 -> c8")])
+                                      level(400.0, 2.0, True, phase=1, phase_load="c1", baseline_tok_per_s=350.0),
+                                      level(900.0, 3.0, False, c=8, phase=2, phase_load="c8",
+                                            baseline_tok_per_s=1000.0),
+                                      level(700.0, 2.5, False, c=0, phase=0, phase_load="c1 -> c8",
+                                            baseline_tok_per_s=800.0)])
     write_point(root, "tree", 3, 8, [level(450.0, 2.0, True), level(1500.0, 2.5, False, c=8),
                                      level(280.0, 4.0, True, c=0, rate=4.0)])
     return root
@@ -78,6 +80,7 @@ def test_phases_are_a_table_of_their_own_not_levels(sweep):
     assert "| setting | 1: c1 | 2: c8 | whole |" in table
     assert any(line.startswith("| `spec.num_steps=7 spec.topk=1") and "400.0, 20.0, 2.00 +" in line
                and "900.0, 20.0, 3.00 -" in line for line in table)
+    assert "| no speculation (tok/s) | 350.0 | 1000.0 | 800.0 |" in table  # the shared baseline, same phases
 
 
 def test_presets_follow_the_objective(sweep):
