@@ -179,8 +179,9 @@ def sglang_flags(row: dict, varied: list[str] = ()) -> list[str]:
 
 def _preset_yaml(row: dict, what: str, varied: list[str]) -> str:
     steps, topk, tokens = setting_of(row)
-    body = [f"# @package _global_\n# {what}: {_label(row, varied)}, measured {row['output_tok_per_s']:.1f} tok/s at "
-            f"temperature {row['temperature']:g}; written by the sweep summary\n", "spec:\n"]
+    goodput = f", goodput {row['goodput_rps']:.2f} req/s within the goals" if row.get("slo_met") else ""
+    body = [f"# @package _global_\n# {what}: {_label(row, varied)}, measured {row['output_tok_per_s']:.1f} tok/s{goodput} "
+            f"at temperature {row['temperature']:g}; written by the sweep summary\n", "spec:\n"]
     if row.get("requested_adaptive"):
         body.append("  adaptive: true\n")
         if row.get("requested_adaptive_config"):
