@@ -212,20 +212,31 @@ def served_lines(rows: list[dict]) -> list[str]:
            "| point | concurrency | accept length | reference | verdict | identical | first difference |",
            "|---|---:|---:|---:|---|---:|---:|"]
     warnings = []
-    for r in sorted(here, key=lambda r: (r["point"], r["concurrency"])):
+    for r in sorted(here, key=lambda r: (r["point"], r.get("phase") is not None, r.get("phase") or 0,
+                                         r.get("request_rate") or 0.0, r["concurrency"])):
         verdict = {True: "served as trained", False: "**NOT served as trained**", None: "-"}[r.get("served_as_trained")]
         same = f"{r['lossless_identical']}/{r['lossless_compared']}" if r.get("lossless_compared") else "-"
-        out.append(f"| {r['point']} | {r['concurrency']} | {_f(r.get('accept_length'))} | "
+        out.append(f"| {r['point']} | {_load_cell(r)} | {_f(r.get('accept_length'))} | "
                    f"{_f(r.get('reference_accept_length'))} | {verdict} | {same} | "
                    f"{_f(r.get('lossless_first_difference'), 0)} |")
         if r.get("served_as_trained") is False:
-            warnings.append(f"- WARNING {r['point']} c={r['concurrency']}: {r.get('reference_verdict')}")
+            warnings.append(f"- WARNING {r['point']} {_load_cell(r, 'c=')}: {r.get('reference_verdict')}")
         if r.get("lossless_compared") and r["lossless_identical"] < r["lossless_compared"]:
             why = "kernels of other shapes can resolve near-ties differently (docs/benchmarks.md)"
-            warnings.append(f"- WARNING {r['point']} c={r['concurrency']}: "
+            warnings.append(f"- WARNING {r['point']} {_load_cell(r, 'c=')}: "
                             f"{r['lossless_compared'] - r['lossless_identical']} output(s) differ from the "
                             f"baseline's, first at token {r['lossless_first_difference']}: {why}")
     return out + [""] + (warnings + [""] if warnings else [])
+
+
+def _load_cell(row: dict, closed: str = "") -> str:
+    """A row's load in a table: its concurrency (``closed`` before it), ``20/s`` (``, c<=4`` with a cap), or its
+    phase (``phase 2: c8``, ``whole: c1 -> c8``)."""
+    if row.get("phase") is not None:
+        return f"phase {row['phase']}: {row.get('phase_load')}" if row["phase"] else f"whole: {row.get('phase_load')}"
+    if row.get("request_rate") is not None:
+        return f"{row['request_rate']:g}/s" + (f", c<={row['concurrency']}" if row["concurrency"] else "")
+    return f"{closed}{row['concurrency']}"
 
 
 def _masked_row(row: dict, secrets: list[str]) -> dict:
