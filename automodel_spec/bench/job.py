@@ -342,9 +342,9 @@ def _load(m: LevelResult) -> str:
 def _latencies(m: LevelResult) -> str:
     """The streaming p99s, the open loop's achieved rate and saturation, the goodput, for the console line."""
     out = ""
-    if m.streamed:
-        out += (f" p99 ttft {_ms(m.ttft_p99_s)} itl {_ms(m.itl_p99_s)} (per token {_ms(m.itl_token_p99_s)}) "
-                f"tpot {_ms(m.tpot_p99_s)}")
+    if m.streamed:  # each p50/p90/p99
+        out += (f" ttft {_pcts(m, 'ttft')} itl {_pcts(m, 'itl')} (per token {_pcts(m, 'itl_token')}) "
+                f"tpot {_pcts(m, 'tpot')}")
     if m.request_rate is not None:
         out += f" achieved {_f(m.achieved_rate_rps)}/s" + (" SATURATED" if m.saturated else "")
     if m.slo_met is not None:
@@ -352,8 +352,10 @@ def _latencies(m: LevelResult) -> str:
     return out
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e3:.1f}ms"
+def _pcts(m: LevelResult, name: str) -> str:
+    """``12.1/13.0/15.2ms``: a latency's p50/p90/p99 in milliseconds."""
+    values = [getattr(m, f"{name}_p{q}_s") for q in (50, 90, 99)]
+    return "/".join("-" if v is None else f"{v * 1e3:.1f}" for v in values) + "ms"
 
 
 def _gpu_names() -> list[str] | None:

@@ -195,7 +195,7 @@ def _preset_yaml(row: dict, what: str, varied: list[str]) -> str:
 
 
 def _adaptive_yaml(start_steps: int, config: Path) -> str:
-    return ("# @package _global_\n# SGLang's adaptive mode running the fastest chain of each load (written by the "
+    return ("# @package _global_\n# SGLang's adaptive mode running the winning chain of each load (written by the "
             "sweep summary)\nspec:\n  adaptive: true\n"
             f"  adaptive_config: {config}\n  num_steps: {start_steps}\n  topk: 1\n"
             f"  num_draft_tokens: {start_steps + 1}\n")

@@ -75,7 +75,8 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
         extra = (["achieved req/s", "saturated"] if rate else []) + (["goodput req/s", "goals"] if goals else [])
         md += [f"## {level_name(lv)}", "",
                "| " + "".join(f"{c} | " for c in varied) + "steps | topk | draft tokens | tok/s | baseline tok/s "
-               "| speedup | accept length | speedup / accept | p50 s | ttft p99 ms | itl p99 ms | tpot p99 ms | "
+               "| speedup | accept length | speedup / accept | p50 s | ttft ms p50/p90/p99 | itl ms p50/p90/p99 | "
+               "tpot ms p50/p90/p99 | "
                + "".join(f"{c} | " for c in extra),
                "|" + "---|" * len(varied) + "---:|" * (12 + len(extra))]
         md += ["| " + "".join(f"{_f(r.get(c))} | " for c in varied)
@@ -83,8 +84,8 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
                f"{_f(r.get('output_tok_per_s'))} | {_f(r.get('baseline_tok_per_s'))} | {_f(r.get('speedup'))} | "
                f"{_pm(r.get('accept_length'), r.get('accept_length_sem'))} | "
                f"{_f(_ratio(r.get('speedup'), r.get('accept_length')))} | "
-               f"{_f(r.get('latency_p50_s'), 3)} | {_ms(r.get('ttft_p99_s'))} | {_ms(r.get('itl_p99_s'))} | "
-               f"{_ms(r.get('tpot_p99_s'))} | " + "".join(f"{c} | " for c in _extra_cells(r, rate, goals))
+               f"{_f(r.get('latency_p50_s'), 3)} | {_pcts(r, 'ttft')} | {_pcts(r, 'itl')} | {_pcts(r, 'tpot')} | "
+               + "".join(f"{c} | " for c in _extra_cells(r, rate, goals))
                for r in ok]
         md += _choice_lines(lv, choices[lv], varied)
         md.append("")
@@ -315,6 +316,12 @@ def _pm(value, err) -> str:
 def _ms(v) -> str:
     """Seconds as milliseconds, ``-`` for none."""
     return "-" if v is None else f"{v * 1e3:.1f}"
+
+
+def _pcts(row: dict, name: str) -> str:
+    """A latency's p50/p90/p99 in milliseconds (``-`` where the level was not streamed)."""
+    values = [row.get(f"{name}_p{q}_s") for q in (50, 90, 99)]
+    return "-" if all(v is None for v in values) else "/".join(_ms(v) for v in values)
 
 
 def _ratio(a, b):
