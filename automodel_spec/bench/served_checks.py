@@ -301,11 +301,12 @@ def check_failures(result: PointResult) -> list[str]:
 
 
 def check_point(point: BenchPoint) -> BenchPoint:
-    """The point ``mode=check`` serves: greedy, one request at a time, with the reference on."""
+    """The point ``mode=check`` serves: greedy, one request at a time, with the reference on (no request rate,
+    no phases: what is checked is the draft, not a load)."""
     from dataclasses import replace
 
     bench = replace(point.bench, reference=True, temperature=[0.0], concurrency=[1], objective_concurrency=None,
-                    objective_temperature=None)
+                    objective_temperature=None, request_rate=None, phases=None)
     return replace(point, bench=bench)
 
 
