@@ -268,7 +268,8 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
             if conc is not None:  # a closed loop: with the prompts' real lengths, `conc` requests at once?
                 longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
                 check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
-            m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
+            if not m.phase:  # the server's running average spans every phase (no flush between them): the whole's
+                m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
             result.levels[m.key] = m
 
         for temp in b.temperature:

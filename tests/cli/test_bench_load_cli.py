@@ -51,6 +51,8 @@ def test_a_phased_load_runs_on_one_server_phase_after_phase(tmp_path, cache):
     whole = m["levels"]["T0_phased"]
     assert whole["phase"] == 0 and whole["phase_load"] == "c1 -> c4 -> r40 -> c1" and whole["requests"] == 20
     assert whole["wall_s"] >= sum(p["wall_s"] for p in phases) and whole["streamed"] and whole["slo_met"] is True
+    # the server's running accept length spans the phases (no flush between them): the whole run's only
+    assert whole["server_accept_length"] == 4.0 and all(p["server_accept_length"] is None for p in phases)
     assert "T=0 phase 3 r40:" in res.stdout and "T=0 phased c1 -> c4 -> r40 -> c1:" in res.stdout
     # the phases are separated: each starts after the previous one's last answer
     recs = records(out)
