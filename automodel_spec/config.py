@@ -138,6 +138,27 @@ class SGLangConfig:
     stop_timeout_s: float = 30.0
 
 
+class Objective(str, Enum):
+    """What a sweep ranks settings by: output tokens/s, or goodput within ``bench.slo``'s goals."""
+
+    tok_per_s = "tok_per_s"
+    goodput = "goodput"
+
+
+@dataclass
+class SLOConfig:
+    """Service-level goals: bounds on the 99th percentiles of a level's streaming latencies (seconds).
+
+    ``None`` leaves a latency unbounded. A request is *good* when its time to first token, its time per
+    output token and every gap between its chunks are within the bounds; a level meets the goals when
+    the p99 of each is, no request failed and the load did not saturate the server (``bench.metrics``).
+    """
+
+    ttft_s: float | None = None
+    itl_s: float | None = None
+    tpot_s: float | None = None
+
+
 @dataclass
 class BenchConfig:
     """Benchmark workload (``mode=bench``).
@@ -170,6 +191,23 @@ class BenchConfig:
     (``reference.AUTO_COST_LIMIT``).
     ``expected_accept_length`` (the accept length measured in training) also fails the verdict when
     the reference falls below it: the check that catches aux layer ids lost on the way.
+
+    Every request is streamed (``/generate`` with ``"stream": true``), so each level reports time to first
+    token, inter-token latency and time per output token at p50 / p90 / p99 (``bench/stream.py``).
+
+    ``request_rate`` adds open-loop levels beside the concurrency levels: requests arrive as a Poisson
+    process of that many requests/s (seeded by ``seed``), ``num_prompts`` of them, or fewer when
+    ``duration_s`` (seconds of arrivals a level) runs out first; ``max_concurrency`` caps the requests in
+    flight (the others wait in the client, and the wait is recorded). A level whose queue grows without
+    bound is reported as saturated (``bench/open_loop.py``).
+
+    ``phases`` measures one load that changes, instead of the levels: a list of phases run back to back
+    on one server without a restart or a cache flush, each ``c<N>`` (``N`` requests in flight, closed loop)
+    or ``r<R>`` (``R`` requests/s, open loop), e.g. ``[c1,c8,c32,c1]``; each phase has ``num_prompts``
+    requests (or ``duration_s`` of arrivals) and is reported alone and in the whole (``bench/phases.py``).
+
+    ``slo`` sets the service-level goals; ``objective`` what sweeps rank by (the winners, the presets, the
+    Optuna sweeper's objective): ``tok_per_s`` or ``goodput`` (requests/s served within the goals).
     """
 
     prompts: str | None = None
@@ -189,6 +227,12 @@ class BenchConfig:
     servers_per_gpu: int = 1
     reference: bool | None = None
     expected_accept_length: float | None = None
+    request_rate: list[float] | None = None
+    duration_s: float | None = None
+    max_concurrency: int | None = None
+    phases: list[str] | None = None
+    slo: SLOConfig = field(default_factory=SLOConfig)
+    objective: Objective = Objective.tok_per_s
 
 
 @dataclass

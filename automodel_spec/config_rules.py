@@ -16,6 +16,7 @@ from automodel_spec.config import (
     BenchConfig,
     DraftConfig,
     Mode,
+    Objective,
     ServeConfig,
     SGLangConfig,
 )
@@ -26,6 +27,8 @@ from automodel_spec.spec_rules import adaptive_config_errors, point_errors
 
 MAX_CONCURRENCY = 4096
 MAX_PROMPTS = 1_000_000
+# open-loop arrivals: the client sends each from a thread at its time; beyond this it measures itself
+MAX_REQUEST_RATE = 10_000.0
 # the GPU memory all servers sharing one GPU may take together (bench.servers_per_gpu): SGLang's own
 # default fraction for one server on a large GPU is about this, the rest is CUDA contexts and graphs
 MEM_FRACTION_SHARED = 0.88
@@ -218,6 +221,63 @@ def _bench_errors(b: BenchConfig, sg: SGLangConfig) -> list[str]:
     if b.objective_temperature is not None and b.objective_temperature not in b.temperature:
         errors.append(f"bench.objective_temperature={b.objective_temperature} is not one of "
                       f"bench.temperature={b.temperature}.")
+    return errors + _load_errors(b)
+
+
+def phase_load(text: str) -> tuple[str, float]:
+    """One phase of ``bench.phases``: ``c8`` -> ``("concurrency", 8)``, ``r2.5`` -> ``("rate", 2.5)``.
+
+    Raises:
+        ValueError: not ``c<N>`` (a whole number >= 1) or ``r<R>`` (a rate > 0), with what to write instead.
+    """
+    word = str(text).strip().lower()
+    kind = {"c": "concurrency", "r": "rate"}.get(word[:1])
+    try:
+        value = float(word[1:]) if kind else math.nan
+    except ValueError:
+        value = math.nan
+    if kind == "concurrency" and value.is_integer() and 1 <= value <= MAX_CONCURRENCY:
+        return kind, int(value)
+    if kind == "rate" and math.isfinite(value) and 0 < value <= MAX_REQUEST_RATE:
+        return kind, value
+    raise ValueError(f"phase {text!r} is not c<N> (N requests in flight, 1..{MAX_CONCURRENCY}) or r<R> "
+                     f"(R requests/s, above 0 and at most {MAX_REQUEST_RATE:g}); e.g. bench.phases=[c1,c8,c32,c1]")
+
+
+def _load_errors(b: BenchConfig) -> list[str]:
+    """Open-loop rates, phases, their bounds and the service-level goals."""
+    errors = []
+    if b.request_rate is not None:
+        if not b.request_rate or any(not 0 < r <= MAX_REQUEST_RATE for r in b.request_rate):
+            errors.append(f"bench.request_rate={b.request_rate} needs one or more rates in requests/s, each above 0 "
+                          f"and at most {MAX_REQUEST_RATE:g} (e.g. bench.request_rate=[1,4]); drop it for the "
+                          "concurrency levels alone.")
+    if b.duration_s is not None and not b.duration_s > 0:
+        errors.append(f"bench.duration_s={b.duration_s} must be > 0 (seconds of arrivals a level), or null to send "
+                      "bench.num_prompts requests whatever they take.")
+    if b.max_concurrency is not None and not 1 <= b.max_concurrency <= MAX_CONCURRENCY:
+        errors.append(f"bench.max_concurrency={b.max_concurrency} must lie in 1..{MAX_CONCURRENCY} (the requests of an "
+                      "open-loop level in flight at once), or null for no cap.")
+    if b.phases is not None:
+        if not b.phases:
+            errors.append("bench.phases=[] has no phase: give the load's phases, e.g. bench.phases=[c1,c8,c32,c1], "
+                          "or drop bench.phases to measure the levels.")
+        for text in b.phases:
+            try:
+                phase_load(text)
+            except ValueError as exc:
+                errors.append(f"bench.phases={list(b.phases)}: {exc}.")
+        if b.request_rate is not None:
+            errors.append(f"bench.phases and bench.request_rate={b.request_rate} are both set: a phased run measures "
+                          "its phases instead of the levels; give the rates as phases (r<R>) or drop bench.phases.")
+    for key in ("ttft_s", "itl_s", "tpot_s"):
+        bound = getattr(b.slo, key)
+        if bound is not None and not (math.isfinite(bound) and bound > 0):
+            errors.append(f"bench.slo.{key}={bound} must be a finite number of seconds > 0 (the p99 bound), or null "
+                          "for no bound.")
+    if b.objective == Objective.goodput and all(getattr(b.slo, k) is None for k in ("ttft_s", "itl_s", "tpot_s")):
+        errors.append("bench.objective=goodput ranks by the requests/s served within bench.slo's goals, and none is "
+                      "set: give one or more of bench.slo.ttft_s, bench.slo.itl_s, bench.slo.tpot_s (seconds).")
     return errors
 
 

@@ -1,4 +1,7 @@
-"""Send a workload to a running server at a fixed concurrency and record every request."""
+"""Send a workload to a running server at a fixed concurrency and record every request.
+
+``send_request`` sends one and records it (the open-loop and phased loads send through it too).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from automodel_spec.bench.stream import StreamedAnswer
 from automodel_spec.bench.workload import Prompt
 
 
@@ -18,38 +22,16 @@ def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict
                  label: str = "", progress: bool = True) -> tuple[list[dict], float]:
     """Send every prompt with at most ``concurrency`` in flight; return (records, wall seconds).
 
-    ``generate(payload) -> dict`` is the server's ``/generate`` call. A failed request is recorded
-    with its error rather than stopping the run.
+    ``generate(payload)`` is the server's ``/generate`` call: it returns the answer (a dict) or, streamed,
+    a ``StreamedAnswer`` (``bench.stream``), whose chunks give the streaming latencies. A failed request
+    is recorded with its error rather than stopping the run.
     """
-    bar = _progress(len(prompts), label) if progress else None
-
-    def one(i: int, prompt: Prompt) -> dict:
-        t0 = time.perf_counter()
-        rec = {"i": i, "prompt_id": prompt.id, "category": prompt.category, "concurrency": concurrency}
-        try:
-            out = generate({**prompt.payload(), "sampling_params": params})
-            meta = out.get("meta_info", {}) if isinstance(out, dict) else {}
-            rec.update(ok=True, completion_tokens=int(meta.get("completion_tokens") or 0),
-                       prompt_tokens=int(meta.get("prompt_tokens") or 0),
-                       spec_verify_ct=int(meta.get("spec_verify_ct") or 0))
-            for key in ("spec_accept_length", "spec_accept_rate"):
-                if meta.get(key) is not None:
-                    rec[key] = meta[key]
-            # rounds by accepted drafts; SGLang 0.5.12+ names it so, keeping the older name as an alias
-            if isinstance(out, dict) and isinstance(out.get("output_ids"), list):  # compared with the baseline's (lossless check)
-                rec["output_ids"] = [int(t) for t in out["output_ids"]]
-            hist = meta.get("spec_correct_drafts_histogram", meta.get("spec_accept_histogram"))
-            if isinstance(hist, list) and hist:
-                rec["spec_correct_drafts_histogram"] = [int(v) for v in hist]
-        except Exception as exc:  # recorded; the metrics count it as a failed request
-            rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
-        rec["latency_s"] = time.perf_counter() - t0
-        return rec
-
+    bar = progress_bar(len(prompts), label) if progress else None
     t0 = time.perf_counter()
     records = []
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = [pool.submit(one, i, p) for i, p in enumerate(prompts)]
+        futures = [pool.submit(send_request, generate, i, p, params, t0, concurrency=concurrency)
+                   for i, p in enumerate(prompts)]
         for fut in as_completed(futures):
             records.append(fut.result())
             if bar:
@@ -60,7 +42,49 @@ def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict
     return sorted(records, key=lambda r: r["i"]), wall
 
 
-def _progress(total: int, label: str):
+def send_request(generate, i: int, prompt: Prompt, params: dict, level_t0: float, **fields) -> dict:
+    """Send one request and return its record.
+
+    The record holds the prompt, ``fields`` (the level's load), ``send_s`` (when it was sent, seconds
+    after ``level_t0``, a ``time.perf_counter`` value), ``latency_s``, what the answer reported
+    (``_answer_fields``) and, streamed, ``ttft_s``, ``chunk_s`` and ``chunk_tokens``. A failed request is
+    recorded with ``ok=False`` and its error.
+    """
+    t0 = time.perf_counter()
+    rec = {"i": i, "prompt_id": prompt.id, "category": prompt.category, **fields, "send_s": t0 - level_t0}
+    try:
+        out = generate({**prompt.payload(), "sampling_params": params})
+        if isinstance(out, StreamedAnswer):
+            rec.update(streamed=True, chunk_s=out.chunk_s, chunk_tokens=out.chunk_tokens,
+                       ttft_s=out.chunk_s[0] if out.chunk_s else None)
+            out = out.final
+        rec.update(ok=True, **_answer_fields(out))
+    except Exception as exc:  # recorded; the metrics count it as a failed request
+        rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+    rec["latency_s"] = time.perf_counter() - t0
+    return rec
+
+
+def _answer_fields(out: dict) -> dict:
+    """What a record keeps of a final ``/generate`` answer (streamed or not): the token counts, the
+    accept length and histogram, and the output ids (compared with the baseline's: the lossless check)."""
+    meta = out.get("meta_info", {}) if isinstance(out, dict) else {}
+    rec = {"completion_tokens": int(meta.get("completion_tokens") or 0),
+           "prompt_tokens": int(meta.get("prompt_tokens") or 0),
+           "spec_verify_ct": int(meta.get("spec_verify_ct") or 0)}
+    for key in ("spec_accept_length", "spec_accept_rate"):
+        if meta.get(key) is not None:
+            rec[key] = meta[key]
+    if isinstance(out, dict) and isinstance(out.get("output_ids"), list):
+        rec["output_ids"] = [int(t) for t in out["output_ids"]]
+    # rounds by accepted drafts; SGLang 0.5.12+ names it so, keeping the older name as an alias
+    hist = meta.get("spec_correct_drafts_histogram", meta.get("spec_accept_histogram"))
+    if isinstance(hist, list) and hist:
+        rec["spec_correct_drafts_histogram"] = [int(v) for v in hist]
+    return rec
+
+
+def progress_bar(total: int, label: str):
     try:
         from tqdm import tqdm
     except ImportError:

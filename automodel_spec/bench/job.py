@@ -23,11 +23,14 @@ from automodel_spec import nvidia_smi
 from automodel_spec.bench.capacity import SERVER_INFO_KEY, check_kv_capacity, draft_slots
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
+from automodel_spec.bench.open_loop import run_open_loop
+from automodel_spec.bench.phases import closed_loop_concurrencies, run_phased_load
 from automodel_spec.bench.placement import placed_server
 from automodel_spec.bench.point import BenchPoint, baseline_of
 from automodel_spec.bench.result import (
     METRICS,
     SCHEMA_VERSION,
+    LevelResult,
     PointResult,
     ReferenceSummary,
     ResultSchemaError,
@@ -37,8 +40,9 @@ from automodel_spec.bench.result import (
     write_point,
 )
 from automodel_spec.bench.served_checks import add_lossless, add_reference
-from automodel_spec.bench.workload import load_prompts, select_prompts
-from automodel_spec.config import SpecConfig
+from automodel_spec.bench.stream import stream_generate
+from automodel_spec.bench.workload import level_prompts, load_prompts, select_prompts
+from automodel_spec.config import Objective, SpecConfig
 from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
@@ -59,6 +63,7 @@ def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
     bench = asdict(replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None,
                            objective_temperature=None))
+    del bench["objective"]  # what a sweep ranks by, not what it measures
     # absent from keys written before they existed: those stay valid; sharing a GPU changes no measurement
     del bench["gpu_free_wait_s"], bench["servers_per_gpu"]
     del bench["reference"], bench["expected_accept_length"]  # checks of the measurement, not part of it
@@ -113,13 +118,19 @@ def record_if_invalid(cfg: BenchPoint, out_dir: Path) -> PointResult | None:
 
 
 def objective(result: PointResult, bench) -> float:
-    """What a sweeper maximizes: output tokens/s at the objective level (0 if failed)."""
+    """What a sweeper maximizes at the objective level (0 if failed): output tokens/s, or with
+    ``bench.objective=goodput`` the requests/s served within ``bench.slo``'s goals (0 where the level missed
+    them: a setting that misses the goals ranks below every one that meets them)."""
     if result.status != "ok":
         return 0.0
     conc = bench.objective_concurrency if bench.objective_concurrency is not None else bench.concurrency[0]
     temp = bench.objective_temperature if bench.objective_temperature is not None else bench.temperature[0]
     lv = result.level(temp, conc)
-    return float(lv.output_tok_per_s or 0.0) if lv is not None else 0.0
+    if lv is None:
+        return 0.0
+    if bench.objective == Objective.goodput:
+        return float(lv.goodput_rps or 0.0) if lv.slo_met else 0.0
+    return float(lv.output_tok_per_s or 0.0)
 
 
 def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
@@ -236,32 +247,55 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
         server = placed.server
         result.gpus, result.other_gpu_processes, result.idle_servers = placed.gpus, placed.others, placed.idle_servers
         result.server_log = str(server.log_path)
-        gen = lambda payload: server.generate(payload, timeout=b.request_timeout_s)  # noqa: E731
-        warm = select_prompts(pool, max(b.warmup_requests, max(b.concurrency)), b.seed + 1)
-        run_requests(gen, warm, max(b.concurrency), sampling_params(b.max_new_tokens, b.temperature[0]),
+        url = server.base_url + "/generate"
+        gen = lambda payload: stream_generate(url, payload, timeout=b.request_timeout_s,  # noqa: E731
+                                              api_key=server.api_key)
+        closed = closed_loop_concurrencies(b.phases) if b.phases else b.concurrency
+        warm = select_prompts(pool, max(b.warmup_requests, max(closed, default=1)), b.seed + 1)
+        run_requests(gen, warm, max(closed, default=1), sampling_params(b.max_new_tokens, b.temperature[0]),
                      label="warm-up", progress=False)
         settings = effective_settings(server.server_info())
         result.boot_s = server.boot_s
         result.effective, result.server_settings = _split(settings)
         steps = settings.get("speculative_num_steps")
         kv_tokens, slots = settings.get(SERVER_INFO_KEY), draft_slots(settings)
-        check_kv_capacity(kv_tokens, max(b.concurrency), 0, b.max_new_tokens, slots)  # before any level runs
-        for temp in b.temperature:
-            params = sampling_params(b.max_new_tokens, temp)
-            for conc in b.concurrency:
-                # enough requests that the server holds `conc` of them for most of the level
-                prompts = select_prompts(pool, max(b.num_prompts, 2 * conc), b.seed)
-                server.flush_cache()  # resets the server's running accept-length average too
-                label = f"{'spec' if cfg.algorithm.name else 'baseline'} T={temp:g} c={conc}"
-                records, wall = run_requests(gen, prompts, conc, params, label=label)
-                for r in records:
-                    rec_file.write(json.dumps({**r, "temperature": temp}) + "\n")
-                # with the prompts' real lengths: a level that could not run `conc` requests at once fails
+        check_kv_capacity(kv_tokens, max(closed, default=1), 0, b.max_new_tokens, slots)  # before any level runs
+        who = "spec" if cfg.algorithm.name else "baseline"
+
+        def keep(records: list[dict], m: LevelResult, temp: float, conc: int | None) -> None:
+            for r in records:
+                rec_file.write(json.dumps({**r, "temperature": temp}) + "\n")
+            if conc is not None:  # a closed loop: with the prompts' real lengths, `conc` requests at once?
                 longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
                 check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
-                m = summarize_level(records, wall, steps, temperature=temp, concurrency=conc)
+            if not m.phase:  # the server's running average spans every phase (no flush between them): the whole's
                 m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
-                result.levels[m.key] = m
+            result.levels[m.key] = m
+
+        for temp in b.temperature:
+            params = sampling_params(b.max_new_tokens, temp)
+            if b.phases:  # one load that changes, instead of the levels
+                server.flush_cache()  # once: the phases run on without a flush
+                for run in run_phased_load(gen, pool, b, params, steps, temperature=temp, label=f"{who} T={temp:g}"):
+                    closed_phase = run.level.phase and run.level.request_rate is None
+                    keep(run.records, run.level, temp, run.level.concurrency if closed_phase else None)
+                continue
+            for conc in b.concurrency:
+                prompts = level_prompts(pool, b, concurrency=conc)
+                server.flush_cache()  # resets the server's running accept-length average too
+                records, wall = run_requests(gen, prompts, conc, params, label=f"{who} T={temp:g} c={conc}")
+                keep(records, summarize_level(records, wall, steps, temperature=temp, concurrency=conc, slo=b.slo),
+                     temp, conc)
+            for rate in b.request_rate or []:
+                cap = b.max_concurrency or 0
+                prompts = level_prompts(pool, b, concurrency=cap, request_rate=rate)
+                server.flush_cache()
+                run = run_open_loop(gen, prompts, rate, params, seed=b.seed, max_concurrency=b.max_concurrency,
+                                    duration_s=b.duration_s, label=f"{who} T={temp:g} rate={rate:g}/s",
+                                    concurrency=cap)
+                m = summarize_level(run.records, run.wall_s, steps, temperature=temp, concurrency=cap,
+                                    request_rate=rate, unsent=run.unsent, window_s=run.window_s, slo=b.slo)
+                keep(run.records, m, temp, None)
     result.gpu = _gpu_names()
 
 
@@ -289,12 +323,40 @@ def one_line(name: str, result: PointResult) -> str:
         if m.lossless_compared:
             notes.append(f"{m.lossless_identical}/{m.lossless_compared} identical to baseline")
         more = f" ({', '.join(notes)})" if notes else ""
-        parts.append(f"T={m.temperature:g} c={m.concurrency}: {tps} tok/s{sp}{al}{more}")
+        parts.append(f"{_load(m)}: {tps} tok/s{sp}{al}{_latencies(m)}{more}")
     return f"[bench] {name}: boot {result.boot_s or 0:.0f}s; " + "; ".join(parts)
 
 
 def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
+
+
+def _load(m: LevelResult) -> str:
+    """``T=0 c=8``, ``T=0 rate=4/s`` (``c<=N`` with a cap), ``T=0 phase 2 c8``, ``T=0 phased c1 -> c8``."""
+    if m.phase is not None:
+        return f"T={m.temperature:g} " + (f"phase {m.phase} {m.phase_load}" if m.phase else f"phased {m.phase_load}")
+    if m.request_rate is not None:
+        return f"T={m.temperature:g} rate={m.request_rate:g}/s" + (f" c<={m.concurrency}" if m.concurrency else "")
+    return f"T={m.temperature:g} c={m.concurrency}"
+
+
+def _latencies(m: LevelResult) -> str:
+    """The streaming p99s, the open loop's achieved rate and saturation, the goodput, for the console line."""
+    out = ""
+    if m.streamed:  # each p50/p90/p99
+        out += (f" ttft {_pcts(m, 'ttft')} itl {_pcts(m, 'itl')} (per token {_pcts(m, 'itl_token')}) "
+                f"tpot {_pcts(m, 'tpot')}")
+    if m.request_rate is not None:
+        out += f" achieved {_f(m.achieved_rate_rps)}/s" + (" SATURATED" if m.saturated else "")
+    if m.slo_met is not None:
+        out += f" goodput {_f(m.goodput_rps)}/s " + ("goals met" if m.slo_met else "goals MISSED")
+    return out
+
+
+def _pcts(m: LevelResult, name: str) -> str:
+    """``12.1/13.0/15.2ms``: a latency's p50/p90/p99 in milliseconds."""
+    values = [getattr(m, f"{name}_p{q}_s") for q in (50, 90, 99)]
+    return "/".join("-" if v is None else f"{v * 1e3:.1f}" for v in values) + "ms"
 
 
 def _gpu_names() -> list[str] | None:

@@ -80,8 +80,57 @@ class LevelResult:
     """Mean tokens/s of a single request, and its standard error over the requests."""
     latency_p50_s: float | None = None
     latency_p90_s: float | None = None
+    latency_p99_s: float | None = None
     tpot_s: float | None = None
-    """Latency per output token (prefill included: requests are not streamed)."""
+    """Mean latency per output token, prefill included (``latency_s / completion_tokens`` of each request)."""
+    streamed: bool = False
+    """The requests were streamed: the latencies below were measured from their chunks."""
+    ttft_p50_s: float | None = None
+    ttft_p90_s: float | None = None
+    ttft_p99_s: float | None = None
+    """Time to first token: from a request's send to its first chunk carrying a token."""
+    itl_p50_s: float | None = None
+    itl_p90_s: float | None = None
+    itl_p99_s: float | None = None
+    """Inter-token latency between chunks: the gaps between a request's consecutive chunks, over all the
+    level's requests. Under speculation a chunk carries a verify round's tokens, so gaps are fewer and longer."""
+    itl_token_p50_s: float | None = None
+    itl_token_p90_s: float | None = None
+    itl_token_p99_s: float | None = None
+    """Inter-token latency per output token: each gap divided by the tokens of the chunk it ended, counted
+    once per token."""
+    tpot_p50_s: float | None = None
+    tpot_p90_s: float | None = None
+    tpot_p99_s: float | None = None
+    """Time per output token after the first, per request: ``(latency - ttft) / (completion_tokens - 1)``."""
+    request_rate: float | None = None
+    """An open-loop level: the Poisson arrival rate asked for (requests/s); ``concurrency`` is then its cap on
+    requests in flight (0: none). ``None``: a closed loop of ``concurrency`` requests in flight."""
+    achieved_rate_rps: float | None = None
+    """Requests sent a second over the arrivals' span (open loop: below ``request_rate`` when the cap held them)."""
+    throughput_rps: float | None = None
+    """Requests answered a second (``requests - failed_requests`` over ``wall_s``)."""
+    unsent_requests: int = 0
+    queue_p99_s: float | None = None
+    """Open loop: requests never sent (still waiting for a place under the cap when ``bench.duration_s`` ran
+    out), and the p99 of the waits in the client before a request was sent."""
+    wait_growth_s: float | None = None
+    saturated: bool | None = None
+    """Open loop: how much longer the last third of the arrivals waited for their first token (client queue
+    included) than the first third (medians), and whether the queue grew without bound: requests left
+    unsent, or ``wait_growth_s`` above the first third's median latency (``bench.metrics.saturation``)."""
+    good_requests: int | None = None
+    goodput_rps: float | None = None
+    slo_met: bool | None = None
+    slo_missed: list[str] | None = None
+    baseline_goodput_rps: float | None = None
+    """With ``bench.slo`` set: requests within every goal, their number a second of ``wall_s``, whether the level
+    met the goals (p99s within the bounds, no request failed, not saturated) and, if not, what it missed; the
+    no-speculation baseline's goodput at the same level where it met the goals."""
+    phase: int | None = None
+    """A phased load (``bench.phases``): the phase's place (1, 2, ...), 0 for the whole run."""
+    phase_load: str | None = None
+    """The phase as given (``c8``, ``r2``); the whole run: the phases joined (``c1 -> c8 -> c1``)."""
     verify_steps: int = 0
     accept_length: float | None = None
     accept_length_sem: float | None = None
@@ -117,7 +166,7 @@ class LevelResult:
 
     @property
     def key(self) -> str:
-        return level_key(self.temperature, self.concurrency)
+        return level_key(self.temperature, self.concurrency, request_rate=self.request_rate, phase=self.phase)
 
 
 @dataclass
@@ -197,16 +246,25 @@ class PointResult:
             return eff
         return self.requested
 
-    def level(self, temperature: float, concurrency: int) -> LevelResult | None:
-        return self.levels.get(level_key(temperature, concurrency))
+    def level(self, temperature: float, concurrency: int, request_rate: float | None = None) -> LevelResult | None:
+        return self.levels.get(level_key(temperature, concurrency, request_rate=request_rate))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def level_key(temperature: float, concurrency: int) -> str:
-    """The key of one level in ``metrics.json`` (e.g. ``T0_c1``, ``T5.5_c8``)."""
-    return f"T{temperature:g}_c{concurrency}"
+def level_key(temperature: float, concurrency: int, *, request_rate: float | None = None,
+              phase: int | None = None) -> str:
+    """The key of one level in ``metrics.json``.
+
+    ``T0_c1``, ``T5.5_c8`` (closed loop); ``T0_r2.5``, ``T0_r2.5_c4`` (open loop, capped at 4 in flight);
+    ``T0_p2_c8``, ``T0_p3_r2`` (phase 2 and 3 of a phased load), ``T0_phased`` (the whole phased run).
+    """
+    if phase == 0:
+        return f"T{temperature:g}_phased"
+    load = f"r{request_rate:g}" + (f"_c{concurrency}" if concurrency else "") if request_rate is not None \
+        else f"c{concurrency}"
+    return f"T{temperature:g}_p{phase}_{load}" if phase is not None else f"T{temperature:g}_{load}"
 
 
 def write_point(path: Path, result: PointResult) -> None:

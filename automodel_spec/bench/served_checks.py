@@ -24,7 +24,7 @@ from pathlib import Path
 from automodel_spec import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import PointResult, ReferenceSummary
-from automodel_spec.bench.workload import select_prompts
+from automodel_spec.bench.workload import level_prompts
 from automodel_spec.errors import SpecError
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.signals import import_torch
@@ -101,8 +101,8 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
     """
     ref = _reference_module()
     b = cfg.bench
-    prompts = select_prompts(pool, max(b.num_prompts, 2 * max(b.concurrency)), b.seed)
-    unique = list({p.id: p for p in prompts}.values())
+    per_level = {key: _prompts_of(pool, b, m) for key, m in result.levels.items() if m.temperature == 0}
+    unique = list({p.id: p for prompts in per_level.values() for p in prompts}.values())
     why_not = reference_plan(cfg, run, result, len(unique))
     if why_not is not None:
         if b.reference is not None or cfg.algorithm.name in ("EAGLE", "EAGLE3"):
@@ -124,16 +124,21 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
         topk=setting.topk or 1, exact=computed.exact, problems=computed.problems, aux_layers=computed.aux_layers,
         device=computed.device, seconds=computed.seconds)
     by_id = {p.prompt_id: p for p in computed.prompts}
-    for m in result.levels.values():
+    for key, m in result.levels.items():
         if m.temperature != 0:
             continue
-        mine = [by_id[p.id] for p in select_prompts(pool, max(b.num_prompts, 2 * m.concurrency), b.seed)]
+        mine = [by_id[p.id] for p in per_level[key]]
         m.reference_accept_length = ref.accept_length_of(mine)
         m.served_as_trained, m.reference_verdict = ref.verdict(
             m.accept_length, m.reference_accept_length, computed.problems, exact=computed.exact,
             min_accept_length=b.expected_accept_length)
         if not m.served_as_trained:
             log.warning("[bench] WARNING T=0 c=%d: %s", m.concurrency, m.reference_verdict)
+
+
+def _prompts_of(pool, bench, m) -> list:
+    """The prompts level ``m`` sent (``workload.level_prompts``)."""
+    return level_prompts(pool, bench, concurrency=m.concurrency, request_rate=m.request_rate, phase=m.phase)
 
 
 def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: int, gpu_pool: list[str] | None,
@@ -222,8 +227,14 @@ def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting
         return computed
 
 
-def read_outputs(records: Path) -> dict[tuple[float, int, int], list[int]]:
-    """``(temperature, concurrency, request index) -> output token ids`` from a ``records.jsonl``."""
+def record_level(r: dict) -> tuple:
+    """The level a record belongs to: ``(temperature, concurrency, request rate, phase)``."""
+    return (float(r.get("temperature", 0.0)), int(r["concurrency"]), r.get("request_rate"), r.get("phase"))
+
+
+def read_outputs(records: Path) -> dict[tuple, list[int]]:
+    """``(temperature, concurrency, request rate, phase, request index) -> output token ids`` from a
+    ``records.jsonl`` (``record_level``)."""
     out = {}
     if not records.is_file():
         return out
@@ -233,7 +244,7 @@ def read_outputs(records: Path) -> dict[tuple[float, int, int], list[int]]:
         except ValueError:
             continue
         if r.get("ok") and isinstance(r.get("output_ids"), list):
-            out[(float(r.get("temperature", 0.0)), int(r["concurrency"]), int(r["i"]))] = r["output_ids"]
+            out[(*record_level(r), int(r["i"]))] = r["output_ids"]
     return out
 
 
@@ -253,7 +264,7 @@ def add_lossless(result: PointResult, records: Path, baseline_records: Path | No
     for m in result.levels.values():
         if m.temperature != 0:
             continue
-        pairs = [(ids, base[k]) for k, ids in mine.items() if k[:2] == (0.0, m.concurrency) and k in base]
+        pairs = [(ids, base[k]) for k, ids in mine.items() if _in_level(k, m) and k in base]
         diffs = [d for d in (first_difference(a, b) for a, b in pairs) if d is not None]
         m.lossless_compared, m.lossless_identical = len(pairs), len(pairs) - len(diffs)
         m.lossless_first_difference = min(diffs) if diffs else None
@@ -262,6 +273,13 @@ def add_lossless(result: PointResult, records: Path, baseline_records: Path | No
                         "(first at output token %d)%s", m.concurrency, len(diffs), len(pairs), min(diffs),
                         ": near-ties that kernels of other shapes resolve differently do that to a few late "
                         "tokens; many outputs differing early do not")
+
+
+def _in_level(key: tuple, m) -> bool:
+    """Whether the output ``key`` (``read_outputs``) is of level ``m``: a phased run's whole level holds every phase's."""
+    if m.phase == 0:
+        return key[0] == 0.0 and key[3] is not None
+    return key[:4] == (0.0, m.concurrency, m.request_rate, m.phase)
 
 
 def check_failures(result: PointResult) -> list[str]:
@@ -283,11 +301,12 @@ def check_failures(result: PointResult) -> list[str]:
 
 
 def check_point(point: BenchPoint) -> BenchPoint:
-    """The point ``mode=check`` serves: greedy, one request at a time, with the reference on."""
+    """The point ``mode=check`` serves: greedy, one request at a time, with the reference on (no request rate,
+    no phases: what is checked is the draft, not a load)."""
     from dataclasses import replace
 
     bench = replace(point.bench, reference=True, temperature=[0.0], concurrency=[1], objective_concurrency=None,
-                    objective_temperature=None)
+                    objective_temperature=None, request_rate=None, phases=None)
     return replace(point, bench=bench)
 
 

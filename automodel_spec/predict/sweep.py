@@ -85,9 +85,12 @@ def point_overrides(p: GridPoint) -> list[str]:
 
 
 def measured_levels(point: GridPoint, result: PointResult) -> list[MeasuredLevel]:
-    """A measured point's levels as the predictor reads them."""
+    """A measured point's levels as the predictor reads them: the closed-loop levels (its cost model is per
+    concurrency; open-loop levels and phases are reported, not predicted)."""
     out = []
     for lv in result.levels.values():
+        if lv.request_rate is not None or lv.phase is not None:
+            continue
         done = lv.requests - lv.failed_requests
         tokens = lv.output_tokens / done if done else 0.0
         out.append(MeasuredLevel(point, lv.temperature, lv.concurrency, lv.accept_length, lv.output_tok_per_s,
@@ -112,7 +115,7 @@ def run_predict_sweep(grid: list[GridPoint], options: PredictOptions, launch: La
     preds, models = predict_grid(grid, _levels(results))
     predicted = _by_level({(p.point, p.temperature, p.concurrency): p.tok_per_s for p in preds})
     measured = _by_level({(p, lv.temperature, lv.concurrency): lv.output_tok_per_s
-                          for p, r in results.items() for lv in r.levels.values()})
+                          for p, r in results.items() for lv in r.levels.values() if _closed_loop(lv)})
     picks = select_confirmations(predicted, measured, options.confirm, options.min_gain)
     outcome = PredictOutcome(grid=grid, first=first, predictions=preds, models=models, confirmations=picks,
                              results=results)
@@ -158,12 +161,16 @@ def fastest_chain_by_concurrency(results: dict[GridPoint, PointResult]) -> dict[
 
 def best_by_concurrency(results: dict[GridPoint, PointResult]) -> dict[int, GridPoint]:
     """Per concurrency, the point with the highest geometric mean over the temperatures of its
-    tokens/s relative to the best at that temperature (so no one temperature dominates)."""
+    tokens/s relative to the best at that temperature (so no one temperature dominates); under the points'
+    ``bench.objective=goodput``, of its goodput, counted only at levels where it met the goals (a point
+    that missed them at a temperature does not compete at that concurrency)."""
+    goodput = any((r.bench or {}).get("objective") == "goodput" for r in results.values())
     levels: dict[tuple[float, int], dict[GridPoint, float]] = {}
     for p, r in results.items():
         for lv in r.levels.values():
-            if lv.output_tok_per_s:
-                levels.setdefault((lv.temperature, lv.concurrency), {})[p] = lv.output_tok_per_s
+            value = (lv.goodput_rps if lv.slo_met else None) if goodput else lv.output_tok_per_s
+            if value and _closed_loop(lv):
+                levels.setdefault((lv.temperature, lv.concurrency), {})[p] = value
     out = {}
     for c in sorted({lv[1] for lv in levels}):
         mine = {lv: v for lv, v in levels.items() if lv[1] == c}
@@ -174,6 +181,10 @@ def best_by_concurrency(results: dict[GridPoint, PointResult]) -> dict[int, Grid
         if score:
             out[c] = max(score, key=lambda p: (score[p], p))
     return out
+
+
+def _closed_loop(lv) -> bool:
+    return lv.request_rate is None and lv.phase is None
 
 
 def adaptive_slots(steps_by_concurrency: dict[int, GridPoint]) -> dict[int, int]:

@@ -5,19 +5,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from automodel_spec.sweep.rows import is_auto, level_name, level_of, override_line, setting_of
+from automodel_spec.sweep.rows import is_auto, is_closed_loop, level_name, level_of, override_line, setting_of
 
 log = logging.getLogger(__name__)
 
 
-def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple[float, int]]) -> list[Path]:
-    """tokens/s and accept length over steps x topk, one PNG per level (needs matplotlib)."""
+def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple]) -> list[Path]:
+    """tokens/s and accept length over steps x topk, one PNG per level (needs matplotlib): ``heatmap_T<t>_c<n>.png``,
+    ``heatmap_T<t>_r<rate>[_c<n>].png`` for an open-loop level."""
     plt = _pyplot()
     if plt is None:
         return []
     out = []
     for lv in levels:
-        temp, c = lv
+        temp, c, rate = (*lv, 0.0)[:3]
         ok = [r for r in rows if r["status"] == "ok" and level_of(r) == lv and not is_auto(r)
               and not r.get("requested_adaptive")]
         if not ok:
@@ -46,7 +47,8 @@ def write_heatmaps(sweep_dir: Path, rows: list[dict], levels: list[tuple[float, 
                         ax.text(j, i, f"{v:.1f}" if v >= 10 else f"{v:.2f}", ha="center", va="center",
                                 color="white", fontsize=8)
             fig.colorbar(im, ax=ax)
-        out.append(_save_figure(plt, fig, sweep_dir / f"heatmap_T{temp:g}_c{c}.png"))
+        load = f"r{rate:g}" + (f"_c{c}" if c else "") if rate else f"c{c}"
+        out.append(_save_figure(plt, fig, sweep_dir / f"heatmap_T{temp:g}_{load}.png"))
     return out
 
 
@@ -55,7 +57,7 @@ def write_speedup_plot(sweep_dir: Path, rows: list[dict]) -> list[Path]:
 
     Only drawn when the sweep measured more than one temperature (the accept-length knob).
     """
-    ok = [r for r in rows if r["status"] == "ok" and r.get("speedup") and r.get("accept_length")]
+    ok = [r for r in rows if r["status"] == "ok" and r.get("speedup") and r.get("accept_length") and is_closed_loop(r)]
     if len({r["temperature"] for r in ok}) < 2:
         return []
     plt = _pyplot()

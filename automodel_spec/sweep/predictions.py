@@ -7,7 +7,7 @@ from pathlib import Path
 from statistics import median
 
 from automodel_spec.predict.sweep import PREDICTIONS
-from automodel_spec.sweep.rows import level_name, setting_of
+from automodel_spec.sweep.rows import is_closed_loop, level_name, setting_of
 
 FIRST, CONFIRMED = "measured first", "confirmed"
 
@@ -32,7 +32,8 @@ def attach_predictions(rows: list[dict], pred: dict | None) -> None:
         if label is None or r.get("requested_adaptive"):
             continue
         r["role"] = FIRST if label in first else CONFIRMED if label in confirmed else None
-        p = table.get((label, r.get("temperature"), r.get("concurrency")))
+        # predictions are of the closed-loop levels only
+        p = table.get((label, r.get("temperature"), r.get("concurrency"))) if is_closed_loop(r) else None
         if p is not None:
             r.update(predicted_accept_length=p["accept_length"], predicted_tok_per_s=p["tok_per_s"],
                      prediction_method=p["method"])
@@ -43,7 +44,7 @@ def prediction_lines(rows: list[dict], pred: dict | None) -> list[str]:
     if pred is None:
         return []
     measured = {(_label(r), r["temperature"], r["concurrency"]): r for r in rows
-                if r["status"] == "ok" and _label(r) and not r.get("requested_adaptive")}
+                if r["status"] == "ok" and _label(r) and not r.get("requested_adaptive") and is_closed_loop(r)}
     lines = ["## Predicted vs measured", "",
              f"Measured first: {', '.join(pred['measured_first'])}; confirmed: "
              f"{', '.join(c['point'] for c in pred['confirmations']) or 'none'}. Predictions were made from the "

@@ -103,14 +103,39 @@ def is_auto(row: dict) -> bool:
     return row.get("requested_num_steps") is None and not row.get("requested_adaptive")
 
 
-def level_of(row: dict) -> tuple[float, int]:
-    """A row's ``(temperature, concurrency)`` level."""
-    return (row["temperature"], row["concurrency"])
+def level_of(row: dict) -> tuple:
+    """A row's level: ``(temperature, concurrency)`` for a closed loop, ``(temperature, concurrency, request
+    rate)`` for an open loop (its concurrency is its cap on requests in flight, 0 for none). A phase of a
+    phased load is not a level (``is_phase``): its tuple also holds the phase, so no level's table takes it."""
+    if is_phase(row):
+        return (row["temperature"], row["concurrency"], row.get("request_rate") or 0.0, row["phase"])
+    if row.get("request_rate") is None:
+        return (row["temperature"], row["concurrency"])
+    return (row["temperature"], row["concurrency"], row["request_rate"])
 
 
-def level_name(level: tuple[float, int]) -> str:
-    """``temperature T, concurrency C``: how tables, titles and best lines name a level."""
-    return f"temperature {level[0]:g}, concurrency {level[1]}"
+def level_order(level: tuple) -> tuple:
+    """How levels are listed: by temperature, the concurrencies first, then the request rates (by rate)."""
+    return (level[0], 1, level[2], level[1]) if len(level) > 2 else (level[0], 0, level[1], 0)
+
+
+def level_name(level: tuple) -> str:
+    """``temperature T, concurrency C`` or ``temperature T, R requests/s`` (``, at most C in flight``): how
+    tables, titles and best lines name a level."""
+    rate = level[2] if len(level) > 2 else 0.0
+    if not rate:
+        return f"temperature {level[0]:g}, concurrency {level[1]}"
+    return f"temperature {level[0]:g}, {rate:g} requests/s" + (f", at most {level[1]} in flight" if level[1] else "")
+
+
+def is_phase(row: dict) -> bool:
+    """A row of a phased load (a phase, or the whole run: ``phase`` 0), reported apart from the levels."""
+    return row.get("phase") is not None
+
+
+def is_closed_loop(row: dict) -> bool:
+    """A level of ``concurrency`` requests in flight (no request rate, no phase): what presets key on."""
+    return row.get("request_rate") is None and not is_phase(row)
 
 
 def varied_settings(rows: list[dict]) -> list[str]:

@@ -116,8 +116,10 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
                   cwd=tmp_path / "cwd", cache=cache)
     assert res.returncode == 0, output(res)
     assert "measuring the no-speculation baseline" in res.stdout
-    assert re.search(r"\[bench\] out: boot \d+s; T=0 c=1: [0-9.]+ tok/s x[0-9.]+ accept 4\.00 \(4/4 identical "
-                     r"to baseline\); T=0 c=2: [0-9.]+ tok/s x[0-9.]+ accept 4\.00 \(4/4 identical to baseline\)",
+    ms = r"[0-9.]+/[0-9.]+/[0-9.]+ms"  # p50/p90/p99
+    lat = rf" ttft {ms} itl {ms} \(per token {ms}\) tpot {ms}"
+    assert re.search(rf"\[bench\] out: boot \d+s; T=0 c=1: [0-9.]+ tok/s x[0-9.]+ accept 4\.00{lat} \(4/4 identical "
+                     rf"to baseline\); T=0 c=2: [0-9.]+ tok/s x[0-9.]+ accept 4\.00{lat} \(4/4 identical to baseline\)",
                      res.stdout), res.stdout
 
     m = metrics(out)
@@ -160,6 +162,15 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
     assert [r["concurrency"] for r in records] == [1] * 4 + [2] * 4  # warm-up requests are not recorded
     assert all(r["ok"] and r["completion_tokens"] == 16 and r["spec_verify_ct"] == 4 for r in records)
     assert all(r["output_ids"] == [5] * 16 for r in records)  # kept for the lossless check
+    # streamed: 3 steps, every draft accepted -> each chunk a verify round of 4 tokens
+    assert all(r["streamed"] and r["chunk_tokens"] == [4] * 4 and len(r["chunk_s"]) == 4 for r in records)
+    assert all(r["ttft_s"] == r["chunk_s"][0] and r["chunk_s"] == sorted(r["chunk_s"]) for r in records)
+    for lv in m["levels"].values():
+        assert lv["streamed"] is True
+        for name in ("ttft", "itl", "itl_token", "tpot"):
+            assert 0 < lv[f"{name}_p50_s"] <= lv[f"{name}_p90_s"] <= lv[f"{name}_p99_s"]
+        # a chunk of 4 tokens: the gap per token is a quarter of the gap between chunks
+        assert lv["itl_token_p50_s"] == pytest.approx(lv["itl_p50_s"] / 4)
     for lv in m["levels"].values():  # the fake returns the same tokens with and without speculation
         assert (lv["lossless_compared"], lv["lossless_identical"], lv["lossless_first_difference"]) == (4, 4, None)
         assert lv["reference_accept_length"] is None and lv["served_as_trained"] is None

@@ -46,6 +46,8 @@ def test_a_bench_point_reads_the_release_it_runs_on(tmp_path, cache, release, mo
         assert lv["server_accept_length"] == pytest.approx(4.0)
         # read under the release's own histogram name
         assert lv["accept_histogram"] == [0, 0, 0, 16] and lv["histogram_requests"] == 4
+        # streamed (docs/sglang-releases.md, "Streaming /generate"): a verify round's 4 tokens a chunk
+        assert lv["streamed"] and lv["ttft_p50_s"] > 0 and lv["itl_token_p50_s"] < lv["itl_p50_s"]
 
 
 def test_an_extra_arg_the_release_removed_is_warned_about_and_the_server_exits(tmp_path, cache):

@@ -36,6 +36,9 @@ with ``launch_command`` from 0.5.20; ``/set_internal_state`` resets the accept c
 0.5.21 and only on ``speculative_accept_threshold_*`` keys later; ``/flush_cache`` resets them. Unset:
 the project's GPU release (0.5.17) without the argv check. ``fake_sglang.py -c CODE`` (the launcher's
 version probe, as to a python interpreter) prints the release it plays.
+``/generate`` with ``"stream": true`` streams server-sent events (``stream_generate``: cumulative events,
+a verify round's tokens each under speculation, ``data: [DONE]``); ``--max-running-requests N`` makes
+at most N streamed requests run at once.
 FAKE_SGLANG_RECORD, when set, is a file the server appends one JSON line to when it starts (before
 it binds its port), one halfway through its boot when it prints SGLang's "Capture cuda graph begin"
 (event "sized": its memory is in place), one when it is ready and one when it stops: pid, port, CUDA_VISIBLE_DEVICES, the
@@ -193,6 +196,8 @@ class Handler(BaseHTTPRequestHandler):
             if keys and (rule == "any_key" or any(k.startswith("speculative_accept_threshold_") for k in keys)):
                 served.update(verify=0, tokens=0)
             self._send(200, {"updated": True})
+        elif self.path == "/generate" and req.get("stream"):
+            stream_generate(self, req)
         elif self.path == "/generate":
             if os.environ.get("FAKE_SGLANG_RECORD_REQUESTS"):
                 record("generate")
@@ -217,6 +222,96 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"text": "x" * n, "output_ids": [5] * n, "meta_info": meta})
         else:
             self._send(404, {"error": self.path})
+
+
+# --- streaming (/generate with "stream": true) ----------------------------------------------------------
+# At most --max-running-requests streamed requests are served at once (the others wait, as in SGLang's
+# queue), so an open-loop load above the fake's capacity saturates it.
+SLOTS = threading.Semaphore(int(arg("--max-running-requests"))) if arg("--max-running-requests") else None
+INCREMENTAL = "--incremental-streaming-output" in sys.argv
+
+
+def stream_generate(handler, req):
+    """Answer a streamed /generate: one server-sent event per forward pass, then ``data: [DONE]``.
+
+    Events are cumulative (the whole output so far) unless the server was started with
+    --incremental-streaming-output (only the new tokens); under speculation one event carries a verify
+    round's tokens. The time a non-streamed answer takes is spread over the events. With
+    FAKE_SGLANG_STREAM_ERROR_AFTER=K the stream sends an ``{"error": ...}`` event after K events.
+    """
+    if os.environ.get("FAKE_SGLANG_RECORD_REQUESTS"):
+        record("generate")
+    n = int(req.get("sampling_params", {}).get("max_new_tokens", 16))
+    sizes, verify, hist, took = _stream_plan(n, req)
+    if SLOTS is not None:
+        SLOTS.acquire()
+    try:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.end_headers()
+        error_after = os.environ.get("FAKE_SGLANG_STREAM_ERROR_AFTER")
+        done = 0
+        for i, size in enumerate(sizes):
+            if error_after is not None and i == int(error_after):
+                _send_event(handler, {"error": {"message": "simulated scheduler error", "type": "fake", "code": 500}})
+                break
+            time.sleep(took / len(sizes))
+            done += size
+            ids = [5] * (size if INCREMENTAL else done)
+            meta = {"prompt_tokens": 8, "completion_tokens": done, "spec_verify_ct": round(verify * done / n),
+                    "e2e_latency": took}
+            if done == n:
+                meta.update(spec_verify_ct=verify, finish_reason={"type": "length", "length": n})
+                if SPEC:
+                    for name in FACTS["meta_info_histograms"]:
+                        meta[name] = hist
+            _send_event(handler, {"text": "x" * len(ids) if done == n or INCREMENTAL else None,
+                                  "output_ids": ids, "meta_info": meta})
+        handler.wfile.write(b"data: [DONE]\n\n")
+        handler.wfile.flush()
+    finally:
+        if SLOTS is not None:
+            SLOTS.release()
+    served["verify"] += verify
+    served["tokens"] += n
+
+
+def _send_event(handler, payload):
+    handler.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+    handler.wfile.flush()
+
+
+def _stream_plan(n, req):
+    """(tokens per event, verify rounds, histogram, seconds) of a streamed answer of ``n`` tokens, as the
+    non-streamed answer counts them."""
+    if SPEC and ACCEPT is not None:
+        verify, hist = _partial_acceptance(n, req)
+        sizes, left = [1], n - 1  # the first token comes from the prefill, then a verify round's tokens each
+        for accepted in _accepted_per_round(n, req):
+            sizes.append(min(accepted + 1, left))
+            left -= sizes[-1]
+        return [s for s in sizes if s > 0], verify, hist, verify * (0.002 + 0.0005 * STEPS)
+    verify = -(-n // (STEPS + 1)) if SPEC else 0
+    sizes = [min(STEPS + 1, n - i) for i in range(0, n, STEPS + 1)] if SPEC else [1] * n
+    step_ms = os.environ.get("FAKE_SGLANG_STEP_MS")
+    took = float(step_ms) / 1000 * (verify if SPEC else n) if step_ms else 0.001 * n
+    return sizes, verify, [0] * STEPS + [verify], took
+
+
+def _accepted_per_round(n, req):
+    """The drafts accepted in each verify round, drawn as ``_partial_acceptance`` draws them."""
+    import random
+
+    seed = json.dumps([req.get("text"), req.get("input_ids"), req.get("sampling_params", {}).get("temperature")])
+    rng = random.Random(seed)
+    out, tokens = [], 1
+    while tokens < n:
+        k = 0
+        while k < STEPS and rng.random() < ACCEPT:
+            k += 1
+        out.append(k)
+        tokens += k + 1
+    return out
 
 
 def record(event):

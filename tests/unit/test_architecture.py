@@ -27,10 +27,11 @@ LAYERS = {
     "write": ["export", "synthetic_tokenizer", "synthetic", "demo"],
     "pipeline": ["command", "prepare"],
     "launch": ["parent_watch", "server", "gpu_pool", "port_lease", "launch", "report"],
-    "bench": ["bench.point", "bench.result", "bench.workload", "bench.client", "bench.metrics", "bench.capacity", "bench.placement",
+    "bench": ["bench.point", "bench.result", "bench.workload", "bench.stream", "bench.client",
+              "bench.open_loop", "bench.slo", "bench.metrics", "bench.phases", "bench.capacity", "bench.placement",
               "reference", "bench.served_checks", "bench.job"],
     "prediction": ["predict.acceptance", "predict.cost", "predict.points", "predict.predictor", "predict.sweep"],
-    "sweep results": ["sweep.rows", "sweep.plots", "sweep.presets", "sweep.predictions", "sweep.summary",
+    "sweep results": ["sweep.rows", "sweep.ranking", "sweep.plots", "sweep.presets", "sweep.predictions", "sweep.summary",
                       "sweep.__main__"],
     "hydra edge": list(HYDRA_EDGE),
 }

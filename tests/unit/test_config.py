@@ -11,12 +11,14 @@ from automodel_spec.config import (
     BenchConfig,
     DraftConfig,
     Mode,
+    Objective,
     ServeConfig,
     SGLangConfig,
+    SLOConfig,
     SpecConfig,
     TargetConfig,
 )
-from automodel_spec.config_rules import target_path, validate
+from automodel_spec.config_rules import phase_load, target_path, validate
 from automodel_spec.errors import ConfigError
 from automodel_spec.spec_rules import spec_errors
 
@@ -199,12 +201,34 @@ def test_negative_aux_layer_ids_refused():
         (BenchConfig(temperature=[0.0, -0.1]), "bench.temperature=[0.0, -0.1]"),
         (BenchConfig(temperature=[]), "bench.temperature=[] needs one or more"),
         (BenchConfig(temperature=[0.0], objective_temperature=1.0), "bench.objective_temperature=1.0 is not one of"),
+        (BenchConfig(request_rate=[2.0, -1.0]), "bench.request_rate=[2.0, -1.0] needs one or more rates"),
+        (BenchConfig(request_rate=[]), "bench.request_rate=[] needs one or more rates"),
+        (BenchConfig(request_rate=[2.0], duration_s=0.0), "bench.duration_s=0.0 must be > 0"),
+        (BenchConfig(request_rate=[2.0], max_concurrency=0), "bench.max_concurrency=0 must lie in 1..4096"),
+        (BenchConfig(phases=[]), "bench.phases=[] has no phase"),
+        (BenchConfig(phases=["c1", "c8x"]), "phase 'c8x' is not c<N>"),
+        (BenchConfig(phases=["r0"]), "phase 'r0' is not c<N>"),
+        (BenchConfig(phases=["c1"], request_rate=[1.0]), "bench.phases and bench.request_rate=[1.0] are both set"),
+        (BenchConfig(slo=SLOConfig(itl_s=-0.04)), "bench.slo.itl_s=-0.04 must be a finite number of seconds > 0"),
+        (BenchConfig(objective=Objective.goodput), "bench.objective=goodput ranks by the requests/s served within"),
     ],
 )
 def test_bench_rules_in_bench_mode_only(bench, needle):
     probs = _problems(_cfg(mode=Mode.bench, bench=bench))
     assert len(probs) == 1 and needle in probs[0]
     validate(_cfg(mode=Mode.serve, bench=bench))  # serving ignores the bench section
+
+
+def test_load_settings_that_are_fine():
+    validate(_cfg(mode=Mode.bench, bench=BenchConfig(request_rate=[0.5, 4.0], duration_s=30.0, max_concurrency=8,
+                                                     slo=SLOConfig(ttft_s=0.2, itl_s=0.04),
+                                                     objective=Objective.goodput)))
+    validate(_cfg(mode=Mode.bench, bench=BenchConfig(phases=["c1", "C8", "r2.5", "c1"])))
+
+
+@pytest.mark.parametrize("text,load", [("c8", ("concurrency", 8)), ("r2.5", ("rate", 2.5)), (" R4 ", ("rate", 4.0))])
+def test_phase_loads_are_read(text, load):
+    assert phase_load(text) == load
 
 
 def test_several_errors_reported_together():

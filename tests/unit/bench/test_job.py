@@ -10,7 +10,7 @@ import pytest
 from automodel_spec.bench.job import baseline_key, gpu_seconds, objective, one_line, point_key, read_complete
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import LevelResult, PointResult, level_key
-from automodel_spec.config import AlgorithmConfig, BenchConfig, SGLangConfig, SpecConfig
+from automodel_spec.config import AlgorithmConfig, BenchConfig, Objective, SGLangConfig, SLOConfig, SpecConfig
 from automodel_spec.prepare import PreparedRun
 
 RUN = PreparedRun(target="/models/target")
@@ -74,6 +74,28 @@ def test_read_complete_accepts_finished_points_of_the_same_key(tmp_path):
 
 def test_level_keys():
     assert level_key(0.0, 1) == "T0_c1" and level_key(5.5, 32) == "T5.5_c32"
+    assert level_key(0.0, 0, request_rate=2.5) == "T0_r2.5" and level_key(1.0, 4, request_rate=8.0) == "T1_r8_c4"
+    assert level_key(0.0, 8, phase=2) == "T0_p2_c8" and level_key(0.0, 0, request_rate=2.0, phase=3) == "T0_p3_r2"
+    assert level_key(0.0, 0, phase=0) == "T0_phased"
+
+
+def test_the_goodput_objective_counts_only_a_level_within_the_goals():
+    met = LevelResult(0.0, 1, output_tok_per_s=10.0, goodput_rps=3.0, slo_met=True)
+    missed = LevelResult(0.0, 4, output_tok_per_s=30.0, goodput_rps=9.0, slo_met=False)
+    result = PointResult(status="ok", levels={met.key: met, missed.key: missed})
+    bench = BenchConfig(concurrency=[1, 4], objective=Objective.goodput)
+    assert objective(result, bench) == 3.0
+    assert objective(result, replace(bench, objective_concurrency=4)) == 0.0  # missed the goals
+    assert objective(result, replace(bench, objective=Objective.tok_per_s, objective_concurrency=4)) == 30.0
+
+
+def test_the_objective_and_goals_settings_are_kept_apart_in_the_key():
+    point = BenchPoint(AlgorithmConfig(), SpecConfig(num_steps=3, topk=1), SGLangConfig(), BenchConfig())
+    run = PreparedRun(target="/t")
+    ranked = replace(point, bench=replace(point.bench, objective=Objective.goodput))
+    assert point_key(ranked, run) == point_key(point, run)  # what a sweep ranks by measures nothing
+    goals = replace(point, bench=replace(point.bench, slo=SLOConfig(itl_s=0.04)))
+    assert point_key(goals, run) != point_key(point, run)  # goodput and goals met are computed when measured
 
 
 def test_objective_is_tokens_per_second_at_the_chosen_level():

@@ -193,3 +193,37 @@ def test_auto_reference_on_a_cpu_build_of_torch_says_no_cuda_without_importing_i
 def test_auto_reference_asks_a_cuda_build_of_torch_for_its_gpu(tmp_path, monkeypatch):
     why, imported = _auto_reference_plan(tmp_path, monkeypatch, "2.11.0")
     assert why.startswith("bench.reference auto: no CUDA GPU here") and imported == ["torch"]
+
+
+def test_check_serves_the_draft_alone_not_a_load():
+    from automodel_spec.bench.point import BenchPoint
+    from automodel_spec.bench.served_checks import check_point
+    from automodel_spec.config import AlgorithmConfig, BenchConfig, SGLangConfig, SpecConfig
+
+    loaded = BenchPoint(AlgorithmConfig(), SpecConfig(num_steps=3, topk=1), SGLangConfig(),
+                        BenchConfig(concurrency=[8], request_rate=[4.0], temperature=[1.0]))
+    bench = check_point(loaded).bench
+    assert (bench.concurrency, bench.temperature, bench.request_rate, bench.phases) == ([1], [0.0], None, None)
+    assert check_point(BenchPoint(AlgorithmConfig(), SpecConfig(), SGLangConfig(),
+                                  BenchConfig(phases=["c1", "c8"]))).bench.phases is None
+
+
+def test_lossless_keeps_phases_and_rates_apart_from_the_concurrencies(tmp_path):
+    def write(path, rows):
+        path.write_text("".join(json.dumps({"ok": True, "temperature": 0.0, "output_ids": ids, **r}) + "\n"
+                                for r, ids in rows))
+        return path
+
+    same, other = [1, 2, 3], [1, 9, 3]
+    closed, rate = {"concurrency": 1, "i": 0}, {"concurrency": 1, "i": 0, "request_rate": 4.0}
+    p1, p2 = {"concurrency": 1, "i": 0, "phase": 1}, {"concurrency": 1, "i": 0, "phase": 2}
+    base = write(tmp_path / "base.jsonl", [(closed, same), (rate, same), (p1, same), (p2, same)])
+    mine = write(tmp_path / "mine.jsonl", [(closed, same), (rate, other), (p1, same), (p2, other)])
+    levels = [LevelResult(0.0, 1), LevelResult(0.0, 1, request_rate=4.0), LevelResult(0.0, 1, phase=1),
+              LevelResult(0.0, 1, phase=2), LevelResult(0.0, 0, phase=0)]
+    r = PointResult(status="ok", levels={lv.key: lv for lv in levels})
+    add_lossless(r, mine, base)
+    got = {k: (lv.lossless_compared, lv.lossless_identical) for k, lv in r.levels.items()}
+    # the same prompt index at one concurrency in four levels: each compared with its own level's baseline
+    assert got == {"T0_c1": (1, 1), "T0_r4_c1": (1, 0), "T0_p1_c1": (1, 1), "T0_p2_c1": (1, 0),
+                   "T0_phased": (2, 1)}

@@ -98,3 +98,22 @@ def test_adaptive_slots_put_the_lowest_load_at_batch_size_one():
     from automodel_spec.predict.points import GridPoint
 
     assert adaptive_slots({2: GridPoint(7, 1, 8), 16: GridPoint(1, 1, 2)}) == {1: 7, 16: 1}
+
+
+def test_the_fastest_chain_by_goodput_counts_only_levels_within_the_goals():
+    from automodel_spec.predict.points import GridPoint
+    from automodel_spec.predict.sweep import best_by_concurrency
+
+    def point(tok_s: float, goodput: float, met: bool) -> PointResult:
+        levels = {"T0_c1": LevelResult(temperature=0.0, concurrency=1, output_tok_per_s=tok_s, goodput_rps=goodput,
+                                       slo_met=met),
+                  # an open-loop level is reported, never ranked with the concurrencies
+                  "T0_r9": LevelResult(temperature=0.0, concurrency=0, request_rate=9.0, output_tok_per_s=1e6)}
+        return PointResult(status="ok", bench={"objective": "goodput"}, levels=levels)
+
+    fast, steady = GridPoint(7, 1, 8), GridPoint(3, 1, 4)
+    results = {fast: point(500.0, 9.0, False), steady: point(400.0, 2.0, True)}
+    assert best_by_concurrency(results) == {1: steady}  # the faster chain missed the goals
+    for r in results.values():
+        r.bench = {"objective": "tok_per_s"}
+    assert best_by_concurrency(results) == {1: fast}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The sweep's per-load schedule served under a load that changes, beside fixed settings, on one GPU.
+#   bash scripts/gpu/gpu_load.sh grid            # 1. the sweep that writes the schedule (repeat until complete)
+#   bash scripts/gpu/gpu_load.sh live-fixed      # 2. every grid setting (chains and trees) under the phased load
+#   bash scripts/gpu/gpu_load.sh live-schedule   # 3. the schedule: SGLang's adaptive mode with the sweep's config
+#   bash scripts/gpu/gpu_load.sh live-default    # 4. SGLang's adaptive mode with its own default candidates
+# Each stage is one resumable gpu_bench.sh call (sized for a 10-minute call; its knobs apply: BENCH_TIMEOUT_S,
+# $OUT and .bench/ to carry the sweeps between machines). Stages 2-4 share one sweep, sweeps/load-live, whose
+# summary.md has the "Phased load" table: per phase and for the whole run, each setting's tokens/s, p99 ITL and
+# goodput, and no speculation (the sweep's shared baseline, measured under the same phases).
+# Knobs: LOAD_PAIR (default /tmp/spread8b, built with --spread 4 so trees can win), LOAD_GRID (default
+# "spec.num_steps=1,3,5,7 spec.topk=1,8"), LOAD_TEMPERATURE (default 1: partial acceptance), LOAD_PHASES (default
+# [c1,c8,c32,c1]), LOAD_PROMPTS (requests a level or phase, default 16), LOAD_SLO (goal overrides, default
+# "bench.slo.itl_s=0.04 bench.slo.ttft_s=1"), LOAD_OBJECTIVE (what the grid's schedule is chosen by: tok_per_s,
+# the default, or goodput); a stage's extra arguments are passed to serve.py.
+# The schedule starts at its largest candidate: SGLang 0.5.15-0.5.18 die at startup below it (docs/sglang-releases.md).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+STAGE=${1:?usage: gpu_load.sh grid|live-fixed|live-schedule|live-default [overrides...]}; shift
+export BENCH_PAIR=${LOAD_PAIR:-/tmp/spread8b} BENCH_PAIR_ARGS=${BENCH_PAIR_ARGS:---spread 4}
+read -r -a GRID <<< "${LOAD_GRID:-spec.num_steps=1,3,5,7 spec.topk=1,8}"
+read -r -a SLO <<< "${LOAD_SLO:-bench.slo.itl_s=0.04 bench.slo.ttft_s=1}"
+COMMON=("bench.temperature=[${LOAD_TEMPERATURE:-1}]" "bench.num_prompts=${LOAD_PROMPTS:-16}" "${SLO[@]}")
+LIVE=("${COMMON[@]}" "bench.phases=${LOAD_PHASES:-[c1,c8,c32,c1]}")
+SCHEDULE=$PWD/sweeps/load-grid/presets/adaptive_config.json
+if [ ! -d sweeps/load-grid ] && [ -f .bench/sweep-load-grid.tar.gz ]; then  # stage 1's sweep, carried back
+  mkdir -p sweeps && tar -xzf .bench/sweep-load-grid.tar.gz -C sweeps && echo "[gpu_load] sweeps/load-grid restored"
+fi
+case "$STAGE" in
+  grid)
+    exec bash scripts/gpu/gpu_bench.sh load-grid "${GRID[@]}" "${COMMON[@]}" 'bench.concurrency=[1,8,32]' \
+      "bench.objective=${LOAD_OBJECTIVE:-tok_per_s}" "$@" ;;
+  live-fixed)
+    exec bash scripts/gpu/gpu_bench.sh load-live "${GRID[@]}" "${LIVE[@]}" "$@" ;;
+  live-schedule)
+    [ -f "$SCHEDULE" ] || { echo "[gpu_load] no $SCHEDULE: run the grid stage to its end first (a schedule is" \
+      "written only where the winning chain changes with load)"; exit 1; }
+    START=$(python3 -c "import json,sys; print(max(max(v['candidate_steps']) for v in json.load(open(sys.argv[1])).values()))" "$SCHEDULE")
+    cat "$SCHEDULE"
+    exec bash scripts/gpu/gpu_bench.sh load-live spec.adaptive=true "spec.adaptive_config=$SCHEDULE" \
+      "spec.num_steps=$START" spec.topk=1 "${LIVE[@]}" "$@" ;;
+  live-default)
+    exec bash scripts/gpu/gpu_bench.sh load-live spec.adaptive=true spec.num_steps=7 spec.topk=1 "${LIVE[@]}" "$@" ;;
+  *) echo "usage: gpu_load.sh grid|live-fixed|live-schedule|live-default [overrides...]"; exit 2 ;;
+esac
