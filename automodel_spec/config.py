@@ -13,6 +13,7 @@ from enum import Enum
 
 DEMO_DRAFT = "builtin:demo"
 DEMO_TARGET = "builtin:demo-target"
+LONG_PROMPTS = ("refuse", "skip")  # what bench.long_prompts takes
 
 
 class Mode(str, Enum):
@@ -170,6 +171,8 @@ class BenchConfig:
     (``reference.AUTO_COST_LIMIT``).
     ``expected_accept_length`` (the accept length measured in training) also fails the verdict when
     the reference falls below it: the check that catches aux layer ids lost on the way.
+    ``long_prompts`` says what becomes of a prompt that, with ``max_new_tokens``, does not fit the target's
+    context (SGLang refuses it): ``refuse`` (before any server starts) or ``skip`` (left out, counted).
     """
 
     prompts: str | None = None
@@ -189,6 +192,7 @@ class BenchConfig:
     servers_per_gpu: int = 1
     reference: bool | None = None
     expected_accept_length: float | None = None
+    long_prompts: str = "refuse"
 
 
 @dataclass

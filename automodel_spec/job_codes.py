@@ -24,7 +24,10 @@ def start_sweep(sweep_dir: Path) -> None:
     """In the recipe's process, as a sweep starts: forget the codes an earlier sweep left in
     ``sweep_dir`` (a re-run counts its own jobs only), and remember the directory for
     ``last_sweep_exit_code``."""
-    shutil.rmtree(Path(sweep_dir) / CODES_DIR, ignore_errors=True)
+    codes = Path(sweep_dir) / CODES_DIR
+    if codes.is_symlink() or codes.is_file():  # not the directory this module writes: ours to replace
+        codes.unlink()
+    shutil.rmtree(codes, ignore_errors=True)
     _last_sweep["dir"] = Path(sweep_dir)
 
 

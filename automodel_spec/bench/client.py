@@ -6,6 +6,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from automodel_spec.bench.response import parse_generate_response, request_failure
 from automodel_spec.bench.workload import Prompt
 
 
@@ -18,8 +19,9 @@ def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict
                  label: str = "", progress: bool = True) -> tuple[list[dict], float]:
     """Send every prompt with at most ``concurrency`` in flight; return (records, wall seconds).
 
-    ``generate(payload) -> dict`` is the server's ``/generate`` call. A failed request is recorded
-    with its error rather than stopping the run.
+    ``generate(payload) -> dict`` is the server's ``/generate`` call. A failed request (an error, a
+    timeout, an answer ``parse_generate_response`` refuses) is recorded with its error rather than
+    stopping the run.
     """
     bar = _progress(len(prompts), label) if progress else None
 
@@ -28,21 +30,9 @@ def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict
         rec = {"i": i, "prompt_id": prompt.id, "category": prompt.category, "concurrency": concurrency}
         try:
             out = generate({**prompt.payload(), "sampling_params": params})
-            meta = out.get("meta_info", {}) if isinstance(out, dict) else {}
-            rec.update(ok=True, completion_tokens=int(meta.get("completion_tokens") or 0),
-                       prompt_tokens=int(meta.get("prompt_tokens") or 0),
-                       spec_verify_ct=int(meta.get("spec_verify_ct") or 0))
-            for key in ("spec_accept_length", "spec_accept_rate"):
-                if meta.get(key) is not None:
-                    rec[key] = meta[key]
-            # rounds by accepted drafts; SGLang 0.5.12+ names it so, keeping the older name as an alias
-            if isinstance(out, dict) and isinstance(out.get("output_ids"), list):  # compared with the baseline's (lossless check)
-                rec["output_ids"] = [int(t) for t in out["output_ids"]]
-            hist = meta.get("spec_correct_drafts_histogram", meta.get("spec_accept_histogram"))
-            if isinstance(hist, list) and hist:
-                rec["spec_correct_drafts_histogram"] = [int(v) for v in hist]
+            rec.update(ok=True, **parse_generate_response(out, params.get("max_new_tokens")))
         except Exception as exc:  # recorded; the metrics count it as a failed request
-            rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+            rec.update(ok=False, error=request_failure(exc, time.perf_counter() - t0)[:500])
         rec["latency_s"] = time.perf_counter() - t0
         return rec
 

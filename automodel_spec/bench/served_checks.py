@@ -223,17 +223,24 @@ def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting
 
 
 def read_outputs(records: Path) -> dict[tuple[float, int, int], list[int]]:
-    """``(temperature, concurrency, request index) -> output token ids`` from a ``records.jsonl``."""
+    """``(temperature, concurrency, request index) -> output token ids`` from a ``records.jsonl``.
+
+    A file that cannot be read (missing, a directory) or a line of another shape gives nothing for it:
+    the lossless check then compares fewer requests, and says how many.
+    """
     out = {}
-    if not records.is_file():
+    try:
+        text = records.read_text(errors="replace") if records.is_file() else ""
+    except OSError:
         return out
-    for line in records.read_text().splitlines():
+    for line in text.splitlines():
         try:
             r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("ok") and isinstance(r.get("output_ids"), list):
+            if not (isinstance(r, dict) and r.get("ok") and isinstance(r.get("output_ids"), list)):
+                continue
             out[(float(r.get("temperature", 0.0)), int(r["concurrency"]), int(r["i"]))] = r["output_ids"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            continue
     return out
 
 
