@@ -97,7 +97,10 @@ def test_one_line():
                                  "T=0.5 c=4: 300.0 tok/s")
     assert one_line("p", PointResult(status="invalid", reason="too many tokens")) == \
         "[bench] p: invalid: too many tokens"
-    assert one_line("p", PointResult(status="failed", error="x" * 400)) == "[bench] p: failed: " + "x" * 300
+    assert one_line("p", PointResult(status="failed", error="x" * 700)) == "[bench] p: failed: " + "x" * 600
+    # a server's last lines after the first line are kept whole: they say why it ended
+    assert one_line("p", PointResult(status="failed", error="died\nlast 1\nlast 2")) == \
+        "[bench] p: failed: died\nlast 1\nlast 2"
 
 
 def test_a_point_is_charged_its_gpus_time_divided_among_the_servers_sharing_them():
