@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import urllib.error
 from typing import Any
 
@@ -124,7 +123,7 @@ def request_failure(exc: BaseException, elapsed_s: float) -> str:
     is not listening; anything else is its type and message.
     """
     reason = exc.reason if isinstance(exc, urllib.error.URLError) and not hasattr(exc, "code") else exc
-    if isinstance(reason, (TimeoutError, socket.timeout)) or "timed out" in str(reason):
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
         return (f"timed out: no answer within {elapsed_s:.1f} s (bench.request_timeout_s); the server is "
                 "stuck or far slower than expected")
     if isinstance(reason, ConnectionRefusedError):

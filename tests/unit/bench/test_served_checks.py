@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 
 from automodel_spec.bench.result import LevelResult, PointResult, ReferenceSummary, read_point, write_point
-from automodel_spec.bench.served_checks import add_lossless, check_failures, check_report, first_difference
+from automodel_spec.bench.served_checks import (
+    add_lossless,
+    check_failures,
+    check_report,
+    first_difference,
+    read_outputs,
+)
 
 
 def _records(path: Path, outputs: dict[tuple[int, int], list[int]], temperature: float = 0.0) -> Path:
@@ -193,3 +199,14 @@ def test_auto_reference_on_a_cpu_build_of_torch_says_no_cuda_without_importing_i
 def test_auto_reference_asks_a_cuda_build_of_torch_for_its_gpu(tmp_path, monkeypatch):
     why, imported = _auto_reference_plan(tmp_path, monkeypatch, "2.11.0")
     assert why.startswith("bench.reference auto: no CUDA GPU here") and imported == ["torch"]
+
+
+def test_records_of_another_shape_give_nothing_rather_than_a_traceback(tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text("\n".join([
+        json.dumps({"ok": True, "concurrency": 1, "i": 0, "temperature": 0.0, "output_ids": [1, 2]}),
+        json.dumps([1, 2]), json.dumps({"ok": True, "output_ids": [3]}), json.dumps({"ok": True, "i": "x",
+                                                                                     "concurrency": 1, "output_ids": []}),
+        "{not json", "\udcff"]), errors="surrogateescape")
+    assert read_outputs(records) == {(0.0, 1, 0): [1, 2]}
+    assert read_outputs(tmp_path) == {} and read_outputs(tmp_path / "missing") == {}
