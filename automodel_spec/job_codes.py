@@ -42,6 +42,8 @@ def read_job_codes(sweep_dir: Path) -> list[int]:
     """The exit codes the sweep's jobs recorded, in job order."""
     found = []
     for path in (Path(sweep_dir) / CODES_DIR).glob("*.json"):
+        if not path.is_file():  # a fifo would block the sweep's end
+            continue
         try:
             data = json.loads(path.read_text())
             found.append((int(data["job"]), int(data["code"])))

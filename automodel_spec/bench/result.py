@@ -22,6 +22,7 @@ from automodel_spec.errors import SpecError
 
 SCHEMA_VERSION = 3
 METRICS = "metrics.json"  # a point's result file, in its directory
+MAX_RESULT_BYTES = 64 << 20  # a result of many levels and categories is tens of kilobytes
 STATUSES = ("ok", "invalid", "failed")
 
 
@@ -225,6 +226,15 @@ def read_point(path: Path) -> PointResult:
     path = Path(path)
     if path.is_dir():
         raise ResultSchemaError(f"{path}: is a directory, not a benchmark result file")
+    if path.exists() and not path.is_file():  # a fifo would block the reader for ever
+        raise ResultSchemaError(f"{path}: is not a regular file (a fifo, socket or device)")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ResultSchemaError(f"{path}: cannot read a benchmark result: {exc.strerror or exc}") from exc
+    if size > MAX_RESULT_BYTES:
+        raise ResultSchemaError(f"{path}: holds {size:,} bytes, more than any benchmark result "
+                                f"({MAX_RESULT_BYTES >> 20} MiB at most): not a file this project wrote")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from statistics import median
 
-from automodel_spec.bench.result import ResultSchemaError
+from automodel_spec.bench.result import MAX_RESULT_BYTES, ResultSchemaError
 from automodel_spec.predict.sweep import PREDICTIONS
 from automodel_spec.sweep.rows import level_name, setting_of
 
@@ -32,6 +32,10 @@ def read_predictions(sweep_dir: Path) -> dict | None:
     path = Path(sweep_dir) / PREDICTIONS
     if not os.path.lexists(path):
         return None
+    if not path.is_file():  # a directory, a fifo (which would block the reader), a broken link
+        raise ResultSchemaError(f"{path}: is not a regular file")
+    if path.stat().st_size > MAX_RESULT_BYTES:
+        raise ResultSchemaError(f"{path}: is larger than {MAX_RESULT_BYTES >> 20} MiB: not a file this project wrote")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:

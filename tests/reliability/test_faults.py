@@ -226,6 +226,15 @@ def _replace_with_dir(point: Path) -> None:
     (point / "metrics.json").mkdir()
 
 
+def _replace_with_fifo(point: Path) -> None:
+    (point / "metrics.json").unlink()
+    os.mkfifo(point / "metrics.json")
+
+
+def _grow_to_256_mib(point: Path) -> None:
+    os.truncate(point / "metrics.json", 2**28)  # sparse: nothing written
+
+
 def _truncate(point: Path) -> None:
     text = (point / "metrics.json").read_text()
     (point / "metrics.json").write_text(text[: len(text) // 3])
@@ -313,6 +322,11 @@ SWEEP_CASES = [
     Hostile(SWEEP, "summary_tokens_per_second_a_text",
             _sweep(_edit(lambda d: d["levels"]["T0_c1"].__setitem__("output_tok_per_s", "fast"))),
             r"levels\.T0_c1: output_tok_per_s=\"fast\" is not a number", code=0, script="sweep"),
+    Hostile(SWEEP, "summary_metrics_json_a_fifo", _sweep(_replace_with_fifo),
+            r"point spec\.num_steps=2 is unreadable: .*is not a regular file \(a fifo", code=0, script="sweep"),
+    Hostile(SWEEP, "summary_metrics_json_of_256_mib", _sweep(_grow_to_256_mib),
+            r"point spec\.num_steps=2 is unreadable: .*holds 268,435,456 bytes, more than any benchmark result",
+            code=0, script="sweep"),
     Hostile(SWEEP, "summary_every_point_unreadable", _sweep(_truncate, good=False),
             r"point spec\.num_steps=1 is unreadable(.|\n)*point spec\.num_steps=2 is unreadable", script="sweep"),
     Hostile(SWEEP, "summary_predictions_damaged", _sweep(_predictions_damaged),
