@@ -208,7 +208,7 @@ class SGLangServer:
             if code is not None:
                 self._join_pump()
                 raise ServerError(
-                    f"the server exited with code {code} during startup, after "
+                    f"the server {_how_it_ended(code)} during startup, after "
                     f"{time.monotonic() - self._started:.1f}s. Last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             if time.monotonic() > deadline:
@@ -311,6 +311,19 @@ class SGLangServer:
 
     def flush_cache(self) -> None:
         request_json("POST", self.base_url + "/flush_cache", timeout=60, api_key=self.api_key)
+
+
+def _how_it_ended(code: int) -> str:
+    """``exited with code N``, or the signal that ended it (SIGKILL: most often the kernel's OOM killer)."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    oom = (" (SIGKILL comes most often from the kernel's out-of-memory killer: loading the model may need more "
+           "memory than this machine has free)") if code == -signal.SIGKILL else ""
+    return f"was killed by {name}{oom}"
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -6,6 +6,7 @@ SGLang it spawns a child process ("scheduler") and serves /health, /health_gener
 /get_server_info, /flush_cache and /generate on 127.0.0.1. FAKE_SGLANG_MODE picks a behaviour:
   ok              ready after FAKE_SGLANG_BOOT_S seconds (default 0.5)
   crash           print a traceback-like line and exit 3 during boot
+  killed          killed by SIGKILL during boot (as by the OOM killer while loading weights)
   hang            never become ready (health answers 503)
   stubborn_child  the child ignores SIGTERM (only SIGKILL stops it)
   lingering_child on SIGTERM the child's main thread exits at once while another thread runs on for
@@ -340,6 +341,12 @@ def main():
     if pidfile:
         with open(pidfile, "w") as fh:
             fh.write(" ".join(str(p) for p in (os.getpid(), *(c.pid for c in children))) + "\n")
+    if MODE == "killed":
+        time.sleep(BOOT_S / 2)
+        print("fake-sglang: Load weight begin (simulated)", flush=True)
+        for child in children:
+            child.kill()
+        os.kill(os.getpid(), signal.SIGKILL)
     if MODE == "crash":
         time.sleep(BOOT_S)
         print("fake-sglang: RuntimeError: CUDA out of memory (simulated)", flush=True)
