@@ -17,6 +17,7 @@ import logging
 import os
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -93,10 +94,11 @@ def read_complete(path: Path, key: str) -> PointResult | None:
     try:
         data = read_point(path)
     except ResultSchemaError as exc:
-        if os.path.lexists(path):
+        if os.path.lexists(path):  # (a missing file is a point not measured yet: nothing to say)
             aside = set_aside(path)
-            log.warning("[bench] %s is unreadable (%s): the point is measured again%s", path,
-                        str(exc).removeprefix(f"{path}: ").rstrip("."), f"; what was there is kept as {aside.name}" if aside else "")
+            why = str(exc).removeprefix(f"{path}: ").rstrip(".")
+            kept = f"; what was there is kept as {aside.name}" if aside else ""
+            log.warning("[bench] %s is unreadable (%s): the point is measured again%s", path, why, kept)
         return None
     return data if data.key == key and data.status in ("ok", "invalid") else None
 
@@ -112,7 +114,7 @@ def set_aside(path: Path) -> Path | None:
         if not os.path.lexists(aside):
             os.rename(path, aside)
             return aside
-    raise ServerError(f"{path} is not a file and cannot be moved aside (999 earlier ones are there): remove them.")
+    raise SpecError(f"{path} is not a file and cannot be moved aside (999 earlier ones are there): remove them.")
 
 
 def requested_settings(spec: SpecConfig) -> SpecSettings:
@@ -321,6 +323,7 @@ def _exit_after(server, errors: list[str], since: float, watch):
 
 def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResult, log_name: str) -> None:
     """Start the server, run every level, and fill ``result`` (levels, what the server reported, costs)."""
+    b = cfg.bench
     pool, left_out = workload(cfg, run)
     if left_out:
         log.warning("[bench] %s", left_out)
@@ -331,61 +334,66 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
         if aside := set_aside(out_dir / name):
             log.warning("[bench] %s was not a file: moved aside as %s", out_dir / name, aside.name)
     with placed_server(cfg, run, out_dir, log_name=log_name) as placed, open(out_dir / RECORDS, "w") as rec_file, \
-            MemoryWatch() as watch:
+            MemoryWatch() as watch, _exit_told(placed.server, watch) as since:
         server = placed.server
-        since = time.monotonic()
-        try:
-            _measure_levels(cfg, pool, server, placed, result, rec_file, since, watch)
-        except ServerError:
-            raise
-        except Exception as exc:  # a query of a server that is gone: said for what it is
-            gone = _exit_after(server, [str(exc)], since, watch)
-            if gone is None:
-                raise
-            raise ServerError(gone.message()) from exc
+        where = Path(rec_file.name)
+        result.gpus, result.other_gpu_processes, result.idle_servers = placed.gpus, placed.others, placed.idle_servers
+        result.server_log = str(server.log_path)
+        gen = lambda payload: server.generate(payload, timeout=b.request_timeout_s)  # noqa: E731
+        warm = select_prompts(pool, max(b.warmup_requests, max(b.concurrency)), b.seed + 1)
+        records, _ = run_requests(gen, warm, max(b.concurrency), sampling_params(b.max_new_tokens, b.temperature[0]),
+                                  label="warm-up", progress=False)
+        _check_requests(records, "the warm-up", where, server, since, watch)
+        settings = effective_settings(server.server_info())
+        result.boot_s = server.boot_s
+        result.effective, result.server_settings = _split(settings)
+        steps = settings.get("speculative_num_steps")
+        kv_tokens, slots = settings.get(SERVER_INFO_KEY), draft_slots(settings)
+        check_kv_capacity(kv_tokens, max(b.concurrency), 0, b.max_new_tokens, slots)  # before any level runs
+        for temp in b.temperature:
+            params = sampling_params(b.max_new_tokens, temp)
+            for conc in b.concurrency:
+                # enough requests that the server holds `conc` of them for most of the level
+                prompts = select_prompts(pool, max(b.num_prompts, 2 * conc), b.seed)
+                server.flush_cache()  # resets the server's running accept-length average too
+                label = f"{'spec' if cfg.algorithm.name else 'baseline'} T={temp:g} c={conc}"
+                records, wall = run_requests(gen, prompts, conc, params, label=label)
+                _write_records(rec_file, records, temp)
+                _check_requests(records, f"level {label}", where, server, since, watch)
+                # with the prompts' real lengths: a level that could not run `conc` requests at once fails
+                longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
+                check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
+                m = summarize_level(records, wall, steps, temperature=temp, concurrency=conc)
+                m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
+                result.levels[m.key] = m
     result.gpu = _gpu_names()
 
 
-def _measure_levels(cfg: BenchPoint, pool: list[Prompt], server, placed, result: PointResult, rec_file,
-                    since: float, watch: MemoryWatch) -> None:
-    """The warm-up, then every level of the point against its ready ``server``."""
-    b = cfg.bench
-    where = Path(rec_file.name)
-    result.gpus, result.other_gpu_processes, result.idle_servers = placed.gpus, placed.others, placed.idle_servers
-    result.server_log = str(server.log_path)
-    gen = lambda payload: server.generate(payload, timeout=b.request_timeout_s)  # noqa: E731
-    warm = select_prompts(pool, max(b.warmup_requests, max(b.concurrency)), b.seed + 1)
-    records, _ = run_requests(gen, warm, max(b.concurrency), sampling_params(b.max_new_tokens, b.temperature[0]),
-                              label="warm-up", progress=False)
-    _check_requests(records, "the warm-up", where, server, since, watch)
-    settings = effective_settings(server.server_info())
-    result.boot_s = server.boot_s
-    result.effective, result.server_settings = _split(settings)
-    steps = settings.get("speculative_num_steps")
-    kv_tokens, slots = settings.get(SERVER_INFO_KEY), draft_slots(settings)
-    check_kv_capacity(kv_tokens, max(b.concurrency), 0, b.max_new_tokens, slots)  # before any level runs
-    for temp in b.temperature:
-        params = sampling_params(b.max_new_tokens, temp)
-        for conc in b.concurrency:
-            # enough requests that the server holds `conc` of them for most of the level
-            prompts = select_prompts(pool, max(b.num_prompts, 2 * conc), b.seed)
-            server.flush_cache()  # resets the server's running accept-length average too
-            label = f"{'spec' if cfg.algorithm.name else 'baseline'} T={temp:g} c={conc}"
-            records, wall = run_requests(gen, prompts, conc, params, label=label)
-            try:
-                for r in records:
-                    rec_file.write(json.dumps({**r, "temperature": temp}) + "\n")
-                rec_file.flush()
-            except OSError as exc:  # a full disk: said for the file it hit
-                raise SpecError(f"cannot write {where}: {exc.strerror or exc}. Free space on that disk, or give "
-                                "output_dir= a directory on one with room.") from exc
-            _check_requests(records, f"level {label}", where, server, since, watch)
-            # with the prompts' real lengths: a level that could not run `conc` requests at once fails
-            longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
-            check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
-            m = summarize_level(records, wall, steps, temperature=temp, concurrency=conc)
-            m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
-            result.levels[m.key] = m
+@contextmanager
+def _exit_told(server, watch: MemoryWatch):
+    """Yield the time the benchmark began; an error of a server that has exited meanwhile (a query of it
+    refused) becomes the report of its exit (``server_exit``)."""
+    since = time.monotonic()
+    try:
+        yield since
+    except ServerError:
+        raise
+    except Exception as exc:
+        gone = _exit_after(server, [str(exc)], since, watch)
+        if gone is None:
+            raise
+        raise ServerError(gone.message()) from exc
+
+
+def _write_records(rec_file, records: list[dict], temperature: float) -> None:
+    """A level's records, one JSON line each; a full disk said for the file it hit."""
+    try:
+        for r in records:
+            rec_file.write(json.dumps({**r, "temperature": temperature}) + "\n")
+        rec_file.flush()
+    except OSError as exc:
+        raise SpecError(f"cannot write {rec_file.name}: {exc.strerror or exc}. Free space on that disk, or give "
+                        "output_dir= a directory on one with room.") from exc
 
 
 def _split(settings: dict) -> tuple[SpecSettings | None, dict]:
