@@ -13,6 +13,7 @@ from enum import Enum
 
 DEMO_DRAFT = "builtin:demo"
 DEMO_TARGET = "builtin:demo-target"
+LONG_PROMPTS = ("refuse", "skip")  # what bench.long_prompts takes
 
 
 class Mode(str, Enum):
@@ -208,6 +209,8 @@ class BenchConfig:
 
     ``slo`` sets the service-level goals; ``objective`` what sweeps rank by (the winners, the presets, the
     Optuna sweeper's objective): ``tok_per_s`` or ``goodput`` (requests/s served within the goals).
+    ``long_prompts`` says what becomes of a prompt that, with ``max_new_tokens``, does not fit the target's
+    context (SGLang refuses it): ``refuse`` (before any server starts) or ``skip`` (left out, counted).
     """
 
     prompts: str | None = None
@@ -233,6 +236,7 @@ class BenchConfig:
     phases: list[str] | None = None
     slo: SLOConfig = field(default_factory=SLOConfig)
     objective: Objective = Objective.tok_per_s
+    long_prompts: str = "refuse"
 
 
 @dataclass

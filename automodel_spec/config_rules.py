@@ -13,6 +13,7 @@ from dataclasses import fields, is_dataclass
 from automodel_spec.config import (
     DEMO_DRAFT,
     DEMO_TARGET,
+    LONG_PROMPTS,
     BenchConfig,
     DraftConfig,
     Mode,
@@ -218,6 +219,9 @@ def _bench_errors(b: BenchConfig, sg: SGLangConfig) -> list[str]:
     if b.gpu_pool is not None and len(b.gpu_pool) < sg.tp_size:
         errors.append(f"bench.gpu_pool={b.gpu_pool} holds {len(b.gpu_pool)} GPU(s); sglang.tp_size="
                       f"{sg.tp_size} needs that many for one point. List more GPUs or lower tp_size.")
+    if b.long_prompts not in LONG_PROMPTS:
+        errors.append(f"bench.long_prompts={b.long_prompts} must be one of {', '.join(LONG_PROMPTS)} (what becomes "
+                      "of a prompt longer than the target's context).")
     if b.objective_temperature is not None and b.objective_temperature not in b.temperature:
         errors.append(f"bench.objective_temperature={b.objective_temperature} is not one of "
                       f"bench.temperature={b.temperature}.")

@@ -149,7 +149,12 @@ class SweepSummaryCallback(Callback):
             return
         secrets = secrets_of(config)
         mask_file(sweep_dir / "multirun.yaml", secrets)  # also without the redact callback of conf/serve.yaml
-        summary = write_summary(sweep_dir, plots=self.plots, secrets=secrets)
+        try:
+            summary = write_summary(sweep_dir, plots=self.plots, secrets=secrets)
+        except OSError as exc:  # the points' results are there; only the summary could not be written
+            log.error("error: cannot write the summary of %s: %s (%s); summarize it again with python -m "
+                      "automodel_spec.sweep %s", sweep_dir, exc.strerror or exc, exc.filename or sweep_dir, sweep_dir)
+            return
         log.info("%s", (sweep_dir / "summary.md").read_text())
         log.info("[sweep] summary: %s, %s, %s%s", sweep_dir / "summary.csv", sweep_dir / "summary.md",
                  sweep_dir / "best_override.txt", "".join(f", {p}" for p in summary["images"]))

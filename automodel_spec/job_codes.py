@@ -24,7 +24,10 @@ def start_sweep(sweep_dir: Path) -> None:
     """In the recipe's process, as a sweep starts: forget the codes an earlier sweep left in
     ``sweep_dir`` (a re-run counts its own jobs only), and remember the directory for
     ``last_sweep_exit_code``."""
-    shutil.rmtree(Path(sweep_dir) / CODES_DIR, ignore_errors=True)
+    codes = Path(sweep_dir) / CODES_DIR
+    if codes.is_symlink() or codes.is_file():  # not the directory this module writes: ours to replace
+        codes.unlink()
+    shutil.rmtree(codes, ignore_errors=True)
     _last_sweep["dir"] = Path(sweep_dir)
 
 
@@ -39,6 +42,8 @@ def read_job_codes(sweep_dir: Path) -> list[int]:
     """The exit codes the sweep's jobs recorded, in job order."""
     found = []
     for path in (Path(sweep_dir) / CODES_DIR).glob("*.json"):
+        if not path.is_file():  # a fifo would block the sweep's end
+            continue
         try:
             data = json.loads(path.read_text())
             found.append((int(data["job"]), int(data["code"])))

@@ -115,9 +115,13 @@ class SGLangServer:
     # -- life ------------------------------------------------------------------------------------
     def start(self) -> None:
         """Launch the process in a new session, its output piped to the log (and console)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "w", buffering=1)
-        log.write(f"# {format_command(self.argv)}\n")
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_path, "w", buffering=1)
+            log.write(f"# {format_command(self.argv)}\n")
+        except OSError as exc:  # a full or read-only disk: said before any server starts
+            raise ServerError(f"cannot write the server's log {self.log_path}: {exc.strerror or exc}. Free space "
+                              "there, or give output_dir= a directory on a disk that can be written.") from exc
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         if shutil.which(self.argv[0], path=env.get("PATH")) is None:
@@ -134,12 +138,21 @@ class SGLangServer:
         self._pump.start()
 
     def _copy_output(self, stream, log) -> None:
-        with log:
+        """Copy the server's output to its log (and the console) line by line, until it ends.
+
+        A log that cannot be written (a full disk) is given up with a line saying so, kept in the tail:
+        the output is still read to its end, since a server whose pipe is not drained blocks.
+        """
+        try:
             for raw in iter(stream.readline, b""):
                 line = raw.decode(errors="replace")
                 if self.api_key:
                     line = line.replace(self.api_key, "***")
-                log.write(line)
+                if log is not None:
+                    try:
+                        log.write(line)
+                    except OSError as exc:
+                        log = self._give_up_log(log, exc)
                 self._tail.append(line.rstrip("\n"))
                 for match, seen in self._watches:
                     if not seen.is_set() and match(line):
@@ -147,6 +160,24 @@ class SGLangServer:
                 if self.echo:
                     sys.stdout.write(line)
                     sys.stdout.flush()
+        finally:
+            if log is not None:
+                try:
+                    log.close()
+                except OSError as exc:
+                    self._give_up_log(None, exc)
+
+    def _give_up_log(self, log, exc: OSError) -> None:
+        """Note that the log could not be written (kept in the tail, where every report of the server
+        looks); close it without its unwritten buffer."""
+        self._tail.append(f"[automodel-spec] cannot write {self.log_path} ({exc.strerror or exc}): the server's "
+                          "further output is not in it")
+        if log is not None:
+            try:
+                log.close()
+            except OSError:
+                pass
+        return None
 
     def watch_output(self, match: Callable[[str], bool]) -> threading.Event:
         """An event set once a line of the server's output satisfies ``match``; call before ``start``."""
@@ -177,7 +208,7 @@ class SGLangServer:
             if code is not None:
                 self._join_pump()
                 raise ServerError(
-                    f"the server exited with code {code} during startup, after "
+                    f"the server {_how_it_ended(code)} during startup, after "
                     f"{time.monotonic() - self._started:.1f}s. Last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             if time.monotonic() > deadline:
@@ -198,6 +229,18 @@ class SGLangServer:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The exit code once the server has exited by itself (negative: the signal that ended it), its
+        output read to the end so that ``log_tail`` holds its last lines; ``None`` while it runs."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        self._join_pump()
+        return self.proc.returncode
+
+    def uptime_s(self) -> float:
+        """Seconds since the server was started."""
+        return time.monotonic() - self._started
 
     def wait(self) -> int:
         """Wait for the server to exit by itself (foreground serving); return its exit code."""
@@ -263,10 +306,24 @@ class SGLangServer:
         return info
 
     def generate(self, payload: dict, timeout: float = 600.0) -> dict:
-        return request_json("POST", self.base_url + "/generate", payload, timeout=timeout, api_key=self.api_key)
+        return request_json("POST", self.base_url + "/generate", payload, timeout=timeout, api_key=self.api_key,
+                            json_only=True)
 
     def flush_cache(self) -> None:
         request_json("POST", self.base_url + "/flush_cache", timeout=60, api_key=self.api_key)
+
+
+def _how_it_ended(code: int) -> str:
+    """``exited with code N``, or the signal that ended it (SIGKILL: most often the kernel's OOM killer)."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    oom = (" (SIGKILL comes most often from the kernel's out-of-memory killer: loading the model may need more "
+           "memory than this machine has free)") if code == -signal.SIGKILL else ""
+    return f"was killed by {name}{oom}"
 
 
 def _signal_group(pgid: int, sig: int) -> None:

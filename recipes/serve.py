@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job
+from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job, workload
 from automodel_spec.bench.served_checks import check_point, check_report
 from automodel_spec.bench.workload import load_prompts
 from automodel_spec.config import Mode, ServeConfig
@@ -72,6 +72,12 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
             if not cfg.print_only:  # print_only needs no optional package (as without SGLang)
                 raise
     run = prepare_run(cfg, dry_run=cfg.print_only)
+    if point is not None and point.bench.long_prompts == "refuse":
+        try:  # a prompt longer than the target's context refused before any server starts
+            workload(point, run)
+        except MissingDependencyError:
+            if not cfg.print_only:
+                raise
     for warning in config_warnings(cfg):
         say(warning, err=True)
     if cfg.print_only:

@@ -23,6 +23,7 @@ WHOLE_MODULES = (
     "tests/cli/test_bench_cli.py",  # `grid`: three sweeps
     "tests/reliability/test_bad_inputs.py",  # `outcomes`: every case of the module at once
     "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
+    "tests/reliability/test_faults.py",  # `results`: its process cases started at once
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
     "tests/unit/test_reference.py",  # `pair`: a target loaded through transformers
     "tests/cli/test_export_signals.py",  # `big_run`

@@ -9,6 +9,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from automodel_spec.bench.response import parse_generate_response, request_failure
 from automodel_spec.bench.stream import StreamedAnswer
 from automodel_spec.bench.workload import Prompt
 
@@ -24,7 +25,8 @@ def run_requests(generate, prompts: list[Prompt], concurrency: int, params: dict
 
     ``generate(payload)`` is the server's ``/generate`` call: it returns the answer (a dict) or, streamed,
     a ``StreamedAnswer`` (``bench.stream``), whose chunks give the streaming latencies. A failed request
-    is recorded with its error rather than stopping the run.
+    (an error, a timeout, an answer ``parse_generate_response`` refuses) is recorded with its error rather
+    than stopping the run.
     """
     bar = progress_bar(len(prompts), label) if progress else None
     t0 = time.perf_counter()
@@ -47,7 +49,7 @@ def send_request(generate, i: int, prompt: Prompt, params: dict, level_t0: float
 
     The record holds the prompt, ``fields`` (the level's load), ``send_s`` (when it was sent, seconds
     after ``level_t0``, a ``time.perf_counter`` value), ``latency_s``, what the answer reported
-    (``_answer_fields``) and, streamed, ``ttft_s``, ``chunk_s`` and ``chunk_tokens``. A failed request is
+    (``parse_generate_response``) and, streamed, ``ttft_s``, ``chunk_s`` and ``chunk_tokens``. A failed request is
     recorded with ``ok=False`` and its error.
     """
     t0 = time.perf_counter()
@@ -58,29 +60,10 @@ def send_request(generate, i: int, prompt: Prompt, params: dict, level_t0: float
             rec.update(streamed=True, chunk_s=out.chunk_s, chunk_tokens=out.chunk_tokens,
                        ttft_s=out.chunk_s[0] if out.chunk_s else None)
             out = out.final
-        rec.update(ok=True, **_answer_fields(out))
+        rec.update(ok=True, **parse_generate_response(out, params.get("max_new_tokens")))
     except Exception as exc:  # recorded; the metrics count it as a failed request
-        rec.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+        rec.update(ok=False, error=request_failure(exc, time.perf_counter() - t0)[:500])
     rec["latency_s"] = time.perf_counter() - t0
-    return rec
-
-
-def _answer_fields(out: dict) -> dict:
-    """What a record keeps of a final ``/generate`` answer (streamed or not): the token counts, the
-    accept length and histogram, and the output ids (compared with the baseline's: the lossless check)."""
-    meta = out.get("meta_info", {}) if isinstance(out, dict) else {}
-    rec = {"completion_tokens": int(meta.get("completion_tokens") or 0),
-           "prompt_tokens": int(meta.get("prompt_tokens") or 0),
-           "spec_verify_ct": int(meta.get("spec_verify_ct") or 0)}
-    for key in ("spec_accept_length", "spec_accept_rate"):
-        if meta.get(key) is not None:
-            rec[key] = meta[key]
-    if isinstance(out, dict) and isinstance(out.get("output_ids"), list):
-        rec["output_ids"] = [int(t) for t in out["output_ids"]]
-    # rounds by accepted drafts; SGLang 0.5.12+ names it so, keeping the older name as an alias
-    hist = meta.get("spec_correct_drafts_histogram", meta.get("spec_accept_histogram"))
-    if isinstance(hist, list) and hist:
-        rec["spec_correct_drafts_histogram"] = [int(v) for v in hist]
     return rec
 
 

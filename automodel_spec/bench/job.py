@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -40,14 +42,23 @@ from automodel_spec.bench.result import (
     write_point,
 )
 from automodel_spec.bench.served_checks import add_lossless, add_reference
+from automodel_spec.bench.server_exit import MemoryWatch, server_exit
 from automodel_spec.bench.stream import stream_generate
-from automodel_spec.bench.workload import level_prompts, load_prompts, select_prompts
+from automodel_spec.bench.workload import (
+    Prompt,
+    context_length,
+    fit_to_context,
+    level_prompts,
+    load_prompts,
+    select_prompts,
+)
 from automodel_spec.config import Objective, SpecConfig
 from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.spec_rules import point_errors, resolve_spec
+from automodel_spec.target import read_target_config
 
 RECORDS = "records.jsonl"
 SCHEMA = SCHEMA_VERSION
@@ -67,6 +78,8 @@ def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
     # absent from keys written before they existed: those stay valid; sharing a GPU changes no measurement
     del bench["gpu_free_wait_s"], bench["servers_per_gpu"]
     del bench["reference"], bench["expected_accept_length"]  # checks of the measurement, not part of it
+    if bench["long_prompts"] == "refuse":  # refused prompts are never measured: the default keeps older keys
+        del bench["long_prompts"]
     blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
                        "algorithm": asdict(cfg.algorithm), "spec": asdict(cfg.spec), "sglang": asdict(sg),
                        "bench": bench}, sort_keys=True, default=str)
@@ -84,15 +97,36 @@ def _baseline_run(run: PreparedRun) -> PreparedRun:
 
 
 def read_complete(path: Path, key: str) -> PointResult | None:
-    """A finished ``metrics.json`` for ``key`` (status ok or invalid), else ``None``.
+    """A finished ``metrics.json`` for ``key`` (status ok or invalid), else ``None``: measured again.
 
-    A result of another schema is measured again (its key differs: the schema is part of it).
+    A result of another schema is measured again (its key differs: the schema is part of it). One that
+    cannot be read (truncated, of the wrong shape, a directory) is said with its reason and measured
+    again; what is not a file is first moved aside (``set_aside``), so the new result can be written.
     """
     try:
         data = read_point(path)
-    except ResultSchemaError:
+    except ResultSchemaError as exc:
+        if os.path.lexists(path):  # (a missing file is a point not measured yet: nothing to say)
+            aside = set_aside(path)
+            why = str(exc).removeprefix(f"{path}: ").rstrip(".")
+            kept = f"; what was there is kept as {aside.name}" if aside else ""
+            log.warning("[bench] %s is unreadable (%s): the point is measured again%s", path, why, kept)
         return None
     return data if data.key == key and data.status in ("ok", "invalid") else None
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move ``path`` out of the way when it is not a regular file (a directory, a fifo, a dangling link),
+    as ``NAME.unreadable-N`` beside it; return that, or ``None`` when nothing was moved. Nothing is deleted:
+    what a user or a damaged disk put there stays to be looked at."""
+    if not os.path.lexists(path) or path.is_file():
+        return None
+    for n in range(1, 1000):
+        aside = path.with_name(f"{path.name}.unreadable-{n}")
+        if not os.path.lexists(aside):
+            os.rename(path, aside)
+            return aside
+    raise SpecError(f"{path} is not a file and cannot be moved aside (999 earlier ones are there): remove them.")
 
 
 def requested_settings(spec: SpecConfig) -> SpecSettings:
@@ -112,7 +146,7 @@ def record_if_invalid(cfg: BenchPoint, out_dir: Path) -> PointResult | None:
     result = PointResult(status="invalid", algorithm=cfg.algorithm.name,
                          requested=requested_settings(resolve_spec(cfg.spec)),
                          bench=asdict(cfg.bench), reason=" ".join(reasons))
-    write_point(out_dir / METRICS, result)
+    write_result(out_dir / METRICS, result)
     log.info("[bench] %s: skipped, invalid setting: %s", out_dir.name, result.reason)
     return result
 
@@ -151,7 +185,7 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         if done.status == "ok" and cfg.bench.reference and (done.reference is None or done.reference.status != "ok"):
             base = Path(done.baseline_dir) / RECORDS if done.baseline_dir else None
             _check_served(cfg, run, out_dir, done, base, (shared_dir or out_dir).resolve() / "reference")
-            write_point(out_dir / METRICS, done)  # measured before the reference was asked for: added now
+            write_result(out_dir / METRICS, done)  # measured before the reference was asked for: added now
         return done
     result = PointResult(status="failed", key=key, algorithm=cfg.algorithm.name,
                          requested=requested_settings(run.spec), bench=asdict(cfg.bench), target=run.target,
@@ -177,12 +211,28 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
             result.status, result.error = "failed", f"{failed} request(s) failed; see {out_dir / RECORDS}"
     except SpecError as exc:
         result.error = str(exc)
+    except OSError as exc:  # the disk refused a write of the point's files
+        result.error = f"{type(exc).__name__}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}"
     except Exception as exc:
         result.error, result.traceback = f"{type(exc).__name__}: {exc}", traceback.format_exc()[-3000:]
     result.gpu_seconds = gpu_seconds(cfg, time.monotonic() - t0)
-    write_point(out_dir / METRICS, result)
     log.info("%s", one_line(out_dir.name, result))
+    write_result(out_dir / METRICS, result)
     return result
+
+
+def write_result(path: Path, result: PointResult) -> None:
+    """``write_point``, a refusal of the disk said as such (the point is then measured again next time).
+
+    Raises:
+        SpecError: the file cannot be written (a full disk, a read-only one, its directory removed).
+    """
+    try:
+        write_point(path, result)
+    except OSError as exc:
+        raise SpecError(f"cannot write the point's result {path}: {exc.strerror or exc}. Free space on that disk, or "
+                        "give output_dir= (a sweep: hydra.sweep.dir=) a directory on one that can be written; the "
+                        "point is measured again on the next run.") from exc
 
 
 def gpu_seconds(cfg: BenchPoint, elapsed_s: float) -> float:
@@ -199,7 +249,7 @@ def _check_served(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: Poin
     """
     add_lossless(result, out_dir / RECORDS, baseline_records)
     try:
-        add_reference(cfg, run, result, load_prompts(cfg.bench.prompts), reference_dir)
+        add_reference(cfg, run, result, workload(cfg, run)[0], reference_dir)
     except Exception as exc:  # a bug in the reference must not turn a measured point into a failed one
         result.reference = ReferenceSummary(status="failed", reason=f"{type(exc).__name__}: {exc}"[:500])
         log.warning("[bench] WARNING: the reference accept length failed: %s", result.reference.reason)
@@ -232,19 +282,79 @@ def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bo
         if failed:  # not cached: the next point measures it again
             raise ServerError(f"the baseline had {failed} failed request(s); see {path.parent / RECORDS}")
         result.status, result.gpu_seconds = "ok", gpu_seconds(cfg, time.monotonic() - t0)
-        write_point(path, result)
+        write_result(path, result)
         return result
+
+
+def workload(cfg: BenchPoint, run: PreparedRun) -> tuple[list[Prompt], str | None]:
+    """The prompts a point draws its requests from (``bench.prompts``), without those the target's context
+    cannot take (``workload.fit_to_context``), and what was left out in words (``None``: nothing).
+
+    Raises:
+        ConfigError: the prompts file cannot be used, or a prompt is too long and ``bench.long_prompts``
+            is ``refuse``.
+    """
+    b = cfg.bench
+    pool = load_prompts(b.prompts)
+    target = Path(run.target).expanduser() if run.target else None
+    local = target is not None and target.is_dir()
+    context = context_length(read_target_config(run.target) if local else None, cfg.sglang.context_length)
+    return fit_to_context(pool, context=context, max_new_tokens=b.max_new_tokens,
+                          tokenizer_file=target / "tokenizer.json" if local else None, policy=b.long_prompts,
+                          source=b.prompts)
+
+
+def _check_requests(records: list[dict], label: str, where: Path, server, since: float, watch) -> None:
+    """Fail the point when any request of a level (or the warm-up) failed, or none produced a token.
+
+    A server that exited meanwhile is reported for what it is (``server_exit``) rather than by its
+    requests' "connection refused".
+
+    Raises:
+        ServerError: the server exited, or requests failed (their count and the first one's error).
+    """
+    failed = [r for r in records if not r.get("ok")]
+    gone = _exit_after(server, [r.get("error", "") for r in failed], since, watch)
+    if gone is not None:
+        raise ServerError(gone.message())
+    if failed:
+        first = failed[0]
+        raise ServerError(f"{label}: {len(failed)} of {len(records)} request(s) failed, e.g. request {first['i']} "
+                          f"(prompt {first.get('prompt_id')}): {first.get('error')}. Every request is in {where}.")
+    if records and not sum(r.get("completion_tokens") or 0 for r in records):
+        raise ServerError(f"{label}: the server answered every request with no token; see {where}.")
+
+
+def _exit_after(server, errors: list[str], since: float, watch):
+    """``server_exit`` once the server has had time to end, where ``errors`` say it may be ending: a refused
+    connection (gone) waits up to 8 s, a closed one (gone, or a single request dropped) 1 s, since the
+    launcher ends a few seconds after the server, once it has swept the server's process group."""
+    wait_s = 8.0 if any("connection refused" in e.lower() for e in errors) else \
+        1.0 if any("closed the connection" in e or "reset" in e.lower() for e in errors) else 0.0
+    if wait_s and server.proc is not None:
+        try:
+            server.proc.wait(timeout=wait_s)
+        except Exception:  # still running: the errors are its answers
+            pass
+    return server_exit(server, since, watch)
 
 
 def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResult, log_name: str) -> None:
     """Start the server, run every level, and fill ``result`` (levels, what the server reported, costs)."""
     b = cfg.bench
-    pool = load_prompts(b.prompts)
+    pool, left_out = workload(cfg, run)
+    if left_out:
+        log.warning("[bench] %s", left_out)
     if cfg.sglang.skip_tokenizer_init and any(p.input_ids is None for p in pool):
         raise ConfigError("sglang.skip_tokenizer_init=true needs prompts with input_ids (bench.prompts=FILE.jsonl).")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with placed_server(cfg, run, out_dir, log_name=log_name) as placed, open(out_dir / RECORDS, "w") as rec_file:
+    for name in (RECORDS, log_name):  # a directory where a file goes (a damaged sweep directory)
+        if aside := set_aside(out_dir / name):
+            log.warning("[bench] %s was not a file: moved aside as %s", out_dir / name, aside.name)
+    with placed_server(cfg, run, out_dir, log_name=log_name) as placed, open(out_dir / RECORDS, "w") as rec_file, \
+            MemoryWatch() as watch, _exit_told(placed.server, watch) as since:
         server = placed.server
+        where = Path(rec_file.name)
         result.gpus, result.other_gpu_processes, result.idle_servers = placed.gpus, placed.others, placed.idle_servers
         result.server_log = str(server.log_path)
         url = server.base_url + "/generate"
@@ -252,8 +362,9 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
                                               api_key=server.api_key)
         closed = closed_loop_concurrencies(b.phases) if b.phases else b.concurrency
         warm = select_prompts(pool, max(b.warmup_requests, max(closed, default=1)), b.seed + 1)
-        run_requests(gen, warm, max(closed, default=1), sampling_params(b.max_new_tokens, b.temperature[0]),
-                     label="warm-up", progress=False)
+        records, _ = run_requests(gen, warm, max(closed, default=1),
+                                  sampling_params(b.max_new_tokens, b.temperature[0]), label="warm-up", progress=False)
+        _check_requests(records, "the warm-up", where, server, since, watch)
         settings = effective_settings(server.server_info())
         result.boot_s = server.boot_s
         result.effective, result.server_settings = _split(settings)
@@ -263,8 +374,8 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
         who = "spec" if cfg.algorithm.name else "baseline"
 
         def keep(records: list[dict], m: LevelResult, temp: float, conc: int | None) -> None:
-            for r in records:
-                rec_file.write(json.dumps({**r, "temperature": temp}) + "\n")
+            _write_records(rec_file, records, temp)
+            _check_requests(records, f"level {m.key}", where, server, since, watch)
             if conc is not None:  # a closed loop: with the prompts' real lengths, `conc` requests at once?
                 longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
                 check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
@@ -299,6 +410,33 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
     result.gpu = _gpu_names()
 
 
+@contextmanager
+def _exit_told(server, watch: MemoryWatch):
+    """Yield the time the benchmark began; an error of a server that has exited meanwhile (a query of it
+    refused) becomes the report of its exit (``server_exit``)."""
+    since = time.monotonic()
+    try:
+        yield since
+    except ServerError:
+        raise
+    except Exception as exc:
+        gone = _exit_after(server, [str(exc)], since, watch)
+        if gone is None:
+            raise
+        raise ServerError(gone.message()) from exc
+
+
+def _write_records(rec_file, records: list[dict], temperature: float) -> None:
+    """A level's records, one JSON line each; a full disk said for the file it hit."""
+    try:
+        for r in records:
+            rec_file.write(json.dumps({**r, "temperature": temperature}) + "\n")
+        rec_file.flush()
+    except OSError as exc:
+        raise SpecError(f"cannot write {rec_file.name}: {exc.strerror or exc}. Free space on that disk, or give "
+                        "output_dir= a directory on one with room.") from exc
+
+
 def _split(settings: dict) -> tuple[SpecSettings | None, dict]:
     """``effective_settings`` -> (the speculative setting the server uses, the other settings)."""
     eff, rest = split_server_settings(settings)
@@ -309,8 +447,9 @@ def _split(settings: dict) -> tuple[SpecSettings | None, dict]:
 
 def one_line(name: str, result: PointResult) -> str:
     """The console summary of a finished point."""
-    if result.status != "ok":
-        return f"[bench] {name}: {result.status}: {(result.reason or result.error or '')[:300]}"
+    if result.status != "ok":  # the first line cut short; what follows it (a server's last lines) kept
+        first, _, rest = (result.reason or result.error or "").partition("\n")
+        return f"[bench] {name}: {result.status}: {first[:600]}" + (f"\n{rest}" if rest else "")
     parts = []
     for m in result.levels.values():
         sp = f" x{m.speedup:.2f}" if m.speedup else ""

@@ -22,6 +22,7 @@ from automodel_spec.errors import SpecError
 
 SCHEMA_VERSION = 3
 METRICS = "metrics.json"  # a point's result file, in its directory
+MAX_RESULT_BYTES = 64 << 20  # a result of many levels and categories is tens of kilobytes
 STATUSES = ("ok", "invalid", "failed")
 
 
@@ -281,10 +282,29 @@ def read_point(path: Path) -> PointResult:
         ResultSchemaError: not JSON, a newer or unknown schema, an unknown or missing key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ResultSchemaError(f"{path}: is a directory, not a benchmark result file")
+    if path.exists() and not path.is_file():  # a fifo would block the reader for ever
+        raise ResultSchemaError(f"{path}: is not a regular file (a fifo, socket or device)")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ResultSchemaError(f"{path}: cannot read a benchmark result: {exc}") from exc
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ResultSchemaError(f"{path}: cannot read a benchmark result: {exc.strerror or exc}") from exc
+    if size > MAX_RESULT_BYTES:
+        raise ResultSchemaError(f"{path}: holds {size:,} bytes, more than any benchmark result "
+                                f"({MAX_RESULT_BYTES >> 20} MiB at most): not a file this project wrote")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultSchemaError(f"{path}: cannot read a benchmark result: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not text.strip():
+        raise ResultSchemaError(f"{path}: is empty (a write cut short, or a damaged disk)")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ResultSchemaError(f"{path}: is not valid JSON ({exc}): truncated or damaged") from exc
+    except RecursionError as exc:
+        raise ResultSchemaError(f"{path}: nests too deeply to be a benchmark result") from exc
     return point_from_dict(data, str(path))
 
 
@@ -305,7 +325,7 @@ def point_from_dict(data: Any, where: str) -> PointResult:
     d["requested"] = SpecSettings(**_check_keys(SpecSettings, d.get("requested") or {}, f"{where}: requested"))
     if d.get("effective") is not None:
         d["effective"] = SpecSettings(**_check_keys(SpecSettings, d["effective"], f"{where}: effective"))
-    d["levels"] = {k: _level(v, f"{where}: levels.{k}") for k, v in (d.get("levels") or {}).items()}
+    d["levels"] = {str(k): _level(v, f"{where}: levels.{k}") for k, v in (d.get("levels") or {}).items()}
     if d.get("reference") is not None:
         d["reference"] = ReferenceSummary(**_check_keys(ReferenceSummary, d["reference"], f"{where}: reference"))
     return PointResult(**d)
@@ -333,7 +353,57 @@ def _check_keys(cls, data: dict, where: str) -> dict:
     missing = [n for n in required if n not in data]
     if missing:
         raise ResultSchemaError(f"{where}: missing key(s) {', '.join(missing)} for {cls.__name__}.")
+    for f in fields(cls):
+        if f.name in data:
+            problem = _type_problem(str(f.type), data[f.name])
+            if problem:
+                raise ResultSchemaError(f"{where}: {f.name}={_short(data[f.name])} {problem} (the file was damaged "
+                                        "or edited by hand).")
     return dict(data)
+
+
+def _type_problem(annotation: str, value: Any) -> str | None:
+    """Why ``value`` is not of a field's type (its annotation's text, as ``from __future__`` keeps it),
+    or ``None`` when it is. A nested result (``SpecSettings``, ``dict[str, LevelResult]``) must be an object
+    here; its own fields are checked where it is built."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        return None if "None" in kinds else "is null where a value is required"
+    wanted = [k for k in kinds if k != "None"]
+    for kind in wanted:
+        if kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                (kind == "float" or isinstance(value, int)):
+            if isinstance(value, float) and not math.isfinite(value):
+                return "is not a finite number"
+            return None
+        if kind == "bool" and isinstance(value, bool):
+            return None
+        if kind == "str" and isinstance(value, str):
+            return None
+        if kind.startswith("list[") and isinstance(value, list):
+            item = kind[5:-1]
+            if item == "Any" or all(_type_problem(item, v) is None and v is not None for v in value):
+                return None
+            return f"is not a list of {item}"
+        if (kind.startswith("dict[") or kind[:1].isupper()) and kind != "Any" and isinstance(value, dict):
+            return None
+        if kind == "Any":
+            return None
+    return f"is not {' or '.join(_article(k) for k in wanted)}"
+
+
+def _article(kind: str) -> str:
+    if kind.startswith("dict[") or kind[:1].isupper():
+        return "a JSON object"
+    if kind.startswith("list["):
+        return f"a list of {kind[5:-1]} values"
+    return {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}.get(
+        kind, f"a {kind}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _required(f) -> bool:
@@ -357,6 +427,11 @@ _SERVER_SPEC_KEYS = {"speculative_num_steps": "num_steps", "speculative_eagle_to
 
 
 def _from_schema2(data: dict, where: str) -> dict:
+    for key in ("spec", "levels", "effective"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ResultSchemaError(f"{where}: {key} is not a JSON object in a schema-2 result.")
+    if any(not isinstance(lv, dict) for lv in (data.get("levels") or {}).values()):
+        raise ResultSchemaError(f"{where}: a level is not a JSON object in a schema-2 result.")
     unknown = sorted(set(data) - _SCHEMA2_POINT)
     if unknown:
         raise ResultSchemaError(f"{where}: unknown key(s) {', '.join(unknown)} in a schema-2 result (no "

@@ -234,17 +234,24 @@ def record_level(r: dict) -> tuple:
 
 def read_outputs(records: Path) -> dict[tuple, list[int]]:
     """``(temperature, concurrency, request rate, phase, request index) -> output token ids`` from a
-    ``records.jsonl`` (``record_level``)."""
+    ``records.jsonl`` (``record_level``).
+
+    A file that cannot be read (missing, a directory) or a line of another shape gives nothing for it:
+    the lossless check then compares fewer requests, and says how many.
+    """
     out = {}
-    if not records.is_file():
+    try:
+        text = records.read_text(errors="replace") if records.is_file() else ""
+    except OSError:
         return out
-    for line in records.read_text().splitlines():
+    for line in text.splitlines():
         try:
             r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("ok") and isinstance(r.get("output_ids"), list):
+            if not (isinstance(r, dict) and r.get("ok") and isinstance(r.get("output_ids"), list)):
+                continue
             out[(*record_level(r), int(r["i"]))] = r["output_ids"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            continue
     return out
 
 

@@ -22,7 +22,8 @@ USAGE = "usage: python -m automodel_spec.sweep SWEEP_DIR  (a sweep's directory, 
 
 def main(argv: list[str] | None = None) -> int:
     """Write the summary of ``SWEEP_DIR`` and show it; 2 on a usage error (no such directory included), 1
-    when the directory holds no point.
+    when the directory holds no point, or no readable one (each unreadable point is named with its reason),
+    or the summary cannot be written.
 
     A directory that is missing, a file, or holds no point (no ``*/metrics.json``) is refused with a
     message saying which, and nothing is written into it.
@@ -43,9 +44,18 @@ def main(argv: list[str] | None = None) -> int:
                   "written. Give the directory a sweep wrote (sweeps/NAME, from python recipes/serve.py -m "
                   "+sweep=grid bench.name=NAME ...).", sweep_dir)
         return 1
-    summary = write_summary(sweep_dir)
+    try:
+        summary = write_summary(sweep_dir)
+    except OSError as exc:  # a summary file's place taken by a directory, a full or read-only disk
+        log.error("error: cannot write the summary of %s: %s (%s). Make room for summary.csv, summary.md and "
+                  "best_override.txt there.", sweep_dir, exc.strerror or exc, exc.filename or sweep_dir)
+        return 1
     log.info("%s", (sweep_dir / "summary.md").read_text())
-    return 0 if summary["rows"] else 1
+    unreadable = [r for r in summary["rows"] if r["status"] == "unreadable"]
+    for r in unreadable:
+        log.warning("WARNING: point %s is unreadable: %s; resuming the sweep measures it again.", r["point"],
+                    r["reason"])
+    return 0 if len(unreadable) < len(summary["rows"]) else 1
 
 
 if __name__ == "__main__":

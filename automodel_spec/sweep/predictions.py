@@ -3,21 +3,75 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 from statistics import median
 
+from automodel_spec.bench.result import MAX_RESULT_BYTES, ResultSchemaError
 from automodel_spec.predict.sweep import PREDICTIONS
 from automodel_spec.sweep.rows import is_closed_loop, level_name, setting_of
 
 FIRST, CONFIRMED = "measured first", "confirmed"
 
 
+# what the summary reads of predictions.json, by key: (type, the keys each item has, for lists of objects)
+_NUMBER = (int, float)
+_PREDICTION = {"point": str, "temperature": _NUMBER, "concurrency": int, "accept_length": _NUMBER + (type(None),),
+               "tok_per_s": _NUMBER + (type(None),), "method": str}
+_COST_MODEL = {"intercept_s": _NUMBER, "per_step_s": _NUMBER, "per_draft_token_s": _NUMBER, "per_token_s": _NUMBER,
+               "rms_relative_error": _NUMBER, "observations": int, "unidentified": list}
+
+
 def read_predictions(sweep_dir: Path) -> dict | None:
-    """``predictions.json`` of a predict sweep, or ``None`` for another kind of sweep."""
+    """``predictions.json`` of a predict sweep, or ``None`` for another kind of sweep (no such file).
+
+    Raises:
+        ResultSchemaError: the file cannot be read, is not JSON, or lacks what the summary reads of it.
+    """
     path = Path(sweep_dir) / PREDICTIONS
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    return json.loads(path.read_text())
+    if not path.is_file():  # a directory, a fifo (which would block the reader), a broken link
+        raise ResultSchemaError(f"{path}: is not a regular file")
+    if path.stat().st_size > MAX_RESULT_BYTES:
+        raise ResultSchemaError(f"{path}: is larger than {MAX_RESULT_BYTES >> 20} MiB: not a file this project wrote")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ResultSchemaError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from exc
+    problem = _predictions_problem(data)
+    if problem:
+        raise ResultSchemaError(f"{path}: {problem} (the file was damaged or edited by hand)")
+    return data
+
+
+def _predictions_problem(data) -> str | None:
+    if not isinstance(data, dict):
+        return "is not a JSON object"
+    for key, kind in (("predictions", list), ("measured_first", list), ("confirmations", list),
+                      ("cost_models", dict)):
+        if not isinstance(data.get(key), kind):
+            return f"{key} is missing or not a JSON {'array' if kind is list else 'object'}"
+    if not all(isinstance(x, str) for x in data["measured_first"]):
+        return "measured_first is not a list of point names"
+    if not all(isinstance(c, dict) and isinstance(c.get("point"), str) for c in data["confirmations"]):
+        return "a confirmation has no point name"
+    if not isinstance(data.get("skipped") or [], list):
+        return "skipped is not a list"
+    items = [("predictions", i, p, _PREDICTION) for i, p in enumerate(data["predictions"])]
+    items += [("cost_models", k, m, _COST_MODEL) for k, m in data["cost_models"].items()]
+    for where, i, item, keys in items:
+        if where == "cost_models" and not str(i).isdigit():
+            return f"cost_models has a key {i!r} that is not a concurrency"
+        if not isinstance(item, dict):
+            return f"{where}[{i!r}] is not a JSON object"
+        for key, kind in keys.items():
+            value = item.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool) or \
+                    (isinstance(value, float) and not math.isfinite(value)):
+                return f"{where}[{i!r}].{key}={json.dumps(value)[:40]} is missing or of the wrong type"
+    return None
 
 
 def attach_predictions(rows: list[dict], pred: dict | None) -> None:

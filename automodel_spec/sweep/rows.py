@@ -176,10 +176,15 @@ def point_rows(name: str, result: PointResult) -> list[dict]:
                 gpu="; ".join(result.gpu or []) or None,
                 other_gpu_processes="; ".join(result.other_gpu_processes or []) or None,
                 reason=result.reason or result.error,
-                **{c: (result.server_settings or {}).get(c) for c in SERVER_SETTINGS})
+                **{c: _scalar((result.server_settings or {}).get(c)) for c in SERVER_SETTINGS})
     if result.status != "ok" or not result.levels:
         return [{**dict.fromkeys(_LEVEL), **base}]
     return [{**base, **asdict(lv)} for lv in result.levels.values()]
+
+
+def _scalar(value):
+    """A server setting as a cell: a list or mapping (a damaged or hand-edited file) is no setting."""
+    return value if isinstance(value, (str, int, float, bool)) or value is None else None
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -53,7 +53,10 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     sweep_dir = Path(sweep_dir)
     objective = objective or sweep_objective(sweep_dir)
     rows = [_masked_row(r, list(secrets)) for r in collect_rows(sweep_dir)]
-    pred = read_predictions(sweep_dir)
+    try:
+        pred, pred_problem = read_predictions(sweep_dir), None
+    except ResultSchemaError as exc:  # the measurements are summarized all the same
+        pred, pred_problem = None, f"{exc}: the predictions are left out of this summary"
     attach_predictions(rows, pred)
     write_rows(sweep_dir / "summary.csv", rows)
     levels = sorted({level_of(r) for r in rows if r.get("concurrency") is not None and not is_phase(r)},
@@ -93,6 +96,8 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     md += category_lines(rows, levels)
     md += served_lines(rows)
     md += prediction_lines(rows, pred)
+    if pred_problem:
+        md += ["## Predictions", "", f"WARNING: {mask(pred_problem, list(secrets))}", ""]
     md += write_presets(sweep_dir, rows, objective)
     skipped = [r for r in rows if r["status"] != "ok"]
     if skipped:

@@ -6,6 +6,7 @@ SGLang it spawns a child process ("scheduler") and serves /health, /health_gener
 /get_server_info, /flush_cache and /generate on 127.0.0.1. FAKE_SGLANG_MODE picks a behaviour:
   ok              ready after FAKE_SGLANG_BOOT_S seconds (default 0.5)
   crash           print a traceback-like line and exit 3 during boot
+  killed          killed by SIGKILL during boot (as by the OOM killer while loading weights)
   hang            never become ready (health answers 503)
   stubborn_child  the child ignores SIGTERM (only SIGKILL stops it)
   lingering_child on SIGTERM the child's main thread exits at once while another thread runs on for
@@ -18,6 +19,20 @@ with that probability until the first rejection (seeded by the prompt and temper
 repeats it), and a round takes 2 ms + 0.5 ms per step; the histogram and counts follow.
 FAKE_SGLANG_CRASH_IF, when set, is a substring of the argv: a server whose ``" ".join(sys.argv)``
 contains it behaves like MODE crash (so one point of a sweep can crash), whatever FAKE_SGLANG_MODE says.
+FAKE_SGLANG_FAIL makes /generate fail on purpose once FAKE_SGLANG_FAIL_AFTER requests (default 0, warm-up
+included) were answered well, as a server failing during a benchmark does:
+  die          the server kills itself with SIGKILL (as the OOM killer does) while answering
+  cuda_oom     prints torch's "CUDA out of memory" and exits with code 1
+  gpu_lost     prints CUDA's "unspecified launch failure" (a GPU fallen off the bus) and exits with code 1
+  http500      answers HTTP 500
+  html         answers 200 with an HTML page (a proxy's, or another program on the port)
+  hang         never answers (the request times out)
+  reset        closes the connection without an answer
+  nan          meta_info.completion_tokens is NaN
+  no_meta      an answer without meta_info
+  text_tokens  meta_info.completion_tokens is a text
+  zero_tokens  meta_info.completion_tokens is 0
+FAKE_SGLANG_FAIL_IF, when set, is a substring of the argv: only a server whose argv contains it fails so.
 FAKE_SGLANG_PIDFILE, when set, receives the pids of the server and its children.
 FAKE_SGLANG_KV_TOKENS: the KV cache's size /server_info reports (``max_total_num_tokens``; default 1000000);
 every prompt counts 8 tokens.
@@ -75,8 +90,12 @@ TP = int(arg("--tp-size", "1"))
 ACCEPT = float(os.environ["FAKE_SGLANG_ACCEPT"]) if os.environ.get("FAKE_SGLANG_ACCEPT") else None
 ADAPTIVE = "--speculative-adaptive" in sys.argv
 RELEASE = os.environ.get("FAKE_SGLANG_RELEASE")
+FAIL_IF = os.environ.get("FAKE_SGLANG_FAIL_IF")
+FAIL = os.environ.get("FAKE_SGLANG_FAIL") if not FAIL_IF or FAIL_IF in " ".join(sys.argv) else None
+FAIL_AFTER = int(os.environ.get("FAKE_SGLANG_FAIL_AFTER", "0"))
 ready = threading.Event()
-served = {"verify": 0, "tokens": 0}
+served = {"verify": 0, "tokens": 0, "requests": 0}
+served_lock = threading.Lock()
 
 
 def release_facts():
@@ -196,11 +215,18 @@ class Handler(BaseHTTPRequestHandler):
             if keys and (rule == "any_key" or any(k.startswith("speculative_accept_threshold_") for k in keys)):
                 served.update(verify=0, tokens=0)
             self._send(200, {"updated": True})
-        elif self.path == "/generate" and req.get("stream"):
-            stream_generate(self, req)
         elif self.path == "/generate":
             if os.environ.get("FAKE_SGLANG_RECORD_REQUESTS"):
                 record("generate")
+            with served_lock:
+                served["requests"] += 1
+                failing = FAIL is not None and served["requests"] > FAIL_AFTER
+            if failing:  # streamed or not, a failing server answers as FAKE_SGLANG_FAIL says
+                self._fail(FAIL)
+                return
+            if req.get("stream"):
+                stream_generate(self, req)
+                return
             n = int(req.get("sampling_params", {}).get("max_new_tokens", 16))
             if SPEC and ACCEPT is not None:
                 verify, hist = _partial_acceptance(n, req)
@@ -224,6 +250,49 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": self.path})
 
 
+    def _fail(self, how):
+        """Answer (or not) as FAKE_SGLANG_FAIL says."""
+        meta = {"prompt_tokens": 8, "completion_tokens": 8, "spec_verify_ct": 2}
+        if how == "die":
+            print("fake-sglang: scheduler is using 79.1 GB of host memory (simulated)", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif how == "cuda_oom":
+            print("fake-sglang: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (simulated)",
+                  flush=True)
+            os._exit(1)
+        elif how == "gpu_lost":
+            print("fake-sglang: RuntimeError: CUDA error: unspecified launch failure (simulated)", flush=True)
+            os._exit(1)
+        elif how == "http500":
+            self._send(500, {"object": "error", "message": "Internal server error (simulated)"})
+        elif how == "html":
+            body = b"<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif how == "hang":
+            time.sleep(3600)
+        elif how == "reset":
+            self.close_connection = True  # no status line: the client sees the connection closed
+        elif how == "nan":
+            body = json.dumps({"text": "x", "meta_info": {**meta, "completion_tokens": float("nan")}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif how == "no_meta":
+            self._send(200, {"text": "x" * 8})
+        elif how == "text_tokens":
+            self._send(200, {"text": "x", "meta_info": {**meta, "completion_tokens": "eight"}})
+        elif how == "zero_tokens":
+            self._send(200, {"text": "", "meta_info": {**meta, "completion_tokens": 0}})
+        else:
+            raise SystemExit(f"FAKE_SGLANG_FAIL={how} is not a failure this fake knows")
+
+
 # --- streaming (/generate with "stream": true) ----------------------------------------------------------
 # At most --max-running-requests streamed requests are served at once (the others wait, as in SGLang's
 # queue), so an open-loop load above the fake's capacity saturates it.
@@ -239,8 +308,6 @@ def stream_generate(handler, req):
     round's tokens. The time a non-streamed answer takes is spread over the events. With
     FAKE_SGLANG_STREAM_ERROR_AFTER=K the stream sends an ``{"error": ...}`` event after K events.
     """
-    if os.environ.get("FAKE_SGLANG_RECORD_REQUESTS"):
-        record("generate")
     n = int(req.get("sampling_params", {}).get("max_new_tokens", 16))
     sizes, verify, hist, took = _stream_plan(n, req)
     if SLOTS is not None:
@@ -368,6 +435,12 @@ def main():
     if pidfile:
         with open(pidfile, "w") as fh:
             fh.write(" ".join(str(p) for p in (os.getpid(), *(c.pid for c in children))) + "\n")
+    if MODE == "killed":
+        time.sleep(BOOT_S / 2)
+        print("fake-sglang: Load weight begin (simulated)", flush=True)
+        for child in children:
+            child.kill()
+        os.kill(os.getpid(), signal.SIGKILL)
     if MODE == "crash":
         time.sleep(BOOT_S)
         print("fake-sglang: RuntimeError: CUDA out of memory (simulated)", flush=True)

@@ -622,6 +622,8 @@ def snapshot(root: Path) -> dict[str, str]:
                 out[rel] = "->" + os.readlink(p)
             elif p.is_dir():
                 out[rel] = "dir"
+            elif not p.is_file():  # a fifo or socket: reading it would block
+                out[rel] = f"special, mode {p.stat().st_mode:o}"
             else:
                 try:
                     out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()

@@ -27,7 +27,7 @@ LAYERS = {
     "write": ["export", "synthetic_tokenizer", "synthetic", "demo"],
     "pipeline": ["command", "prepare"],
     "launch": ["parent_watch", "server", "gpu_pool", "port_lease", "launch", "report"],
-    "bench": ["bench.point", "bench.result", "bench.workload", "bench.stream", "bench.client",
+    "bench": ["bench.point", "bench.result", "bench.workload", "bench.response", "bench.server_exit", "bench.stream", "bench.client",
               "bench.open_loop", "bench.slo", "bench.metrics", "bench.phases", "bench.capacity", "bench.placement",
               "reference", "bench.served_checks", "bench.job"],
     "prediction": ["predict.acceptance", "predict.cost", "predict.points", "predict.predictor", "predict.sweep"],

@@ -156,6 +156,17 @@ def test_crash_at_boot_is_reported_within_seconds_with_exit_code_and_log_tail(la
     _assert_all_gone(fake.pids())
 
 
+def test_a_kill_at_boot_names_the_signal_and_the_oom_killer(launch):
+    fake = launch("killed")
+    with pytest.raises(ServerError) as excinfo:
+        with fake.server:
+            pytest.fail("a killed server must not be entered")
+    msg = str(excinfo.value)
+    assert "the server was killed by SIGKILL (SIGKILL comes most often from the kernel's out-of-memory killer" in msg
+    assert "during startup" in msg and "Load weight begin" in msg
+    _assert_all_gone(fake.pids())
+
+
 def test_hang_times_out_and_leaves_no_process(launch):
     fake = launch("hang", ready_timeout_s=3, stop_timeout_s=2)
     t0 = time.monotonic()

@@ -102,7 +102,7 @@ def test_the_baseline_is_not_a_point_and_an_unreadable_file_is_named(tree):
     points = {r["point"] for r in rows}
     assert not any("baseline" in p for p in points) and "no-metrics-yet" not in points
     (broken,) = [r for r in rows if r["point"] == "broken"]
-    assert broken["status"] == "unreadable" and "broken/metrics.json: cannot read a benchmark result" in broken["reason"]
+    assert broken["status"] == "unreadable" and "broken/metrics.json: is not valid JSON" in broken["reason"]
 
 
 def test_summary_files(tree):

@@ -81,15 +81,15 @@ def test_failed_requests_are_recorded_not_raised():
     assert "completion_tokens" not in bad and bad["latency_s"] > 0
 
 
-def test_odd_answers_count_as_zero_tokens_and_long_errors_are_cut():
+def test_odd_answers_fail_their_request_and_long_errors_are_cut():
     def weird(payload):
         if payload["input_ids"] == [1]:
             return ["not", "a", "dict"]
         raise RuntimeError("x" * 2000)
 
     ps = [Prompt(id="a", category="k", input_ids=(1,)), Prompt(id="b", category="k", input_ids=(2,))]
-    ok, bad = run_requests(weird, ps, 2, {}, progress=False)[0]
-    assert ok["ok"] is True and ok["completion_tokens"] == 0 and ok["spec_verify_ct"] == 0
+    odd, bad = run_requests(weird, ps, 2, {}, progress=False)[0]
+    assert odd["ok"] is False and "not an object" in odd["error"]  # never a request of 0 tokens that succeeded
     assert bad["ok"] is False and len(bad["error"]) == 500
 
 
@@ -113,7 +113,7 @@ def test_progress_without_tqdm(monkeypatch, capsys):
 def test_the_acceptance_histogram_is_recorded_under_either_name_sglang_uses(name):
     # 0.5.12+ sends spec_correct_drafts_histogram and the older spec_accept_histogram as an alias
     def gen(payload):
-        return {"meta_info": {"completion_tokens": 9, "spec_verify_ct": 3, name: [1, 0, 2]}}
+        return {"meta_info": {"completion_tokens": 9, "prompt_tokens": 2, "spec_verify_ct": 3, name: [1, 0, 2]}}
 
     (rec,) = run_requests(gen, [Prompt(id="m", category="math", text="t 1")], 1, {}, progress=False)[0]
     assert rec["spec_correct_drafts_histogram"] == [1, 0, 2] and rec["category"] == "math"

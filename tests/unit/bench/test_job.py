@@ -34,7 +34,8 @@ def test_the_key_ignores_what_does_not_change_the_measurement():
     same = [with_sglang(base, port=31234), with_sglang(base, api_key="sk-x"),
             with_sglang(base, ready_timeout_s=3600.0, stop_timeout_s=5.0),
             with_bench(base, request_timeout_s=30.0, name="other", objective_concurrency=4),
-            with_bench(base, reference=True, expected_accept_length=3.0)]  # checks of it, not part of it
+            with_bench(base, reference=True, expected_accept_length=3.0),  # checks of it, not part of it
+            with_bench(base, long_prompts="refuse")]
     assert {point_key(c, RUN) for c in same} == {point_key(base, RUN)}
 
 
@@ -44,6 +45,7 @@ def test_the_key_ignores_what_does_not_change_the_measurement():
     lambda c: with_bench(c, max_new_tokens=64),
     lambda c: with_bench(c, temperature=[1.0]),
     lambda c: with_bench(c, num_prompts=8),
+    lambda c: with_bench(c, long_prompts="skip"),  # other prompts are measured
     lambda c: with_sglang(c, python="/other/venv/bin/python"),
     lambda c: with_sglang(c, attention_backend="fa3"),
 ])
@@ -119,7 +121,10 @@ def test_one_line():
                                  "T=0.5 c=4: 300.0 tok/s")
     assert one_line("p", PointResult(status="invalid", reason="too many tokens")) == \
         "[bench] p: invalid: too many tokens"
-    assert one_line("p", PointResult(status="failed", error="x" * 400)) == "[bench] p: failed: " + "x" * 300
+    assert one_line("p", PointResult(status="failed", error="x" * 700)) == "[bench] p: failed: " + "x" * 600
+    # a server's last lines after the first line are kept whole: they say why it ended
+    assert one_line("p", PointResult(status="failed", error="died\nlast 1\nlast 2")) == \
+        "[bench] p: failed: died\nlast 1\nlast 2"
 
 
 def test_a_point_is_charged_its_gpus_time_divided_among_the_servers_sharing_them():
@@ -129,3 +134,21 @@ def test_a_point_is_charged_its_gpus_time_divided_among_the_servers_sharing_them
 
 def test_sharing_a_gpu_is_not_part_of_what_a_point_measures():
     assert point_key(cfg(), RUN) == point_key(with_bench(cfg(), servers_per_gpu=4), RUN)
+
+
+def test_an_unreadable_result_is_measured_again_and_what_is_not_a_file_is_kept_aside(tmp_path, caplog):
+    from automodel_spec.bench.job import set_aside
+
+    path = tmp_path / "metrics.json"
+    path.mkdir()
+    (path / "inside").write_text("kept")
+    assert read_complete(path, "k") is None
+    assert not path.exists() and (tmp_path / "metrics.json.unreadable-1" / "inside").read_text() == "kept"
+    assert "is unreadable (is a directory, not a benchmark result file): the point is measured again; what was " \
+           "there is kept as metrics.json.unreadable-1" in caplog.text
+    path.write_text("{")  # a file: replaced by the next result, not moved
+    assert read_complete(path, "k") is None and path.is_file()
+    assert set_aside(path) is None and set_aside(tmp_path / "missing") is None
+    path.unlink()
+    path.mkdir()
+    assert set_aside(path) == tmp_path / "metrics.json.unreadable-2"

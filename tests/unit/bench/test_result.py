@@ -63,6 +63,17 @@ def test_schema_2_is_converted_by_name(tmp_path):
     ({"schema": 3, "status": "ok", "levels": {"T0_c1": {"concurrency": 1}}}, "missing key(s) temperature"),
     ({"status": "ok", "renamed": 1}, "unknown key(s) renamed in a schema-2 result"),
     ([1, 2], "a benchmark result is a JSON object"),
+    ({"schema": 3, "status": "ok", "levels": [1]}, "levels=[1] is not a JSON object"),
+    ({"schema": 3, "status": 3}, "status=3 is not a string"),
+    ({"schema": 3, "status": "ok", "gpu": "H100"}, 'gpu="H100" is not a list of str values'),
+    ({"schema": 3, "status": "ok", "boot_s": "fast"}, 'boot_s="fast" is not a number'),
+    ({"schema": 3, "status": "ok", "requested": {"num_steps": 2.5}}, "requested: num_steps=2.5 is not a whole number"),
+    ({"schema": 3, "status": "ok", "levels": {"T0_c1": {"temperature": 0, "concurrency": 1,
+                                                        "output_tok_per_s": float("nan")}}},
+     "levels.T0_c1: output_tok_per_s=NaN is not a finite number"),
+    ({"schema": 3, "status": "ok", "levels": {"T0_c1": {"temperature": 0, "concurrency": 1, "by_category": []}}},
+     "by_category=[] is not a JSON object"),
+    ({"status": "ok", "levels": [1]}, "levels is not a JSON object in a schema-2 result"),
 ])
 def test_anything_else_is_refused_naming_the_file_and_key(tmp_path, data, message):
     (tmp_path / "metrics.json").write_text(json.dumps(data))
@@ -97,3 +108,15 @@ def test_recorded_schema_2_summaries_read_by_name(tmp_path):
         w.writerow(["p", "ok", "3"])
     with pytest.raises(ResultSchemaError, match="unknown column\\(s\\) tok_per_second"):
         read_rows(tmp_path / "odd.csv")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.mkdir(), "is a directory, not a benchmark result file"),
+    (lambda p: p.write_text(""), "is empty"),
+    (lambda p: p.write_text('{"status": "ok", "lev'), "is not valid JSON"),
+    (lambda p: p.write_bytes(b"\xff\xfe"), "cannot read a benchmark result"),
+])
+def test_a_damaged_file_is_refused_with_its_reason(tmp_path, damage, message):
+    damage(tmp_path / "metrics.json")
+    with pytest.raises(ResultSchemaError, match=message):
+        read_point(tmp_path / "metrics.json")

@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 
 from automodel_spec.bench.result import LevelResult, PointResult, ReferenceSummary, read_point, write_point
-from automodel_spec.bench.served_checks import add_lossless, check_failures, check_report, first_difference
+from automodel_spec.bench.served_checks import (
+    add_lossless,
+    check_failures,
+    check_report,
+    first_difference,
+    read_outputs,
+)
 
 
 def _records(path: Path, outputs: dict[tuple[int, int], list[int]], temperature: float = 0.0) -> Path:
@@ -227,3 +233,14 @@ def test_lossless_keeps_phases_and_rates_apart_from_the_concurrencies(tmp_path):
     # the same prompt index at one concurrency in four levels: each compared with its own level's baseline
     assert got == {"T0_c1": (1, 1), "T0_r4_c1": (1, 0), "T0_p1_c1": (1, 1), "T0_p2_c1": (1, 0),
                    "T0_phased": (2, 1)}
+
+
+def test_records_of_another_shape_give_nothing_rather_than_a_traceback(tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text("\n".join([
+        json.dumps({"ok": True, "concurrency": 1, "i": 0, "temperature": 0.0, "output_ids": [1, 2]}),
+        json.dumps([1, 2]), json.dumps({"ok": True, "output_ids": [3]}), json.dumps({"ok": True, "i": "x",
+                                                                                     "concurrency": 1, "output_ids": []}),
+        "{not json", "\udcff"]), errors="surrogateescape")
+    assert read_outputs(records) == {(0.0, 1, None, None, 0): [1, 2]}
+    assert read_outputs(tmp_path) == {} and read_outputs(tmp_path / "missing") == {}

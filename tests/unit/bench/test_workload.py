@@ -155,3 +155,132 @@ def test_a_file_of_that_name_is_read_as_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "humaneval").write_text('{"prompt": "mine", "category": "chat"}\n')
     assert [p.text for p in load_prompts("humaneval")] == ["mine"]
+
+
+# --- reading within bounds ------------------------------------------------------------------------------
+
+
+def _prompt_lines(n: int, blank_every: int = 3) -> bytes:
+    out = b""
+    for i in range(n):
+        out += json.dumps({"id": f"p{i}", "prompt": f"question {i}"}).encode() + b"\n"
+        if i % blank_every == 0:
+            out += b"\n   \n"
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 2**20])
+def test_lines_and_their_numbers_do_not_depend_on_the_chunk_size(tmp_path, monkeypatch, chunk):
+    """Lines cut across chunks, blank stretches and a last line without its newline read the same."""
+    import automodel_spec.bench.workload as workload
+
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b"\n\n" + _prompt_lines(20) + b'{"prompt": "last"}')
+    monkeypatch.setattr(workload, "CHUNK_BYTES", chunk)
+    prompts = load_prompts(str(path))
+    assert [p.text for p in prompts] == [f"question {i}" for i in range(20)] + ["last"]
+    assert prompts[-1].id == str(2 + 20 + 2 * 7 + 1)  # the line number: 2 blank, 20 prompts, 7 blank pairs
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bz2", "lzma"])
+def test_compressed_files_are_told_by_their_first_bytes(tmp_path, kind):
+    import bz2
+    import gzip
+    import lzma
+
+    compress = {"gzip": gzip.compress, "bz2": bz2.compress, "lzma": lzma.compress}[kind]
+    path = tmp_path / "prompts.data"  # no telling suffix
+    path.write_bytes(compress(_prompt_lines(5)))
+    assert [p.id for p in load_prompts(str(path))] == [f"p{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bz2", "lzma"])
+def test_a_truncated_archive_is_named_damaged(tmp_path, kind):
+    import bz2
+    import gzip
+    import lzma
+
+    compress = {"gzip": gzip.compress, "bz2": bz2.compress, "lzma": lzma.compress}[kind]
+    data = compress(_prompt_lines(2000))
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ConfigError, match=r"is a damaged (gzip|bzip2|xz) archive: .*Copy the file again"):
+        load_prompts(str(path))
+
+
+def test_bounds_are_named(tmp_path, monkeypatch):
+    import automodel_spec.bench.workload as workload
+
+    monkeypatch.setattr(workload, "MAX_LINE_BYTES", 100)
+    long = write_jsonl(tmp_path / "long.jsonl", {"prompt": "x"}, {"prompt": "y" * 200})
+    with pytest.raises(ConfigError, match=r"long\.jsonl:2 is longer than 100 bytes \(the bound on one line"):
+        load_prompts(str(long))
+    monkeypatch.setattr(workload, "MAX_FILE_BYTES", 1000)
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"\n" * 5000)
+    with pytest.raises(ConfigError, match=r"big\.jsonl holds more than 1,000 bytes \(the bound on a prompts file\)"):
+        load_prompts(str(big))
+
+
+def test_reading_stops_at_the_bound_on_prompts(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import automodel_spec.bench.workload as workload
+
+    monkeypatch.setattr(workload, "MAX_PROMPTS_READ", 4)
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(_prompt_lines(10) + b"not json: never read\n")
+    with caplog.at_level(logging.INFO, logger="automodel_spec"):
+        prompts = load_prompts(str(path))
+    assert [p.id for p in prompts] == ["p0", "p1", "p2", "p3"]
+    assert "read the first 4 prompts" in caplog.text
+
+
+# --- the target's context -----------------------------------------------------------------------------------
+
+
+def test_context_length_as_sglang_derives_it():
+    from automodel_spec.bench.workload import SGLANG_DEFAULT_CONTEXT, context_length
+
+    assert context_length({"max_position_embeddings": 4096}, None) == 4096
+    assert context_length({"max_position_embeddings": 4096}, 1024) == 1024  # sglang.context_length wins
+    assert context_length({"max_position_embeddings": 4096, "rope_scaling": {"type": "yarn", "factor": 4.0}},
+                           None) == 16384
+    assert context_length({"max_position_embeddings": 4096, "rope_scaling": {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}}, None) == 4096
+    assert context_length({"max_position_embeddings": 8192, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+                          None) == 8192
+    assert context_length({"seq_length": 2048, "max_position_embeddings": 9999}, None) == 2048
+    assert context_length({"hidden_size": 64}, None) == SGLANG_DEFAULT_CONTEXT
+    assert context_length(None, None) is None
+
+
+def test_long_prompts_are_refused_or_skipped_with_a_count():
+    from automodel_spec.bench.workload import fit_to_context
+
+    prompts = [Prompt(id="short", category="k", text="hello"), Prompt(id="long", category="k", text="w " * 2000),
+               Prompt(id="ids", category="k", input_ids=tuple(range(300)))]
+    with pytest.raises(ConfigError, match=r"2 prompt\(s\) of bench\.prompts=f\.jsonl do not fit the target's context "
+                                          r"of 256 tokens with bench\.max_new_tokens=16 .*prompt long: 500 tokens, "
+                                          r"prompt ids: 300 tokens \(estimated"):
+        fit_to_context(prompts, context=256, max_new_tokens=16, tokenizer_file=None, source="f.jsonl")
+    kept, note = fit_to_context(prompts, context=256, max_new_tokens=16, tokenizer_file=None, policy="skip")
+    assert [p.id for p in kept] == ["short"] and "1 of 3 prompts remain" in note
+    assert fit_to_context(prompts, context=None, max_new_tokens=16, tokenizer_file=None) == (prompts, None)
+    with pytest.raises(ConfigError, match="that is every prompt"):
+        fit_to_context(prompts[1:], context=256, max_new_tokens=16, tokenizer_file=None, policy="skip")
+
+
+def test_the_targets_tokenizer_counts_where_it_is_at_hand(tmp_path):
+    """A byte-level tokenizer gives a token a byte: 300 bytes do not fit 248 tokens, which the low estimate
+    (38 tokens) would have let through."""
+    pytest.importorskip("tokenizers")
+    from automodel_spec.bench.workload import fit_to_context
+    from automodel_spec.synthetic_tokenizer import write_byte_tokenizer
+
+    write_byte_tokenizer(tmp_path)
+    prompts = [Prompt(id="a", category="k", text="x" * 300), Prompt(id="b", category="k", text="y" * 100)]
+    with pytest.raises(ConfigError, match=r"prompt a: 30\d tokens \(counted with the target's tokenizer\)"):
+        fit_to_context(prompts, context=256, max_new_tokens=8, tokenizer_file=tmp_path / "tokenizer.json")
+    kept, note = fit_to_context(prompts, context=256, max_new_tokens=8, tokenizer_file=None)
+    assert kept == prompts and note is None
