@@ -33,7 +33,11 @@ What is modelled, read in SGLang 0.5.17's source:
   computed from the target's features, so recomputing each round from scratch is exact.
 
 Exact for chains (``topk=1``) at temperature 0, up to floating-point differences between these
-kernels and SGLang's. For trees (``topk > 1``) the chain is a lower bound: a tree holds the chain.
+kernels and SGLang's. Trees (``topk > 1`` with ``num_draft_tokens``) and temperature > 0 are decoded
+by ``tree_reference`` with SGLang's tree and verify rules (``spec_tree``): exact for trees at
+temperature 0, an interval at temperature > 0. A tree without its ``num_draft_tokens`` falls back to
+the chain, a lower bound (a tree holds the chain). ``ReferenceResult.kind`` says which:
+``exact``, ``interval`` or ``bound``.
 """
 
 from __future__ import annotations
@@ -435,10 +439,18 @@ class PromptReference:
     output_ids: list[int]
     rounds: int
     histogram: list[int]
+    sample_rounds: list[int] | None = None
+    """At temperature > 0: each sampled generation's rounds (``rounds`` and ``histogram`` sum them;
+    ``output_ids`` is the first generation's)."""
+    expected_accepted: float | None = None
+    """The sum over rounds of the exact expected accepted count given each round's context."""
+    accepted_per_round: list[int] | None = None
+    """Drafts accepted in each round (trees and sampling; of the first generation)."""
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.output_ids)
+        """Tokens over every generation counted in ``rounds``."""
+        return len(self.output_ids) * (len(self.sample_rounds) if self.sample_rounds else 1)
 
 
 @dataclass
@@ -459,10 +471,29 @@ class ReferenceResult:
     device: str
     dtype: str
     seconds: float
+    num_draft_tokens: int | None = None
+    temperature: float = 0.0
+    threshold_single: float = 1.0
+    threshold_acc: float = 1.0
+    rejection_sampling: bool = False
+    samples: int = 1
 
     @property
     def accept_length(self) -> float | None:
         return accept_length_of(self.prompts)
+
+    @property
+    def kind(self) -> str:
+        """``exact`` (a chain, or a tree, at temperature 0), ``interval`` (temperature > 0) or ``bound``
+        (a tree computed as its chain: its ``num_draft_tokens`` unknown)."""
+        if self.temperature > 0:
+            return "interval"
+        return "exact" if self.topk == 1 or self.num_draft_tokens is not None else "bound"
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """At temperature > 0: where one served run over these prompts lies (99%)."""
+        return interval_of_prompts(self.prompts) if self.kind == "interval" else None
 
     @property
     def histogram(self) -> list[int]:
@@ -474,12 +505,12 @@ class ReferenceResult:
 
     @property
     def exact(self) -> bool:
-        """Exact for a chain; a lower bound for a tree."""
-        return self.topk == 1
+        return self.kind == "exact"
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(accept_length=self.accept_length, histogram=self.histogram, exact=self.exact)
+        d.update(accept_length=self.accept_length, histogram=self.histogram, exact=self.exact, kind=self.kind,
+                 interval=list(self.interval) if self.interval else None)
         return d
 
 
@@ -487,7 +518,7 @@ def reference_from_dict(data: dict) -> ReferenceResult:
     """A ``ReferenceResult`` from its ``to_dict`` form (the derived keys are recomputed)."""
     from dataclasses import fields
 
-    d = {f.name: data[f.name] for f in fields(ReferenceResult)}
+    d = {f.name: data[f.name] for f in fields(ReferenceResult) if f.name in data}  # newer fields have defaults
     d["prompts"] = [PromptReference(**p) for p in d["prompts"]]
     return ReferenceResult(**d)
 
@@ -496,6 +527,25 @@ def accept_length_of(prompts: list[PromptReference]) -> float | None:
     """Completion tokens per verify round over ``prompts`` (``None`` without a round)."""
     rounds = sum(p.rounds for p in prompts)
     return sum(p.completion_tokens for p in prompts) / rounds if rounds else None
+
+
+def interval_of_prompts(prompts: list[PromptReference]) -> tuple[float, float] | None:
+    """The 99% interval of one served run's accept length over ``prompts`` (sampled generations)."""
+    from automodel_spec.tree_reference import interval_of
+
+    if not prompts or any(not p.sample_rounds or len(p.sample_rounds) < 2 for p in prompts):
+        return None
+    _, low, high = interval_of([p.sample_rounds for p in prompts], [len(p.output_ids) for p in prompts])
+    return low, high
+
+
+def histogram_of(prompts: list[PromptReference]) -> list[int]:
+    """Verify rounds by drafts accepted, summed over ``prompts``."""
+    out = [0] * max((len(p.histogram) for p in prompts), default=0)
+    for p in prompts:
+        for k, v in enumerate(p.histogram):
+            out[k] += v
+    return out
 
 
 def load_target(target_dir: str, device: str, dtype):
@@ -625,14 +675,18 @@ def _propose(draft: _Draft, seqs: list[list[int]], known: list, num_steps: int, 
 
 def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, *, topk: int = 1,
                       max_new_tokens: int = 128, device: str | None = None, dtype: str = "float32",
-                      batch_size: int = 16, target=None) -> ReferenceResult:
+                      batch_size: int = 16, target=None, num_draft_tokens: int | None = None,
+                      sampling=None) -> ReferenceResult:
     """The reference accept length of the exported draft over ``prompts`` (``bench.workload.Prompt``).
 
     Args:
         target_dir: the target's HF directory (what SGLang's ``--model-path`` is given).
         draft_dir: the exported draft (``--speculative-draft-model-path``).
         num_steps: draft tokens per verify round (``--speculative-num-steps``).
-        topk: the served topk; above 1 the chain computed is a lower bound.
+        topk: the served topk; above 1 without ``num_draft_tokens`` the chain computed is a lower bound.
+        num_draft_tokens: the served tree's size (``--speculative-num-draft-tokens``): with it a tree is
+            decoded as SGLang builds it.
+        sampling: the temperature and verify settings (``tree_reference.Sampling``; default greedy).
         device: ``cuda`` or ``cpu`` (default: cuda when available).
         target: an already loaded target model (tests, repeated calls).
 
@@ -640,8 +694,20 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
         CheckpointError: the draft or target cannot be read as SGLang would read it.
         MissingDependencyError: transformers is not installed (exit code 2).
     """
+    from automodel_spec.tree_reference import Sampling, check_sampling, run_tree
+
     if num_steps < 1:
         raise ConfigError(f"num_steps={num_steps}: the reference needs at least one draft step.")
+    sampling = sampling or Sampling()
+    check_sampling(topk, sampling, hot_token_map=False)
+    if topk == 1:
+        num_draft_tokens = num_steps + 1  # SGLang forces it for a chain
+    as_tree = sampling.temperature > 0 or (topk > 1 and num_draft_tokens is not None)
+    if sampling.temperature > 0 and num_draft_tokens is None:
+        raise ConfigError(f"topk={topk} at temperature {sampling.temperature:g} without num_draft_tokens: the tree "
+                          "cannot be built; give --num-draft-tokens (the server's speculative_num_draft_tokens).")
+    if as_tree:
+        _check_tree_size(topk, num_steps, num_draft_tokens)
     try:
         import transformers  # noqa: F401
     except ImportError as exc:
@@ -654,11 +720,29 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
     served = read_served_draft(Path(draft_dir), target.config.to_dict())
     draft = _Draft(served, target, device, dt)
     ids = prompt_token_ids(prompts, target_dir)
-    chains = run_chain(target, draft, ids, [p.id for p in prompts], num_steps, max_new_tokens,
-                       served.aux_layers, device, batch_size)
+    if as_tree:
+        rows = run_tree(target, draft, ids, num_steps, topk, num_draft_tokens, max_new_tokens, served.aux_layers,
+                        device, sampling, batch_size)
+        chains = [PromptReference(prompt_id=p.id, **row) for p, row in zip(prompts, rows, strict=True)]
+    else:
+        chains = run_chain(target, draft, ids, [p.id for p in prompts], num_steps, max_new_tokens,
+                           served.aux_layers, device, batch_size)
     return ReferenceResult(algorithm=served.algorithm, num_steps=num_steps, topk=topk, prompts=chains,
                            problems=list(served.problems), aux_layers=served.aux_layers, device=device,
-                           dtype=dtype, seconds=time.perf_counter() - t0)
+                           dtype=dtype, seconds=time.perf_counter() - t0,
+                           num_draft_tokens=num_draft_tokens if (as_tree or topk == 1) else None,
+                           temperature=sampling.temperature, threshold_single=sampling.threshold_single,
+                           threshold_acc=sampling.threshold_acc, rejection_sampling=sampling.rejection,
+                           samples=sampling.samples if sampling.temperature > 0 else 1)
+
+
+def _check_tree_size(topk: int, num_steps: int, num_draft_tokens: int) -> None:
+    from automodel_spec.spec_tree import TreeBuilder
+
+    try:
+        TreeBuilder(topk, num_steps, num_draft_tokens)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; SGLang would refuse the setting too.") from exc
 
 
 # --- comparing with what was served ---------------------------------------------------------------------
@@ -670,12 +754,15 @@ CHECK_FIRST = ("check first: the aux layer ids (eagle_config.eagle_aux_hidden_st
 
 def verdict(served: float | None, reference: float | None, problems: list[str] | None = None, *,
             exact: bool = True, tolerance: float = TOLERANCE,
-            min_accept_length: float | None = None) -> tuple[bool, str]:
+            min_accept_length: float | None = None,
+            interval: tuple[float, float] | None = None) -> tuple[bool, str]:
     """(served as trained?, the sentence to show) for a served and a reference accept length.
 
     Args:
         problems: what SGLang would serve differently from the export (``ReferenceResult.problems``).
-        exact: the reference is exact (a chain); for a tree it is a lower bound.
+        exact: the reference is exact; ``False``: a lower bound (a tree computed as its chain).
+        interval: at temperature > 0, where one served run lies (99%, ``ReferenceResult.interval``):
+            the served value is held against its low end (less the tolerance), not against a point.
         min_accept_length: the accept length the draft is known to reach (measured in training); a
             reference below it means the export does not hold the draft as trained (an aux-layer id
             lost or shifted is caught only so: the served draft and the reference read the same ids).
@@ -688,6 +775,15 @@ def verdict(served: float | None, reference: float | None, problems: list[str] |
                        f"export does not compute the draft as trained; {CHECK_FIRST}")
     if served is None or reference is None:
         return True, "no accept length to compare"
+    if interval is not None:
+        low, high = interval
+        span = f"interval [{low:.2f}, {high:.2f}] (expected {reference:.2f})"
+        if served >= low * (1 - tolerance):
+            where = "above" if served > high else "within"
+            return True, f"served as trained (served {served:.2f}, {where} the reference {span})"
+        return False, (f"served accept length {served:.2f} is below the reference {span}, by more than sampling "
+                       f"explains: the server does not run the draft as exported, or samples it otherwise; "
+                       f"{CHECK_FIRST}")
     if served >= reference * (1 - tolerance):
         if exact or served <= reference * (1 + tolerance):
             return True, f"served as trained (served {served:.2f}, reference {reference:.2f})"
@@ -714,12 +810,21 @@ AUTO_COST_LIMIT = 1e12  # about a minute on one GPU (a 100M target, 16 x 128 tok
 
 def _table(result: ReferenceResult) -> str:
     al = result.accept_length
-    lines = [f"reference ({result.algorithm}, chain of {result.num_steps}, T=0, {len(result.prompts)} prompts, "
+    shape = (f"chain of {result.num_steps}" if result.topk == 1 or result.kind == "bound" else
+             f"tree {result.num_steps}/{result.topk}/{result.num_draft_tokens}")
+    how = f"T={result.temperature:g}"
+    if result.temperature > 0:
+        how += (", rejection sampling" if result.rejection_sampling else
+                f", target-only, thresholds {result.threshold_single:g}/{result.threshold_acc:g}")
+        how += f", {result.samples} generations per prompt"
+    lines = [f"reference ({result.algorithm}, {shape}, {how}, {len(result.prompts)} prompts, "
              f"{result.device} {result.dtype}, {result.seconds:.1f}s)",
-             f"  accept length   {al:.3f}" if al is not None else "  accept length   -",
+             f"  accept length   {al:.3f} ({result.kind})" if al is not None else "  accept length   -",
              "  accepted drafts " + " ".join(f"{k}:{v}" for k, v in enumerate(result.histogram))]
-    if not result.exact:
-        lines.append(f"  topk={result.topk}: the chain is a lower bound for the tree")
+    if result.interval:
+        lines.append("  one served run  {:.3f} .. {:.3f} (99% interval)".format(*result.interval))
+    if result.kind == "bound":
+        lines.append(f"  topk={result.topk}: the chain is a lower bound for the tree (give --num-draft-tokens)")
     if result.aux_layers:
         lines.append(f"  target layers captured (inputs of) {result.aux_layers}")
     for p in result.problems:
@@ -730,12 +835,21 @@ def _table(result: ReferenceResult) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m automodel_spec.reference --target DIR --draft EXPORT_DIR --num-steps N``."""
     from automodel_spec.bench.workload import load_prompts, select_prompts
+    from automodel_spec.tree_reference import Sampling
 
     ap = argparse.ArgumentParser(prog="python -m automodel_spec.reference", description=__doc__.splitlines()[0])
     ap.add_argument("--target", required=True, help="the target's HF directory")
     ap.add_argument("--draft", required=True, help="the exported draft directory")
     ap.add_argument("--num-steps", type=int, required=True)
     ap.add_argument("--topk", type=int, default=1)
+    ap.add_argument("--num-draft-tokens", type=int, default=None,
+                    help="the tree's size (--speculative-num-draft-tokens); needed for topk > 1 to be exact")
+    ap.add_argument("--temperature", type=float, default=0.0, help="the requests' temperature (> 0: an interval)")
+    ap.add_argument("--threshold-single", type=float, default=1.0, help="--speculative-accept-threshold-single")
+    ap.add_argument("--threshold-acc", type=float, default=1.0, help="--speculative-accept-threshold-acc")
+    ap.add_argument("--rejection-sampling", action="store_true", help="--speculative-use-rejection-sampling")
+    ap.add_argument("--samples", type=int, default=4, help="generations per prompt at temperature > 0")
+    ap.add_argument("--sample-seed", type=int, default=0, help="the seed of the sampled generations")
     ap.add_argument("--prompts", default=None, help="JSONL prompts (default: the built-in set)")
     ap.add_argument("--num-prompts", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0, help="the bench's prompt order (bench.seed)")
@@ -752,14 +866,18 @@ def main(argv: list[str] | None = None) -> int:
     log_to_console()
     try:
         prompts = select_prompts(load_prompts(args.prompts), args.num_prompts, args.seed)
+        sampling = Sampling(temperature=args.temperature, threshold_single=args.threshold_single,
+                            threshold_acc=args.threshold_acc, rejection=args.rejection_sampling,
+                            samples=args.samples, seed=args.sample_seed)
         result = compute_reference(args.target, args.draft, args.num_steps, prompts, topk=args.topk,
-                                   max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype)
+                                   max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype,
+                                   num_draft_tokens=args.num_draft_tokens, sampling=sampling)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     print(_table(result))
     ok, text = verdict(args.served, result.accept_length, result.problems, exact=result.exact,
-                       min_accept_length=args.expected_accept_length)
+                       min_accept_length=args.expected_accept_length, interval=result.interval)
     if args.served is not None or args.expected_accept_length is not None or result.problems:
         print(("" if ok else "WARNING: ") + text)
     if args.json:

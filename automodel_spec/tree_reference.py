@@ -1,0 +1,331 @@
+"""The reference accept length for trees and for sampling: the draft and target of ``reference``, decoded
+round by round with SGLang's tree and verify rules (``spec_tree``).
+
+At temperature 0 the result is exact (the tree and the target's greedy output are deterministic),
+with the chain's floating-point caveat. At temperature > 0 the generation is random, so the reference
+draws ``samples`` independent generations per prompt (seeded: the same arguments give the same
+numbers) and gives the served accept length's expected value with a prediction interval for one served
+run over the same prompts (``interval_of``). Along every sampled generation it also keeps each
+round's exact expected accept count given the round's context (``spec_tree.expected_accepted``: for a
+chain, sums of products of the target's probabilities), which is how the tests hold the sampling
+against the exact value.
+
+Every round is recomputed from the committed tokens (the draft's and the target's caches hold only
+committed positions, so this is exact): the draft over each beam path, the target over each leaf's path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from automodel_spec.errors import ConfigError
+from automodel_spec.signals import import_torch
+from automodel_spec.spec_tree import (
+    DEFAULT_THRESHOLD,
+    DraftTree,
+    TreeBuilder,
+    accept_rejection_chain,
+    expected_accepted,
+    sample_target_only,
+    verify_greedy,
+)
+
+Z_99 = 2.576  # the two-sided 99% normal quantile: a served run outside it is 1 in 100 by chance
+
+
+@dataclass
+class Sampling:
+    """How the server verifies (read back from it where it says).
+
+    Attributes:
+        temperature: the requests' temperature (0: greedy verify).
+        threshold_single: ``--speculative-accept-threshold-single``.
+        threshold_acc: ``--speculative-accept-threshold-acc``.
+        rejection: ``--speculative-use-rejection-sampling`` (chains only).
+        samples: generations drawn per prompt at temperature > 0.
+        seed: the seed of the first; the others follow from it.
+    """
+
+    temperature: float = 0.0
+    threshold_single: float = DEFAULT_THRESHOLD
+    threshold_acc: float = DEFAULT_THRESHOLD
+    rejection: bool = False
+    samples: int = 4
+    seed: int = 0
+
+
+@dataclass
+class _Seq:
+    prompt: int
+    replicate: int
+    tokens: list[int]
+    known: object  # the target's features of the committed positions but the last
+    generator: object | None
+    rounds: int = 0
+    histogram: list[int] = field(default_factory=list)
+    expected: float = 0.0  # sum over rounds of the exact expected accepted count
+    accepted: list[int] = field(default_factory=list)  # drafts accepted in each round
+
+
+def check_sampling(topk: int, sampling: Sampling, hot_token_map: bool) -> None:
+    """Refuse a verify setting the reference does not model (or SGLang refuses).
+
+    Raises:
+        ConfigError: naming the value and why.
+    """
+    if sampling.temperature < 0:
+        raise ConfigError(f"temperature={sampling.temperature}: must be 0 (greedy) or more.")
+    for name in ("threshold_single", "threshold_acc"):
+        v = getattr(sampling, name)
+        if not 0.0 < v <= 1.0:
+            raise ConfigError(f"{name}={v}: SGLang's accept thresholds lie in (0, 1] (default 1.0).")
+    if sampling.samples < 2 and sampling.temperature > 0:
+        raise ConfigError(f"samples={sampling.samples}: at temperature > 0 the interval needs at least 2 "
+                          "generations per prompt.")
+    if sampling.rejection:
+        if topk != 1:
+            raise ConfigError(f"rejection sampling with topk={topk}: SGLang's --speculative-use-rejection-sampling "
+                              "requires topk=1.")
+        if hot_token_map:
+            raise ConfigError("rejection sampling with a reduced-vocabulary draft (d2t): SGLang refuses it (the "
+                              "draft's distribution must be over the target's vocabulary).")
+        if sampling.threshold_single != 1.0 or sampling.threshold_acc != 1.0:
+            raise ConfigError("rejection sampling ignores the accept thresholds; SGLang refuses them below 1.0.")
+
+
+def run_tree(target, draft, prompts: list[list[int]], num_steps: int, topk: int, num_draft_tokens: int,
+             max_new_tokens: int, aux_layers: list[int], device: str, sampling: Sampling,
+             batch_size: int = 16) -> list[dict]:
+    """Decode every prompt (``samples`` times at temperature > 0) with SGLang's tree and verify rules.
+
+    Returns, per prompt, a dict with ``output_ids`` (the first generation's), ``rounds`` and
+    ``histogram`` (summed over its generations), ``sample_rounds`` (each generation's rounds, at
+    temperature > 0), ``expected_accepted`` (the sum over rounds of the exact expected accepted count)
+    and ``accepted_per_round`` (the first generation's).
+    """
+    torch = import_torch()
+    check_sampling(topk, sampling, draft.hot is not None)
+    reps = sampling.samples if sampling.temperature > 0 else 1
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            seqs = [_Seq(prompt=p, replicate=r, tokens=list(prompts[p]), known=None,
+                         generator=_generator(sampling.seed, r, p) if sampling.temperature > 0 else None,
+                         histogram=[0] * (num_steps + 1))
+                    for p in range(start, min(start + batch_size, len(prompts))) for r in range(reps)]
+            _decode(target, draft, seqs, num_steps, topk, num_draft_tokens, max_new_tokens, aux_layers, device,
+                    sampling)
+            for p in range(start, min(start + batch_size, len(prompts))):
+                mine = [s for s in seqs if s.prompt == p]
+                n = len(prompts[p])
+                out.append({"output_ids": mine[0].tokens[n:n + max_new_tokens],
+                            "rounds": sum(s.rounds for s in mine),
+                            "histogram": [sum(s.histogram[k] for s in mine) for k in range(num_steps + 1)],
+                            "sample_rounds": [s.rounds for s in mine] if sampling.temperature > 0 else None,
+                            "expected_accepted": sum(s.expected for s in mine),
+                            "accepted_per_round": mine[0].accepted})
+    return out
+
+
+def _generator(seed: int, replicate: int, prompt: int):
+    """One generator per generation, so the batch a prompt lands in changes none of its draws."""
+    torch = import_torch()
+    return torch.Generator().manual_seed((seed * 1_000_003 + replicate) * 1_000_003 + prompt)
+
+
+def _decode(target, draft, seqs: list[_Seq], num_steps, topk, num_draft_tokens, max_new_tokens, aux_layers,
+            device, sampling: Sampling) -> None:
+    plen = [len(s.tokens) for s in seqs]
+    logits, feats = _target_rows(target, draft, [s.tokens for s in seqs], [[len(s.tokens) - 1] for s in seqs],
+                                 aux_layers, device)
+    for i, s in enumerate(seqs):
+        first = _pick(logits[i][0], sampling, s.generator)
+        s.known = feats[i][:len(s.tokens)]
+        s.tokens.append(first)
+    active = [i for i in range(len(seqs)) if max_new_tokens > 1]
+    while active:
+        trees, drafted = _draft_trees(draft, [seqs[i] for i in active], num_steps, topk, num_draft_tokens,
+                                      sampling, device)
+        rows, row_of, positions = [], [], []
+        for i, tree in zip(active, trees, strict=True):
+            n = len(seqs[i].tokens)
+            mine = {}
+            for leaf in tree.leaves():
+                node, path = leaf, tree.path(leaf)
+                while node >= 0 and node not in mine:
+                    mine[node] = (len(rows), n - 1 + tree.depth(node))
+                    node = tree.parents[node] if node > 0 else -1
+                rows.append(seqs[i].tokens + list(path))
+                positions.append([n - 1 + d for d in range(len(path) + 1)])
+            row_of.append(mine)
+        logits, feats = _target_rows(target, draft, rows, positions, aux_layers, device)
+        still = []
+        for j, (i, tree) in enumerate(zip(active, trees, strict=True)):
+            s, mine = seqs[i], row_of[j]
+            n = len(s.tokens)
+
+            def node_logits(node, _mine=mine, _n=n, _logits=logits):
+                r, pos = _mine[node]
+                return _logits[r][pos - (_n - 1)]
+
+            accepted, bonus, expected = _verify(tree, node_logits, drafted[j], sampling, s.generator)
+            last = accepted[-1] if accepted else 0
+            r, _ = mine[last]
+            s.tokens += [tree.tokens[a] for a in accepted] + [bonus]
+            s.known = feats[r][:n + len(accepted)]
+            s.rounds += 1
+            s.histogram[len(accepted)] += 1
+            s.accepted.append(len(accepted))
+            s.expected += expected
+            if len(s.tokens) - plen[i] < max_new_tokens:
+                still.append(i)
+        active = still
+
+
+def _verify(tree: DraftTree, node_logits, drafted, sampling: Sampling, generator) -> tuple[list[int], int, float]:
+    """(accepted nodes, bonus token, the exact expected accepted count) for one round."""
+    torch = import_torch()
+    nodes = range(len(tree.tokens))
+    if sampling.temperature == 0:
+        argmax = [int(node_logits(i).argmax()) if tree.depth(i) >= 0 else -1 for i in nodes]
+        accepted, bonus = verify_greedy(tree, argmax)
+        return accepted, bonus, float(len(accepted))
+    probs = torch.stack([_probs(node_logits(i), sampling.temperature) if tree.depth(i) >= 0
+                         else torch.zeros_like(node_logits(0), dtype=torch.float32) for i in nodes])
+    if sampling.rejection:
+        tokens, draft_probs = drafted
+        k, bonus = accept_rejection_chain(tokens, draft_probs, probs, generator)
+        expected = _rejection_expected(tokens, draft_probs, probs)
+        return list(range(1, k + 1)), bonus, expected
+    accepted, bonus = sample_target_only(tree, probs, generator, sampling.threshold_single, sampling.threshold_acc)
+    expected = sum(expected_accepted(tree, lambda node, token: probs[node, token], sampling.threshold_single,
+                                     sampling.threshold_acc))
+    return accepted, bonus, expected
+
+
+def _rejection_expected(tokens, draft_probs, probs) -> float:
+    """The expected accepted count of a rejection-sampled chain given its drafted tokens' contexts: the
+    products of each step's chance ``sum min(q, p)`` (the chance that step's draw is accepted)."""
+    total, survive = 0.0, 1.0
+    for k, q_draft in enumerate(draft_probs):
+        survive *= float(import_torch().minimum(probs[k], q_draft).sum())
+        total += survive
+    return total
+
+
+def _probs(logits, temperature: float):
+    torch = import_torch()
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def _pick(logits, sampling: Sampling, generator) -> int:
+    """The prefill's token: the argmax, or a draw from the target's distribution."""
+    torch = import_torch()
+    if sampling.temperature == 0:
+        return int(logits.argmax())
+    return int(torch.multinomial(_probs(logits, sampling.temperature).cpu(), 1, generator=generator))
+
+
+def _draft_trees(draft, seqs: list[_Seq], num_steps: int, topk: int, num_draft_tokens: int, sampling: Sampling,
+                 device: str) -> tuple[list[DraftTree], list]:
+    """Each sequence's tree, the draft's passes batched over every sequence's beam at each step.
+
+    Under rejection sampling the chain's tokens are drawn from ``softmax(logits / T)`` and the second
+    element gives, per sequence, (tokens, the distributions they were drawn from).
+    """
+    torch = import_torch()
+    base = [draft.fc(s.known[None])[0] for s in seqs]  # committed positions' hidden inputs
+    fed = [{} for _ in seqs]  # path -> the hidden the draft feeds back after it (its children's input)
+    builders = [TreeBuilder(topk, num_steps, num_draft_tokens) for _ in seqs]
+    drawn = [([], []) for _ in seqs]
+    while not builders[0].done:
+        rows = [(b, path) for b, bld in enumerate(builders) for path in bld.pending()]
+        logits, back = _draft_rows(draft, [seqs[b].tokens for b, _ in rows], [path for _, path in rows],
+                                   [base[b] for b, _ in rows],
+                                   [[fed[b][path[:k]] for k in range(len(path))] for b, path in rows], device)
+        results = [[] for _ in builders]
+        for r, (b, path) in enumerate(rows):
+            fed[b][path] = back[r]
+            if sampling.rejection:
+                q = torch.softmax(logits[r].float() / sampling.temperature, dim=-1)
+                drawn[b][0].append(int(torch.multinomial(q.cpu(), 1, generator=seqs[b].generator)))
+                drawn[b][1].append(q)  # over the target's vocabulary: check_sampling refused a d2t map
+                results[b].append([(1.0, drawn[b][0][-1])])
+                continue
+            probs = torch.softmax(logits[r].float(), dim=-1)
+            top = torch.topk(probs, topk) if topk > 1 else probs.max(-1, keepdim=True)
+            ids = draft.to_target_ids(top.indices)
+            results[b].append([(float(p), int(t)) for p, t in zip(top.values.tolist(), ids.tolist(), strict=True)])
+        for bld, res in zip(builders, results, strict=True):
+            bld.expand(res)
+    if sampling.rejection:
+        drawn = [(toks, [q.to(device) for q in qs]) for toks, qs in drawn]
+    return [bld.tree() for bld in builders], drawn
+
+
+def _draft_rows(draft, committed: list[list[int]], paths: list[tuple[int, ...]], base: list, path_hidden: list,
+                device: str, batch_size: int = 16):
+    """The draft's logits at the end of each row and the hidden it feeds back there.
+
+    A row is a committed sequence (tokens ``s[1:]`` paired with the target's features through ``fc``,
+    ``base``) followed by a path of drafted tokens, each paired with the hidden the draft fed back at the
+    position before it (``path_hidden``), as SGLang's draft attends over a branch of its tree.
+    """
+    torch = import_torch()
+    logits, back = [], []
+    for start in range(0, len(committed), batch_size):
+        part = range(start, min(start + batch_size, len(committed)))
+        lens = [len(committed[r]) - 1 + len(paths[r]) for r in part]
+        tokens = torch.zeros((len(lens), max(lens)), dtype=torch.long, device=device)
+        hidden = torch.zeros((len(lens), max(lens), base[start].shape[-1]), dtype=draft.dtype, device=device)
+        for k, r in enumerate(part):
+            n = len(committed[r]) - 1
+            tokens[k, :lens[k]] = torch.tensor(committed[r][1:] + list(paths[r]), device=device)
+            hidden[k, :n] = base[r]
+            for j, h in enumerate(path_hidden[r]):
+                hidden[k, n + j] = h
+        out, fed_back = draft.forward(tokens, hidden)
+        last = torch.tensor(lens, device=device) - 1
+        rows = torch.arange(len(lens), device=device)
+        logits += list(out[rows, last])
+        back += list(fed_back[rows, last])
+    return logits, back
+
+
+def _target_rows(target, draft, rows: list[list[int]], positions: list[list[int]], aux_layers: list[int],
+                 device: str, batch_size: int = 16):
+    """The target over right-padded ``rows``: per row, the logits at ``positions`` (``[len, vocab]``) and
+    the draft's features at every position (``[T, F]``); the lm_head runs only where asked."""
+    torch = import_torch()
+    decoder, head = target.get_decoder(), target.get_output_embeddings()
+    logits, feats = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(r) for r in chunk)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in chunk], device=device)
+        out = decoder(ids, output_hidden_states=True)
+        hs = out.hidden_states
+        f = torch.cat([hs[c] for c in aux_layers], dim=-1) if draft.eagle3 else hs[-1]
+        for k, r in enumerate(chunk):
+            pos = torch.tensor(positions[start + k], device=device)
+            logits.append(head(out.last_hidden_state[k, pos]))
+            feats.append(f[k, :len(r)].to(draft.dtype))
+    return logits, feats
+
+
+def interval_of(sample_rounds: list[list[int]], tokens: list[int], z: float = Z_99) -> tuple[float, float, float]:
+    """(expected accept length, low, high) of one served run over these prompts at temperature > 0.
+
+    ``sample_rounds[p]``: the rounds of each sampled generation of prompt ``p``, which makes
+    ``tokens[p]`` tokens. A served run is one generation per prompt: its accept length is
+    ``sum(tokens) / sum(rounds)``. The rounds' sum is near normal (a sum over prompts); its variance is
+    the sum of each prompt's variance over its generations, plus the variance of the mean the interval is
+    centred on. The interval is that normal's ``z`` quantiles, turned into accept lengths.
+    """
+    means = [sum(r) / len(r) for r in sample_rounds]
+    reps = min(len(r) for r in sample_rounds)
+    var = sum(sum((x - m) ** 2 for x in r) / (len(r) - 1) for r, m in zip(sample_rounds, means, strict=True))
+    spread = z * math.sqrt(var * (1 + 1 / reps))
+    total, rounds = sum(tokens), sum(means)
+    return total / rounds, total / (rounds + spread), total / max(rounds - spread, 1e-9)
