@@ -87,11 +87,16 @@ def test_summary_shows_served_vs_reference_and_warns():
              "reference_accept_length": 4.0, "served_as_trained": False, "reference_verdict": "served 1.20 ...",
              "lossless_compared": 16, "lossless_identical": 15, "lossless_first_difference": 90}]
     text = "\n".join(served_lines(rows))
-    assert "| a | 1 | 3.90 | 4.00 | served as trained | 4/4 | - |" in text
-    assert "| b | 8 | 1.20 | 4.00 | **NOT served as trained** | 15/16 | 90 |" in text
-    assert "WARNING b c=8: served 1.20 ..." in text
-    assert "WARNING b c=8: 1 output(s) differ from the baseline's, first at token 90: kernels of other" in text
-    assert served_lines([{**rows[0], "temperature": 0.7}]) == []
+    assert "| a | 0 | 1 | 3.90 | 4.00 | - | served as trained | - | 4/4 | - |" in text
+    assert "| b | 0 | 8 | 1.20 | 4.00 | - | **NOT served as trained** | - | 15/16 | 90 |" in text
+    assert "WARNING b T=0 c=8: served 1.20 ..." in text
+    assert "WARNING b T=0 c=8: 1 output(s) differ from the baseline's, first at token 90: kernels of other" in text
+    sampled = {**rows[0], "temperature": 0.7, "lossless_compared": 0, "reference_kind": "interval",
+               "reference_interval": [3.1, 4.6], "served_as_trained": False, "reference_verdict": "below ...",
+               "depths_as_trained": False, "depth_verdict": "per depth ... depth 2"}
+    text = "\n".join(served_lines([sampled]))
+    assert "| a | 0.7 | 1 | 3.90 | 4.00 [3.10, 4.60] | interval | **NOT served as trained** | **short** | - | - |" in text
+    assert "WARNING a T=0.7 c=1: below ..." in text and "WARNING a T=0.7 c=1: per depth ... depth 2" in text
 
 
 def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkeypatch):
@@ -105,9 +110,9 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
 
     calls = []
 
-    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1):
+    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1, sampling=None):
         steps, topk = setting.num_steps, setting.topk
-        calls.append((steps, topk))
+        calls.append((steps, topk, setting.num_draft_tokens))
         return reference.ReferenceResult(
             algorithm="EAGLE3", num_steps=steps, topk=topk, problems=[], aux_layers=[2, 4, 5], device="cpu",
             dtype="float32", seconds=1.0,
@@ -122,9 +127,11 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
     first = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=1), 9)
     again = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=4), 9)
     other = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=3, topk=1), 9)
-    assert calls == [(2, 1), (3, 1)]  # topk does not change the chain: shared
-    assert again.accept_length == first.accept_length == 3.0 and again.topk == 4 and not again.exact
-    assert other.num_steps == 3
+    tree = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=4, num_draft_tokens=8), 9)
+    # a tree of unknown size shares its chain (a bound); a tree of known size is computed as the tree
+    assert calls == [(2, 1, None), (3, 1, None), (2, 4, 8)]
+    assert again.accept_length == first.accept_length == 3.0 and again.topk == 4 and again.kind == "bound"
+    assert other.num_steps == 3 and tree.topk == 4
 
 
 def test_without_transformers_the_reference_says_how_to_install_it_and_exits_2(monkeypatch, capsys, tmp_path):
