@@ -397,9 +397,13 @@ class _Draft:
         gate = torch.nn.functional.silu(_linear(x, self.p, prefix + "gate_proj"))
         return _linear(gate * _linear(x, self.p, prefix + "up_proj"), self.p, prefix + "down_proj")
 
-    def forward(self, token_ids, hidden):
+    def forward(self, token_ids, hidden, last=None):
         """(draft logits over its vocabulary, the hidden fed back) for tokens ``[B, T]`` paired with
-        hidden inputs ``[B, T, H]`` (already through ``fc``), at positions ``0..T-1``."""
+        hidden inputs ``[B, T, H]`` (already through ``fc``), at positions ``0..T-1``.
+
+        With ``last`` (``[B]``, a position per row) both are given at those positions only (``[B, V]``,
+        ``[B, H]``): the lm_head then runs over one position a row, not all of them.
+        """
         torch = import_torch()
         p, eps = self.p, self.eps
         embeds = torch.nn.functional.embedding(token_ids, p["model.embed_tokens.weight"])
@@ -421,6 +425,8 @@ class _Draft:
             residual = self._attention(x, pre + "self_attn.", cos, sin) + residual
             out = self._mlp(_rms(residual, p[pre + "post_attention_layernorm.weight"], eps), pre + "mlp.")
         residual = out + residual
+        if last is not None:
+            residual = residual[torch.arange(residual.shape[0], device=residual.device), last]
         if not self.eagle3:
             return torch.nn.functional.linear(residual, p["lm_head.weight"]), residual
         normed = _rms(residual, p["model.norm.weight"], eps)

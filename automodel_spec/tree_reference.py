@@ -10,8 +10,9 @@ round's exact expected accept count given the round's context (``spec_tree.expec
 chain, sums of products of the target's probabilities), which is how the tests hold the sampling
 against the exact value.
 
-Every round is recomputed from the committed tokens (the draft's and the target's caches hold only
-committed positions, so this is exact): the draft over each beam path, the target over each leaf's path.
+The target keeps a KV cache of the committed positions (SGLang's holds only those too) and runs each
+round over the tree's leaf paths from it; the draft is recomputed from the committed tokens over each
+beam path (exact: its cache of committed positions always comes from the target's features).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class _Seq:
     tokens: list[int]
     known: object  # the target's features of the committed positions but the last
     generator: object | None
+    cache: object = None  # the target's KV cache of those positions
     rounds: int = 0
     histogram: list[int] = field(default_factory=list)
     expected: float = 0.0  # sum over rounds of the exact expected accepted count
@@ -136,51 +138,95 @@ def _generator(seed: int, replicate: int, prompt: int):
 
 def _decode(target, draft, seqs: list[_Seq], num_steps, topk, num_draft_tokens, max_new_tokens, aux_layers,
             device, sampling: Sampling) -> None:
+    head = target.get_output_embeddings()
     plen = [len(s.tokens) for s in seqs]
-    logits, feats = _target_rows(target, draft, [s.tokens for s in seqs], [[len(s.tokens) - 1] for s in seqs],
-                                 aux_layers, device)
-    for i, s in enumerate(seqs):
-        first = _pick(logits[i][0], sampling, s.generator)
-        s.known = feats[i][:len(s.tokens)]
-        s.tokens.append(first)
+    for s in seqs:
+        last, s.known, s.cache = _prefill(target, draft, s.tokens, aux_layers, device)
+        s.tokens.append(_pick(head(last), sampling, s.generator))
     active = [i for i in range(len(seqs)) if max_new_tokens > 1]
     while active:
         trees, drafted = _draft_trees(draft, [seqs[i] for i in active], num_steps, topk, num_draft_tokens,
                                       sampling, device)
-        rows, row_of, positions = [], [], []
-        for i, tree in zip(active, trees, strict=True):
-            n = len(seqs[i].tokens)
-            mine = {}
-            for leaf in tree.leaves():
-                node, path = leaf, tree.path(leaf)
-                while node >= 0 and node not in mine:
-                    mine[node] = (len(rows), n - 1 + tree.depth(node))
-                    node = tree.parents[node] if node > 0 else -1
-                rows.append(seqs[i].tokens + list(path))
-                positions.append([n - 1 + d for d in range(len(path) + 1)])
-            row_of.append(mine)
-        logits, feats = _target_rows(target, draft, rows, positions, aux_layers, device)
         still = []
         for j, (i, tree) in enumerate(zip(active, trees, strict=True)):
-            s, mine = seqs[i], row_of[j]
-            n = len(s.tokens)
-
-            def node_logits(node, _mine=mine, _n=n, _logits=logits):
-                r, pos = _mine[node]
-                return _logits[r][pos - (_n - 1)]
-
-            accepted, bonus, expected = _verify(tree, node_logits, drafted[j], sampling, s.generator)
-            last = accepted[-1] if accepted else 0
-            r, _ = mine[last]
+            s = seqs[i]
+            accepted, bonus, expected, row, feats = _verify_round(target, draft, s, tree, drafted[j], aux_layers,
+                                                                  device, sampling)
+            n, k = len(s.tokens), len(accepted)
+            s.cache.batch_select_indices(import_torch().tensor([row], device=device))
+            extra = s.cache.get_seq_length() - (n + k)  # keep the committed positions: all but the new last token
+            if extra > 0:
+                s.cache.crop(-extra)  # a count to remove: what every transformers release reads alike
+            s.known = import_torch().cat([s.known, feats[:k + 1]])
             s.tokens += [tree.tokens[a] for a in accepted] + [bonus]
-            s.known = feats[r][:n + len(accepted)]
             s.rounds += 1
-            s.histogram[len(accepted)] += 1
-            s.accepted.append(len(accepted))
+            s.histogram[k] += 1
+            s.accepted.append(k)
             s.expected += expected
             if len(s.tokens) - plen[i] < max_new_tokens:
                 still.append(i)
         active = still
+
+
+def _prefill(target, draft, tokens: list[int], aux_layers: list[int], device: str):
+    """(the target's last hidden at the prompt's end, the draft's features of every prompt position, the
+    target's cache of them)."""
+    torch = import_torch()
+    cache = _new_cache()
+    out = _run_cached(target.get_decoder(), torch.tensor([tokens], device=device), cache)
+    return out.last_hidden_state[0, -1], _features(out.hidden_states, draft, aux_layers)[0], cache
+
+
+def _new_cache():
+    """An empty ``DynamicCache``, given to the target so that it fills it in place (transformers 4.x
+    returns a tuple for a cache it made itself)."""
+    try:
+        from transformers import DynamicCache
+    except ImportError:  # only a test's stand-in target runs without transformers
+        return None
+    return DynamicCache()
+
+
+def _run_cached(decoder, ids, cache):
+    """The decoder over ``ids`` after the positions ``cache`` holds, which it extends (the keyword is
+    ``past_key_values`` until transformers 5.2x, ``cache`` since)."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(getattr(decoder, "forward", decoder)).parameters else "past_key_values"
+    return decoder(ids, use_cache=True, output_hidden_states=True, **{name: cache})
+
+
+def _features(hidden_states, draft, aux_layers: list[int]):
+    torch = import_torch()
+    f = torch.cat([hidden_states[c] for c in aux_layers], dim=-1) if draft.eagle3 else hidden_states[-1]
+    return f.to(draft.dtype)
+
+
+def _verify_round(target, draft, s: _Seq, tree: DraftTree, drafted, aux_layers, device, sampling: Sampling):
+    """The target over the tree (one row per leaf, from the cache of the committed positions), then
+    SGLang's verify: (accepted nodes, bonus, exact expected accepted count, the row of the last accepted
+    node, that row's draft features ``[W, F]``)."""
+    torch = import_torch()
+    leaves = tree.leaves()
+    place = {0: (0, 0)}  # node -> (row, position in the row)
+    for r, leaf in enumerate(leaves):
+        node = leaf
+        while node > 0 and node not in place:
+            place[node] = (r, tree.depth(node))
+            node = tree.parents[node]
+    rows = [[s.tokens[-1], *tree.path(leaf)] for leaf in leaves]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
+    s.cache.batch_repeat_interleave(len(rows))  # right padding: causal, so it changes nothing before it
+    out = _run_cached(target.get_decoder(), ids, s.cache)
+    feats = _features(out.hidden_states, draft, aux_layers)
+    nodes = sorted(place)
+    where = torch.tensor([place[i] for i in nodes], device=device)
+    logits = target.get_output_embeddings()(out.last_hidden_state[where[:, 0], where[:, 1]])
+    index = {node: k for k, node in enumerate(nodes)}
+    accepted, bonus, expected = _verify(tree, lambda node: logits[index[node]], drafted, sampling, s.generator)
+    row = place[accepted[-1] if accepted else 0][0]
+    return accepted, bonus, expected, row, feats[row]
 
 
 def _verify(tree: DraftTree, node_logits, drafted, sampling: Sampling, generator) -> tuple[list[int], int, float]:
@@ -285,33 +331,10 @@ def _draft_rows(draft, committed: list[list[int]], paths: list[tuple[int, ...]],
             hidden[k, :n] = base[r]
             for j, h in enumerate(path_hidden[r]):
                 hidden[k, n + j] = h
-        out, fed_back = draft.forward(tokens, hidden)
-        last = torch.tensor(lens, device=device) - 1
-        rows = torch.arange(len(lens), device=device)
-        logits += list(out[rows, last])
-        back += list(fed_back[rows, last])
+        out, fed_back = draft.forward(tokens, hidden, last=torch.tensor(lens, device=device) - 1)
+        logits += list(out)
+        back += list(fed_back)
     return logits, back
-
-
-def _target_rows(target, draft, rows: list[list[int]], positions: list[list[int]], aux_layers: list[int],
-                 device: str, batch_size: int = 16):
-    """The target over right-padded ``rows``: per row, the logits at ``positions`` (``[len, vocab]``) and
-    the draft's features at every position (``[T, F]``); the lm_head runs only where asked."""
-    torch = import_torch()
-    decoder, head = target.get_decoder(), target.get_output_embeddings()
-    logits, feats = [], []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        width = max(len(r) for r in chunk)
-        ids = torch.tensor([r + [0] * (width - len(r)) for r in chunk], device=device)
-        out = decoder(ids, output_hidden_states=True)
-        hs = out.hidden_states
-        f = torch.cat([hs[c] for c in aux_layers], dim=-1) if draft.eagle3 else hs[-1]
-        for k, r in enumerate(chunk):
-            pos = torch.tensor(positions[start + k], device=device)
-            logits.append(head(out.last_hidden_state[k, pos]))
-            feats.append(f[k, :len(r)].to(draft.dtype))
-    return logits, feats
 
 
 def interval_of(sample_rounds: list[list[int]], tokens: list[int], z: float = Z_99) -> tuple[float, float, float]:
