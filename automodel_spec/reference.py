@@ -380,7 +380,10 @@ class _Draft:
                                 for k, c in enumerate(aux.chunk(n, dim=-1))], dim=-1)
         return _linear(aux, p, "model.fc")
 
-    def _attention(self, x, prefix: str, cos, sin):
+    def _attention(self, x, prefix: str, cos, sin, past=None, kept=None):
+        """Causal self-attention over ``x``; with ``past`` (the layer's keys and values of earlier
+        positions, ``[B, kv, P, hd]`` each) ``x`` continues them. ``kept`` collects this call's keys and
+        values (the past's included) for the caller's cache."""
         torch = import_torch()
         b, t, _ = x.shape
         _, heads, kv, hd, _ = self.dims
@@ -388,8 +391,17 @@ class _Draft:
         k = _linear(x, self.p, prefix + "k_proj").view(b, t, kv, hd).transpose(1, 2)
         v = _linear(x, self.p, prefix + "v_proj").view(b, t, kv, hd).transpose(1, 2)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        mask = None
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            p_len = past[0].shape[2]
+            j = torch.arange(p_len + t, device=x.device)
+            mask = j[None, :] <= (p_len + torch.arange(t, device=x.device))[:, None]  # the past, then causal
+        if kept is not None:
+            kept.append((k, v))
         k, v = k.repeat_interleave(heads // kv, dim=1), v.repeat_interleave(heads // kv, dim=1)
-        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=hd ** -0.5)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=mask is None, attn_mask=mask,
+                                                             scale=hd ** -0.5)
         return _linear(o.transpose(1, 2).reshape(b, t, heads * hd), self.p, prefix + "o_proj")
 
     def _mlp(self, x, prefix: str):
@@ -397,17 +409,20 @@ class _Draft:
         gate = torch.nn.functional.silu(_linear(x, self.p, prefix + "gate_proj"))
         return _linear(gate * _linear(x, self.p, prefix + "up_proj"), self.p, prefix + "down_proj")
 
-    def forward(self, token_ids, hidden, last=None):
+    def forward(self, token_ids, hidden, last=None, past=None, kept=None):
         """(draft logits over its vocabulary, the hidden fed back) for tokens ``[B, T]`` paired with
         hidden inputs ``[B, T, H]`` (already through ``fc``), at positions ``0..T-1``.
 
         With ``last`` (``[B]``, a position per row) both are given at those positions only (``[B, V]``,
-        ``[B, H]``): the lm_head then runs over one position a row, not all of them.
+        ``[B, H]``): the lm_head then runs over one position a row, not all of them. With ``past`` (per
+        layer, the keys and values of ``P`` earlier positions) the tokens sit at positions ``P..P+T-1``
+        and attend to those too; ``kept`` (a list) receives every layer's keys and values, past included.
         """
         torch = import_torch()
         p, eps = self.p, self.eps
         embeds = torch.nn.functional.embedding(token_ids, p["model.embed_tokens.weight"])
-        pos = torch.arange(token_ids.shape[1], device=self.device)[None].expand(token_ids.shape[0], -1)
+        start = past[0][0].shape[2] if past else 0
+        pos = torch.arange(start, start + token_ids.shape[1], device=self.device)[None].expand(token_ids.shape[0], -1)
         cos, sin = self.rope(embeds, pos)
         cos, sin = cos[:, None].to(self.dtype), sin[:, None].to(self.dtype)
         if self.eagle3:
@@ -422,7 +437,7 @@ class _Draft:
             if i > 0:
                 residual = out + residual
                 x = _rms(residual, p[pre + ("hidden_norm" if self.eagle3 else "input_layernorm") + ".weight"], eps)
-            residual = self._attention(x, pre + "self_attn.", cos, sin) + residual
+            residual = self._attention(x, pre + "self_attn.", cos, sin, past[i] if past else None, kept) + residual
             out = self._mlp(_rms(residual, p[pre + "post_attention_layernorm.weight"], eps), pre + "mlp.")
         residual = out + residual
         if last is not None:

@@ -10,9 +10,9 @@ round's exact expected accept count given the round's context (``spec_tree.expec
 chain, sums of products of the target's probabilities), which is how the tests hold the sampling
 against the exact value.
 
-The target keeps a KV cache of the committed positions (SGLang's holds only those too) and runs each
-round over the tree's leaf paths from it; the draft is recomputed from the committed tokens over each
-beam path (exact: its cache of committed positions always comes from the target's features).
+The target and the draft keep caches of the committed positions, as SGLang's do (the draft's from the
+target's features through ``fc``, never from its own guesses); each round the target runs over the
+tree's leaf paths and the draft over each beam path from them.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class _Seq:
     known: object  # the target's features of the committed positions but the last
     generator: object | None
     cache: object = None  # the target's KV cache of those positions
+    draft_past: list | None = None  # the draft's keys and values of its committed positions, per layer
+    draft_done: int = 0  # how many committed positions the draft's cache holds
     rounds: int = 0
     histogram: list[int] = field(default_factory=list)
     expected: float = 0.0  # sum over rounds of the exact expected accepted count
@@ -275,66 +277,58 @@ def _pick(logits, sampling: Sampling, generator) -> int:
 
 def _draft_trees(draft, seqs: list[_Seq], num_steps: int, topk: int, num_draft_tokens: int, sampling: Sampling,
                  device: str) -> tuple[list[DraftTree], list]:
-    """Each sequence's tree, the draft's passes batched over every sequence's beam at each step.
+    """Each sequence's tree. Under rejection sampling the chain's tokens are drawn from
+    ``softmax(logits / T)`` and the second element gives, per sequence, (tokens, the distributions they
+    were drawn from)."""
+    trees, drawn = [], []
+    for s in seqs:
+        tree, d = _draft_tree(draft, s, num_steps, topk, num_draft_tokens, sampling, device)
+        trees.append(tree)
+        drawn.append(d)
+    return trees, drawn
 
-    Under rejection sampling the chain's tokens are drawn from ``softmax(logits / T)`` and the second
-    element gives, per sequence, (tokens, the distributions they were drawn from).
-    """
+
+def _draft_tree(draft, s: _Seq, num_steps: int, topk: int, num_draft_tokens: int, sampling: Sampling, device: str):
+    """One sequence's tree, as SGLang's draft builds it: the draft's cache of the committed positions
+    (their hidden inputs are the target's features through ``fc``) is extended by the positions
+    committed since the last round, which gives the root's distribution; then each step runs the beam's
+    paths, one row each, after that cache (SGLang's tree attention: a node sees its ancestors only)."""
     torch = import_torch()
-    base = [draft.fc(s.known[None])[0] for s in seqs]  # committed positions' hidden inputs
-    fed = [{} for _ in seqs]  # path -> the hidden the draft feeds back after it (its children's input)
-    builders = [TreeBuilder(topk, num_steps, num_draft_tokens) for _ in seqs]
-    drawn = [([], []) for _ in seqs]
-    while not builders[0].done:
-        rows = [(b, path) for b, bld in enumerate(builders) for path in bld.pending()]
-        logits, back = _draft_rows(draft, [seqs[b].tokens for b, _ in rows], [path for _, path in rows],
-                                   [base[b] for b, _ in rows],
-                                   [[fed[b][path[:k]] for k in range(len(path))] for b, path in rows], device)
-        results = [[] for _ in builders]
-        for r, (b, path) in enumerate(rows):
-            fed[b][path] = back[r]
+    n = len(s.tokens)
+    kept = []
+    logits, back = draft.forward(torch.tensor([s.tokens[1 + s.draft_done:n]], device=device),
+                                 draft.fc(s.known[None, s.draft_done:n - 1]),
+                                 last=torch.tensor([n - 2 - s.draft_done], device=device),
+                                 past=s.draft_past, kept=kept)
+    s.draft_past, s.draft_done = kept, n - 1
+    fed = {(): back[0]}  # path -> the hidden the draft feeds back after it (its children's input)
+    builder = TreeBuilder(topk, num_steps, num_draft_tokens)
+    tokens, dists = [], []
+    while True:
+        rows = builder.pending()
+        results = []
+        for r in range(len(rows)):
             if sampling.rejection:
                 q = torch.softmax(logits[r].float() / sampling.temperature, dim=-1)
-                drawn[b][0].append(int(torch.multinomial(q.cpu(), 1, generator=seqs[b].generator)))
-                drawn[b][1].append(q)  # over the target's vocabulary: check_sampling refused a d2t map
-                results[b].append([(1.0, drawn[b][0][-1])])
+                tokens.append(int(torch.multinomial(q.cpu(), 1, generator=s.generator)))
+                dists.append(q)  # over the target's vocabulary: check_sampling refused a d2t map
+                results.append([(1.0, tokens[-1])])
                 continue
             probs = torch.softmax(logits[r].float(), dim=-1)
             top = torch.topk(probs, topk) if topk > 1 else probs.max(-1, keepdim=True)
             ids = draft.to_target_ids(top.indices)
-            results[b].append([(float(p), int(t)) for p, t in zip(top.values.tolist(), ids.tolist(), strict=True)])
-        for bld, res in zip(builders, results, strict=True):
-            bld.expand(res)
-    if sampling.rejection:
-        drawn = [(toks, [q.to(device) for q in qs]) for toks, qs in drawn]
-    return [bld.tree() for bld in builders], drawn
-
-
-def _draft_rows(draft, committed: list[list[int]], paths: list[tuple[int, ...]], base: list, path_hidden: list,
-                device: str, batch_size: int = 16):
-    """The draft's logits at the end of each row and the hidden it feeds back there.
-
-    A row is a committed sequence (tokens ``s[1:]`` paired with the target's features through ``fc``,
-    ``base``) followed by a path of drafted tokens, each paired with the hidden the draft fed back at the
-    position before it (``path_hidden``), as SGLang's draft attends over a branch of its tree.
-    """
-    torch = import_torch()
-    logits, back = [], []
-    for start in range(0, len(committed), batch_size):
-        part = range(start, min(start + batch_size, len(committed)))
-        lens = [len(committed[r]) - 1 + len(paths[r]) for r in part]
-        tokens = torch.zeros((len(lens), max(lens)), dtype=torch.long, device=device)
-        hidden = torch.zeros((len(lens), max(lens), base[start].shape[-1]), dtype=draft.dtype, device=device)
-        for k, r in enumerate(part):
-            n = len(committed[r]) - 1
-            tokens[k, :lens[k]] = torch.tensor(committed[r][1:] + list(paths[r]), device=device)
-            hidden[k, :n] = base[r]
-            for j, h in enumerate(path_hidden[r]):
-                hidden[k, n + j] = h
-        out, fed_back = draft.forward(tokens, hidden, last=torch.tensor(lens, device=device) - 1)
-        logits += list(out)
-        back += list(fed_back)
-    return logits, back
+            results.append([(float(p), int(t)) for p, t in zip(top.values.tolist(), ids.tolist(), strict=True)])
+        builder.expand(results)
+        if builder.done:
+            break
+        paths = builder.pending()  # the beam: paths of one length, the step's
+        past = [(k.expand(len(paths), -1, -1, -1), v.expand(len(paths), -1, -1, -1)) for k, v in s.draft_past]
+        hidden = torch.stack([torch.stack([fed[path[:j]] for j in range(len(path))]) for path in paths])
+        logits, back = draft.forward(torch.tensor([list(path) for path in paths], device=device), hidden,
+                                     last=torch.full((len(paths),), len(paths[0]) - 1, device=device), past=past)
+        for path, h in zip(paths, back, strict=True):
+            fed[path] = h
+    return builder.tree(), (tokens, dists)
 
 
 def interval_of(sample_rounds: list[list[int]], tokens: list[int], z: float = Z_99) -> tuple[float, float, float]:

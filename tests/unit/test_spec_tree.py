@@ -156,7 +156,7 @@ class _BigramDraft:
     def fc(self, x):
         return x
 
-    def forward(self, tokens, hidden, last):
+    def forward(self, tokens, hidden, last, past=None, kept=None):
         rows = torch.arange(tokens.shape[0])
         return self.table[tokens[rows, last]], hidden[rows, last]
 
