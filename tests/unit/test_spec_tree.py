@@ -184,12 +184,14 @@ def _run(draft_table, target_table, steps, topk, tokens, sampling, n=24):
     return total / rounds, interval
 
 
-def test_a_draft_with_scaled_logits_passes_at_t0_and_fails_at_t1_under_rejection_sampling():
-    """A temperature bug in the draft (its logits divided by 4): the argmax, hence every greedy round,
-    is unchanged, so today's T=0 check passes; sampled at T=1 its proposal no longer matches the
-    target's distribution and the served accept length falls below the trained draft's interval."""
+@pytest.mark.parametrize("scale", [0.25, 4.0], ids=["logit_flat", "logit_sharp"])
+def test_a_draft_with_scaled_logits_passes_at_t0_and_fails_at_t1_under_rejection_sampling(scale):
+    """A temperature bug in the draft (break_draft.py's logit_flat / logit_sharp: its lm_head times 1/4
+    or 4): the argmax, hence every greedy round, is unchanged, so today's T=0 chain check passes; sampled
+    at T=1 its proposal no longer matches the target's distribution and the served accept length falls
+    below the trained draft's interval."""
     target, draft = _tables()
-    broken = draft / 4
+    broken = draft * scale
     greedy = Sampling(temperature=0.0)
     good0, _ = _run(draft, target, 3, 1, 4, greedy)
     bad0, _ = _run(broken, target, 3, 1, 4, greedy)
@@ -201,6 +203,18 @@ def test_a_draft_with_scaled_logits_passes_at_t0_and_fails_at_t1_under_rejection
     assert not ok and "below the reference interval" in text, (good1, interval, bad1)
     assert verdict(_run(draft, target, 3, 1, 4, Sampling(temperature=1.0, rejection=True, samples=8, seed=9))[0],
                    good1, interval=interval)[0]  # the trained draft, sampled afresh, passes
+
+
+def test_a_flattened_draft_passes_the_chain_and_fails_the_tree_at_t0():
+    """logit_flat at temperature 0: the 3/1/4 chain serves exactly as trained; SGLang's default tree
+    5/4/8 picks its nodes by products of the flattened probabilities and accepts a third less."""
+    target, draft = _tables()
+    greedy = Sampling()
+    chain, chain_bad = _run(draft, target, 3, 1, 4, greedy)[0], _run(draft / 4, target, 3, 1, 4, greedy)[0]
+    assert chain_bad == chain and verdict(chain_bad, chain)[0]
+    tree, tree_bad = _run(draft, target, 5, 4, 8, greedy)[0], _run(draft / 4, target, 5, 4, 8, greedy)[0]
+    ok, text = verdict(tree_bad, tree)
+    assert not ok and "below the reference" in text, (tree, tree_bad)
 
 
 def test_target_only_chains_do_not_see_the_drafts_probabilities_but_trees_do():
