@@ -30,13 +30,13 @@ What is modelled, read in SGLang 0.5.17's source:
   the target's features at ``j``; the first draft token comes from the draft's extend pass, then
   ``num_steps - 1`` decode steps; the target verifies ``[last token, drafts...]`` greedily and keeps the
   longest matching prefix plus its own next token. The draft's cache of committed positions is always
-  computed from the target's features, so recomputing each round from scratch is exact.
+  computed from the target's features.
 
-Exact for chains (``topk=1``) at temperature 0, up to floating-point differences between these
-kernels and SGLang's. Trees (``topk > 1`` with ``num_draft_tokens``) and temperature > 0 are decoded
-by ``tree_reference`` with SGLang's tree and verify rules (``spec_tree``): exact for trees at
-temperature 0, an interval at temperature > 0. A tree without its ``num_draft_tokens`` falls back to
-the chain, a lower bound (a tree holds the chain). ``ReferenceResult.kind`` says which:
+The decoding itself is ``tree_reference``'s, with SGLang's tree and verify rules (``spec_tree``): a
+chain is a tree of ``topk=1``. Exact for chains and trees at temperature 0, up to floating-point
+differences between these kernels and SGLang's; an interval at temperature > 0. A tree without its
+``num_draft_tokens`` is computed as its chain and called a bound (a lower bound only where the tree
+holds the chain's path, which a small tree need not). ``ReferenceResult.kind`` says which:
 ``exact``, ``interval`` or ``bound``.
 """
 
@@ -609,92 +609,6 @@ def prompt_token_ids(prompts, target_dir: str) -> list[list[int]]:
     return out
 
 
-def _pad(rows: list[list[int]], device: str):
-    torch = import_torch()
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
-
-
-def _target_pass(target, draft: _Draft, rows: list[list[int]], aux_layers: list[int], device: str):
-    """(greedy next token at every position ``[B, T]``, the draft's features ``[B, T, F]``)."""
-    torch = import_torch()
-    out = target(_pad(rows, device), output_hidden_states=True)
-    hs = out.hidden_states
-    feats = torch.cat([hs[c] for c in aux_layers], dim=-1) if draft.eagle3 else hs[-1]
-    return out.logits.argmax(-1), feats.to(draft.dtype)
-
-
-def run_chain(target, draft: _Draft, prompts: list[list[int]], ids: list[str], num_steps: int,
-              max_new_tokens: int, aux_layers: list[int], device: str, batch_size: int = 16) -> list[PromptReference]:
-    """The greedy chain over ``prompts`` (token ids), ``batch_size`` prompts at a time."""
-    results = []
-    for start in range(0, len(prompts), batch_size):
-        results += _run_batch(target, draft, prompts[start:start + batch_size], ids[start:start + batch_size],
-                              num_steps, max_new_tokens, aux_layers, device)
-    return results
-
-
-def _run_batch(target, draft, prompts, ids, num_steps, max_new_tokens, aux_layers, device):
-    torch = import_torch()
-    with torch.no_grad():
-        nxt, feats = _target_pass(target, draft, prompts, aux_layers, device)
-        seqs = [list(p) + [int(nxt[b, len(p) - 1])] for b, p in enumerate(prompts)]
-        plen = [len(p) for p in prompts]
-        # features of positions 0..len(seq)-2 (the tokens the target has seen)
-        known = [feats[b, :len(p)] for b, p in enumerate(prompts)]
-        rounds = [0] * len(prompts)
-        hist = [[0] * (num_steps + 1) for _ in prompts]
-        active = [b for b in range(len(prompts)) if max_new_tokens > 1]
-        while active:
-            drafts = _propose(draft, [seqs[b] for b in active], [known[b] for b in active], num_steps, device)
-            verify = [seqs[b] + drafts[i] for i, b in enumerate(active)]
-            nxt, feats = _target_pass(target, draft, verify, aux_layers, device)
-            still = []
-            for i, b in enumerate(active):
-                n = len(seqs[b])
-                greedy = nxt[i, n - 1:n + num_steps].tolist()
-                k = 0
-                while k < num_steps and drafts[i][k] == greedy[k]:
-                    k += 1
-                seqs[b] += drafts[i][:k] + [greedy[k]]
-                known[b] = feats[i, :n + k]
-                rounds[b] += 1
-                hist[b][k] += 1
-                if len(seqs[b]) - plen[b] < max_new_tokens:
-                    still.append(b)
-            active = still
-    return [PromptReference(prompt_id=ids[b], output_ids=seqs[b][plen[b]:plen[b] + max_new_tokens],
-                            rounds=rounds[b], histogram=hist[b]) for b in range(len(prompts))]
-
-
-def _propose(draft: _Draft, seqs: list[list[int]], known: list, num_steps: int, device: str) -> list[list[int]]:
-    """``num_steps`` draft tokens (target ids) per sequence: the extend pass, then decode steps."""
-    torch = import_torch()
-    width = max(len(s) for s in seqs) - 1 + num_steps - 1
-    hdim = int(draft.cfg["hidden_size"])
-    tokens = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
-    hidden = torch.zeros((len(seqs), width, hdim), dtype=draft.dtype, device=device)
-    for b, s in enumerate(seqs):
-        tokens[b, :len(s) - 1] = torch.tensor(s[1:], device=device)
-        hidden[b, :len(s) - 1] = draft.fc(known[b][None])[0]
-    out = [[] for _ in seqs]
-    last = torch.tensor([len(s) - 2 for s in seqs], device=device)
-    rows = torch.arange(len(seqs), device=device)
-    for step in range(num_steps):
-        upto = int(last.max()) + 1
-        logits, fed_back = draft.forward(tokens[:, :upto], hidden[:, :upto])
-        picked = draft.to_target_ids(logits[rows, last].argmax(-1))
-        for b, token in enumerate(picked.tolist()):
-            out[b].append(token)
-        if step == num_steps - 1:
-            break
-        g = fed_back[rows, last]
-        last = last + 1
-        tokens[rows, last] = picked
-        hidden[rows, last] = g
-    return out
-
-
 def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, *, topk: int = 1,
                       max_new_tokens: int = 128, device: str | None = None, dtype: str = "float32",
                       batch_size: int = 16, target=None, num_draft_tokens: int | None = None,
@@ -724,11 +638,11 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
     check_sampling(topk, sampling, hot_token_map=False)
     if topk == 1:
         num_draft_tokens = num_steps + 1  # SGLang forces it for a chain
-    as_tree = sampling.temperature > 0 or (topk > 1 and num_draft_tokens is not None)
-    if sampling.temperature > 0 and num_draft_tokens is None:
+    bound = num_draft_tokens is None  # a tree of unknown size: its chain, and call it a bound
+    if sampling.temperature > 0 and bound:
         raise ConfigError(f"topk={topk} at temperature {sampling.temperature:g} without num_draft_tokens: the tree "
                           "cannot be built; give --num-draft-tokens (the server's speculative_num_draft_tokens).")
-    if as_tree:
+    if not bound:
         _check_tree_size(topk, num_steps, num_draft_tokens)
     try:
         import transformers  # noqa: F401
@@ -742,17 +656,13 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
     served = read_served_draft(Path(draft_dir), target.config.to_dict())
     draft = _Draft(served, target, device, dt)
     ids = prompt_token_ids(prompts, target_dir)
-    if as_tree:
-        rows = run_tree(target, draft, ids, num_steps, topk, num_draft_tokens, max_new_tokens, served.aux_layers,
-                        device, sampling, batch_size)
-        chains = [PromptReference(prompt_id=p.id, **row) for p, row in zip(prompts, rows, strict=True)]
-    else:
-        chains = run_chain(target, draft, ids, [p.id for p in prompts], num_steps, max_new_tokens,
-                           served.aux_layers, device, batch_size)
+    rows = run_tree(target, draft, ids, num_steps, 1 if bound else topk, num_steps + 1 if bound else num_draft_tokens,
+                    max_new_tokens, served.aux_layers, device, sampling, batch_size)
+    chains = [PromptReference(prompt_id=p.id, **row) for p, row in zip(prompts, rows, strict=True)]
     return ReferenceResult(algorithm=served.algorithm, num_steps=num_steps, topk=topk, prompts=chains,
                            problems=list(served.problems), aux_layers=served.aux_layers, device=device,
                            dtype=dtype, seconds=time.perf_counter() - t0,
-                           num_draft_tokens=num_draft_tokens if (as_tree or topk == 1) else None,
+                           num_draft_tokens=num_draft_tokens,
                            temperature=sampling.temperature, threshold_single=sampling.threshold_single,
                            threshold_acc=sampling.threshold_acc, rejection_sampling=sampling.rejection,
                            samples=sampling.samples if sampling.temperature > 0 else 1)

@@ -122,12 +122,17 @@ def test_tree_accepts_the_brute_force_path_every_round(pair, steps, topk, tokens
     assert ref.histogram[0] < sum(ref.histogram) and ref.histogram[1] > 0  # neither none nor all accepted
 
 
-def test_a_chain_through_the_tree_decoder_equals_the_chain_reference(pair):
+def test_a_chain_is_the_tree_of_topk_one(pair):
     chain = _reference(pair, 3, 1, None)
-    assert chain.kind == "exact"
+    assert chain.kind == "exact" and chain.num_draft_tokens == 4
     target_dir, export, target = pair
-    tree = _reference(pair, 3, 1, None, sampling=Sampling(temperature=0.0))
-    assert [p.histogram for p in tree.prompts] == [p.histogram for p in chain.prompts]
+    draft = _Draft(read_served_draft(export, target.config.to_dict()), target, "cpu", torch.float32)
+    for p, pr in zip(PROMPTS, chain.prompts, strict=True):
+        seq, made = list(p.input_ids) + pr.output_ids[:1], 1
+        for k in pr.accepted_per_round:
+            assert _brute_force_round(target, draft, chain.aux_layers, seq, 3, 1, 4) == k
+            seq += pr.output_ids[made:made + k + 1]
+            made += k + 1
 
 
 def test_a_tree_without_its_size_is_a_lower_bound(pair):
