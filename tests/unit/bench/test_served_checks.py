@@ -200,3 +200,55 @@ def test_auto_reference_on_a_cpu_build_of_torch_says_no_cuda_without_importing_i
 def test_auto_reference_asks_a_cuda_build_of_torch_for_its_gpu(tmp_path, monkeypatch):
     why, imported = _auto_reference_plan(tmp_path, monkeypatch, "2.11.0")
     assert why.startswith("bench.reference auto: no CUDA GPU here") and imported == ["torch"]
+
+
+def test_the_reference_follows_the_setting_and_thresholds_the_server_reports(tmp_path, monkeypatch):
+    """SGLang's own choice (nothing requested, 5/4/8 read back) and its accept thresholds go to the
+    reference; each temperature gets its own computation, its kind and its verdict."""
+    from types import SimpleNamespace
+
+    from automodel_spec import reference
+    from automodel_spec.bench import served_checks
+    from automodel_spec.bench.result import SpecSettings
+    from automodel_spec.bench.served_checks import add_reference
+    from automodel_spec.bench.workload import Prompt
+
+    calls = []
+
+    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1, sampling=None):
+        calls.append((setting.num_steps, setting.topk, setting.num_draft_tokens, sampling.temperature,
+                      sampling.threshold_single, sampling.threshold_acc, sampling.rejection))
+        sampled = sampling.temperature > 0
+        return reference.ReferenceResult(
+            algorithm="EAGLE3", num_steps=5, topk=4, num_draft_tokens=8, temperature=sampling.temperature,
+            problems=[], aux_layers=[2, 4, 5], device="cpu", dtype="float32", seconds=1.0,
+            samples=4 if sampled else 1,
+            prompts=[reference.PromptReference(prompt_id=p.id, output_ids=[1] * 12,
+                                               rounds=sum(r) if sampled else 3,
+                                               histogram=[0, 0, 0, 0, 0, 12] if sampled else [0, 0, 0, 3, 0, 0],
+                                               sample_rounds=r if sampled else None)
+                     for p, r in zip(prompts, [[3, 4, 3, 4], [4, 4, 5, 3]], strict=False)])
+
+    monkeypatch.setattr(served_checks, "_compute_in_subprocess", fake_compute)
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "config.json").write_text("{}")
+    run = SimpleNamespace(target=str(tmp_path / "target"), export=SimpleNamespace(path=tmp_path / "export"))
+    bench = SimpleNamespace(reference=True, temperature=[0.0, 1.0], concurrency=[1], num_prompts=2, seed=0,
+                            max_new_tokens=12, gpu_pool=None, servers_per_gpu=1, expected_accept_length=None)
+    cfg = SimpleNamespace(bench=bench, algorithm=SimpleNamespace(name="EAGLE3"))
+    result = _result((0.0, 1), (1.0, 1))
+    result.requested = SpecSettings()
+    result.effective = SpecSettings(num_steps=5, topk=4, num_draft_tokens=8)
+    result.server_settings = {"speculative_accept_threshold_single": 0.7, "speculative_accept_threshold_acc": 0.9}
+    result.level(0.0, 1).accept_length, result.level(1.0, 1).accept_length = 4.0, 1.0
+    result.level(0.0, 1).accept_histogram = [0, 0, 0, 3, 0, 0]
+    pool = [Prompt(id="a", category="k", text="hi"), Prompt(id="b", category="k", text="ho")]
+    add_reference(cfg, run, result, pool)
+    assert calls == [(5, 4, 8, 0.0, 0.7, 0.9, False), (5, 4, 8, 1.0, 0.7, 0.9, False)]
+    greedy, sampled = result.level(0.0, 1), result.level(1.0, 1)
+    assert greedy.reference_kind == "exact" and greedy.served_as_trained and greedy.depths_as_trained
+    assert greedy.histogram_distance == 0.0
+    assert sampled.reference_kind == "interval" and sampled.reference_interval is not None
+    assert sampled.served_as_trained is False and "below the reference interval" in sampled.reference_verdict
+    assert check_failures(result) == [f"T=1 c=1: {sampled.reference_verdict}"]
+    assert set(result.reference.by_temperature) == {"0", "1"} and result.reference.kind == "exact"
