@@ -26,9 +26,12 @@ Read in SGLang 0.5.17's wheel (``srt/speculative/``) and sgl-kernel's kernels; t
   each token from ``softmax(logits / T)`` and it is accepted when ``coin * p_draft < q``; the bonus is
   drawn from ``relu(q - p_draft)`` after a rejection, from ``q`` after a full accept.
 
-Other releases: the same rules from 0.5.9 to 0.5.23 as far as read (0.5.17 moved
-``select_top_k_tokens`` into ``spec_utils.py`` and split it in two; rejection sampling is newer than
-0.5.9); check a release before trusting a number from it.
+Other releases, read in their wheels: 0.5.9 builds the tree the same way (``select_top_k_tokens`` in
+one function, ``organize_draft_results`` alike), takes the draft's plain softmax and verifies with the
+same greedy and target-only kernels and thresholds, but has no rejection sampling
+(``--speculative-use-rejection-sampling`` is not among its flags); 0.5.23 splits
+``select_top_k_tokens`` as 0.5.17 does, keeps ``organize_draft_results`` and both sampling paths (its
+draft softmax goes through ``sampling_softmax``). Releases between were not read.
 """
 
 from __future__ import annotations
