@@ -25,6 +25,7 @@ WHOLE_MODULES = (
     "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
     "tests/unit/test_reference.py",  # `pair`: a target loaded through transformers
+    "tests/unit/test_tree_reference.py",  # `pair`: a target loaded through transformers
     "tests/cli/test_export_signals.py",  # `big_run`
     "tests/reliability/test_secrets.py",  # `cache`
     "tests/gpu/",

@@ -9,6 +9,8 @@ the accepted path taken as the longest prefix of the target's own greedy continu
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -18,7 +20,7 @@ from automodel_spec import synthetic  # noqa: E402
 from automodel_spec.bench.workload import Prompt  # noqa: E402
 from automodel_spec.errors import ConfigError  # noqa: E402
 from automodel_spec.prepare import prepare_export  # noqa: E402
-from automodel_spec.reference import _Draft, compute_reference, load_target, read_served_draft  # noqa: E402
+from automodel_spec.reference import _Draft, compute_reference, load_target, main, read_served_draft  # noqa: E402
 from automodel_spec.resolve import resolve_draft  # noqa: E402
 from automodel_spec.tree_reference import Sampling  # noqa: E402
 
@@ -175,3 +177,42 @@ def test_settings_sglang_refuses_are_refused(pair, kw, words):
 def test_a_tree_larger_than_sglang_builds_is_refused(pair):
     with pytest.raises(ConfigError, match="num_draft_tokens=9"):
         _reference(pair, 2, 2, 9)
+
+
+def _prompts_file(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": p.id, "category": "ids", "input_ids": list(p.input_ids)}) + "\n"
+                            for p in PROMPTS))
+    return path
+
+
+def test_the_command_line_says_interval_and_writes_it(pair, tmp_path, capsys):
+    target_dir, export, _ = pair
+    out = tmp_path / "ref.json"
+    code = main(["--target", str(target_dir), "--draft", str(export), "--num-steps", "3", "--topk", "2",
+                 "--num-draft-tokens", "5", "--temperature", "1", "--samples", "2", "--max-new-tokens", "8",
+                 "--prompts", str(_prompts_file(tmp_path)), "--num-prompts", "3", "--device", "cpu",
+                 "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    data = json.loads(out.read_text())
+    assert data["kind"] == "interval" and data["num_draft_tokens"] == 5 and data["temperature"] == 1.0
+    low, high = data["interval"]
+    assert low <= data["accept_length"] <= high
+    assert "tree 3/2/5, T=1, target-only, thresholds 1/1, 2 generations per prompt" in printed
+    assert f"({data['kind']})" in printed and "99% interval" in printed
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--temperature", "-1"], "temperature=-1.0"),
+    (["--temperature", "1", "--samples", "1"], "samples=1"),
+    (["--topk", "2", "--num-draft-tokens", "9", "--num-steps", "2"], "num_draft_tokens=9"),
+    (["--topk", "2", "--temperature", "0.5"], "without num_draft_tokens"),
+])
+def test_bad_settings_on_the_command_line_are_named_without_a_traceback(pair, tmp_path, capsys, args, words):
+    target_dir, export, _ = pair
+    base = ["--target", str(target_dir), "--draft", str(export), "--prompts", str(_prompts_file(tmp_path)),
+            "--device", "cpu"]
+    code = main(base + (["--num-steps", "3"] if "--num-steps" not in args else []) + args)
+    err = capsys.readouterr().err
+    assert code != 0 and words in err and err.startswith("error: ") and "Traceback" not in err
