@@ -513,6 +513,16 @@ class ReferenceResult:
         return "exact" if self.topk == 1 or self.num_draft_tokens is not None else "bound"
 
     @property
+    def expected_per_round(self) -> float | None:
+        """At temperature > 0: one plus the mean over the sampled rounds of each round's exact expected
+        accept count given its context (products of the target's probabilities on a chain); what the
+        sampled accept length estimates with the coins' noise taken out, the end of each generation aside."""
+        rounds = sum(p.rounds for p in self.prompts)
+        if self.kind != "interval" or not rounds or any(p.expected_accepted is None for p in self.prompts):
+            return None
+        return 1 + sum(p.expected_accepted for p in self.prompts) / rounds
+
+    @property
     def interval(self) -> tuple[float, float] | None:
         """At temperature > 0: where one served run over these prompts lies (99%)."""
         return interval_of_prompts(self.prompts) if self.kind == "interval" else None
@@ -532,7 +542,7 @@ class ReferenceResult:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(accept_length=self.accept_length, histogram=self.histogram, exact=self.exact, kind=self.kind,
-                 interval=list(self.interval) if self.interval else None)
+                 interval=list(self.interval) if self.interval else None, expected_per_round=self.expected_per_round)
         return d
 
 
@@ -797,6 +807,8 @@ def _table(result: ReferenceResult) -> str:
              "  accepted drafts " + " ".join(f"{k}:{v}" for k, v in enumerate(result.histogram))]
     if result.interval:
         lines.append("  one served run  {:.3f} .. {:.3f} (99% interval)".format(*result.interval))
+    if result.expected_per_round is not None:
+        lines.append(f"  exact per round {result.expected_per_round:.3f} (the sampled rounds' exact expected accepts)")
     if result.kind == "bound":
         lines.append(f"  topk={result.topk}: the chain is a lower bound for the tree (give --num-draft-tokens)")
     if result.aux_layers:

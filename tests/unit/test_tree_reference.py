@@ -155,7 +155,7 @@ def test_sampling_matches_the_exact_expected_accepts_of_its_rounds(pair):
         exact = sum(p.expected_accepted for p in ref.prompts)
         sd = (sum(k * k * v for k, v in enumerate(ref.histogram)) / rounds - (drawn / rounds) ** 2) ** 0.5
         assert abs(drawn - exact) / rounds < 4 * sd / rounds ** 0.5 + 1e-9
-        assert exact > 0
+        assert exact > 0 and ref.expected_per_round == pytest.approx(1 + exact / rounds)
 
 
 def test_the_same_seed_gives_the_same_interval(pair):
@@ -200,7 +200,8 @@ def test_the_command_line_says_interval_and_writes_it(pair, tmp_path, capsys):
     low, high = data["interval"]
     assert low <= data["accept_length"] <= high
     assert "tree 3/2/5, T=1, target-only, thresholds 1/1, 2 generations per prompt" in printed
-    assert f"({data['kind']})" in printed and "99% interval" in printed
+    assert f"({data['kind']})" in printed and "99% interval" in printed and "exact per round" in printed
+    assert data["expected_per_round"] > 1
 
 
 @pytest.mark.parametrize("args,words", [
