@@ -108,8 +108,3 @@ def test_check_of_a_tree_at_temperature_0_and_1_gives_an_exact_and_an_interval_v
     assert m["reference"]["by_temperature"]["1"]["kind"] == "interval" and m["reference"]["num_draft_tokens"] == 5
     assert "T=1 (interval): served as trained" in res.stdout and "T=0 (exact): served as trained" in res.stdout
     assert exact["depths_as_trained"] is True and exact["histogram_distance"] is not None
-
-    greedy_tree = [w for w in tree if not w.startswith("bench.temperature")]
-    res = check("mode=check", *greedy_tree, output_dir=tmp_path / "low", env={"FAKE_SGLANG_ACCEPT": "0.2"})
-    assert res.returncode == 1, res.output
-    assert "T=0 c=1: served accept length" in res.stderr and "per depth" in res.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from automodel_spec.bench.result import LevelResult, PointResult, ReferenceSummary, read_point, write_point
 from automodel_spec.bench.served_checks import add_lossless, check_failures, check_report, first_difference
 
@@ -252,3 +254,19 @@ def test_the_reference_follows_the_setting_and_thresholds_the_server_reports(tmp
     assert sampled.served_as_trained is False and "below the reference interval" in sampled.reference_verdict
     assert check_failures(result) == [f"T=1 c=1: {sampled.reference_verdict}"]
     assert set(result.reference.by_temperature) == {"0", "1"} and result.reference.kind == "exact"
+
+
+def test_the_depth_verdict_catches_later_positions_an_average_hides():
+    from automodel_spec.reference import depth_verdict, histogram_distance, survival
+
+    reference = [100, 300, 600]  # rounds by drafts accepted: 0, 1, 2
+    assert survival(reference) == [0.9, 0.6]
+    assert depth_verdict(list(reference), reference) == (True, "every depth within sampling error of the "
+                                                                "reference (distance 0.00)")
+    # the first position served as trained, the second mostly lost: fails at depth 2 only
+    ok, text = depth_verdict([100, 700, 200], reference)
+    assert not ok and "depth 2: 0.20 of rounds served vs 0.60 reference" in text and "depth 1" not in text
+    assert histogram_distance([100, 700, 200], reference) == pytest.approx(0.4)
+    # three rounds served say little: within three standard errors of the reference's shares
+    assert depth_verdict([1, 1, 1], reference)[0] is True
+    assert depth_verdict(None, reference) == (None, None)
