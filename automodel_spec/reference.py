@@ -776,6 +776,25 @@ def depth_verdict(served: list[int] | None, reference: list[int] | None, *,
     return True, f"every depth within sampling error of the reference (distance {dist:.2f})"
 
 
+TRAINED_TOLERANCE = 0.2  # training's figures come from its own data, not the bench's prompts: only a large gap
+
+
+def trained_depth_verdict(reference: list[float], trained) -> tuple[bool, str]:
+    """(the reference reaches what training measured at each depth?, the sentence) for the reference's
+    chain survival per depth and training's (``trained_depths.TrainedDepths``).
+
+    A warning, not a failure: training measured its own data, the reference the bench's prompts; a
+    depth more than ``TRAINED_TOLERANCE`` of training's figure below it says the export, as SGLang serves
+    it, does not compute the draft as trained at that depth (or that the prompts are far from training's).
+    """
+    short = [f"depth {d}: {x:.2f} reference vs {y:.2f} in training" for d, (x, y) in
+             enumerate(zip(reference, trained.survival, strict=False), start=1) if x < y * (1 - TRAINED_TOLERANCE)]
+    where = f"{trained.how}, {trained.source}"
+    if short:
+        return False, f"below training's figures ({where}): " + "; ".join(short)
+    return True, f"every depth within {TRAINED_TOLERANCE:.0%} of training's figures ({where})"
+
+
 def estimated_cost(target_config: dict, num_prompts: int, max_new_tokens: int) -> float:
     """Target parameters x generated tokens: the rule ``bench.reference`` (auto) decides by."""
     h = int(target_config.get("hidden_size", 0))

@@ -32,6 +32,7 @@ from automodel_spec.errors import SpecError
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.signals import import_torch
 from automodel_spec.target import read_target_config
+from automodel_spec.trained_depths import read_trained_depths
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,14 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
         by_temperature={f"{t:g}": {"kind": c.kind, "accept_length": c.accept_length, "histogram": c.histogram,
                                    "interval": list(c.interval) if c.interval else None, "seconds": c.seconds}
                         for t, c in computed.items()})
+    trained = read_trained_depths(getattr(getattr(run, "draft", None), "path", None))
     for m in result.levels.values():
-        _judge_level(cfg, m, computed[float(m.temperature)], pool)
+        _judge_level(cfg, m, computed[float(m.temperature)], pool, trained)
 
 
-def _judge_level(cfg: BenchPoint, m, computed, pool) -> None:
-    """One level's reference, its verdict and its per-depth verdict."""
+def _judge_level(cfg: BenchPoint, m, computed, pool, trained=None) -> None:
+    """One level's reference, its verdict, its per-depth verdict and, for a chain at temperature 0, the
+    reference against training's own per-depth figures (``trained``, where recorded)."""
     ref = _reference_module()
     b = cfg.bench
     by_id = {p.prompt_id: p for p in computed.prompts}
@@ -178,6 +181,12 @@ def _judge_level(cfg: BenchPoint, m, computed, pool) -> None:
         log.warning("[bench] WARNING T=%g c=%d: %s", m.temperature, m.concurrency, m.reference_verdict)
     if m.depths_as_trained is False:
         log.warning("[bench] WARNING T=%g c=%d: %s", m.temperature, m.concurrency, m.depth_verdict)
+    if trained is not None and m.temperature == 0 and computed.kind == "exact" and computed.topk == 1:
+        reference = ref.survival(m.reference_histogram)
+        m.trained_survival = trained.survival[:len(reference)]
+        m.trained_depths_ok, m.trained_depth_verdict = ref.trained_depth_verdict(reference, trained)
+        if not m.trained_depths_ok:
+            log.warning("[bench] WARNING T=0 c=%d: the reference is %s", m.concurrency, m.trained_depth_verdict)
 
 
 def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: int, gpu_pool: list[str] | None,

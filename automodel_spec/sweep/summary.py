@@ -144,6 +144,8 @@ def served_lines(rows: list[dict]) -> list[str]:
             warnings.append(f"- WARNING {r['point']} T={t} c={c}: {r.get('reference_verdict')}")
         if r.get("depths_as_trained") is False:
             warnings.append(f"- WARNING {r['point']} T={t} c={c}: {r.get('depth_verdict')}")
+        if r.get("trained_depths_ok") is False:
+            warnings.append(f"- WARNING {r['point']} T={t} c={c}: the reference is {r.get('trained_depth_verdict')}")
         if r.get("lossless_compared") and r["lossless_identical"] < r["lossless_compared"]:
             why = "kernels of other shapes can resolve near-ties differently (docs/benchmarks.md)"
             warnings.append(f"- WARNING {r['point']} T={t} c={c}: "

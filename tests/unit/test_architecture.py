@@ -21,7 +21,7 @@ LAYERS = {
     "base": ["signals", "errors", "sglang_options", "config", "spec_rules", "config_rules", "adaptive", "atomic_write", "sealed_dir",
              "console_log", "process_state", "file_lock", "file_digest", "json_file", "yaml_file", "path_lookup",
              "http_client", "redact", "nvidia_smi", "job_codes"],
-    "resolve": ["specforge_checkpoint", "resolve", "weights", "draft_sources"],
+    "resolve": ["specforge_checkpoint", "resolve", "weights", "draft_sources", "trained_depths"],
     "plan and check": ["rope", "serving_dtype", "draft_plan", "eagle_layout", "eagle3_layout", "speculators_format",
                        "preflight", "target"],
     "write": ["export", "synthetic_tokenizer", "synthetic", "demo"],

@@ -270,3 +270,41 @@ def test_the_depth_verdict_catches_later_positions_an_average_hides():
     # three rounds served say little: within three standard errors of the reference's shares
     assert depth_verdict([1, 1, 1], reference)[0] is True
     assert depth_verdict(None, reference) == (None, None)
+
+
+def test_a_greedy_chain_is_also_held_against_what_training_measured(tmp_path, monkeypatch):
+    """The real pair's Automodel run records its chain survival per depth; a reference far below it at
+    depth 2 is a warning on the level (not a failure: training measured other data)."""
+    from types import SimpleNamespace
+
+    from automodel_spec import reference
+    from automodel_spec.bench import served_checks
+    from automodel_spec.bench.result import SpecSettings
+    from automodel_spec.bench.served_checks import add_reference
+    from automodel_spec.bench.workload import Prompt
+
+    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1, sampling=None):
+        return reference.ReferenceResult(
+            algorithm="EAGLE3", num_steps=2, topk=1, num_draft_tokens=3, problems=[], aux_layers=[], device="cpu",
+            dtype="float32", seconds=1.0,
+            prompts=[reference.PromptReference(prompt_id=p.id, output_ids=[1] * 10, rounds=5, histogram=[1, 3, 1])
+                     for p in prompts])
+
+    monkeypatch.setattr(served_checks, "_compute_in_subprocess", fake_compute)
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "config.json").write_text("{}")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "automodel_train.json").write_text(json.dumps({"chain_survival_per_depth": [0.85, 0.7]}))
+    run = SimpleNamespace(target=str(tmp_path / "target"), export=SimpleNamespace(path=tmp_path / "export"),
+                          draft=SimpleNamespace(path=str(tmp_path / "run")))
+    bench = SimpleNamespace(reference=True, temperature=[0.0], concurrency=[1], num_prompts=1, seed=0,
+                            max_new_tokens=10, gpu_pool=None, servers_per_gpu=1, expected_accept_length=None)
+    result = _result((0.0, 1))
+    result.requested = SpecSettings(num_steps=2, topk=1, num_draft_tokens=3)
+    result.level(0.0, 1).accept_length = 2.0
+    add_reference(SimpleNamespace(bench=bench, algorithm=SimpleNamespace(name="EAGLE3")), run, result,
+                  [Prompt(id="a", category="k", text="hi")])
+    lv = result.level(0.0, 1)
+    assert lv.trained_survival == [0.85, 0.7] and lv.trained_depths_ok is False
+    assert "depth 2: 0.20 reference vs 0.70 in training" in lv.trained_depth_verdict and "depth 1" not in lv.trained_depth_verdict
+    assert lv.served_as_trained is True and check_failures(result) == []  # a warning, not a failure
