@@ -2,9 +2,9 @@
 
 Given what SGLang is given (the target's HF directory and the exported draft directory), this module
 runs the target through ``transformers`` and the draft as SGLang 0.5.17's loader builds it, and
-decodes the benchmark prompts with a greedy chain of ``num_steps`` draft tokens per verify round
-at temperature 0. The result is the accept length SGLang should report for the same prompts and
-setting; a served accept length well below it means the server does not run the draft that was
+decodes the benchmark prompts with SGLang's draft tree (a chain at ``topk=1``) and verify rule at the
+requests' temperature (``tree_reference``). The result is the accept length SGLang should report for
+the same prompts and setting (at temperature > 0, where one served run should lie); a served accept length well below it means the server does not run the draft that was
 exported (``docs/benchmarks.md``, "Reference accept length").
 
 What is modelled, read in SGLang 0.5.17's source:
@@ -454,8 +454,8 @@ class _Draft:
 
 @dataclass
 class PromptReference:
-    """One prompt's greedy chain: ``output_ids`` (the target's own greedy output), verify ``rounds``,
-    and ``histogram[k]``: rounds that accepted ``k`` drafted tokens."""
+    """One prompt's decode: ``output_ids`` (at temperature 0 the target's own greedy output), verify
+    ``rounds``, and ``histogram[k]``: rounds that accepted ``k`` drafted tokens."""
 
     prompt_id: str
     output_ids: list[int]
