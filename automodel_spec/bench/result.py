@@ -122,12 +122,12 @@ class LevelResult:
     """Per depth: the reference's rounds by drafts accepted over this level's prompts; the share of
     rounds that accepted at least ``d`` drafts (``[d - 1]``), served and reference; the total variation
     distance of the two histograms; whether no depth falls short of the reference's
-    (``reference.depth_verdict``) and the sentence shown. ``None`` without both histograms."""
+    (``accept_depths.depth_verdict``) and the sentence shown. ``None`` without both histograms."""
     trained_survival: list[float] | None = None
     trained_depths_ok: bool | None = None
     trained_depth_verdict: str | None = None
     """Chains at temperature 0, where the training output records it (``trained_depths``): training's
-    survival per depth, whether the reference reaches it at every depth (``reference.trained_depth_verdict``:
+    survival per depth, whether the reference reaches it at every depth (``accept_depths.trained_depth_verdict``:
     a warning, the data differ) and the sentence shown."""
     lossless_compared: int = 0
     lossless_identical: int = 0

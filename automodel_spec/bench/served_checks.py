@@ -5,7 +5,7 @@
   once per temperature and held against each level's served accept length (``reference.verdict``:
   within 5% of an exact value at temperature 0, not below the 99% interval of one served run at
   temperature > 0, with SGLang's accept thresholds and rejection sampling as the server reports them),
-  and depth by depth against the served histogram (``reference.depth_verdict``).
+  and depth by depth against the served histogram (``accept_depths.depth_verdict``).
 * Lossless: at temperature 0 speculative decoding must return the target's own greedy tokens, so
   each request's output is compared with the no-speculation baseline's for the same prompt and level.
   Even at concurrency 1 the verify pass runs the target over several tokens at once where the
@@ -24,7 +24,7 @@ import json
 import logging
 from pathlib import Path
 
-from automodel_spec import nvidia_smi
+from automodel_spec import accept_depths, nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import PointResult, ReferenceSummary
 from automodel_spec.bench.workload import select_prompts
@@ -173,18 +173,18 @@ def _judge_level(cfg: BenchPoint, m, computed, pool, trained=None) -> None:
         min_accept_length=b.expected_accept_length, interval=interval)
     m.reference_histogram = ref.histogram_of(mine)
     if m.accept_histogram and computed.kind != "bound":
-        m.served_survival = ref.survival(m.accept_histogram)
-        m.reference_survival = ref.survival(m.reference_histogram)
-        m.histogram_distance = ref.histogram_distance(m.accept_histogram, m.reference_histogram)
-        m.depths_as_trained, m.depth_verdict = ref.depth_verdict(m.accept_histogram, m.reference_histogram)
+        m.served_survival = accept_depths.survival(m.accept_histogram)
+        m.reference_survival = accept_depths.survival(m.reference_histogram)
+        m.histogram_distance = accept_depths.histogram_distance(m.accept_histogram, m.reference_histogram)
+        m.depths_as_trained, m.depth_verdict = accept_depths.depth_verdict(m.accept_histogram, m.reference_histogram)
     if not m.served_as_trained:
         log.warning("[bench] WARNING T=%g c=%d: %s", m.temperature, m.concurrency, m.reference_verdict)
     if m.depths_as_trained is False:
         log.warning("[bench] WARNING T=%g c=%d: %s", m.temperature, m.concurrency, m.depth_verdict)
     if trained is not None and m.temperature == 0 and computed.kind == "exact" and computed.topk == 1:
-        reference = ref.survival(m.reference_histogram)
+        reference = accept_depths.survival(m.reference_histogram)
         m.trained_survival = trained.survival[:len(reference)]
-        m.trained_depths_ok, m.trained_depth_verdict = ref.trained_depth_verdict(reference, trained)
+        m.trained_depths_ok, m.trained_depth_verdict = accept_depths.trained_depth_verdict(reference, trained)
         if not m.trained_depths_ok:
             log.warning("[bench] WARNING T=0 c=%d: the reference is %s", m.concurrency, m.trained_depth_verdict)
 

@@ -28,7 +28,7 @@ LAYERS = {
     "pipeline": ["command", "prepare"],
     "launch": ["parent_watch", "server", "gpu_pool", "port_lease", "launch", "report"],
     "bench": ["bench.point", "bench.result", "bench.workload", "bench.client", "bench.metrics", "bench.capacity", "bench.placement",
-              "spec_tree", "reference", "tree_reference", "bench.served_checks", "bench.job"],
+              "spec_tree", "reference", "tree_reference", "accept_depths", "bench.served_checks", "bench.job"],
     "prediction": ["predict.acceptance", "predict.cost", "predict.points", "predict.predictor", "predict.sweep"],
     "sweep results": ["sweep.rows", "sweep.plots", "sweep.presets", "sweep.predictions", "sweep.summary",
                       "sweep.__main__"],

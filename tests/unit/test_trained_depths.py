@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from automodel_spec.reference import trained_depth_verdict
+from automodel_spec.accept_depths import trained_depth_verdict
 from automodel_spec.trained_depths import TrainedDepths, read_trained_depths
 
 

@@ -257,7 +257,7 @@ def test_the_reference_follows_the_setting_and_thresholds_the_server_reports(tmp
 
 
 def test_the_depth_verdict_catches_later_positions_an_average_hides():
-    from automodel_spec.reference import depth_verdict, histogram_distance, survival
+    from automodel_spec.accept_depths import depth_verdict, histogram_distance, survival
 
     reference = [100, 300, 600]  # rounds by drafts accepted: 0, 1, 2
     assert survival(reference) == [0.9, 0.6]
