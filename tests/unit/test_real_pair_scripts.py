@@ -58,7 +58,7 @@ def test_each_variant_breaks_what_it_names_in_a_copy(export, tmp_path, kind):
     assert "midlayer.mlp.up_proj.weight" in tensors
 
 
-@pytest.mark.parametrize("kind,scale", [("logit_flat", 0.25), ("logit_sharp", 4.0)])
+@pytest.mark.parametrize("kind,scale", [("logit_flat", 0.25), ("logit_warm", 0.5), ("logit_sharp", 4.0)])
 def test_the_logit_variants_scale_the_lm_head_only(export, tmp_path, kind, scale):
     """Every logit scaled alike: the argmax of each position, hence every greedy chain, is kept."""
     src, target = export

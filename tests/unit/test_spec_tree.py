@@ -205,14 +205,16 @@ def test_a_draft_with_scaled_logits_passes_at_t0_and_fails_at_t1_under_rejection
                    good1, interval=interval)[0]  # the trained draft, sampled afresh, passes
 
 
-def test_a_flattened_draft_passes_the_chain_and_fails_the_tree_at_t0():
-    """logit_flat at temperature 0: the 3/1/4 chain serves exactly as trained; SGLang's default tree
-    5/4/8 picks its nodes by products of the flattened probabilities and accepts a third less."""
-    target, draft = _tables()
+@pytest.mark.parametrize("scale", [0.25, 0.5], ids=["logit_flat", "logit_warm"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_flattened_draft_passes_the_chain_and_fails_the_tree_at_t0(scale, seed):
+    """logit_flat / logit_warm at temperature 0: the 3/1/4 chain serves exactly as trained; SGLang's
+    default tree 5/4/8 picks its nodes by products of the flattened probabilities and accepts less."""
+    target, draft = _tables(seed)
     greedy = Sampling()
-    chain, chain_bad = _run(draft, target, 3, 1, 4, greedy)[0], _run(draft / 4, target, 3, 1, 4, greedy)[0]
+    chain, chain_bad = _run(draft, target, 3, 1, 4, greedy)[0], _run(draft * scale, target, 3, 1, 4, greedy)[0]
     assert chain_bad == chain and verdict(chain_bad, chain)[0]
-    tree, tree_bad = _run(draft, target, 5, 4, 8, greedy)[0], _run(draft / 4, target, 5, 4, 8, greedy)[0]
+    tree, tree_bad = _run(draft, target, 5, 4, 8, greedy)[0], _run(draft * scale, target, 5, 4, 8, greedy)[0]
     ok, text = verdict(tree_bad, tree)
     assert not ok and "below the reference" in text, (tree, tree_bad)
 

@@ -14,8 +14,9 @@ KIND:
   bug): every argmax, hence every greedy chain, is unchanged, so the chain check at T=0 passes; a tree's
   node choice multiplies the (now flatter) probabilities and changes, and rejection sampling at T > 0
   draws from the wrong distribution;
+- ``logit_warm``: the lm_head halved (temperature 2): the same bug, milder;
 - ``logit_sharp``: the lm_head times 4 (temperature 0.25): chains at T=0 unchanged again; trees lean
-  to the first choice; rejection sampling at T > 0 accepts less.
+  to the first choice (they may accept more); rejection sampling at T > 0 accepts less.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import shutil
 import sys
 from pathlib import Path
 
-KINDS = ("layers", "aux_shift", "no_d2t", "logit_flat", "logit_sharp")
-LOGIT_SCALE = {"logit_flat": 0.25, "logit_sharp": 4.0}
+KINDS = ("layers", "aux_shift", "no_d2t", "logit_flat", "logit_warm", "logit_sharp")
+LOGIT_SCALE = {"logit_flat": 0.25, "logit_warm": 0.5, "logit_sharp": 4.0}
 
 
 def main() -> int:
