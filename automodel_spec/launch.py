@@ -35,7 +35,8 @@ _EFFECTIVE_KEYS = ("speculative_algorithm", "speculative_num_steps", "speculativ
                    "speculative_num_draft_tokens", "speculative_draft_model_path", "max_running_requests",
                    "attention_backend", "tp_size", "mem_fraction_static", "cuda_graph_max_bs",
                    "cuda_graph_max_bs_decode", "speculative_adaptive", "speculative_adaptive_config",
-                   "max_total_num_tokens")
+                   "max_total_num_tokens", "speculative_accept_threshold_single",
+                   "speculative_accept_threshold_acc", "speculative_use_rejection_sampling")
 
 
 @dataclass(frozen=True)

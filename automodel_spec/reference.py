@@ -2,9 +2,9 @@
 
 Given what SGLang is given (the target's HF directory and the exported draft directory), this module
 runs the target through ``transformers`` and the draft as SGLang 0.5.17's loader builds it, and
-decodes the benchmark prompts with a greedy chain of ``num_steps`` draft tokens per verify round
-at temperature 0. The result is the accept length SGLang should report for the same prompts and
-setting; a served accept length well below it means the server does not run the draft that was
+decodes the benchmark prompts with SGLang's draft tree (a chain at ``topk=1``) and verify rule at the
+requests' temperature (``tree_reference``). The result is the accept length SGLang should report for
+the same prompts and setting (at temperature > 0, where one served run should lie); a served accept length well below it means the server does not run the draft that was
 exported (``docs/benchmarks.md``, "Reference accept length").
 
 What is modelled, read in SGLang 0.5.17's source:
@@ -30,10 +30,14 @@ What is modelled, read in SGLang 0.5.17's source:
   the target's features at ``j``; the first draft token comes from the draft's extend pass, then
   ``num_steps - 1`` decode steps; the target verifies ``[last token, drafts...]`` greedily and keeps the
   longest matching prefix plus its own next token. The draft's cache of committed positions is always
-  computed from the target's features, so recomputing each round from scratch is exact.
+  computed from the target's features.
 
-Exact for chains (``topk=1``) at temperature 0, up to floating-point differences between these
-kernels and SGLang's. For trees (``topk > 1``) the chain is a lower bound: a tree holds the chain.
+The decoding itself is ``tree_reference``'s, with SGLang's tree and verify rules (``spec_tree``): a
+chain is a tree of ``topk=1``. Exact for chains and trees at temperature 0, up to floating-point
+differences between these kernels and SGLang's; an interval at temperature > 0. A tree without its
+``num_draft_tokens`` is computed as its chain and called a bound (a lower bound only where the tree
+holds the chain's path, which a small tree need not). ``ReferenceResult.kind`` says which:
+``exact``, ``interval`` or ``bound``.
 """
 
 from __future__ import annotations
@@ -375,7 +379,10 @@ class _Draft:
                                 for k, c in enumerate(aux.chunk(n, dim=-1))], dim=-1)
         return _linear(aux, p, "model.fc")
 
-    def _attention(self, x, prefix: str, cos, sin):
+    def _attention(self, x, prefix: str, cos, sin, past=None, kept=None):
+        """Causal self-attention over ``x``; with ``past`` (the layer's keys and values of earlier
+        positions, ``[B, kv, P, hd]`` each) ``x`` continues them. ``kept`` collects this call's keys and
+        values (the past's included) for the caller's cache."""
         torch = import_torch()
         b, t, _ = x.shape
         _, heads, kv, hd, _ = self.dims
@@ -383,8 +390,17 @@ class _Draft:
         k = _linear(x, self.p, prefix + "k_proj").view(b, t, kv, hd).transpose(1, 2)
         v = _linear(x, self.p, prefix + "v_proj").view(b, t, kv, hd).transpose(1, 2)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        mask = None
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            p_len = past[0].shape[2]
+            j = torch.arange(p_len + t, device=x.device)
+            mask = j[None, :] <= (p_len + torch.arange(t, device=x.device))[:, None]  # the past, then causal
+        if kept is not None:
+            kept.append((k, v))
         k, v = k.repeat_interleave(heads // kv, dim=1), v.repeat_interleave(heads // kv, dim=1)
-        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=hd ** -0.5)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=mask is None, attn_mask=mask,
+                                                             scale=hd ** -0.5)
         return _linear(o.transpose(1, 2).reshape(b, t, heads * hd), self.p, prefix + "o_proj")
 
     def _mlp(self, x, prefix: str):
@@ -392,13 +408,20 @@ class _Draft:
         gate = torch.nn.functional.silu(_linear(x, self.p, prefix + "gate_proj"))
         return _linear(gate * _linear(x, self.p, prefix + "up_proj"), self.p, prefix + "down_proj")
 
-    def forward(self, token_ids, hidden):
+    def forward(self, token_ids, hidden, last=None, past=None, kept=None):
         """(draft logits over its vocabulary, the hidden fed back) for tokens ``[B, T]`` paired with
-        hidden inputs ``[B, T, H]`` (already through ``fc``), at positions ``0..T-1``."""
+        hidden inputs ``[B, T, H]`` (already through ``fc``), at positions ``0..T-1``.
+
+        With ``last`` (``[B]``, a position per row) both are given at those positions only (``[B, V]``,
+        ``[B, H]``): the lm_head then runs over one position a row, not all of them. With ``past`` (per
+        layer, the keys and values of ``P`` earlier positions) the tokens sit at positions ``P..P+T-1``
+        and attend to those too; ``kept`` (a list) receives every layer's keys and values, past included.
+        """
         torch = import_torch()
         p, eps = self.p, self.eps
         embeds = torch.nn.functional.embedding(token_ids, p["model.embed_tokens.weight"])
-        pos = torch.arange(token_ids.shape[1], device=self.device)[None].expand(token_ids.shape[0], -1)
+        start = past[0][0].shape[2] if past else 0
+        pos = torch.arange(start, start + token_ids.shape[1], device=self.device)[None].expand(token_ids.shape[0], -1)
         cos, sin = self.rope(embeds, pos)
         cos, sin = cos[:, None].to(self.dtype), sin[:, None].to(self.dtype)
         if self.eagle3:
@@ -413,9 +436,11 @@ class _Draft:
             if i > 0:
                 residual = out + residual
                 x = _rms(residual, p[pre + ("hidden_norm" if self.eagle3 else "input_layernorm") + ".weight"], eps)
-            residual = self._attention(x, pre + "self_attn.", cos, sin) + residual
+            residual = self._attention(x, pre + "self_attn.", cos, sin, past[i] if past else None, kept) + residual
             out = self._mlp(_rms(residual, p[pre + "post_attention_layernorm.weight"], eps), pre + "mlp.")
         residual = out + residual
+        if last is not None:
+            residual = residual[torch.arange(residual.shape[0], device=residual.device), last]
         if not self.eagle3:
             return torch.nn.functional.linear(residual, p["lm_head.weight"]), residual
         normed = _rms(residual, p["model.norm.weight"], eps)
@@ -428,17 +453,25 @@ class _Draft:
 
 @dataclass
 class PromptReference:
-    """One prompt's greedy chain: ``output_ids`` (the target's own greedy output), verify ``rounds``,
-    and ``histogram[k]``: rounds that accepted ``k`` drafted tokens."""
+    """One prompt's decode: ``output_ids`` (at temperature 0 the target's own greedy output), verify
+    ``rounds``, and ``histogram[k]``: rounds that accepted ``k`` drafted tokens."""
 
     prompt_id: str
     output_ids: list[int]
     rounds: int
     histogram: list[int]
+    sample_rounds: list[int] | None = None
+    """At temperature > 0: each sampled generation's rounds (``rounds`` and ``histogram`` sum them;
+    ``output_ids`` is the first generation's)."""
+    expected_accepted: float | None = None
+    """The sum over rounds of the exact expected accepted count given each round's context."""
+    accepted_per_round: list[int] | None = None
+    """Drafts accepted in each round (trees and sampling; of the first generation)."""
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.output_ids)
+        """Tokens over every generation counted in ``rounds``."""
+        return len(self.output_ids) * (len(self.sample_rounds) if self.sample_rounds else 1)
 
 
 @dataclass
@@ -459,10 +492,39 @@ class ReferenceResult:
     device: str
     dtype: str
     seconds: float
+    num_draft_tokens: int | None = None
+    temperature: float = 0.0
+    threshold_single: float = 1.0
+    threshold_acc: float = 1.0
+    rejection_sampling: bool = False
+    samples: int = 1
 
     @property
     def accept_length(self) -> float | None:
         return accept_length_of(self.prompts)
+
+    @property
+    def kind(self) -> str:
+        """``exact`` (a chain, or a tree, at temperature 0), ``interval`` (temperature > 0) or ``bound``
+        (a tree computed as its chain: its ``num_draft_tokens`` unknown)."""
+        if self.temperature > 0:
+            return "interval"
+        return "exact" if self.topk == 1 or self.num_draft_tokens is not None else "bound"
+
+    @property
+    def expected_per_round(self) -> float | None:
+        """At temperature > 0: one plus the mean over the sampled rounds of each round's exact expected
+        accept count given its context (products of the target's probabilities on a chain); what the
+        sampled accept length estimates with the coins' noise taken out, the end of each generation aside."""
+        rounds = sum(p.rounds for p in self.prompts)
+        if self.kind != "interval" or not rounds or any(p.expected_accepted is None for p in self.prompts):
+            return None
+        return 1 + sum(p.expected_accepted for p in self.prompts) / rounds
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """At temperature > 0: where one served run over these prompts lies (99%)."""
+        return interval_of_prompts(self.prompts) if self.kind == "interval" else None
 
     @property
     def histogram(self) -> list[int]:
@@ -474,12 +536,12 @@ class ReferenceResult:
 
     @property
     def exact(self) -> bool:
-        """Exact for a chain; a lower bound for a tree."""
-        return self.topk == 1
+        return self.kind == "exact"
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(accept_length=self.accept_length, histogram=self.histogram, exact=self.exact)
+        d.update(accept_length=self.accept_length, histogram=self.histogram, exact=self.exact, kind=self.kind,
+                 interval=list(self.interval) if self.interval else None, expected_per_round=self.expected_per_round)
         return d
 
 
@@ -487,7 +549,7 @@ def reference_from_dict(data: dict) -> ReferenceResult:
     """A ``ReferenceResult`` from its ``to_dict`` form (the derived keys are recomputed)."""
     from dataclasses import fields
 
-    d = {f.name: data[f.name] for f in fields(ReferenceResult)}
+    d = {f.name: data[f.name] for f in fields(ReferenceResult) if f.name in data}  # newer fields have defaults
     d["prompts"] = [PromptReference(**p) for p in d["prompts"]]
     return ReferenceResult(**d)
 
@@ -496,6 +558,25 @@ def accept_length_of(prompts: list[PromptReference]) -> float | None:
     """Completion tokens per verify round over ``prompts`` (``None`` without a round)."""
     rounds = sum(p.rounds for p in prompts)
     return sum(p.completion_tokens for p in prompts) / rounds if rounds else None
+
+
+def interval_of_prompts(prompts: list[PromptReference]) -> tuple[float, float] | None:
+    """The 99% interval of one served run's accept length over ``prompts`` (sampled generations)."""
+    from automodel_spec.tree_reference import interval_of
+
+    if not prompts or any(not p.sample_rounds or len(p.sample_rounds) < 2 for p in prompts):
+        return None
+    _, low, high = interval_of([p.sample_rounds for p in prompts], [len(p.output_ids) for p in prompts])
+    return low, high
+
+
+def histogram_of(prompts: list[PromptReference]) -> list[int]:
+    """Verify rounds by drafts accepted, summed over ``prompts``."""
+    out = [0] * max((len(p.histogram) for p in prompts), default=0)
+    for p in prompts:
+        for k, v in enumerate(p.histogram):
+            out[k] += v
+    return out
 
 
 def load_target(target_dir: str, device: str, dtype):
@@ -537,102 +618,20 @@ def prompt_token_ids(prompts, target_dir: str) -> list[list[int]]:
     return out
 
 
-def _pad(rows: list[list[int]], device: str):
-    torch = import_torch()
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
-
-
-def _target_pass(target, draft: _Draft, rows: list[list[int]], aux_layers: list[int], device: str):
-    """(greedy next token at every position ``[B, T]``, the draft's features ``[B, T, F]``)."""
-    torch = import_torch()
-    out = target(_pad(rows, device), output_hidden_states=True)
-    hs = out.hidden_states
-    feats = torch.cat([hs[c] for c in aux_layers], dim=-1) if draft.eagle3 else hs[-1]
-    return out.logits.argmax(-1), feats.to(draft.dtype)
-
-
-def run_chain(target, draft: _Draft, prompts: list[list[int]], ids: list[str], num_steps: int,
-              max_new_tokens: int, aux_layers: list[int], device: str, batch_size: int = 16) -> list[PromptReference]:
-    """The greedy chain over ``prompts`` (token ids), ``batch_size`` prompts at a time."""
-    results = []
-    for start in range(0, len(prompts), batch_size):
-        results += _run_batch(target, draft, prompts[start:start + batch_size], ids[start:start + batch_size],
-                              num_steps, max_new_tokens, aux_layers, device)
-    return results
-
-
-def _run_batch(target, draft, prompts, ids, num_steps, max_new_tokens, aux_layers, device):
-    torch = import_torch()
-    with torch.no_grad():
-        nxt, feats = _target_pass(target, draft, prompts, aux_layers, device)
-        seqs = [list(p) + [int(nxt[b, len(p) - 1])] for b, p in enumerate(prompts)]
-        plen = [len(p) for p in prompts]
-        # features of positions 0..len(seq)-2 (the tokens the target has seen)
-        known = [feats[b, :len(p)] for b, p in enumerate(prompts)]
-        rounds = [0] * len(prompts)
-        hist = [[0] * (num_steps + 1) for _ in prompts]
-        active = [b for b in range(len(prompts)) if max_new_tokens > 1]
-        while active:
-            drafts = _propose(draft, [seqs[b] for b in active], [known[b] for b in active], num_steps, device)
-            verify = [seqs[b] + drafts[i] for i, b in enumerate(active)]
-            nxt, feats = _target_pass(target, draft, verify, aux_layers, device)
-            still = []
-            for i, b in enumerate(active):
-                n = len(seqs[b])
-                greedy = nxt[i, n - 1:n + num_steps].tolist()
-                k = 0
-                while k < num_steps and drafts[i][k] == greedy[k]:
-                    k += 1
-                seqs[b] += drafts[i][:k] + [greedy[k]]
-                known[b] = feats[i, :n + k]
-                rounds[b] += 1
-                hist[b][k] += 1
-                if len(seqs[b]) - plen[b] < max_new_tokens:
-                    still.append(b)
-            active = still
-    return [PromptReference(prompt_id=ids[b], output_ids=seqs[b][plen[b]:plen[b] + max_new_tokens],
-                            rounds=rounds[b], histogram=hist[b]) for b in range(len(prompts))]
-
-
-def _propose(draft: _Draft, seqs: list[list[int]], known: list, num_steps: int, device: str) -> list[list[int]]:
-    """``num_steps`` draft tokens (target ids) per sequence: the extend pass, then decode steps."""
-    torch = import_torch()
-    width = max(len(s) for s in seqs) - 1 + num_steps - 1
-    hdim = int(draft.cfg["hidden_size"])
-    tokens = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
-    hidden = torch.zeros((len(seqs), width, hdim), dtype=draft.dtype, device=device)
-    for b, s in enumerate(seqs):
-        tokens[b, :len(s) - 1] = torch.tensor(s[1:], device=device)
-        hidden[b, :len(s) - 1] = draft.fc(known[b][None])[0]
-    out = [[] for _ in seqs]
-    last = torch.tensor([len(s) - 2 for s in seqs], device=device)
-    rows = torch.arange(len(seqs), device=device)
-    for step in range(num_steps):
-        upto = int(last.max()) + 1
-        logits, fed_back = draft.forward(tokens[:, :upto], hidden[:, :upto])
-        picked = draft.to_target_ids(logits[rows, last].argmax(-1))
-        for b, token in enumerate(picked.tolist()):
-            out[b].append(token)
-        if step == num_steps - 1:
-            break
-        g = fed_back[rows, last]
-        last = last + 1
-        tokens[rows, last] = picked
-        hidden[rows, last] = g
-    return out
-
-
 def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, *, topk: int = 1,
                       max_new_tokens: int = 128, device: str | None = None, dtype: str = "float32",
-                      batch_size: int = 16, target=None) -> ReferenceResult:
+                      batch_size: int = 16, target=None, num_draft_tokens: int | None = None,
+                      sampling=None) -> ReferenceResult:
     """The reference accept length of the exported draft over ``prompts`` (``bench.workload.Prompt``).
 
     Args:
         target_dir: the target's HF directory (what SGLang's ``--model-path`` is given).
         draft_dir: the exported draft (``--speculative-draft-model-path``).
         num_steps: draft tokens per verify round (``--speculative-num-steps``).
-        topk: the served topk; above 1 the chain computed is a lower bound.
+        topk: the served topk; above 1 without ``num_draft_tokens`` the chain computed is a lower bound.
+        num_draft_tokens: the served tree's size (``--speculative-num-draft-tokens``): with it a tree is
+            decoded as SGLang builds it.
+        sampling: the temperature and verify settings (``tree_reference.Sampling``; default greedy).
         device: ``cuda`` or ``cpu`` (default: cuda when available).
         target: an already loaded target model (tests, repeated calls).
 
@@ -640,8 +639,20 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
         CheckpointError: the draft or target cannot be read as SGLang would read it.
         MissingDependencyError: transformers is not installed (exit code 2).
     """
+    from automodel_spec.tree_reference import Sampling, check_sampling, run_tree
+
     if num_steps < 1:
         raise ConfigError(f"num_steps={num_steps}: the reference needs at least one draft step.")
+    sampling = sampling or Sampling()
+    check_sampling(topk, sampling, hot_token_map=False)
+    if topk == 1:
+        num_draft_tokens = num_steps + 1  # SGLang forces it for a chain
+    bound = num_draft_tokens is None  # a tree of unknown size: its chain, and call it a bound
+    if sampling.temperature > 0 and bound:
+        raise ConfigError(f"topk={topk} at temperature {sampling.temperature:g} without num_draft_tokens: the tree "
+                          "cannot be built; give --num-draft-tokens (the server's speculative_num_draft_tokens).")
+    if not bound:
+        _check_tree_size(topk, num_steps, num_draft_tokens)
     try:
         import transformers  # noqa: F401
     except ImportError as exc:
@@ -654,11 +665,25 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
     served = read_served_draft(Path(draft_dir), target.config.to_dict())
     draft = _Draft(served, target, device, dt)
     ids = prompt_token_ids(prompts, target_dir)
-    chains = run_chain(target, draft, ids, [p.id for p in prompts], num_steps, max_new_tokens,
-                       served.aux_layers, device, batch_size)
+    rows = run_tree(target, draft, ids, num_steps, 1 if bound else topk, num_steps + 1 if bound else num_draft_tokens,
+                    max_new_tokens, served.aux_layers, device, sampling, batch_size)
+    chains = [PromptReference(prompt_id=p.id, **row) for p, row in zip(prompts, rows, strict=True)]
     return ReferenceResult(algorithm=served.algorithm, num_steps=num_steps, topk=topk, prompts=chains,
                            problems=list(served.problems), aux_layers=served.aux_layers, device=device,
-                           dtype=dtype, seconds=time.perf_counter() - t0)
+                           dtype=dtype, seconds=time.perf_counter() - t0,
+                           num_draft_tokens=num_draft_tokens,
+                           temperature=sampling.temperature, threshold_single=sampling.threshold_single,
+                           threshold_acc=sampling.threshold_acc, rejection_sampling=sampling.rejection,
+                           samples=sampling.samples if sampling.temperature > 0 else 1)
+
+
+def _check_tree_size(topk: int, num_steps: int, num_draft_tokens: int) -> None:
+    from automodel_spec.spec_tree import TreeBuilder
+
+    try:
+        TreeBuilder(topk, num_steps, num_draft_tokens)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; SGLang would refuse the setting too.") from exc
 
 
 # --- comparing with what was served ---------------------------------------------------------------------
@@ -670,12 +695,15 @@ CHECK_FIRST = ("check first: the aux layer ids (eagle_config.eagle_aux_hidden_st
 
 def verdict(served: float | None, reference: float | None, problems: list[str] | None = None, *,
             exact: bool = True, tolerance: float = TOLERANCE,
-            min_accept_length: float | None = None) -> tuple[bool, str]:
+            min_accept_length: float | None = None,
+            interval: tuple[float, float] | None = None) -> tuple[bool, str]:
     """(served as trained?, the sentence to show) for a served and a reference accept length.
 
     Args:
         problems: what SGLang would serve differently from the export (``ReferenceResult.problems``).
-        exact: the reference is exact (a chain); for a tree it is a lower bound.
+        exact: the reference is exact; ``False``: a lower bound (a tree computed as its chain).
+        interval: at temperature > 0, where one served run lies (99%, ``ReferenceResult.interval``):
+            the served value is held against its low end (less the tolerance), not against a point.
         min_accept_length: the accept length the draft is known to reach (measured in training); a
             reference below it means the export does not hold the draft as trained (an aux-layer id
             lost or shifted is caught only so: the served draft and the reference read the same ids).
@@ -688,6 +716,15 @@ def verdict(served: float | None, reference: float | None, problems: list[str] |
                        f"export does not compute the draft as trained; {CHECK_FIRST}")
     if served is None or reference is None:
         return True, "no accept length to compare"
+    if interval is not None:
+        low, high = interval
+        span = f"interval [{low:.2f}, {high:.2f}] (expected {reference:.2f})"
+        if served >= low * (1 - tolerance):
+            where = "above" if served > high else "within"
+            return True, f"served as trained (served {served:.2f}, {where} the reference {span})"
+        return False, (f"served accept length {served:.2f} is below the reference {span}, by more than sampling "
+                       f"explains: the server does not run the draft as exported, or samples it otherwise; "
+                       f"{CHECK_FIRST}")
     if served >= reference * (1 - tolerance):
         if exact or served <= reference * (1 + tolerance):
             return True, f"served as trained (served {served:.2f}, reference {reference:.2f})"
@@ -714,12 +751,23 @@ AUTO_COST_LIMIT = 1e12  # about a minute on one GPU (a 100M target, 16 x 128 tok
 
 def _table(result: ReferenceResult) -> str:
     al = result.accept_length
-    lines = [f"reference ({result.algorithm}, chain of {result.num_steps}, T=0, {len(result.prompts)} prompts, "
+    shape = (f"chain of {result.num_steps}" if result.topk == 1 or result.kind == "bound" else
+             f"tree {result.num_steps}/{result.topk}/{result.num_draft_tokens}")
+    how = f"T={result.temperature:g}"
+    if result.temperature > 0:
+        how += (", rejection sampling" if result.rejection_sampling else
+                f", target-only, thresholds {result.threshold_single:g}/{result.threshold_acc:g}")
+        how += f", {result.samples} generations per prompt"
+    lines = [f"reference ({result.algorithm}, {shape}, {how}, {len(result.prompts)} prompts, "
              f"{result.device} {result.dtype}, {result.seconds:.1f}s)",
-             f"  accept length   {al:.3f}" if al is not None else "  accept length   -",
+             f"  accept length   {al:.3f} ({result.kind})" if al is not None else "  accept length   -",
              "  accepted drafts " + " ".join(f"{k}:{v}" for k, v in enumerate(result.histogram))]
-    if not result.exact:
-        lines.append(f"  topk={result.topk}: the chain is a lower bound for the tree")
+    if result.interval:
+        lines.append("  one served run  {:.3f} .. {:.3f} (99% interval)".format(*result.interval))
+    if result.expected_per_round is not None:
+        lines.append(f"  exact per round {result.expected_per_round:.3f} (the sampled rounds' exact expected accepts)")
+    if result.kind == "bound":
+        lines.append(f"  topk={result.topk}: the chain is a lower bound for the tree (give --num-draft-tokens)")
     if result.aux_layers:
         lines.append(f"  target layers captured (inputs of) {result.aux_layers}")
     for p in result.problems:
@@ -730,12 +778,21 @@ def _table(result: ReferenceResult) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m automodel_spec.reference --target DIR --draft EXPORT_DIR --num-steps N``."""
     from automodel_spec.bench.workload import load_prompts, select_prompts
+    from automodel_spec.tree_reference import Sampling
 
     ap = argparse.ArgumentParser(prog="python -m automodel_spec.reference", description=__doc__.splitlines()[0])
     ap.add_argument("--target", required=True, help="the target's HF directory")
     ap.add_argument("--draft", required=True, help="the exported draft directory")
     ap.add_argument("--num-steps", type=int, required=True)
     ap.add_argument("--topk", type=int, default=1)
+    ap.add_argument("--num-draft-tokens", type=int, default=None,
+                    help="the tree's size (--speculative-num-draft-tokens); needed for topk > 1 to be exact")
+    ap.add_argument("--temperature", type=float, default=0.0, help="the requests' temperature (> 0: an interval)")
+    ap.add_argument("--threshold-single", type=float, default=1.0, help="--speculative-accept-threshold-single")
+    ap.add_argument("--threshold-acc", type=float, default=1.0, help="--speculative-accept-threshold-acc")
+    ap.add_argument("--rejection-sampling", action="store_true", help="--speculative-use-rejection-sampling")
+    ap.add_argument("--samples", type=int, default=4, help="generations per prompt at temperature > 0")
+    ap.add_argument("--sample-seed", type=int, default=0, help="the seed of the sampled generations")
     ap.add_argument("--prompts", default=None, help="JSONL prompts (default: the built-in set)")
     ap.add_argument("--num-prompts", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0, help="the bench's prompt order (bench.seed)")
@@ -752,14 +809,18 @@ def main(argv: list[str] | None = None) -> int:
     log_to_console()
     try:
         prompts = select_prompts(load_prompts(args.prompts), args.num_prompts, args.seed)
+        sampling = Sampling(temperature=args.temperature, threshold_single=args.threshold_single,
+                            threshold_acc=args.threshold_acc, rejection=args.rejection_sampling,
+                            samples=args.samples, seed=args.sample_seed)
         result = compute_reference(args.target, args.draft, args.num_steps, prompts, topk=args.topk,
-                                   max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype)
+                                   max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype,
+                                   num_draft_tokens=args.num_draft_tokens, sampling=sampling)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     print(_table(result))
     ok, text = verdict(args.served, result.accept_length, result.problems, exact=result.exact,
-                       min_accept_length=args.expected_accept_length)
+                       min_accept_length=args.expected_accept_length, interval=result.interval)
     if args.served is not None or args.expected_accept_length is not None or result.problems:
         print(("" if ok else "WARNING: ") + text)
     if args.json:

@@ -458,7 +458,10 @@ def one_line(name: str, result: PointResult) -> str:
         notes = []
         if m.reference_accept_length is not None or m.served_as_trained is False:
             word = "served as trained" if m.served_as_trained else "NOT SERVED AS TRAINED"
-            notes.append(f"reference {_f(m.reference_accept_length)}: {word}")
+            span = " [{:.2f}, {:.2f}]".format(*m.reference_interval) if m.reference_interval else ""
+            kind = f" {m.reference_kind}" if m.reference_kind else ""
+            depths = "; depths short" if m.depths_as_trained is False else ""
+            notes.append(f"reference {_f(m.reference_accept_length)}{span}{kind}: {word}{depths}")
         if m.lossless_compared:
             notes.append(f"{m.lossless_identical}/{m.lossless_compared} identical to baseline")
         more = f" ({', '.join(notes)})" if notes else ""

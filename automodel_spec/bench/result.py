@@ -153,11 +153,32 @@ class LevelResult:
     """Acceptance of each prompt category (a prompt's ``category``)."""
     reference_accept_length: float | None = None
     """The reference accept length of the draft over this level's prompts (``automodel_spec.reference``:
-    the exported draft as SGLang's loader reads it, a greedy chain, no SGLang); temperature 0 only."""
+    the exported draft as SGLang's loader reads it, SGLang's tree and verify rules, no SGLang)."""
+    reference_kind: str | None = None
+    reference_interval: list[float] | None = None
+    """``exact`` (temperature 0, chain or tree), ``interval`` (temperature > 0: ``reference_interval`` is
+    where one served run lies, 99%; ``reference_accept_length`` its expected value) or ``bound`` (a tree
+    computed as its chain, its size unknown)."""
     served_as_trained: bool | None = None
     reference_verdict: str | None = None
-    """``accept_length`` within 5% of the reference (``reference.verdict``), and the sentence shown;
-    ``None`` where no reference was computed."""
+    """``accept_length`` within 5% of the reference, or not below its interval (``reference.verdict``),
+    and the sentence shown; ``None`` where no reference was computed."""
+    reference_histogram: list[int] | None = None
+    served_survival: list[float] | None = None
+    reference_survival: list[float] | None = None
+    histogram_distance: float | None = None
+    depths_as_trained: bool | None = None
+    depth_verdict: str | None = None
+    """Per depth: the reference's rounds by drafts accepted over this level's prompts; the share of
+    rounds that accepted at least ``d`` drafts (``[d - 1]``), served and reference; the total variation
+    distance of the two histograms; whether no depth falls short of the reference's
+    (``accept_depths.depth_verdict``) and the sentence shown. ``None`` without both histograms."""
+    trained_survival: list[float] | None = None
+    trained_depths_ok: bool | None = None
+    trained_depth_verdict: str | None = None
+    """Chains at temperature 0, where the training output records it (``trained_depths``): training's
+    survival per depth, whether the reference reaches it at every depth (``accept_depths.trained_depth_verdict``:
+    a warning, the data differ) and the sentence shown."""
     lossless_compared: int = 0
     lossless_identical: int = 0
     lossless_first_difference: int | None = None
@@ -179,7 +200,10 @@ class ReferenceSummary:
             auto, no temperature-0 level, no local target, ...) or ``failed`` (``reason``: the error).
         accept_length: over the largest level's prompt set; each level has its own in ``levels``.
         histogram: verify rounds by drafted tokens accepted (``[k]``: ``k`` accepted).
-        exact: ``True`` for a chain; for a tree (``topk > 1``) the chain is a lower bound.
+        exact: ``kind == "exact"``.
+        kind: ``exact``, ``interval`` or ``bound`` (``ReferenceResult.kind``) of the computation above.
+        by_temperature: every computation of the point, by temperature (``"0"``, ``"0.7"``): its kind,
+            accept length, interval, histogram and seconds.
         problems: what SGLang would serve differently from the export (weights it skips or leaves
             random, extra layers, a missing hot-token map); any of them fails the verdict.
         aux_layers: the target layers whose inputs the draft reads (after SGLang's ``+1``).
@@ -196,6 +220,9 @@ class ReferenceSummary:
     aux_layers: list[int] = field(default_factory=list)
     device: str | None = None
     seconds: float | None = None
+    kind: str | None = None
+    num_draft_tokens: int | None = None
+    by_temperature: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass

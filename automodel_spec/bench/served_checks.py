@@ -1,8 +1,11 @@
 """Two checks of what a benchmark point served: as trained (against the reference) and lossless.
 
 * Served as trained: the draft's reference accept length (``automodel_spec.reference``, no SGLang)
-  over the same prompts and steps, held against each temperature-0 level's served accept length
-  (``reference.verdict``: within 5%).
+  over the same prompts and setting (steps, topk, draft tokens, as the server reports them), computed
+  once per temperature and held against each level's served accept length (``reference.verdict``:
+  within 5% of an exact value at temperature 0, not below the 99% interval of one served run at
+  temperature > 0, with SGLang's accept thresholds and rejection sampling as the server reports them),
+  and depth by depth against the served histogram (``accept_depths.depth_verdict``).
 * Lossless: at temperature 0 speculative decoding must return the target's own greedy tokens, so
   each request's output is compared with the no-speculation baseline's for the same prompt and level.
   Even at concurrency 1 the verify pass runs the target over several tokens at once where the
@@ -21,7 +24,7 @@ import json
 import logging
 from pathlib import Path
 
-from automodel_spec import nvidia_smi
+from automodel_spec import accept_depths, nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import PointResult, ReferenceSummary
 from automodel_spec.bench.workload import level_prompts
@@ -29,6 +32,7 @@ from automodel_spec.errors import SpecError
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.signals import import_torch
 from automodel_spec.target import read_target_config
+from automodel_spec.trained_depths import read_trained_depths
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +51,13 @@ def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_pro
         return "bench.reference=false"
     if cfg.algorithm.name not in ("EAGLE", "EAGLE3") or run.export is None:
         return f"algorithm={cfg.algorithm.name} has no exported EAGLE draft to compute"
-    if 0.0 not in [float(t) for t in b.temperature]:
-        return "no temperature-0 level (the reference is greedy)"
     setting = result.setting
     if setting.adaptive or setting.num_steps is None:
-        return "the steps are chosen at run time (adaptive or unset): no fixed chain to compute"
+        return "the steps are chosen at run time (adaptive or unset): no fixed tree to compute"
     target_cfg = _local_target_config(run.target)
     if target_cfg is None:
         return f"target {run.target} is not a local directory (the reference loads it with local files only)"
-    cost = ref.estimated_cost(target_cfg, n_prompts, b.max_new_tokens)
+    cost = ref.estimated_cost(target_cfg, n_prompts, b.max_new_tokens) * _cost_factor(setting, b.temperature)
     if b.reference is None and cost > ref.AUTO_COST_LIMIT:
         return (f"bench.reference auto: target parameters x prompts x tokens = {cost:.1e} > "
                 f"{ref.AUTO_COST_LIMIT:.0e} (set bench.reference=true to compute it anyway)")
@@ -69,6 +71,28 @@ def reference_plan(cfg: BenchPoint, run: PreparedRun, result: PointResult, n_pro
         if not import_torch().cuda.is_available():
             return no_gpu
     return None
+
+
+REFERENCE_SAMPLES = 4  # generations per prompt at temperature > 0 (the interval's spread comes from them)
+
+
+def _cost_factor(setting, temperatures) -> float:
+    """How many chains' worth a point's references cost: the target runs over each leaf of a tree (at
+    most ``num_draft_tokens - 1``), and ``REFERENCE_SAMPLES`` generations per prompt at temperature > 0."""
+    leaves = max(1, (setting.num_draft_tokens or 2) - 1) if (setting.topk or 1) > 1 else 1
+    return leaves * sum(REFERENCE_SAMPLES if float(t) > 0 else 1 for t in set(temperatures))
+
+
+def _sampling(result: PointResult, temperature: float, seed: int):
+    """The verify settings of a level, as the server reported them (SGLang's defaults otherwise)."""
+    from automodel_spec.tree_reference import Sampling
+
+    info = result.server_settings or {}
+    return Sampling(temperature=temperature,
+                    threshold_single=float(info.get("speculative_accept_threshold_single") or 1.0),
+                    threshold_acc=float(info.get("speculative_accept_threshold_acc") or 1.0),
+                    rejection=bool(info.get("speculative_use_rejection_sampling")),
+                    samples=REFERENCE_SAMPLES, seed=seed)
 
 
 def _nvidia_device() -> bool:
@@ -93,15 +117,14 @@ def _local_target_config(target: str | None) -> dict | None:
 
 
 def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, cache_dir: Path | None = None) -> None:
-    """Compute the reference and set each temperature-0 level's reference and verdict on ``result``.
+    """Compute the reference for each temperature and set each level's reference and verdicts on ``result``.
 
     A failure is recorded in ``result.reference`` (status ``failed``) and fails every verdict; it
     does not fail the measurement itself. With ``cache_dir`` (a sweep's shared directory) points of
-    one draft and step count share one computation (their topk and draft tokens do not change it).
+    one draft and setting share one computation per temperature.
     """
-    ref = _reference_module()
     b = cfg.bench
-    per_level = {key: _prompts_of(pool, b, m) for key, m in result.levels.items() if m.temperature == 0}
+    per_level = {key: _prompts_of(pool, b, m) for key, m in result.levels.items()}
     unique = list({p.id: p for prompts in per_level.values() for p in prompts}.values())
     why_not = reference_plan(cfg, run, result, len(unique))
     if why_not is not None:
@@ -110,30 +133,60 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
             log.info("[bench] reference accept length not computed: %s", why_not)
         return
     setting = result.setting
+    computed = {}
     try:
-        computed = _cached_reference(cache_dir, run, unique, setting, b.max_new_tokens, b.gpu_pool, b.servers_per_gpu)
+        for temp in sorted({float(t) for t in b.temperature}):
+            computed[temp] = _cached_reference(cache_dir, run, unique, setting, b.max_new_tokens, b.gpu_pool,
+                                               b.servers_per_gpu, _sampling(result, temp, b.seed))
     except SpecError as exc:
         result.reference = ReferenceSummary(status="failed", reason=str(exc))
         log.warning("[bench] WARNING: the reference accept length could not be computed: %s", exc)
         for m in result.levels.values():
-            if m.temperature == 0:
-                m.served_as_trained, m.reference_verdict = False, f"no reference: {exc}"
+            m.served_as_trained, m.reference_verdict = False, f"no reference: {exc}"
         return
+    first = computed[min(computed)]
     result.reference = ReferenceSummary(
-        status="ok", accept_length=computed.accept_length, histogram=computed.histogram, num_steps=setting.num_steps,
-        topk=setting.topk or 1, exact=computed.exact, problems=computed.problems, aux_layers=computed.aux_layers,
-        device=computed.device, seconds=computed.seconds)
-    by_id = {p.prompt_id: p for p in computed.prompts}
+        status="ok", accept_length=first.accept_length, histogram=first.histogram, num_steps=setting.num_steps,
+        topk=setting.topk or 1, exact=first.exact, problems=first.problems, aux_layers=first.aux_layers,
+        device=first.device, seconds=sum(c.seconds for c in computed.values()), kind=first.kind,
+        num_draft_tokens=first.num_draft_tokens,
+        by_temperature={f"{t:g}": {"kind": c.kind, "accept_length": c.accept_length, "histogram": c.histogram,
+                                   "interval": list(c.interval) if c.interval else None, "seconds": c.seconds}
+                        for t, c in computed.items()})
+    trained = read_trained_depths(getattr(getattr(run, "draft", None), "path", None))
     for key, m in result.levels.items():
-        if m.temperature != 0:
-            continue
-        mine = [by_id[p.id] for p in per_level[key]]
-        m.reference_accept_length = ref.accept_length_of(mine)
-        m.served_as_trained, m.reference_verdict = ref.verdict(
-            m.accept_length, m.reference_accept_length, computed.problems, exact=computed.exact,
-            min_accept_length=b.expected_accept_length)
-        if not m.served_as_trained:
-            log.warning("[bench] WARNING T=0 c=%d: %s", m.concurrency, m.reference_verdict)
+        _judge_level(cfg, m, computed[float(m.temperature)], per_level[key], trained)
+
+
+def _judge_level(cfg: BenchPoint, m, computed, prompts, trained=None) -> None:
+    """One level's reference over the ``prompts`` it sent, its verdict, its per-depth verdict and, for a chain
+    at temperature 0, the reference against training's own per-depth figures (``trained``, where recorded)."""
+    ref = _reference_module()
+    b = cfg.bench
+    by_id = {p.prompt_id: p for p in computed.prompts}
+    mine = [by_id[p.id] for p in prompts]
+    interval = ref.interval_of_prompts(mine) if computed.kind == "interval" else None
+    m.reference_accept_length, m.reference_kind = ref.accept_length_of(mine), computed.kind
+    m.reference_interval = list(interval) if interval else None
+    m.served_as_trained, m.reference_verdict = ref.verdict(
+        m.accept_length, m.reference_accept_length, computed.problems, exact=computed.kind != "bound",
+        min_accept_length=b.expected_accept_length, interval=interval)
+    m.reference_histogram = ref.histogram_of(mine)
+    if m.accept_histogram and computed.kind != "bound":
+        m.served_survival = accept_depths.survival(m.accept_histogram)
+        m.reference_survival = accept_depths.survival(m.reference_histogram)
+        m.histogram_distance = accept_depths.histogram_distance(m.accept_histogram, m.reference_histogram)
+        m.depths_as_trained, m.depth_verdict = accept_depths.depth_verdict(m.accept_histogram, m.reference_histogram)
+    if not m.served_as_trained:
+        log.warning("[bench] WARNING T=%g c=%d: %s", m.temperature, m.concurrency, m.reference_verdict)
+    if m.depths_as_trained is False:
+        log.warning("[bench] WARNING T=%g c=%d: %s", m.temperature, m.concurrency, m.depth_verdict)
+    if trained is not None and m.temperature == 0 and computed.kind == "exact" and computed.topk == 1:
+        reference = accept_depths.survival(m.reference_histogram)
+        m.trained_survival = trained.survival[:len(reference)]
+        m.trained_depths_ok, m.trained_depth_verdict = accept_depths.trained_depth_verdict(reference, trained)
+        if not m.trained_depths_ok:
+            log.warning("[bench] WARNING T=0 c=%d: the reference is %s", m.concurrency, m.trained_depth_verdict)
 
 
 def _prompts_of(pool, bench, m) -> list:
@@ -142,7 +195,7 @@ def _prompts_of(pool, bench, m) -> list:
 
 
 def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: int, gpu_pool: list[str] | None,
-                           share: int = 1):
+                           share: int = 1, sampling=None):
     """The reference in a process of its own (``python -m automodel_spec.reference``) on one leased GPU.
 
     Its own process, so that the job's (in a serial sweep, every point's) keeps no CUDA context or
@@ -181,6 +234,7 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
                 "--draft", str(run.export.path), "--num-steps", str(setting.num_steps), "--topk",
                 str(setting.topk or 1), "--prompts", str(Path(tmp) / "prompts.jsonl"), "--num-prompts",
                 str(len(prompts)), "--max-new-tokens", str(max_new_tokens), "--json", str(out)]
+        argv += _sampling_args(setting, sampling)
         if gpus:
             argv += ["--device", "cuda"]
         env = dict(pinned_env(gpus) or os.environ)
@@ -193,13 +247,25 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
         return ref.reference_from_dict(json.loads(out.read_text()))
 
 
+def _sampling_args(setting, sampling) -> list[str]:
+    """The reference's arguments for the tree's size and the level's verify settings."""
+    out = []
+    if (setting.topk or 1) > 1 and setting.num_draft_tokens is not None:
+        out += ["--num-draft-tokens", str(setting.num_draft_tokens)]
+    if sampling is not None and sampling.temperature > 0:
+        out += ["--temperature", repr(sampling.temperature), "--threshold-single", repr(sampling.threshold_single),
+                "--threshold-acc", repr(sampling.threshold_acc), "--samples", str(sampling.samples),
+                "--sample-seed", str(sampling.seed)] + (["--rejection-sampling"] if sampling.rejection else [])
+    return out
+
+
 def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting, max_new_tokens: int,
-                      gpu_pool: list[str] | None = None, share: int = 1):
+                      gpu_pool: list[str] | None = None, share: int = 1, sampling=None):
     """The reference, from ``cache_dir/<key>.json`` when a point of this sweep computed it already."""
     ref = _reference_module()
 
     def compute():
-        return _compute_in_subprocess(run, prompts, setting, max_new_tokens, gpu_pool, share)
+        return _compute_in_subprocess(run, prompts, setting, max_new_tokens, gpu_pool, share, sampling)
 
     if cache_dir is None:
         return compute()
@@ -210,14 +276,15 @@ def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting
 
     stamp = [str(Path(run.target).expanduser().resolve()), str(Path(run.export.path).resolve()),
              (Path(run.target).expanduser() / "config.json").stat().st_mtime_ns, setting.num_steps, max_new_tokens,
-             [[p.id, p.text, p.input_ids] for p in prompts]]
+             [[p.id, p.text, p.input_ids] for p in prompts], _sampling_args(setting, sampling)]
     key = hashlib.blake2b(json.dumps(stamp, default=str).encode(), digest_size=8).hexdigest()
     path = Path(cache_dir) / f"{key}.json"
     with file_lock(Path(cache_dir) / f"{key}.lock"):
         if path.is_file():
             try:
                 cached = ref.reference_from_dict(json.loads(path.read_text()))
-                cached.topk = setting.topk or 1
+                if (setting.topk or 1) > 1 and setting.num_draft_tokens is None:  # a tree of unknown size
+                    cached.topk, cached.num_draft_tokens = setting.topk, None  # its chain: a bound
                 log.info("[bench] reference accept length shared with an earlier point (%s)", path)
                 return cached
             except (OSError, ValueError, KeyError, TypeError):
@@ -302,17 +369,21 @@ def check_failures(result: PointResult) -> list[str]:
         return [f"no reference accept length: {ref.reason if ref else 'not computed'}"]
     out = []
     for m in result.levels.values():
-        if m.temperature == 0 and m.served_as_trained is False:
-            out.append(f"T=0 c={m.concurrency}: {m.reference_verdict}")
+        if m.served_as_trained is False:
+            out.append(f"T={m.temperature:g} c={m.concurrency}: {m.reference_verdict}")
+        if m.depths_as_trained is False:
+            out.append(f"T={m.temperature:g} c={m.concurrency}: {m.depth_verdict}")
     return out
 
 
 def check_point(point: BenchPoint) -> BenchPoint:
-    """The point ``mode=check`` serves: greedy, one request at a time, with the reference on (no request rate,
-    no phases: what is checked is the draft, not a load)."""
+    """The point ``mode=check`` serves: one request at a time, with the reference on, at temperature 0
+    (the lossless check) and at each configured temperature (``bench.temperature``); no request rate, no
+    phases: what is checked is the draft, not a load."""
     from dataclasses import replace
 
-    bench = replace(point.bench, reference=True, temperature=[0.0], concurrency=[1], objective_concurrency=None,
+    temps = sorted({0.0, *(float(t) for t in point.bench.temperature)})
+    bench = replace(point.bench, reference=True, temperature=temps, concurrency=[1], objective_concurrency=None,
                     objective_temperature=None, request_rate=None, phases=None)
     return replace(point, bench=bench)
 
@@ -327,4 +398,7 @@ def check_report(result: PointResult) -> tuple[int, str]:
             if m is not None and m.lossless_compared else "")
     if m is not None and m.lossless_identical < m.lossless_compared:
         same += f" (first difference at token {m.lossless_first_difference}: a warning, see docs/benchmarks.md)"
-    return 0, f"check passed: {m.reference_verdict if m is not None else ''}{same}"
+    levels = sorted(result.levels.values(), key=lambda lv: (lv.temperature, lv.concurrency))
+    said = "; ".join(f"T={lv.temperature:g} ({lv.reference_kind or '-'}): {lv.reference_verdict or ''}"
+                     for lv in levels) if len(levels) > 1 else (m.reference_verdict if m is not None else "")
+    return 0, f"check passed: {said}{same}"

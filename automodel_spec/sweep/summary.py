@@ -207,29 +207,42 @@ def category_lines(rows: list[dict], levels: list[tuple[float, int]]) -> list[st
 
 
 def served_lines(rows: list[dict]) -> list[str]:
-    """Served vs reference accept length and the lossless check, per point and temperature-0 level."""
-    here = [r for r in rows if r["status"] == "ok" and r.get("temperature") == 0
+    """Served vs reference accept length (exact, interval or bound), per depth, and the lossless check,
+    per point and level."""
+    here = [r for r in rows if r["status"] == "ok"
             and (r.get("served_as_trained") is not None or r.get("lossless_compared"))]
     if not here:
         return []
-    out = ["## Served as trained and lossless (temperature 0)", "",
-           "Reference: the exported draft computed without SGLang (docs/benchmarks.md, \"Reference accept "
-           "length\"); identical: outputs equal to the no-speculation baseline's.", "",
-           "| point | concurrency | accept length | reference | verdict | identical | first difference |",
-           "|---|---:|---:|---:|---|---:|---:|"]
+    out = ["## Served as trained and lossless", "",
+           "Reference: the exported draft computed without SGLang with SGLang's tree and verify rules "
+           "(docs/benchmarks.md, \"Reference accept length\"): exact at temperature 0, the 99% interval of one "
+           "served run at temperature > 0, a bound for a tree of unknown size; depths: the share of rounds "
+           "accepting at least d drafts, held against the reference's; identical: outputs equal to the "
+           "no-speculation baseline's (temperature 0).", "",
+           "| point | T | load | accept length | reference | kind | verdict | depths | identical | first difference |",
+           "|---|---:|---:|---:|---:|---|---|---|---:|---:|"]
     warnings = []
-    for r in sorted(here, key=lambda r: (r["point"], r.get("phase") is not None, r.get("phase") or 0,
-                                         r.get("request_rate") or 0.0, r["concurrency"])):
+    for r in sorted(here, key=lambda r: (r["point"], r.get("temperature") or 0.0, r.get("phase") is not None,
+                                         r.get("phase") or 0, r.get("request_rate") or 0.0, r["concurrency"])):
         verdict = {True: "served as trained", False: "**NOT served as trained**", None: "-"}[r.get("served_as_trained")]
+        depths = {True: "ok", False: "**short**", None: "-"}[r.get("depths_as_trained")]
         same = f"{r['lossless_identical']}/{r['lossless_compared']}" if r.get("lossless_compared") else "-"
-        out.append(f"| {r['point']} | {_load_cell(r)} | {_f(r.get('accept_length'))} | "
-                   f"{_f(r.get('reference_accept_length'))} | {verdict} | {same} | "
+        interval = r.get("reference_interval")
+        reference = (f"{_f(r.get('reference_accept_length'))} [{interval[0]:.2f}, {interval[1]:.2f}]"
+                     if interval else _f(r.get("reference_accept_length")))
+        t, c = f"{r.get('temperature') or 0:g}", _load_cell(r, "c=")
+        out.append(f"| {r['point']} | {t} | {_load_cell(r)} | {_f(r.get('accept_length'))} | {reference} | "
+                   f"{r.get('reference_kind') or '-'} | {verdict} | {depths} | {same} | "
                    f"{_f(r.get('lossless_first_difference'), 0)} |")
         if r.get("served_as_trained") is False:
-            warnings.append(f"- WARNING {r['point']} {_load_cell(r, 'c=')}: {r.get('reference_verdict')}")
+            warnings.append(f"- WARNING {r['point']} T={t} {c}: {r.get('reference_verdict')}")
+        if r.get("depths_as_trained") is False:
+            warnings.append(f"- WARNING {r['point']} T={t} {c}: {r.get('depth_verdict')}")
+        if r.get("trained_depths_ok") is False:
+            warnings.append(f"- WARNING {r['point']} T={t} {c}: the reference is {r.get('trained_depth_verdict')}")
         if r.get("lossless_compared") and r["lossless_identical"] < r["lossless_compared"]:
             why = "kernels of other shapes can resolve near-ties differently (docs/benchmarks.md)"
-            warnings.append(f"- WARNING {r['point']} {_load_cell(r, 'c=')}: "
+            warnings.append(f"- WARNING {r['point']} T={t} {c}: "
                             f"{r['lossless_compared'] - r['lossless_identical']} output(s) differ from the "
                             f"baseline's, first at token {r['lossless_first_difference']}: {why}")
     return out + [""] + (warnings + [""] if warnings else [])

@@ -88,3 +88,23 @@ def test_check_of_a_point_measured_without_the_reference_adds_it(tmp_path, check
     assert res.returncode == 0, res.output
     assert "already complete" in res.log and "check passed" in res.stdout  # not measured again
     assert json.loads((out / "metrics.json").read_text())["reference"]["status"] == "ok"
+
+
+def test_check_of_a_tree_at_temperature_0_and_1_gives_an_exact_and_an_interval_verdict(tmp_path, check):
+    """A tree (3 steps, topk 2, 5 draft tokens) and a sampled level: the reference is the tree as SGLang
+    builds it (exact) at T=0 and an interval at T=1, each level judged against its own."""
+    tree = [w for w in CHECK if not w.startswith("spec.topk")] + ["spec.topk=2", "spec.num_draft_tokens=5",
+                                                                   "bench.temperature=[1]"]
+    out = tmp_path / "out"
+    res = check("mode=check", *tree, output_dir=out)
+    assert res.returncode == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["levels"]) == {"T0_c1", "T1_c1"}
+    exact, sampled = m["levels"]["T0_c1"], m["levels"]["T1_c1"]
+    assert exact["reference_kind"] == "exact" and exact["reference_interval"] is None
+    assert sampled["reference_kind"] == "interval"
+    low, high = sampled["reference_interval"]
+    assert low <= sampled["reference_accept_length"] <= high
+    assert m["reference"]["by_temperature"]["1"]["kind"] == "interval" and m["reference"]["num_draft_tokens"] == 5
+    assert "T=1 (interval): served as trained" in res.stdout and "T=0 (exact): served as trained" in res.stdout
+    assert exact["depths_as_trained"] is True and exact["histogram_distance"] is not None

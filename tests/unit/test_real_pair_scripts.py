@@ -26,8 +26,8 @@ def export(tmp_path) -> tuple[Path, Path]:
     draft.mkdir()
     (draft / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLMEagle3"],
                                                    "num_hidden_layers": 1, "draft_vocab_size": 4}))
-    save_file({"d2t": torch.arange(4), "midlayer.mlp.up_proj.weight": torch.ones(2, 2)},
-              str(draft / "model.safetensors"))
+    save_file({"d2t": torch.arange(4), "midlayer.mlp.up_proj.weight": torch.ones(2, 2),
+               "lm_head.weight": torch.tensor([[1.0, -2.0], [0.5, 3.0]])}, str(draft / "model.safetensors"))
     (draft / "automodel_spec_export.json").write_text("{}")
     return draft, target
 
@@ -56,6 +56,27 @@ def test_each_variant_breaks_what_it_names_in_a_copy(export, tmp_path, kind):
     assert ids == ([0, 4, 7] if kind == "aux_shift" else None)  # Automodel's default [1, 5, 8], one lower
     assert ("d2t" in tensors) == (kind != "no_d2t")
     assert "midlayer.mlp.up_proj.weight" in tensors
+
+
+@pytest.mark.parametrize("kind,scale", [("logit_flat", 0.25), ("logit_warm", 0.5), ("logit_sharp", 4.0)])
+def test_the_logit_variants_scale_the_lm_head_only(export, tmp_path, kind, scale):
+    """Every logit scaled alike: the argmax of each position, hence every greedy chain, is kept."""
+    src, target = export
+    out = tmp_path / kind
+    assert _break(src, out, kind, target).returncode == 0
+    before, after = load_file(str(src / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert torch.equal(after["lm_head.weight"], before["lm_head.weight"] * scale)
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k != "lm_head.weight")
+    assert json.loads((out / "config.json").read_text()) == json.loads((src / "config.json").read_text())
+
+
+def test_a_logit_variant_without_its_own_lm_head_is_refused(export, tmp_path):
+    src, target = export
+    w = load_file(str(src / "model.safetensors"))
+    del w["lm_head.weight"]
+    save_file(w, str(src / "model.safetensors"))
+    res = _break(src, tmp_path / "flat", "logit_flat", target)
+    assert res.returncode == 2 and "no lm_head.weight" in res.stderr and not (tmp_path / "flat").exists()
 
 
 def test_an_existing_output_is_not_overwritten(export, tmp_path):

@@ -9,7 +9,14 @@ KIND:
   builds the extra layers with no weights;
 - ``aux_shift``: ``eagle_config.eagle_aux_hidden_state_layer_ids`` one lower than the layers the
   draft was trained on (a recipe's custom ids written off by one): the draft reads the wrong states;
-- ``no_d2t``: the draft-to-target token map dropped from the weights: draft ids served as target ids.
+- ``no_d2t``: the draft-to-target token map dropped from the weights: draft ids served as target ids;
+- ``logit_flat``: the draft's lm_head divided by 4 (its softmax at temperature 4, a temperature or norm
+  bug): every argmax, hence every greedy chain, is unchanged, so the chain check at T=0 passes; a tree's
+  node choice multiplies the (now flatter) probabilities and changes, and rejection sampling at T > 0
+  draws from the wrong distribution;
+- ``logit_warm``: the lm_head halved (temperature 2): the same bug, milder;
+- ``logit_sharp``: the lm_head times 4 (temperature 0.25): chains at T=0 unchanged again; trees lean
+  to the first choice (they may accept more); rejection sampling at T > 0 accepts less.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import shutil
 import sys
 from pathlib import Path
 
-KINDS = ("layers", "aux_shift", "no_d2t")
+KINDS = ("layers", "aux_shift", "no_d2t", "logit_flat", "logit_warm", "logit_sharp")
+LOGIT_SCALE = {"logit_flat": 0.25, "logit_warm": 0.5, "logit_sharp": 4.0}
 
 
 def main() -> int:
@@ -44,6 +52,21 @@ def main() -> int:
         trained = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") or [1, n // 2 - 1, n - 4]
         cfg["eagle_config"] = {**(cfg.get("eagle_config") or {}),
                                "eagle_aux_hidden_state_layer_ids": [i - 1 for i in trained]}
+    elif args.kind in LOGIT_SCALE:
+        from safetensors.torch import load_file, save_file
+
+        scaled = 0
+        for f in sorted(args.out.glob("*.safetensors")):
+            tensors = load_file(str(f))
+            if "lm_head.weight" in tensors:
+                tensors["lm_head.weight"] = tensors["lm_head.weight"] * LOGIT_SCALE[args.kind]
+                save_file(tensors, str(f), metadata={"format": "pt"})
+                scaled += 1
+        if not scaled:
+            print(f"{args.src}: no lm_head.weight in the export (the target's is used): {args.kind} needs a draft "
+                  "with its own lm_head", file=sys.stderr)
+            shutil.rmtree(args.out)
+            return 2
     else:
         from safetensors.torch import load_file, save_file
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from automodel_spec.bench.result import LevelResult, PointResult, ReferenceSummary, read_point, write_point
 from automodel_spec.bench.served_checks import (
     add_lossless,
@@ -93,11 +95,16 @@ def test_summary_shows_served_vs_reference_and_warns():
              "reference_accept_length": 4.0, "served_as_trained": False, "reference_verdict": "served 1.20 ...",
              "lossless_compared": 16, "lossless_identical": 15, "lossless_first_difference": 90}]
     text = "\n".join(served_lines(rows))
-    assert "| a | 1 | 3.90 | 4.00 | served as trained | 4/4 | - |" in text
-    assert "| b | 8 | 1.20 | 4.00 | **NOT served as trained** | 15/16 | 90 |" in text
-    assert "WARNING b c=8: served 1.20 ..." in text
-    assert "WARNING b c=8: 1 output(s) differ from the baseline's, first at token 90: kernels of other" in text
-    assert served_lines([{**rows[0], "temperature": 0.7}]) == []
+    assert "| a | 0 | 1 | 3.90 | 4.00 | - | served as trained | - | 4/4 | - |" in text
+    assert "| b | 0 | 8 | 1.20 | 4.00 | - | **NOT served as trained** | - | 15/16 | 90 |" in text
+    assert "WARNING b T=0 c=8: served 1.20 ..." in text
+    assert "WARNING b T=0 c=8: 1 output(s) differ from the baseline's, first at token 90: kernels of other" in text
+    sampled = {**rows[0], "temperature": 0.7, "lossless_compared": 0, "reference_kind": "interval",
+               "reference_interval": [3.1, 4.6], "served_as_trained": False, "reference_verdict": "below ...",
+               "depths_as_trained": False, "depth_verdict": "per depth ... depth 2"}
+    text = "\n".join(served_lines([sampled]))
+    assert "| a | 0.7 | 1 | 3.90 | 4.00 [3.10, 4.60] | interval | **NOT served as trained** | **short** | - | - |" in text
+    assert "WARNING a T=0.7 c=1: below ..." in text and "WARNING a T=0.7 c=1: per depth ... depth 2" in text
 
 
 def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkeypatch):
@@ -111,9 +118,9 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
 
     calls = []
 
-    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1):
+    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1, sampling=None):
         steps, topk = setting.num_steps, setting.topk
-        calls.append((steps, topk))
+        calls.append((steps, topk, setting.num_draft_tokens))
         return reference.ReferenceResult(
             algorithm="EAGLE3", num_steps=steps, topk=topk, problems=[], aux_layers=[2, 4, 5], device="cpu",
             dtype="float32", seconds=1.0,
@@ -128,9 +135,11 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
     first = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=1), 9)
     again = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=4), 9)
     other = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=3, topk=1), 9)
-    assert calls == [(2, 1), (3, 1)]  # topk does not change the chain: shared
-    assert again.accept_length == first.accept_length == 3.0 and again.topk == 4 and not again.exact
-    assert other.num_steps == 3
+    tree = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=4, num_draft_tokens=8), 9)
+    # a tree of unknown size shares its chain (a bound); a tree of known size is computed as the tree
+    assert calls == [(2, 1, None), (3, 1, None), (2, 4, 8)]
+    assert again.accept_length == first.accept_length == 3.0 and again.topk == 4 and again.kind == "bound"
+    assert other.num_steps == 3 and tree.topk == 4
 
 
 def test_without_transformers_the_reference_says_how_to_install_it_and_exits_2(monkeypatch, capsys, tmp_path):
@@ -209,7 +218,8 @@ def test_check_serves_the_draft_alone_not_a_load():
     loaded = BenchPoint(AlgorithmConfig(), SpecConfig(num_steps=3, topk=1), SGLangConfig(),
                         BenchConfig(concurrency=[8], request_rate=[4.0], temperature=[1.0]))
     bench = check_point(loaded).bench
-    assert (bench.concurrency, bench.temperature, bench.request_rate, bench.phases) == ([1], [0.0], None, None)
+    # greedy (the lossless check) and each configured temperature, one request at a time, no rate, no phases
+    assert (bench.concurrency, bench.temperature, bench.request_rate, bench.phases) == ([1], [0.0, 1.0], None, None)
     assert check_point(BenchPoint(AlgorithmConfig(), SpecConfig(), SGLangConfig(),
                                   BenchConfig(phases=["c1", "c8"]))).bench.phases is None
 
@@ -244,3 +254,109 @@ def test_records_of_another_shape_give_nothing_rather_than_a_traceback(tmp_path)
         "{not json", "\udcff"]), errors="surrogateescape")
     assert read_outputs(records) == {(0.0, 1, None, None, 0): [1, 2]}
     assert read_outputs(tmp_path) == {} and read_outputs(tmp_path / "missing") == {}
+
+
+def test_the_reference_follows_the_setting_and_thresholds_the_server_reports(tmp_path, monkeypatch):
+    """SGLang's own choice (nothing requested, 5/4/8 read back) and its accept thresholds go to the
+    reference; each temperature gets its own computation, its kind and its verdict."""
+    from types import SimpleNamespace
+
+    from automodel_spec import reference
+    from automodel_spec.bench import served_checks
+    from automodel_spec.bench.result import SpecSettings
+    from automodel_spec.bench.served_checks import add_reference
+    from automodel_spec.bench.workload import Prompt
+
+    calls = []
+
+    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1, sampling=None):
+        calls.append((setting.num_steps, setting.topk, setting.num_draft_tokens, sampling.temperature,
+                      sampling.threshold_single, sampling.threshold_acc, sampling.rejection))
+        sampled = sampling.temperature > 0
+        return reference.ReferenceResult(
+            algorithm="EAGLE3", num_steps=5, topk=4, num_draft_tokens=8, temperature=sampling.temperature,
+            problems=[], aux_layers=[2, 4, 5], device="cpu", dtype="float32", seconds=1.0,
+            samples=4 if sampled else 1,
+            prompts=[reference.PromptReference(prompt_id=p.id, output_ids=[1] * 12,
+                                               rounds=sum(r) if sampled else 3,
+                                               histogram=[0, 0, 0, 0, 0, 12] if sampled else [0, 0, 0, 3, 0, 0],
+                                               sample_rounds=r if sampled else None)
+                     for p, r in zip(prompts, [[3, 4, 3, 4], [4, 4, 5, 3]], strict=False)])
+
+    monkeypatch.setattr(served_checks, "_compute_in_subprocess", fake_compute)
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "config.json").write_text("{}")
+    run = SimpleNamespace(target=str(tmp_path / "target"), export=SimpleNamespace(path=tmp_path / "export"))
+    bench = SimpleNamespace(reference=True, temperature=[0.0, 1.0], concurrency=[1], num_prompts=2, seed=0,
+                            max_new_tokens=12, gpu_pool=None, servers_per_gpu=1, expected_accept_length=None)
+    cfg = SimpleNamespace(bench=bench, algorithm=SimpleNamespace(name="EAGLE3"))
+    result = _result((0.0, 1), (1.0, 1))
+    result.requested = SpecSettings()
+    result.effective = SpecSettings(num_steps=5, topk=4, num_draft_tokens=8)
+    result.server_settings = {"speculative_accept_threshold_single": 0.7, "speculative_accept_threshold_acc": 0.9}
+    result.level(0.0, 1).accept_length, result.level(1.0, 1).accept_length = 4.0, 1.0
+    result.level(0.0, 1).accept_histogram = [0, 0, 0, 3, 0, 0]
+    pool = [Prompt(id="a", category="k", text="hi"), Prompt(id="b", category="k", text="ho")]
+    add_reference(cfg, run, result, pool)
+    assert calls == [(5, 4, 8, 0.0, 0.7, 0.9, False), (5, 4, 8, 1.0, 0.7, 0.9, False)]
+    greedy, sampled = result.level(0.0, 1), result.level(1.0, 1)
+    assert greedy.reference_kind == "exact" and greedy.served_as_trained and greedy.depths_as_trained
+    assert greedy.histogram_distance == 0.0
+    assert sampled.reference_kind == "interval" and sampled.reference_interval is not None
+    assert sampled.served_as_trained is False and "below the reference interval" in sampled.reference_verdict
+    assert check_failures(result) == [f"T=1 c=1: {sampled.reference_verdict}"]
+    assert set(result.reference.by_temperature) == {"0", "1"} and result.reference.kind == "exact"
+
+
+def test_the_depth_verdict_catches_later_positions_an_average_hides():
+    from automodel_spec.accept_depths import depth_verdict, histogram_distance, survival
+
+    reference = [100, 300, 600]  # rounds by drafts accepted: 0, 1, 2
+    assert survival(reference) == [0.9, 0.6]
+    assert depth_verdict(list(reference), reference) == (True, "every depth within sampling error of the "
+                                                                "reference (distance 0.00)")
+    # the first position served as trained, the second mostly lost: fails at depth 2 only
+    ok, text = depth_verdict([100, 700, 200], reference)
+    assert not ok and "depth 2: 0.20 of rounds served vs 0.60 reference" in text and "depth 1" not in text
+    assert histogram_distance([100, 700, 200], reference) == pytest.approx(0.4)
+    # three rounds served say little: within three standard errors of the reference's shares
+    assert depth_verdict([1, 1, 1], reference)[0] is True
+    assert depth_verdict(None, reference) == (None, None)
+
+
+def test_a_greedy_chain_is_also_held_against_what_training_measured(tmp_path, monkeypatch):
+    """The real pair's Automodel run records its chain survival per depth; a reference far below it at
+    depth 2 is a warning on the level (not a failure: training measured other data)."""
+    from types import SimpleNamespace
+
+    from automodel_spec import reference
+    from automodel_spec.bench import served_checks
+    from automodel_spec.bench.result import SpecSettings
+    from automodel_spec.bench.served_checks import add_reference
+    from automodel_spec.bench.workload import Prompt
+
+    def fake_compute(run, prompts, setting, max_new_tokens, gpu_pool, share=1, sampling=None):
+        return reference.ReferenceResult(
+            algorithm="EAGLE3", num_steps=2, topk=1, num_draft_tokens=3, problems=[], aux_layers=[], device="cpu",
+            dtype="float32", seconds=1.0,
+            prompts=[reference.PromptReference(prompt_id=p.id, output_ids=[1] * 10, rounds=5, histogram=[1, 3, 1])
+                     for p in prompts])
+
+    monkeypatch.setattr(served_checks, "_compute_in_subprocess", fake_compute)
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "config.json").write_text("{}")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "automodel_train.json").write_text(json.dumps({"chain_survival_per_depth": [0.85, 0.7]}))
+    run = SimpleNamespace(target=str(tmp_path / "target"), export=SimpleNamespace(path=tmp_path / "export"),
+                          draft=SimpleNamespace(path=str(tmp_path / "run")))
+    bench = SimpleNamespace(reference=True, temperature=[0.0], concurrency=[1], num_prompts=1, seed=0,
+                            max_new_tokens=10, gpu_pool=None, servers_per_gpu=1, expected_accept_length=None)
+    result = _result((0.0, 1))
+    result.requested = SpecSettings(num_steps=2, topk=1, num_draft_tokens=3)
+    result.level(0.0, 1).accept_length = 2.0
+    add_reference(SimpleNamespace(bench=bench, algorithm=SimpleNamespace(name="EAGLE3")), run, result,
+                  [Prompt(id="a", category="k", text="hi")])
+    lv = result.level(0.0, 1)
+    assert lv.trained_survival == [0.85, 0.7] and lv.trained_depths_ok is False
+    assert "depth 2: 0.20 reference vs 0.70 in training" in lv.trained_depth_verdict and "depth 1" not in lv.trained_depth_verdict
+    assert lv.served_as_trained is True and check_failures(result) == []  # a warning, not a failure
