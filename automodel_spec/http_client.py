@@ -11,7 +11,7 @@ import json
 import urllib.error
 import urllib.request
 
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy, whatever the environment says
+DIRECT_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy, whatever the environment says
 
 
 class HTTPStatusError(RuntimeError):
@@ -43,7 +43,7 @@ def request_json(method: str, url: str, payload: dict | None = None, *, timeout:
     if api_key:
         req.add_header("Authorization", f"Bearer {api_key}")
     try:
-        with _DIRECT.open(req, timeout=timeout) as resp:
+        with DIRECT_OPENER.open(req, timeout=timeout) as resp:
             body = resp.read().decode() or "{}"
     except urllib.error.HTTPError as exc:
         raise HTTPStatusError(url, exc.code, exc.read().decode(errors="replace")) from exc

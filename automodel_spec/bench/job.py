@@ -373,9 +373,9 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
         check_kv_capacity(kv_tokens, max(closed, default=1), 0, b.max_new_tokens, slots)  # before any level runs
         who = "spec" if cfg.algorithm.name else "baseline"
 
-        def keep(records: list[dict], m: LevelResult, temp: float, conc: int | None) -> None:
+        def keep(records: list[dict], m: LevelResult, temp: float, conc: int | None, label: str) -> None:
             _write_records(rec_file, records, temp)
-            _check_requests(records, f"level {m.key}", where, server, since, watch)
+            _check_requests(records, f"level {label}", where, server, since, watch)
             if conc is not None:  # a closed loop: with the prompts' real lengths, `conc` requests at once?
                 longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
                 check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
@@ -389,24 +389,26 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
                 server.flush_cache()  # once: the phases run on without a flush
                 for run in run_phased_load(gen, pool, b, params, steps, temperature=temp, label=f"{who} T={temp:g}"):
                     closed_phase = run.level.phase and run.level.request_rate is None
-                    keep(run.records, run.level, temp, run.level.concurrency if closed_phase else None)
+                    keep(run.records, run.level, temp, run.level.concurrency if closed_phase else None,
+                         f"{who} T={temp:g} {run.level.key}")
                 continue
             for conc in b.concurrency:
                 prompts = level_prompts(pool, b, concurrency=conc)
                 server.flush_cache()  # resets the server's running accept-length average too
-                records, wall = run_requests(gen, prompts, conc, params, label=f"{who} T={temp:g} c={conc}")
+                label = f"{who} T={temp:g} c={conc}"
+                records, wall = run_requests(gen, prompts, conc, params, label=label)
                 keep(records, summarize_level(records, wall, steps, temperature=temp, concurrency=conc, slo=b.slo),
-                     temp, conc)
+                     temp, conc, label)
             for rate in b.request_rate or []:
                 cap = b.max_concurrency or 0
                 prompts = level_prompts(pool, b, concurrency=cap, request_rate=rate)
                 server.flush_cache()
+                label = f"{who} T={temp:g} rate={rate:g}/s"
                 run = run_open_loop(gen, prompts, rate, params, seed=b.seed, max_concurrency=b.max_concurrency,
-                                    duration_s=b.duration_s, label=f"{who} T={temp:g} rate={rate:g}/s",
-                                    concurrency=cap)
+                                    duration_s=b.duration_s, label=label, concurrency=cap)
                 m = summarize_level(run.records, run.wall_s, steps, temperature=temp, concurrency=cap,
                                     request_rate=rate, unsent=run.unsent, window_s=run.window_s, slo=b.slo)
-                keep(run.records, m, temp, None)
+                keep(run.records, m, temp, None, label)
     result.gpu = _gpu_names()
 
 

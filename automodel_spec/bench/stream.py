@@ -12,12 +12,16 @@ form. An error during a stream arrives as an event ``{"error": {...}}`` before `
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from automodel_spec.http_client import HTTPStatusError
+from automodel_spec.http_client import DIRECT_OPENER, HTTPStatusError, NotJSONError
+
+# a body that is not a stream (a proxy's error page, a server that ignores "stream") is read up to this much
+_PLAIN_BODY_MAX = 16 << 20
 
 
 class StreamError(RuntimeError):
@@ -40,15 +44,18 @@ class StreamedAnswer:
     chunk_tokens: list[int] = field(default_factory=list)
 
 
-def stream_generate(url: str, payload: dict, *, timeout: float = 600.0, api_key: str | None = None) -> StreamedAnswer:
+def stream_generate(url: str, payload: dict, *, timeout: float = 600.0,
+                    api_key: str | None = None) -> StreamedAnswer | dict:
     """POST ``payload`` to ``url`` (a server's ``/generate``) streamed; return the answer and its chunks.
 
     ``timeout`` bounds the whole request, not only each read: a server that trickles events forever
-    fails the request rather than holding the benchmark.
+    fails the request rather than holding the benchmark. An answer that is not an event stream (a server
+    that answers the whole output at once) comes back as its JSON, for the caller to check.
 
     Raises:
         HTTPStatusError: the server answered with a non-2xx status.
-        StreamError: an ``error`` event, or no ``[DONE]``.
+        NotJSONError: the answer is neither an event stream nor JSON (an HTML page of a proxy, say).
+        StreamError: an ``error`` event, an event that is not JSON, or no ``[DONE]``.
         TimeoutError: the stream took longer than ``timeout``.
     """
     req = urllib.request.Request(url, data=json.dumps({**payload, "stream": True}).encode(), method="POST")
@@ -58,8 +65,14 @@ def stream_generate(url: str, payload: dict, *, timeout: float = 600.0, api_key:
     t0 = time.perf_counter()
     chunks = _Chunks()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            for event in read_events(resp):
+        with DIRECT_OPENER.open(req, timeout=timeout) as resp:  # the server is local: never through a proxy
+            if not (resp.headers.get("Content-Type") or "").startswith("text/event-stream"):
+                body = resp.read(_PLAIN_BODY_MAX).decode(errors="replace")
+                try:
+                    return json.loads(body)
+                except ValueError:
+                    raise NotJSONError(url, body) from None
+            for event in _checked(read_events(resp), url):
                 now = time.perf_counter() - t0
                 if now > timeout:
                     raise TimeoutError(f"{url}: the stream ran past {timeout:g} s")
@@ -72,6 +85,14 @@ def stream_generate(url: str, payload: dict, *, timeout: float = 600.0, api_key:
     except urllib.error.HTTPError as exc:
         raise HTTPStatusError(url, exc.code, exc.read().decode(errors="replace")) from exc
     raise StreamError(f"{url}: the stream ended without [DONE] after {len(chunks.times)} chunk(s)")
+
+
+def _checked(events, url: str):
+    """``events`` with an event that is not JSON told as a broken stream."""
+    try:
+        yield from events
+    except ValueError as exc:
+        raise StreamError(f"{url}: an event of the stream is not JSON ({exc}): is it SGLang's /generate?") from None
 
 
 def read_events(lines) -> object:
@@ -109,9 +130,14 @@ class _Chunks:
         self.count = 0
 
     def add(self, event: dict, now: float) -> None:
-        meta = event.get("meta_info") or {}
+        if not isinstance(event, dict):  # kept as the answer, whose check (bench.response) words it
+            self.last = {"event": event}
+            return
+        meta = event.get("meta_info") if isinstance(event.get("meta_info"), dict) else {}
         ids = event.get("output_ids") if isinstance(event.get("output_ids"), list) else None
         total = meta.get("completion_tokens")
+        if isinstance(total, bool) or not isinstance(total, (int, float)) or not math.isfinite(total):
+            total = None  # a count that is not one: the answer's check (bench.response) says so
         if ids is not None:
             # cumulative events hold the whole output (as many ids as completion_tokens); deltas extend it
             self.ids = list(ids) if total is None or len(ids) == total else self.ids + list(ids)
