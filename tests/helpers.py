@@ -156,3 +156,15 @@ class ServeProcess:
             except ProcessLookupError:
                 pass
             self.proc.wait(timeout=10)
+
+
+def greedy_tokens(target, ids: list[int], n: int) -> list[int]:
+    """The ``n`` tokens a transformers model generates greedily after ``ids``, one full forward pass each
+    (no cache, no batching): the plain decode the references are held against."""
+    import torch
+
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(n):
+            seq.append(int(target(torch.tensor([seq])).logits[0, -1].argmax()))
+    return seq[len(ids):]

@@ -27,6 +27,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from helpers import greedy_tokens  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from automodel_spec import draft_plan, synthetic  # noqa: E402
@@ -123,19 +124,11 @@ def _reference(pair, draft_dir: Path, steps: int = STEPS, max_new: int = 24):
                              device="cpu", target=target)
 
 
-def _greedy(target, ids: list[int], n: int) -> list[int]:
-    seq = list(ids)
-    with torch.no_grad():
-        for _ in range(n):
-            seq.append(int(target(torch.tensor([seq])).logits[0, -1].argmax()))
-    return seq[len(ids):]
-
-
 def _brute_force_rounds(target, draft: _Draft, aux_layers, ids: list[int], steps: int, n: int) -> tuple[int, list[int]]:
     """Verify rounds and accepted drafts per round, one prompt, one token at a time, no padding or
     batching: each proposal from a fresh draft pass over exactly its sequence, checked against the
     target's greedy output."""
-    full = list(ids) + _greedy(target, ids, n + steps)  # a last round may accept past the budget
+    full = list(ids) + greedy_tokens(target, ids, n + steps)  # a last round may accept past the budget
     with torch.no_grad():
         hs = target(torch.tensor([full]), output_hidden_states=True).hidden_states
         feats = torch.cat([hs[c] for c in aux_layers], dim=-1)[0]
@@ -164,7 +157,7 @@ def test_agreeing_draft_accepts_every_token_and_outputs_the_targets_greedy_token
     ref = _reference(pair, _export(tmp))
     assert ref.problems == [] and ref.aux_layers == [1, 4, 6]
     for p, pr in zip(PROMPTS, ref.prompts, strict=True):
-        assert pr.output_ids == _greedy(target, list(p.input_ids), 24)
+        assert pr.output_ids == greedy_tokens(target, list(p.input_ids), 24)
         assert pr.histogram[:STEPS] == [0] * STEPS  # every round accepted all drafts
     # 24 tokens: 1 from the prefill, then rounds of 4: ceil(23 / 4) = 6 rounds
     assert ref.accept_length == pytest.approx(24 / 6)
@@ -182,7 +175,7 @@ def test_partly_agreeing_draft_matches_a_brute_force_count(tmp_path, random_targ
     draft = _Draft(served, target, "cpu", torch.float32)
     total_rounds = 0
     for p, pr in zip(PROMPTS, ref.prompts, strict=True):
-        assert pr.output_ids == _greedy(target, list(p.input_ids), 20)
+        assert pr.output_ids == greedy_tokens(target, list(p.input_ids), 20)
         rounds, accepted = _brute_force_rounds(target, draft, served.aux_layers, list(p.input_ids), 4, 20)
         assert pr.rounds == rounds
         assert pr.histogram == [accepted.count(k) for k in range(5)]

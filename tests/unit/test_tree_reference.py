@@ -16,6 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from helpers import greedy_tokens  # noqa: E402
+
 from automodel_spec import synthetic  # noqa: E402
 from automodel_spec.bench.workload import Prompt  # noqa: E402
 from automodel_spec.errors import ConfigError  # noqa: E402
@@ -67,14 +69,6 @@ def _reference(pair, steps, topk, tokens, max_new=14, **kw):
                              max_new_tokens=max_new, device="cpu", target=target, batch_size=2, **kw)
 
 
-def _greedy(target, ids: list[int], n: int) -> list[int]:
-    seq = list(ids)
-    with torch.no_grad():
-        for _ in range(n):
-            seq.append(int(target(torch.tensor([seq])).logits[0, -1].argmax()))
-    return seq[len(ids):]
-
-
 def _brute_force_round(target, draft: _Draft, aux, seq: list[int], steps: int, topk: int, tokens: int) -> int:
     """Drafts accepted in one round, from scratch: the tree by enumeration of candidate paths by depth."""
     with torch.no_grad():
@@ -99,7 +93,7 @@ def _brute_force_round(target, draft: _Draft, aux, seq: list[int], steps: int, t
             beam = sorted(level, key=lambda q: -level[q])[:topk]
         del score[()]
         chosen = set(sorted(score, key=lambda q: -score[q])[:tokens - 1])
-    greedy = _greedy(target, seq, steps + 1)
+    greedy = greedy_tokens(target, seq, steps + 1)
     k = 0
     while k < steps and tuple(greedy[:k + 1]) in chosen:
         k += 1
@@ -114,7 +108,7 @@ def test_tree_accepts_the_brute_force_path_every_round(pair, steps, topk, tokens
     draft = _Draft(read_served_draft(export, target.config.to_dict()), target, "cpu", torch.float32)
     for p, pr in zip(PROMPTS, ref.prompts, strict=True):
         ids = list(p.input_ids)
-        assert pr.output_ids == _greedy(target, ids, 14)  # lossless: the target's own greedy output
+        assert pr.output_ids == greedy_tokens(target, ids, 14)  # lossless: the target's own greedy output
         seq, made = ids + pr.output_ids[:1], 1
         for k in pr.accepted_per_round:
             assert _brute_force_round(target, draft, ref.aux_layers, seq, steps, topk, tokens) == k

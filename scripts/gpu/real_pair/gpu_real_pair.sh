@@ -43,6 +43,16 @@ train_target() {
     --max-corpus-mb "${CORPUS_MB:-400}" > "$RES/train_target.log" 2>&1
   echo "[real] target rc=$? ($SECONDS s)"; tail -3 "$RES/train_target.log"
 }
+choice_and_adaptive() {  # BOUND OVERRIDES...: SGLang's own choice and its adaptive mode (started at its largest
+  # candidate), each a sweep of one point in the background, bounded; their pids are added to SWEEPS
+  local bound=$1; shift
+  timeout -k 30 -s TERM "$bound" python3 recipes/serve.py -m +sweep=grid "$@" hydra.launcher.n_jobs=1 \
+    spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-choice.log" 2>&1 &
+  SWEEPS+=($!)
+  timeout -k 30 -s TERM "$bound" python3 recipes/serve.py -m +sweep=grid "$@" hydra.launcher.n_jobs=1 \
+    spec.adaptive=true spec.num_steps=7 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
+  SWEEPS+=($!)
+}
 gpu_apps() {  # what holds the GPU now, and who each process is (diagnosis of waits between points)
   echo "[real] GPU apps at ${SECONDS}s:"
   nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null | while IFS=, read -r pid rest; do
@@ -101,12 +111,8 @@ if [ "$STAGE" = grid ]; then
          bench.name=real-grid draft=automodel draft.path="$R/automodel_run")
   T=$(( $(left) - 45 ))
   set -m  # each sweep in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
-  timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
-    spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-choice.log" 2>&1 &
-  SWEEPS=($!)
-  timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" hydra.launcher.n_jobs=1 \
-    spec.adaptive=true spec.num_steps=7 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
-  SWEEPS+=($!)
+  SWEEPS=()
+  choice_and_adaptive "$T" "${COMMON[@]}" "${SHARE[@]}"
   sleep 20  # the two above take their GPU slots first
   timeout -k 30 -s TERM "$(( T - 20 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
     hydra.launcher.n_jobs=4 spec.num_steps=3,1,5,7 spec.topk=1,2,4 > "$RES/sweep-grid.log" 2>&1 &
@@ -162,12 +168,8 @@ if [ "$STAGE" = wide ]; then
   AM=(bench.name=wide-am draft=automodel draft.path="$W/draft")
   T=$(( $(left) - 60 ))
   set -m
-  timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" hydra.launcher.n_jobs=1 \
-    spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-choice.log" 2>&1 &
-  SWEEPS=($!)
-  timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" hydra.launcher.n_jobs=1 \
-    spec.adaptive=true spec.num_steps=7 spec.topk=1 > "$RES/sweep-adaptive.log" 2>&1 &
-  SWEEPS+=($!)
+  SWEEPS=()
+  choice_and_adaptive "$T" "${WCOMMON[@]}" "${AM[@]}"
   sleep 15
   timeout -k 30 -s TERM "$(( T - 15 ))" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" \
     hydra.launcher.n_jobs=2 spec.num_steps=3,1,2,5,7 spec.topk=1 > "$RES/sweep-chains.log" 2>&1 &
