@@ -617,8 +617,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the widened pair does not compute what the small pair does (logit difference "
               f"{report['logit_difference']:.2e}, tolerance {report['logit_tolerance']:g}); nothing in {args.out} should be "
               "served", file=sys.stderr)
-        shutil.rmtree(args.out / "target", ignore_errors=True)
-        shutil.rmtree(args.out / "draft", ignore_errors=True)
+        for written in args.out.iterdir():  # every directory the tool wrote there (--out was new): none is to be served
+            if written.is_dir():
+                shutil.rmtree(written, ignore_errors=True)
         return 1
     print(f"widened: {', '.join(str(p) for p in sorted(args.out.iterdir()) if p.is_dir())}")
     return 0
