@@ -37,6 +37,16 @@ def gpu_uuids() -> dict[str, str]:
     return {row[0]: row[1] for row in query("gpu=index,uuid") or [] if len(row) >= 2}
 
 
+def free_mib(gpus: list[str]) -> int | None:
+    """The least memory free (MiB) among ``gpus``, or ``None`` where ``nvidia-smi`` does not say."""
+    free = []
+    for row in query("gpu=index,memory.free") or []:
+        amount = row[1].split()[0] if len(row) >= 2 and row[1].split() else ""
+        if row[0] in gpus and amount.isdigit():
+            free.append(int(amount))
+    return min(free) if free else None
+
+
 def processes_on(gpus: list[str] | None) -> list[str]:
     """The compute processes on ``gpus`` (indices or UUIDs), each as ``"pid, name, memory"``.
 

@@ -12,7 +12,10 @@ start, stop or measurement, only other servers sitting idle. Their starts overla
 sized its memory (``memory_sized``): SGLang gives the KV cache what is free after the weights are
 loaded, less a share of what was free when the server started, so two servers loading at once count
 each other's weights as their own (one H100, 2026-12-06: two 8B-shaped servers started in the same
-second and both failed with "Loaded weights leave no GPU memory for the KV cache").
+second and both failed with "Loaded weights leave no GPU memory for the KV cache"). For the same reason a
+server whose ``sglang.mem_fraction_static`` of the memory its sharers left cannot hold its weights would die
+at start-up (one H100, 2026-12-07: 0.26 of 41 GB for 14.6 GB of weights): it waits for a sharer to stop, or,
+with none to wait for, fails before it starts (``wait_for_room``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from automodel_spec.gpu_pool import (
 from automodel_spec.launch import open_server
 from automodel_spec.port_lease import is_bind_failure, lease_port
 from automodel_spec.prepare import PreparedRun
-from automodel_spec.process_state import process_group
+from automodel_spec.process_state import group_running, process_group
 from automodel_spec.server import SGLangServer
 
 PORT_ATTEMPTS = 3
@@ -110,6 +113,9 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
             try:
                 with gpu_phase(names, locks, exclusive=False) if sharing else ExitStack():
                     with gpu_sizing(names, locks) if sharing else ExitStack():
+                        if sharing:
+                            wait_for_room(cfg.sglang.mem_fraction_static, weights_bytes(run), gpus, names, locks,
+                                          SIZING_WAIT_S, tp_size=cfg.sglang.tp_size)
                         server.start()
                         if sharing:
                             port_stack.enter_context(registered_server(names, locks, server.proc.pid))
@@ -139,6 +145,55 @@ def placed_server(cfg: BenchPoint, run: PreparedRun, out_dir: Path, *, log_name:
                 log.warning("[bench] warning: other processes use the GPU; numbers may be off: %s",
                             "; ".join(others))
         yield Placement(server=server, gpus=gpus, others=others, idle_servers=idle)
+
+
+def weights_bytes(run: PreparedRun) -> int | None:
+    """The bytes of safetensors weights the server loads (the target's and the draft's export), or ``None``
+    where the target is not a local directory (a hub id)."""
+    target = Path(str(run.target)).expanduser() if run.target else None
+    if target is None or not target.is_dir():
+        return None
+    files = list(target.glob("*.safetensors"))
+    if run.export is not None:
+        files += list(Path(run.export.path).glob("*.safetensors"))
+    return sum(f.stat().st_size for f in files)
+
+
+def wait_for_room(fraction: float | None, need: int | None, gpus: list[str], names: list[str], locks: Path,
+                  wait_s: float, *, tp_size: int = 1, poll_s: float = 2.0) -> None:
+    """Wait until ``fraction`` of the memory free on ``gpus`` holds a server's share of ``need`` bytes of weights.
+
+    SGLang (0.5.17) refuses to start when the weights leave nothing of ``mem_fraction_static`` x (memory free
+    at its start) for the KV cache. A sharer that stops frees memory: while one runs, wait for it (up to
+    ``wait_s``); with none, waiting frees nothing. Unknown fraction, weights or free memory: nothing to check.
+
+    Raises:
+        ServerError: the share cannot hold the weights, and no sharer stopped in time (or none runs).
+    """
+    free = nvidia_smi.free_mib(gpus)
+    if fraction is None or not need or free is None:
+        return
+    per_gpu = need / max(tp_size, 1)
+    deadline, told = time.monotonic() + wait_s, False
+    while fraction * free * 2**20 <= per_gpu:
+        sharers = [g for g in sharing_groups(names, locks) if group_running(g)]
+        if not sharers or time.monotonic() >= deadline:
+            gib = 2**30
+            raise ServerError(
+                f"sglang.mem_fraction_static={fraction:g} of the {free / 1024:.1f} GiB free on GPU {','.join(gpus)} is "
+                f"{fraction * free / 1024:.1f} GiB, not enough for the {per_gpu / gib:.1f} GiB of weights (target and "
+                "draft) a server holds there: SGLang sizes a server from the memory free when it starts, so it would "
+                "die at start-up (\"Loaded weights leave no GPU memory for the KV cache\")"
+                + (f"; {len(sharers)} server(s) sharing the GPU did not stop within {wait_s:g} s" if sharers else "")
+                + f". Raise sglang.mem_fraction_static above {per_gpu / (free * 2**20):.2f}, or lower "
+                "bench.servers_per_gpu (docs/benchmarks.md, \"Sharing a GPU\").")
+        if not told:
+            log.info("[bench] waiting for a server sharing GPU %s to stop: %.1f GiB free, sglang.mem_fraction_static"
+                     "=%g of it cannot hold %.1f GiB of weights", ",".join(gpus), free / 1024, fraction,
+                     per_gpu / 2**30)
+            told = True
+        time.sleep(poll_s)
+        free = nvidia_smi.free_mib(gpus) or free
 
 
 def _beside(gpus: list[str], names: list[str], locks: Path, own_group: int) -> tuple[list[str], int]:
