@@ -24,11 +24,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_hostile_inputs import FAKE_SERVER, Hostile, Result, _serve, _verdict, run_hostile
+from test_hostile_inputs import COLUMNS as HOSTILE_COLUMNS
+from test_hostile_inputs import (
+    FAKE_SERVER,
+    Hostile,
+    Result,
+    _serve,
+    _verdict,
+    documented_figures,
+    figures_table,
+    run_hostile,
+)
 
 from automodel_spec.bench.result import LevelResult, PointResult, SpecSettings, write_point
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 FIGURES_BEGIN = "<!-- figures of tests/reliability/test_faults.py -->"
 FIGURES_END = "<!-- end of fault figures -->"
 # the bench runs against the fake: quick to boot, short requests, a short request timeout for the hang
@@ -433,23 +442,8 @@ def test_fault_is_handled(case: Hostile, results) -> None:
     assert not wrong, "; ".join(wrong) + f"\n{r.output[-4000:]}"
 
 
-def figures_table(outcomes: dict[str, list[str]]) -> str:
-    """The table of ``docs/reliability.md``: per class, cases, handled cleanly, data lost, tracebacks, hangs,
-    processes left behind (``outcomes``: case name -> what was wrong with it)."""
-    lines = ["| class | cases | handled cleanly | data lost | tracebacks | hangs | processes left |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    total = [0] * 6
-    for klass in dict.fromkeys(c.klass for c in CASES):
-        names = [c.name for c in CASES if c.klass == klass]
-        row = [len(names), sum(not outcomes[n] for n in names),
-               sum(any(w.startswith("changed or deleted") for w in outcomes[n]) for n in names),
-               sum("printed a traceback" in outcomes[n] for n in names),
-               sum(any(w.startswith("hung") for w in outcomes[n]) for n in names),
-               sum(any("outlived the run" in w for w in outcomes[n]) for n in names)]
-        total = [a + b for a, b in zip(total, row, strict=True)]
-        lines.append(f"| {klass} | " + " | ".join(map(str, row)) + " |")
-    lines.append("| **all** | " + " | ".join(f"**{v}**" for v in total) + " |")
-    return "\n".join(lines)
+# the hostile inputs' columns, and a fake server left running after its run
+COLUMNS = (*HOSTILE_COLUMNS, ("processes left", lambda wrong: any("outlived the run" in w for w in wrong)))
 
 
 def test_figures_in_docs_reliability(results) -> None:
@@ -457,9 +451,8 @@ def test_figures_in_docs_reliability(results) -> None:
     if set(results) != {c.name for c in CASES}:
         pytest.skip("only part of the table was selected")
     outcomes = {c.name: _verdict(c, results[c.name]()) for c in CASES}
-    text = DOCS.read_text()
-    documented = text[text.index(FIGURES_BEGIN) + len(FIGURES_BEGIN):text.index(FIGURES_END)].strip()
-    assert documented == figures_table(outcomes), f"docs/reliability.md should read:\n{figures_table(outcomes)}"
+    table = figures_table(outcomes, CASES, COLUMNS)
+    assert documented_figures(FIGURES_BEGIN, FIGURES_END) == table, f"docs/reliability.md should read:\n{table}"
 
 
 def test_five_cases_a_class_at_least() -> None:
