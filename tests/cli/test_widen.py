@@ -63,7 +63,8 @@ def test_a_random_llama_keeps_its_logits_when_widened(tmp_path):
     small_capture = capture_layers({}, SHAPE.num_hidden_layers)
     wide_capture = widen.wide_capture_for(small_capture, SHAPE.num_hidden_layers, wide.layers, explicit=False)
     assert wide_capture == capture_layers({}, wide.layers)  # SGLang's default capture, unchanged
-    tensors, wcfg = widen.widen_target(params, cfg, wide, (small_capture, wide_capture), "cpu")
+    positions = widen.layer_positions(small_capture, wide_capture, SHAPE.num_hidden_layers, wide.layers)
+    tensors, wcfg = widen.widen_target(params, cfg, wide, positions, "cpu")
     assert tensors["model.layers.0.self_attn.q_proj.weight"].shape == (6 * 32, 96)
     assert wcfg["num_hidden_layers"] == 13 and wcfg["head_dim"] == 32
     small = load_target(str(small_dir), "cpu", torch.float32)

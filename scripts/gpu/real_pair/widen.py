@@ -285,12 +285,12 @@ def _take(params: dict, used: set, name: str):
     return params[name]
 
 
-def widen_target(params: dict, cfg: dict, wide: Shape, capture: tuple[list[int], list[int]], device: str) -> tuple[dict, dict]:
-    """The wide target's tensors (float32) and config.json, for ``capture`` = (small, wide) captured inputs."""
+def widen_target(params: dict, cfg: dict, wide: Shape, positions: list[int], device: str) -> tuple[dict, dict]:
+    """The wide target's tensors (float32) and config.json, small layer ``i`` at wide layer ``positions[i]``
+    (``layer_positions``)."""
     small = Shape.of_config(cfg)
     check_fits(small, wide, "target")
     rope_cfg = check_config(cfg, "target")
-    positions = layer_positions(capture[0], capture[1], small.layers, wide.layers)
     wd = _Widener(small, wide, device)
     out, used = {}, set()
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
@@ -299,6 +299,7 @@ def widen_target(params: dict, cfg: dict, wide: Shape, capture: tuple[list[int],
             out[name] = wd.place(t, (t.shape[0], wide.hidden))
     out["model.norm.weight"] = wd.norm(_take(params, used, "model.norm.weight"))
     small_at = dict(zip(positions, range(small.layers), strict=True))
+    cols = wd.split_cols(1, small.hidden, wide.hidden)
     for i in range(wide.layers):
         prefix = f"model.layers.{i}."
         if i not in small_at:
@@ -311,15 +312,10 @@ def widen_target(params: dict, cfg: dict, wide: Shape, capture: tuple[list[int],
                    "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"} - p.keys()
         if missing:
             raise WidenError(f"target layer {small_at[i]}: no {sorted(missing)}; is this a Llama checkpoint?")
-        cols = wd.split_cols(1, small.hidden, wide.hidden)
-        out.update({prefix + "input_layernorm.weight": wd.norm(p["input_layernorm.weight"]),
-                    prefix + "post_attention_layernorm.weight": wd.norm(p["post_attention_layernorm.weight"])})
-        out.update({prefix + k: v for k, v in wd.attention({f"self_attn.{n}": p[f"self_attn.{n}"] for n in
-                                                            ("q_proj.weight", "k_proj.weight", "v_proj.weight",
-                                                             "o_proj.weight")}, "self_attn.", cols, wide.hidden).items()})
-        out.update({prefix + k: v for k, v in wd.mlp({f"mlp.{n}": p[f"mlp.{n}"] for n in
-                                                      ("gate_proj.weight", "up_proj.weight", "down_proj.weight")},
-                                                     "mlp.").items()})
+        out[prefix + "input_layernorm.weight"] = wd.norm(p["input_layernorm.weight"])
+        out[prefix + "post_attention_layernorm.weight"] = wd.norm(p["post_attention_layernorm.weight"])
+        for name, t in (*wd.attention(p, "self_attn.", cols, wide.hidden).items(), *wd.mlp(p, "mlp.").items()):
+            out[prefix + name] = t
     unknown = sorted(set(params) - used)
     if unknown:
         raise WidenError(f"target: tensors the construction does not model: {unknown[:6]}; only plain Llama weights "
@@ -521,9 +517,9 @@ def widen(args) -> dict:
         wide_capture = wide_capture_for(small_capture, small_shape.layers, wide.layers, ids is not None)
         if ids is not None:
             wide_ids = [c - 1 for c in wide_capture]
-        wt, wcfg = widen_target(tparams, tcfg, wide, (small_capture, wide_capture), device)
-        report.update(captured_inputs={"small": small_capture, "wide": wide_capture},
-                      layer_positions=layer_positions(small_capture, wide_capture, small_shape.layers, wide.layers))
+        positions = layer_positions(small_capture, wide_capture, small_shape.layers, wide.layers)
+        wt, wcfg = widen_target(tparams, tcfg, wide, positions, device)
+        report.update(captured_inputs={"small": small_capture, "wide": wide_capture}, layer_positions=positions)
         dtype = args.dtype or tcfg.get("torch_dtype") or tcfg.get("dtype") or "bfloat16"
         _write(args.out / "target", wt, wcfg, dtype, args.shard_bytes)
         for f in _COPIED:
