@@ -9,10 +9,21 @@
 #       each against the trained draft's reference for that setting (bench.expected_accept_length = 0.95 x
 #       it); and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which
 #       SGLang serves only for a draft over the target's whole vocabulary (skipped for a d2t draft)
+#   bash scripts/gpu/real_pair/gpu_tree_table.sh all      # both at once, every server sharing the GPU (the
+#       table is about accept lengths, which sharing does not move; timings from it are not comparable)
+# Knobs: TREES_SHARE servers on the GPU at once (default 4) at TREES_MEM of its memory each (default 0.2).
 # Results (logs, metrics, summaries, the references' JSON; no weights) go to $OUT/real-trees-STAGE.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
-STAGE=${1:?usage: gpu_tree_table.sh sweeps|broken}
+STAGE=${1:?usage: gpu_tree_table.sh sweeps|broken|all}
+if [ "$STAGE" = all ]; then  # the two stages side by side, each under the same bound, each packing its own results
+  set -m
+  bash "$0" sweeps & S=$!
+  sleep 20
+  bash "$0" broken & B=$!
+  wait $S $B
+  exit 0
+fi
 R=${REAL_DIR:-/tmp/real}
 RES=/tmp/real-results/trees-$STAGE
 BOUND=${REAL_BOUND_S:-570}   # the whole stage, so that its results are packed before the call ends
@@ -35,11 +46,12 @@ SF_DRAFT=$R/specforge_run
 AM_EXPORT=$(python3 recipes/export.py draft=automodel draft.path="$R/automodel_run" target.path="$R/target" 2> "$RES/export-am.err" | tail -1)
 echo "[trees] automodel export: $AM_EXPORT"
 COMMON=(bench=humaneval target.path="$R/target" sglang=h100_bench bench.num_prompts=16 'bench.concurrency=[1]')
+GPU_SHARE=(bench.servers_per_gpu="${TREES_SHARE:-4}" sglang.mem_fraction_static="${TREES_MEM:-0.2}")
 
 if [ "$STAGE" = sweeps ]; then
   # one sweep per draft and setting, all into the draft's sweep directory (one baseline each); four
   # servers share the GPU (the pair is small); a sweep stopped by the bound resumes in the next call
-  SHARE=(+launcher=parallel bench.servers_per_gpu=4 sglang.mem_fraction_static=0.2 hydra.launcher.n_jobs=1
+  SHARE=(+launcher=parallel "${GPU_SHARE[@]}" hydra.launcher.n_jobs=1
          bench.reference=true 'bench.temperature=[0,1]')
   set -m  # each sweep in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
   PIDS=()
@@ -78,22 +90,25 @@ if [ "$STAGE" = broken ]; then
   check() {  # NAME FLOOR_JSON overrides...: mode=check of a broken draft, its exit code kept
     local name=$1 ref=$2; shift 2
     [ -f "$RES/check-$name.rc" ] && { echo "[trees] check $name: done before (rc $(cat "$RES/check-$name.rc"))"; return; }
-    timeout -k 30 -s TERM "$(( $(left) - 30 ))" python3 recipes/serve.py mode=check "${COMMON[@]}" \
+    timeout -k 30 -s TERM "$(( $(left) - 30 ))" python3 recipes/serve.py mode=check "${COMMON[@]}" "${GPU_SHARE[@]}" \
       bench.expected_accept_length="$(floor "$RES/reference-$ref.json")" hydra.run.dir="$RES/check-$name" "$@" \
       > "$RES/check-$name.log" 2>&1
     local rc=$?
     [ "$rc" -le 1 ] && echo "$rc" > "$RES/check-$name.rc"  # 0 passed, 1 failed: a verdict; others: call again
     echo "[trees] check $name rc=$rc ($SECONDS s)"; grep -E "check (passed|FAILED)|^  - " "$RES/check-$name.log" | head -6
   }
-  reference good-chain "$AM_EXPORT" --num-steps 3
-  reference good-tree "$AM_EXPORT" --num-steps 5 --topk 4 --num-draft-tokens 8
+  reference good-chain "$AM_EXPORT" --num-steps 3 & REFS=($!)
+  reference good-tree "$AM_EXPORT" --num-steps 5 --topk 4 --num-draft-tokens 8 & REFS+=($!)
   for k in logit_flat logit_warm logit_sharp; do
     [ -d "$R/broken-$k" ] || python3 scripts/gpu/real_pair/break_draft.py "$AM_EXPORT" "$R/broken-$k" "$k" --target "$R/target"
   done
+  wait "${REFS[@]}"  # by pid: a bare `wait` would wait for this script's own `tee` too
+  set -m  # each check in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its server
+  CHECKS=()
   for k in logit_flat logit_warm; do
     B=(draft=automodel draft.path="$R/broken-$k")
-    check "$k-chain-t0" good-chain "${B[@]}" spec.num_steps=3 spec.topk=1
-    check "$k-tree-t0" good-tree "${B[@]}" spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8
+    check "$k-chain-t0" good-chain "${B[@]}" spec.num_steps=3 spec.topk=1 & CHECKS+=($!)
+    check "$k-tree-t0" good-tree "${B[@]}" spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8 & CHECKS+=($!)
   done
   if python3 -c "import sys; from safetensors import safe_open; sys.exit(any('d2t' in safe_open(str(f), 'pt').keys() for f in __import__('pathlib').Path(sys.argv[1]).glob('*.safetensors')))" "$AM_EXPORT"; then
     reference good-t1-rejection "$AM_EXPORT" --num-steps 3 --temperature 1 --rejection-sampling
@@ -102,6 +117,7 @@ if [ "$STAGE" = broken ]; then
   else
     echo "[trees] the draft maps a reduced vocabulary (d2t): SGLang serves rejection sampling only for a full one; skipped"
   fi
+  wait "${CHECKS[@]}"
   exit 0
 fi
 echo "unknown stage $STAGE"; exit 2
