@@ -38,7 +38,7 @@ python3 scripts/gpu/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --dev
 LEFT=$(( ${BENCH_TIMEOUT_S:-540} - SECONDS ))
 [ "$LEFT" -gt 0 ] || { echo "[gpu_bench] no time left for the sweep (BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-540})"; LEFT=1; }
 timeout "$LEFT" python3 recipes/serve.py -m +sweep="${BENCH_SWEEP:-grid}" bench.name="$NAME" \
-  draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" sglang=h100_bench "$@"
+  draft=trained draft.path="$PAIR/run" target.path="$PAIR/target" sglang=h100_bench "$@"
 rc=$?
 python3 -m automodel_spec.sweep "sweeps/$NAME" >/dev/null 2>&1 || true
 if [ -n "${OUT:-}" ]; then

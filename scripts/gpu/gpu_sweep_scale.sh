@@ -51,7 +51,7 @@ DIR=${SWEEP_DIR:-sweeps}/$NAME
 rm -rf "$DIR"
 T0=$(date +%s.%N)
 timeout "${SWEEP_TIMEOUT_S:-540}" python3 recipes/serve.py -m +sweep=grid "${LAUNCH[@]}" bench.name="$NAME" \
-  hydra.sweep.dir="$DIR" draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" "${SG[@]}" "bench.gpu_pool=$POOL" \
+  hydra.sweep.dir="$DIR" draft=trained draft.path="$PAIR/run" target.path="$PAIR/target" "${SG[@]}" "bench.gpu_pool=$POOL" \
   'bench.concurrency=[1,8]' bench.num_prompts=${SWEEP_PROMPTS:-8} bench.max_new_tokens=${SWEEP_TOKENS:-64} \
   "${GRID[@]}" > "$RES/sweep.log" 2>&1
 RC=$?

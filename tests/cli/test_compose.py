@@ -28,12 +28,12 @@ from automodel_spec.hydra_glue import register_configs
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPECTED = {
     "algorithm": {"EAGLE3", "EAGLE", "NEXTN", "STANDALONE", "none"},
-    "draft": {"demo", "automodel", "legacy", "hub"},
+    "draft": {"demo", "trained", "automodel", "legacy", "hub"},
     "sglang": {"default", "latency", "throughput", "h100_bundle", "h100_bench"},
     "bench": {"default"},
 }
 # draft options whose path is mandatory (???), and a value that satisfies it
-DRAFT_PATHS = {"automodel": "/runs/eagle3", "legacy": "/drafts/legacy", "hub": "org/draft"}
+DRAFT_PATHS = {"trained": "/runs/eagle3", "automodel": "/runs/eagle3", "legacy": "/drafts/legacy", "hub": "org/draft"}
 
 
 def options(group: str) -> list[str]:
@@ -95,6 +95,14 @@ def test_draft_options(option):
     assert draft_choice(f"draft={option}", *extra) == option
     assert cfg.draft.path == DRAFT_PATHS.get(option, "builtin:demo")
     assert cfg.draft.allow_unsafe_pickle is False
+
+
+@pytest.mark.parametrize("recipe", ["serve", "export"])
+def test_draft_automodel_is_another_name_for_draft_trained(recipe):
+    overrides = ["draft.path=/runs/eagle3", "draft.aux_layer_ids=[1,2]", "draft.config=/runs/draft.json"]
+    with composer(config_name=recipe) as make:
+        assert make("draft=automodel", *overrides) == make("draft=trained", *overrides)
+        assert make("draft=automodel") == make("draft=trained")
 
 
 @pytest.mark.parametrize("option", sorted(DRAFT_PATHS))
