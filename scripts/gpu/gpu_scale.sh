@@ -27,7 +27,7 @@ export NVSHMEM_DISABLE_NVLS=${NVSHMEM_DISABLE_NVLS:-1} PYTHONUNBUFFERED=1
 source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 SHAPE=${SCALE_SHAPE:-llama-3.1-8b}
-SG=(${SCALE_SGLANG:-sglang=h100_bundle sglang.disable_cuda_graph=true sglang.ready_timeout_s=300})
+SG=(${SCALE_SGLANG:-sglang=triton sglang.disable_cuda_graph=true sglang.ready_timeout_s=300})
 DEVICE=cuda
 if [ -n "${SCALE_DRY:-}" ]; then  # CPU: the fake server and a fake nvidia-smi with 2 GPUs
   SHAPE=tiny DEVICE=cpu

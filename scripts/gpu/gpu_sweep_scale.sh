@@ -27,7 +27,7 @@ if [ "$N" -gt 1 ] && ! python3 -c "import hydra_plugins.hydra_joblib_launcher, j
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 SHAPE=${SWEEP_SHAPE:-tiny}
-SG=(sglang=h100_bundle sglang.disable_cuda_graph=true sglang.ready_timeout_s=300)
+SG=(sglang=triton sglang.disable_cuda_graph=true sglang.ready_timeout_s=300)
 DEVICE=cuda
 if [ -n "${SWEEP_DRY:-}" ]; then
   SHAPE=tiny DEVICE=cpu

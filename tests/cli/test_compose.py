@@ -29,7 +29,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPECTED = {
     "algorithm": {"EAGLE3", "EAGLE", "NEXTN", "STANDALONE", "none"},
     "draft": {"demo", "trained", "automodel", "legacy", "hub"},
-    "sglang": {"default", "latency", "throughput", "h100_bundle", "h100_bench"},
+    "sglang": {"default", "latency", "throughput", "triton", "triton_bench"},
     "bench": {"default"},
 }
 # draft options whose path is mandatory (???), and a value that satisfies it
@@ -141,9 +141,9 @@ def test_sglang_options(option):
     cfg = to_serve_config(f"sglang={option}")
     assert isinstance(cfg.sglang, SGLangConfig)
     assert isinstance(cfg.sglang.extra_args, list)
-    if option in ("h100_bundle", "h100_bench"):
+    if option in ("triton", "triton_bench"):
         assert cfg.sglang.port == 0 and cfg.sglang.attention_backend == "triton"
-    if option == "h100_bench":  # the bundle's settings, graphs for the benchmark's batch sizes only
+    if option == "triton_bench":  # triton's settings, graphs for the benchmark's batch sizes only
         assert cfg.sglang.disable_prefill_cuda_graph and cfg.sglang.extra_args == []
         assert cfg.sglang.cuda_graph_bs == [1, 8, 32] and cfg.sglang.cuda_graph_max_bs is None
         assert cfg.sglang.max_running_requests == 32

@@ -35,7 +35,7 @@ fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 TRAIN_PATH=/tmp/producer-site:$PWD
 
-COMMON=(bench=humaneval target.path="$R/target" sglang=h100_bench bench.num_prompts=24 'bench.temperature=[0,1]'
+COMMON=(bench=humaneval target.path="$R/target" sglang=triton_bench bench.num_prompts=24 'bench.temperature=[0,1]'
         'bench.concurrency=[1,8]')
 train_target() {
   PYTHONPATH=$TRAIN_PATH timeout "${TARGET_TIMEOUT_S:-330}" python3 scripts/gpu/real_pair/train_target.py \
@@ -166,7 +166,7 @@ if [ "$STAGE" = wide ]; then
   GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
   SHARE=(bench.servers_per_gpu=2 sglang.mem_fraction_static=0.42)
   [ "${GPU_MIB:-0}" -gt 100000 ] && SHARE=(bench.servers_per_gpu=3 sglang.mem_fraction_static=0.28)
-  WCOMMON=(bench=humaneval target.path="$W/target" sglang=h100_bench bench.num_prompts=16 'bench.temperature=[0,1]'
+  WCOMMON=(bench=humaneval target.path="$W/target" sglang=triton_bench bench.num_prompts=16 'bench.temperature=[0,1]'
            'bench.concurrency=[1,8]' +launcher=parallel "${SHARE[@]}" bench.reference=false)
   AM=(bench.name=wide-am draft=trained draft.path="$W/draft")
   T=$(( $(left) - 60 ))

@@ -34,7 +34,7 @@ SF_DRAFT=$R/specforge_run
 [ -f "$R/specforge_run/sglang_export/config.json" ] && SF_DRAFT=$R/specforge_run/sglang_export
 AM_EXPORT=$(python3 recipes/export.py draft=trained draft.path="$R/automodel_run" target.path="$R/target" 2> "$RES/export-am.err" | tail -1)
 echo "[trees] automodel export: $AM_EXPORT"
-COMMON=(bench=humaneval target.path="$R/target" sglang=h100_bench bench.num_prompts=16 'bench.concurrency=[1]')
+COMMON=(bench=humaneval target.path="$R/target" sglang=triton_bench bench.num_prompts=16 'bench.concurrency=[1]')
 
 if [ "$STAGE" = sweeps ]; then
   # one sweep per draft and setting, all into the draft's sweep directory (one baseline each); four
