@@ -22,7 +22,7 @@ from automodel_spec.hydra_glue import register_configs
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 RECIPES = {"recipes/serve.py": "serve", "recipes/export.py": "export"}
-# Options of the recipes that take a value, and those that end the command's config (they print help).
+# Options of the recipes that take a value (skipped with it).
 VALUE_OPTIONS = {"--config-dir", "-cd", "--config-name", "-cn", "--cfg", "-c", "--package", "-p"}
 SEPARATORS = {"&&", "||", ";", "|"}
 
