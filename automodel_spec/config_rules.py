@@ -131,7 +131,7 @@ def _draft_and_target_errors(cfg: ServeConfig, need_target: bool) -> list[str]:
         else:
             errors.append(
                 f"draft.path={draft} is the built-in demo draft, which goes only with the demo target: "
-                f"set draft.path=RUN_DIR (with draft=automodel, legacy or hub) to a drafter for "
+                f"set draft.path=RUN_DIR (with draft=trained, legacy or hub) to a drafter for "
                 f"target.path={target}, or algorithm=none to serve the target alone."
             )
     return errors

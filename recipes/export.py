@@ -1,6 +1,6 @@
 """Prepare the servable directory of a drafter only, and print its path.
 
-    python recipes/export.py algorithm=EAGLE3 draft=automodel draft.path=RUN_DIR [target.path=MODEL]
+    python recipes/export.py algorithm=EAGLE3 draft=trained draft.path=RUN_DIR [target.path=MODEL]
 
 Needs no target: the draft is checked against the target only when ``target.path`` is given.
 For serving elsewhere: pass the printed path as --speculative-draft-model-path.

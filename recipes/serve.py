@@ -1,6 +1,6 @@
 """Serve an EAGLE / EAGLE-3 drafter with SGLang.
 
-    python recipes/serve.py algorithm=EAGLE3 draft=automodel draft.path=RUN_DIR target.path=MODEL
+    python recipes/serve.py algorithm=EAGLE3 draft=trained draft.path=RUN_DIR target.path=MODEL
     python recipes/serve.py print_only=true ...      # the exact command and paths; writes nothing
     python recipes/serve.py mode=bench ...           # benchmark one point (see README)
     python recipes/serve.py mode=check ...           # served as trained? reference vs a short served run

@@ -4,7 +4,7 @@
 # e.g. bash scripts/gpu/gpu_bench.sh h100 spec.num_steps=1,3,5,7 spec.topk=1 'bench.temperature=[0,5]'
 # Builds the synthetic Llama-3.1-8B-shaped pair once (BENCH_PAIR, default /tmp/bench8b; build flags
 # in BENCH_PAIR_ARGS, e.g. BENCH_PAIR=/tmp/spread8b BENCH_PAIR_ARGS="--spread 4" for trees), then runs
-#   recipes/serve.py -m +sweep=grid bench.name=NAME sglang=h100_bench ...   (sweeps/NAME)
+#   recipes/serve.py -m +sweep=grid bench.name=NAME sglang=triton_bench ...   (sweeps/NAME)
 # (BENCH_SWEEP=predict runs +sweep=predict instead of the grid.)
 # Finished points are skipped, so the same command continues a sweep. BENCH_TIMEOUT_S (default
 # 540) bounds this script up to the end of the sweep, the pair's build included, so that the
@@ -38,7 +38,7 @@ python3 scripts/gpu/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --dev
 LEFT=$(( ${BENCH_TIMEOUT_S:-540} - SECONDS ))
 [ "$LEFT" -gt 0 ] || { echo "[gpu_bench] no time left for the sweep (BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-540})"; LEFT=1; }
 timeout "$LEFT" python3 recipes/serve.py -m +sweep="${BENCH_SWEEP:-grid}" bench.name="$NAME" \
-  draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" sglang=h100_bench "$@"
+  draft=trained draft.path="$PAIR/run" target.path="$PAIR/target" sglang=triton_bench "$@"
 rc=$?
 python3 -m automodel_spec.sweep "sweeps/$NAME" >/dev/null 2>&1 || true
 if [ -n "${OUT:-}" ]; then

@@ -4,7 +4,7 @@
 # H200), sized for ONE 10-minute device call:
 #   bash scripts/gpu/gpu_predict.sh [NAME] [extra serve.py overrides...]        (NAME default: predict)
 # Builds the spread pair (/tmp/spread8b, --spread 4), then runs through scripts/gpu/gpu_bench.sh
-#   recipes/serve.py -m +sweep=predict sglang=h100_bench 'bench.temperature=[0,0.5,1]' 'bench.concurrency=[1,8]'
+#   recipes/serve.py -m +sweep=predict sglang=triton_bench 'bench.temperature=[0,0.5,1]' 'bench.concurrency=[1,8]'
 #     bench.num_prompts=8 'sglang.cuda_graph_bs=[1,8]' spec.num_steps=1,3,5,7 spec.topk=1,2,4,8
 #     bench.baseline=false hydra.sweeper.confirm=1 'hydra.sweeper.also=["spec.adaptive=true spec.num_steps=7"]'
 # i.e. it measures 7/1/8, 7/8/16 and 1/8/9, predicts the other 13 points at the 6 levels, confirms the one

@@ -27,7 +27,7 @@ export NVSHMEM_DISABLE_NVLS=${NVSHMEM_DISABLE_NVLS:-1} PYTHONUNBUFFERED=1
 source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 SHAPE=${SCALE_SHAPE:-llama-3.1-8b}
-SG=(${SCALE_SGLANG:-sglang=h100_bundle sglang.disable_cuda_graph=true sglang.ready_timeout_s=300})
+SG=(${SCALE_SGLANG:-sglang=triton sglang.disable_cuda_graph=true sglang.ready_timeout_s=300})
 DEVICE=cuda
 if [ -n "${SCALE_DRY:-}" ]; then  # CPU: the fake server and a fake nvidia-smi with 2 GPUs
   SHAPE=tiny DEVICE=cpu
@@ -59,7 +59,7 @@ if [ -z "${SCALE_SKIP_BENCH:-}" ]; then
     POOL=$([ "$TP" = 1 ] && echo "[${GPUS%%,*}]" || echo "[$GPUS]")
     [ "$(left)" -gt 60 ] || { log "no time left for tp $TP"; continue; }
     log "bench tp $TP ($(left)s left)"
-    timeout "$(left)" python3 recipes/serve.py mode=bench draft=automodel draft.path="$PAIR/run" \
+    timeout "$(left)" python3 recipes/serve.py mode=bench draft=trained draft.path="$PAIR/run" \
       target.path="$PAIR/target" "${SG[@]}" sglang.tp_size=$TP "bench.gpu_pool=$POOL" spec.num_steps=3 spec.topk=1 \
       'bench.concurrency=[1,8]' bench.num_prompts=${SCALE_PROMPTS:-16} bench.max_new_tokens=${SCALE_TOKENS:-128} \
       bench.baseline=false hydra.run.dir="$RES/tp$TP" > "$RES/tp$TP.log" 2>&1
@@ -79,7 +79,7 @@ if [ -z "${SCALE_SKIP_LIFECYCLE:-}" ] && [ "$NGPU" -ge 2 ]; then
     L=$RES/lifecycle-$SIG.log
     # a script's background job ignores SIGINT; the wrapper gives serve.py the default disposition back
     python3 -c 'import os,signal,sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
-      env CUDA_VISIBLE_DEVICES="$GPUS" python3 recipes/serve.py draft=automodel draft.path="$TINY/run" target.path="$TINY/target" "${SG[@]}" \
+      env CUDA_VISIBLE_DEVICES="$GPUS" python3 recipes/serve.py draft=trained draft.path="$TINY/run" target.path="$TINY/target" "${SG[@]}" \
       sglang.tp_size=2 hydra.run.dir="$RES/serve-$SIG" > "$L" 2>&1 &
     PID=$!
     T0=$SECONDS

@@ -42,7 +42,7 @@ if [ "$STAGE" = overhead ]; then
   exit 0
 fi
 
-COMMON=(draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" sglang=h100_bench
+COMMON=(draft=trained draft.path="$PAIR/run" target.path="$PAIR/target" sglang=triton_bench
         'sglang.cuda_graph_bs=[1,8]' sglang.mem_fraction_static=0.44 bench.servers_per_gpu=2 bench.name=speed
         bench.num_prompts=8 'bench.temperature=[0,0.5,1]' 'bench.concurrency=[1,8]' bench.reference=false)
 sweep() {  # LOG OVERRIDES...: one multirun into sweeps/speed, bounded by what is left of the stage

@@ -27,7 +27,7 @@ if [ "$N" -gt 1 ] && ! python3 -c "import hydra_plugins.hydra_joblib_launcher, j
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 SHAPE=${SWEEP_SHAPE:-tiny}
-SG=(sglang=h100_bundle sglang.disable_cuda_graph=true sglang.ready_timeout_s=300)
+SG=(sglang=triton sglang.disable_cuda_graph=true sglang.ready_timeout_s=300)
 DEVICE=cuda
 if [ -n "${SWEEP_DRY:-}" ]; then
   SHAPE=tiny DEVICE=cpu
@@ -51,7 +51,7 @@ DIR=${SWEEP_DIR:-sweeps}/$NAME
 rm -rf "$DIR"
 T0=$(date +%s.%N)
 timeout "${SWEEP_TIMEOUT_S:-540}" python3 recipes/serve.py -m +sweep=grid "${LAUNCH[@]}" bench.name="$NAME" \
-  hydra.sweep.dir="$DIR" draft=automodel draft.path="$PAIR/run" target.path="$PAIR/target" "${SG[@]}" "bench.gpu_pool=$POOL" \
+  hydra.sweep.dir="$DIR" draft=trained draft.path="$PAIR/run" target.path="$PAIR/target" "${SG[@]}" "bench.gpu_pool=$POOL" \
   'bench.concurrency=[1,8]' bench.num_prompts=${SWEEP_PROMPTS:-8} bench.max_new_tokens=${SWEEP_TOKENS:-64} \
   "${GRID[@]}" > "$RES/sweep.log" 2>&1
 RC=$?

@@ -28,12 +28,12 @@ from automodel_spec.hydra_glue import register_configs
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPECTED = {
     "algorithm": {"EAGLE3", "EAGLE", "NEXTN", "STANDALONE", "none"},
-    "draft": {"demo", "automodel", "legacy", "hub"},
-    "sglang": {"default", "latency", "throughput", "h100_bundle", "h100_bench"},
+    "draft": {"demo", "trained", "automodel", "legacy", "hub"},
+    "sglang": {"default", "latency", "throughput", "triton", "triton_bench"},
     "bench": {"default"},
 }
 # draft options whose path is mandatory (???), and a value that satisfies it
-DRAFT_PATHS = {"automodel": "/runs/eagle3", "legacy": "/drafts/legacy", "hub": "org/draft"}
+DRAFT_PATHS = {"trained": "/runs/eagle3", "automodel": "/runs/eagle3", "legacy": "/drafts/legacy", "hub": "org/draft"}
 
 
 def options(group: str) -> list[str]:
@@ -97,6 +97,14 @@ def test_draft_options(option):
     assert cfg.draft.allow_unsafe_pickle is False
 
 
+@pytest.mark.parametrize("recipe", ["serve", "export"])
+def test_draft_automodel_is_another_name_for_draft_trained(recipe):
+    overrides = ["draft.path=/runs/eagle3", "draft.aux_layer_ids=[1,2]", "draft.config=/runs/draft.json"]
+    with composer(config_name=recipe) as make:
+        assert make("draft=automodel", *overrides) == make("draft=trained", *overrides)
+        assert make("draft=automodel") == make("draft=trained")
+
+
 @pytest.mark.parametrize("option", sorted(DRAFT_PATHS))
 def test_a_draft_of_your_own_leaves_the_target_unset(option):
     cfg = to_serve_config(f"draft={option}", f"draft.path={DRAFT_PATHS[option]}")
@@ -133,9 +141,9 @@ def test_sglang_options(option):
     cfg = to_serve_config(f"sglang={option}")
     assert isinstance(cfg.sglang, SGLangConfig)
     assert isinstance(cfg.sglang.extra_args, list)
-    if option in ("h100_bundle", "h100_bench"):
+    if option in ("triton", "triton_bench"):
         assert cfg.sglang.port == 0 and cfg.sglang.attention_backend == "triton"
-    if option == "h100_bench":  # the bundle's settings, graphs for the benchmark's batch sizes only
+    if option == "triton_bench":  # triton's settings, graphs for the benchmark's batch sizes only
         assert cfg.sglang.disable_prefill_cuda_graph and cfg.sglang.extra_args == []
         assert cfg.sglang.cuda_graph_bs == [1, 8, 32] and cfg.sglang.cuda_graph_max_bs is None
         assert cfg.sglang.max_running_requests == 32

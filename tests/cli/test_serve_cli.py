@@ -453,10 +453,10 @@ def test_export_without_a_draft_to_export_exits_1(in_process, capsys):
 
 
 def test_readme_export_command_needs_no_target(tmp_path, automodel_pair):
-    # README: python recipes/export.py draft=automodel draft.path=RUN_DIR (the demo target stays out of it)
+    # README: python recipes/export.py draft=trained draft.path=RUN_DIR (the demo target stays out of it)
     target, run = automodel_pair
     cwd, cache = tmp_path / "cwd", tmp_path / "cache"
-    res = run_cli(EXPORT, "draft=automodel", f"draft.path={run}", cwd=cwd, cache=cache)
+    res = run_cli(EXPORT, "draft=trained", f"draft.path={run}", cwd=cwd, cache=cache)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "target: none (target.path unset)" in res.stdout
     assert "no target.path given: draft/target compatibility not checked" in res.stdout

@@ -53,7 +53,7 @@ def test_throughput_on_0_5_23_builds_a_command_0_5_23_accepts():
 
 
 def test_the_gpu_machines_presets_spell_the_prefill_graph_switch_per_release():
-    cfg = to_serve_config("sglang=h100_bundle")
+    cfg = to_serve_config("sglang=triton")
     def built(release):
         return build_launch_command("/m", cfg.sglang, cfg.algorithm, SpecConfig(), DRAFT, release=release)
     assert "--disable-prefill-cuda-graph" in built("0.5.17")

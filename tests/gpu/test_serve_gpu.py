@@ -31,7 +31,7 @@ pytestmark = pytest.mark.gpu
 
 OUT = Path(os.environ.get("OUT") or "/tmp/automodel_spec_gpu")
 SPEC = ["spec.num_steps=3", "spec.topk=1", "spec.num_draft_tokens=4"]
-COMMON = ["sglang=h100_bundle", "sglang.ready_timeout_s=400"]
+COMMON = ["sglang=triton", "sglang.ready_timeout_s=400"]
 # CUDA-graph capture costs a minute per boot; only the default path (the demo test) keeps it.
 NO_GRAPHS = ["sglang.disable_cuda_graph=true"]
 _RESULTS: list[dict] = []

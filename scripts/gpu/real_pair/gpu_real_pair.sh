@@ -35,7 +35,7 @@ fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 TRAIN_PATH=/tmp/producer-site:$PWD
 
-COMMON=(bench=humaneval target.path="$R/target" sglang=h100_bench bench.num_prompts=24 'bench.temperature=[0,1]'
+COMMON=(bench=humaneval target.path="$R/target" sglang=triton_bench bench.num_prompts=24 'bench.temperature=[0,1]'
         'bench.concurrency=[1,8]')
 train_target() {
   PYTHONPATH=$TRAIN_PATH timeout "${TARGET_TIMEOUT_S:-330}" python3 scripts/gpu/real_pair/train_target.py \
@@ -108,7 +108,7 @@ if [ "$STAGE" = grid ]; then
   # sweeps write into sweeps/real-grid and share its baseline; the GPU's leases are host-wide, so together
   # they never run more than four servers. A sweep stopped by the bound resumes in the next call.
   SHARE=(+launcher=parallel bench.servers_per_gpu=4 sglang.mem_fraction_static=0.2 bench.reference=false
-         bench.name=real-grid draft=automodel draft.path="$R/automodel_run")
+         bench.name=real-grid draft=trained draft.path="$R/automodel_run")
   T=$(( $(left) - 45 ))
   set -m  # each sweep in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
   SWEEPS=()
@@ -151,7 +151,7 @@ if [ "$STAGE" = wide ]; then
   if [ ! -f "$R/wide-refs.done" ]; then
     # the small pair's references on the benchmark's prompts (= the wide pair's: widen.json), in the background
     # while the first servers boot (they take minutes; a reference of the 115M pair takes seconds)
-    AM_EXPORT=$(python3 recipes/export.py draft=automodel draft.path="$R/automodel_run" target.path="$R/target" \
+    AM_EXPORT=$(python3 recipes/export.py draft=trained draft.path="$R/automodel_run" target.path="$R/target" \
       2> "$RES/export-am.err" | tail -1)
     for s in 1 2 3 5 7; do
       python3 -m automodel_spec.reference --target "$R/target" --draft "$AM_EXPORT" --num-steps "$s" --prompts humaneval \
@@ -166,9 +166,9 @@ if [ "$STAGE" = wide ]; then
   GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
   SHARE=(bench.servers_per_gpu=2 sglang.mem_fraction_static=0.42)
   [ "${GPU_MIB:-0}" -gt 100000 ] && SHARE=(bench.servers_per_gpu=3 sglang.mem_fraction_static=0.28)
-  WCOMMON=(bench=humaneval target.path="$W/target" sglang=h100_bench bench.num_prompts=16 'bench.temperature=[0,1]'
+  WCOMMON=(bench=humaneval target.path="$W/target" sglang=triton_bench bench.num_prompts=16 'bench.temperature=[0,1]'
            'bench.concurrency=[1,8]' +launcher=parallel "${SHARE[@]}" bench.reference=false)
-  AM=(bench.name=wide-am draft=automodel draft.path="$W/draft")
+  AM=(bench.name=wide-am draft=trained draft.path="$W/draft")
   T=$(( $(left) - 60 ))
   set -m
   SWEEPS=()
@@ -195,7 +195,7 @@ if [ "$STAGE" = wide ]; then
       spec.num_steps=7 spec.topk=4 > "$RES/sweep-tree7.log" 2>&1 &
     SWEEPS=($!)
     if [ -d "$W/draft-sf" ]; then
-      SF=(bench.name=wide-sf draft=automodel draft.path="$W/draft-sf" hydra.launcher.n_jobs=1)
+      SF=(bench.name=wide-sf draft=trained draft.path="$W/draft-sf" hydra.launcher.n_jobs=1)
       timeout -k 30 -s TERM "$T" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${SF[@]}" \
         spec.num_steps=3 spec.topk=1 > "$RES/sweep-sf.log" 2>&1 &
       SWEEPS+=($!)
@@ -223,7 +223,7 @@ SF_DRAFT=$R/specforge_run
 [ -f "$R/specforge_run/sglang_export/config.json" ] && SF_DRAFT=$R/specforge_run/sglang_export
 
 export_of() {  # the export's path: the last line export.py prints
-  python3 recipes/export.py draft=automodel draft.path="$1" target.path="$R/target" 2> "$RES/export-$2.err" | tail -1
+  python3 recipes/export.py draft=trained draft.path="$1" target.path="$R/target" 2> "$RES/export-$2.err" | tail -1
 }
 
 reference() {  # NAME DRAFT_DIR PROMPTS
@@ -247,10 +247,10 @@ if [ "$STAGE" = serve ]; then
   printf 'AM_EXPORT=%s\nSF_EXPORT=%s\n' "$AM_EXPORT" "$SF_EXPORT" > "$R/exports.env"
   cp "$RES"/export-*.err "$RES/.." 2>/dev/null
   reference am-humaneval "$AM_EXPORT" humaneval; reference sf-humaneval "$SF_EXPORT" humaneval
-  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=3 spec.topk=1
+  sweep real-am draft=trained draft.path="$R/automodel_run" spec.num_steps=3 spec.topk=1
   mkdir -p sweeps/real-sf && cp -r sweeps/real-am/baseline sweeps/real-sf/ 2>/dev/null
-  sweep real-sf draft=automodel draft.path="$SF_DRAFT" spec.num_steps=3 spec.topk=1
-  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=1,3,5,7 spec.topk=1,2,4
+  sweep real-sf draft=trained draft.path="$SF_DRAFT" spec.num_steps=3 spec.topk=1
+  sweep real-am draft=trained draft.path="$R/automodel_run" spec.num_steps=1,3,5,7 spec.topk=1,2,4
   exit 0
 fi
 
@@ -286,9 +286,9 @@ EOF
     broken-no_d2t="$R/broken-no_d2t" ours-am="$AM_EXPORT" ours-sf="$SF_EXPORT"
   timeout 150 python3 scripts/gpu/real_pair/serve_as_given.py --target "$R/target" --out "$RES/as_given_builtin.json" \
     --num-prompts 24 --parallel --mem-fraction 0.2 ours-am-builtin="$AM_EXPORT" ours-sf-builtin="$SF_EXPORT"
-  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=1,3,5,7 spec.topk=1,2,4
-  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.num_steps=null spec.topk=null spec.num_draft_tokens=null
-  sweep real-am draft=automodel draft.path="$R/automodel_run" spec.adaptive=true spec.num_steps=7 spec.topk=1
+  sweep real-am draft=trained draft.path="$R/automodel_run" spec.num_steps=1,3,5,7 spec.topk=1,2,4
+  sweep real-am draft=trained draft.path="$R/automodel_run" spec.num_steps=null spec.topk=null spec.num_draft_tokens=null
+  sweep real-am draft=trained draft.path="$R/automodel_run" spec.adaptive=true spec.num_steps=7 spec.topk=1
   exit 0
 fi
 echo "unknown stage $STAGE"; exit 2

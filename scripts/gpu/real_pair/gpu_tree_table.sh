@@ -43,9 +43,9 @@ source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/producer-site:$PWD
 SF_DRAFT=$R/specforge_run
 [ -f "$R/specforge_run/sglang_export/config.json" ] && SF_DRAFT=$R/specforge_run/sglang_export
-AM_EXPORT=$(python3 recipes/export.py draft=automodel draft.path="$R/automodel_run" target.path="$R/target" 2> "$RES/export-am.err" | tail -1)
+AM_EXPORT=$(python3 recipes/export.py draft=trained draft.path="$R/automodel_run" target.path="$R/target" 2> "$RES/export-am.err" | tail -1)
 echo "[trees] automodel export: $AM_EXPORT"
-COMMON=(bench=humaneval target.path="$R/target" sglang=h100_bench bench.num_prompts=16 'bench.concurrency=[1]')
+COMMON=(bench=humaneval target.path="$R/target" sglang=triton_bench bench.num_prompts=16 'bench.concurrency=[1]')
 GPU_SHARE=(bench.servers_per_gpu="${TREES_SHARE:-4}" sglang.mem_fraction_static="${TREES_MEM:-0.2}")
 
 if [ "$STAGE" = sweeps ]; then
@@ -60,7 +60,7 @@ if [ "$STAGE" = sweeps ]; then
     for s in "3 1 4" "5 4 8" "3 8 16"; do
       read -r st k nd <<< "$s"
       timeout -k 30 -s TERM "$(( $(left) - 60 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
-        bench.name="real-trees-$d" draft=automodel draft.path="$path" spec.num_steps="$st" spec.topk="$k" \
+        bench.name="real-trees-$d" draft=trained draft.path="$path" spec.num_steps="$st" spec.topk="$k" \
         spec.num_draft_tokens="$nd" > "$RES/sweep-$d-$st-$k-$nd.log" 2>&1 &
       PIDS+=($!)
       sleep 5
@@ -106,13 +106,13 @@ if [ "$STAGE" = broken ]; then
   set -m  # each check in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its server
   CHECKS=()
   for k in logit_flat logit_warm; do
-    B=(draft=automodel draft.path="$R/broken-$k")
+    B=(draft=trained draft.path="$R/broken-$k")
     check "$k-chain-t0" good-chain "${B[@]}" spec.num_steps=3 spec.topk=1 & CHECKS+=($!)
     check "$k-tree-t0" good-tree "${B[@]}" spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8 & CHECKS+=($!)
   done
   if python3 -c "import sys; from safetensors import safe_open; sys.exit(any('d2t' in safe_open(str(f), 'pt').keys() for f in __import__('pathlib').Path(sys.argv[1]).glob('*.safetensors')))" "$AM_EXPORT"; then
     reference good-t1-rejection "$AM_EXPORT" --num-steps 3 --temperature 1 --rejection-sampling
-    check "logit_sharp-chain-t1-rejection" good-t1-rejection draft=automodel draft.path="$R/broken-logit_sharp" \
+    check "logit_sharp-chain-t1-rejection" good-t1-rejection draft=trained draft.path="$R/broken-logit_sharp" \
       spec.num_steps=3 spec.topk=1 'bench.temperature=[1]' 'sglang.extra_args=[--speculative-use-rejection-sampling]'
   else
     echo "[trees] the draft maps a reduced vocabulary (d2t): SGLang serves rejection sampling only for a full one; skipped"

@@ -407,7 +407,7 @@ def _read_dir(d: Path) -> tuple[dict, dict]:
 
 def export_draft(draft: Path, target: Path, work: Path) -> Path:
     """The draft as the project's export writes it (``recipes/export.py``), in ``work``."""
-    cmd = [sys.executable, str(REPO / "recipes" / "export.py"), "draft=automodel", f"draft.path={draft}",
+    cmd = [sys.executable, str(REPO / "recipes" / "export.py"), "draft=trained", f"draft.path={draft}",
            f"target.path={target}", f"cache_dir={work / 'cache'}", f"hydra.run.dir={work / 'hydra'}"]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if proc.returncode != 0:
