@@ -10,6 +10,7 @@ from __future__ import annotations
 from packaging.version import Version
 
 from automodel_spec.draft_plan import DraftPlan, decoder_layer_shapes, selected_token_ids, start_plan
+from automodel_spec.sglang_options import OLDEST_RELEASE
 from automodel_spec.signals import import_torch
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
@@ -32,7 +33,7 @@ def canonical_name(name: str) -> str:
 
 
 def serving_name(name: str, num_layers: int) -> str:
-    """The name written to the export: ``midlayer.*`` for one layer, so every SGLang >= 0.5.9 loads it."""
+    """The name written to the export: ``midlayer.*`` for one layer, so every supported SGLang loads it."""
     if num_layers == 1 and name.startswith("layers.0."):
         return "midlayer." + name[len("layers.0."):]
     return name
@@ -122,7 +123,7 @@ def _min_sglang(cfg: dict, num_layers: int, num_aux: int, expected: dict, notes:
     if "input_norm.weight" in expected:
         needs["norm_before_fc"] = "0.5.17"
     if not needs:
-        return "0.5.9"
+        return OLDEST_RELEASE
     newest = max(needs.values(), key=Version)
     notes.append(f"needs SGLang >= {newest} ({', '.join(f'{k}: {v}' for k, v in needs.items())}); older "
                  "releases would skip or mis-load it")

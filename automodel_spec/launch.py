@@ -23,7 +23,7 @@ from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, ConfigEr
 from automodel_spec.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.server import SGLangServer, pick_port
-from automodel_spec.sglang_options import applicable_release, known_releases
+from automodel_spec.sglang_options import OLDEST_RELEASE, applicable_release, known_releases
 from automodel_spec.signals import Terminated, raise_terminated
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def required_sglang(algorithm: AlgorithmConfig, run: PreparedRun) -> tuple[str, 
     from automodel_spec.adaptive import required_sglang as adaptive_needs
 
     spec = run.spec
-    need = (run.export.min_sglang if run.export else "0.5.9", "this draft needs")
+    need = (run.export.min_sglang if run.export else OLDEST_RELEASE, "this draft needs")
     if algorithm.name and spec.adaptive:
         config = read_adaptive_config(spec.adaptive_config) if spec.adaptive_config else None
         version = adaptive_needs(True, config)

@@ -20,6 +20,22 @@ from packaging.version import InvalidVersion, Version
 DATA = Path(__file__).parent / "data" / "sglang_options.json"
 
 
+@cache
+def _data() -> dict:
+    return json.loads(DATA.read_text())["releases"]
+
+
+def known_releases() -> list[str]:
+    """The releases whose options are recorded, oldest first."""
+    return sorted(_data(), key=Version)
+
+
+# The oldest SGLang release this tool builds commands for and exports drafts for: the first one whose
+# options are recorded. One owner: the spellings, the export's ``min_sglang`` default, the install hint
+# and the launcher's fallback read it here, so supporting an older release is recording it.
+OLDEST_RELEASE: str = known_releases()[0]
+
+
 @dataclass(frozen=True)
 class Spelling:
     """How one setting is passed in the releases ``since`` <= release < ``until``.
@@ -28,7 +44,7 @@ class Spelling:
     """
 
     flag: str | None
-    since: str = "0.5.9"
+    since: str = OLDEST_RELEASE
     until: str | None = None
 
     def covers(self, release: str) -> bool:
@@ -45,7 +61,7 @@ class Option:
     set_by: str | None = None  # what a user sets instead, when not ``key`` itself
 
 
-def _one(key: str, flag: str, *aliases: str, since: str = "0.5.9", set_by: str | None = None) -> Option:
+def _one(key: str, flag: str, *aliases: str, since: str = OLDEST_RELEASE, set_by: str | None = None) -> Option:
     return Option(key, (Spelling(flag, since),), aliases, set_by)
 
 
@@ -123,16 +139,6 @@ def spelling(key: str, release: str) -> str | None:
 def supports(key: str, release: str) -> bool:
     """Whether ``release`` can take ``key``."""
     return any(s.covers(release) for s in _BY_KEY[key].spellings)
-
-
-@cache
-def _data() -> dict:
-    return json.loads(DATA.read_text())["releases"]
-
-
-def known_releases() -> list[str]:
-    """The releases whose options are recorded, oldest first."""
-    return sorted(_data(), key=Version)
 
 
 @cache
