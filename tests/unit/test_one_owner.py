@@ -80,3 +80,82 @@ def test_the_restatement_check_sees_strings_and_yaml_but_not_prose(tmp_path):
     (tmp_path / "conf" / "b.yaml").write_text("release: 0.5.9\n# release: 0.5.9\n")
     assert restatements(release_pattern("0.5.9"), tmp_path) == [
         "automodel_spec/a.py:3", "automodel_spec/a.py:6", "conf/b.yaml:1"]
+
+
+# --- the draft-token rule ---------------------------------------------------------------------------
+
+
+def code_lines(path: Path) -> list[tuple[int, str]]:
+    """The lines of a Python file without comments or string literals (what the code computes)."""
+    import io
+    import tokenize
+
+    kept: dict[int, list[str]] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if tok.type not in (tokenize.COMMENT, tokenize.STRING, tokenize.NL, tokenize.NEWLINE):
+            kept.setdefault(tok.start[0], []).append(tok.string)
+    return [(n, " ".join(parts)) for n, parts in sorted(kept.items())]
+
+
+def code_matches(pattern: str, root: Path = ROOT) -> list[str]:
+    """``file:line`` of each line of code (not comment, not string) under the code folders matching ``pattern``."""
+    return [f"{path.relative_to(root).as_posix()}:{n}" for d in CODE_DIRS for path in sorted((root / d).rglob("*.py"))
+            for n, line in code_lines(path) if re.search(pattern, line)]
+
+
+def literal_defaults(name: str, root: Path = ROOT) -> list[str]:
+    """``file:line`` of each number literal given as the default of ``name``: a parameter's default,
+    a dataclass field's, or ``x.get("name", literal)``."""
+    found = []
+    for d in CODE_DIRS:
+        for path in sorted((root / d).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.arguments):
+                    params = node.posonlyargs + node.args
+                    pairs = list(zip(params[len(params) - len(node.defaults):], node.defaults, strict=True))
+                    pairs += [(a, v) for a, v in zip(node.kwonlyargs, node.kw_defaults, strict=True) if v is not None]
+                    found += [f"{rel}:{v.lineno}" for a, v in pairs if a.arg == name and isinstance(v, ast.Constant)]
+                elif (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                      and node.target.id == name and isinstance(node.value, ast.Constant)):
+                    found.append(f"{rel}:{node.lineno}")
+                elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                      and len(node.args) == 2 and isinstance(node.args[0], ast.Constant)
+                      and node.args[0].value == name and isinstance(node.args[1], ast.Constant)):
+                    found.append(f"{rel}:{node.lineno}")
+    return found
+
+
+def test_draft_tokens_are_derived_in_spec_rules_only():
+    # spec_rules.draft_tokens is the rule (its checks beside it use the tree's size too): a second
+    # "steps * topk + 1" elsewhere could drift from it
+    found = code_matches(r"\*\s*\S*topk\s*\+\s*1\b")
+    assert found and [f for f in found if not f.startswith("automodel_spec/spec_rules.py:")] == []
+
+
+def test_the_draft_token_cap_has_one_default():
+    # the config's SpecConfig.max_draft_tokens; the rule, the grid and the predict sweeper read it
+    assert literal_defaults("max_draft_tokens") == [
+        f"automodel_spec/config.py:{n}" for n, line in code_lines(ROOT / "automodel_spec/config.py")
+        if line.startswith("max_draft_tokens")]
+
+
+def test_the_grid_derives_draft_tokens_as_the_server_is_asked():
+    from automodel_spec.config import SpecConfig
+    from automodel_spec.predict.points import grid_points
+    from automodel_spec.spec_rules import resolve_spec
+
+    for cap in (SpecConfig.max_draft_tokens, 8, 64):
+        for point in grid_points([1, 2, 3, 5, 7, 10], [1, 2, 4, 8], cap):
+            spec = resolve_spec(SpecConfig(num_steps=point.num_steps, topk=point.topk, max_draft_tokens=cap))
+            assert spec.num_draft_tokens == point.num_draft_tokens, point
+
+
+def test_the_copy_checks_see_code_and_defaults(tmp_path):
+    (tmp_path / "automodel_spec").mkdir()
+    (tmp_path / "automodel_spec" / "a.py").write_text(
+        "# tokens = steps * topk + 1\n"
+        "def f(steps, topk, max_draft_tokens=16):\n    return steps * topk + 1\n"
+        "def g(cfg, max_draft_tokens: int = CAP):\n    return cfg.get('max_draft_tokens', 16)\n")
+    assert code_matches(r"\*\s*\S*topk\s*\+\s*1\b", tmp_path) == ["automodel_spec/a.py:3"]
+    assert literal_defaults("max_draft_tokens", tmp_path) == ["automodel_spec/a.py:2", "automodel_spec/a.py:5"]
