@@ -65,6 +65,7 @@ def _one(key: str, flag: str, *aliases: str, since: str = OLDEST_RELEASE, set_by
     return Option(key, (Spelling(flag, since),), aliases, set_by)
 
 
+# In the order the command passes them (``command.build_launch_command`` walks the table).
 OPTIONS: tuple[Option, ...] = (
     _one("target.path", "--model-path", "--model"),
     _one("target.revision", "--revision"),
@@ -82,11 +83,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("sglang.cuda_graph_bs", (Spelling("--cuda-graph-bs", until="0.5.14"),
                                     Spelling("--cuda-graph-bs-decode", since="0.5.14")),
            ("--cuda-graph-bs", "--cuda-graph-bs-decode")),
-    # the prefill-phase (piecewise) CUDA graph: off unless enabled in 0.5.9, on by default from 0.5.10
-    Option("sglang.disable_prefill_cuda_graph", (Spelling(None, until="0.5.10"),
-                                                 Spelling("--disable-piecewise-cuda-graph", "0.5.10", "0.5.14"),
-                                                 Spelling("--disable-prefill-cuda-graph", since="0.5.14")),
-           ("--disable-piecewise-cuda-graph", "--disable-prefill-cuda-graph")),
     _one("sglang.max_running_requests", "--max-running-requests"),
     _one("sglang.context_length", "--context-length"),
     _one("sglang.log_level", "--log-level"),
@@ -95,6 +91,11 @@ OPTIONS: tuple[Option, ...] = (
     _one("sglang.node_rank", "--node-rank"),
     _one("sglang.dist_init_addr", "--dist-init-addr"),
     _one("sglang.disable_cuda_graph", "--disable-cuda-graph"),
+    # the prefill-phase (piecewise) CUDA graph: off unless enabled in 0.5.9, on by default from 0.5.10
+    Option("sglang.disable_prefill_cuda_graph", (Spelling(None, until="0.5.10"),
+                                                 Spelling("--disable-piecewise-cuda-graph", "0.5.10", "0.5.14"),
+                                                 Spelling("--disable-prefill-cuda-graph", since="0.5.14")),
+           ("--disable-piecewise-cuda-graph", "--disable-prefill-cuda-graph")),
     _one("sglang.skip_tokenizer_init", "--skip-tokenizer-init"),
     _one("sglang.trust_remote_code", "--trust-remote-code"),
     _one("algorithm", "--speculative-algorithm", set_by="algorithm=EAGLE3|EAGLE|NEXTN|STANDALONE|none"),
