@@ -117,6 +117,36 @@ MANAGED_FLAGS: dict[str, str] = {
 }
 
 
+# /server_info (/get_server_info before 0.5.12): what a running server reports, ServerArgs' fields and the
+# scheduler's start-up facts. The keys this tool reads, named once: launch.effective_settings keeps
+# INFO_KEYS, and the bench (its result, the KV check, the reference's verify rules) and the sweep's rows
+# read them by these names.
+INFO_ALGORITHM = "speculative_algorithm"
+INFO_NUM_STEPS = "speculative_num_steps"
+INFO_TOPK = "speculative_eagle_topk"
+INFO_NUM_DRAFT_TOKENS = "speculative_num_draft_tokens"
+# the speculative setting the server uses -> bench.result.SpecSettings' field
+INFO_SPEC = {INFO_NUM_STEPS: "num_steps", INFO_TOPK: "topk", INFO_NUM_DRAFT_TOKENS: "num_draft_tokens",
+             "speculative_adaptive": "adaptive", "speculative_adaptive_config": "adaptive_config"}
+# server settings a sweep may vary beside the speculative one -> the config key that asks for them
+INFO_SERVER_SETTINGS = {"attention_backend": "sglang.attention_backend", "tp_size": "sglang.tp_size",
+                        "max_running_requests": "sglang.max_running_requests"}
+INFO_KV_TOKENS = "max_total_num_tokens"  # the KV cache's size in tokens (bench/capacity.py)
+# how the verify accepts draft tokens at temperature > 0 (bench/served_checks.py)
+INFO_THRESHOLD_SINGLE = "speculative_accept_threshold_single"
+INFO_THRESHOLD_ACC = "speculative_accept_threshold_acc"
+INFO_REJECTION_SAMPLING = "speculative_use_rejection_sampling"
+# cuda_graph_max_bs: the name until 0.5.13; cuda_graph_max_bs_decode from 0.5.14 (the same setting)
+INFO_KEYS: tuple[str, ...] = (
+    INFO_ALGORITHM, INFO_NUM_STEPS, INFO_TOPK, INFO_NUM_DRAFT_TOKENS, "speculative_draft_model_path",
+    *INFO_SERVER_SETTINGS, "mem_fraction_static", "cuda_graph_max_bs", "cuda_graph_max_bs_decode",
+    *(k for k in INFO_SPEC if k not in (INFO_NUM_STEPS, INFO_TOPK, INFO_NUM_DRAFT_TOKENS)), INFO_KV_TOKENS,
+    INFO_THRESHOLD_SINGLE, INFO_THRESHOLD_ACC, INFO_REJECTION_SAMPLING,
+)
+# the server's running average accept length, in /server_info's internal_states[0]
+INFO_ACCEPT_LENGTH = "avg_spec_accept_length"
+
+
 class UnsupportedSetting(ValueError):
     """A setting the release being built for has no flag for."""
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from automodel_spec import nvidia_smi
-from automodel_spec.bench.capacity import SERVER_INFO_KEY, check_kv_capacity, draft_slots
+from automodel_spec.bench.capacity import check_kv_capacity, draft_slots
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
 from automodel_spec.bench.open_loop import run_open_loop
@@ -57,6 +57,7 @@ from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.sglang_options import INFO_ACCEPT_LENGTH, INFO_ALGORITHM, INFO_KV_TOKENS, INFO_NUM_STEPS
 from automodel_spec.spec_rules import point_errors, resolve_spec
 from automodel_spec.target import read_target_config
 
@@ -368,8 +369,8 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
         settings = effective_settings(server.server_info())
         result.boot_s = server.boot_s
         result.effective, result.server_settings = _split(settings)
-        steps = settings.get("speculative_num_steps")
-        kv_tokens, slots = settings.get(SERVER_INFO_KEY), draft_slots(settings)
+        steps = settings.get(INFO_NUM_STEPS)
+        kv_tokens, slots = settings.get(INFO_KV_TOKENS), draft_slots(settings)
         check_kv_capacity(kv_tokens, max(closed, default=1), 0, b.max_new_tokens, slots)  # before any level runs
         who = "spec" if cfg.algorithm.name else "baseline"
 
@@ -380,7 +381,7 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
                 longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
                 check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
             if not m.phase:  # the server's running average spans every phase (no flush between them): the whole's
-                m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
+                m.server_accept_length = effective_settings(server.server_info()).get(INFO_ACCEPT_LENGTH)
             result.levels[m.key] = m
 
         for temp in b.temperature:
@@ -442,7 +443,7 @@ def _write_records(rec_file, records: list[dict], temperature: float) -> None:
 def _split(settings: dict) -> tuple[SpecSettings | None, dict]:
     """``effective_settings`` -> (the speculative setting the server uses, the other settings)."""
     eff, rest = split_server_settings(settings)
-    if eff is None or settings.get("speculative_algorithm") is None:  # no speculation: no setting
+    if eff is None or settings.get(INFO_ALGORITHM) is None:  # no speculation: no setting
         return None, rest
     return SpecSettings(**eff), rest
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from automodel_spec.errors import SpecError
+from automodel_spec.sglang_options import INFO_SPEC
 
 SCHEMA_VERSION = 3
 METRICS = "metrics.json"  # a point's result file, in its directory
@@ -447,10 +448,6 @@ _SCHEMA2_LEVEL = {"temperature", "concurrency", "requests", "failed_requests", "
                   "output_tok_per_s", "latency_p50_s", "latency_p90_s", "tpot_s", "accept_length",
                   "acceptance_rate", "accept_length_sem", "request_tok_per_s", "request_tok_per_s_sem",
                   "server_accept_length", "baseline_tok_per_s", "speedup"}
-# /server_info keys schema 2 kept under "effective": the speculative ones become ``effective``
-_SERVER_SPEC_KEYS = {"speculative_num_steps": "num_steps", "speculative_eagle_topk": "topk",
-                     "speculative_num_draft_tokens": "num_draft_tokens", "speculative_adaptive": "adaptive",
-                     "speculative_adaptive_config": "adaptive_config"}
 
 
 def _from_schema2(data: dict, where: str) -> dict:
@@ -482,10 +479,10 @@ def split_server_settings(info: dict | None) -> tuple[dict | None, dict]:
     """``/server_info`` keys we record -> (effective ``SpecSettings`` as a dict, the other settings)."""
     if not info:
         return None, {}
-    eff = {new: info.get(old) for old, new in _SERVER_SPEC_KEYS.items() if old in info}
+    eff = {new: info.get(old) for old, new in INFO_SPEC.items() if old in info}
     if "adaptive" in eff:
         eff["adaptive"] = bool(eff["adaptive"])
-    rest = {k: v for k, v in info.items() if k not in _SERVER_SPEC_KEYS}
+    rest = {k: v for k, v in info.items() if k not in INFO_SPEC}
     return (eff if eff else None), rest
 
 

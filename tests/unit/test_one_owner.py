@@ -159,3 +159,30 @@ def test_the_copy_checks_see_code_and_defaults(tmp_path):
         "def g(cfg, max_draft_tokens: int = CAP):\n    return cfg.get('max_draft_tokens', 16)\n")
     assert code_matches(r"\*\s*\S*topk\s*\+\s*1\b", tmp_path) == ["automodel_spec/a.py:3"]
     assert literal_defaults("max_draft_tokens", tmp_path) == ["automodel_spec/a.py:2", "automodel_spec/a.py:5"]
+
+
+# --- the keys of /server_info -----------------------------------------------------------------------
+
+
+def test_server_info_keys_are_named_in_sglang_options_only():
+    # sglang_options.INFO_*; the keys that are not also config field names (attention_backend, tp_size ...)
+    from automodel_spec.sglang_options import INFO_ACCEPT_LENGTH, INFO_KEYS
+
+    keys = [k for k in (*INFO_KEYS, INFO_ACCEPT_LENGTH) if k.startswith("speculative_") or k.startswith("max_total")
+            or k == INFO_ACCEPT_LENGTH]
+    pattern = "^(" + "|".join(map(re.escape, keys)) + ")$"
+    assert restatements(pattern, owner="automodel_spec/sglang_options.py") == []
+
+
+def test_server_info_keys_map_to_the_fields_that_hold_them():
+    from dataclasses import fields
+
+    from automodel_spec.bench.result import SpecSettings
+    from automodel_spec.config import SGLangConfig
+    from automodel_spec.sglang_options import INFO_KEYS, INFO_SERVER_SETTINGS, INFO_SPEC, OPTIONS
+
+    assert set(INFO_SPEC) <= set(INFO_KEYS) and set(INFO_SERVER_SETTINGS) <= set(INFO_KEYS)
+    assert set(INFO_SPEC.values()) <= {f.name for f in fields(SpecSettings)}
+    assert all(f"sglang.{key}" == setting for key, setting in INFO_SERVER_SETTINGS.items())
+    assert set(INFO_SERVER_SETTINGS.values()) <= {o.key for o in OPTIONS}
+    assert {k.removeprefix("sglang.") for k in INFO_SERVER_SETTINGS.values()} <= {f.name for f in fields(SGLangConfig)}
