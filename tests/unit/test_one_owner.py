@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import ast
 import re
+from functools import cache
 from pathlib import Path
 
 from automodel_spec.sglang_options import OLDEST_RELEASE
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("automodel_spec", "hydra_plugins", "recipes")
+# scripts that run the package's code (scripts/fixtures records what other tools do, in their terms)
+SCRIPT_DIRS = ("scripts/gpu", "scripts/analysis")
+
+
+@cache
+def parsed(path: Path) -> ast.Module:
+    """``path``'s syntax tree, parsed once for all the checks."""
+    return ast.parse(path.read_text(), str(path))
 
 
 def code_strings(path: Path) -> list[tuple[int, str]]:
     """Every string literal of a Python file with its line, docstrings left out (prose may name facts)."""
-    tree = ast.parse(path.read_text(), str(path))
+    tree = parsed(path)
     docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                   if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
                   and node.body and isinstance(node.body[0], ast.Expr)
@@ -30,20 +39,21 @@ def yaml_lines(path: Path) -> list[tuple[int, str]]:
     return [(n, line.split("#", 1)[0]) for n, line in enumerate(path.read_text().splitlines(), 1)]
 
 
-def restatements(pattern: str, root: Path = ROOT, owner: str | None = None) -> list[str]:
+def restatements(pattern: str, root: Path = ROOT, owner: str | tuple[str, ...] = ()) -> list[str]:
     """``file:line`` of each string literal (code) or value (YAML under conf/) matching ``pattern``.
 
     Args:
         pattern: a regular expression for the fact.
         root: the checkout to search.
-        owner: the file (relative to ``root``) allowed to state the fact.
+        owner: the file(s) (relative to ``root``) allowed to state the fact.
     """
+    owners = (owner,) if isinstance(owner, str) else owner
     found = []
     files = [p for d in CODE_DIRS for p in sorted((root / d).rglob("*.py"))]
     for path in files + sorted((root / "conf").rglob("*.yaml")):
         rel = path.relative_to(root).as_posix()
         lines = code_strings(path) if path.suffix == ".py" else yaml_lines(path)
-        found += [f"{rel}:{n}" for n, text in lines if rel != owner and re.search(pattern, text)]
+        found += [f"{rel}:{n}" for n, text in lines if rel not in owners and re.search(pattern, text)]
     return found
 
 
@@ -97,10 +107,11 @@ def code_lines(path: Path) -> list[tuple[int, str]]:
     return [(n, " ".join(parts)) for n, parts in sorted(kept.items())]
 
 
-def code_matches(pattern: str, root: Path = ROOT) -> list[str]:
-    """``file:line`` of each line of code (not comment, not string) under the code folders matching ``pattern``."""
-    return [f"{path.relative_to(root).as_posix()}:{n}" for d in CODE_DIRS for path in sorted((root / d).rglob("*.py"))
-            for n, line in code_lines(path) if re.search(pattern, line)]
+def code_matches(pattern: str, root: Path = ROOT, *dirs: str) -> list[str]:
+    """``file:line`` of each line of code (not comment, not string) matching ``pattern``, under ``dirs``
+    (the package, the Hydra plugin and the recipes by default)."""
+    return [f"{path.relative_to(root).as_posix()}:{n}" for d in dirs or CODE_DIRS
+            for path in sorted((root / d).rglob("*.py")) for n, line in code_lines(path) if re.search(pattern, line)]
 
 
 def literal_defaults(name: str, root: Path = ROOT) -> list[str]:
@@ -110,7 +121,7 @@ def literal_defaults(name: str, root: Path = ROOT) -> list[str]:
     for d in CODE_DIRS:
         for path in sorted((root / d).rglob("*.py")):
             rel = path.relative_to(root).as_posix()
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in ast.walk(parsed(path)):
                 if isinstance(node, ast.arguments):
                     params = node.posonlyargs + node.args
                     pairs = list(zip(params[len(params) - len(node.defaults):], node.defaults, strict=True))
@@ -126,10 +137,14 @@ def literal_defaults(name: str, root: Path = ROOT) -> list[str]:
     return found
 
 
+# "steps * topk + 1" (code_lines spaces the tokens: "spec . num_steps * spec . topk + 1")
+TREE_SIZE = r"\*\s*(\w+\s*\.\s*)*topk\s*\+\s*1\b"
+
+
 def test_draft_tokens_are_derived_in_spec_rules_only():
     # spec_rules.draft_tokens is the rule (its checks beside it use the tree's size too): a second
     # "steps * topk + 1" elsewhere could drift from it
-    found = code_matches(r"\*\s*\S*topk\s*\+\s*1\b")
+    found = code_matches(TREE_SIZE)
     assert found and [f for f in found if not f.startswith("automodel_spec/spec_rules.py:")] == []
 
 
@@ -156,9 +171,10 @@ def test_the_copy_checks_see_code_and_defaults(tmp_path):
     (tmp_path / "automodel_spec" / "a.py").write_text(
         "# tokens = steps * topk + 1\n"
         "def f(steps, topk, max_draft_tokens=16):\n    return steps * topk + 1\n"
+        "def h(spec):\n    return spec.num_steps * spec.topk + 1\n"
         "def g(cfg, max_draft_tokens: int = CAP):\n    return cfg.get('max_draft_tokens', 16)\n")
-    assert code_matches(r"\*\s*\S*topk\s*\+\s*1\b", tmp_path) == ["automodel_spec/a.py:3"]
-    assert literal_defaults("max_draft_tokens", tmp_path) == ["automodel_spec/a.py:2", "automodel_spec/a.py:5"]
+    assert code_matches(TREE_SIZE, tmp_path) == ["automodel_spec/a.py:3", "automodel_spec/a.py:5"]
+    assert literal_defaults("max_draft_tokens", tmp_path) == ["automodel_spec/a.py:2", "automodel_spec/a.py:7"]
 
 
 # --- the keys of /server_info -----------------------------------------------------------------------
@@ -186,3 +202,59 @@ def test_server_info_keys_map_to_the_fields_that_hold_them():
     assert all(f"sglang.{key}" == setting for key, setting in INFO_SERVER_SETTINGS.items())
     assert set(INFO_SERVER_SETTINGS.values()) <= {o.key for o in OPTIONS}
     assert {k.removeprefix("sglang.") for k in INFO_SERVER_SETTINGS.values()} <= {f.name for f in fields(SGLangConfig)}
+
+
+# --- the drafts' tables: layer shapes, architecture names, legacy names, default capture layers ---------
+
+
+def shape_tables(root: Path = ROOT) -> list[str]:
+    """``file:line`` of each dict that maps a Llama layer's ``down_proj`` weight to a shape tuple."""
+    found = []
+    for d in CODE_DIRS + SCRIPT_DIRS:
+        for path in sorted((root / d).rglob("*.py")):
+            for node in ast.walk(parsed(path)):
+                if isinstance(node, ast.Dict) and any(
+                        isinstance(v, ast.Tuple) and k is not None and "down_proj" in ast.unparse(k)
+                        for k, v in zip(node.keys, node.values, strict=True)):
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.lineno}")
+    return found
+
+
+def test_the_llama_layer_shapes_are_tabled_in_draft_plan_only():
+    # draft_plan.decoder_layer_shapes; the reference adds only the biases SGLang allocates
+    found = shape_tables()
+    assert len(found) == 1 and found[0].startswith("automodel_spec/draft_plan.py:"), found
+
+
+def test_the_architecture_and_legacy_names_are_the_layouts():
+    from automodel_spec import eagle3_layout, eagle_layout
+
+    archs = (eagle3_layout.ARCHITECTURE, eagle_layout.ARCHITECTURE)
+    pattern = "^(" + "|".join(archs) + ")$"
+    # config.py's default is a copy (the config may not import the layouts): held to the owner below
+    layouts = ("automodel_spec/eagle3_layout.py", "automodel_spec/eagle_layout.py")
+    assert restatements(pattern, owner=(*layouts, "automodel_spec/config.py")) == []
+    legacy = "^(" + "|".join(re.escape(k) for k in eagle3_layout.LEGACY_NAMES) + r")\.?$"
+    assert restatements(legacy, owner=layouts[0]) == []
+
+
+def test_the_configured_architectures_are_the_layouts():
+    import yaml
+
+    from automodel_spec import eagle3_layout, eagle_layout
+    from automodel_spec.config import AlgorithmConfig
+
+    assert AlgorithmConfig().architecture == eagle3_layout.ARCHITECTURE
+    for name, arch in (("EAGLE3", eagle3_layout.ARCHITECTURE), ("EAGLE", eagle_layout.ARCHITECTURE)):
+        option = yaml.safe_load((ROOT / "conf" / "algorithm" / f"{name}.yaml").read_text()) or {}
+        assert option.get("architecture", AlgorithmConfig().architecture) == arch, name
+
+
+def test_the_default_capture_layers_are_derived_once():
+    # eagle3_layout.default_aux_layer_ids; the reference numbers them as SGLang does (+1)
+    from automodel_spec.eagle3_layout import default_aux_layer_ids
+    from automodel_spec.reference import capture_layers
+
+    found = [f for d in (*CODE_DIRS, *SCRIPT_DIRS) for f in code_matches(r"//\s*2\s*[-+]\s*1\b|-\s*[34]\s*\]", ROOT, d)]
+    assert [f for f in found if not f.startswith("automodel_spec/eagle3_layout.py:")] == []
+    assert capture_layers({}, 32) == [i + 1 for i in default_aux_layer_ids(32)] == [2, 16, 29]
