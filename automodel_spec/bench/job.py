@@ -66,19 +66,33 @@ SCHEMA = SCHEMA_VERSION
 log = logging.getLogger(__name__)
 
 
+# Each bench.* setting, classified once for a point's identity (``point_key``); a test holds the three
+# against BenchConfig's fields, so a new field must be placed here. (Every bench.* setting is shared by
+# a sweep's points, so none names a point's directory: conf/hydra/bench_sweep.yaml's exclude_keys lists
+# them all, which the same test checks.)
+# What the point measures: a change measures the point again.
+BENCH_MEASURED = ("prompts", "num_prompts", "concurrency", "max_new_tokens", "temperature", "warmup_requests",
+                  "seed", "baseline", "gpu_pool", "request_rate", "duration_s", "max_concurrency", "phases", "slo",
+                  "long_prompts")
+# Not part of it, kept in the key at a fixed value (as keys written before were): the sweep's name, a
+# timeout, and the sweeper's objective level.
+BENCH_BLANKED = {"name": "", "request_timeout_s": 0.0, "objective_concurrency": None, "objective_temperature": None}
+# Not part of it, left out of the key (absent from keys written before they existed, so those stay valid):
+# what a sweep ranks by, waits and GPU sharing (which change no measurement), and checks of the measurement.
+BENCH_DROPPED = ("objective", "gpu_free_wait_s", "servers_per_gpu", "reference", "expected_accept_length")
+
+
 def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
     """What makes two points the same measurement.
 
     The port, the API key, timeouts and waits, the sweep's name and the sweeper's objective level are
-    not part of it: re-running a sweep with a longer ``sglang.ready_timeout_s`` reuses its finished points.
+    not part of it (``BENCH_BLANKED``, ``BENCH_DROPPED``): re-running a sweep with a longer
+    ``sglang.ready_timeout_s`` reuses its finished points.
     """
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
-    bench = asdict(replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None,
-                           objective_temperature=None))
-    del bench["objective"]  # what a sweep ranks by, not what it measures
-    # absent from keys written before they existed: those stay valid; sharing a GPU changes no measurement
-    del bench["gpu_free_wait_s"], bench["servers_per_gpu"]
-    del bench["reference"], bench["expected_accept_length"]  # checks of the measurement, not part of it
+    bench = asdict(replace(cfg.bench, **BENCH_BLANKED))
+    for name in BENCH_DROPPED:
+        del bench[name]
     if bench["long_prompts"] == "refuse":  # refused prompts are never measured: the default keeps older keys
         del bench["long_prompts"]
     blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
