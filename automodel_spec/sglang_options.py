@@ -167,11 +167,6 @@ def spelling(key: str, release: str) -> str | None:
                              f"or drop {key}.")
 
 
-def supports(key: str, release: str) -> bool:
-    """Whether ``release`` can take ``key``."""
-    return any(s.covers(release) for s in _BY_KEY[key].spellings)
-
-
 @cache
 def release_options(release: str) -> frozenset[str]:
     """Every option string ``release``'s parser accepts (the recorded ones)."""

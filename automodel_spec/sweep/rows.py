@@ -3,8 +3,7 @@
 The columns are derived from the result dataclasses (``PointResult``, ``SpecSettings``,
 ``LevelResult``), so a field added there is a column here: nothing is dropped on the way to the CSV.
 Lists and mappings (the acceptance histogram, the per-category table) are JSON text in their cell.
-``read_rows`` reads a CSV of this schema or of schema 2 (the columns ``num_steps``, ``eff_topk``, ...
-of summaries written before it), converted by name; an unknown column is refused by name.
+``read_rows`` reads a CSV of this schema; an unknown column is refused by name.
 """
 
 from __future__ import annotations
@@ -35,11 +34,6 @@ PREDICTED = ["role", "predicted_accept_length", "predicted_tok_per_s", "predicti
 # into one directory, or sglang.* overrides in the grid), as the server reported them
 COLUMNS = (["point", "status"] + [f"requested_{n}" for n in _SPEC] + [f"effective_{n}" for n in _SPEC]
            + _LEVEL + _POINT_TAIL + list(INFO_SERVER_SETTINGS) + PREDICTED)
-
-# schema-2 summary.csv columns -> these
-_SCHEMA2_COLUMNS = {"num_steps": "requested_num_steps", "topk": "requested_topk",
-                    "num_draft_tokens": "requested_num_draft_tokens", "eff_num_steps": "effective_num_steps",
-                    "eff_topk": "effective_topk", "eff_num_draft_tokens": "effective_num_draft_tokens"}
 
 
 def point_files(sweep_dir: Path) -> list[Path]:
@@ -196,7 +190,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a ``summary.csv`` (this schema or schema 2), typed as the dataclasses type them.
+    """Rows of a ``summary.csv``, typed as the dataclasses type them.
 
     Raises:
         ResultSchemaError: a column this schema does not know (named), or a cell of the wrong type.
@@ -205,17 +199,16 @@ def read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
-        names = [_SCHEMA2_COLUMNS.get(h, h) for h in header]
-        unknown = [h for h, n in zip(header, names, strict=True) if n not in COLUMNS]
+        unknown = [h for h in header if h not in COLUMNS]
         if unknown:
             raise ResultSchemaError(f"{path}: unknown column(s) {', '.join(unknown)}: not a summary.csv this "
                                     "version of automodel-spec wrote or reads.")
         rows = []
         for i, raw in enumerate(reader, 2):
             row = dict.fromkeys(COLUMNS)
-            for h, n in zip(header, names, strict=True):
+            for h in header:
                 try:
-                    row[n] = _parse(n, raw[h])
+                    row[h] = _parse(h, raw[h])
                 except ValueError as exc:
                     raise ResultSchemaError(f"{path}:{i}: column {h}: {exc}") from exc
             rows.append(row)
