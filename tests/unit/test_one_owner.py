@@ -258,3 +258,79 @@ def test_the_default_capture_layers_are_derived_once():
     found = [f for d in (*CODE_DIRS, *SCRIPT_DIRS) for f in code_matches(r"//\s*2\s*[-+]\s*1\b|-\s*[34]\s*\]", ROOT, d)]
     assert [f for f in found if not f.startswith("automodel_spec/eagle3_layout.py:")] == []
     assert capture_layers({}, 32) == [i + 1 for i in default_aux_layer_ids(32)] == [2, 16, 29]
+
+
+# --- the YAML options set only what differs from what they extend ---------------------------------
+
+
+def option_values(conf: Path, group: str, option: str) -> tuple[dict, dict]:
+    """``(what the option sets, what it extends)``: the schema's defaults, or another option of its group."""
+    from dataclasses import asdict
+
+    import yaml
+
+    from automodel_spec.config import AlgorithmConfig, BenchConfig, DraftConfig, SGLangConfig
+
+    schemas = {"algorithm": AlgorithmConfig, "draft": DraftConfig, "sglang": SGLangConfig, "bench": BenchConfig}
+    own = yaml.safe_load((conf / group / f"{option}.yaml").read_text()) or {}
+    base: dict = {}
+    for entry in own.pop("defaults", []):
+        if entry == f"/schema/{group}@_here_":
+            base = asdict(schemas[group]())
+        elif isinstance(entry, str) and not entry.startswith(("/", "_self_")):
+            parent_own, parent_base = option_values(conf, group, entry)
+            base = {**parent_base, **parent_own}
+    return own, base
+
+
+def restated_defaults(conf: Path = ROOT / "conf") -> list[str]:
+    """``group/option.yaml: key`` for each key an option sets to the value it already inherits."""
+    found = []
+    for group in ("algorithm", "draft", "sglang", "bench"):
+        for path in sorted((conf / group).glob("*.yaml")):
+            own, base = option_values(conf, group, path.stem)
+            found += [f"{group}/{path.name}: {key}" for key, value in own.items() if key in base and base[key] == value]
+    found += [f"serve.yaml: {key}" for key in _restated_in_primary(conf)]
+    return found
+
+
+def _restated_in_primary(conf: Path) -> list[str]:
+    """The keys of ``serve.yaml`` (the primary config, typed by ``ServeConfig``) set to its defaults."""
+    from dataclasses import asdict
+
+    import yaml
+
+    from automodel_spec.config import ServeConfig
+
+    own = yaml.safe_load((conf / "serve.yaml").read_text()) if (conf / "serve.yaml").exists() else {}
+    base = asdict(ServeConfig())
+    found = []
+    for key, value in (own or {}).items():
+        if key in ("defaults", "hydra") or key not in base:
+            continue
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            found += [f"{key}.{k}" for k, v in value.items() if k in base[key] and base[key][k] == v]
+        elif base[key] == value:
+            found.append(key)
+    return found
+
+
+def test_the_options_set_only_what_differs_from_what_they_extend():
+    # the defaults are the schema's (automodel_spec/config.py), as in Hydra's own examples: a copy in
+    # a YAML option would keep an old value after the schema's default changed
+    assert restated_defaults() == []
+
+
+def test_the_restated_default_check_follows_an_option_it_extends(tmp_path):
+    (tmp_path / "sglang").mkdir()
+    for group in ("algorithm", "draft", "bench"):
+        (tmp_path / group).mkdir()
+    (tmp_path / "sglang" / "a.yaml").write_text("defaults:\n  - /schema/sglang@_here_\nport: 30000\ntp_size: 2\n")
+    (tmp_path / "sglang" / "b.yaml").write_text("defaults:\n  - a\ntp_size: 2\ncuda_graph_max_bs: null\n")
+    (tmp_path / "sglang" / "c.yaml").write_text("defaults:\n  - b\ncuda_graph_max_bs: 8\n")
+    (tmp_path / "sglang" / "d.yaml").write_text("defaults:\n  - c\ncuda_graph_max_bs: null\n")  # differs from c
+    (tmp_path / "serve.yaml").write_text("defaults:\n  - serve_schema\nmode: serve\nprint_only: true\n"
+                                         "target:\n  path: null\n  revision: main\nhydra:\n  job:\n    chdir: false\n")
+    assert restated_defaults(tmp_path) == ["sglang/a.yaml: port", "sglang/b.yaml: tp_size",
+                                           "sglang/b.yaml: cuda_graph_max_bs", "serve.yaml: mode",
+                                           "serve.yaml: target.path"]
