@@ -26,12 +26,19 @@ def parsed(path: Path) -> ast.Module:
 def code_strings(path: Path) -> list[tuple[int, str]]:
     """Every string literal of a Python file with its line, docstrings left out (prose may name facts)."""
     tree = parsed(path)
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr)
-                  and isinstance(node.body[0].value, ast.Constant)}
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
 
 
 def yaml_lines(path: Path) -> list[tuple[int, str]]:
@@ -83,13 +90,17 @@ def test_the_restatement_check_sees_strings_and_yaml_but_not_prose(tmp_path):
     (tmp_path / "conf").mkdir()
     (tmp_path / "automodel_spec" / "a.py").write_text(
         '"""Works with SGLang 0.5.9 and later."""\n'
-        '# 0.5.9 did it otherwise\n'
+        "# 0.5.9 did it otherwise\n"
         'OLD = "0.5.9"\n'
         'NEWER = "0.5.90"\n'
-        'def f():\n    return f"needs >= 0.5.9 here"\n')
+        'def f():\n    return f"needs >= 0.5.9 here"\n'
+    )
     (tmp_path / "conf" / "b.yaml").write_text("release: 0.5.9\n# release: 0.5.9\n")
     assert restatements(release_pattern("0.5.9"), tmp_path) == [
-        "automodel_spec/a.py:3", "automodel_spec/a.py:6", "conf/b.yaml:1"]
+        "automodel_spec/a.py:3",
+        "automodel_spec/a.py:6",
+        "conf/b.yaml:1",
+    ]
 
 
 # --- the draft-token rule ---------------------------------------------------------------------------
@@ -110,8 +121,13 @@ def code_lines(path: Path) -> list[tuple[int, str]]:
 def code_matches(pattern: str, root: Path = ROOT, *dirs: str) -> list[str]:
     """``file:line`` of each line of code (not comment, not string) matching ``pattern``, under ``dirs``
     (the package, the Hydra plugin and the recipes by default)."""
-    return [f"{path.relative_to(root).as_posix()}:{n}" for d in dirs or CODE_DIRS
-            for path in sorted((root / d).rglob("*.py")) for n, line in code_lines(path) if re.search(pattern, line)]
+    return [
+        f"{path.relative_to(root).as_posix()}:{n}"
+        for d in dirs or CODE_DIRS
+        for path in sorted((root / d).rglob("*.py"))
+        for n, line in code_lines(path)
+        if re.search(pattern, line)
+    ]
 
 
 def literal_defaults(name: str, root: Path = ROOT) -> list[str]:
@@ -124,15 +140,31 @@ def literal_defaults(name: str, root: Path = ROOT) -> list[str]:
             for node in ast.walk(parsed(path)):
                 if isinstance(node, ast.arguments):
                     params = node.posonlyargs + node.args
-                    pairs = list(zip(params[len(params) - len(node.defaults):], node.defaults, strict=True))
-                    pairs += [(a, v) for a, v in zip(node.kwonlyargs, node.kw_defaults, strict=True) if v is not None]
-                    found += [f"{rel}:{v.lineno}" for a, v in pairs if a.arg == name and isinstance(v, ast.Constant)]
-                elif (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                      and node.target.id == name and isinstance(node.value, ast.Constant)):
+                    pairs = list(zip(params[len(params) - len(node.defaults) :], node.defaults, strict=True))
+                    pairs += [
+                        (a, v)
+                        for a, v in zip(node.kwonlyargs, node.kw_defaults, strict=True)
+                        if v is not None
+                    ]
+                    found += [
+                        f"{rel}:{v.lineno}" for a, v in pairs if a.arg == name and isinstance(v, ast.Constant)
+                    ]
+                elif (
+                    isinstance(node, ast.AnnAssign)
+                    and isinstance(node.target, ast.Name)
+                    and node.target.id == name
+                    and isinstance(node.value, ast.Constant)
+                ):
                     found.append(f"{rel}:{node.lineno}")
-                elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
-                      and len(node.args) == 2 and isinstance(node.args[0], ast.Constant)
-                      and node.args[0].value == name and isinstance(node.args[1], ast.Constant)):
+                elif (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "get"
+                    and len(node.args) == 2
+                    and isinstance(node.args[0], ast.Constant)
+                    and node.args[0].value == name
+                    and isinstance(node.args[1], ast.Constant)
+                ):
                     found.append(f"{rel}:{node.lineno}")
     return found
 
@@ -151,8 +183,10 @@ def test_draft_tokens_are_derived_in_spec_rules_only():
 def test_the_draft_token_cap_has_one_default():
     # the config's SpecConfig.max_draft_tokens; the rule, the grid and the predict sweeper read it
     assert literal_defaults("max_draft_tokens") == [
-        f"automodel_spec/config.py:{n}" for n, line in code_lines(ROOT / "automodel_spec/config.py")
-        if line.startswith("max_draft_tokens")]
+        f"automodel_spec/config.py:{n}"
+        for n, line in code_lines(ROOT / "automodel_spec/config.py")
+        if line.startswith("max_draft_tokens")
+    ]
 
 
 def test_the_grid_derives_draft_tokens_as_the_server_is_asked():
@@ -172,9 +206,13 @@ def test_the_copy_checks_see_code_and_defaults(tmp_path):
         "# tokens = steps * topk + 1\n"
         "def f(steps, topk, max_draft_tokens=16):\n    return steps * topk + 1\n"
         "def h(spec):\n    return spec.num_steps * spec.topk + 1\n"
-        "def g(cfg, max_draft_tokens: int = CAP):\n    return cfg.get('max_draft_tokens', 16)\n")
+        "def g(cfg, max_draft_tokens: int = CAP):\n    return cfg.get('max_draft_tokens', 16)\n"
+    )
     assert code_matches(TREE_SIZE, tmp_path) == ["automodel_spec/a.py:3", "automodel_spec/a.py:5"]
-    assert literal_defaults("max_draft_tokens", tmp_path) == ["automodel_spec/a.py:2", "automodel_spec/a.py:7"]
+    assert literal_defaults("max_draft_tokens", tmp_path) == [
+        "automodel_spec/a.py:2",
+        "automodel_spec/a.py:7",
+    ]
 
 
 # --- the keys of /server_info -----------------------------------------------------------------------
@@ -184,8 +222,11 @@ def test_server_info_keys_are_named_in_sglang_options_only():
     # sglang_options.INFO_*; the keys that are not also config field names (attention_backend, tp_size ...)
     from automodel_spec.sglang_options import INFO_ACCEPT_LENGTH, INFO_KEYS
 
-    keys = [k for k in (*INFO_KEYS, INFO_ACCEPT_LENGTH) if k.startswith("speculative_") or k.startswith("max_total")
-            or k == INFO_ACCEPT_LENGTH]
+    keys = [
+        k
+        for k in (*INFO_KEYS, INFO_ACCEPT_LENGTH)
+        if k.startswith("speculative_") or k.startswith("max_total") or k == INFO_ACCEPT_LENGTH
+    ]
     pattern = "^(" + "|".join(map(re.escape, keys)) + ")$"
     assert restatements(pattern, owner="automodel_spec/sglang_options.py") == []
 
@@ -201,7 +242,9 @@ def test_server_info_keys_map_to_the_fields_that_hold_them():
     assert set(INFO_SPEC.values()) <= {f.name for f in fields(SpecSettings)}
     assert all(f"sglang.{key}" == setting for key, setting in INFO_SERVER_SETTINGS.items())
     assert set(INFO_SERVER_SETTINGS.values()) <= {o.key for o in OPTIONS}
-    assert {k.removeprefix("sglang.") for k in INFO_SERVER_SETTINGS.values()} <= {f.name for f in fields(SGLangConfig)}
+    assert {k.removeprefix("sglang.") for k in INFO_SERVER_SETTINGS.values()} <= {
+        f.name for f in fields(SGLangConfig)
+    }
 
 
 # --- the drafts' tables: layer shapes, architecture names, legacy names, default capture layers ---------
@@ -214,8 +257,9 @@ def shape_tables(root: Path = ROOT) -> list[str]:
         for path in sorted((root / d).rglob("*.py")):
             for node in ast.walk(parsed(path)):
                 if isinstance(node, ast.Dict) and any(
-                        isinstance(v, ast.Tuple) and k is not None and "down_proj" in ast.unparse(k)
-                        for k, v in zip(node.keys, node.values, strict=True)):
+                    isinstance(v, ast.Tuple) and k is not None and "down_proj" in ast.unparse(k)
+                    for k, v in zip(node.keys, node.values, strict=True)
+                ):
                     found.append(f"{path.relative_to(root).as_posix()}:{node.lineno}")
     return found
 
@@ -255,7 +299,11 @@ def test_the_default_capture_layers_are_derived_once():
     from automodel_spec.eagle3_layout import default_aux_layer_ids
     from automodel_spec.reference import capture_layers
 
-    found = [f for d in (*CODE_DIRS, *SCRIPT_DIRS) for f in code_matches(r"//\s*2\s*[-+]\s*1\b|-\s*[34]\s*\]", ROOT, d)]
+    found = [
+        f
+        for d in (*CODE_DIRS, *SCRIPT_DIRS)
+        for f in code_matches(r"//\s*2\s*[-+]\s*1\b|-\s*[34]\s*\]", ROOT, d)
+    ]
     assert [f for f in found if not f.startswith("automodel_spec/eagle3_layout.py:")] == []
     assert capture_layers({}, 32) == [i + 1 for i in default_aux_layer_ids(32)] == [2, 16, 29]
 
@@ -271,7 +319,12 @@ def option_values(conf: Path, group: str, option: str) -> tuple[dict, dict]:
 
     from automodel_spec.config import AlgorithmConfig, BenchConfig, DraftConfig, SGLangConfig
 
-    schemas = {"algorithm": AlgorithmConfig, "draft": DraftConfig, "sglang": SGLangConfig, "bench": BenchConfig}
+    schemas = {
+        "algorithm": AlgorithmConfig,
+        "draft": DraftConfig,
+        "sglang": SGLangConfig,
+        "bench": BenchConfig,
+    }
     own = yaml.safe_load((conf / group / f"{option}.yaml").read_text()) or {}
     base: dict = {}
     for entry in own.pop("defaults", []):
@@ -289,7 +342,11 @@ def restated_defaults(conf: Path = ROOT / "conf") -> list[str]:
     for group in ("algorithm", "draft", "sglang", "bench"):
         for path in sorted((conf / group).glob("*.yaml")):
             own, base = option_values(conf, group, path.stem)
-            found += [f"{group}/{path.name}: {key}" for key, value in own.items() if key in base and base[key] == value]
+            found += [
+                f"{group}/{path.name}: {key}"
+                for key, value in own.items()
+                if key in base and base[key] == value
+            ]
     found += [f"serve.yaml: {key}" for key in _restated_in_primary(conf)]
     return found
 
@@ -325,12 +382,22 @@ def test_the_restated_default_check_follows_an_option_it_extends(tmp_path):
     (tmp_path / "sglang").mkdir()
     for group in ("algorithm", "draft", "bench"):
         (tmp_path / group).mkdir()
-    (tmp_path / "sglang" / "a.yaml").write_text("defaults:\n  - /schema/sglang@_here_\nport: 30000\ntp_size: 2\n")
+    (tmp_path / "sglang" / "a.yaml").write_text(
+        "defaults:\n  - /schema/sglang@_here_\nport: 30000\ntp_size: 2\n"
+    )
     (tmp_path / "sglang" / "b.yaml").write_text("defaults:\n  - a\ntp_size: 2\ncuda_graph_max_bs: null\n")
     (tmp_path / "sglang" / "c.yaml").write_text("defaults:\n  - b\ncuda_graph_max_bs: 8\n")
-    (tmp_path / "sglang" / "d.yaml").write_text("defaults:\n  - c\ncuda_graph_max_bs: null\n")  # differs from c
-    (tmp_path / "serve.yaml").write_text("defaults:\n  - serve_schema\nmode: serve\nprint_only: true\n"
-                                         "target:\n  path: null\n  revision: main\nhydra:\n  job:\n    chdir: false\n")
-    assert restated_defaults(tmp_path) == ["sglang/a.yaml: port", "sglang/b.yaml: tp_size",
-                                           "sglang/b.yaml: cuda_graph_max_bs", "serve.yaml: mode",
-                                           "serve.yaml: target.path"]
+    (tmp_path / "sglang" / "d.yaml").write_text(
+        "defaults:\n  - c\ncuda_graph_max_bs: null\n"
+    )  # differs from c
+    (tmp_path / "serve.yaml").write_text(
+        "defaults:\n  - serve_schema\nmode: serve\nprint_only: true\n"
+        "target:\n  path: null\n  revision: main\nhydra:\n  job:\n    chdir: false\n"
+    )
+    assert restated_defaults(tmp_path) == [
+        "sglang/a.yaml: port",
+        "sglang/b.yaml: tp_size",
+        "sglang/b.yaml: cuda_graph_max_bs",
+        "serve.yaml: mode",
+        "serve.yaml: target.path",
+    ]
