@@ -9,7 +9,7 @@ from pathlib import Path
 
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.errors import ConfigError
-from automodel_spec.sglang_options import UnsupportedSetting, option_problems, spelling
+from automodel_spec.sglang_options import OPTIONS, UnsupportedSetting, option_problems, spelling
 
 _REDACTED = "***"
 
@@ -34,7 +34,7 @@ def build_launch_command(
     port: int | None = None,
     target_revision: str | None = None,
 ) -> list[str]:
-    """The full argv of the server, spelt for SGLang ``release`` (``sglang_options`` has each flag).
+    """The full argv of the server, spelt for SGLang ``release``: one flag per row of ``sglang_options.OPTIONS``.
 
     Args:
         target: ``--model-path``.
@@ -53,65 +53,88 @@ def build_launch_command(
     if errors:
         raise ConfigError(errors)
     argv = [sglang.python or sys.executable, "-m", "sglang.launch_server"]
-
-    def opt(key: str, value) -> None:
-        flag = spelling(key, release)
-        if flag is None or value is None or value is False:
-            return
+    values = launch_values(target, sglang, algorithm, spec, draft, port=port, target_revision=target_revision)
+    for option in OPTIONS:  # the table's order is the argv's
+        value = None if option.key in NOT_PASSED else values[option.key]
+        flag = spelling(option.key, release) if _passed(value) else None  # an unset key needs no flag
+        if flag is None:
+            continue
         if value is True:
             argv.append(flag)
         elif isinstance(value, (list, tuple)):
             argv.extend([flag, *(str(v) for v in value)])
         else:
             argv.extend([flag, str(value)])
-
-    opt("target.path", target)
-    opt("target.revision", target_revision or None)
-    opt("sglang.host", sglang.host)
-    opt("sglang.port", port if port is not None else sglang.port)
-    opt("sglang.tp_size", sglang.tp_size if sglang.tp_size != 1 else None)
-    for key in ("dtype", "mem_fraction_static", "attention_backend", "cuda_graph_max_bs"):
-        opt(f"sglang.{key}", getattr(sglang, key))
-    opt("sglang.cuda_graph_bs", sglang.cuda_graph_bs or None)
-    for key in ("max_running_requests", "context_length", "log_level", "api_key"):
-        opt(f"sglang.{key}", getattr(sglang, key))
-    if sglang.nnodes != 1:
-        opt("sglang.nnodes", sglang.nnodes)
-        opt("sglang.node_rank", sglang.node_rank)
-        opt("sglang.dist_init_addr", sglang.dist_init_addr)
-    for key in _SWITCHES:
-        opt(f"sglang.{key}", getattr(sglang, key))
-    if algorithm.name is not None:
-        opt("algorithm", algorithm.name)
-        if draft is not None:
-            opt("draft.path", draft.path)
-            opt("draft.revision", draft.revision)
-            if algorithm.uses_token_map:
-                opt("draft.token_map", draft.token_map)
-        opt("spec.num_steps", spec.num_steps)
-        opt("spec.topk", spec.topk)
-        opt("spec.num_draft_tokens", spec.num_draft_tokens)
-        if spec.adaptive:
-            opt("spec.adaptive", True)
-            if spec.adaptive_config:
-                opt("spec.adaptive_config", str(Path(spec.adaptive_config).expanduser().resolve()))
     argv += list(sglang.extra_args)
     return argv
 
 
-_SWITCHES = ("disable_cuda_graph", "disable_prefill_cuda_graph", "skip_tokenizer_init", "trust_remote_code")
+# Keys of ``sglang_options.OPTIONS`` the builder does not pass, each with why (none today): a key of the
+# table is either given a value by ``launch_values`` or named here, so a flag added to the table is
+# never silently left out of the command (tests/unit/test_command.py).
+NOT_PASSED: dict[str, str] = {}
+
+
+def _passed(value) -> bool:
+    """Whether a value becomes a flag: ``None`` leaves SGLang's default and ``False`` an unset switch."""
+    return value is not None and value is not False
+
+
+def launch_values(
+    target: str | None,
+    sglang: SGLangConfig,
+    algorithm: AlgorithmConfig,
+    spec: SpecConfig,
+    draft: DraftArgs | None,
+    *,
+    port: int | None = None,
+    target_revision: str | None = None,
+) -> dict[str, object]:
+    """The value passed for each key of ``sglang_options.OPTIONS`` (``None`` or ``False``: nothing passed).
+
+    An ``sglang.*`` key takes the field of the same name unless a rule below says otherwise, so a
+    pass-through setting needs only its row in the table. Arguments as ``build_launch_command``'s.
+    """
+    speculative = algorithm.name is not None
+    with_draft = speculative and draft is not None
+    multi_node = sglang.nnodes != 1
+    values: dict[str, object] = {
+        o.key: getattr(sglang, o.key.removeprefix("sglang.")) for o in OPTIONS if o.key.startswith("sglang.")
+    }
+    values.update({
+        "target.path": target,
+        "target.revision": target_revision or None,
+        "sglang.port": port if port is not None else sglang.port,
+        "sglang.tp_size": sglang.tp_size if sglang.tp_size != 1 else None,  # 1 is SGLang's default
+        "sglang.cuda_graph_bs": sglang.cuda_graph_bs or None,  # an empty list would be a flag without values
+        # the node settings mean something only with several nodes
+        "sglang.nnodes": sglang.nnodes if multi_node else None,
+        "sglang.node_rank": sglang.node_rank if multi_node else None,
+        "sglang.dist_init_addr": sglang.dist_init_addr if multi_node else None,
+        "algorithm": algorithm.name,
+        "draft.path": draft.path if with_draft else None,
+        "draft.revision": draft.revision if with_draft else None,
+        "draft.token_map": draft.token_map if with_draft and algorithm.uses_token_map else None,
+        # without speculation, spec.* is refused by config_rules; it is never passed
+        "spec.num_steps": spec.num_steps if speculative else None,
+        "spec.topk": spec.topk if speculative else None,
+        "spec.num_draft_tokens": spec.num_draft_tokens if speculative else None,
+        "spec.adaptive": speculative and spec.adaptive,
+        "spec.adaptive_config": str(Path(spec.adaptive_config).expanduser().resolve())
+        if speculative and spec.adaptive and spec.adaptive_config else None,
+    })
+    return values
 
 
 def release_errors(sglang: SGLangConfig, algorithm: AlgorithmConfig, spec: SpecConfig, release: str) -> list[str]:
     """The settings SGLang ``release`` cannot take, each named with the release (empty: it takes them all)."""
-    used = [f"sglang.{key}" for key in ("cuda_graph_max_bs", "cuda_graph_bs") if getattr(sglang, key)]
-    used += [f"sglang.{key}" for key in _SWITCHES if getattr(sglang, key)]
-    if algorithm.name is not None and spec.adaptive:
-        used += ["spec.adaptive"] + (["spec.adaptive_config"] if spec.adaptive_config else [])
+    values = launch_values(None, sglang, algorithm, spec, None)
     errors = []
-    for key in used:
+    for option in OPTIONS:
+        if option.key in NOT_PASSED or not _passed(values[option.key]):
+            continue
         try:
-            spelling(key, release)
+            spelling(option.key, release)
         except UnsupportedSetting as exc:
             errors.append(str(exc))
     return errors

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from automodel_spec.rope import read_rope, write_both_forms
 from automodel_spec.serving_dtype import set_serving_dtype
+from automodel_spec.sglang_options import OLDEST_RELEASE
 from automodel_spec.signals import import_torch
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")
@@ -28,7 +29,7 @@ class DraftPlan:
     tensors: dict
     notes: list[str] = field(default_factory=list)
     token_map: object | None = None
-    min_sglang: str = "0.5.9"
+    min_sglang: str = OLDEST_RELEASE
 
 
 class Problems:

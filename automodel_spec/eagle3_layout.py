@@ -10,12 +10,14 @@ from __future__ import annotations
 from packaging.version import Version
 
 from automodel_spec.draft_plan import DraftPlan, decoder_layer_shapes, selected_token_ids, start_plan
+from automodel_spec.sglang_options import OLDEST_RELEASE
 from automodel_spec.signals import import_torch
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
-# Names older SGLang releases (0.5.9 - 0.5.11) use for a one-layer draft; 0.5.12+ reads them too.
-_LEGACY_NAMES = {"midlayer.": "layers.0.", "aux_norm_low": "fc_norm.0", "aux_norm_mid": "fc_norm.1",
-                 "aux_norm_high": "fc_norm.2"}
+# Names older SGLang releases (0.5.9 - 0.5.11) use for a one-layer draft; 0.5.12+ reads them too. The
+# one table of them: the export reads them here, and the reference (reference.py) maps them as SGLang's loader does.
+LEGACY_NAMES = {"midlayer": "layers.0", "aux_norm_low": "fc_norm.0", "aux_norm_mid": "fc_norm.1",
+                "aux_norm_high": "fc_norm.2"}
 # replaced by the target's at load time
 _IGNORED_BY_SGLANG = {"embed_tokens.weight": "SGLang replaces the draft's embedding with the target's"}
 DEFAULT_NUM_AUX = 3
@@ -25,21 +27,24 @@ def canonical_name(name: str) -> str:
     """``model.midlayer.x`` / ``midlayer.x`` / ``model.layers.0.x`` all become ``layers.0.x``."""
     if name.startswith("model."):
         name = name[len("model."):]
-    for old, new in _LEGACY_NAMES.items():
-        if name.startswith(old) or name.startswith(f"{old}."):
+    for old, new in LEGACY_NAMES.items():
+        if name.startswith(f"{old}."):
             name = new + name[len(old):]
     return name
 
 
 def serving_name(name: str, num_layers: int) -> str:
-    """The name written to the export: ``midlayer.*`` for one layer, so every SGLang >= 0.5.9 loads it."""
+    """The name written to the export: ``midlayer.*`` for one layer, so every supported SGLang loads it."""
     if num_layers == 1 and name.startswith("layers.0."):
         return "midlayer." + name[len("layers.0."):]
     return name
 
 
 def default_aux_layer_ids(target_layers: int) -> list[int]:
-    """Automodel's default capture, which is also SGLang's when no ids are configured."""
+    """Automodel's default capture, which is also SGLang's when no ids are configured.
+
+    The one copy of the rule: ``reference.capture_layers`` reads it (SGLang's numbering adds 1).
+    """
     return [1, target_layers // 2 - 1, target_layers - 4]
 
 
@@ -122,7 +127,7 @@ def _min_sglang(cfg: dict, num_layers: int, num_aux: int, expected: dict, notes:
     if "input_norm.weight" in expected:
         needs["norm_before_fc"] = "0.5.17"
     if not needs:
-        return "0.5.9"
+        return OLDEST_RELEASE
     newest = max(needs.values(), key=Version)
     notes.append(f"needs SGLang >= {newest} ({', '.join(f'{k}: {v}' for k, v in needs.items())}); older "
                  "releases would skip or mis-load it")

@@ -45,6 +45,7 @@ from automodel_spec.sealed_dir import (
     sealed_damage,
     write_sealed_dir,
 )
+from automodel_spec.sglang_options import OLDEST_RELEASE
 from automodel_spec.signals import import_torch
 
 EXPORT_FORMAT = 2  # 2: rope stated in both forms, the serving dtype
@@ -74,7 +75,7 @@ class ExportResult:
     token_map: Path | None = None
     reused: bool = False
     notes: list[str] = field(default_factory=list)
-    min_sglang: str = "0.5.9"
+    min_sglang: str = OLDEST_RELEASE
     config: dict = field(default_factory=dict)
 
 
@@ -526,6 +527,6 @@ def _result(place: ExportPlace, reused: bool) -> ExportResult:
     d, manifest = place.path, place.found.manifest
     return ExportResult(
         path=d, token_map=d / TOKEN_MAP if manifest.get("token_map") else None, reused=reused,
-        notes=list(manifest.get("notes", [])) + place.notes, min_sglang=manifest.get("min_sglang", "0.5.9"),
+        notes=list(manifest.get("notes", [])) + place.notes, min_sglang=manifest.get("min_sglang", OLDEST_RELEASE),
         config=place.config,
     )

@@ -22,7 +22,14 @@ from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from automodel_spec.config import AlgorithmConfig, BenchConfig, DraftConfig, ServeConfig, SGLangConfig
+from automodel_spec.config import (
+    AlgorithmConfig,
+    BenchConfig,
+    DraftConfig,
+    ServeConfig,
+    SGLangConfig,
+    SLOConfig,
+)
 from automodel_spec.gpu_pool import parallel_jobs
 from automodel_spec.job_codes import start_sweep
 from automodel_spec.redact import install_log_filter, mask_file, secrets_of
@@ -64,7 +71,23 @@ def _point_dir(override_dirname: str) -> str:
     return name
 
 
+def _with_bench_settings(keys) -> list[str]:
+    """A sweep's ``override_dirname.exclude_keys``: ``keys`` and every ``bench.*`` setting.
+
+    Every bench setting is shared by a sweep's points, so none names a point's directory; derived from
+    ``BenchConfig`` (and ``SLOConfig``), a bench field added there is left out of the names without
+    being listed again in ``conf/hydra/bench_sweep.yaml``. Whether it is part of what a point measures
+    is ``bench.job``'s to say (``BENCH_MEASURED`` ...).
+    """
+    import dataclasses
+
+    bench = [f"bench.{f.name}" for f in dataclasses.fields(BenchConfig)]
+    slo = [f"bench.slo.{f.name}" for f in dataclasses.fields(SLOConfig)]
+    return [*(str(k) for k in keys), "bench", *bench, *slo]
+
+
 _RESOLVERS = {
+    "automodel_spec.with_bench_settings": _with_bench_settings,
     "automodel_spec.unless_print_only": _unless_print_only,
     "automodel_spec.scratch_unless_print_only": _scratch_unless_print_only,
     "automodel_spec.point_dir": _point_dir,

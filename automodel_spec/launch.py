@@ -23,22 +23,22 @@ from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, ConfigEr
 from automodel_spec.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.server import SGLangServer, pick_port
-from automodel_spec.sglang_options import applicable_release, known_releases
+from automodel_spec.sglang_options import (
+    INFO_ACCEPT_LENGTH,
+    INFO_ALGORITHM,
+    INFO_KEYS,
+    INFO_NUM_DRAFT_TOKENS,
+    INFO_NUM_STEPS,
+    INFO_TOPK,
+    OLDEST_RELEASE,
+    applicable_release,
+    known_releases,
+)
 from automodel_spec.signals import Terminated, raise_terminated
 
 log = logging.getLogger(__name__)
 
 TEST_PROMPT = "The quick brown fox jumps over the lazy dog. " * 2
-# cuda_graph_max_bs: /server_info's name until 0.5.13; cuda_graph_max_bs_decode from 0.5.14 (the same setting);
-# max_total_num_tokens: the KV cache's size in tokens (bench/capacity.py)
-_EFFECTIVE_KEYS = ("speculative_algorithm", "speculative_num_steps", "speculative_eagle_topk",
-                   "speculative_num_draft_tokens", "speculative_draft_model_path", "max_running_requests",
-                   "attention_backend", "tp_size", "mem_fraction_static", "cuda_graph_max_bs",
-                   "cuda_graph_max_bs_decode", "speculative_adaptive", "speculative_adaptive_config",
-                   "max_total_num_tokens", "speculative_accept_threshold_single",
-                   "speculative_accept_threshold_acc", "speculative_use_rejection_sampling")
-
-
 @dataclass(frozen=True)
 class SGLangRelease:
     """The SGLang release a command is built for.
@@ -167,7 +167,7 @@ def required_sglang(algorithm: AlgorithmConfig, run: PreparedRun) -> tuple[str, 
     from automodel_spec.adaptive import required_sglang as adaptive_needs
 
     spec = run.spec
-    need = (run.export.min_sglang if run.export else "0.5.9", "this draft needs")
+    need = (run.export.min_sglang if run.export else OLDEST_RELEASE, "this draft needs")
     if algorithm.name and spec.adaptive:
         config = read_adaptive_config(spec.adaptive_config) if spec.adaptive_config else None
         version = adaptive_needs(True, config)
@@ -222,10 +222,10 @@ def check_release_serves(release: SGLangRelease, min_version: str, needs: str = 
 
 def effective_settings(info: dict) -> dict:
     """The settings the server actually uses (it may change what was asked for)."""
-    out = {k: info.get(k) for k in _EFFECTIVE_KEYS if k in info}
+    out = {k: info.get(k) for k in INFO_KEYS if k in info}
     states = info.get("internal_states") or [{}]
-    if states and isinstance(states[0], dict) and "avg_spec_accept_length" in states[0]:
-        out["avg_spec_accept_length"] = states[0]["avg_spec_accept_length"]
+    if states and isinstance(states[0], dict) and INFO_ACCEPT_LENGTH in states[0]:
+        out[INFO_ACCEPT_LENGTH] = states[0][INFO_ACCEPT_LENGTH]
     return out
 
 
@@ -284,7 +284,7 @@ def _report_ready(algorithm: AlgorithmConfig, skip_tokenizer_init: bool, server:
         log.info("[automodel-spec] speculation: off (algorithm=none)")
         return
     log.info("[automodel-spec] effective speculative settings: %s",
-             ", ".join(f"{k}={settings.get(k)}" for k in _EFFECTIVE_KEYS[:4]))
+             ", ".join(f"{k}={settings.get(k)}" for k in (INFO_ALGORITHM, INFO_NUM_STEPS, INFO_TOPK, INFO_NUM_DRAFT_TOKENS)))
     try:
         result = probe_generation(server, skip_tokenizer_init)
     except Exception as exc:  # the server stays up; the user sees why the probe failed

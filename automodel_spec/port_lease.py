@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from automodel_spec.errors import ServerError
+from automodel_spec.file_lock import file_lock_if_free
 from automodel_spec.server import pick_port
 
 _PICKS = 100
@@ -34,18 +33,13 @@ def lease_port(host: str, port: int, lock_dir: Path) -> Iterator[int]:
     """
     for _ in range(_PICKS):
         chosen = pick_port(host, port)
-        lock = FileLock(str(lock_dir / f"port-{chosen}.lock"), thread_local=False)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if port:
-                raise ServerError(f"sglang.port={port} is held by another job of automodel-spec on this host. "
-                                  "Jobs that run side by side need ports of their own: set sglang.port=0.") from None
-            continue  # another job's server is about to bind it
-        try:
+        with file_lock_if_free(lock_dir / f"port-{chosen}.lock") as held:
+            if not held:
+                if port:
+                    raise ServerError(f"sglang.port={port} is held by another job of automodel-spec on this host. "
+                                      "Jobs that run side by side need ports of their own: set sglang.port=0.") from None
+                continue  # another job's server is about to bind it
             yield chosen
-        finally:
-            lock.release()
         return
     raise ServerError(f"no free port on {host} that no other job holds after {_PICKS} tries.")
 

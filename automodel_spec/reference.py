@@ -49,6 +49,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from automodel_spec.draft_plan import attention_dims, decoder_layer_shapes
+from automodel_spec.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
+from automodel_spec.eagle3_layout import LEGACY_NAMES, default_aux_layer_ids
+from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
 from automodel_spec.errors import (
     TRANSFORMERS_INSTALL_HINT,
     CheckpointError,
@@ -60,11 +64,7 @@ from automodel_spec.signals import import_torch
 
 log = logging.getLogger(__name__)
 
-EAGLE3_ARCH = "LlamaForCausalLMEagle3"
-EAGLE_ARCH = "LlamaForCausalLMEagle"
 TOLERANCE = 0.05  # served within 5% of the reference: served as trained
-_LEGACY_NAMES = {"midlayer": "layers.0", "aux_norm_low": "fc_norm.0", "aux_norm_mid": "fc_norm.1",
-                 "aux_norm_high": "fc_norm.2"}
 
 
 # --- the draft as SGLang's loader builds it -----------------------------------------------------------
@@ -100,29 +100,11 @@ class ServedDraft:
         return int(self.config.get("num_hidden_layers") or 1)
 
 
-def _dims(cfg: dict) -> tuple[int, int, int, int, int]:
-    """(hidden, heads, kv heads, head dim, intermediate) as SGLang's Llama layer reads them."""
-    h = int(cfg["hidden_size"])
-    heads = int(cfg["num_attention_heads"])
-    kv = int(cfg.get("num_key_value_heads") or heads)
-    hd = int(cfg.get("head_dim") or h // heads)
-    return h, heads, kv, hd, int(cfg["intermediate_size"])
-
-
 def _layer_shapes(cfg: dict, prefix: str, attn_in: int, *, input_norm: bool) -> dict[str, tuple]:
-    h, heads, kv, hd, inter = _dims(cfg)
-    shapes = {
-        prefix + "self_attn.q_proj.weight": (heads * hd, attn_in),
-        prefix + "self_attn.k_proj.weight": (kv * hd, attn_in),
-        prefix + "self_attn.v_proj.weight": (kv * hd, attn_in),
-        prefix + "self_attn.o_proj.weight": (h, heads * hd),
-        prefix + "mlp.gate_proj.weight": (inter, h),
-        prefix + "mlp.up_proj.weight": (inter, h),
-        prefix + "mlp.down_proj.weight": (h, inter),
-        prefix + "post_attention_layernorm.weight": (h,),
-    }
-    if input_norm:
-        shapes[prefix + "input_layernorm.weight"] = (h,)
+    """A Llama layer's parameters as the export plans them (``draft_plan.decoder_layer_shapes``), and the
+    attention biases SGLang allocates when the config asks for them (the export never writes any)."""
+    h = int(cfg["hidden_size"])
+    shapes = decoder_layer_shapes(prefix, cfg, attn_in, input_norm)
     if cfg.get("attention_bias"):
         for p in ("q", "k", "v"):
             shapes[prefix + f"self_attn.{p}_proj.bias"] = (shapes[prefix + f"self_attn.{p}_proj.weight"][0],)
@@ -175,13 +157,13 @@ def num_aux_hidden_states(cfg: dict) -> int:
 def capture_layers(draft_cfg: dict, target_layers: int) -> list[int]:
     """The target layers whose inputs SGLang captures for an EAGLE-3 draft (``+1`` on explicit ids)."""
     ids = (draft_cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids")
-    if ids is None:
-        return [2, target_layers // 2, target_layers - 3]
+    if ids is None:  # SGLang's default is Automodel's, numbered as explicit ids are
+        ids = default_aux_layer_ids(target_layers)
     return [int(i) + 1 for i in ids]
 
 
 def _canonical_eagle3(name: str, shapes: dict) -> str | None:
-    for legacy, new in _LEGACY_NAMES.items():
+    for legacy, new in LEGACY_NAMES.items():
         if legacy in name:
             name = name.replace(legacy, new)
     if name in shapes:
@@ -363,7 +345,7 @@ class _Draft:
         except Exception as exc:  # transformers validates the rope settings
             raise CheckpointError(f"the draft's config.json is not a Llama config transformers accepts: {exc}") from exc
         self.rope = LlamaRotaryEmbedding(config=rope_cfg).to(device)
-        self.dims = _dims(self.cfg)
+        self.dims = attention_dims(self.cfg)
         self.device, self.dtype = device, dtype
 
     def fc(self, aux):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from automodel_spec.command import format_command
 from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.sglang_options import OLDEST_RELEASE
 
 if TYPE_CHECKING:
     from automodel_spec.launch import SGLangRelease
@@ -37,7 +38,7 @@ def describe_spec(spec: SpecConfig) -> str:
         source = f"the candidates of {spec.adaptive_config}" if spec.adaptive_config else "SGLang's default candidates"
         return f"SGLang's adaptive mode: a chain (topk 1) whose steps change at run time among {source}, {start}"
     if spec.num_steps is None:
-        return ("left to SGLang (its releases 0.5.9 to 0.5.23 pick 5/4/8 steps/topk/draft tokens for Llama "
+        return (f"left to SGLang (its releases {OLDEST_RELEASE} to 0.5.23 pick 5/4/8 steps/topk/draft tokens for Llama "
                 "targets); the values it takes are read back from the server once it is up and printed")
     return f"{spec.num_steps} steps / topk {spec.topk} / {spec.num_draft_tokens} draft tokens (as given)"
 

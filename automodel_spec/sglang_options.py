@@ -20,6 +20,22 @@ from packaging.version import InvalidVersion, Version
 DATA = Path(__file__).parent / "data" / "sglang_options.json"
 
 
+@cache
+def _data() -> dict:
+    return json.loads(DATA.read_text())["releases"]
+
+
+def known_releases() -> list[str]:
+    """The releases whose options are recorded, oldest first."""
+    return sorted(_data(), key=Version)
+
+
+# The oldest SGLang release this tool builds commands for and exports drafts for: the first one whose
+# options are recorded. One owner: the spellings, the export's ``min_sglang`` default, the install hint
+# and the launcher's fallback read it here, so supporting an older release is recording it.
+OLDEST_RELEASE: str = known_releases()[0]
+
+
 @dataclass(frozen=True)
 class Spelling:
     """How one setting is passed in the releases ``since`` <= release < ``until``.
@@ -28,7 +44,7 @@ class Spelling:
     """
 
     flag: str | None
-    since: str = "0.5.9"
+    since: str = OLDEST_RELEASE
     until: str | None = None
 
     def covers(self, release: str) -> bool:
@@ -45,10 +61,11 @@ class Option:
     set_by: str | None = None  # what a user sets instead, when not ``key`` itself
 
 
-def _one(key: str, flag: str, *aliases: str, since: str = "0.5.9", set_by: str | None = None) -> Option:
+def _one(key: str, flag: str, *aliases: str, since: str = OLDEST_RELEASE, set_by: str | None = None) -> Option:
     return Option(key, (Spelling(flag, since),), aliases, set_by)
 
 
+# In the order the command passes them (``command.build_launch_command`` walks the table).
 OPTIONS: tuple[Option, ...] = (
     _one("target.path", "--model-path", "--model"),
     _one("target.revision", "--revision"),
@@ -66,11 +83,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("sglang.cuda_graph_bs", (Spelling("--cuda-graph-bs", until="0.5.14"),
                                     Spelling("--cuda-graph-bs-decode", since="0.5.14")),
            ("--cuda-graph-bs", "--cuda-graph-bs-decode")),
-    # the prefill-phase (piecewise) CUDA graph: off unless enabled in 0.5.9, on by default from 0.5.10
-    Option("sglang.disable_prefill_cuda_graph", (Spelling(None, until="0.5.10"),
-                                                 Spelling("--disable-piecewise-cuda-graph", "0.5.10", "0.5.14"),
-                                                 Spelling("--disable-prefill-cuda-graph", since="0.5.14")),
-           ("--disable-piecewise-cuda-graph", "--disable-prefill-cuda-graph")),
     _one("sglang.max_running_requests", "--max-running-requests"),
     _one("sglang.context_length", "--context-length"),
     _one("sglang.log_level", "--log-level"),
@@ -79,6 +91,11 @@ OPTIONS: tuple[Option, ...] = (
     _one("sglang.node_rank", "--node-rank"),
     _one("sglang.dist_init_addr", "--dist-init-addr"),
     _one("sglang.disable_cuda_graph", "--disable-cuda-graph"),
+    # the prefill-phase (piecewise) CUDA graph: off unless enabled in 0.5.9, on by default from 0.5.10
+    Option("sglang.disable_prefill_cuda_graph", (Spelling(None, until="0.5.10"),
+                                                 Spelling("--disable-piecewise-cuda-graph", "0.5.10", "0.5.14"),
+                                                 Spelling("--disable-prefill-cuda-graph", since="0.5.14")),
+           ("--disable-piecewise-cuda-graph", "--disable-prefill-cuda-graph")),
     _one("sglang.skip_tokenizer_init", "--skip-tokenizer-init"),
     _one("sglang.trust_remote_code", "--trust-remote-code"),
     _one("algorithm", "--speculative-algorithm", set_by="algorithm=EAGLE3|EAGLE|NEXTN|STANDALONE|none"),
@@ -100,6 +117,36 @@ MANAGED_FLAGS: dict[str, str] = {
 }
 
 
+# /server_info (/get_server_info before 0.5.12): what a running server reports, ServerArgs' fields and the
+# scheduler's start-up facts. The keys this tool reads, named once: launch.effective_settings keeps
+# INFO_KEYS, and the bench (its result, the KV check, the reference's verify rules) and the sweep's rows
+# read them by these names.
+INFO_ALGORITHM = "speculative_algorithm"
+INFO_NUM_STEPS = "speculative_num_steps"
+INFO_TOPK = "speculative_eagle_topk"
+INFO_NUM_DRAFT_TOKENS = "speculative_num_draft_tokens"
+# the speculative setting the server uses -> bench.result.SpecSettings' field
+INFO_SPEC = {INFO_NUM_STEPS: "num_steps", INFO_TOPK: "topk", INFO_NUM_DRAFT_TOKENS: "num_draft_tokens",
+             "speculative_adaptive": "adaptive", "speculative_adaptive_config": "adaptive_config"}
+# server settings a sweep may vary beside the speculative one -> the config key that asks for them
+INFO_SERVER_SETTINGS = {"attention_backend": "sglang.attention_backend", "tp_size": "sglang.tp_size",
+                        "max_running_requests": "sglang.max_running_requests"}
+INFO_KV_TOKENS = "max_total_num_tokens"  # the KV cache's size in tokens (bench/capacity.py)
+# how the verify accepts draft tokens at temperature > 0 (bench/served_checks.py)
+INFO_THRESHOLD_SINGLE = "speculative_accept_threshold_single"
+INFO_THRESHOLD_ACC = "speculative_accept_threshold_acc"
+INFO_REJECTION_SAMPLING = "speculative_use_rejection_sampling"
+# cuda_graph_max_bs: the name until 0.5.13; cuda_graph_max_bs_decode from 0.5.14 (the same setting)
+INFO_KEYS: tuple[str, ...] = (
+    INFO_ALGORITHM, INFO_NUM_STEPS, INFO_TOPK, INFO_NUM_DRAFT_TOKENS, "speculative_draft_model_path",
+    *INFO_SERVER_SETTINGS, "mem_fraction_static", "cuda_graph_max_bs", "cuda_graph_max_bs_decode",
+    *(k for k in INFO_SPEC if k not in (INFO_NUM_STEPS, INFO_TOPK, INFO_NUM_DRAFT_TOKENS)), INFO_KV_TOKENS,
+    INFO_THRESHOLD_SINGLE, INFO_THRESHOLD_ACC, INFO_REJECTION_SAMPLING,
+)
+# the server's running average accept length, in /server_info's internal_states[0]
+INFO_ACCEPT_LENGTH = "avg_spec_accept_length"
+
+
 class UnsupportedSetting(ValueError):
     """A setting the release being built for has no flag for."""
 
@@ -118,21 +165,6 @@ def spelling(key: str, release: str) -> str | None:
     raise UnsupportedSetting(f"{key} needs SGLang >= {first}; the command is built for SGLang {release}, which has "
                              f"no flag for it. Upgrade SGLang, set sglang.release to the release that will serve, "
                              f"or drop {key}.")
-
-
-def supports(key: str, release: str) -> bool:
-    """Whether ``release`` can take ``key``."""
-    return any(s.covers(release) for s in _BY_KEY[key].spellings)
-
-
-@cache
-def _data() -> dict:
-    return json.loads(DATA.read_text())["releases"]
-
-
-def known_releases() -> list[str]:
-    """The releases whose options are recorded, oldest first."""
-    return sorted(_data(), key=Version)
 
 
 @cache

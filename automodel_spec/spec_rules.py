@@ -13,6 +13,23 @@ from automodel_spec.config import AlgorithmConfig, SpecConfig
 from automodel_spec.errors import ConfigError
 
 
+def draft_tokens(num_steps: int, topk: int, max_draft_tokens: int = SpecConfig.max_draft_tokens) -> int:
+    """The draft tokens SGLang is asked for when only steps and topk are given.
+
+    A chain verifies every drafted token (``steps + 1``); a tree the full tree (``steps * topk + 1``),
+    capped at ``max_draft_tokens`` but never below the chain's. The one rule: ``resolve_spec`` and the
+    predict sweep's grid (``predict.points.grid_points``) both derive their points through it.
+
+    Args:
+        num_steps: draft steps.
+        topk: branches per step.
+        max_draft_tokens: the cap for trees (``spec.max_draft_tokens``; its default is the config's).
+    """
+    if topk == 1:
+        return num_steps + 1
+    return min(num_steps * topk + 1, max(max_draft_tokens, num_steps + 1))
+
+
 def resolve_spec(spec: SpecConfig) -> SpecConfig:
     """``spec`` with ``num_draft_tokens`` derived when steps and topk are given without it.
 
@@ -22,11 +39,7 @@ def resolve_spec(spec: SpecConfig) -> SpecConfig:
         return replace(spec, topk=1, num_draft_tokens=spec.num_draft_tokens or spec.num_steps + 1)
     if spec.num_steps is None or spec.topk is None or spec.num_draft_tokens is not None:
         return spec
-    if spec.topk == 1:
-        tokens = spec.num_steps + 1
-    else:
-        tokens = min(spec.num_steps * spec.topk + 1, max(spec.max_draft_tokens, spec.num_steps + 1))
-    return replace(spec, num_draft_tokens=tokens)
+    return replace(spec, num_draft_tokens=draft_tokens(spec.num_steps, spec.topk, spec.max_draft_tokens))
 
 
 # Upper bounds of the speculative knobs. A drafted token is accepted only when every one before it was,

@@ -14,8 +14,13 @@ it into an error before such a level counts.
 from __future__ import annotations
 
 from automodel_spec.errors import ServerError
-
-SERVER_INFO_KEY = "max_total_num_tokens"
+from automodel_spec.sglang_options import (
+    INFO_ALGORITHM,
+    INFO_KV_TOKENS,
+    INFO_NUM_DRAFT_TOKENS,
+    INFO_NUM_STEPS,
+    INFO_TOPK,
+)
 
 
 def draft_slots(settings: dict) -> int:
@@ -23,10 +28,10 @@ def draft_slots(settings: dict) -> int:
 
     A verify round writes ``num_draft_tokens`` candidates, and the draft's steps write ``steps x topk``.
     """
-    if not settings.get("speculative_algorithm"):
+    if not settings.get(INFO_ALGORITHM):
         return 0
-    tokens = settings.get("speculative_num_draft_tokens") or 0
-    steps, topk = settings.get("speculative_num_steps") or 0, settings.get("speculative_eagle_topk") or 1
+    tokens = settings.get(INFO_NUM_DRAFT_TOKENS) or 0
+    steps, topk = settings.get(INFO_NUM_STEPS) or 0, settings.get(INFO_TOPK) or 1
     return max(int(tokens), int(steps) * int(topk))
 
 
@@ -51,7 +56,7 @@ def check_kv_capacity(kv_tokens: int | None, concurrency: int, prompt_tokens: in
     if kv_tokens >= need:
         return
     raise ServerError(
-        f"the server's KV cache holds {kv_tokens} tokens ({SERVER_INFO_KEY} of /server_info), fewer than "
+        f"the server's KV cache holds {kv_tokens} tokens ({INFO_KV_TOKENS} of /server_info), fewer than "
         f"concurrency {concurrency} x {per_request} tokens per request ({prompt_tokens} prompt + "
         f"{max_new_tokens} generated + {slots} draft) = {need}: SGLang would queue requests and the level "
         "would measure the queue, not the server's speed. SGLang sizes the cache from the GPU memory free "

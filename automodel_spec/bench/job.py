@@ -22,7 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from automodel_spec import nvidia_smi
-from automodel_spec.bench.capacity import SERVER_INFO_KEY, check_kv_capacity, draft_slots
+from automodel_spec.bench.capacity import check_kv_capacity, draft_slots
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
 from automodel_spec.bench.open_loop import run_open_loop
@@ -57,6 +57,7 @@ from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.sglang_options import INFO_ACCEPT_LENGTH, INFO_ALGORITHM, INFO_KV_TOKENS, INFO_NUM_STEPS
 from automodel_spec.spec_rules import point_errors, resolve_spec
 from automodel_spec.target import read_target_config
 
@@ -65,19 +66,33 @@ SCHEMA = SCHEMA_VERSION
 log = logging.getLogger(__name__)
 
 
+# Each bench.* setting, classified once for a point's identity (``point_key``); a test holds the three
+# against BenchConfig's fields, so a new field must be placed here. (Every bench.* setting is shared by
+# a sweep's points, so none names a point's directory: conf/hydra/bench_sweep.yaml's exclude_keys lists
+# them all, which the same test checks.)
+# What the point measures: a change measures the point again.
+BENCH_MEASURED = ("prompts", "num_prompts", "concurrency", "max_new_tokens", "temperature", "warmup_requests",
+                  "seed", "baseline", "gpu_pool", "request_rate", "duration_s", "max_concurrency", "phases", "slo",
+                  "long_prompts")
+# Not part of it, kept in the key at a fixed value (as keys written before were): the sweep's name, a
+# timeout, and the sweeper's objective level.
+BENCH_BLANKED = {"name": "", "request_timeout_s": 0.0, "objective_concurrency": None, "objective_temperature": None}
+# Not part of it, left out of the key (absent from keys written before they existed, so those stay valid):
+# what a sweep ranks by, waits and GPU sharing (which change no measurement), and checks of the measurement.
+BENCH_DROPPED = ("objective", "gpu_free_wait_s", "servers_per_gpu", "reference", "expected_accept_length")
+
+
 def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
     """What makes two points the same measurement.
 
     The port, the API key, timeouts and waits, the sweep's name and the sweeper's objective level are
-    not part of it: re-running a sweep with a longer ``sglang.ready_timeout_s`` reuses its finished points.
+    not part of it (``BENCH_BLANKED``, ``BENCH_DROPPED``): re-running a sweep with a longer
+    ``sglang.ready_timeout_s`` reuses its finished points.
     """
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
-    bench = asdict(replace(cfg.bench, name="", request_timeout_s=0.0, objective_concurrency=None,
-                           objective_temperature=None))
-    del bench["objective"]  # what a sweep ranks by, not what it measures
-    # absent from keys written before they existed: those stay valid; sharing a GPU changes no measurement
-    del bench["gpu_free_wait_s"], bench["servers_per_gpu"]
-    del bench["reference"], bench["expected_accept_length"]  # checks of the measurement, not part of it
+    bench = asdict(replace(cfg.bench, **BENCH_BLANKED))
+    for name in BENCH_DROPPED:
+        del bench[name]
     if bench["long_prompts"] == "refuse":  # refused prompts are never measured: the default keeps older keys
         del bench["long_prompts"]
     blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
@@ -368,8 +383,8 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
         settings = effective_settings(server.server_info())
         result.boot_s = server.boot_s
         result.effective, result.server_settings = _split(settings)
-        steps = settings.get("speculative_num_steps")
-        kv_tokens, slots = settings.get(SERVER_INFO_KEY), draft_slots(settings)
+        steps = settings.get(INFO_NUM_STEPS)
+        kv_tokens, slots = settings.get(INFO_KV_TOKENS), draft_slots(settings)
         check_kv_capacity(kv_tokens, max(closed, default=1), 0, b.max_new_tokens, slots)  # before any level runs
         who = "spec" if cfg.algorithm.name else "baseline"
 
@@ -380,7 +395,7 @@ def _measure(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: PointResu
                 longest = max((r.get("prompt_tokens") or 0 for r in records), default=0)
                 check_kv_capacity(kv_tokens, conc, longest, b.max_new_tokens, slots)
             if not m.phase:  # the server's running average spans every phase (no flush between them): the whole's
-                m.server_accept_length = effective_settings(server.server_info()).get("avg_spec_accept_length")
+                m.server_accept_length = effective_settings(server.server_info()).get(INFO_ACCEPT_LENGTH)
             result.levels[m.key] = m
 
         for temp in b.temperature:
@@ -442,7 +457,7 @@ def _write_records(rec_file, records: list[dict], temperature: float) -> None:
 def _split(settings: dict) -> tuple[SpecSettings | None, dict]:
     """``effective_settings`` -> (the speculative setting the server uses, the other settings)."""
     eff, rest = split_server_settings(settings)
-    if eff is None or settings.get("speculative_algorithm") is None:  # no speculation: no setting
+    if eff is None or settings.get(INFO_ALGORITHM) is None:  # no speculation: no setting
         return None, rest
     return SpecSettings(**eff), rest
 

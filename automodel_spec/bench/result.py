@@ -5,9 +5,9 @@ One set of dataclasses: ``PointResult`` (one server, one setting) holds ``LevelR
 appears twice under two names: ``requested`` (what the configuration asked for, draft tokens derived)
 and ``effective`` (what the server reported it uses, read back from ``/server_info``).
 
-Files carry ``schema`` (``SCHEMA_VERSION``). A file without one was written by schema 2 (before this
-module) and is converted by name; a newer version, an unknown key or a missing one is refused with a
-``ResultSchemaError`` naming the file and the key, never silently dropped.
+Files carry ``schema`` (``SCHEMA_VERSION``; a file without one was written by schema 2, before this
+module). Another version, an unknown key or a missing one is refused with a ``ResultSchemaError``
+naming the file and the key, never silently dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from automodel_spec.errors import SpecError
+from automodel_spec.sglang_options import INFO_SPEC
 
 SCHEMA_VERSION = 3
 METRICS = "metrics.json"  # a point's result file, in its directory
@@ -303,7 +304,7 @@ def write_point(path: Path, result: PointResult) -> None:
 
 
 def read_point(path: Path) -> PointResult:
-    """Read a ``metrics.json`` of this schema or of schema 2 (converted by name).
+    """Read a ``metrics.json`` of this schema.
 
     Raises:
         ResultSchemaError: not JSON, a newer or unknown schema, an unknown or missing key.
@@ -339,12 +340,10 @@ def point_from_dict(data: Any, where: str) -> PointResult:
     """A ``PointResult`` from its JSON form (``where`` names it in errors)."""
     if not isinstance(data, dict):
         raise ResultSchemaError(f"{where}: a benchmark result is a JSON object, got {type(data).__name__}.")
-    version = data.get("schema", 2)
-    if version == 2:
-        data = _from_schema2(data, where)
-    elif version != SCHEMA_VERSION:
+    version = data.get("schema", 2)  # schema 2 wrote none
+    if version != SCHEMA_VERSION:
         raise ResultSchemaError(
-            f"{where}: schema {version!r} is not one this automodel-spec reads (2 or {SCHEMA_VERSION}); "
+            f"{where}: schema {version!r} is not one this automodel-spec reads ({SCHEMA_VERSION}); "
             "it was written by another version: summarize it with that version, or measure the point again.")
     d = _check_keys(PointResult, data, where)
     if d["status"] not in STATUSES:
@@ -439,53 +438,14 @@ def _required(f) -> bool:
     return f.default is MISSING and f.default_factory is MISSING
 
 
-# Schema 2 (metrics.json before this module): every key it wrote, and where it goes now.
-_SCHEMA2_POINT = {"key", "status", "spec", "algorithm", "bench", "target", "draft", "started", "baseline_dir",
-                  "levels", "boot_s", "effective", "server_log", "gpu", "other_gpu_processes", "gpu_seconds",
-                  "error", "traceback", "reason", "dir"}
-_SCHEMA2_LEVEL = {"temperature", "concurrency", "requests", "failed_requests", "output_tokens", "wall_s",
-                  "output_tok_per_s", "latency_p50_s", "latency_p90_s", "tpot_s", "accept_length",
-                  "acceptance_rate", "accept_length_sem", "request_tok_per_s", "request_tok_per_s_sem",
-                  "server_accept_length", "baseline_tok_per_s", "speedup"}
-# /server_info keys schema 2 kept under "effective": the speculative ones become ``effective``
-_SERVER_SPEC_KEYS = {"speculative_num_steps": "num_steps", "speculative_eagle_topk": "topk",
-                     "speculative_num_draft_tokens": "num_draft_tokens", "speculative_adaptive": "adaptive",
-                     "speculative_adaptive_config": "adaptive_config"}
-
-
-def _from_schema2(data: dict, where: str) -> dict:
-    for key in ("spec", "levels", "effective"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            raise ResultSchemaError(f"{where}: {key} is not a JSON object in a schema-2 result.")
-    if any(not isinstance(lv, dict) for lv in (data.get("levels") or {}).values()):
-        raise ResultSchemaError(f"{where}: a level is not a JSON object in a schema-2 result.")
-    unknown = sorted(set(data) - _SCHEMA2_POINT)
-    if unknown:
-        raise ResultSchemaError(f"{where}: unknown key(s) {', '.join(unknown)} in a schema-2 result (no "
-                                "'schema' field); it is not a metrics.json this project wrote.")
-    spec = data.get("spec") or {}
-    out = {k: v for k, v in data.items() if k not in ("spec", "effective", "dir", "levels")}
-    # schema 2 wrote the resolved request; max_draft_tokens was an input to resolving it, not a setting
-    out["requested"] = {k: spec.get(k) for k in ("num_steps", "topk", "num_draft_tokens")}
-    out["effective"], out["server_settings"] = split_server_settings(data.get("effective"))
-    levels = {}
-    for name, lv in (data.get("levels") or {}).items():
-        bad = sorted(set(lv) - _SCHEMA2_LEVEL)
-        if bad:
-            raise ResultSchemaError(f"{where}: levels.{name}: unknown key(s) {', '.join(bad)} in a schema-2 result.")
-        levels[name] = dict(lv)
-    out["levels"] = levels
-    return out
-
-
 def split_server_settings(info: dict | None) -> tuple[dict | None, dict]:
     """``/server_info`` keys we record -> (effective ``SpecSettings`` as a dict, the other settings)."""
     if not info:
         return None, {}
-    eff = {new: info.get(old) for old, new in _SERVER_SPEC_KEYS.items() if old in info}
+    eff = {new: info.get(old) for old, new in INFO_SPEC.items() if old in info}
     if "adaptive" in eff:
         eff["adaptive"] = bool(eff["adaptive"])
-    rest = {k: v for k, v in info.items() if k not in _SERVER_SPEC_KEYS}
+    rest = {k: v for k, v in info.items() if k not in INFO_SPEC}
     return (eff if eff else None), rest
 
 

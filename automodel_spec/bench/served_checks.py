@@ -30,6 +30,7 @@ from automodel_spec.bench.result import PointResult, ReferenceSummary
 from automodel_spec.bench.workload import level_prompts
 from automodel_spec.errors import SpecError
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.sglang_options import INFO_REJECTION_SAMPLING, INFO_THRESHOLD_ACC, INFO_THRESHOLD_SINGLE
 from automodel_spec.signals import import_torch
 from automodel_spec.target import read_target_config
 from automodel_spec.trained_depths import read_trained_depths
@@ -89,9 +90,9 @@ def _sampling(result: PointResult, temperature: float, seed: int):
 
     info = result.server_settings or {}
     return Sampling(temperature=temperature,
-                    threshold_single=float(info.get("speculative_accept_threshold_single") or 1.0),
-                    threshold_acc=float(info.get("speculative_accept_threshold_acc") or 1.0),
-                    rejection=bool(info.get("speculative_use_rejection_sampling")),
+                    threshold_single=float(info.get(INFO_THRESHOLD_SINGLE) or 1.0),
+                    threshold_acc=float(info.get(INFO_THRESHOLD_ACC) or 1.0),
+                    rejection=bool(info.get(INFO_REJECTION_SAMPLING)),
                     samples=REFERENCE_SAMPLES, seed=seed)
 
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from automodel_spec.config import SpecConfig
+from automodel_spec.spec_rules import draft_tokens
+
 
 @dataclass(frozen=True, order=True)
 class GridPoint:
@@ -35,16 +38,10 @@ class GridPoint:
         return self.topk == 1
 
 
-def derive_draft_tokens(num_steps: int, topk: int, max_draft_tokens: int = 16) -> int:
-    """Draft tokens as ``spec.*`` derives them: ``steps + 1`` for a chain, the full tree capped otherwise."""
-    if topk == 1:
-        return num_steps + 1
-    return min(num_steps * topk + 1, max(max_draft_tokens, num_steps + 1))
-
-
-def grid_points(steps: list[int], topks: list[int], max_draft_tokens: int = 16) -> list[GridPoint]:
-    """Every steps x topk point of a grid, draft tokens derived."""
-    return sorted({GridPoint(s, k, derive_draft_tokens(s, k, max_draft_tokens)) for s in steps for k in topks})
+def grid_points(steps: list[int], topks: list[int],
+                max_draft_tokens: int = SpecConfig.max_draft_tokens) -> list[GridPoint]:
+    """Every steps x topk point of a grid, draft tokens derived as the server's are (``spec_rules.draft_tokens``)."""
+    return sorted({GridPoint(s, k, draft_tokens(s, k, max_draft_tokens)) for s in steps for k in topks})
 
 
 def measurement_points(grid: list[GridPoint], per_topk: bool = False) -> list[GridPoint]:

@@ -27,10 +27,9 @@ from pathlib import Path
 
 from automodel_spec.adaptive import write_adaptive_config
 from automodel_spec.atomic_write import write_text_atomically
-from automodel_spec.sglang_options import known_releases, spelling
+from automodel_spec.sglang_options import INFO_SERVER_SETTINGS, known_releases, spelling
 from automodel_spec.sweep.ranking import GOODPUT, TOK_PER_S, score
 from automodel_spec.sweep.rows import (
-    SERVER_SETTINGS,
     is_auto,
     is_closed_loop,
     is_phase,
@@ -173,7 +172,7 @@ def sglang_flags(row: dict, varied: list[str] = ()) -> list[str]:
     newest = known_releases()[-1]
     for c in varied:
         if row.get(c) is not None:
-            out += [spelling(SERVER_SETTINGS[c], newest), str(row[c])]
+            out += [spelling(INFO_SERVER_SETTINGS[c], newest), str(row[c])]
     return out
 
 
@@ -190,7 +189,7 @@ def _preset_yaml(row: dict, what: str, varied: list[str]) -> str:
         body += [f"  num_steps: {steps}\n", f"  topk: {topk}\n", f"  num_draft_tokens: {tokens}\n"]
     server = [c for c in varied if row.get(c) is not None]
     if server:
-        body += ["sglang:\n"] + [f"  {SERVER_SETTINGS[c].split('.', 1)[1]}: {row[c]}\n" for c in server]
+        body += ["sglang:\n"] + [f"  {INFO_SERVER_SETTINGS[c].split('.', 1)[1]}: {row[c]}\n" for c in server]
     return "".join(body)
 
 

@@ -3,8 +3,7 @@
 The columns are derived from the result dataclasses (``PointResult``, ``SpecSettings``,
 ``LevelResult``), so a field added there is a column here: nothing is dropped on the way to the CSV.
 Lists and mappings (the acceptance histogram, the per-category table) are JSON text in their cell.
-``read_rows`` reads a CSV of this schema or of schema 2 (the columns ``num_steps``, ``eff_topk``, ...
-of summaries written before it), converted by name; an unknown column is refused by name.
+``read_rows`` reads a CSV of this schema; an unknown column is refused by name.
 """
 
 from __future__ import annotations
@@ -24,23 +23,17 @@ from automodel_spec.bench.result import (
     read_point,
 )
 from automodel_spec.config import SGLangConfig
+from automodel_spec.sglang_options import INFO_SERVER_SETTINGS
 
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]
 _POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
-# server settings a sweep may vary beside the speculative one (several sweeps into one directory, or
-# sglang.* overrides in the grid): what the server reported using (/server_info), and how to ask for it
-SERVER_SETTINGS = {"attention_backend": "sglang.attention_backend", "tp_size": "sglang.tp_size",
-                   "max_running_requests": "sglang.max_running_requests"}
 # a predict sweep's columns (sweep/predictions.py), empty in other sweeps
 PREDICTED = ["role", "predicted_accept_length", "predicted_tok_per_s", "prediction_method"]
+# INFO_SERVER_SETTINGS: the server settings a sweep may vary beside the speculative one (several sweeps
+# into one directory, or sglang.* overrides in the grid), as the server reported them
 COLUMNS = (["point", "status"] + [f"requested_{n}" for n in _SPEC] + [f"effective_{n}" for n in _SPEC]
-           + _LEVEL + _POINT_TAIL + list(SERVER_SETTINGS) + PREDICTED)
-
-# schema-2 summary.csv columns -> these
-_SCHEMA2_COLUMNS = {"num_steps": "requested_num_steps", "topk": "requested_topk",
-                    "num_draft_tokens": "requested_num_draft_tokens", "eff_num_steps": "effective_num_steps",
-                    "eff_topk": "effective_topk", "eff_num_draft_tokens": "effective_num_draft_tokens"}
+           + _LEVEL + _POINT_TAIL + list(INFO_SERVER_SETTINGS) + PREDICTED)
 
 
 def point_files(sweep_dir: Path) -> list[Path]:
@@ -139,14 +132,14 @@ def is_closed_loop(row: dict) -> bool:
 
 
 def varied_settings(rows: list[dict]) -> list[str]:
-    """The ``SERVER_SETTINGS`` columns whose values differ between the measured points of a sweep."""
+    """The ``INFO_SERVER_SETTINGS`` columns whose values differ between the measured points of a sweep."""
     ok = [r for r in rows if r.get("status") == "ok"]
-    return [c for c in SERVER_SETTINGS if len({r.get(c) for r in ok}) > 1]
+    return [c for c in INFO_SERVER_SETTINGS if len({r.get(c) for r in ok}) > 1]
 
 
 def server_overrides(row: dict, varied: list[str]) -> str:
     """The ``varied`` server settings of a row as overrides (``sglang.attention_backend=triton``)."""
-    return " ".join(f"{SERVER_SETTINGS[c]}={row[c]}" for c in varied if row.get(c) is not None)
+    return " ".join(f"{INFO_SERVER_SETTINGS[c]}={row[c]}" for c in varied if row.get(c) is not None)
 
 
 def override_line(row: dict, varied: list[str] = ()) -> str:
@@ -176,7 +169,7 @@ def point_rows(name: str, result: PointResult) -> list[dict]:
                 gpu="; ".join(result.gpu or []) or None,
                 other_gpu_processes="; ".join(result.other_gpu_processes or []) or None,
                 reason=result.reason or result.error,
-                **{c: _scalar((result.server_settings or {}).get(c)) for c in SERVER_SETTINGS})
+                **{c: _scalar((result.server_settings or {}).get(c)) for c in INFO_SERVER_SETTINGS})
     if result.status != "ok" or not result.levels:
         return [{**dict.fromkeys(_LEVEL), **base}]
     return [{**base, **asdict(lv)} for lv in result.levels.values()]
@@ -197,7 +190,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a ``summary.csv`` (this schema or schema 2), typed as the dataclasses type them.
+    """Rows of a ``summary.csv``, typed as the dataclasses type them.
 
     Raises:
         ResultSchemaError: a column this schema does not know (named), or a cell of the wrong type.
@@ -206,17 +199,16 @@ def read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
-        names = [_SCHEMA2_COLUMNS.get(h, h) for h in header]
-        unknown = [h for h, n in zip(header, names, strict=True) if n not in COLUMNS]
+        unknown = [h for h in header if h not in COLUMNS]
         if unknown:
             raise ResultSchemaError(f"{path}: unknown column(s) {', '.join(unknown)}: not a summary.csv this "
                                     "version of automodel-spec wrote or reads.")
         rows = []
         for i, raw in enumerate(reader, 2):
             row = dict.fromkeys(COLUMNS)
-            for h, n in zip(header, names, strict=True):
+            for h in header:
                 try:
-                    row[n] = _parse(n, raw[h])
+                    row[h] = _parse(h, raw[h])
                 except ValueError as exc:
                     raise ResultSchemaError(f"{path}:{i}: column {h}: {exc}") from exc
             rows.append(row)
@@ -228,7 +220,7 @@ def _kinds() -> dict[str, str]:
              "reason": "str", "boot_s": "float", "gpu_seconds": "float", "role": "str",
              "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str"}
     sglang = {f.name: f.type for f in fields(SGLangConfig)}
-    for column, setting in SERVER_SETTINGS.items():  # typed as the setting is
+    for column, setting in INFO_SERVER_SETTINGS.items():  # typed as the setting is
         kinds[column] = _kind(str(sglang[setting.split(".", 1)[1]]))
     for prefix in ("requested_", "effective_"):
         for f in fields(SpecSettings):

@@ -37,6 +37,7 @@ class PredictSweeper(Sweeper):
                                                                  task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
+        from automodel_spec.config import SpecConfig
         from automodel_spec.errors import ConfigError
         from automodel_spec.predict.points import grid_points
         from automodel_spec.predict.sweep import PredictOptions, run_predict_sweep
@@ -66,7 +67,7 @@ class PredictSweeper(Sweeper):
             problems.append(f"the predict sweep needs a grid: set {', '.join(f'{k}=a,b,...' for k in missing)}.")
         if problems:
             raise ConfigError(problems)
-        max_tokens = int(self.config.spec.get("max_draft_tokens", 16))
+        max_tokens = int(self.config.spec.get("max_draft_tokens", SpecConfig.max_draft_tokens))
         points = grid_points(grid["spec.num_steps"], grid["spec.topk"], max_tokens)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)

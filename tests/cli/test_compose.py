@@ -212,3 +212,21 @@ def test_typo_in_a_yaml_option_raises_at_compose_time(tmp_path):
         make("sglang=default")  # the copy itself composes
         with pytest.raises(ConfigCompositionException):
             make("sglang=typo")
+
+
+def test_no_bench_setting_names_a_sweep_points_directory():
+    # every bench.* setting is shared by a sweep's points; the sweep presets' exclude_keys take them
+    # from the schema (hydra_glue's resolver), so a new bench field needs no second list
+    import dataclasses
+
+    from automodel_spec.config import SLOConfig
+
+    overrides = ["+sweep=grid", "spec.num_steps=3", "spec.topk=2", "sglang.attention_backend=fa3", "sglang.port=0",
+                 "bench.concurrency=[1,8]", "bench.long_prompts=skip", "bench.slo.itl_s=0.1", "bench.name=x"]
+    with composer(return_hydra_config=True) as make:
+        cfg = make(*overrides)
+    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert {f"bench.{f.name}" for f in dataclasses.fields(BenchConfig)} <= excluded
+    assert {f"bench.slo.{f.name}" for f in dataclasses.fields(SLOConfig)} <= excluded
+    assert {"mode", "sglang.port", "+sweep", "draft.path"} <= excluded  # the YAML's own keys kept
+    assert cfg.hydra.job.override_dirname == "sglang.attention_backend=fa3,spec.num_steps=3,spec.topk=2"

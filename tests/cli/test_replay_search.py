@@ -23,8 +23,8 @@ def _point(root: Path, steps, topk, tok_s: float, gpu_seconds: float = 60.0) -> 
     d.mkdir(parents=True)
     level = {"temperature": 0.0, "concurrency": 1, "output_tok_per_s": tok_s}
     (d / "metrics.json").write_text(json.dumps({
-        "key": d.name, "status": "ok", "spec": {"num_steps": steps, "topk": topk},
-        "levels": {"T0_c1": level}, "gpu_seconds": gpu_seconds, "effective": {}}))
+        "schema": 3, "key": d.name, "status": "ok", "requested": {"num_steps": steps, "topk": topk},
+        "levels": {"T0_c1": level}, "gpu_seconds": gpu_seconds}))
 
 
 @pytest.fixture

@@ -144,3 +144,30 @@ def test_redact_trailing_flag_and_format_is_shell_safe():
     assert redact(["x", "--api-key"]) == ["x", "--api-key"]
     argv = [PY, "-m", "sglang.launch_server", "--model-path", "/my models/t'x"]
     assert shlex.split(format_command(argv)) == argv
+
+
+def test_every_setting_of_the_table_is_passed_or_named_as_not_passed():
+    # sglang_options.OPTIONS owns the flags: a row the builder gives no value would fail every build
+    # (KeyError), and one it forgets to pass would be missing here
+    from automodel_spec.command import NOT_PASSED, launch_values
+    from automodel_spec.sglang_options import OPTIONS, known_releases, spelling
+
+    keys = {o.key for o in OPTIONS}
+    assert set(NOT_PASSED) <= keys, "NOT_PASSED names a key the table no longer has"
+    sg = _sg(tp_size=2, dtype="bfloat16", mem_fraction_static=0.5, attention_backend="triton", cuda_graph_max_bs=8,
+             cuda_graph_bs=[1, 8], max_running_requests=8, context_length=512, log_level="info", api_key="k",
+             nnodes=2, node_rank=1, dist_init_addr="10.0.0.1:5000", disable_cuda_graph=True,
+             disable_prefill_cuda_graph=True, skip_tokenizer_init=True, trust_remote_code=True)
+    draft = DraftArgs(path="/d", revision="r", token_map="/d/map.pt")
+    passed = set()
+    for spec in (SpecConfig(3, 1, 4), SpecConfig(adaptive=True, adaptive_config="/a.json")):
+        values = launch_values("/m", sg, EAGLE, spec, draft, target_revision="main")
+        assert set(values) == keys - set(NOT_PASSED)
+        release = known_releases()[-1]
+        argv = _build("/m", sg, EAGLE, spec, draft, release=release, target_revision="main")
+        for key in sorted(keys - set(NOT_PASSED)):
+            if values[key] not in (None, False):  # set in this spec (adaptive mode has no steps here)
+                assert spelling(key, release) in argv, key
+                passed.add(key)
+        assert values["spec.adaptive"] == spec.adaptive
+    assert passed == keys - set(NOT_PASSED), "a setting of the table that no configuration passes"

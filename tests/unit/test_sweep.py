@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from automodel_spec.bench.result import SCHEMA_VERSION, split_server_settings
 from automodel_spec.hydra_glue import SweepSummaryCallback
 from automodel_spec.sweep.__main__ import main
 from automodel_spec.sweep.rows import COLUMNS, collect_rows, override_line, read_rows
@@ -29,16 +30,19 @@ def level(tok_s: float, base: float | None, accept: float | None = 3.0, p50: flo
 
 def write_point(root: Path, name: str, status: str = "ok", *, steps=3, topk=1, tokens=4,
                 levels: list[dict] | None = None, effective: dict | None = None, **extra) -> Path:
+    """A point's ``metrics.json``; ``effective``: the ``/server_info`` settings, split as the job splits them."""
     d = root / name
     d.mkdir(parents=True)
-    data = {"key": "k-" + name, "status": status,
-            "spec": {"num_steps": steps, "topk": topk, "num_draft_tokens": tokens, "max_draft_tokens": 16},
+    data = {"schema": SCHEMA_VERSION, "key": "k-" + name, "status": status,
+            "requested": {"num_steps": steps, "topk": topk, "num_draft_tokens": tokens},
             "algorithm": "EAGLE3", "bench": {"temperature": [0.0], "concurrency": [1, 4]}, **extra}
     if status == "ok":
-        data.update(levels={f"T{lv['temperature']:g}_c{lv['concurrency']}": lv for lv in levels or []}, boot_s=12.5, gpu_seconds=40.0,
-                    effective=effective if effective is not None else {
-                        "speculative_algorithm": "EAGLE3", "speculative_num_steps": steps,
-                        "speculative_eagle_topk": topk, "speculative_num_draft_tokens": tokens})
+        info = effective if effective is not None else {
+            "speculative_algorithm": "EAGLE3", "speculative_num_steps": steps,
+            "speculative_eagle_topk": topk, "speculative_num_draft_tokens": tokens}
+        data["effective"], data["server_settings"] = split_server_settings(info)
+        data.update(levels={f"T{lv['temperature']:g}_c{lv['concurrency']}": lv for lv in levels or []}, boot_s=12.5,
+                    gpu_seconds=40.0)
     (d / "metrics.json").write_text(json.dumps(data))
     return d
 

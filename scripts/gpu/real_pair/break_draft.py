@@ -49,7 +49,10 @@ def main() -> int:
     if args.kind == "layers":
         cfg["num_hidden_layers"] = n
     elif args.kind == "aux_shift":
-        trained = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") or [1, n // 2 - 1, n - 4]
+        sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+        from automodel_spec.eagle3_layout import default_aux_layer_ids
+
+        trained = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") or default_aux_layer_ids(n)
         cfg["eagle_config"] = {**(cfg.get("eagle_config") or {}),
                                "eagle_aux_hidden_state_layer_ids": [i - 1 for i in trained]}
     elif args.kind in LOGIT_SCALE:

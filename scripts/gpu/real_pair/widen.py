@@ -57,6 +57,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 from automodel_spec import reference, rope, synthetic  # noqa: E402
 from automodel_spec.bench.workload import Prompt  # noqa: E402
+from automodel_spec.draft_plan import attention_dims  # noqa: E402
 from automodel_spec.signals import import_torch  # noqa: E402
 from automodel_spec.weights import load_safetensors  # noqa: E402
 
@@ -87,7 +88,7 @@ class Shape:
 
     @classmethod
     def of_config(cls, cfg: dict) -> Shape:
-        h, heads, kv, hd, inter = reference._dims(cfg)
+        h, heads, kv, hd, inter = attention_dims(cfg)
         return cls(h, heads, hd, kv, int(cfg["num_hidden_layers"]), inter)
 
 

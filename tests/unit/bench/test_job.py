@@ -152,3 +152,15 @@ def test_an_unreadable_result_is_measured_again_and_what_is_not_a_file_is_kept_a
     path.unlink()
     path.mkdir()
     assert set_aside(path) == tmp_path / "metrics.json.unreadable-2"
+
+
+def test_every_bench_setting_is_placed_in_the_key():
+    # a new bench.* field must be classified for point_key: else resuming a sweep would measure its
+    # points again, or reuse a point measured with another setting (that no bench setting names a point's
+    # directory is derived from the same fields: tests/cli/test_compose.py)
+    from dataclasses import fields
+
+    from automodel_spec.bench.job import BENCH_BLANKED, BENCH_DROPPED, BENCH_MEASURED
+
+    placed = [*BENCH_MEASURED, *BENCH_BLANKED, *BENCH_DROPPED]
+    assert sorted(placed) == sorted(f.name for f in fields(BenchConfig)), "place each bench field in one of the three"

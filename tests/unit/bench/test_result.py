@@ -1,4 +1,4 @@
-"""The typed result schema: written and read back, schema 2 converted, anything else refused by name."""
+"""The typed result schema: written and read back, anything else (another schema too) refused by name."""
 
 from __future__ import annotations
 
@@ -39,21 +39,6 @@ def test_a_point_round_trips(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["schema"] == 3
 
 
-def test_schema_2_is_converted_by_name(tmp_path):
-    old = {"key": "k", "status": "ok", "spec": {"num_steps": 5, "topk": 4, "num_draft_tokens": 8, "max_draft_tokens": 16},
-           "algorithm": "EAGLE3", "effective": {"speculative_algorithm": "EAGLE3", "speculative_num_steps": 5,
-                                                "speculative_eagle_topk": 4, "speculative_num_draft_tokens": 6,
-                                                "avg_spec_accept_length": 3.1},
-           "levels": {"T0_c1": {"temperature": 0.0, "concurrency": 1, "output_tok_per_s": 100.0, "speedup": 1.2}},
-           "gpu_seconds": 80.0, "dir": "/somewhere"}
-    (tmp_path / "m.json").write_text(json.dumps(old))
-    p = read_point(tmp_path / "m.json")
-    assert p.requested == SpecSettings(5, 4, 8) and p.effective == SpecSettings(5, 4, 6)
-    assert p.setting == SpecSettings(5, 4, 6)  # what the server ran
-    assert p.server_settings == {"speculative_algorithm": "EAGLE3", "avg_spec_accept_length": 3.1}
-    assert p.level(0.0, 1).speedup == 1.2 and p.level(0.0, 1).accept_histogram is None
-
-
 @pytest.mark.parametrize("data, message", [
     ({"schema": 4, "status": "ok"}, "schema 4 is not one this automodel-spec reads"),
     ({"schema": 3, "status": "ok", "tok_s": 1}, "unknown key(s) tok_s for PointResult"),
@@ -61,7 +46,7 @@ def test_schema_2_is_converted_by_name(tmp_path):
     ({"schema": 3, "status": "ok", "levels": {"T0_c1": {"temperature": 0, "concurrency": 1, "tok_s": 3}}},
      "levels.T0_c1: unknown key(s) tok_s for LevelResult"),
     ({"schema": 3, "status": "ok", "levels": {"T0_c1": {"concurrency": 1}}}, "missing key(s) temperature"),
-    ({"status": "ok", "renamed": 1}, "unknown key(s) renamed in a schema-2 result"),
+    ({"status": "ok", "spec": {"num_steps": 5}}, "schema 2 is not one this automodel-spec reads (3)"),
     ([1, 2], "a benchmark result is a JSON object"),
     ({"schema": 3, "status": "ok", "levels": [1]}, "levels=[1] is not a JSON object"),
     ({"schema": 3, "status": 3}, "status=3 is not a string"),
@@ -73,7 +58,6 @@ def test_schema_2_is_converted_by_name(tmp_path):
      "levels.T0_c1: output_tok_per_s=NaN is not a finite number"),
     ({"schema": 3, "status": "ok", "levels": {"T0_c1": {"temperature": 0, "concurrency": 1, "by_category": []}}},
      "by_category=[] is not a JSON object"),
-    ({"status": "ok", "levels": [1]}, "levels is not a JSON object in a schema-2 result"),
 ])
 def test_anything_else_is_refused_naming_the_file_and_key(tmp_path, data, message):
     (tmp_path / "metrics.json").write_text(json.dumps(data))
@@ -97,7 +81,7 @@ def test_every_field_is_a_column_and_a_stray_key_fails_loudly(tmp_path):
         write_rows(tmp_path / "t.csv", [{**rows[0], "renamed_key": 1}])
 
 
-def test_recorded_schema_2_summaries_read_by_name(tmp_path):
+def test_recorded_summaries_are_read_typed_and_an_unknown_column_refused(tmp_path):
     rows = read_rows(DOCS / "2026-11-27-h100-grid-spread.csv")
     r = rows[0]
     assert (r["requested_num_steps"], r["effective_num_steps"], r["concurrency"]) == (1, 1, 1)
