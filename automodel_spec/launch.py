@@ -19,7 +19,7 @@ from packaging.version import Version
 from automodel_spec.atomic_write import write_json_atomically
 from automodel_spec.command import build_launch_command, extra_args_warnings, format_command
 from automodel_spec.config import AlgorithmConfig, SGLangConfig
-from automodel_spec.errors import SGLANG_INSTALL_HINT, CheckpointError, ConfigError, MissingDependencyError
+from automodel_spec.errors import CheckpointError, ConfigError, MissingDependencyError
 from automodel_spec.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.server import SGLangServer, pick_port
@@ -31,6 +31,7 @@ from automodel_spec.sglang_options import (
     INFO_NUM_STEPS,
     INFO_TOPK,
     OLDEST_RELEASE,
+    SGLANG_INSTALL_HINT,
     applicable_release,
     known_releases,
 )

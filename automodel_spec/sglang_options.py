@@ -34,6 +34,8 @@ def known_releases() -> list[str]:
 # options are recorded. One owner: the spellings, the export's ``min_sglang`` default, the install hint
 # and the launcher's fallback read it here, so supporting an older release is recording it.
 OLDEST_RELEASE: str = known_releases()[0]
+# what to install where SGLang is missing (the launch refuses to start without it)
+SGLANG_INSTALL_HINT = f'pip install "sglang[all]>={OLDEST_RELEASE}"  (on the GPU machine that will serve)'
 
 
 @dataclass(frozen=True)
