@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # every case of the table started at once), so it is built once; and the GPU tests, which share the one
 # GPU and so run one at a time. Every other test is a unit of its own.
 WHOLE_MODULES = (
+    "tests/reliability/test_cache.py",  # `big_runs`: two 44 MB drafts (the signal rounds first, see below)
     "tests/cli/test_bench_cli.py",  # `grid`: three sweeps
     "tests/reliability/test_bad_inputs.py",  # `outcomes`: every case of the module at once
     "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
@@ -35,8 +36,9 @@ WHOLE_MODULES = (
 )
 # Handed out first, in this order, then every other test in its usual order (what starts last should
 # be short): the longest test of all (40 signalled exports), then the modules above, longest first.
-# test_cache's other tests build its drafts again on the worker they run on (seconds) rather than wait
-# for that one.
+# test_cache's other tests (~13 s) run after the signal rounds on the same worker, so its two drafts are
+# written once (~1.7 s of CPU) rather than again on each worker one of them lands on; the module still
+# ends well before the suite does.
 START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",
                *WHOLE_MODULES)
 
