@@ -296,10 +296,22 @@ def check_values(tensors: dict, problems: Problems) -> None:
         elif kind is None and not t.is_floating_point():
             problems.add(f"{name} has dtype {t.dtype}; SGLang would cast it to the serving dtype, so a weight "
                          "must be floating point (a quantized or index tensor under a weight's name?).")
-        elif kind is None and t.numel() and not bool(torch.isfinite(t).all()):
+        elif kind is None and t.numel() and not _all_finite(torch, t):
             bad = int((~torch.isfinite(t)).sum())
             problems.add(f"{name} holds {bad} NaN or infinite value(s) of {t.numel()}: the training diverged or "
                          "the file is damaged; take an earlier checkpoint.")
+
+
+def _all_finite(torch, t) -> bool:
+    """Whether every value of the floating-point tensor ``t`` (not empty) is finite: its least and greatest
+    are (``aminmax`` propagates a NaN and keeps an infinity), found in one pass without a temporary.
+    ``isfinite(t).all()`` builds a mask as large as ``t`` and, in bfloat16, took ~20x as long (0.08 s
+    for a 44 MB draft); a dtype without ``aminmax`` is checked that way still."""
+    try:
+        low, high = torch.aminmax(t)
+    except (RuntimeError, TypeError, NotImplementedError):
+        return bool(torch.isfinite(t).all())
+    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def check_shapes(tensors: dict, expected: dict, problems: Problems, label: str) -> None:

@@ -4,6 +4,7 @@ workers share the suite (``addopts``: ``-n 3 --dist loadscope``)."""
 from __future__ import annotations
 
 import compileall
+import fnmatch
 import importlib.util
 import os
 import sys
@@ -20,11 +21,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # every case of the table started at once), so it is built once; and the GPU tests, which share the one
 # GPU and so run one at a time. Every other test is a unit of its own.
 WHOLE_MODULES = (
+    "tests/reliability/test_cache.py",  # `big_runs`: two 44 MB drafts (the signal rounds first, see below)
     "tests/cli/test_bench_cli.py",  # `grid`: three sweeps
     "tests/reliability/test_bad_inputs.py",  # `outcomes`: every case of the module at once
     "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
     "tests/reliability/test_faults.py",  # `results`: its process cases started at once
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
+    "tests/cli/test_check_cli.py",  # `references`: each reference computed once
     "tests/unit/test_reference.py",  # `pair`: a target loaded through transformers
     "tests/unit/test_tree_reference.py",  # `pair`: a target loaded through transformers
     "tests/cli/test_export_signals.py",  # `big_run`
@@ -33,8 +36,9 @@ WHOLE_MODULES = (
 )
 # Handed out first, in this order, then every other test in its usual order (what starts last should
 # be short): the longest test of all (40 signalled exports), then the modules above, longest first.
-# test_cache's other tests build its drafts again on the worker they run on (seconds) rather than wait
-# for that one.
+# test_cache's other tests (~13 s) run after the signal rounds on the same worker, so its two drafts are
+# written once (~1.7 s of CPU) rather than again on each worker one of them lands on; the module still
+# ends well before the suite does.
 START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",
                *WHOLE_MODULES)
 
@@ -76,6 +80,43 @@ def pytest_configure(config):
         root = Path(__file__).resolve().parents[1]
         for folder in ("automodel_spec", "recipes", "hydra_plugins", "scripts", "tests/fakes"):
             compileall.compile_dir(root / folder, quiet=1)
+        _rewrite_test_modules(config, root / "tests")
+
+
+def _rewrite_test_modules(config, tests: Path) -> None:
+    """pytest's assertion rewriting of every test module and conftest, cached once for the workers.
+
+    pytest keeps a rewritten module in ``__pycache__`` unless bytecode may not be written, and reads that
+    cache either way: under ``PYTHONDONTWRITEBYTECODE`` each of the three workers rewrote all the modules it
+    collects (~2.7 s of CPU a worker). Rewritten here once, by the controller, they read it. pytest's own
+    functions do it (private ones: where they have moved, the workers rewrite as before).
+    """
+    try:
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            _read_pyc,
+            _rewrite_test,
+            _write_pyc,
+            assertstate_key,
+            get_cache_dir,
+        )
+
+        state = config.stash[assertstate_key]  # absent with --assert=plain: nothing is rewritten
+    except (ImportError, KeyError):
+        return
+    patterns = [*config.getini("python_files"), "conftest.py"]
+    for fn in sorted(tests.rglob("*.py")):
+        if not any(fnmatch.fnmatch(fn.name, pattern) for pattern in patterns):
+            continue
+        cache = get_cache_dir(fn)
+        pyc = cache / (fn.name[:-3] + PYC_TAIL)
+        if _read_pyc(fn, pyc) is None:  # absent, or of another version of the source
+            try:
+                cache.mkdir(exist_ok=True)
+                stamp, code = _rewrite_test(fn, config)
+            except (OSError, SyntaxError):  # the worker meets it again, and reports it
+                continue
+            _write_pyc(state, code, stamp, pyc)
 
 
 def _gpu_ready() -> str | None:

@@ -11,6 +11,8 @@ tested is the check, not the command line, which test_bench_cli.py runs in subpr
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import logging
 import uuid
@@ -20,18 +22,45 @@ import pytest
 from helpers import run_recipe
 from test_bench_cli import TAG_VAR, WORKLOAD, assert_nothing_left
 
-pytest.importorskip("transformers")
+from automodel_spec.bench import served_checks
+
+# A skip mark rather than pytest.importorskip: importing transformers at collection costs every pytest-xdist
+# worker its import (~0.6 s of CPU), also the workers that never run these tests.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
 
 CHECK = [*[w for w in WORKLOAD if not w.startswith(("bench.num_prompts", "bench.max_new_tokens", "bench.concurrency"))],
          "bench.num_prompts=2", "bench.max_new_tokens=12", "spec.num_steps=3", "spec.topk=1"]
 
 
+@pytest.fixture(scope="module")
+def references() -> dict:
+    """The references this module's runs computed, by everything that goes into the reference's process.
+
+    A reference process (transformers and torch imported, ~4 s of CPU) is deterministic: the same draft,
+    target, setting, prompts and sampling give the same JSON. Three of this module's runs ask for the same
+    one (the passing and the failing check differ only in the fake server, which the reference never
+    sees), so each distinct one is computed once, by the real subprocess, and handed to later runs as a
+    copy. The module runs whole on one pytest-xdist worker (tests/conftest.py) so that they share it."""
+    return {}
+
+
 @pytest.fixture
-def check(cache, monkeypatch, capsys, caplog):
+def check(cache, monkeypatch, capsys, caplog, references):
     """Factory: ``recipes/serve.py OVERRIDES`` in this process on the demo cache (``env`` added to the
     environment the fake server inherits); returns the exit code, what it printed and what it logged.
     No process it started may be left (the fake server and its children carry a tag to find them by)."""
     monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))
+    compute = served_checks._compute_in_subprocess
+
+    def computed_once(run, prompts, setting, max_new_tokens, gpu_pool, share=1, sampling=None):
+        key = json.dumps([str(run.target), str(run.export.path), repr(setting), max_new_tokens, gpu_pool, share,
+                          [[p.id, p.text, p.input_ids] for p in prompts],
+                          served_checks._sampling_args(setting, sampling)], default=str)
+        if key not in references:
+            references[key] = compute(run, prompts, setting, max_new_tokens, gpu_pool, share, sampling)
+        return copy.deepcopy(references[key])  # the caller may adjust its copy (a tree's size)
+
+    monkeypatch.setattr(served_checks, "_compute_in_subprocess", computed_once)
     caplog.set_level(logging.INFO, logger="automodel_spec")
 
     def run(*overrides: str, output_dir, env: dict | None = None) -> SimpleNamespace:

@@ -92,14 +92,12 @@ def assert_no_fake_left(pidfile: Path, timeout: float = 5.0) -> None:
     assert not left, f"fake server processes still running: {left}"
 
 
-@pytest.fixture(scope="module")
-def built_cache(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A cache holding the built demo pair and its export, made by a first real ``recipes/export.py`` run."""
-    root = tmp_path_factory.mktemp("built")
-    cache = root / "cache"
-    first = run_cli(EXPORT, cwd=root / "cwd", cache=cache, timeout=120)
-    assert first.returncode == 0, first.stdout + first.stderr
-    return cache, first
+@pytest.fixture
+def built_cache(demo_export) -> tuple[Path, subprocess.CompletedProcess]:
+    """A cache holding the built demo pair and its export, and the first real ``recipes/export.py`` run that
+    made them: the CLI tests' shared one (tests/cli/conftest.py), built once per worker rather than again
+    for this module on every worker that runs one of its tests."""
+    return demo_export
 
 
 @pytest.fixture
@@ -285,10 +283,21 @@ def conf_defaults() -> dict[str, str]:
     return {k: v for e in entries if isinstance(e, dict) for k, v in e.items() if not k.startswith("override")}
 
 
+@pytest.fixture(scope="module")
+def help_runs(tmp_path_factory) -> dict:
+    """``--help`` of each recipe, run once for the tests that read it (Hydra lists every config group:
+    ~1.3 s of CPU a run): script -> (the run, its working directory, its cache directory)."""
+    runs = {}
+    for script in (SERVE, EXPORT):
+        root = tmp_path_factory.mktemp(f"help-{script.stem}")
+        runs[script] = (run_cli(script, "--help", cwd=root / "cwd", cache=root / "cache"), root / "cwd", root / "cache")
+    return runs
+
+
 @pytest.mark.parametrize(("script", "groups"), [(SERVE, ["algorithm", "draft", "sglang", "bench", "sweep", "launcher"]),
                                                 (EXPORT, ["algorithm", "draft"])], ids=["serve", "export"])
-def test_help_is_the_recipes_own_with_its_commands_and_every_group_option(tmp_path, script, groups):
-    res = run_cli(script, "--help", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+def test_help_is_the_recipes_own_with_its_commands_and_every_group_option(help_runs, script, groups):
+    res, cwd, cache = help_runs[script]
     assert res.returncode == 0, res.stderr
     text = res.stdout
     assert text.startswith(f"{script.name}: ")  # its own description, not "... is powered by Hydra"
@@ -304,12 +313,11 @@ def test_help_is_the_recipes_own_with_its_commands_and_every_group_option(tmp_pa
         marked = [option for option, default in listed[group].items() if default]
         assert marked == ([defaults[group]] if group in defaults else []), group
     assert "--hydra-help" in text
-    assert tree(tmp_path / "cwd") == {} and not (tmp_path / "cache").exists()
+    assert tree(cwd) == {} and not cache.exists()
 
 
-def test_serve_and_export_help_differ(tmp_path):
-    texts = [run_cli(script, "--help", cwd=tmp_path / "cwd", cache=tmp_path / "cache").stdout
-             for script in (SERVE, EXPORT)]
+def test_serve_and_export_help_differ(help_runs):
+    texts = [help_runs[script][0].stdout for script in (SERVE, EXPORT)]
     assert texts[0] != texts[1]
     assert "python recipes/export.py" not in texts[0] and "python recipes/serve.py" not in texts[1]
 

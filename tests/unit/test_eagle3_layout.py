@@ -378,6 +378,8 @@ def _with(kit, name, fn):
 @pytest.mark.parametrize(("name", "fn", "message"), [
     ("model.fc.weight", lambda w: w.index_fill(0, torch.tensor([0]), float("nan")), "NaN or infinite"),
     ("model.norm.weight", lambda w: w.index_fill(0, torch.tensor([1]), float("inf")), "NaN or infinite"),
+    ("model.norm.weight", lambda w: w.index_fill(0, torch.tensor([1]), float("-inf")), "NaN or infinite"),
+    ("model.fc.weight", lambda w: w.bfloat16().index_fill(0, torch.tensor([2]), float("nan")), "NaN or infinite"),
     ("lm_head.weight", lambda w: w.to(torch.int8), "must be floating point"),
     ("d2t", lambda d: d.float(), "must be an integer tensor"),
 ])
