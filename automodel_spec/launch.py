@@ -16,14 +16,14 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from automodel_spec.atomic_write import write_json_atomically
-from automodel_spec.command import build_launch_command, extra_args_warnings, format_command
-from automodel_spec.config import AlgorithmConfig, SGLangConfig
+from automodel_spec.io.atomic_write import write_json_atomically
+from automodel_spec.serve.command import build_launch_command, extra_args_warnings, format_command
+from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig
 from automodel_spec.errors import CheckpointError, ConfigError, MissingDependencyError
-from automodel_spec.gpu_pool import check_pool_size, visible_gpus
+from automodel_spec.serve.gpu_pool import check_pool_size, visible_gpus
 from automodel_spec.prepare import PreparedRun
-from automodel_spec.server import SGLangServer, pick_port
-from automodel_spec.sglang_options import (
+from automodel_spec.serve.server import SGLangServer, pick_port
+from automodel_spec.config.sglang_options import (
     INFO_ACCEPT_LENGTH,
     INFO_ALGORITHM,
     INFO_KEYS,
@@ -35,7 +35,7 @@ from automodel_spec.sglang_options import (
     applicable_release,
     known_releases,
 )
-from automodel_spec.signals import Terminated, raise_terminated
+from automodel_spec.io.signals import Terminated, raise_terminated
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def launch_command(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: Prepar
 
 def _check_adaptive_start(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: PreparedRun, release: str) -> None:
     """Refuse an adaptive setting that ``release`` would die on at startup (``adaptive.startup_crash``)."""
-    from automodel_spec.adaptive import read_adaptive_config, startup_crash
+    from automodel_spec.config.adaptive import read_adaptive_config, startup_crash
 
     spec = run.spec
     if not (algorithm.name and spec.adaptive):
@@ -164,8 +164,8 @@ def open_server(sglang: SGLangConfig, algorithm: AlgorithmConfig, run: PreparedR
 
 def required_sglang(algorithm: AlgorithmConfig, run: PreparedRun) -> tuple[str, str]:
     """The oldest SGLang that serves this run as configured, and what needs it."""
-    from automodel_spec.adaptive import read_adaptive_config
-    from automodel_spec.adaptive import required_sglang as adaptive_needs
+    from automodel_spec.config.adaptive import read_adaptive_config
+    from automodel_spec.config.adaptive import required_sglang as adaptive_needs
 
     spec = run.spec
     need = (run.export.min_sglang if run.export else OLDEST_RELEASE, "this draft needs")

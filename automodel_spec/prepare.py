@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from automodel_spec.command import DraftArgs
-from automodel_spec.config import DEMO_DRAFT, DEMO_TARGET, ServeConfig, SpecConfig
-from automodel_spec.config_rules import target_path, validate
-from automodel_spec.demo import demo_pair, ensure_demo_pair
-from automodel_spec.draft_sources import read_draft_sources
+from automodel_spec.serve.command import DraftArgs
+from automodel_spec.config.schema import DEMO_DRAFT, DEMO_TARGET, ServeConfig, SpecConfig
+from automodel_spec.config.rules import target_path, validate
+from automodel_spec.demo.pair import demo_pair, ensure_demo_pair
+from automodel_spec.draft.draft_sources import read_draft_sources
 from automodel_spec.errors import ConfigError
-from automodel_spec.export import (
+from automodel_spec.export.exporter import (
     ExportResult,
     check_export,
     check_outside_source,
@@ -35,10 +35,10 @@ from automodel_spec.export import (
     plan_export,
     write_export,
 )
-from automodel_spec.resolve import ResolvedDraft, resolve_draft
-from automodel_spec.serving_dtype import choose_serving_dtype
-from automodel_spec.spec_rules import resolve_spec
-from automodel_spec.target import check_target_path, read_target_config
+from automodel_spec.draft.resolve import ResolvedDraft, resolve_draft
+from automodel_spec.export.serving_dtype import choose_serving_dtype
+from automodel_spec.config.spec_rules import resolve_spec
+from automodel_spec.export.target import check_target_path, read_target_config
 
 
 @dataclass

@@ -28,8 +28,8 @@ WHOLE_MODULES = (
     "tests/reliability/test_faults.py",  # `results`: its process cases started at once
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
     "tests/cli/test_check_cli.py",  # `references`: each reference computed once
-    "tests/unit/test_reference.py",  # `pair`: a target loaded through transformers
-    "tests/unit/test_tree_reference.py",  # `pair`: a target loaded through transformers
+    "tests/unit/bench/test_reference.py",  # `pair`: a target loaded through transformers
+    "tests/unit/bench/test_tree_reference.py",  # `pair`: a target loaded through transformers
     "tests/cli/test_export_signals.py",  # `big_run`
     "tests/reliability/test_secrets.py",  # `cache`
     "tests/gpu/",

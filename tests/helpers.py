@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 def write_large_eagle3_run(run: Path, seed: int = 0) -> Path:
     """An Automodel EAGLE-3 run whose export writes ~45 MB, the draft of the signal and cache tests: its
     write takes a tenth of a second or more, long enough for a signal to land inside it."""
-    from automodel_spec import synthetic
+    from automodel_spec.demo import synthetic
 
     shape = synthetic.LlamaShape(hidden_size=1024, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
                                  intermediate_size=4096, vocab_size=4096, max_position_embeddings=256)
@@ -64,8 +64,8 @@ def run_recipe(name: str, *overrides: str, output_dir: Path | None = None) -> in
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from automodel_spec.hydra_glue import typed_config
-    from automodel_spec.recipe_runtime import run_and_exit
+    from automodel_spec.hydra.glue import typed_config
+    from automodel_spec.hydra.recipe_runtime import run_and_exit
 
     job = load_recipe(name)[name]
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []

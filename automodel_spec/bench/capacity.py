@@ -14,7 +14,7 @@ it into an error before such a level counts.
 from __future__ import annotations
 
 from automodel_spec.errors import ServerError
-from automodel_spec.sglang_options import (
+from automodel_spec.config.sglang_options import (
     INFO_ALGORITHM,
     INFO_KV_TOKENS,
     INFO_NUM_DRAFT_TOKENS,

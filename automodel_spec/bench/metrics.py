@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from automodel_spec.bench.result import CategoryResult, LevelResult
 from automodel_spec.bench.slo import apply_goals
-from automodel_spec.config import SLOConfig
+from automodel_spec.config.schema import SLOConfig
 
 
 def percentile(values: list[float], q: float) -> float | None:

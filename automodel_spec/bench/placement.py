@@ -27,10 +27,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from automodel_spec import nvidia_smi
+from automodel_spec.io import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.errors import ServerError
-from automodel_spec.gpu_pool import (
+from automodel_spec.serve.gpu_pool import (
     gpu_lock_names,
     gpu_phase,
     gpu_sizing,
@@ -42,10 +42,10 @@ from automodel_spec.gpu_pool import (
     visible_gpus,
 )
 from automodel_spec.launch import open_server
-from automodel_spec.port_lease import is_bind_failure, lease_port
+from automodel_spec.serve.port_lease import is_bind_failure, lease_port
 from automodel_spec.prepare import PreparedRun
-from automodel_spec.process_state import group_running, process_group
-from automodel_spec.server import SGLangServer
+from automodel_spec.io.process_state import group_running, process_group
+from automodel_spec.serve.server import SGLangServer
 
 PORT_ATTEMPTS = 3
 log = logging.getLogger(__name__)

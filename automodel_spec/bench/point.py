@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from automodel_spec.config import AlgorithmConfig, BenchConfig, SGLangConfig, SpecConfig
+from automodel_spec.config.schema import AlgorithmConfig, BenchConfig, SGLangConfig, SpecConfig
 
 NO_SPECULATION = AlgorithmConfig(name=None, architecture=None, needs_draft=False)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from automodel_spec.errors import SpecError
-from automodel_spec.sglang_options import INFO_SPEC
+from automodel_spec.config.sglang_options import INFO_SPEC
 
 SCHEMA_VERSION = 3
 METRICS = "metrics.json"  # a point's result file, in its directory
@@ -153,7 +153,7 @@ class LevelResult:
     by_category: dict[str, CategoryResult] = field(default_factory=dict)
     """Acceptance of each prompt category (a prompt's ``category``)."""
     reference_accept_length: float | None = None
-    """The reference accept length of the draft over this level's prompts (``automodel_spec.reference``:
+    """The reference accept length of the draft over this level's prompts (``automodel_spec.bench.reference``:
     the exported draft as SGLang's loader reads it, SGLang's tree and verify rules, no SGLang)."""
     reference_kind: str | None = None
     reference_interval: list[float] | None = None
@@ -194,7 +194,7 @@ class LevelResult:
 
 @dataclass
 class ReferenceSummary:
-    """The reference accept length of a point's draft (``automodel_spec.reference``).
+    """The reference accept length of a point's draft (``automodel_spec.bench.reference``).
 
     Attributes:
         status: ``ok`` (computed), ``skipped`` (``reason`` says why: too costly for ``bench.reference``
@@ -298,7 +298,7 @@ def level_key(temperature: float, concurrency: int, *, request_rate: float | Non
 
 def write_point(path: Path, result: PointResult) -> None:
     """Write ``result`` to ``path`` atomically (a reader never sees half a file)."""
-    from automodel_spec.atomic_write import write_json_atomically
+    from automodel_spec.io.atomic_write import write_json_atomically
 
     write_json_atomically(Path(path), json_safe(result.to_dict()))
 

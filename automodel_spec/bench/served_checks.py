@@ -1,6 +1,6 @@
 """Two checks of what a benchmark point served: as trained (against the reference) and lossless.
 
-* Served as trained: the draft's reference accept length (``automodel_spec.reference``, no SGLang)
+* Served as trained: the draft's reference accept length (``automodel_spec.bench.reference``, no SGLang)
   over the same prompts and setting (steps, topk, draft tokens, as the server reports them), computed
   once per temperature and held against each level's served accept length (``reference.verdict``:
   within 5% of an exact value at temperature 0, not below the 99% interval of one served run at
@@ -24,22 +24,24 @@ import json
 import logging
 from pathlib import Path
 
-from automodel_spec import accept_depths, nvidia_smi
+from automodel_spec.bench import accept_depths
+
+from automodel_spec.io import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import PointResult, ReferenceSummary
 from automodel_spec.bench.workload import level_prompts
 from automodel_spec.errors import SpecError
 from automodel_spec.prepare import PreparedRun
-from automodel_spec.sglang_options import INFO_REJECTION_SAMPLING, INFO_THRESHOLD_ACC, INFO_THRESHOLD_SINGLE
-from automodel_spec.signals import import_torch
-from automodel_spec.target import read_target_config
-from automodel_spec.trained_depths import read_trained_depths
+from automodel_spec.config.sglang_options import INFO_REJECTION_SAMPLING, INFO_THRESHOLD_ACC, INFO_THRESHOLD_SINGLE
+from automodel_spec.io.torch_import import import_torch
+from automodel_spec.export.target import read_target_config
+from automodel_spec.draft.trained_depths import read_trained_depths
 
 log = logging.getLogger(__name__)
 
 
 def _reference_module():
-    from automodel_spec import reference
+    from automodel_spec.bench import reference
 
     return reference
 
@@ -86,7 +88,7 @@ def _cost_factor(setting, temperatures) -> float:
 
 def _sampling(result: PointResult, temperature: float, seed: int):
     """The verify settings of a level, as the server reported them (SGLang's defaults otherwise)."""
-    from automodel_spec.tree_reference import Sampling
+    from automodel_spec.bench.tree_reference import Sampling
 
     info = result.server_settings or {}
     return Sampling(temperature=temperature,
@@ -197,7 +199,7 @@ def _prompts_of(pool, bench, m) -> list:
 
 def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: int, gpu_pool: list[str] | None,
                            share: int = 1, sampling=None):
-    """The reference in a process of its own (``python -m automodel_spec.reference``) on one leased GPU.
+    """The reference in a process of its own (``python -m automodel_spec.bench.reference``) on one leased GPU.
 
     Its own process, so that the job's (in a serial sweep, every point's) keeps no CUDA context or
     cached memory beside the next point's server; a leased GPU, so that points of a parallel sweep do
@@ -211,7 +213,7 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
     from contextlib import ExitStack
 
     import automodel_spec
-    from automodel_spec.gpu_pool import (
+    from automodel_spec.serve.gpu_pool import (
         gpu_lock_names,
         gpu_phase,
         lease_dir,
@@ -231,7 +233,7 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
                  for p in prompts]
         (Path(tmp) / "prompts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         out = Path(tmp) / "reference.json"
-        argv = [sys.executable, "-m", "automodel_spec.reference", "--target", str(run.target),
+        argv = [sys.executable, "-m", "automodel_spec.bench.reference", "--target", str(run.target),
                 "--draft", str(run.export.path), "--num-steps", str(setting.num_steps), "--topk",
                 str(setting.topk or 1), "--prompts", str(Path(tmp) / "prompts.jsonl"), "--num-prompts",
                 str(len(prompts)), "--max-new-tokens", str(max_new_tokens), "--json", str(out)]
@@ -272,8 +274,8 @@ def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting
         return compute()
     import hashlib
 
-    from automodel_spec.atomic_write import write_json_atomically
-    from automodel_spec.file_lock import file_lock
+    from automodel_spec.io.atomic_write import write_json_atomically
+    from automodel_spec.io.file_lock import file_lock
 
     stamp = [str(Path(run.target).expanduser().resolve()), str(Path(run.export.path).resolve()),
              (Path(run.target).expanduser() / "config.json").stat().st_mtime_ns, setting.num_steps, max_new_tokens,

@@ -10,7 +10,7 @@ latency is within its bound, no request failed and the load did not saturate the
 from __future__ import annotations
 
 from automodel_spec.bench.result import LevelResult
-from automodel_spec.config import SLOConfig
+from automodel_spec.config.schema import SLOConfig
 
 # bench.slo's field -> the level's p99 field it bounds
 P99_FIELDS = {"ttft_s": "ttft_p99_s", "itl_s": "itl_p99_s", "tpot_s": "tpot_p99_s"}

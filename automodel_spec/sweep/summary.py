@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from automodel_spec.bench.result import METRICS, ResultSchemaError, read_point
-from automodel_spec.redact import mask
+from automodel_spec.io.redact import mask
 from automodel_spec.sweep.plots import write_heatmaps, write_predicted_plot, write_speedup_plot
-from automodel_spec.sweep.predictions import attach_predictions, prediction_lines, read_predictions
+from automodel_spec.sweep.prediction_table import attach_predictions, prediction_lines, read_predictions
 from automodel_spec.sweep.presets import write_presets
 from automodel_spec.sweep.ranking import GOODPUT, TIE, TOK_PER_S, Choice, choose, score, sweep_objective
 from automodel_spec.sweep.rows import (

@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class PredictSweeperConf:
-    """Options of the predict sweeper (``automodel_spec.predict.sweep.PredictOptions``).
+    """Options of the predict sweeper (``automodel_spec.predict.driver.PredictOptions``).
 
     ``params`` holds the grid: ``spec.num_steps`` and ``spec.topk`` as comma-separated values (the
     command line may override them the same way); every other override is shared by all points.

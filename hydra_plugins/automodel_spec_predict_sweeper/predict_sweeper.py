@@ -1,4 +1,4 @@
-"""``PredictSweeper``: Hydra's side of ``automodel_spec.predict.sweep.run_predict_sweep``."""
+"""``PredictSweeper``: Hydra's side of ``automodel_spec.predict.driver.run_predict_sweep``."""
 
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ class PredictSweeper(Sweeper):
                                                                  task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from automodel_spec.config import SpecConfig
+        from automodel_spec.config.schema import SpecConfig
         from automodel_spec.errors import ConfigError
         from automodel_spec.predict.points import grid_points
-        from automodel_spec.predict.sweep import PredictOptions, run_predict_sweep
+        from automodel_spec.predict.driver import PredictOptions, run_predict_sweep
         from automodel_spec.sweep.summary import baseline_gpu_seconds
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None

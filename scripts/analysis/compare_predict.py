@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from statistics import median
 
-from automodel_spec.predict.sweep import PREDICTIONS
-from automodel_spec.sweep.predictions import number, percent, relative_error
+from automodel_spec.predict.driver import PREDICTIONS
+from automodel_spec.sweep.prediction_table import number, percent, relative_error
 from automodel_spec.sweep.rows import collect_rows, is_auto, read_rows, setting_of
 
 

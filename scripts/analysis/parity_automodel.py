@@ -21,8 +21,8 @@ The committed fixtures are digested before and after; any change is an error. ``
 everything and exits 1 when the results differ from the JSON file.
 
 Why this script keeps its own model of SGLang's loader (``sglang_reading``, ``effective_dtype`` and its
-dtype names) instead of importing the package's (``automodel_spec.serving_dtype``, the layouts,
-``automodel_spec.reference``): it is the judge of both tools, ours included, so it must not share the
+dtype names) instead of importing the package's (``automodel_spec.export.serving_dtype``, the layouts,
+``automodel_spec.bench.reference``): it is the judge of both tools, ours included, so it must not share the
 code it judges -- a rule the package got wrong would otherwise pass here as well. Its rules were read
 from SGLang's source on their own (docs/parity.md names the lines), and a disagreement between it and
 the package shows up as a failing row in ``docs/data/parity.json``. It also runs in the Automodel
@@ -53,7 +53,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "producers"
 PRODUCERS = ("automodel", "specforge", "speculators")
 SGLANG_CLASS = {"EAGLE3": "LlamaForCausalLMEagle3", "EAGLE": "LlamaForCausalLMEagle"}
 # What SGLang's --dtype auto runs a float32 (or dtype-less) non-Gemma config in (model_config.py
-# _get_and_verify_dtype, identical in 0.5.9-0.5.17). Deliberately not automodel_spec.serving_dtype's
+# _get_and_verify_dtype, identical in 0.5.9-0.5.17). Deliberately not automodel_spec.export.serving_dtype's
 # table: this script checks the package against SGLang (see the docstring).
 _AUTO_FLOAT32 = "float16"
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "half": "float16",

@@ -4,7 +4,7 @@
     python scripts/analysis/replay_predict.py docs/data/2026-11-27-h100-grid-spread.csv --baseline-s 191
         [--per-topk] [--confirm 1] [--min-gain 0] [--max-gpu-s S] [--within 0.03] [--output-tokens 128]
 
-Runs the predict sweep's own driver (``automodel_spec.predict.sweep.run_predict_sweep``) with a launcher
+Runs the predict sweep's own driver (``automodel_spec.predict.driver.run_predict_sweep``) with a launcher
 that looks points up in a sweep's ``summary.csv`` (or sweep directory) instead of starting servers, so
 the points it chooses, its predictions and its confirmations are the ones a live ``+sweep=predict``
 would make from the same measurements. Printed: the points launched and their GPU seconds (the
@@ -30,8 +30,8 @@ from statistics import median
 
 from automodel_spec.bench.result import LevelResult, PointResult
 from automodel_spec.predict.points import GridPoint
-from automodel_spec.predict.sweep import PredictOptions, run_predict_sweep
-from automodel_spec.sweep.predictions import number, percent, relative_error
+from automodel_spec.predict.driver import PredictOptions, run_predict_sweep
+from automodel_spec.sweep.prediction_table import number, percent, relative_error
 from automodel_spec.sweep.rows import read_rows
 
 

@@ -30,11 +30,11 @@ from pathlib import Path
 
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.workload import load_prompts, select_prompts
-from automodel_spec.config import DraftConfig, ServeConfig, SGLangConfig, SpecConfig, TargetConfig
-from automodel_spec.console_log import log_to_console
+from automodel_spec.config.schema import DraftConfig, ServeConfig, SGLangConfig, SpecConfig, TargetConfig
+from automodel_spec.io.console_log import log_to_console
 from automodel_spec.launch import launch_command, open_server
 from automodel_spec.prepare import prepare_run
-from automodel_spec.server import pick_port
+from automodel_spec.serve.server import pick_port
 
 
 def _workload(generate, n: int, max_new: int) -> float:

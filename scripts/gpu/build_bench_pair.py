@@ -4,7 +4,7 @@
     python scripts/gpu/build_bench_pair.py --out /tmp/bench8b --shape llama-3.1-8b --device cuda
 
 The target has the shapes (bytes, FLOPs, kernels) of the named model; its weights use the repeat
-construction (see automodel_spec/synthetic.py), so the draft's tokens are accepted under greedy
+construction (see automodel_spec/demo/synthetic.py), so the draft's tokens are accepted under greedy
 decoding and sampling temperature sets the accept length. ``--logit-scale`` scales the target's
 lm_head: a smaller value makes the accept length fall at a lower temperature. ``--spread K``
 groups the vocabulary in runs of K ids that share the target's sampled probability (``--spread-gap``
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from automodel_spec import synthetic
+from automodel_spec.demo import synthetic
 
 SHAPES = {"tiny": synthetic.TINY, "llama-3.1-8b": synthetic.LLAMA_3_1_8B}
 

@@ -27,7 +27,7 @@ import torch
 import yaml
 from helpers import run_recipe, tree
 
-from automodel_spec.process_state import process_running
+from automodel_spec.io.process_state import process_running
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "recipes" / "serve.py"

@@ -10,7 +10,7 @@ from helpers import run_recipe
 from packaging.version import Version
 from test_bench_cli import SERVE, TAG_VAR, WORKLOAD, assert_nothing_left, metrics, output, run_cli
 
-from automodel_spec.sglang_options import known_releases
+from automodel_spec.config.sglang_options import known_releases
 
 # the quick run: the oldest shape (the old histogram name only, the old flags) and the newest; -m slow: all of them
 QUICK = {"0.5.11", "0.5.23"}

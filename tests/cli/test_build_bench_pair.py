@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from automodel_spec.resolve import resolve_draft
+from automodel_spec.draft.resolve import resolve_draft
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu" / "build_bench_pair.py"

@@ -2,7 +2,7 @@
 
 The server is the fake SGLang (a lifecycle test: it proves the recipe computes the reference, holds
 the served accept length against it and exits accordingly, never that SGLang serves the draft). The
-reference is real: the demo pair's exported draft through ``automodel_spec.reference`` on the CPU.
+reference is real: the demo pair's exported draft through ``automodel_spec.bench.reference`` on the CPU.
 The demo draft is built to agree with its target, so its reference accepts every draft token, as the
 fake does by default; ``FAKE_SGLANG_ACCEPT`` makes the fake accept fewer, as a mis-served draft would.
 The recipe's job runs in this process (``helpers.run_recipe``: Hydra's compose, then the job): what is

@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import OmegaConf, open_dict
 
-from automodel_spec.config import (
+from automodel_spec.config.schema import (
     DEMO_TARGET,
     AlgorithmConfig,
     BenchConfig,
@@ -21,9 +21,9 @@ from automodel_spec.config import (
     ServeConfig,
     SGLangConfig,
 )
-from automodel_spec.config_rules import target_path, validate
+from automodel_spec.config.rules import target_path, validate
 from automodel_spec.errors import ConfigError
-from automodel_spec.hydra_glue import register_configs
+from automodel_spec.hydra.glue import register_configs
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPECTED = {
@@ -219,7 +219,7 @@ def test_no_bench_setting_names_a_sweep_points_directory():
     # from the schema (hydra_glue's resolver), so a new bench field needs no second list
     import dataclasses
 
-    from automodel_spec.config import SLOConfig
+    from automodel_spec.config.schema import SLOConfig
 
     overrides = ["+sweep=grid", "spec.num_steps=3", "spec.topk=2", "sglang.attention_backend=fa3", "sglang.port=0",
                  "bench.concurrency=[1,8]", "bench.long_prompts=skip", "bench.slo.itl_s=0.1", "bench.name=x"]

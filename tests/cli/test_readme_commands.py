@@ -16,8 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from automodel_spec.config import ServeConfig
-from automodel_spec.hydra_glue import register_configs
+from automodel_spec.config.schema import ServeConfig
+from automodel_spec.hydra.glue import register_configs
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"

@@ -293,7 +293,7 @@ def test_the_slurm_preset_maps_to_these_sbatch_settings(tmp_path, monkeypatch):
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
-    from automodel_spec.hydra_glue import register_configs
+    from automodel_spec.hydra.glue import register_configs
 
     srun = tmp_path / "bin" / "srun"  # submitit's SLURM executor looks for it; it is never run here
     srun.parent.mkdir()
@@ -366,7 +366,7 @@ def test_serving_on_more_gpus_than_the_host_has_is_refused_before_launch(tmp_pat
                                               ("+launcher=slurm", "hydra-submitit-launcher"),
                                               ("+sweep=optuna", "hydra-optuna-sweeper")])
 def test_a_preset_whose_plugin_is_missing_exits_2_with_the_install_command(arg, package, capsys):
-    from automodel_spec.recipe_runtime import check_plugins
+    from automodel_spec.hydra.recipe_runtime import check_plugins
 
     with pytest.raises(SystemExit) as exc:
         check_plugins(["-m", "+sweep=grid", arg], has_plugin=lambda module: False)

@@ -25,8 +25,8 @@ import yaml
 from helpers import ServeProcess, is_fake_server, run_recipe, tree
 from hydra.errors import HydraException
 
-from automodel_spec import recipe_runtime
-from automodel_spec.process_state import process_running
+from automodel_spec.hydra import recipe_runtime
+from automodel_spec.io.process_state import process_running
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "recipes" / "serve.py"
@@ -182,7 +182,7 @@ def test_print_only_with_a_built_demo_shows_the_export_and_touches_nothing(tmp_p
 @pytest.fixture(scope="module")
 def automodel_pair(tmp_path_factory) -> tuple[Path, Path]:
     """A TINY Llama target and an Automodel EAGLE-3 run (320-token draft vocabulary) written in-process."""
-    from automodel_spec import synthetic
+    from automodel_spec.demo import synthetic
 
     root = tmp_path_factory.mktemp("automodel")
     target = synthetic.write_target(root / "target", synthetic.TINY, repeat=True, tokenizer=False)

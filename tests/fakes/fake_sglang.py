@@ -103,7 +103,7 @@ def release_facts():
     if RELEASE is None:
         return {"endpoints": None, "meta_info_histograms": ["spec_accept_histogram", "spec_correct_drafts_histogram"],
                 "accept_counters_reset": {"flush_cache": True, "set_internal_state": "any_key"}}
-    from automodel_spec.sglang_options import release_facts as facts
+    from automodel_spec.config.sglang_options import release_facts as facts
 
     return facts(RELEASE)
 
@@ -113,7 +113,7 @@ FACTS = release_facts()
 
 def check_argv():
     """Exit as the release's argparse would on an option it refuses."""
-    from automodel_spec.sglang_options import option_problems
+    from automodel_spec.config.sglang_options import option_problems
 
     problems = option_problems(sys.argv[3:], RELEASE)  # after "-m sglang.launch_server"
     if problems:

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from automodel_spec.process_state import parent_pid, process_running, process_start
+from automodel_spec.io.process_state import parent_pid, process_running, process_start
 
 REPO = Path(__file__).resolve().parents[2]
 READY = re.compile(r"test generation: (\d+) tokens, accept length ([0-9.]+|n/a)|speculation: off")

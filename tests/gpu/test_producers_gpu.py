@@ -2,7 +2,7 @@
 
 NeMo Automodel's ``LlamaEagle3DraftModel`` and its checkpoint code, and speculators' EAGLE-3 format,
 write the drafts (``tests/gpu/inputs/*_gpu_draft.py``), with their weights set to the
-repeat construction (``automodel_spec.synthetic``) so that every drafted token is accepted under
+repeat construction (``automodel_spec.demo.synthetic``) so that every drafted token is accepted under
 greedy decoding: steps 3 / topk 1 must give an accept length of 4. The producers are not installed
 on the GPU machine; their wheels travel in ``.whl/`` (see docs/gpu-runs.md). Each case is skipped
 where its producer cannot be imported.
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from automodel_spec.command import DraftArgs, build_launch_command
-from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.serve.command import DraftArgs, build_launch_command
+from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.launch import probe_generation, sglang_release
-from automodel_spec.server import SGLangServer, pick_port
+from automodel_spec.serve.server import SGLangServer, pick_port
 
 from .serve_cli import REPO, sglang_processes
 from .test_serve_gpu import _RESULTS, NO_GRAPHS, OUT, SPEC, _serve_and_stop
@@ -121,7 +121,7 @@ def test_float32_config_beside_a_bfloat16_target_is_recorded(automodel_run, pair
     dtype at all counts the same): our export with only its dtype put back to float32. Recorded for
     docs/parity.md; our exports never ship it (they name the target's dtype)."""
     from automodel_spec.prepare import prepare_export
-    from automodel_spec.resolve import resolve_draft
+    from automodel_spec.draft.resolve import resolve_draft
 
     ours = prepare_export(resolve_draft(str(automodel_run)), "LlamaForCausalLMEagle3",
                         cache_dir=tmp_path_factory.mktemp("fp32cache"), serving_dtype=("bfloat16", "test")).path

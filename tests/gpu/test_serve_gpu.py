@@ -2,7 +2,7 @@
 
 Run on the GPU machine with ``scripts/gpu/gpu_suite.sh`` (see docs/gpu-runs.md). Every model is built
 here, offline, in the real Automodel layouts (tiny shapes, the repeat construction of
-``automodel_spec.synthetic``: every drafted token should be accepted under greedy decoding).
+``automodel_spec.demo.synthetic``: every drafted token should be accepted under greedy decoding).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from helpers import ServeProcess
 
-from automodel_spec import synthetic
-from automodel_spec.command import DraftArgs, build_launch_command
-from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
-from automodel_spec.demo import DEMO_DRAFT_VOCAB, ensure_demo_pair
+from automodel_spec.demo import synthetic
+from automodel_spec.serve.command import DraftArgs, build_launch_command
+from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.demo.pair import DEMO_DRAFT_VOCAB, ensure_demo_pair
 from automodel_spec.launch import probe_generation, sglang_release
-from automodel_spec.server import SGLangServer, pick_port
+from automodel_spec.serve.server import SGLangServer, pick_port
 
 from .serve_cli import READY, sglang_processes
 
@@ -153,7 +153,7 @@ def test_exported_draft_beats_the_silently_broken_one(cache, tmp_path):
     target's num_hidden_layers as Automodel writes it: SGLang loads (b) without a word, with 7
     random extra layers. The accept lengths must differ clearly."""
     from automodel_spec.prepare import prepare_export
-    from automodel_spec.resolve import resolve_draft
+    from automodel_spec.draft.resolve import resolve_draft
 
     pair = ensure_demo_pair(cache, "LlamaForCausalLMEagle3")
     resolved = resolve_draft(str(pair.draft_run))
@@ -185,7 +185,7 @@ def test_exported_draft_beats_the_silently_broken_one(cache, tmp_path):
 
 def test_sigkilled_recipe_takes_the_real_server_along(cache):
     """serve.py killed outright (no chance to stop anything): SGLang must still go, through
-    automodel_spec.parent_watch (the kernel's parent-death signal), and free the GPU and the port."""
+    automodel_spec.serve.parent_watch (the kernel's parent-death signal), and free the GPU and the port."""
     work = OUT / "sigkill"
     work.mkdir(parents=True, exist_ok=True)
     sp = ServeProcess(SPEC + NO_GRAPHS + COMMON + [f"hydra.run.dir={work}/hydra"], cwd=work,

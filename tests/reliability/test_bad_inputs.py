@@ -43,7 +43,7 @@ import torch
 from helpers import run_recipe
 from hydra.errors import HydraException
 
-from automodel_spec.synthetic import (
+from automodel_spec.demo.synthetic import (
     LlamaShape,
     automodel_eagle3_config,
     automodel_eagle_config,

@@ -90,7 +90,7 @@ def test_key_from_the_environment_is_written_nowhere(tmp_path, cache):
 
 _MASKED_CFG = """
 import runpy, sys
-from automodel_spec.redact import mask_printed_config
+from automodel_spec.io.redact import mask_printed_config
 
 sys.argv = sys.argv[1:]
 mask_printed_config()

@@ -1,7 +1,7 @@
 """Shared fixtures for the unit suite: tiny EAGLE drafts written to disk in the real layouts.
 
 Every fixture writes real files (safetensors, ``torch.save`` files, ``config.json``, ``LATEST``
-symlinks) under ``tmp_path`` with tiny random weights, using ``automodel_spec.synthetic``. The shape
+symlinks) under ``tmp_path`` with tiny random weights, using ``automodel_spec.demo.synthetic``. The shape
 is smaller than ``synthetic.TINY`` so the whole suite runs in seconds on two CPU cores, but it keeps
 what the checks depend on: grouped-query attention (kv heads != heads), an intermediate size that
 differs from the hidden size (so a transposed MLP weight has the wrong shape), a target with 8
@@ -19,13 +19,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from automodel_spec.draft_plan import DraftPlan
-from automodel_spec.draft_sources import read_draft_sources
-from automodel_spec.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
-from automodel_spec.eagle_layout import ARCHITECTURE as EAGLE_ARCH
-from automodel_spec.preflight import plan_draft
-from automodel_spec.resolve import resolve_draft
-from automodel_spec.synthetic import (
+from automodel_spec.export.draft_plan import DraftPlan
+from automodel_spec.draft.draft_sources import read_draft_sources
+from automodel_spec.export.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
+from automodel_spec.export.eagle_layout import ARCHITECTURE as EAGLE_ARCH
+from automodel_spec.export.preflight import plan_draft
+from automodel_spec.draft.resolve import resolve_draft
+from automodel_spec.demo.synthetic import (
     LlamaShape,
     automodel_eagle3_config,
     automodel_eagle_config,

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from automodel_spec.config import ServeConfig
+from automodel_spec.config.schema import ServeConfig
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 SECTIONS = tuple(f.name for f in dataclasses.fields(ServeConfig) if f.default_factory is not dataclasses.MISSING)

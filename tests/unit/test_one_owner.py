@@ -9,7 +9,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-from automodel_spec.sglang_options import OLDEST_RELEASE
+from automodel_spec.config.sglang_options import OLDEST_RELEASE
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("automodel_spec", "hydra_plugins", "recipes")
@@ -177,22 +177,22 @@ def test_draft_tokens_are_derived_in_spec_rules_only():
     # spec_rules.draft_tokens is the rule (its checks beside it use the tree's size too): a second
     # "steps * topk + 1" elsewhere could drift from it
     found = code_matches(TREE_SIZE)
-    assert found and [f for f in found if not f.startswith("automodel_spec/spec_rules.py:")] == []
+    assert found and [f for f in found if not f.startswith("automodel_spec/config/spec_rules.py:")] == []
 
 
 def test_the_draft_token_cap_has_one_default():
     # the config's SpecConfig.max_draft_tokens; the rule, the grid and the predict sweeper read it
     assert literal_defaults("max_draft_tokens") == [
-        f"automodel_spec/config.py:{n}"
-        for n, line in code_lines(ROOT / "automodel_spec/config.py")
+        f"automodel_spec/config/schema.py:{n}"
+        for n, line in code_lines(ROOT / "automodel_spec/config/schema.py")
         if line.startswith("max_draft_tokens")
     ]
 
 
 def test_the_grid_derives_draft_tokens_as_the_server_is_asked():
-    from automodel_spec.config import SpecConfig
+    from automodel_spec.config.schema import SpecConfig
     from automodel_spec.predict.points import grid_points
-    from automodel_spec.spec_rules import resolve_spec
+    from automodel_spec.config.spec_rules import resolve_spec
 
     for cap in (SpecConfig.max_draft_tokens, 8, 64):
         for point in grid_points([1, 2, 3, 5, 7, 10], [1, 2, 4, 8], cap):
@@ -220,7 +220,7 @@ def test_the_copy_checks_see_code_and_defaults(tmp_path):
 
 def test_server_info_keys_are_named_in_sglang_options_only():
     # sglang_options.INFO_*; the keys that are not also config field names (attention_backend, tp_size ...)
-    from automodel_spec.sglang_options import INFO_ACCEPT_LENGTH, INFO_KEYS
+    from automodel_spec.config.sglang_options import INFO_ACCEPT_LENGTH, INFO_KEYS
 
     keys = [
         k
@@ -228,15 +228,15 @@ def test_server_info_keys_are_named_in_sglang_options_only():
         if k.startswith("speculative_") or k.startswith("max_total") or k == INFO_ACCEPT_LENGTH
     ]
     pattern = "^(" + "|".join(map(re.escape, keys)) + ")$"
-    assert restatements(pattern, owner="automodel_spec/sglang_options.py") == []
+    assert restatements(pattern, owner="automodel_spec/config/sglang_options.py") == []
 
 
 def test_server_info_keys_map_to_the_fields_that_hold_them():
     from dataclasses import fields
 
     from automodel_spec.bench.result import SpecSettings
-    from automodel_spec.config import SGLangConfig
-    from automodel_spec.sglang_options import INFO_KEYS, INFO_SERVER_SETTINGS, INFO_SPEC, OPTIONS
+    from automodel_spec.config.schema import SGLangConfig
+    from automodel_spec.config.sglang_options import INFO_KEYS, INFO_SERVER_SETTINGS, INFO_SPEC, OPTIONS
 
     assert set(INFO_SPEC) <= set(INFO_KEYS) and set(INFO_SERVER_SETTINGS) <= set(INFO_KEYS)
     assert set(INFO_SPEC.values()) <= {f.name for f in fields(SpecSettings)}
@@ -267,17 +267,17 @@ def shape_tables(root: Path = ROOT) -> list[str]:
 def test_the_llama_layer_shapes_are_tabled_in_draft_plan_only():
     # draft_plan.decoder_layer_shapes; the reference adds only the biases SGLang allocates
     found = shape_tables()
-    assert len(found) == 1 and found[0].startswith("automodel_spec/draft_plan.py:"), found
+    assert len(found) == 1 and found[0].startswith("automodel_spec/export/draft_plan.py:"), found
 
 
 def test_the_architecture_and_legacy_names_are_the_layouts():
-    from automodel_spec import eagle3_layout, eagle_layout
+    from automodel_spec.export import eagle3_layout, eagle_layout
 
     archs = (eagle3_layout.ARCHITECTURE, eagle_layout.ARCHITECTURE)
     pattern = "^(" + "|".join(archs) + ")$"
     # config.py's default is a copy (the config may not import the layouts): held to the owner below
-    layouts = ("automodel_spec/eagle3_layout.py", "automodel_spec/eagle_layout.py")
-    assert restatements(pattern, owner=(*layouts, "automodel_spec/config.py")) == []
+    layouts = ("automodel_spec/export/eagle3_layout.py", "automodel_spec/export/eagle_layout.py")
+    assert restatements(pattern, owner=(*layouts, "automodel_spec/config/schema.py")) == []
     legacy = "^(" + "|".join(re.escape(k) for k in eagle3_layout.LEGACY_NAMES) + r")\.?$"
     assert restatements(legacy, owner=layouts[0]) == []
 
@@ -285,8 +285,8 @@ def test_the_architecture_and_legacy_names_are_the_layouts():
 def test_the_configured_architectures_are_the_layouts():
     import yaml
 
-    from automodel_spec import eagle3_layout, eagle_layout
-    from automodel_spec.config import AlgorithmConfig
+    from automodel_spec.export import eagle3_layout, eagle_layout
+    from automodel_spec.config.schema import AlgorithmConfig
 
     assert AlgorithmConfig().architecture == eagle3_layout.ARCHITECTURE
     for name, arch in (("EAGLE3", eagle3_layout.ARCHITECTURE), ("EAGLE", eagle_layout.ARCHITECTURE)):
@@ -296,15 +296,15 @@ def test_the_configured_architectures_are_the_layouts():
 
 def test_the_default_capture_layers_are_derived_once():
     # eagle3_layout.default_aux_layer_ids; the reference numbers them as SGLang does (+1)
-    from automodel_spec.eagle3_layout import default_aux_layer_ids
-    from automodel_spec.reference import capture_layers
+    from automodel_spec.export.eagle3_layout import default_aux_layer_ids
+    from automodel_spec.bench.reference import capture_layers
 
     found = [
         f
         for d in (*CODE_DIRS, *SCRIPT_DIRS)
         for f in code_matches(r"//\s*2\s*[-+]\s*1\b|-\s*[34]\s*\]", ROOT, d)
     ]
-    assert [f for f in found if not f.startswith("automodel_spec/eagle3_layout.py:")] == []
+    assert [f for f in found if not f.startswith("automodel_spec/export/eagle3_layout.py:")] == []
     assert capture_layers({}, 32) == [i + 1 for i in default_aux_layer_ids(32)] == [2, 16, 29]
 
 
@@ -317,7 +317,7 @@ def option_values(conf: Path, group: str, option: str) -> tuple[dict, dict]:
 
     import yaml
 
-    from automodel_spec.config import AlgorithmConfig, BenchConfig, DraftConfig, SGLangConfig
+    from automodel_spec.config.schema import AlgorithmConfig, BenchConfig, DraftConfig, SGLangConfig
 
     schemas = {
         "algorithm": AlgorithmConfig,
@@ -357,7 +357,7 @@ def _restated_in_primary(conf: Path) -> list[str]:
 
     import yaml
 
-    from automodel_spec.config import ServeConfig
+    from automodel_spec.config.schema import ServeConfig
 
     own = yaml.safe_load((conf / "serve.yaml").read_text()) if (conf / "serve.yaml").exists() else {}
     base = asdict(ServeConfig())
@@ -373,7 +373,7 @@ def _restated_in_primary(conf: Path) -> list[str]:
 
 
 def test_the_options_set_only_what_differs_from_what_they_extend():
-    # the defaults are the schema's (automodel_spec/config.py), as in Hydra's own examples: a copy in
+    # the defaults are the schema's (automodel_spec/config/schema.py), as in Hydra's own examples: a copy in
     # a YAML option would keep an old value after the schema's default changed
     assert restated_defaults() == []
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from automodel_spec import synthetic
+from automodel_spec.demo import synthetic
 from automodel_spec.bench.workload import load_prompts
-from automodel_spec.config import (
+from automodel_spec.config.schema import (
     AlgorithmConfig,
     BenchConfig,
     DraftConfig,
@@ -17,7 +17,7 @@ from automodel_spec.config import (
     SpecConfig,
     TargetConfig,
 )
-from automodel_spec.demo import demo_pair
+from automodel_spec.demo.pair import demo_pair
 from automodel_spec.errors import ConfigError
 from automodel_spec.prepare import prepare_run
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from automodel_spec.command import DraftArgs
-from automodel_spec.config import AlgorithmConfig, SGLangConfig, SpecConfig
-from automodel_spec.export import ExportResult
+from automodel_spec.serve.command import DraftArgs
+from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.export.exporter import ExportResult
 from automodel_spec.launch import SGLangRelease, launch_command
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.report import describe_spec, format_notes, format_plan

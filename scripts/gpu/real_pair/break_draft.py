@@ -50,7 +50,7 @@ def main() -> int:
         cfg["num_hidden_layers"] = n
     elif args.kind == "aux_shift":
         sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-        from automodel_spec.eagle3_layout import default_aux_layer_ids
+        from automodel_spec.export.eagle3_layout import default_aux_layer_ids
 
         trained = (cfg.get("eagle_config") or {}).get("eagle_aux_hidden_state_layer_ids") or default_aux_layer_ids(n)
         cfg["eagle_config"] = {**(cfg.get("eagle_config") or {}),

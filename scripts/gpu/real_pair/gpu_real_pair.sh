@@ -154,7 +154,7 @@ if [ "$STAGE" = wide ]; then
     AM_EXPORT=$(python3 recipes/export.py draft=trained draft.path="$R/automodel_run" target.path="$R/target" \
       2> "$RES/export-am.err" | tail -1)
     for s in 1 2 3 5 7; do
-      python3 -m automodel_spec.reference --target "$R/target" --draft "$AM_EXPORT" --num-steps "$s" --prompts humaneval \
+      python3 -m automodel_spec.bench.reference --target "$R/target" --draft "$AM_EXPORT" --num-steps "$s" --prompts humaneval \
         --num-prompts 16 --max-new-tokens 128 --device cuda --json "$RES/reference-am-$s.json" > "$RES/reference-am-$s.log" 2>&1 &
       REFS+=($!)
     done
@@ -227,7 +227,7 @@ export_of() {  # the export's path: the last line export.py prints
 }
 
 reference() {  # NAME DRAFT_DIR PROMPTS
-  python3 -m automodel_spec.reference --target "$R/target" --draft "$2" --num-steps 3 --prompts "$3" \
+  python3 -m automodel_spec.bench.reference --target "$R/target" --draft "$2" --num-steps 3 --prompts "$3" \
     --num-prompts 24 --max-new-tokens 128 --device cuda --json "$RES/reference-$1.json" > "$RES/reference-$1.log" 2>&1
   echo "[real] reference $1 rc=$? ($SECONDS s)"; tail -4 "$RES/reference-$1.log"
 }

@@ -81,7 +81,7 @@ fi
 if [ "$STAGE" = broken ]; then
   reference() {  # NAME DRAFT_DIR ARGS...: the reference's JSON, computed once
     local name=$1 dir=$2; shift 2
-    [ -f "$RES/reference-$name.json" ] || timeout "$(( $(left) - 30 ))" python3 -m automodel_spec.reference \
+    [ -f "$RES/reference-$name.json" ] || timeout "$(( $(left) - 30 ))" python3 -m automodel_spec.bench.reference \
       --target "$R/target" --draft "$dir" --prompts humaneval --num-prompts 16 --max-new-tokens 128 --device cuda \
       --json "$RES/reference-$name.json" "$@" > "$RES/reference-$name.log" 2>&1
     echo "[trees] reference $name rc=$? ($SECONDS s)"; tail -3 "$RES/reference-$name.log"

@@ -31,7 +31,7 @@ The construction (each step keeps the function exactly in real arithmetic):
 
 Before it reports success the tool checks its result in float32 on ``--device``: the wide target's
 logits against the small target's on a few prompts, and with a draft, the project's reference accept
-length (``automodel_spec.reference``) of the small pair against the wide pair's, with the same output
+length (``automodel_spec.bench.reference``) of the small pair against the wide pair's, with the same output
 tokens and per-depth histogram. It exits 1 when the check fails (only ``OUT/widen.json`` is left, for the
 diagnosis), 2 for a shape or checkpoint it cannot hold (naming the field; ``--out`` is removed again), and
 writes nothing outside ``--out``, which must not exist.
@@ -55,11 +55,15 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from automodel_spec import reference, rope, synthetic  # noqa: E402
+from automodel_spec.bench import reference  # noqa: E402
+
+from automodel_spec.export import rope
+
+from automodel_spec.demo import synthetic
 from automodel_spec.bench.workload import Prompt  # noqa: E402
-from automodel_spec.draft_plan import attention_dims  # noqa: E402
-from automodel_spec.signals import import_torch  # noqa: E402
-from automodel_spec.weights import load_safetensors  # noqa: E402
+from automodel_spec.export.draft_plan import attention_dims  # noqa: E402
+from automodel_spec.io.torch_import import import_torch  # noqa: E402
+from automodel_spec.draft.weights import load_safetensors  # noqa: E402
 
 # Files of a target directory that travel unchanged (the tokenizer and generation settings).
 _COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",

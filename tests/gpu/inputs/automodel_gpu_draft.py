@@ -8,7 +8,7 @@
 ``--pair`` is a directory made by scripts/gpu/build_bench_pair.py (``target/``, ``pair.json``). The draft is
 Automodel's ``LlamaEagle3DraftModel``, configured as ``TrainEagle3Recipe.setup`` configures it, with
 ``set_vocab_mapping`` for the hot vocabulary and, through ``load_state_dict``, the weights of the
-project's repeat construction (automodel_spec.synthetic.eagle3_draft_tensors, which already uses
+project's repeat construction (automodel_spec.demo.synthetic.eagle3_draft_tensors, which already uses
 Automodel's names): every draft token is then accepted at temperature 0. Automodel's ``Checkpointer``
 (``save_consolidated=True``, the recipe's setting) writes ``model/`` with its training shard and
 ``model/consolidated/``; its ``CheckpointLifecycle`` reserves the directory and publishes ``LATEST``;
@@ -147,7 +147,7 @@ def build_draft(am, target: Path, spec: dict, device: str, dtype):
     from transformers import AutoConfig
 
     sys.path.insert(0, str(REPO))
-    from automodel_spec import synthetic
+    from automodel_spec.demo import synthetic
 
     base = AutoConfig.from_pretrained(target)
     draft_vocab = int(spec["draft_vocab"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from automodel_spec.server import SGLangServer, pick_port
+from automodel_spec.serve.server import SGLangServer, pick_port
 
 FAKE = Path(__file__).resolve().parents[2] / "fakes" / "fake_sglang.py"
 

@@ -21,7 +21,7 @@ import automodel_spec.bench.phases as phases
 from automodel_spec.bench.client import sampling_params
 from automodel_spec.bench.open_loop import arrival_times
 from automodel_spec.bench.workload import Prompt, level_prompts
-from automodel_spec.config import BenchConfig, SLOConfig
+from automodel_spec.config.schema import BenchConfig, SLOConfig
 
 POOL = [Prompt(id=f"{cat}{i}", category=cat, text=f"{cat} prompt {i}") for cat in ("chat", "code") for i in range(3)]
 PARAMS = sampling_params(8, 0.0)

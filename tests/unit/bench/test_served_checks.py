@@ -110,7 +110,7 @@ def test_summary_shows_served_vs_reference_and_warns():
 def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from automodel_spec import reference
+    from automodel_spec.bench import reference
     from automodel_spec.bench import served_checks
     from automodel_spec.bench.result import SpecSettings
     from automodel_spec.bench.served_checks import _cached_reference
@@ -145,7 +145,7 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
 def test_without_transformers_the_reference_says_how_to_install_it_and_exits_2(monkeypatch, capsys, tmp_path):
     import sys
 
-    from automodel_spec.reference import main
+    from automodel_spec.bench.reference import main
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
     code = main(["--target", str(tmp_path), "--draft", str(tmp_path), "--num-steps", "3", "--device", "cpu"])
@@ -174,7 +174,7 @@ def _auto_reference_plan(tmp_path, monkeypatch, torch_version: str) -> tuple[str
     installed torch reporting ``torch_version``; returns its answer and whether it imported torch."""
     from types import SimpleNamespace
 
-    from automodel_spec import synthetic
+    from automodel_spec.demo import synthetic
     from automodel_spec.bench import served_checks
     from automodel_spec.bench.result import SpecSettings
 
@@ -213,7 +213,7 @@ def test_auto_reference_asks_a_cuda_build_of_torch_for_its_gpu(tmp_path, monkeyp
 def test_check_serves_the_draft_alone_not_a_load():
     from automodel_spec.bench.point import BenchPoint
     from automodel_spec.bench.served_checks import check_point
-    from automodel_spec.config import AlgorithmConfig, BenchConfig, SGLangConfig, SpecConfig
+    from automodel_spec.config.schema import AlgorithmConfig, BenchConfig, SGLangConfig, SpecConfig
 
     loaded = BenchPoint(AlgorithmConfig(), SpecConfig(num_steps=3, topk=1), SGLangConfig(),
                         BenchConfig(concurrency=[8], request_rate=[4.0], temperature=[1.0]))
@@ -261,7 +261,7 @@ def test_the_reference_follows_the_setting_and_thresholds_the_server_reports(tmp
     reference; each temperature gets its own computation, its kind and its verdict."""
     from types import SimpleNamespace
 
-    from automodel_spec import reference
+    from automodel_spec.bench import reference
     from automodel_spec.bench import served_checks
     from automodel_spec.bench.result import SpecSettings
     from automodel_spec.bench.served_checks import add_reference
@@ -309,7 +309,7 @@ def test_the_reference_follows_the_setting_and_thresholds_the_server_reports(tmp
 
 
 def test_the_depth_verdict_catches_later_positions_an_average_hides():
-    from automodel_spec.accept_depths import depth_verdict, histogram_distance, survival
+    from automodel_spec.bench.accept_depths import depth_verdict, histogram_distance, survival
 
     reference = [100, 300, 600]  # rounds by drafts accepted: 0, 1, 2
     assert survival(reference) == [0.9, 0.6]
@@ -329,7 +329,7 @@ def test_a_greedy_chain_is_also_held_against_what_training_measured(tmp_path, mo
     depth 2 is a warning on the level (not a failure: training measured other data)."""
     from types import SimpleNamespace
 
-    from automodel_spec import reference
+    from automodel_spec.bench import reference
     from automodel_spec.bench import served_checks
     from automodel_spec.bench.result import SpecSettings
     from automodel_spec.bench.served_checks import add_reference

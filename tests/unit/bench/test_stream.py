@@ -10,7 +10,7 @@ import pytest
 from automodel_spec.bench.client import run_requests
 from automodel_spec.bench.stream import StreamError, read_events, stream_generate
 from automodel_spec.bench.workload import Prompt
-from automodel_spec.http_client import HTTPStatusError
+from automodel_spec.io.http_client import HTTPStatusError
 
 SPEC = ("--speculative-algorithm", "EAGLE3", "--speculative-num-steps", "3", "--speculative-eagle-topk", "1")
 

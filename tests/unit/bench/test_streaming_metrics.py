@@ -8,7 +8,7 @@ import pytest
 from automodel_spec.bench.metrics import percentile, saturation, streaming_latencies, summarize_level
 from automodel_spec.bench.result import LevelResult
 from automodel_spec.bench.slo import goals_missed, request_is_good
-from automodel_spec.config import SLOConfig
+from automodel_spec.config.schema import SLOConfig
 
 
 def streamed(chunk_s: list[float], chunk_tokens: list[int], latency: float | None = None, **extra) -> dict:

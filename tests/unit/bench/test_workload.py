@@ -276,7 +276,7 @@ def test_the_targets_tokenizer_counts_where_it_is_at_hand(tmp_path):
     (38 tokens) would have let through."""
     pytest.importorskip("tokenizers")
     from automodel_spec.bench.workload import fit_to_context
-    from automodel_spec.synthetic_tokenizer import write_byte_tokenizer
+    from automodel_spec.demo.synthetic_tokenizer import write_byte_tokenizer
 
     write_byte_tokenizer(tmp_path)
     prompts = [Prompt(id="a", category="k", text="x" * 300), Prompt(id="b", category="k", text="y" * 100)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from automodel_spec.errors import CheckpointError
-from automodel_spec.speculators_format import is_speculators_config, to_llama_draft_config
+from automodel_spec.export.speculators_format import is_speculators_config, to_llama_draft_config
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "producers" / "speculators" / "converted_from_eagle3"
 

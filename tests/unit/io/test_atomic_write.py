@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import automodel_spec.atomic_write as atomic_write
-from automodel_spec.atomic_write import write_json_atomically, write_text_atomically
+import automodel_spec.io.atomic_write as atomic_write
+from automodel_spec.io.atomic_write import write_json_atomically, write_text_atomically
 
 
 def test_writes_a_new_file_and_leaves_no_temporary(tmp_path):

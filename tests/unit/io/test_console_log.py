@@ -14,7 +14,7 @@ import logging
 
 import pytest
 
-from automodel_spec.console_log import ROOT_LOGGER, ConsoleHandler, log_to_console
+from automodel_spec.io.console_log import ROOT_LOGGER, ConsoleHandler, log_to_console
 
 
 @pytest.fixture

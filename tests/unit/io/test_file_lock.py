@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from automodel_spec.file_lock import file_lock, file_lock_if_free, flock_held
+from automodel_spec.io.file_lock import file_lock, file_lock_if_free, flock_held
 
 
 def test_file_lock_creates_its_directory_and_leaves_the_lock_file(tmp_path):

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import automodel_spec.sweep.plots as plots
-from automodel_spec.sweep.predictions import CONFIRMED, FIRST
+from automodel_spec.sweep.prediction_table import CONFIRMED, FIRST
 from automodel_spec.sweep.rows import COLUMNS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,1 @@
+"""Where a draft's files are and reading them, once: the resolver, the producers' checkpoints, weights."""

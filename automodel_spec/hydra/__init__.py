@@ -1,0 +1,1 @@
+"""Everything that imports Hydra or OmegaConf: the recipes' runtime, config registration, callbacks."""
