@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-DATA = Path(__file__).parent / "data" / "sglang_options.json"
+DATA = Path(__file__).resolve().parents[1] / "data" / "sglang_options.json"
 
 
 @cache

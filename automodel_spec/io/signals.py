@@ -3,12 +3,11 @@
 SIGTERM unwinds like Ctrl-C (``Terminated`` is a ``KeyboardInterrupt``), so cleanup runs the same
 way for both: a server's process group is stopped, a half-written export is removed. A recipe run
 holds both signals from the package's first import until its handlers are in place (the package's
-``__init__`` asks for it), and torch / safetensors are always imported with them held.
+``__init__`` asks for it); ``torch_import`` imports torch / safetensors with them held.
 """
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
 _mask = getattr(signal, "pthread_sigmask", None)  # POSIX only: elsewhere nothing is held
-_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 class Terminated(KeyboardInterrupt):
@@ -87,45 +86,6 @@ def signals_held() -> Iterator[None]:
     finally:
         if _mask:
             _mask(signal.SIG_SETMASK, before)
-
-
-_native_loaded = False  # both imported: later calls have nothing to do
-
-
-def import_native_modules() -> None:
-    """Import torch and safetensors with SIGINT / SIGTERM held back until they are loaded.
-
-    An exception raised by a signal handler (or Python's own Ctrl-C) while their native extensions
-    initialize was seen to abort the interpreter (SIGABRT, exit -6) rather than unwinding, or to leave
-    safetensors half-imported, reported as "not installed" (exit 2). Held back, the signal arrives a
-    moment later and unwinds like any other (exit 130 / 143); once imported, they are never initialized
-    again. A missing package is left to the code that uses it, which reports it with its install
-    command (exit 2).
-    """
-    global _native_loaded
-    if _native_loaded:  # import_torch is called on the reference's hot path: no signal mask, no lookup
-        return
-    loaded = True
-    with signals_held():
-        for name in ("torch", "safetensors.torch"):
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                loaded = False
-    _native_loaded = loaded
-
-
-def import_torch():
-    """torch, imported as ``import_native_modules`` imports it (SIGINT / SIGTERM held back meanwhile).
-
-    The package imports torch only through this, where it needs it: a run that never touches a tensor
-    (``print_only`` of a built export, a benchmark point whose export is cached, ``--help``) does not pay
-    its ~1.5 s of CPU, and one that does is not aborted by a signal during its native initialization.
-    """
-    import_native_modules()
-    import torch
-
-    return torch
 
 
 _held_while_starting = False

@@ -1,41 +1,38 @@
-"""The layering of docs/architecture.md, read from the source with ``ast``: no module imports upward,
-only the Hydra edge (``hydra_glue``, ``recipe_runtime``) imports Hydra or OmegaConf, and the recipes
-import nothing but the package (and the standard library)."""
+"""The layering of docs/architecture.md, read from the source with ``ast``: each module sits in the layer its
+folder (or, at the package's root, its name) is given by the doc's table, no module imports upward, only the
+Hydra edge (``hydra/``) imports Hydra or OmegaConf, and the recipes import nothing but the package (and the
+standard library)."""
 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "automodel_spec"
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 HYDRA_MODULES = ("hydra", "omegaconf")
-HYDRA_GLUE = "hydra_glue"
-HYDRA_EDGE = (HYDRA_GLUE, "recipe_runtime")
+HYDRA_EDGE = "hydra/"
 RECIPES = PACKAGE.parent / "recipes"
 
-# Lowest first: a module may import modules of its own layer or of a layer below (docs/architecture.md).
-LAYERS = {
-    "base": ["signals", "errors", "sglang_options", "config", "spec_rules", "config_rules", "adaptive", "atomic_write", "sealed_dir",
-             "console_log", "process_state", "file_lock", "file_digest", "json_file", "yaml_file", "path_lookup",
-             "http_client", "redact", "nvidia_smi", "job_codes"],
-    "resolve": ["specforge_checkpoint", "resolve", "weights", "draft_sources", "trained_depths"],
-    "plan and check": ["rope", "serving_dtype", "draft_plan", "eagle_layout", "eagle3_layout", "speculators_format",
-                       "preflight", "target"],
-    "write": ["export", "synthetic_tokenizer", "synthetic", "demo"],
-    "pipeline": ["command", "prepare"],
-    "launch": ["parent_watch", "server", "gpu_pool", "port_lease", "launch", "report"],
-    "bench": ["bench.point", "bench.result", "bench.workload", "bench.response", "bench.server_exit", "bench.stream", "bench.client",
-              "bench.open_loop", "bench.slo", "bench.metrics", "bench.phases", "bench.capacity", "bench.placement",
-              "spec_tree", "reference", "tree_reference", "accept_depths", "bench.served_checks", "bench.job"],
-    "prediction": ["predict.acceptance", "predict.cost", "predict.points", "predict.predictor", "predict.sweep"],
-    "sweep results": ["sweep.rows", "sweep.ranking", "sweep.plots", "sweep.presets", "sweep.predictions", "sweep.summary",
-                      "sweep.__main__"],
-    "hydra edge": list(HYDRA_EDGE),
-}
-LEVEL = {module: level for level, modules in enumerate(LAYERS.values()) for module in modules}
+
+def documented_layers(doc: Path = ARCHITECTURE) -> dict[str, list[str]]:
+    """The table under "Folders and layers", lowest first: layer -> its folders (``io/``) and root modules."""
+    section = doc.read_text().split("## Folders and layers", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    return {layer.strip(): re.findall(r"`([\w/]+)`", members) for layer, members in rows[1:]}
+
+
+LAYERS = documented_layers()
+LEVEL = {member: level for level, members in enumerate(LAYERS.values()) for member in members}
+
+
+def unit_of(module: str) -> str:
+    """The table's name for a module's place: its folder (``bench/``) or, at the root, its own name."""
+    return module.split(".")[0] + "/" if "." in module else module
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -52,8 +49,8 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             assert node.level == 0, f"{path}: relative import of {node.module}; the package uses absolute ones"
             found.add(node.module)
-            if node.module == "automodel_spec":  # from automodel_spec import synthetic
-                found |= {f"automodel_spec.{alias.name}" for alias in node.names}
+            if node.module.split(".")[0] == "automodel_spec":  # from automodel_spec.demo import synthetic
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
     return found
 
 
@@ -67,24 +64,29 @@ def upward_imports(modules: dict[str, set[str]]) -> list[str]:
     found = []
     for module, deps in modules.items():
         for dep in sorted(d.removeprefix("automodel_spec.") for d in deps if d.startswith("automodel_spec.")):
-            if LEVEL.get(dep, -1) > LEVEL[module]:
+            if dep in modules and LEVEL.get(unit_of(dep), -1) > LEVEL[unit_of(module)]:
                 found.append(f"{module} ({_layer(module)}) -> {dep} ({_layer(dep)})")
     return found
 
 
 def hydra_imports(modules: dict[str, set[str]]) -> list[str]:
-    return [f"{module} -> {dep}" for module, deps in modules.items() if module not in HYDRA_EDGE
+    return [f"{module} -> {dep}" for module, deps in modules.items() if unit_of(module) != HYDRA_EDGE
             for dep in sorted(deps) if dep.split(".")[0] in HYDRA_MODULES]
 
 
 def _layer(module: str) -> str:
-    return next(name for name, members in LAYERS.items() if module in members)
+    return next(name for name, members in LAYERS.items() if unit_of(module) in members)
 
 
 def test_every_module_has_a_layer():
-    modules = set(graph())
-    assert modules - set(LEVEL) == set(), "add new modules to LAYERS here and to docs/architecture.md"
-    assert set(LEVEL) - modules == set(), "LAYERS names modules that no longer exist"
+    units = {unit_of(module) for module in graph()}
+    assert units - set(LEVEL) == set(), "add new folders or root modules to docs/architecture.md's table"
+    assert set(LEVEL) - units == set(), "docs/architecture.md's table names folders or modules that do not exist"
+
+
+def test_the_package_root_holds_a_handful_of_modules():
+    root = sorted(p.stem for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert len(root) <= 5, f"{root}: a module belongs in its layer's folder"
 
 
 def test_no_module_imports_upward():
@@ -114,7 +116,7 @@ def test_the_recipe_check_catches_hydra_imported_by_a_recipe(tmp_path):
 def test_only_the_hydra_edge_imports_hydra_or_omegaconf():
     modules = graph()
     assert hydra_imports(modules) == []
-    assert {"hydra.core.config_store", "omegaconf"} <= modules[HYDRA_GLUE]  # the check sees real imports
+    assert {"hydra.core.config_store", "omegaconf"} <= modules["hydra.glue"]  # the check sees real imports
 
 
 def test_the_import_graph_has_no_cycle():
@@ -134,18 +136,28 @@ def test_the_import_graph_has_no_cycle():
         visit(module, ())
 
 
+def fake_package(tmp_path: Path, **sources: str) -> Path:
+    """A package of empty modules (one per table entry) with the given sources, keyed ``folder__module``."""
+    for unit in LEVEL:
+        path = tmp_path / (unit + "mod.py" if unit.endswith("/") else unit + ".py")
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("")
+    for name, source in sources.items():
+        (tmp_path / (name.replace("__", "/") + ".py")).write_text(source)
+    return tmp_path
+
+
 @pytest.mark.parametrize(("source", "expected"), [
-    ("from automodel_spec.prepare import PreparedRun\n", ["resolve (resolve) -> prepare (pipeline)"]),
-    ("def f():\n    import automodel_spec.launch\n", ["resolve (resolve) -> launch (launch)"]),
-    ("from automodel_spec import export\n", ["resolve (resolve) -> export (write)"]),
+    ("from automodel_spec.prepare import PreparedRun\n", ["draft.resolve (resolve) -> prepare (pipeline)"]),
+    ("def f():\n    import automodel_spec.launch\n", ["draft.resolve (resolve) -> launch (pipeline)"]),
+    ("from automodel_spec.export import mod\n", ["draft.resolve (resolve) -> export.mod (plan, check and write)"]),
     ("from automodel_spec.errors import CheckpointError\n", []),
 ])
 def test_the_checks_catch_an_upward_import_wherever_it_is(tmp_path, source, expected):
-    (tmp_path / "resolve.py").write_text(source)
-    assert upward_imports(graph(tmp_path)) == expected
+    assert upward_imports(graph(fake_package(tmp_path, draft__resolve=source))) == expected
 
 
-def test_the_checks_catch_hydra_outside_hydra_glue(tmp_path):
-    (tmp_path / "config.py").write_text("def f():\n    from omegaconf import OmegaConf\n")
-    (tmp_path / "hydra_glue.py").write_text("import hydra\n")
-    assert hydra_imports(graph(tmp_path)) == ["config -> omegaconf"]
+def test_the_checks_catch_hydra_outside_the_hydra_folder(tmp_path):
+    package = fake_package(tmp_path, config__schema="def f():\n    from omegaconf import OmegaConf\n",
+                           hydra__glue="import hydra\n")
+    assert hydra_imports(graph(package)) == ["config.schema -> omegaconf"]
