@@ -16,13 +16,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from automodel_spec.io.atomic_write import write_json_atomically
-from automodel_spec.serve.command import build_launch_command, extra_args_warnings, format_command
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig
-from automodel_spec.errors import CheckpointError, ConfigError, MissingDependencyError
-from automodel_spec.serve.gpu_pool import check_pool_size, visible_gpus
-from automodel_spec.prepare import PreparedRun
-from automodel_spec.serve.server import SGLangServer, pick_port
 from automodel_spec.config.sglang_options import (
     INFO_ACCEPT_LENGTH,
     INFO_ALGORITHM,
@@ -35,7 +29,13 @@ from automodel_spec.config.sglang_options import (
     applicable_release,
     known_releases,
 )
+from automodel_spec.errors import CheckpointError, ConfigError, MissingDependencyError
+from automodel_spec.io.atomic_write import write_json_atomically
 from automodel_spec.io.signals import Terminated, raise_terminated
+from automodel_spec.prepare import PreparedRun
+from automodel_spec.serve.command import build_launch_command, extra_args_warnings, format_command
+from automodel_spec.serve.gpu_pool import check_pool_size, visible_gpus
+from automodel_spec.serve.server import SGLangServer, pick_port
 
 log = logging.getLogger(__name__)
 

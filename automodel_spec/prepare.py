@@ -18,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from automodel_spec.serve.command import DraftArgs
-from automodel_spec.config.schema import DEMO_DRAFT, DEMO_TARGET, ServeConfig, SpecConfig
 from automodel_spec.config.rules import target_path, validate
+from automodel_spec.config.schema import DEMO_DRAFT, DEMO_TARGET, ServeConfig, SpecConfig
+from automodel_spec.config.spec_rules import resolve_spec
 from automodel_spec.demo.pair import demo_pair, ensure_demo_pair
 from automodel_spec.draft.draft_sources import read_draft_sources
+from automodel_spec.draft.resolve import ResolvedDraft, resolve_draft
 from automodel_spec.errors import ConfigError
 from automodel_spec.export.exporter import (
     ExportResult,
@@ -35,10 +36,9 @@ from automodel_spec.export.exporter import (
     plan_export,
     write_export,
 )
-from automodel_spec.draft.resolve import ResolvedDraft, resolve_draft
 from automodel_spec.export.serving_dtype import choose_serving_dtype
-from automodel_spec.config.spec_rules import resolve_spec
 from automodel_spec.export.target import check_target_path, read_target_config
+from automodel_spec.serve.command import DraftArgs
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from automodel_spec.serve.command import format_command
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
-from automodel_spec.prepare import PreparedRun
 from automodel_spec.config.sglang_options import OLDEST_RELEASE
+from automodel_spec.prepare import PreparedRun
+from automodel_spec.serve.command import format_command
 
 if TYPE_CHECKING:
     from automodel_spec.launch import SGLangRelease

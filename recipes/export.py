@@ -11,8 +11,8 @@ from __future__ import annotations
 from automodel_spec.config.schema import ServeConfig
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra.glue import register_configs
-from automodel_spec.prepare import prepare_run
 from automodel_spec.hydra.recipe_runtime import main_entry, recipe_main, run_job, say
+from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_notes
 
 register_configs()

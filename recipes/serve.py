@@ -15,21 +15,10 @@ from pathlib import Path
 from automodel_spec.bench.job import BenchPoint, objective, record_if_invalid, run_benchmark_job, workload
 from automodel_spec.bench.served_checks import check_point, check_report
 from automodel_spec.bench.workload import load_prompts
-from automodel_spec.config.schema import Mode, ServeConfig
 from automodel_spec.config.rules import config_warnings
+from automodel_spec.config.schema import Mode, ServeConfig
 from automodel_spec.errors import ConfigError, MissingDependencyError
 from automodel_spec.hydra.glue import register_configs
-from automodel_spec.launch import (
-    check_release_serves,
-    check_sglang_installed,
-    launch_command,
-    release_warnings,
-    required_sglang,
-    serve_foreground,
-    sglang_release,
-)
-from automodel_spec.io.path_lookup import directory_problem, path_problem
-from automodel_spec.prepare import prepare_run
 from automodel_spec.hydra.recipe_runtime import (
     in_multirun,
     job_output_dir,
@@ -39,6 +28,17 @@ from automodel_spec.hydra.recipe_runtime import (
     say,
     sweep_dir,
 )
+from automodel_spec.io.path_lookup import directory_problem, path_problem
+from automodel_spec.launch import (
+    check_release_serves,
+    check_sglang_installed,
+    launch_command,
+    release_warnings,
+    required_sglang,
+    serve_foreground,
+    sglang_release,
+)
+from automodel_spec.prepare import prepare_run
 from automodel_spec.report import format_plan
 
 register_configs()

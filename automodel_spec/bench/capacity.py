@@ -13,7 +13,6 @@ it into an error before such a level counts.
 
 from __future__ import annotations
 
-from automodel_spec.errors import ServerError
 from automodel_spec.config.sglang_options import (
     INFO_ALGORITHM,
     INFO_KV_TOKENS,
@@ -21,6 +20,7 @@ from automodel_spec.config.sglang_options import (
     INFO_NUM_STEPS,
     INFO_TOPK,
 )
+from automodel_spec.errors import ServerError
 
 
 def draft_slots(settings: dict) -> int:

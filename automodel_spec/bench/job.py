@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from automodel_spec.io import nvidia_smi
 from automodel_spec.bench.capacity import check_kv_capacity, draft_slots
 from automodel_spec.bench.client import run_requests, sampling_params
 from automodel_spec.bench.metrics import add_speedups, summarize_level
@@ -53,13 +52,19 @@ from automodel_spec.bench.workload import (
     select_prompts,
 )
 from automodel_spec.config.schema import Objective, SpecConfig
+from automodel_spec.config.sglang_options import (
+    INFO_ACCEPT_LENGTH,
+    INFO_ALGORITHM,
+    INFO_KV_TOKENS,
+    INFO_NUM_STEPS,
+)
+from automodel_spec.config.spec_rules import point_errors, resolve_spec
 from automodel_spec.errors import ConfigError, ServerError, SpecError
+from automodel_spec.export.target import read_target_config
+from automodel_spec.io import nvidia_smi
 from automodel_spec.io.file_lock import file_lock, file_lock_if_free
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
-from automodel_spec.config.sglang_options import INFO_ACCEPT_LENGTH, INFO_ALGORITHM, INFO_KV_TOKENS, INFO_NUM_STEPS
-from automodel_spec.config.spec_rules import point_errors, resolve_spec
-from automodel_spec.export.target import read_target_config
 
 RECORDS = "records.jsonl"
 SCHEMA = SCHEMA_VERSION

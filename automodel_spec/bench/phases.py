@@ -19,8 +19,8 @@ from automodel_spec.bench.metrics import summarize_level
 from automodel_spec.bench.open_loop import run_open_loop
 from automodel_spec.bench.result import LevelResult
 from automodel_spec.bench.workload import Prompt, level_prompts
-from automodel_spec.config.schema import BenchConfig
 from automodel_spec.config.rules import phase_load
+from automodel_spec.config.schema import BenchConfig
 
 
 @dataclass

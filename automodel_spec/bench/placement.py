@@ -27,9 +27,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from automodel_spec.io import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.errors import ServerError
+from automodel_spec.io import nvidia_smi
+from automodel_spec.io.process_state import group_running, process_group
+from automodel_spec.launch import open_server
+from automodel_spec.prepare import PreparedRun
 from automodel_spec.serve.gpu_pool import (
     gpu_lock_names,
     gpu_phase,
@@ -41,10 +44,7 @@ from automodel_spec.serve.gpu_pool import (
     sharing_groups,
     visible_gpus,
 )
-from automodel_spec.launch import open_server
 from automodel_spec.serve.port_lease import is_bind_failure, lease_port
-from automodel_spec.prepare import PreparedRun
-from automodel_spec.io.process_state import group_running, process_group
 from automodel_spec.serve.server import SGLangServer
 
 PORT_ATTEMPTS = 3

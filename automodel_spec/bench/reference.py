@@ -49,10 +49,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from automodel_spec.export.draft_plan import attention_dims, decoder_layer_shapes
-from automodel_spec.export.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
-from automodel_spec.export.eagle3_layout import LEGACY_NAMES, default_aux_layer_ids
-from automodel_spec.export.eagle_layout import ARCHITECTURE as EAGLE_ARCH
 from automodel_spec.errors import (
     TRANSFORMERS_INSTALL_HINT,
     CheckpointError,
@@ -60,6 +56,10 @@ from automodel_spec.errors import (
     MissingDependencyError,
     SpecError,
 )
+from automodel_spec.export.draft_plan import attention_dims, decoder_layer_shapes
+from automodel_spec.export.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
+from automodel_spec.export.eagle3_layout import LEGACY_NAMES, default_aux_layer_ids
+from automodel_spec.export.eagle_layout import ARCHITECTURE as EAGLE_ARCH
 from automodel_spec.io.torch_import import import_torch
 
 log = logging.getLogger(__name__)
@@ -185,10 +185,10 @@ def read_served_draft(draft_dir: Path, target_config: dict) -> ServedDraft:
         CheckpointError: the directory is not a draft SGLang would load as an EAGLE draft, or a tensor
             has a shape SGLang's loader refuses.
     """
-    from automodel_spec.export.exporter import TOKEN_MAP
-    from automodel_spec.io.json_file import read_json
     from automodel_spec.draft.resolve import weight_files
     from automodel_spec.draft.weights import load_safetensors
+    from automodel_spec.export.exporter import TOKEN_MAP
+    from automodel_spec.io.json_file import read_json
 
     draft_dir = Path(draft_dir).expanduser()
     cfg_path = draft_dir / "config.json"
@@ -759,8 +759,8 @@ def _table(result: ReferenceResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m automodel_spec.bench.reference --target DIR --draft EXPORT_DIR --num-steps N``."""
-    from automodel_spec.bench.workload import load_prompts, select_prompts
     from automodel_spec.bench.tree_reference import Sampling
+    from automodel_spec.bench.workload import load_prompts, select_prompts
 
     ap = argparse.ArgumentParser(prog="python -m automodel_spec.bench.reference", description=__doc__.splitlines()[0])
     ap.add_argument("--target", required=True, help="the target's HF directory")

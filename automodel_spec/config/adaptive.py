@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from automodel_spec.io.atomic_write import write_json_atomically
 from automodel_spec.errors import ConfigError
+from automodel_spec.io.atomic_write import write_json_atomically
 
 MIN_SGLANG_ADAPTIVE = "0.5.11"
 MIN_SGLANG_PER_BATCH_CONFIG = "0.5.13"

@@ -21,10 +21,10 @@ from automodel_spec.config.schema import (
     ServeConfig,
     SGLangConfig,
 )
-from automodel_spec.errors import ConfigError
-from automodel_spec.io.path_lookup import path_problem, shorten_path
 from automodel_spec.config.sglang_options import MANAGED_FLAGS, applicable_release
 from automodel_spec.config.spec_rules import adaptive_config_errors, point_errors
+from automodel_spec.errors import ConfigError
+from automodel_spec.io.path_lookup import path_problem, shorten_path
 
 MAX_CONCURRENCY = 4096
 MAX_PROMPTS = 1_000_000

@@ -21,9 +21,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from automodel_spec.demo.synthetic_tokenizer import write_byte_tokenizer
 from automodel_spec.draft.resolve import META_NAMES, SAFETENSORS_INDEX
 from automodel_spec.io.torch_import import import_native_modules, import_torch
-from automodel_spec.demo.synthetic_tokenizer import write_byte_tokenizer
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from automodel_spec.errors import CheckpointError
-from automodel_spec.io.json_file import read_json
 from automodel_spec.draft.resolve import ResolvedDraft
 from automodel_spec.draft.weights import load_draft_weights, load_eagle_meta
+from automodel_spec.errors import CheckpointError
+from automodel_spec.io.json_file import read_json
 from automodel_spec.io.yaml_file import read_yaml
 
 _AUX_KEYS = ("aux_layer_ids", "eagle_aux_hidden_state_layer_ids", "aux_hidden_state_layer_ids")

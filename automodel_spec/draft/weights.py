@@ -8,8 +8,8 @@ import pickle
 from pathlib import Path
 
 from automodel_spec.draft import specforge_checkpoint
-from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
 from automodel_spec.draft.resolve import LEGACY_WEIGHTS, ResolvedDraft
+from automodel_spec.errors import SAFETENSORS_INSTALL_HINT, CheckpointError, MissingDependencyError
 from automodel_spec.io.torch_import import import_native_modules, import_torch
 
 log = logging.getLogger(__name__)

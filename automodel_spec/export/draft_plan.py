@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from automodel_spec.config.sglang_options import OLDEST_RELEASE
 from automodel_spec.export.rope import read_rope, write_both_forms
 from automodel_spec.export.serving_dtype import set_serving_dtype
-from automodel_spec.config.sglang_options import OLDEST_RELEASE
 from automodel_spec.io.torch_import import import_torch
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")

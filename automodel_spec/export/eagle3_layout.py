@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from packaging.version import Version
 
-from automodel_spec.export.draft_plan import DraftPlan, decoder_layer_shapes, selected_token_ids, start_plan
 from automodel_spec.config.sglang_options import OLDEST_RELEASE
+from automodel_spec.export.draft_plan import DraftPlan, decoder_layer_shapes, selected_token_ids, start_plan
 from automodel_spec.io.torch_import import import_torch
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"

@@ -21,9 +21,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from automodel_spec.io.atomic_write import write_json_atomically
-from automodel_spec.export.draft_plan import DraftPlan
+from automodel_spec.config.sglang_options import OLDEST_RELEASE
 from automodel_spec.draft.draft_sources import DraftSources
+from automodel_spec.draft.resolve import ResolvedDraft
 from automodel_spec.errors import (
     SAFETENSORS_INSTALL_HINT,
     CheckpointError,
@@ -31,12 +31,8 @@ from automodel_spec.errors import (
     MissingDependencyError,
     SpecError,
 )
-from automodel_spec.io.file_digest import file_digest
-from automodel_spec.io.file_lock import file_lock
-from automodel_spec.io.json_file import read_json
-from automodel_spec.io.path_lookup import directory_problem
+from automodel_spec.export.draft_plan import DraftPlan
 from automodel_spec.export.preflight import check_against_target, plan_draft
-from automodel_spec.draft.resolve import ResolvedDraft
 from automodel_spec.export.sealed_dir import (
     dead_temp_dirs,
     discard_dir,
@@ -45,7 +41,11 @@ from automodel_spec.export.sealed_dir import (
     sealed_damage,
     write_sealed_dir,
 )
-from automodel_spec.config.sglang_options import OLDEST_RELEASE
+from automodel_spec.io.atomic_write import write_json_atomically
+from automodel_spec.io.file_digest import file_digest
+from automodel_spec.io.file_lock import file_lock
+from automodel_spec.io.json_file import read_json
+from automodel_spec.io.path_lookup import directory_problem
 from automodel_spec.io.torch_import import import_torch
 
 EXPORT_FORMAT = 2  # 2: rope stated in both forms, the serving dtype

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from automodel_spec.export.draft_plan import DraftPlan, Problems, check_draft_config
 from automodel_spec.draft.draft_sources import DraftSources
+from automodel_spec.draft.resolve import ResolvedDraft
+from automodel_spec.errors import CheckpointError
+from automodel_spec.export.draft_plan import DraftPlan, Problems, check_draft_config
 from automodel_spec.export.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
 from automodel_spec.export.eagle3_layout import plan_eagle3
 from automodel_spec.export.eagle_layout import ARCHITECTURE as EAGLE_ARCH
 from automodel_spec.export.eagle_layout import plan_eagle
-from automodel_spec.errors import CheckpointError
-from automodel_spec.draft.resolve import ResolvedDraft
 from automodel_spec.export.rope import read_rope
 from automodel_spec.export.speculators_format import is_speculators_config, to_llama_draft_config
 

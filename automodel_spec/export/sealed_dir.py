@@ -21,8 +21,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from automodel_spec.io.atomic_write import write_json_atomically
 from automodel_spec.errors import CheckpointError
+from automodel_spec.io.atomic_write import write_json_atomically
 from automodel_spec.io.file_digest import file_digest, file_stamp
 from automodel_spec.io.json_file import read_json_value
 from automodel_spec.io.process_state import process_running, process_start

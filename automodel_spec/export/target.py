@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from automodel_spec.export.draft_plan import Problems, check_sizes
+from automodel_spec.draft.resolve import looks_like_local_path
 from automodel_spec.errors import CheckpointError
+from automodel_spec.export.draft_plan import Problems, check_sizes
+from automodel_spec.export.serving_dtype import unknown_dtype
 from automodel_spec.io.json_file import read_json
 from automodel_spec.io.path_lookup import missing_reason
-from automodel_spec.draft.resolve import looks_like_local_path
-from automodel_spec.export.serving_dtype import unknown_dtype
 
 # sizes SGLang builds the target from: when present, each must be a whole number >= 1
 _TARGET_SIZES = ("hidden_size", "vocab_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")

@@ -30,9 +30,9 @@ from automodel_spec.config.schema import (
     SGLangConfig,
     SLOConfig,
 )
-from automodel_spec.serve.gpu_pool import parallel_jobs
 from automodel_spec.hydra.job_codes import start_sweep
 from automodel_spec.io.redact import install_log_filter, mask_file, secrets_of
+from automodel_spec.serve.gpu_pool import parallel_jobs
 
 log = logging.getLogger(__name__)
 

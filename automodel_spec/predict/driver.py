@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from automodel_spec.bench.result import PointResult, json_safe
 from automodel_spec.config.adaptive import write_adaptive_config
 from automodel_spec.io.atomic_write import write_json_atomically
-from automodel_spec.bench.result import PointResult, json_safe
 from automodel_spec.predict.cost import CostModel
 from automodel_spec.predict.points import (
     Candidate,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
-from automodel_spec.errors import ConfigError
 from automodel_spec.config.sglang_options import OPTIONS, UnsupportedSetting, option_problems, spelling
+from automodel_spec.errors import ConfigError
 
 _REDACTED = "***"
 

@@ -27,8 +27,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from automodel_spec.io import nvidia_smi
 from automodel_spec.errors import ConfigError
+from automodel_spec.io import nvidia_smi
 from automodel_spec.io.file_lock import flock_held
 from automodel_spec.io.process_state import process_running
 

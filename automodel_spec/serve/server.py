@@ -19,11 +19,11 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from automodel_spec.serve.command import format_command
 from automodel_spec.errors import ServerError
 from automodel_spec.io.http_client import request_json
-from automodel_spec.serve.parent_watch import guarded_argv
 from automodel_spec.io.process_state import group_running
+from automodel_spec.serve.command import format_command
+from automodel_spec.serve.parent_watch import guarded_argv
 
 READY_ENDPOINT = "/health_generate"
 # the first wait between two health checks (then twice the last, up to the server's poll_interval_s)

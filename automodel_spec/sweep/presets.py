@@ -26,8 +26,8 @@ import math
 from pathlib import Path
 
 from automodel_spec.config.adaptive import write_adaptive_config
-from automodel_spec.io.atomic_write import write_text_atomically
 from automodel_spec.config.sglang_options import INFO_SERVER_SETTINGS, known_releases, spelling
+from automodel_spec.io.atomic_write import write_text_atomically
 from automodel_spec.sweep.ranking import GOODPUT, TOK_PER_S, score
 from automodel_spec.sweep.rows import (
     is_auto,

@@ -39,8 +39,8 @@ class PredictSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from automodel_spec.config.schema import SpecConfig
         from automodel_spec.errors import ConfigError
-        from automodel_spec.predict.points import grid_points
         from automodel_spec.predict.driver import PredictOptions, run_predict_sweep
+        from automodel_spec.predict.points import grid_points
         from automodel_spec.sweep.summary import baseline_gpu_seconds
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None

@@ -29,8 +29,8 @@ from pathlib import Path
 from statistics import median
 
 from automodel_spec.bench.result import LevelResult, PointResult
-from automodel_spec.predict.points import GridPoint
 from automodel_spec.predict.driver import PredictOptions, run_predict_sweep
+from automodel_spec.predict.points import GridPoint
 from automodel_spec.sweep.prediction_table import number, percent, relative_error
 from automodel_spec.sweep.rows import read_rows
 

@@ -12,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import OmegaConf, open_dict
 
+from automodel_spec.config.rules import target_path, validate
 from automodel_spec.config.schema import (
     DEMO_TARGET,
     AlgorithmConfig,
@@ -21,7 +22,6 @@ from automodel_spec.config.schema import (
     ServeConfig,
     SGLangConfig,
 )
-from automodel_spec.config.rules import target_path, validate
 from automodel_spec.errors import ConfigError
 from automodel_spec.hydra.glue import register_configs
 

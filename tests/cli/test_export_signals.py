@@ -14,7 +14,6 @@ import pytest
 from helpers import write_large_eagle3_run
 
 from automodel_spec.hydra import recipe_runtime
-
 from automodel_spec.io import signals
 
 EXPORT = Path(__file__).resolve().parents[2] / "recipes" / "export.py"

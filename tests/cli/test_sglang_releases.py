@@ -6,11 +6,11 @@ import pytest
 from packaging.version import Version
 from test_compose import options, to_serve_config
 
-from automodel_spec.serve.command import DraftArgs, build_launch_command, release_errors
 from automodel_spec.config.schema import SpecConfig
-from automodel_spec.errors import ConfigError
 from automodel_spec.config.sglang_options import known_releases, option_problems, release_options
 from automodel_spec.config.spec_rules import resolve_spec
+from automodel_spec.errors import ConfigError
+from automodel_spec.serve.command import DraftArgs, build_launch_command, release_errors
 
 SPEC_FORMS = {"given": SpecConfig(3, 1), "tree": SpecConfig(5, 4), "left to SGLang": SpecConfig(),
               "adaptive": SpecConfig(adaptive=True), "adaptive from steps 3": SpecConfig(3, adaptive=True)}

@@ -30,8 +30,8 @@ from unit.test_reference import (  # noqa: E402  the partly agreeing tiny pair o
     _write_target,
 )
 
-from automodel_spec.demo import synthetic  # noqa: E402
 from automodel_spec.bench.reference import capture_layers, compute_reference, load_target  # noqa: E402
+from automodel_spec.demo import synthetic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu" / "real_pair" / "widen.py"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from automodel_spec.serve.command import DraftArgs, build_launch_command
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.launch import probe_generation, sglang_release
+from automodel_spec.serve.command import DraftArgs, build_launch_command
 from automodel_spec.serve.server import SGLangServer, pick_port
 
 from .serve_cli import REPO, sglang_processes
@@ -120,8 +120,8 @@ def test_float32_config_beside_a_bfloat16_target_is_recorded(automodel_run, pair
     """What --dtype auto does with a draft whose config says float32 (Automodel's CPU-side saves; no
     dtype at all counts the same): our export with only its dtype put back to float32. Recorded for
     docs/parity.md; our exports never ship it (they name the target's dtype)."""
-    from automodel_spec.prepare import prepare_export
     from automodel_spec.draft.resolve import resolve_draft
+    from automodel_spec.prepare import prepare_export
 
     ours = prepare_export(resolve_draft(str(automodel_run)), "LlamaForCausalLMEagle3",
                         cache_dir=tmp_path_factory.mktemp("fp32cache"), serving_dtype=("bfloat16", "test")).path

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from helpers import ServeProcess
 
-from automodel_spec.demo import synthetic
-from automodel_spec.serve.command import DraftArgs, build_launch_command
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.demo import synthetic
 from automodel_spec.demo.pair import DEMO_DRAFT_VOCAB, ensure_demo_pair
 from automodel_spec.launch import probe_generation, sglang_release
+from automodel_spec.serve.command import DraftArgs, build_launch_command
 from automodel_spec.serve.server import SGLangServer, pick_port
 
 from .serve_cli import READY, sglang_processes
@@ -152,8 +152,8 @@ def test_exported_draft_beats_the_silently_broken_one(cache, tmp_path):
     """Serve (a) our export and (b) the same Automodel draft only renamed for SGLang, keeping the
     target's num_hidden_layers as Automodel writes it: SGLang loads (b) without a word, with 7
     random extra layers. The accept lengths must differ clearly."""
-    from automodel_spec.prepare import prepare_export
     from automodel_spec.draft.resolve import resolve_draft
+    from automodel_spec.prepare import prepare_export
 
     pair = ensure_demo_pair(cache, "LlamaForCausalLMEagle3")
     resolved = resolve_draft(str(pair.draft_run))

@@ -27,11 +27,11 @@ from pathlib import Path
 import pytest
 from helpers import write_large_eagle3_run
 
-from automodel_spec.export.exporter import MANIFEST
-from automodel_spec.prepare import prepare_export
 from automodel_spec.draft.resolve import resolve_draft
+from automodel_spec.export.exporter import MANIFEST
 from automodel_spec.export.sealed_dir import TMP_MARK
 from automodel_spec.export.serving_dtype import choose_serving_dtype
+from automodel_spec.prepare import prepare_export
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORT = REPO / "recipes" / "export.py"

@@ -71,9 +71,9 @@ def _target(ws: Workspace) -> str:
 def _exported(ws: Workspace, run: Path, out: Path) -> None:
     """An export of ``run`` written into ``out`` first, as an earlier run left it (the library called
     directly: builds run in the pool's threads too, where the environment must not change)."""
-    from automodel_spec.prepare import prepare_export
     from automodel_spec.draft.resolve import resolve_draft
     from automodel_spec.export.serving_dtype import choose_serving_dtype
+    from automodel_spec.prepare import prepare_export
 
     prepare_export(resolve_draft(str(run)), "LlamaForCausalLMEagle3", export_dir=str(out), cache_dir=ws.cache,
                    serving_dtype=choose_serving_dtype(None, None))  # as export.py without a target

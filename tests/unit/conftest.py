@@ -19,12 +19,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from automodel_spec.export.draft_plan import DraftPlan
-from automodel_spec.draft.draft_sources import read_draft_sources
-from automodel_spec.export.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
-from automodel_spec.export.eagle_layout import ARCHITECTURE as EAGLE_ARCH
-from automodel_spec.export.preflight import plan_draft
-from automodel_spec.draft.resolve import resolve_draft
 from automodel_spec.demo.synthetic import (
     LlamaShape,
     automodel_eagle3_config,
@@ -34,6 +28,12 @@ from automodel_spec.demo.synthetic import (
     write_automodel_run,
     write_sharded_safetensors,
 )
+from automodel_spec.draft.draft_sources import read_draft_sources
+from automodel_spec.draft.resolve import resolve_draft
+from automodel_spec.export.draft_plan import DraftPlan
+from automodel_spec.export.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
+from automodel_spec.export.eagle_layout import ARCHITECTURE as EAGLE_ARCH
+from automodel_spec.export.preflight import plan_draft
 
 SHAPE = LlamaShape(hidden_size=64, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,
                    intermediate_size=96, vocab_size=128, max_position_embeddings=256)

@@ -7,11 +7,11 @@ import importlib.util
 
 import pytest
 
-from automodel_spec.serve.command import DraftArgs
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.errors import CheckpointError, ConfigError, MissingDependencyError
 from automodel_spec.launch import check_release_serves, check_sglang_installed, launch_command, sglang_release
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.serve.command import DraftArgs
 
 
 def test_launch_command_takes_the_target_and_its_revision_from_the_prepared_run():

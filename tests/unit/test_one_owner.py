@@ -191,8 +191,8 @@ def test_the_draft_token_cap_has_one_default():
 
 def test_the_grid_derives_draft_tokens_as_the_server_is_asked():
     from automodel_spec.config.schema import SpecConfig
-    from automodel_spec.predict.points import grid_points
     from automodel_spec.config.spec_rules import resolve_spec
+    from automodel_spec.predict.points import grid_points
 
     for cap in (SpecConfig.max_draft_tokens, 8, 64):
         for point in grid_points([1, 2, 3, 5, 7, 10], [1, 2, 4, 8], cap):
@@ -285,8 +285,8 @@ def test_the_architecture_and_legacy_names_are_the_layouts():
 def test_the_configured_architectures_are_the_layouts():
     import yaml
 
-    from automodel_spec.export import eagle3_layout, eagle_layout
     from automodel_spec.config.schema import AlgorithmConfig
+    from automodel_spec.export import eagle3_layout, eagle_layout
 
     assert AlgorithmConfig().architecture == eagle3_layout.ARCHITECTURE
     for name, arch in (("EAGLE3", eagle3_layout.ARCHITECTURE), ("EAGLE", eagle_layout.ARCHITECTURE)):
@@ -296,8 +296,8 @@ def test_the_configured_architectures_are_the_layouts():
 
 def test_the_default_capture_layers_are_derived_once():
     # eagle3_layout.default_aux_layer_ids; the reference numbers them as SGLang does (+1)
-    from automodel_spec.export.eagle3_layout import default_aux_layer_ids
     from automodel_spec.bench.reference import capture_layers
+    from automodel_spec.export.eagle3_layout import default_aux_layer_ids
 
     found = [
         f

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from automodel_spec.demo import synthetic
 from automodel_spec.bench.workload import load_prompts
 from automodel_spec.config.schema import (
     AlgorithmConfig,
@@ -17,6 +16,7 @@ from automodel_spec.config.schema import (
     SpecConfig,
     TargetConfig,
 )
+from automodel_spec.demo import synthetic
 from automodel_spec.demo.pair import demo_pair
 from automodel_spec.errors import ConfigError
 from automodel_spec.prepare import prepare_run

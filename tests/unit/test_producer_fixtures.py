@@ -19,11 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from automodel_spec.draft import specforge_checkpoint
-from automodel_spec.errors import CheckpointError
-from automodel_spec.prepare import prepare_export
 from automodel_spec.draft.resolve import resolve_draft
-from automodel_spec.export.serving_dtype import choose_serving_dtype
 from automodel_spec.draft.weights import load_draft_weights
+from automodel_spec.errors import CheckpointError
+from automodel_spec.export.serving_dtype import choose_serving_dtype
+from automodel_spec.prepare import prepare_export
 
 ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
 EAGLE3, EAGLE = "LlamaForCausalLMEagle3", "LlamaForCausalLMEagle"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from automodel_spec.serve.command import DraftArgs
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.export.exporter import ExportResult
 from automodel_spec.launch import SGLangRelease, launch_command
 from automodel_spec.prepare import PreparedRun
 from automodel_spec.report import describe_spec, format_notes, format_plan
+from automodel_spec.serve.command import DraftArgs
 
 RELEASE = SGLangRelease(release="0.5.23", installed="0.5.23", source="installed")
 

@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 from automodel_spec.bench.client import run_requests, sampling_params  # noqa: E402
 from automodel_spec.bench.metrics import summarize_level  # noqa: E402
 from automodel_spec.bench.workload import load_prompts, select_prompts  # noqa: E402
-from automodel_spec.serve.command import DraftArgs, build_launch_command  # noqa: E402
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig  # noqa: E402
 from automodel_spec.launch import sglang_release  # noqa: E402
+from automodel_spec.serve.command import DraftArgs, build_launch_command  # noqa: E402
 from automodel_spec.serve.server import SGLangServer, pick_port  # noqa: E402
 
 

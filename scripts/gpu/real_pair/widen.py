@@ -56,14 +56,12 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from automodel_spec.bench import reference  # noqa: E402
-
-from automodel_spec.export import rope
-
-from automodel_spec.demo import synthetic
 from automodel_spec.bench.workload import Prompt  # noqa: E402
+from automodel_spec.demo import synthetic  # noqa: E402
+from automodel_spec.draft.weights import load_safetensors  # noqa: E402
+from automodel_spec.export import rope  # noqa: E402
 from automodel_spec.export.draft_plan import attention_dims  # noqa: E402
 from automodel_spec.io.torch_import import import_torch  # noqa: E402
-from automodel_spec.draft.weights import load_safetensors  # noqa: E402
 
 # Files of a target directory that travel unchanged (the tokenizer and generation settings).
 _COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",

@@ -10,7 +10,14 @@ import pytest
 from automodel_spec.bench.job import baseline_key, gpu_seconds, objective, one_line, point_key, read_complete
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import LevelResult, PointResult, level_key
-from automodel_spec.config.schema import AlgorithmConfig, BenchConfig, Objective, SGLangConfig, SLOConfig, SpecConfig
+from automodel_spec.config.schema import (
+    AlgorithmConfig,
+    BenchConfig,
+    Objective,
+    SGLangConfig,
+    SLOConfig,
+    SpecConfig,
+)
 from automodel_spec.prepare import PreparedRun
 
 RUN = PreparedRun(target="/models/target")

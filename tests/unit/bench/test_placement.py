@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from automodel_spec.io import nvidia_smi
 from automodel_spec.bench import placement
 from automodel_spec.bench.placement import wait_for_room, weights_bytes
 from automodel_spec.errors import ServerError
+from automodel_spec.io import nvidia_smi
 
 GIB = 2**30
 

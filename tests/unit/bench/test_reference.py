@@ -33,12 +33,6 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None
 from helpers import greedy_tokens  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from automodel_spec.export import draft_plan  # noqa: E402
-
-from automodel_spec.demo import synthetic
-from automodel_spec.bench.workload import Prompt  # noqa: E402
-from automodel_spec.errors import CheckpointError  # noqa: E402
-from automodel_spec.prepare import prepare_export  # noqa: E402
 from automodel_spec.bench.reference import (  # noqa: E402
     _Draft,
     compute_reference,
@@ -46,7 +40,12 @@ from automodel_spec.bench.reference import (  # noqa: E402
     read_served_draft,
     verdict,
 )
+from automodel_spec.bench.workload import Prompt  # noqa: E402
+from automodel_spec.demo import synthetic  # noqa: E402
 from automodel_spec.draft.resolve import resolve_draft  # noqa: E402
+from automodel_spec.errors import CheckpointError  # noqa: E402
+from automodel_spec.export import draft_plan  # noqa: E402
+from automodel_spec.prepare import prepare_export  # noqa: E402
 
 SHAPE = synthetic.LlamaShape(hidden_size=64, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=96, vocab_size=48, max_position_embeddings=512)

@@ -110,8 +110,7 @@ def test_summary_shows_served_vs_reference_and_warns():
 def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from automodel_spec.bench import reference
-    from automodel_spec.bench import served_checks
+    from automodel_spec.bench import reference, served_checks
     from automodel_spec.bench.result import SpecSettings
     from automodel_spec.bench.served_checks import _cached_reference
     from automodel_spec.bench.workload import Prompt
@@ -174,9 +173,9 @@ def _auto_reference_plan(tmp_path, monkeypatch, torch_version: str) -> tuple[str
     installed torch reporting ``torch_version``; returns its answer and whether it imported torch."""
     from types import SimpleNamespace
 
-    from automodel_spec.demo import synthetic
     from automodel_spec.bench import served_checks
     from automodel_spec.bench.result import SpecSettings
+    from automodel_spec.demo import synthetic
 
     (tmp_path / "target").mkdir()
     (tmp_path / "target" / "config.json").write_text(json.dumps(synthetic.llama_config(synthetic.TINY)))
@@ -261,8 +260,7 @@ def test_the_reference_follows_the_setting_and_thresholds_the_server_reports(tmp
     reference; each temperature gets its own computation, its kind and its verdict."""
     from types import SimpleNamespace
 
-    from automodel_spec.bench import reference
-    from automodel_spec.bench import served_checks
+    from automodel_spec.bench import reference, served_checks
     from automodel_spec.bench.result import SpecSettings
     from automodel_spec.bench.served_checks import add_reference
     from automodel_spec.bench.workload import Prompt
@@ -329,8 +327,7 @@ def test_a_greedy_chain_is_also_held_against_what_training_measured(tmp_path, mo
     depth 2 is a warning on the level (not a failure: training measured other data)."""
     from types import SimpleNamespace
 
-    from automodel_spec.bench import reference
-    from automodel_spec.bench import served_checks
+    from automodel_spec.bench import reference, served_checks
     from automodel_spec.bench.result import SpecSettings
     from automodel_spec.bench.served_checks import add_reference
     from automodel_spec.bench.workload import Prompt

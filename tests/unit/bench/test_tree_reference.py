@@ -21,13 +21,13 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None
 
 from helpers import greedy_tokens  # noqa: E402
 
-from automodel_spec.demo import synthetic  # noqa: E402
+from automodel_spec.bench.reference import _Draft, compute_reference, load_target, main, read_served_draft  # noqa: E402
+from automodel_spec.bench.tree_reference import Sampling  # noqa: E402
 from automodel_spec.bench.workload import Prompt  # noqa: E402
+from automodel_spec.demo import synthetic  # noqa: E402
+from automodel_spec.draft.resolve import resolve_draft  # noqa: E402
 from automodel_spec.errors import ConfigError  # noqa: E402
 from automodel_spec.prepare import prepare_export  # noqa: E402
-from automodel_spec.bench.reference import _Draft, compute_reference, load_target, main, read_served_draft  # noqa: E402
-from automodel_spec.draft.resolve import resolve_draft  # noqa: E402
-from automodel_spec.bench.tree_reference import Sampling  # noqa: E402
 
 SHAPE = synthetic.LlamaShape(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=96, vocab_size=48, max_position_embeddings=512)

@@ -12,7 +12,7 @@ from automodel_spec.config.adaptive import (
     startup_crash,
     write_adaptive_config,
 )
-from automodel_spec.serve.command import build_launch_command
+from automodel_spec.config.rules import validate
 from automodel_spec.config.schema import (
     AlgorithmConfig,
     DraftConfig,
@@ -21,11 +21,11 @@ from automodel_spec.config.schema import (
     SpecConfig,
     TargetConfig,
 )
-from automodel_spec.config.rules import validate
+from automodel_spec.config.spec_rules import resolve_spec, spec_errors
 from automodel_spec.errors import ConfigError
 from automodel_spec.launch import required_sglang as run_requirement
 from automodel_spec.prepare import PreparedRun
-from automodel_spec.config.spec_rules import resolve_spec, spec_errors
+from automodel_spec.serve.command import build_launch_command
 
 
 def cfg(tmp_path, **spec) -> ServeConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from automodel_spec.config.rules import phase_load, target_path, validate
 from automodel_spec.config.schema import (
     DEMO_DRAFT,
     DEMO_TARGET,
@@ -19,7 +20,6 @@ from automodel_spec.config.schema import (
     SpecConfig,
     TargetConfig,
 )
-from automodel_spec.config.rules import phase_load, target_path, validate
 from automodel_spec.errors import ConfigError
 
 NONE = AlgorithmConfig(name=None, architecture=None, needs_draft=False, uses_token_map=False)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from automodel_spec.serve.command import DraftArgs, build_launch_command
-from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.config.rules import managed_extra_args
+from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
 from automodel_spec.config.sglang_options import (
     MANAGED_FLAGS,
     OPTIONS,
@@ -18,6 +17,7 @@ from automodel_spec.config.sglang_options import (
     release_options,
     spelling,
 )
+from automodel_spec.serve.command import DraftArgs, build_launch_command
 
 RELEASES = known_releases()
 

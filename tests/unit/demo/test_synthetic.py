@@ -9,9 +9,10 @@ import sys
 import pytest
 from safetensors import safe_open
 
-from automodel_spec.demo import pair as demo, synthetic
-from automodel_spec.draft.resolve import resolve_draft, weight_files
+from automodel_spec.demo import pair as demo
+from automodel_spec.demo import synthetic
 from automodel_spec.demo.synthetic_tokenizer import NUM_TOKENS, write_byte_tokenizer
+from automodel_spec.draft.resolve import resolve_draft, weight_files
 
 SMALL = synthetic.LlamaShape(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=96, vocab_size=300, max_position_embeddings=256)

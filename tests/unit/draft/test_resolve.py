@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from automodel_spec.errors import CheckpointError
 from automodel_spec.draft.resolve import looks_like_local_path, resolve_draft, weight_files
+from automodel_spec.errors import CheckpointError
 
 
 def _consolidated(ckpt):

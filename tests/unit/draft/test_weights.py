@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from automodel_spec.errors import CheckpointError
 from automodel_spec.draft.resolve import resolve_draft
 from automodel_spec.draft.weights import load_draft_weights, load_eagle_meta
+from automodel_spec.errors import CheckpointError
 
 CANARY_ENV = "AUTOMODEL_SPEC_TEST_CANARY"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from automodel_spec.errors import CheckpointError
 from automodel_spec.export.eagle3_layout import (
     ARCHITECTURE,
     canonical_name,
@@ -15,7 +16,6 @@ from automodel_spec.export.eagle3_layout import (
     plan_eagle3,
     serving_name,
 )
-from automodel_spec.errors import CheckpointError
 
 LAYER_PARTS = [
     "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from automodel_spec.export.eagle_layout import ARCHITECTURE, plan_eagle
 from automodel_spec.errors import CheckpointError
+from automodel_spec.export.eagle_layout import ARCHITECTURE, plan_eagle
 
 SERVED = {
     "fc.weight", "fc.bias",

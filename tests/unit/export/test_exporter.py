@@ -17,6 +17,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
+from automodel_spec.draft.resolve import resolve_draft
 from automodel_spec.errors import CheckpointError
 from automodel_spec.export.exporter import (
     MANIFEST,
@@ -25,10 +26,9 @@ from automodel_spec.export.exporter import (
     export_key,
     planned_export_dir,
 )
+from automodel_spec.export.sealed_dir import STALE_TEMP_S, WRITER
 from automodel_spec.io.file_digest import file_digest, file_stamp
 from automodel_spec.prepare import prepare_export
-from automodel_spec.draft.resolve import resolve_draft
-from automodel_spec.export.sealed_dir import STALE_TEMP_S, WRITER
 
 EAGLE3 = "LlamaForCausalLMEagle3"
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from automodel_spec.draft.draft_sources import find_recipe_aux_layer_ids, read_draft_sources
-from automodel_spec.errors import CheckpointError
-from automodel_spec.io.json_file import read_json
-from automodel_spec.export.preflight import check_against_target, check_servable_at_all, plan_draft
-from automodel_spec.draft.resolve import resolve_draft
 from automodel_spec.demo.synthetic import llama_config, write_target
+from automodel_spec.draft.draft_sources import find_recipe_aux_layer_ids, read_draft_sources
+from automodel_spec.draft.resolve import resolve_draft
+from automodel_spec.errors import CheckpointError
+from automodel_spec.export.preflight import check_against_target, check_servable_at_all, plan_draft
 from automodel_spec.export.target import read_target_config
+from automodel_spec.io.json_file import read_json
 
 
 def _load(ckpt):

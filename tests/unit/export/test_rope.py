@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from automodel_spec.demo.synthetic import llama_config
 from automodel_spec.errors import CheckpointError
 from automodel_spec.export.preflight import check_against_target
 from automodel_spec.export.rope import Rope, read_rope
-from automodel_spec.demo.synthetic import llama_config
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 8192}

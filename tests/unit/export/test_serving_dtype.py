@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from automodel_spec.draft.draft_sources import read_draft_sources
+from automodel_spec.draft.resolve import resolve_draft
 from automodel_spec.errors import ConfigError
 from automodel_spec.export.preflight import plan_draft
-from automodel_spec.draft.resolve import resolve_draft
 from automodel_spec.export.serving_dtype import auto_dtype, choose_serving_dtype
 
 

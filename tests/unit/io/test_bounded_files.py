@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from automodel_spec.config.schema import ServeConfig
 from automodel_spec.config.rules import number_errors
+from automodel_spec.config.schema import ServeConfig
+from automodel_spec.config.spec_rules import spec_errors
 from automodel_spec.draft.draft_sources import _find_key, find_recipe_aux_layer_ids
 from automodel_spec.errors import CheckpointError
 from automodel_spec.io.json_file import MAX_DEPTH, nesting_depth, read_json
 from automodel_spec.io.path_lookup import file_problem, missing_reason
-from automodel_spec.config.spec_rules import spec_errors
 from automodel_spec.io.yaml_file import read_yaml
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -58,27 +57,3 @@ def test_only_a_recipe_as_the_program_holds_signals(clean, monkeypatch, tmp_path
     finally:
         signals.release_signals()
     assert not {signal.SIGINT, signal.SIGTERM} & mask(signal.SIG_BLOCK, set())
-
-
-def test_the_package_imports_torch_only_through_signals_import_torch():
-    """``import torch`` (or safetensors' torch half, which imports it) with SIGINT / SIGTERM live can abort
-    the process mid-initialization; recipes no longer preload torch, so every import must hold them."""
-    import ast
-
-    package = Path(__file__).resolve().parents[3] / "automodel_spec"
-    bad = []
-    for path in sorted(package.rglob("*.py")):
-        if path.name == "signals.py":
-            continue
-        tree = ast.parse(path.read_text())
-        for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] + [tree]:
-            held_at = min((n.lineno for n in ast.walk(fn) if isinstance(n, ast.Call)
-                           and getattr(n.func, "id", None) in ("import_torch", "import_native_modules")), default=None)
-            for node in ast.walk(fn):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                    [node.module] if isinstance(node, ast.ImportFrom) else []
-                if "torch" in names or any(n and n.startswith("torch.") for n in names):
-                    bad.append(f"{path.name}:{node.lineno}: import torch (use torch_import.import_torch())")
-                elif "safetensors.torch" in names and (held_at is None or held_at > node.lineno):
-                    bad.append(f"{path.name}:{node.lineno}: safetensors.torch before import_torch()")
-    assert not bad, "\n".join(sorted(set(bad)))

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from automodel_spec.config.adaptive import read_adaptive_config
 from automodel_spec.bench.result import LevelResult, PointResult
-from automodel_spec.predict.points import grid_points
+from automodel_spec.config.adaptive import read_adaptive_config
 from automodel_spec.predict.driver import PredictOptions, adaptive_slots, run_predict_sweep
+from automodel_spec.predict.points import grid_points
 
 TEMPS, CONCS = (0.0, 1.0), (1, 8)
 
@@ -101,8 +101,8 @@ def test_adaptive_slots_put_the_lowest_load_at_batch_size_one():
 
 
 def test_the_fastest_chain_by_goodput_counts_only_levels_within_the_goals():
-    from automodel_spec.predict.points import GridPoint
     from automodel_spec.predict.driver import best_by_concurrency
+    from automodel_spec.predict.points import GridPoint
 
     def point(tok_s: float, goodput: float, met: bool) -> PointResult:
         levels = {"T0_c1": LevelResult(temperature=0.0, concurrency=1, output_tok_per_s=tok_s, goodput_rps=goodput,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from automodel_spec.serve.command import DraftArgs, build_launch_command, format_command, redact
 from automodel_spec.config.schema import AlgorithmConfig, SGLangConfig, SpecConfig
+from automodel_spec.serve.command import DraftArgs, build_launch_command, format_command, redact
 
 PY = "/venv/bin/python"
 EAGLE3 = AlgorithmConfig(name="EAGLE3", architecture="LlamaForCausalLMEagle3", needs_draft=True,
@@ -149,8 +149,8 @@ def test_redact_trailing_flag_and_format_is_shell_safe():
 def test_every_setting_of_the_table_is_passed_or_named_as_not_passed():
     # sglang_options.OPTIONS owns the flags: a row the builder gives no value would fail every build
     # (KeyError), and one it forgets to pass would be missing here
-    from automodel_spec.serve.command import NOT_PASSED, launch_values
     from automodel_spec.config.sglang_options import OPTIONS, known_releases, spelling
+    from automodel_spec.serve.command import NOT_PASSED, launch_values
 
     keys = {o.key for o in OPTIONS}
     assert set(NOT_PASSED) <= keys, "NOT_PASSED names a key the table no longer has"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from automodel_spec.io import nvidia_smi
 from automodel_spec.errors import ConfigError
+from automodel_spec.io import nvidia_smi
 from automodel_spec.serve.gpu_pool import (
     gpu_phase,
     lease_dir,

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from automodel_spec.serve.parent_watch import guarded_argv, main
 from automodel_spec.io.process_state import process_running
+from automodel_spec.serve.parent_watch import guarded_argv, main
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 

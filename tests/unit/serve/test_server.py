@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import pytest
 from helpers import is_fake_server
 
-from automodel_spec.serve import server as server_module
 from automodel_spec.errors import ServerError
 from automodel_spec.io.http_client import HTTPStatusError, request_json
 from automodel_spec.io.process_state import process_running
+from automodel_spec.serve import server as server_module
 from automodel_spec.serve.server import SGLangServer, pick_port
 
 FAKE = Path(__file__).resolve().parents[2] / "fakes" / "fake_sglang.py"

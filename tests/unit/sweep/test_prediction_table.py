@@ -18,9 +18,9 @@ import pytest
 
 from automodel_spec.bench.result import MAX_RESULT_BYTES, ResultSchemaError
 from automodel_spec.predict.cost import CostModel
+from automodel_spec.predict.driver import PREDICTIONS, PredictOutcome, write_predictions
 from automodel_spec.predict.points import Candidate, GridPoint
 from automodel_spec.predict.predictor import CHAIN, MEASURED, Prediction
-from automodel_spec.predict.driver import PREDICTIONS, PredictOutcome, write_predictions
 from automodel_spec.sweep.prediction_table import (
     CONFIRMED,
     FIRST,
