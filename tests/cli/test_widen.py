@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
-from unit.test_reference import (  # noqa: E402  the partly agreeing tiny pair of the reference's tests
+from unit.bench.test_reference import (  # noqa: E402  the partly agreeing tiny pair of the reference's tests
     PROMPTS,
     SHAPE,
     TRAINED_IDS,
