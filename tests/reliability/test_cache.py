@@ -36,7 +36,7 @@ from automodel_spec.prepare import prepare_export
 REPO = Path(__file__).resolve().parents[2]
 EXPORT = REPO / "recipes" / "export.py"
 EAGLE3 = "LlamaForCausalLMEagle3"
-ROUNDS = 40  # half of them at any moment of an export's life, half into its write
+ROUNDS = 24  # half of them at any moment of an export's life, half into its write
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 # exit codes: ours once the recipe runs (130 / 143), the default action before its handler is installed
 ENDED_BY = {signal.SIGKILL: {-9}, signal.SIGTERM: {143, -15}, signal.SIGINT: {130, -2, 1}}
@@ -131,7 +131,7 @@ def _no_error_but_the_interpreters_start(out: str) -> bool:
 # workers' processes rather than one (the longest test of the suite, handed out first). The delays are
 # drawn over the times an export takes, measured with the lanes running at once.
 LANES = 2
-CHECK_EVERY = 10  # rounds of a lane between uninterrupted runs
+CHECK_EVERY = 6  # rounds of a lane between uninterrupted runs (two a lane)
 POLL_S = 0.005  # how often a round looks for the export's temporary directory
 
 
