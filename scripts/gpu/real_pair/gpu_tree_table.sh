@@ -10,7 +10,9 @@
 #       it); and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which
 #       SGLang serves only for a draft over the target's whole vocabulary (skipped for a d2t draft)
 #   bash scripts/gpu/real_pair/gpu_tree_table.sh all      # both at once, every server sharing the GPU (the
-#       table is about accept lengths, which sharing does not move; timings from it are not comparable)
+#       table is about accept lengths, which sharing does not move; timings from it are not comparable);
+#       give it a whole call: its ten servers start side by side for 2-3 minutes, and no point is measured
+#       while a server of the GPU is starting (docs/gpu-runs.md, 2026-12-07)
 # Knobs: TREES_SHARE servers on the GPU at once (default 4) at TREES_MEM of its memory each (default 0.2).
 # Results (logs, metrics, summaries, the references' JSON; no weights) go to $OUT/real-trees-STAGE.tar.gz.
 set -uo pipefail
