@@ -1,9 +1,9 @@
 """Typed configuration schemas: what each section holds, its types and defaults.
 
 The dataclasses are plain Python: the library takes them as arguments and never imports Hydra.
-``hydra_glue.register_configs()`` hands them to Hydra's ConfigStore, so YAML options in ``conf/``
+``hydra.glue.register_configs()`` hands them to Hydra's ConfigStore, so YAML options in ``conf/``
 inherit a schema and a misspelt key or a wrong type fails at compose time. The rules between the
-fields are elsewhere: the speculative setting's in ``spec_rules``, the whole run's in ``config_rules``.
+fields are elsewhere: the speculative setting's in ``spec_rules``, the whole run's in ``config.rules``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class DraftConfig:
 class TargetConfig:
     """The target model: a local HF directory or a hub id.
 
-    Unset (``None``) with the demo draft means the built-in demo target (``config_rules.target_path``);
+    Unset (``None``) with the demo draft means the built-in demo target (``config.rules.target_path``);
     exporting a draft needs no target, serving does.
     """
 

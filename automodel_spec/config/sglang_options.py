@@ -2,7 +2,7 @@
 
 One owner for the launcher's flags: ``command.build_launch_command`` spells each setting as
 ``spelling`` says for the release it builds for, and ``MANAGED_FLAGS`` (the flags
-``sglang.extra_args`` may not set again, ``config_rules.managed_extra_args``) is derived from the same table. What each release accepts
+``sglang.extra_args`` may not set again, ``config.rules.managed_extra_args``) is derived from the same table. What each release accepts
 is recorded in ``data/sglang_options.json`` by ``scripts/analysis/record_sglang_options.py``, which runs each
 release's own argument parser on the CPU; ``tests/unit/config/test_sglang_options.py`` checks this table
 against it release by release.

@@ -1,7 +1,7 @@
 """The speculative setting's rules: the draft tokens it implies, and what SGLang would reject.
 
 ``resolve_spec`` derives the draft tokens SGLang is asked for (``prepare.prepare_run`` computes it once
-per run, ``PreparedRun.spec``); ``point_errors`` is why a setting is invalid, for ``config_rules.validate``
+per run, ``PreparedRun.spec``); ``point_errors`` is why a setting is invalid, for ``config.rules.validate``
 and for a sweep that records the point as skipped.
 """
 
@@ -137,7 +137,7 @@ def adaptive_config_errors(spec: SpecConfig) -> list[str]:
 def point_errors(algorithm: AlgorithmConfig, spec: SpecConfig) -> list[str]:
     """Why a speculative setting is invalid (a sweep point SGLang would reject); empty when it is valid.
 
-    The one owner of the rule: ``config_rules.validate`` refuses such a run, a benchmark sweep records the point as
+    The one owner of the rule: ``config.rules.validate`` refuses such a run, a benchmark sweep records the point as
     skipped (``bench.job.record_if_invalid``) and goes on.
     """
     return spec_errors(spec) if algorithm.name is not None else []

@@ -1,7 +1,7 @@
 """The target model's path: a local HF directory or a hub id, checked, expanded and read.
 
 Which target a configuration names (the demo's, when unset beside the demo draft) is a rule between
-fields, ``config_rules.target_path``; everything done with the path itself is here.
+fields, ``config.rules.target_path``; everything done with the path itself is here.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ them in worker processes and the submitit launcher in other processes or on othe
 exit code kept in memory never reaches the process that ends the sweep. So each job writes its
 code into the sweep directory (``.job_codes/<job number>.json``), which every launcher shares
 (submitit keeps its own files there too); the recipe's process clears them when the sweep starts
-(``start_sweep``, from ``hydra_glue.JobCodesCallback``) and reads them when it ends.
+(``start_sweep``, from ``hydra.glue.JobCodesCallback``) and reads them when it ends.
 """
 
 from __future__ import annotations

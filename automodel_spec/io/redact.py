@@ -2,7 +2,7 @@
 
 A key given literally on the command line (``sglang.api_key=sk-...``) travels through Hydra: into
 the launcher's console lines, the sweep's ``multirun.yaml`` and each job's ``.hydra/`` files. The
-point directory names leave it out (``exclude_keys`` in ``conf/sweep/``); ``hydra_glue.RedactCallback``
+point directory names leave it out (``exclude_keys`` in ``conf/sweep/``); ``hydra.glue.RedactCallback``
 masks it (with ``install_log_filter`` and ``mask_file``) in the console and log lines and in ``multirun.yaml``; ``write_summary`` masks it in the
 summaries. Hydra's own per-job ``.hydra/`` files keep what was given (they are how a job is re-run):
 pass the key as ``sglang.api_key='${oc.env:SGLANG_API_KEY}'`` and only the interpolation is written.

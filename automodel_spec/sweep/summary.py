@@ -1,7 +1,7 @@
 """Sweep summary: every point's ``metrics.json`` into a table, the best setting and the sweep's cost.
 
 ``write_summary`` writes ``summary.csv``, ``summary.md``, ``best_override.txt`` and (see ``plots``)
-the heat maps into the sweep directory; the Hydra callback (``hydra_glue.SweepSummaryCallback``) calls
+the heat maps into the sweep directory; the Hydra callback (``hydra.glue.SweepSummaryCallback``) calls
 it at the end of a multirun, ``python -m automodel_spec.sweep DIR`` by hand (e.g. after a sweep that
 ran over several GPU leases).
 """

@@ -216,7 +216,7 @@ def test_typo_in_a_yaml_option_raises_at_compose_time(tmp_path):
 
 def test_no_bench_setting_names_a_sweep_points_directory():
     # every bench.* setting is shared by a sweep's points; the sweep presets' exclude_keys take them
-    # from the schema (hydra_glue's resolver), so a new bench field needs no second list
+    # from the schema (hydra.glue's resolver), so a new bench field needs no second list
     import dataclasses
 
     from automodel_spec.config.schema import SLOConfig

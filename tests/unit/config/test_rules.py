@@ -1,4 +1,4 @@
-"""The run's rules between fields (``config_rules``: ``validate``, ``target_path``, ``phase_load``); the
+"""The run's rules between fields (``config.rules``: ``validate``, ``target_path``, ``phase_load``); the
 speculative setting's own rules are in test_spec_rules.py, composing with Hydra in tests/cli/test_compose.py."""
 
 from __future__ import annotations

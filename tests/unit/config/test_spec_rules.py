@@ -1,5 +1,5 @@
 """The speculative setting's own rules (``spec_rules.spec_errors``); ``validate`` applying them is tested in
-test_config_rules.py."""
+config/test_rules.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A predict sweep's predictions beside its measurements (``sweep/predictions.py``, to be
 ``sweep/prediction_table.py``).
 
-``predictions.json`` is written by the predict sweep's own writer (``predict.sweep.write_predictions``) from
+``predictions.json`` is written by the predict sweep's own writer (``predict.driver.write_predictions``) from
 the real dataclasses, and the rows have the summary's columns (``sweep.rows.COLUMNS``). Checked: the file
 is read back, and a damaged one is refused with the reason (never a crash deep in the summary); each row
 gets its role and, for closed-loop levels only, its prediction; the summary section lists the cost models
