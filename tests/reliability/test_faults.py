@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from test_hostile_inputs import (
     Result,
     _serve,
     _verdict,
+    case_results,
     documented_figures,
     figures_table,
     run_hostile,
@@ -416,22 +416,7 @@ def _run(case: Hostile, root: Path, base: Path) -> Result:
 @pytest.fixture(scope="module")
 def results(request, tmp_path_factory) -> dict[str, Callable[[], Result]]:
     """Each selected case's result, on demand; process cases started at once on a pool."""
-    base = tmp_path_factory.mktemp("faults-base")
-    selected = {item.callspec.params["case"].name for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params}
-    root = tmp_path_factory.mktemp("faults")
-    pool = ThreadPoolExecutor(max_workers=2)
-    runs: dict[str, Callable[[], Result]] = {}
-    memo: dict[str, Result] = {}
-    for c in CASES:
-        if c.name not in selected:
-            continue
-        if c.process:
-            runs[c.name] = pool.submit(_run, c, root / c.name, base).result
-        else:
-            runs[c.name] = lambda c=c: memo.get(c.name) or memo.setdefault(c.name, _run(c, root / c.name, base))
-    yield runs
-    pool.shutdown(wait=True, cancel_futures=True)
+    yield from case_results(request, tmp_path_factory, CASES, _run, "faults", 2)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES])

@@ -428,26 +428,34 @@ def _bounded(call) -> tuple[int | None, str, bool]:
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.fixture(scope="module")
-def results(request, tmp_path_factory) -> dict[str, Callable[[], Result]]:
-    """Each selected case's result, on demand; process cases started at once on a pool."""
-    base = tmp_path_factory.mktemp("hostile-base")  # the cases copy the producers' fixtures, not test_bad_inputs' drafts
+def case_results(request, tmp_path_factory, cases, run, name: str, workers: int):
+    """Each of ``cases`` the session selected from the requesting module, its ``Result`` on demand: process
+    cases started at once on a pool of ``workers`` (``run(case, root, base)``), in-process ones when first
+    asked for, each once. A module fixture's body (``yield from``); the pool is shut down after the module.
+    """
+    base = tmp_path_factory.mktemp(f"{name}-base")
     selected = {item.callspec.params["case"].name for item in request.session.items
                 if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params}
-    root = tmp_path_factory.mktemp("hostile")
-    pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
+    root = tmp_path_factory.mktemp(name)
+    pool = ThreadPoolExecutor(max_workers=workers)
     runs: dict[str, Callable[[], Result]] = {}
     memo: dict[str, Result] = {}
-    for c in CASES:
+    for c in cases:
         if c.name not in selected:
             continue
         if c.process:
-            future = pool.submit(run_hostile, c, root / c.name, base)
-            runs[c.name] = future.result
+            runs[c.name] = pool.submit(run, c, root / c.name, base).result
         else:
-            runs[c.name] = lambda c=c: memo.get(c.name) or memo.setdefault(c.name, run_hostile(c, root / c.name, base))
+            runs[c.name] = lambda c=c: memo.get(c.name) or memo.setdefault(c.name, run(c, root / c.name, base))
     yield runs
     pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="module")
+def results(request, tmp_path_factory) -> dict[str, Callable[[], Result]]:
+    """Each selected case's result, on demand; process cases started at once on a pool (the cases copy the
+    producers' fixtures, not test_bad_inputs' drafts)."""
+    yield from case_results(request, tmp_path_factory, CASES, run_hostile, "hostile", max(2, os.cpu_count() or 2))
 
 
 def _verdict(case: Hostile, r: Result) -> list[str]:
