@@ -21,7 +21,8 @@ def _run(script: str, *args: str, tmp_path: Path, **env: str) -> subprocess.Comp
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("script", ["gpu_scale.sh", "gpu_sweep_scale.sh", "gpu_speed.sh", "gpu_load.sh"])
+@pytest.mark.parametrize("script", ["gpu_scale.sh", "gpu_sweep_scale.sh", "gpu_speed.sh", "gpu_load.sh",
+                                    "real_pair/gpu_real_pair.sh", "real_pair/gpu_tree_table.sh"])
 def test_the_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu" / script)]).returncode == 0
 

@@ -21,6 +21,8 @@ R=${REAL_DIR:-/tmp/real}
 RES=/tmp/real-results/$STAGE
 BOUND=${REAL_BOUND_S:-570}   # the whole stage, so that its results are packed before the call ends
 mkdir -p "$R" "$RES"
+# shellcheck source=scripts/gpu/real_pair/_await.sh
+source scripts/gpu/real_pair/_await.sh
 pack() { [ -n "${OUT:-}" ] && tar -czf "$OUT/real-$STAGE.tar.gz" -C /tmp/real-results "$STAGE" 2>/dev/null; }
 trap pack EXIT
 left() { echo $(( BOUND - SECONDS )); }
@@ -117,13 +119,7 @@ if [ "$STAGE" = grid ]; then
   timeout -k 30 -s TERM "$(( T - 20 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
     hydra.launcher.n_jobs=4 spec.num_steps=3,1,5,7 spec.topk=1,2,4 > "$RES/sweep-grid.log" 2>&1 &
   SWEEPS+=($!)
-  # progress while the sweeps run; wait for them by pid: a bare `wait` would also wait for the `tee` of
-  # this script's own output (bash waits for the last process substitution), which never ends
-  running() { local p; for p in "${SWEEPS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
-  while running; do
-    sleep 30; echo "[real] ${SECONDS}s: $(compgen -G 'sweeps/real-grid/*/metrics.json' | wc -l) point(s) written"
-  done
-  wait "${SWEEPS[@]}" 2>/dev/null
+  await_pids real 'sweeps/real-grid/*/metrics.json' 30 "${SWEEPS[@]}"
   set +m
   for f in choice adaptive grid; do echo "== $f"; grep -E "^\[bench\]" "$RES/sweep-$f.log" | cut -c1-300 | tail -8; done
   gpu_apps
@@ -180,11 +176,7 @@ if [ "$STAGE" = wide ]; then
   timeout -k 30 -s TERM "$(( T - 15 ))" python3 recipes/serve.py -m +sweep=grid "${WCOMMON[@]}" "${AM[@]}" \
     hydra.launcher.n_jobs=2 spec.num_steps=3,5 spec.topk=4,2,8 > "$RES/sweep-trees.log" 2>&1 &
   SWEEPS+=($!)
-  running() { local p; for p in "${SWEEPS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
-  while running; do
-    sleep 30; echo "[real] ${SECONDS}s: $(compgen -G 'sweeps/wide-am/*/metrics.json' | wc -l) point(s) written"
-  done
-  wait "${SWEEPS[@]}" 2>/dev/null
+  await_pids real 'sweeps/wide-am/*/metrics.json' 30 "${SWEEPS[@]}"
   [ ${#REFS[@]} -gt 0 ] && wait "${REFS[@]}" && touch "$R/wide-refs.done"
   grep -h "accept length" "$RES"/reference-am-*.log 2>/dev/null | head -5
   # then the 12th grid point and the SpecForge draft (3/1/4, SGLang's choice), sharing the wide baseline
@@ -203,8 +195,7 @@ if [ "$STAGE" = wide ]; then
         spec.num_steps=null spec.topk=null spec.num_draft_tokens=null > "$RES/sweep-sf-choice.log" 2>&1 &
       SWEEPS+=($!)
     fi
-    while running; do sleep 20; done
-    wait "${SWEEPS[@]}" 2>/dev/null
+    await_pids real '' 20 "${SWEEPS[@]}"
   fi
   set +m
   for f in "$RES"/sweep-*.log; do echo "== $f"; grep -E "^\[bench\]" "$f" | cut -c1-300 | tail -6; done

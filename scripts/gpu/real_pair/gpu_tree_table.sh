@@ -30,6 +30,8 @@ R=${REAL_DIR:-/tmp/real}
 RES=/tmp/real-results/trees-$STAGE
 BOUND=${REAL_BOUND_S:-570}   # the whole stage, so that its results are packed before the call ends
 mkdir -p "$RES"
+# shellcheck source=scripts/gpu/real_pair/_await.sh
+source scripts/gpu/real_pair/_await.sh
 pack() { [ -n "${OUT:-}" ] && tar -czf "$OUT/real-trees-$STAGE.tar.gz" -C /tmp/real-results "trees-$STAGE" 2>/dev/null; }
 trap pack EXIT
 left() { echo $(( BOUND - SECONDS )); }
@@ -68,9 +70,7 @@ if [ "$STAGE" = sweeps ]; then
       sleep 5
     done
   done
-  running() { local p; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
-  while running; do sleep 30; echo "[trees] ${SECONDS}s: $(compgen -G 'sweeps/real-trees-*/*/metrics.json' | wc -l) point(s)"; done
-  wait "${PIDS[@]}" 2>/dev/null
+  await_pids trees 'sweeps/real-trees-*/*/metrics.json' 30 "${PIDS[@]}"
   set +m
   for d in am sf; do
     python3 -m automodel_spec.sweep "sweeps/real-trees-$d" > "$RES/aggregate-$d.log" 2>&1
