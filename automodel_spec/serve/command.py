@@ -115,7 +115,7 @@ def launch_values(
         "draft.path": draft.path if with_draft else None,
         "draft.revision": draft.revision if with_draft else None,
         "draft.token_map": draft.token_map if with_draft and algorithm.uses_token_map else None,
-        # without speculation, spec.* is refused by config_rules; it is never passed
+        # without speculation, spec.* is refused by config.rules; it is never passed
         "spec.num_steps": spec.num_steps if speculative else None,
         "spec.topk": spec.topk if speculative else None,
         "spec.num_draft_tokens": spec.num_draft_tokens if speculative else None,
