@@ -16,7 +16,8 @@ SGLang it spawns a child process ("scheduler") and serves /health, /health_gener
   exit_after      serve, then exit by itself with code 7 after FAKE_SGLANG_EXIT_AFTER_S seconds
 FAKE_SGLANG_ACCEPT, when set (a probability), makes acceptance partial: each drafted position is accepted
 with that probability until the first rejection (seeded by the prompt and temperature, so a re-run
-repeats it), and a round takes 2 ms + 0.5 ms per step; the histogram and counts follow.
+repeats it), and a round takes 2 ms + FAKE_SGLANG_ROUND_STEP_MS (default 0.5) per step; the histogram and
+counts follow.
 FAKE_SGLANG_CRASH_IF, when set, is a substring of the argv: a server whose ``" ".join(sys.argv)``
 contains it behaves like MODE crash (so one point of a sweep can crash), whatever FAKE_SGLANG_MODE says.
 FAKE_SGLANG_FAIL makes /generate fail on purpose once FAKE_SGLANG_FAIL_AFTER requests (default 0, warm-up
@@ -88,6 +89,8 @@ TOKENS = int(arg("--speculative-num-draft-tokens", str(STEPS + 1)))
 SPEC = arg("--speculative-algorithm")
 TP = int(arg("--tp-size", "1"))
 ACCEPT = float(os.environ["FAKE_SGLANG_ACCEPT"]) if os.environ.get("FAKE_SGLANG_ACCEPT") else None
+# a verify round's time under partial acceptance: 2 ms, and this much more per drafting step
+ROUND_S = 0.002 + float(os.environ.get("FAKE_SGLANG_ROUND_STEP_MS", "0.5")) / 1000 * STEPS
 ADAPTIVE = "--speculative-adaptive" in sys.argv
 RELEASE = os.environ.get("FAKE_SGLANG_RELEASE")
 FAIL_IF = os.environ.get("FAKE_SGLANG_FAIL_IF")
@@ -230,7 +233,7 @@ class Handler(BaseHTTPRequestHandler):
             n = int(req.get("sampling_params", {}).get("max_new_tokens", 16))
             if SPEC and ACCEPT is not None:
                 verify, hist = _partial_acceptance(n, req)
-                took = verify * (0.002 + 0.0005 * STEPS)
+                took = verify * ROUND_S
             else:
                 verify = -(-n // (STEPS + 1)) if SPEC else 0
                 hist = [0] * STEPS + [verify]  # every draft accepted: each round accepted all STEPS drafts
@@ -357,7 +360,7 @@ def _stream_plan(n, req):
         for accepted in _accepted_per_round(n, req):
             sizes.append(min(accepted + 1, left))
             left -= sizes[-1]
-        return [s for s in sizes if s > 0], verify, hist, verify * (0.002 + 0.0005 * STEPS)
+        return [s for s in sizes if s > 0], verify, hist, verify * ROUND_S
     verify = -(-n // (STEPS + 1)) if SPEC else 0
     sizes = [min(STEPS + 1, n - i) for i in range(0, n, STEPS + 1)] if SPEC else [1] * n
     step_ms = os.environ.get("FAKE_SGLANG_STEP_MS")
