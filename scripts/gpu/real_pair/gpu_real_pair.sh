@@ -81,7 +81,7 @@ if [ "$STAGE" = train ]; then
   # only the trainers: the bundle's unpack in the background may take longer and must not hold the stage
   wait $AM_PID $SF_PID 2>/dev/null
   for f in automodel_run/automodel_train.json specforge_run/specforge_train.json; do cp "$R/$f" "$RES/" 2>/dev/null; done
-  tail -4 "$RES"/train_*.log; ls "$R"
+  tail -n 4 "$RES"/train_*.log; ls "$R"
   exit 0
 fi
 

@@ -1,42 +1,34 @@
 #!/usr/bin/env bash
 # Served against the reference for trees and sampling on the real pair (docs/benchmarks.md, "Reference
-# accept length"), on the machine where `gpu_real_pair.sh train` left the pair in REAL_DIR; each stage
-# fits one 10-minute call and resumes what an earlier call finished:
-#   bash scripts/gpu/real_pair/gpu_tree_table.sh sweeps   # both producers' drafts at 3/1/4, 5/4/8, 3/8/16,
-#       T=0 and T=1, concurrency 1, the reference on (sweeps/real-trees-am, sweeps/real-trees-sf)
-#   bash scripts/gpu/real_pair/gpu_tree_table.sh broken   # break_draft.py's logit_flat and logit_warm
-#       through mode=check: today's check (the 3/1/4 chain at T=0) and the new one (the 5/4/8 tree at T=0),
-#       each against the trained draft's reference for that setting (bench.expected_accept_length = 0.95 x
-#       it); and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which
-#       SGLang serves only for a draft over the target's whole vocabulary (skipped for a d2t draft)
-#   bash scripts/gpu/real_pair/gpu_tree_table.sh all      # both at once, every server sharing the GPU (the
-#       table is about accept lengths, which sharing does not move; timings from it are not comparable);
-#       give it a whole call: its ten servers start side by side for 2-3 minutes, and no point is measured
-#       while a server of the GPU is starting (docs/gpu-runs.md, 2026-12-07)
-# Knobs: TREES_SHARE servers on the GPU at once (default 4) at TREES_MEM of its memory each (default 0.2).
-# Results (logs, metrics, summaries, the references' JSON; no weights) go to $OUT/real-trees-STAGE.tar.gz.
+# accept length"), in one 10-minute call on the machine where `gpu_real_pair.sh train` left the pair in REAL_DIR:
+#   bash scripts/gpu/real_pair/gpu_tree_table.sh
+# 1. the references (`python -m automodel_spec.bench.reference`), each a process of its own, all side by side on
+#    the GPU from the start: both producers' drafts at 3/1/4, 5/4/8 and 3/8/16, T=0 and T=1 (TREES_SAMPLES
+#    generations a prompt, default 2). Not the sweeps' own: a sweep computes its points' references one at a
+#    time on a GPU where no server starts or is measured, and twelve of those do not fit a call;
+# 2. the same settings served, one sweep each (sweeps/real-trees-am, sweeps/real-trees-sf), TREES_SHARE
+#    servers on the GPU at once (default 5) at TREES_MEM of its memory (default 0.1), no baseline (speed from
+#    a shared GPU is not comparable), CUDA graphs for batch 1 only (the table is about accept lengths);
+# 3. break_draft.py's logit_flat and logit_warm through mode=check (reference on, no baseline, CHECK_TOKENS
+#    new tokens, default 64): today's check (the 3/1/4 chain at T=0) and the new one (the 5/4/8 tree at T=0),
+#    each against the trained draft's reference for that setting (bench.expected_accept_length = 0.95 x it);
+#    and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which SGLang serves
+#    only for a draft over the target's whole vocabulary (skipped for a d2t draft);
+# 4. tree_table.py: every served level against its reference with the benchmark's verdicts ($RES/table.md).
+# Everything is bounded by REAL_BOUND_S (default 570) and packed into $OUT/real-trees.tar.gz (no weights).
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
-STAGE=${1:?usage: gpu_tree_table.sh sweeps|broken|all}
-if [ "$STAGE" = all ]; then  # the two stages side by side, each under the same bound, each packing its own results
-  set -m
-  bash "$0" sweeps & S=$!
-  sleep 20
-  bash "$0" broken & B=$!
-  wait $S $B
-  exit 0
-fi
 R=${REAL_DIR:-/tmp/real}
-RES=/tmp/real-results/trees-$STAGE
-BOUND=${REAL_BOUND_S:-570}   # the whole stage, so that its results are packed before the call ends
+RES=/tmp/real-results/trees
+BOUND=${REAL_BOUND_S:-570}
 mkdir -p "$RES"
 # shellcheck source=scripts/gpu/real_pair/_await.sh
 source scripts/gpu/real_pair/_await.sh
-pack() { [ -n "${OUT:-}" ] && tar -czf "$OUT/real-trees-$STAGE.tar.gz" -C /tmp/real-results "trees-$STAGE" 2>/dev/null; }
+pack() { [ -n "${OUT:-}" ] && tar -czf "$OUT/real-trees.tar.gz" -C /tmp/real-results trees 2>/dev/null; }
 trap pack EXIT
 left() { echo $(( BOUND - SECONDS )); }
 exec > >(tee -a "$RES/console.log") 2>&1
-echo "[trees] stage $STAGE on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+echo "[trees] on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
 [ -d "$R/target" ] && [ -d "$R/automodel_run" ] || { echo "[trees] no trained pair in $R: run gpu_real_pair.sh train first"; exit 3; }
 if [ ! -f /tmp/producer-site/.installed ] && compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/producer-site .whl/*.whl 2>&1 | tail -3
@@ -47,79 +39,92 @@ source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/producer-site:$PWD
 SF_DRAFT=$R/specforge_run
 [ -f "$R/specforge_run/sglang_export/config.json" ] && SF_DRAFT=$R/specforge_run/sglang_export
-AM_EXPORT=$(python3 recipes/export.py draft=trained draft.path="$R/automodel_run" target.path="$R/target" 2> "$RES/export-am.err" | tail -1)
-echo "[trees] automodel export: $AM_EXPORT"
-COMMON=(bench=humaneval target.path="$R/target" sglang=triton_bench bench.num_prompts=16 'bench.concurrency=[1]')
-GPU_SHARE=(bench.servers_per_gpu="${TREES_SHARE:-4}" sglang.mem_fraction_static="${TREES_MEM:-0.2}")
+export_of() { python3 recipes/export.py draft=trained draft.path="$1" target.path="$R/target" 2> "$RES/export-$2.err" | tail -1; }
+AM_EXPORT=$(export_of "$R/automodel_run" am); SF_EXPORT=$(export_of "$SF_DRAFT" sf)
+echo "[trees] exports: am=$AM_EXPORT sf=$SF_EXPORT ($SECONDS s)"
+SETTINGS=("3 1 4" "5 4 8" "3 8 16")
 
-if [ "$STAGE" = sweeps ]; then
-  # one sweep per draft and setting, all into the draft's sweep directory (one baseline each); four
-  # servers share the GPU (the pair is small); a sweep stopped by the bound resumes in the next call
-  SHARE=(+launcher=parallel "${GPU_SHARE[@]}" hydra.launcher.n_jobs=1
-         bench.reference=true 'bench.temperature=[0,1]')
-  set -m  # each sweep in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
-  PIDS=()
-  for d in am sf; do
-    path=$R/automodel_run; [ "$d" = sf ] && path=$SF_DRAFT
-    for s in "3 1 4" "5 4 8" "3 8 16"; do
-      read -r st k nd <<< "$s"
-      timeout -k 30 -s TERM "$(( $(left) - 60 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" "${SHARE[@]}" \
-        bench.name="real-trees-$d" draft=trained draft.path="$path" spec.num_steps="$st" spec.topk="$k" \
-        spec.num_draft_tokens="$nd" > "$RES/sweep-$d-$st-$k-$nd.log" 2>&1 &
-      PIDS+=($!)
-      sleep 5
-    done
+reference() {  # NAME DRAFT_DIR NEW_TOKENS ARGS...: one reference's JSON, bounded by the call
+  local name=$1 dir=$2 tokens=$3; shift 3
+  [ -f "$RES/$name.json" ] && return 0
+  timeout -k 10 "$(( $(left) - 45 ))" python3 -m automodel_spec.bench.reference --target "$R/target" --draft "$dir" \
+    --prompts humaneval --num-prompts 16 --max-new-tokens "$tokens" --device cuda --json "$RES/$name.json" "$@" \
+    > "$RES/$name.log" 2>&1
+  echo "[trees] $name rc=$? ($SECONDS s): $(grep -m1 -E 'accept length' "$RES/$name.log")"
+}
+# 1. every reference at once, before any server takes its share of the GPU's memory
+REFS=()
+for d in am sf; do
+  dir=$AM_EXPORT; [ "$d" = sf ] && dir=$SF_EXPORT
+  for s in "${SETTINGS[@]}"; do
+    read -r st k nd <<< "$s"
+    TREE=(); [ "$k" -gt 1 ] && TREE=(--topk "$k" --num-draft-tokens "$nd")
+    reference "reference-$d-$st-$k-$nd-t0" "$dir" 128 --num-steps "$st" "${TREE[@]}" & REFS+=($!)
+    reference "reference-$d-$st-$k-$nd-t1" "$dir" 128 --num-steps "$st" "${TREE[@]}" --temperature 1 \
+      --samples "${TREES_SAMPLES:-2}" & REFS+=($!)
   done
-  await_pids trees 'sweeps/real-trees-*/*/metrics.json' 30 "${PIDS[@]}"
-  set +m
-  for d in am sf; do
-    python3 -m automodel_spec.sweep "sweeps/real-trees-$d" > "$RES/aggregate-$d.log" 2>&1
-    tar -czf "$RES/sweep-real-trees-$d.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps "real-trees-$d"
-    sed -n '/## Served as trained/,/^## [^S]/p' "sweeps/real-trees-$d/summary.md" 2>/dev/null | head -30
-  done
-  exit 0
-fi
+done
+CHECK_TOKENS=${CHECK_TOKENS:-64}
+reference floor-chain "$AM_EXPORT" "$CHECK_TOKENS" --num-steps 3 & FLOORS=($!)
+reference floor-tree "$AM_EXPORT" "$CHECK_TOKENS" --num-steps 5 --topk 4 --num-draft-tokens 8 & FLOORS+=($!)
+for k in logit_flat logit_warm logit_sharp; do
+  [ -d "$R/broken-$k" ] || python3 scripts/gpu/real_pair/break_draft.py "$AM_EXPORT" "$R/broken-$k" "$k" --target "$R/target" \
+    > "$RES/break-$k.log" 2>&1
+done
 
-if [ "$STAGE" = broken ]; then
-  reference() {  # NAME DRAFT_DIR ARGS...: the reference's JSON, computed once
-    local name=$1 dir=$2; shift 2
-    [ -f "$RES/reference-$name.json" ] || timeout "$(( $(left) - 30 ))" python3 -m automodel_spec.bench.reference \
-      --target "$R/target" --draft "$dir" --prompts humaneval --num-prompts 16 --max-new-tokens 128 --device cuda \
-      --json "$RES/reference-$name.json" "$@" > "$RES/reference-$name.log" 2>&1
-    echo "[trees] reference $name rc=$? ($SECONDS s)"; tail -3 "$RES/reference-$name.log"
-  }
-  floor() { python3 -c "import json,sys; print(round(0.95 * json.load(open(sys.argv[1]))['accept_length'], 3))" "$1"; }
-  check() {  # NAME FLOOR_JSON overrides...: mode=check of a broken draft, its exit code kept
-    local name=$1 ref=$2; shift 2
-    [ -f "$RES/check-$name.rc" ] && { echo "[trees] check $name: done before (rc $(cat "$RES/check-$name.rc"))"; return; }
-    timeout -k 30 -s TERM "$(( $(left) - 30 ))" python3 recipes/serve.py mode=check "${COMMON[@]}" "${GPU_SHARE[@]}" \
-      bench.expected_accept_length="$(floor "$RES/reference-$ref.json")" hydra.run.dir="$RES/check-$name" "$@" \
-      > "$RES/check-$name.log" 2>&1
-    local rc=$?
-    [ "$rc" -le 1 ] && echo "$rc" > "$RES/check-$name.rc"  # 0 passed, 1 failed: a verdict; others: call again
-    echo "[trees] check $name rc=$rc ($SECONDS s)"; grep -E "check (passed|FAILED)|^  - " "$RES/check-$name.log" | head -6
-  }
-  reference good-chain "$AM_EXPORT" --num-steps 3 & REFS=($!)
-  reference good-tree "$AM_EXPORT" --num-steps 5 --topk 4 --num-draft-tokens 8 & REFS+=($!)
-  for k in logit_flat logit_warm logit_sharp; do
-    [ -d "$R/broken-$k" ] || python3 scripts/gpu/real_pair/break_draft.py "$AM_EXPORT" "$R/broken-$k" "$k" --target "$R/target"
+# 2. the six settings served
+COMMON=(bench=humaneval target.path="$R/target" sglang=triton_bench 'sglang.cuda_graph_bs=[1]' bench.num_prompts=16
+        'bench.concurrency=[1]' bench.baseline=false bench.servers_per_gpu="${TREES_SHARE:-5}"
+        sglang.mem_fraction_static="${TREES_MEM:-0.1}")
+set -m  # each sweep and check in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
+SERVED=()
+for d in am sf; do
+  path=$R/automodel_run; [ "$d" = sf ] && path=$SF_DRAFT
+  for s in "${SETTINGS[@]}"; do
+    read -r st k nd <<< "$s"
+    timeout -k 30 -s TERM "$(( $(left) - 50 ))" python3 recipes/serve.py -m +sweep=grid "${COMMON[@]}" +launcher=parallel \
+      hydra.launcher.n_jobs=1 bench.reference=false 'bench.temperature=[0,1]' bench.name="real-trees-$d" draft=trained \
+      draft.path="$path" spec.num_steps="$st" spec.topk="$k" spec.num_draft_tokens="$nd" \
+      > "$RES/sweep-$d-$st-$k-$nd.log" 2>&1 &
+    SERVED+=($!)
+    sleep 3
   done
-  wait "${REFS[@]}"  # by pid: a bare `wait` would wait for this script's own `tee` too
-  set -m  # each check in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its server
-  CHECKS=()
-  for k in logit_flat logit_warm; do
-    B=(draft=trained draft.path="$R/broken-$k")
-    check "$k-chain-t0" good-chain "${B[@]}" spec.num_steps=3 spec.topk=1 & CHECKS+=($!)
-    check "$k-tree-t0" good-tree "${B[@]}" spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8 & CHECKS+=($!)
-  done
-  if python3 -c "import sys; from safetensors import safe_open; sys.exit(any('d2t' in safe_open(str(f), 'pt').keys() for f in __import__('pathlib').Path(sys.argv[1]).glob('*.safetensors')))" "$AM_EXPORT"; then
-    reference good-t1-rejection "$AM_EXPORT" --num-steps 3 --temperature 1 --rejection-sampling
-    check "logit_sharp-chain-t1-rejection" good-t1-rejection draft=trained draft.path="$R/broken-logit_sharp" \
-      spec.num_steps=3 spec.topk=1 'bench.temperature=[1]' 'sglang.extra_args=[--speculative-use-rejection-sampling]'
-  else
-    echo "[trees] the draft maps a reduced vocabulary (d2t): SGLang serves rejection sampling only for a full one; skipped"
-  fi
-  wait "${CHECKS[@]}"
-  exit 0
+done
+
+# 3. the broken drafts through mode=check, once the floors are known
+wait "${FLOORS[@]}"  # by pid: a bare `wait` would wait for this script's own `tee` too
+floor() { python3 -c "import json,sys; print(round(0.95 * json.load(open(sys.argv[1]))['accept_length'], 3))" "$1"; }
+check() {  # NAME FLOOR overrides...: mode=check of a broken draft, its exit code kept
+  local name=$1 ref=$2; shift 2
+  [ -f "$RES/check-$name.rc" ] && return 0
+  [ -f "$RES/$ref.json" ] || { echo "[trees] check $name: no $ref reference"; return 0; }
+  timeout -k 30 -s TERM "$(( $(left) - 45 ))" python3 recipes/serve.py mode=check "${COMMON[@]}" \
+    bench.max_new_tokens="$CHECK_TOKENS" bench.expected_accept_length="$(floor "$RES/$ref.json")" \
+    hydra.run.dir="$RES/check-$name" "$@" > "$RES/check-$name.log" 2>&1
+  local rc=$?
+  [ "$rc" -le 1 ] && echo "$rc" > "$RES/check-$name.rc"  # 0 passed, 1 failed: a verdict; others: none
+  echo "[trees] check $name rc=$rc ($SECONDS s)"; grep -E "check (passed|FAILED)|^  - " "$RES/check-$name.log" | head -6
+}
+for k in logit_flat logit_warm; do
+  B=(draft=trained draft.path="$R/broken-$k")
+  check "$k-chain-t0" floor-chain "${B[@]}" spec.num_steps=3 spec.topk=1 & SERVED+=($!)
+  check "$k-tree-t0" floor-tree "${B[@]}" spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8 & SERVED+=($!)
+done
+if python3 -c "import sys; from safetensors import safe_open; sys.exit(any('d2t' in safe_open(str(f), 'pt').keys() for f in __import__('pathlib').Path(sys.argv[1]).glob('*.safetensors')))" "$AM_EXPORT"; then
+  ( reference floor-t1-rejection "$AM_EXPORT" "$CHECK_TOKENS" --num-steps 3 --temperature 1 --rejection-sampling
+    check "logit_sharp-chain-t1-rejection" floor-t1-rejection draft=trained draft.path="$R/broken-logit_sharp" \
+      spec.num_steps=3 spec.topk=1 'bench.temperature=[1]' 'sglang.extra_args=[--speculative-use-rejection-sampling]' ) &
+  SERVED+=($!)
+else
+  echo "[trees] the draft maps a reduced vocabulary (d2t): SGLang serves rejection sampling only for a full one; skipped"
 fi
-echo "unknown stage $STAGE"; exit 2
+await_pids trees 'sweeps/real-trees-*/*/metrics.json' 30 "${SERVED[@]}" "${REFS[@]}"
+set +m
+
+# 4. the table
+for d in am sf; do
+  tar -czf "$RES/sweep-real-trees-$d.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps "real-trees-$d" 2>/dev/null
+done
+python3 scripts/gpu/real_pair/tree_table.py --references "$RES" --sweep am=sweeps/real-trees-am \
+  --sweep sf=sweeps/real-trees-sf --checks "$RES" --json "$RES/table.json" > "$RES/table.md" 2> "$RES/table.err"
+echo "[trees] table rc=$? ($SECONDS s)"; cat "$RES/table.md" "$RES/table.err"
