@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Served against the reference for trees and sampling on the real pair (docs/benchmarks.md, "Reference
 # accept length"), in one 10-minute call on the machine where `gpu_real_pair.sh train` left the pair in REAL_DIR:
-#   bash scripts/gpu/real_pair/gpu_tree_table.sh
+#   bash scripts/gpu/real_pair/gpu_tree_table.sh          # all four steps below (a second call resumes them)
+#   bash scripts/gpu/real_pair/gpu_tree_table.sh checks   # step 3 alone: the broken drafts' checks
 # 1. the references (`python -m automodel_spec.bench.reference`), each a process of its own, all side by side on
 #    the GPU from the start: both producers' drafts at 3/1/4, 5/4/8 and 3/8/16, T=0 and T=1 (TREES_SAMPLES
 #    generations a prompt, default 2). Not the sweeps' own: a sweep computes its points' references one at a
@@ -16,8 +17,12 @@
 #    only for a draft over the target's whole vocabulary (skipped for a d2t draft);
 # 4. tree_table.py: every served level against its reference with the benchmark's verdicts ($RES/table.md).
 # Everything is bounded by REAL_BOUND_S (default 570) and packed into $OUT/real-trees.tar.gz (no weights).
+# Servers sharing a GPU start one at a time up to their memory sizing (bench/placement.py), about 55 s each
+# for this pair: ten of them (2026-12-07) left the checks, started last, no time to finish.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
+STAGE=${1:-all}
+case "$STAGE" in all|checks) ;; *) echo "usage: gpu_tree_table.sh [all|checks]"; exit 2 ;; esac
 R=${REAL_DIR:-/tmp/real}
 RES=/tmp/real-results/trees
 BOUND=${REAL_BOUND_S:-570}
@@ -54,6 +59,7 @@ reference() {  # NAME DRAFT_DIR NEW_TOKENS ARGS...: one reference's JSON, bounde
 }
 # 1. every reference at once, before any server takes its share of the GPU's memory
 REFS=()
+[ "$STAGE" = checks ] && SETTINGS=()
 for d in am sf; do
   dir=$AM_EXPORT; [ "$d" = sf ] && dir=$SF_EXPORT
   for s in "${SETTINGS[@]}"; do
@@ -79,6 +85,7 @@ COMMON=(bench=humaneval target.path="$R/target" sglang=triton_bench 'sglang.cuda
 set -m  # each sweep and check in a process group of its own: timeout's SIGTERM reaches the recipe, which stops its servers
 SERVED=()
 for d in am sf; do
+  [ "$STAGE" = checks ] && break
   path=$R/automodel_run; [ "$d" = sf ] && path=$SF_DRAFT
   for s in "${SETTINGS[@]}"; do
     read -r st k nd <<< "$s"
@@ -122,6 +129,8 @@ await_pids trees 'sweeps/real-trees-*/*/metrics.json' 30 "${SERVED[@]}" "${REFS[
 set +m
 
 # 4. the table
+[ "$STAGE" = checks ] && { grep -h "" "$RES"/check-*.rc 2>/dev/null | paste -sd' '; python3 scripts/gpu/real_pair/tree_table.py \
+  --references "$RES" --checks "$RES" > "$RES/checks.md" 2>&1; cat "$RES/checks.md"; exit 0; }
 for d in am sf; do
   tar -czf "$RES/sweep-real-trees-$d.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps "real-trees-$d" 2>/dev/null
 done
