@@ -603,7 +603,7 @@ def prompt_token_ids(prompts, target_dir: str) -> list[list[int]]:
 def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, *, topk: int = 1,
                       max_new_tokens: int = 128, device: str | None = None, dtype: str = "float32",
                       batch_size: int = 16, target=None, num_draft_tokens: int | None = None,
-                      sampling=None) -> ReferenceResult:
+                      sampling=None, workers: int = 1, first_prompt: int = 0) -> ReferenceResult:
     """The reference accept length of the exported draft over ``prompts`` (``bench.workload.Prompt``).
 
     Args:
@@ -616,6 +616,10 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
         sampling: the temperature and verify settings (``tree_reference.Sampling``; default greedy).
         device: ``cuda`` or ``cpu`` (default: cuda when available).
         target: an already loaded target model (tests, repeated calls).
+        workers: processes that compute slices of ``prompts`` side by side, each loading the target
+            (``_compute_in_workers``); the result is the one process's, prompt by prompt.
+        first_prompt: the place of ``prompts[0]`` in the whole set (a worker's slice): it seeds the
+            sampled generations, so that a prompt draws the same wherever it is computed.
 
     Raises:
         CheckpointError: the draft or target cannot be read as SGLang would read it.
@@ -639,6 +643,10 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
         import transformers  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("transformers", TRANSFORMERS_INSTALL_HINT, "compute the reference") from exc
+    if workers > 1 and len(prompts) > 1 and target is None:
+        return _compute_in_workers(workers, target_dir, draft_dir, num_steps, prompts, topk=topk,
+                                   max_new_tokens=max_new_tokens, device=device, dtype=dtype, batch_size=batch_size,
+                                   num_draft_tokens=num_draft_tokens, sampling=sampling)
     torch = import_torch()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dt = getattr(torch, dtype)
@@ -648,7 +656,7 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
     draft = _Draft(served, target, device, dt)
     ids = prompt_token_ids(prompts, target_dir)
     rows = run_tree(target, draft, ids, num_steps, 1 if bound else topk, num_steps + 1 if bound else num_draft_tokens,
-                    max_new_tokens, served.aux_layers, device, sampling, batch_size)
+                    max_new_tokens, served.aux_layers, device, sampling, batch_size, first_prompt=first_prompt)
     chains = [PromptReference(prompt_id=p.id, **row) for p, row in zip(prompts, rows, strict=True)]
     return ReferenceResult(algorithm=served.algorithm, num_steps=num_steps, topk=topk, prompts=chains,
                            problems=list(served.problems), aux_layers=served.aux_layers, device=device,
@@ -657,6 +665,45 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
                            temperature=sampling.temperature, threshold_single=sampling.threshold_single,
                            threshold_acc=sampling.threshold_acc, rejection_sampling=sampling.rejection,
                            samples=sampling.samples if sampling.temperature > 0 else 1)
+
+
+def _compute_in_workers(workers: int, target_dir: str, draft_dir: str, num_steps: int, prompts, **kwargs
+                        ) -> ReferenceResult:
+    """``compute_reference`` by ``workers`` processes, each over a contiguous slice of ``prompts``, merged.
+
+    The reference decodes one sequence at a time with many small passes, so one process leaves a GPU
+    mostly idle between them (fourteen references side by side on one H100 finished in 68-224 s each:
+    docs/benchmarks.md, "Trees and sampling"). Each prompt's result is the one process's: its generations are seeded by its
+    place in the whole set (``first_prompt``). The draft is read here first, so that what is wrong with
+    it is raised as it is without workers.
+
+    Raises:
+        CheckpointError: the draft cannot be read as SGLang would read it; a worker failed.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from automodel_spec.export.target import read_target_config
+
+    read_served_draft(Path(draft_dir), read_target_config(target_dir) or {})
+    n = min(workers, len(prompts))
+    bounds = [round(i * len(prompts) / n) for i in range(n + 1)]
+    t0 = time.perf_counter()
+    # spawn: a forked child cannot use CUDA, and a fresh interpreter holds nothing of the parent's
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(compute_reference, target_dir, draft_dir, num_steps, prompts[a:b], first_prompt=a,
+                               **kwargs) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        try:
+            parts = [f.result() for f in futures]
+        except SpecError:
+            raise
+        except Exception as exc:  # a worker died (out of memory, a signal) or failed unexpectedly
+            raise CheckpointError(f"a reference worker failed ({type(exc).__name__}: {exc}); compute it with "
+                                  "--workers 1 to see the whole error") from exc
+    merged = parts[0]
+    merged.prompts = [p for part in parts for p in part.prompts]
+    merged.seconds = time.perf_counter() - t0
+    return merged
 
 
 def _check_tree_size(topk: int, num_steps: int, num_draft_tokens: int) -> None:
@@ -781,6 +828,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes computing slices of the prompts side by side, each loading the target "
+                         "(on a GPU, which one process leaves mostly idle); the result is the same")
     ap.add_argument("--served", type=float, default=None, help="a served accept length to hold against it")
     ap.add_argument("--expected-accept-length", type=float, default=None,
                     help="the accept length measured in training: fail when the reference falls below it")
@@ -796,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
                             samples=args.samples, seed=args.sample_seed)
         result = compute_reference(args.target, args.draft, args.num_steps, prompts, topk=args.topk,
                                    max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype,
-                                   num_draft_tokens=args.num_draft_tokens, sampling=sampling)
+                                   num_draft_tokens=args.num_draft_tokens, sampling=sampling, workers=args.workers)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -242,7 +242,7 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
                 str(len(prompts)), "--max-new-tokens", str(max_new_tokens), "--json", str(out)]
         argv += _sampling_args(setting, sampling)
         if gpus:
-            argv += ["--device", "cuda"]
+            argv += ["--device", "cuda", "--workers", str(reference_workers(run, gpus, len(prompts)))]
         env = dict(pinned_env(gpus) or os.environ)
         root = str(Path(automodel_spec.__file__).resolve().parents[1])  # importable however we were
         env["PYTHONPATH"] = os.pathsep.join(x for x in (root, env.get("PYTHONPATH")) if x)
@@ -251,6 +251,24 @@ def _compute_in_subprocess(run: PreparedRun, prompts, setting, max_new_tokens: i
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise SpecError(f"the reference exited {proc.returncode}: {' / '.join(tail)[-600:]}")
         return ref.reference_from_dict(json.loads(out.read_text()))
+
+
+REFERENCE_WORKERS = 4  # processes computing one reference on a GPU: each decodes its slice of the prompts
+REFERENCE_WORKER_OVERHEAD = 2 * 2**30  # bytes a worker holds beside the float32 weights (CUDA context, caches)
+
+
+def reference_workers(run: PreparedRun, gpus: list[str], num_prompts: int) -> int:
+    """How many processes compute a reference on ``gpus`` side by side: up to ``REFERENCE_WORKERS`` (one
+    process leaves a GPU mostly idle between its small passes), as many as the GPU's free memory holds
+    with the weights in float32 (the reference's dtype) in each, never more than the prompts; 1 where
+    the weights or the free memory are unknown."""
+    from automodel_spec.bench.placement import weights_bytes
+
+    weights, free_mib = weights_bytes(run), nvidia_smi.free_mib(gpus)
+    if not weights or free_mib is None:
+        return 1
+    per_worker = 2 * weights + REFERENCE_WORKER_OVERHEAD  # bfloat16 files, float32 in memory
+    return max(1, min(REFERENCE_WORKERS, num_prompts, int(0.8 * free_mib * 2**20 // per_worker)))
 
 
 def _sampling_args(setting, sampling) -> list[str]:

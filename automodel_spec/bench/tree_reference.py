@@ -100,8 +100,11 @@ def check_sampling(topk: int, sampling: Sampling, hot_token_map: bool) -> None:
 
 def run_tree(target, draft, prompts: list[list[int]], num_steps: int, topk: int, num_draft_tokens: int,
              max_new_tokens: int, aux_layers: list[int], device: str, sampling: Sampling,
-             batch_size: int = 16) -> list[dict]:
+             batch_size: int = 16, first_prompt: int = 0) -> list[dict]:
     """Decode every prompt (``samples`` times at temperature > 0) with SGLang's tree and verify rules.
+
+    ``first_prompt``: the place of ``prompts[0]`` in the whole set, which seeds each generation's draws
+    (a slice computed in a process of its own draws as in the whole).
 
     Returns, per prompt, a dict with ``output_ids`` (the first generation's), ``rounds`` and
     ``histogram`` (summed over its generations), ``sample_rounds`` (each generation's rounds, at
@@ -115,7 +118,7 @@ def run_tree(target, draft, prompts: list[list[int]], num_steps: int, topk: int,
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             seqs = [_Seq(prompt=p, replicate=r, tokens=list(prompts[p]), known=None,
-                         generator=_generator(sampling.seed, r, p) if sampling.temperature > 0 else None,
+                         generator=_generator(sampling.seed, r, first_prompt + p) if sampling.temperature > 0 else None,
                          histogram=[0] * (num_steps + 1))
                     for p in range(start, min(start + batch_size, len(prompts))) for r in range(reps)]
             _decode(target, draft, seqs, num_steps, topk, num_draft_tokens, max_new_tokens, aux_layers, device,

@@ -357,3 +357,19 @@ def test_a_greedy_chain_is_also_held_against_what_training_measured(tmp_path, mo
     assert lv.trained_survival == [0.85, 0.7] and lv.trained_depths_ok is False
     assert "depth 2: 0.20 reference vs 0.70 in training" in lv.trained_depth_verdict and "depth 1" not in lv.trained_depth_verdict
     assert lv.served_as_trained is True and check_failures(result) == []  # a warning, not a failure
+
+
+@pytest.mark.parametrize("free_gib, weights_gib, prompts, workers", [
+    (80, 0.25, 16, 4),   # a small pair on a free card: as many as REFERENCE_WORKERS
+    (80, 0.25, 2, 2),    # never more than the prompts
+    (40, 14.0, 16, 1),   # an 8B-shaped target in float32 (28 GB) twice would not fit
+    (80, 14.0, 16, 2),   # ... on a free 80 GB card twice does
+    (None, 0.25, 16, 1),  # free memory unknown
+    (80, None, 16, 1),   # weights unknown (a hub id)
+])
+def test_reference_workers_fit_the_gpus_free_memory(monkeypatch, free_gib, weights_gib, prompts, workers):
+    from automodel_spec.bench import placement, served_checks
+
+    monkeypatch.setattr(served_checks.nvidia_smi, "free_mib", lambda gpus: None if free_gib is None else free_gib * 1024)
+    monkeypatch.setattr(placement, "weights_bytes", lambda run: None if weights_gib is None else int(weights_gib * 2**30))
+    assert served_checks.reference_workers(object(), ["0"], prompts) == workers

@@ -26,7 +26,7 @@ from automodel_spec.bench.tree_reference import Sampling  # noqa: E402
 from automodel_spec.bench.workload import Prompt  # noqa: E402
 from automodel_spec.demo import synthetic  # noqa: E402
 from automodel_spec.draft.resolve import resolve_draft  # noqa: E402
-from automodel_spec.errors import ConfigError  # noqa: E402
+from automodel_spec.errors import CheckpointError, ConfigError  # noqa: E402
 from automodel_spec.prepare import prepare_export  # noqa: E402
 
 SHAPE = synthetic.LlamaShape(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
@@ -214,3 +214,24 @@ def test_bad_settings_on_the_command_line_are_named_without_a_traceback(pair, tm
     code = main(base + (["--num-steps", "3"] if "--num-steps" not in args else []) + args)
     err = capsys.readouterr().err
     assert code != 0 and words in err and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_workers_compute_each_prompt_as_one_process_does(pair):
+    """Prompts split over two spawned processes: every prompt's generations, rounds and histogram as in one
+    process, the sampled draws included (seeded by the prompt's place in the whole set, not in its slice)."""
+    target_dir, export, target = pair
+    sampling = Sampling(temperature=1.0, samples=2, seed=5)
+    kw = dict(topk=2, num_draft_tokens=4, max_new_tokens=10, device="cpu", sampling=sampling)
+    one = compute_reference(str(target_dir), str(export), 3, PROMPTS, target=target, **kw)
+    split = compute_reference(str(target_dir), str(export), 3, PROMPTS, workers=2, **kw)
+    assert [p.prompt_id for p in split.prompts] == [p.prompt_id for p in one.prompts]
+    assert [(p.output_ids, p.sample_rounds, p.histogram, p.expected_accepted) for p in split.prompts] == \
+           [(p.output_ids, p.sample_rounds, p.histogram, p.expected_accepted) for p in one.prompts]
+    assert split.interval == one.interval and split.kind == "interval"
+
+
+def test_a_draft_that_cannot_be_read_is_refused_before_any_worker_starts(pair, tmp_path):
+    target_dir, _, _ = pair
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MistralForCausalLM"]}))
+    with pytest.raises(CheckpointError, match="MistralForCausalLM"):
+        compute_reference(str(target_dir), str(tmp_path), 3, PROMPTS, device="cpu", workers=2)
