@@ -19,8 +19,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from helpers import run_recipe
 from test_bench_cli import (
     SERVE,
     TAG_VAR,
@@ -313,10 +315,24 @@ def test_the_slurm_preset_maps_to_these_sbatch_settings(tmp_path, monkeypatch):
 # --- several machines -----------------------------------------------------------------------------
 
 
-def test_multi_node_flags_are_shown_by_print_only(tmp_path, cache):
-    res = run_cli(SERVE, "print_only=true", "sglang.tp_size=4", "sglang.nnodes=2", "sglang.node_rank=1",
-                  "sglang.dist_init_addr=10.0.0.1:50000", cwd=tmp_path, cache=cache)
-    assert res.returncode == 0, output(res)
+@pytest.fixture
+def print_only(tmp_path, cache, monkeypatch, capsys):
+    """Factory: ``recipes/serve.py print_only=true OVERRIDES`` on the demo cache, its job in this process
+    (``helpers.run_recipe``: what is tested is the job's check of the settings, which needs no process of its
+    own); returns its exit code and what it printed (``returncode``, ``stdout``, ``stderr``)."""
+    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))
+
+    def run(*overrides: str) -> SimpleNamespace:
+        code = run_recipe("serve", "print_only=true", *overrides, output_dir=tmp_path / "out")
+        printed = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err)
+
+    return run
+
+
+def test_multi_node_flags_are_shown_by_print_only(print_only):
+    res = print_only("sglang.tp_size=4", "sglang.nnodes=2", "sglang.node_rank=1", "sglang.dist_init_addr=10.0.0.1:50000")
+    assert res.returncode == 0, res.stdout + res.stderr
     assert "--tp-size 4 " in res.stdout
     assert "--nnodes 2 --node-rank 1 --dist-init-addr 10.0.0.1:50000" in res.stdout
 
@@ -336,9 +352,9 @@ def test_multi_node_flags_are_shown_by_print_only(tmp_path, cache):
      ["bench.gpu_pool=['0'] holds 1 GPU(s); sglang.tp_size=2 needs that many"]),
 ], ids=["tp-not-multiple-and-no-address", "no-port", "port-not-a-number", "ipv6-without-brackets",
         "bench-on-rank-1", "pool-smaller-than-tp"])
-def test_multi_node_and_pool_mistakes_exit_1_naming_each(tmp_path, cache, overrides, expected):
-    res = run_cli(SERVE, "print_only=true", *overrides, cwd=tmp_path, cache=cache)
-    assert res.returncode == 1, output(res)
+def test_multi_node_and_pool_mistakes_exit_1_naming_each(print_only, overrides, expected):
+    res = print_only(*overrides)
+    assert res.returncode == 1, res.stdout + res.stderr
     for needle in expected:
         assert needle in res.stderr, res.stderr
 
