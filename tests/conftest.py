@@ -41,6 +41,7 @@ TOGETHER = (
     # `help_runs`: each recipe's --help (~1.2 s of CPU a run)
     ("tests/cli/test_serve_cli.py::test_help_is_the_recipes_own_with_its_commands_and_every_group_option",
      "tests/cli/test_serve_cli.py::test_serve_and_export_help_differ"),
+    ("tests/cli/test_replay_search.py",),  # Optuna, imported by the module's runs in the worker (~2 s of CPU)
 )
 # Handed out first, in this order, then every other test in its usual order (what starts last should
 # be short): the longest test of all (18 signalled exports), then the modules above, longest first.
