@@ -34,6 +34,15 @@ WHOLE_MODULES = (
     "tests/reliability/test_secrets.py",  # `cache`
     "tests/gpu/",
 )
+# Run together on one worker, each group a unit of its own: tests of a module otherwise shared out test by
+# test that share one of its module-scoped fixtures, so it is built once rather than on each worker that
+# one of them lands on.
+TOGETHER = (
+    # `help_runs`: each recipe's --help (~1.2 s of CPU a run)
+    ("tests/cli/test_serve_cli.py::test_help_is_the_recipes_own_with_its_commands_and_every_group_option",
+     "tests/cli/test_serve_cli.py::test_serve_and_export_help_differ"),
+    ("tests/cli/test_replay_search.py",),  # Optuna, imported by the module's runs in the worker (~2 s of CPU)
+)
 # Handed out first, in this order, then every other test in its usual order (what starts last should
 # be short): the longest test of all (18 signalled exports), then the modules above, longest first.
 # test_cache's other tests (~13 s) run after the signal rounds on the same worker, so its two drafts are
@@ -44,10 +53,14 @@ START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_
 
 
 def _work_unit(nodeid: str) -> str:
-    """The unit of work a test belongs to: its module (or tests/gpu/) when listed above, else itself."""
+    """The unit of work a test belongs to: its module (or tests/gpu/) or its group when listed above, else
+    itself."""
     for whole in WHOLE_MODULES:
         if nodeid.startswith(whole):
             return whole
+    for group in TOGETHER:
+        if nodeid.startswith(group):
+            return group[0]
     return nodeid
 
 

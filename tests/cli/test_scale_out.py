@@ -19,8 +19,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from helpers import run_recipe
 from test_bench_cli import (
     SERVE,
     TAG_VAR,
@@ -71,53 +73,6 @@ def overlapping(a: dict, b: dict) -> bool:
 
 
 # --- one host, several GPUs -----------------------------------------------------------------------
-
-
-@needs_joblib
-def test_two_concurrent_jobs_never_share_a_gpu_or_a_port(tmp_path, cache):
-    env = two_gpus(tmp_path, FAKE_SGLANG_BOOT_S="1")
-    res = run_cli(SERVE, "-m", "+sweep=grid", "+launcher=parallel", *WORKLOAD, "bench.name=p", "spec.num_steps=1,3",
-                  "spec.topk=1,2", "bench.gpu_free_wait_s=5", cwd=tmp_path / "cwd", cache=cache, env=env, timeout=150)
-    assert res.returncode == 0, output(res)
-    assert "Joblib.Parallel(n_jobs=2," in output(res)  # the default: the pool's 2 GPUs / sglang.tp_size=1
-    lives = servers(tmp_path / "servers.jsonl")
-    assert len(lives) == 5  # 4 points and the shared baseline, each server stopped
-    assert all("start" in s and "stop" in s and s["gpus"] <= {"0", "1"} and len(s["gpus"]) == 1 for s in lives), lives
-    together = [(a, b) for i, a in enumerate(lives) for b in lives[i + 1:] if overlapping(a, b)]
-    assert together, f"no two servers ran at once; the test proved nothing: {lives}"
-    for a, b in together:
-        assert not a["gpus"] & b["gpus"], f"two servers on GPU {a['gpus'] & b['gpus']} at once: {a} {b}"
-        assert a["port"] != b["port"], f"two servers on port {a['port']} at once: {a} {b}"
-    root = tmp_path / "cwd" / "sweeps" / "p"
-    points = [metrics(p.parent) for p in root.glob("spec*/metrics.json")]
-    assert len(points) == 4 and all(m["status"] == "ok" for m in points)
-    assert {tuple(m["gpus"]) for m in points} <= {("0",), ("1",)}
-    # the other job's server, listed by nvidia-smi on the other GPU, was neither waited for nor recorded
-    assert all(m["other_gpu_processes"] == [] for m in points)
-    assert "waiting up to" not in res.stdout
-    assert res.stdout.count("measuring the no-speculation baseline") == 1
-
-
-@needs_joblib
-def test_points_do_not_wait_for_the_shared_baseline(tmp_path, cache):
-    # a point started beside the baseline's measurement goes on with its own server on the other GPU,
-    # and the summary joins its speedups once the baseline is there
-    env = two_gpus(tmp_path, FAKE_SGLANG_BOOT_S="1", FAKE_SGLANG_STEP_MS="3")
-    res = run_cli(SERVE, "-m", "+sweep=grid", "+launcher=parallel", *WORKLOAD, "bench.concurrency=[1]",
-                  "bench.name=nowait", "spec.num_steps=1,2,3", "spec.topk=1", cwd=tmp_path / "cwd", cache=cache,
-                  env=env, timeout=150)
-    assert res.returncode == 0, output(res)
-    lives = servers(tmp_path / "servers.jsonl")
-    baseline = [s for s in lives if s["algorithm"] is None]
-    assert len(baseline) == 1 and len(lives) == 4, lives
-    beside = [s for s in lives if s["algorithm"] and overlapping(s, baseline[0])]
-    assert beside, f"every point waited for the baseline's server: {lives}"
-    assert "goes on without waiting" in res.stdout
-    root = tmp_path / "cwd" / "sweeps" / "nowait"
-    with open(root / "summary.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 3 and all(r["status"] == "ok" and float(r["speedup"]) > 0 for r in rows), rows
-    assert all(float(r["baseline_tok_per_s"]) > 0 for r in rows)
 
 
 def _summary_rows(root: Path) -> list[tuple]:
@@ -187,17 +142,53 @@ def test_servers_per_gpu_needs_a_memory_share_for_each(tmp_path, cache):
 
 
 @needs_joblib
-def test_a_parallel_sweep_summarizes_like_a_serial_one(tmp_path, cache):
-    # speed follows the accept length (3 ms a forward pass), so the ranking does not hang on noise
+def test_a_parallel_sweep_shares_the_gpus_and_summarizes_like_a_serial_one(tmp_path, cache):
+    """One parallel sweep on two (fake) GPUs, held against the same grid run serially: two jobs at once
+    never share a GPU or a port, points do not wait for the shared baseline, and the summary is the
+    serial one's. (One parallel run for the three: each is a check of the same run, ~5 s of CPU each.)"""
+    # speed follows the accept length (3 ms a forward pass), so the ranking does not hang on noise, and the
+    # baseline's measurement lasts long enough for a point to start beside it
     grid = ["-m", "+sweep=grid", *WORKLOAD, "bench.concurrency=[1]", "bench.max_new_tokens=64", "bench.name=same",
             "spec.num_steps=1,2,3,5", "spec.topk=1"]
     env = {"FAKE_SGLANG_STEP_MS": "3"}
     serial = run_cli(SERVE, *grid, cwd=tmp_path / "serial", cache=cache, env=env, timeout=150)
     assert serial.returncode == 0, output(serial)
-    parallel = run_cli(SERVE, *grid, "+launcher=parallel", "hydra.launcher.n_jobs=2", cwd=tmp_path / "parallel",
-                       cache=cache, env={**env, "AUTOMODEL_SPEC_LOCK_DIR": str(tmp_path / "leases")}, timeout=150)
+    parallel = run_cli(SERVE, *grid, "+launcher=parallel", "bench.gpu_free_wait_s=5", cwd=tmp_path / "parallel",
+                       cache=cache, env=two_gpus(tmp_path, FAKE_SGLANG_BOOT_S="1", **env), timeout=150)
     assert parallel.returncode == 0, output(parallel)
     a, b = tmp_path / "serial" / "sweeps" / "same", tmp_path / "parallel" / "sweeps" / "same"
+
+    # two concurrent jobs never share a GPU or a port
+    assert "Joblib.Parallel(n_jobs=2," in output(parallel)  # the default: the pool's 2 GPUs / sglang.tp_size=1
+    lives = servers(tmp_path / "servers.jsonl")
+    assert len(lives) == 5  # 4 points and the shared baseline, each server stopped
+    assert all("start" in s and "stop" in s and s["gpus"] <= {"0", "1"} and len(s["gpus"]) == 1 for s in lives), lives
+    together = [(x, y) for i, x in enumerate(lives) for y in lives[i + 1:] if overlapping(x, y)]
+    assert together, f"no two servers ran at once; the test proved nothing: {lives}"
+    for x, y in together:
+        assert not x["gpus"] & y["gpus"], f"two servers on GPU {x['gpus'] & y['gpus']} at once: {x} {y}"
+        assert x["port"] != y["port"], f"two servers on port {x['port']} at once: {x} {y}"
+    points = [metrics(p.parent) for p in b.glob("spec*/metrics.json")]
+    assert len(points) == 4 and all(m["status"] == "ok" for m in points)
+    assert {tuple(m["gpus"]) for m in points} <= {("0",), ("1",)}
+    # the other job's server, listed by nvidia-smi on the other GPU, was neither waited for nor recorded
+    assert all(m["other_gpu_processes"] == [] for m in points)
+    assert "waiting up to" not in parallel.stdout
+    assert parallel.stdout.count("measuring the no-speculation baseline") == 1
+
+    # a point started beside the baseline's measurement goes on with its own server on the other GPU,
+    # and the summary joins its speedups once the baseline is there
+    baseline = [s for s in lives if s["algorithm"] is None]
+    assert len(baseline) == 1, lives
+    beside = [s for s in lives if s["algorithm"] and overlapping(s, baseline[0])]
+    assert beside, f"every point waited for the baseline's server: {lives}"
+    assert "goes on without waiting" in parallel.stdout
+    with open(b / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 and all(r["status"] == "ok" and float(r["speedup"]) > 0 for r in rows), rows
+    assert all(float(r["baseline_tok_per_s"]) > 0 for r in rows)
+
+    # the summary is the serial one's
     assert _summary_rows(a) == _summary_rows(b) and len(_summary_rows(a)) == 4
     assert _best(a) == _best(b) == ["temperature 0, concurrency 1: spec.num_steps=5 spec.topk=1 spec.num_draft_tokens=6"]
     assert sorted(p.name for p in a.iterdir() if p.name.startswith("spec")) == \
@@ -324,10 +315,24 @@ def test_the_slurm_preset_maps_to_these_sbatch_settings(tmp_path, monkeypatch):
 # --- several machines -----------------------------------------------------------------------------
 
 
-def test_multi_node_flags_are_shown_by_print_only(tmp_path, cache):
-    res = run_cli(SERVE, "print_only=true", "sglang.tp_size=4", "sglang.nnodes=2", "sglang.node_rank=1",
-                  "sglang.dist_init_addr=10.0.0.1:50000", cwd=tmp_path, cache=cache)
-    assert res.returncode == 0, output(res)
+@pytest.fixture
+def print_only(tmp_path, cache, monkeypatch, capsys):
+    """Factory: ``recipes/serve.py print_only=true OVERRIDES`` on the demo cache, its job in this process
+    (``helpers.run_recipe``: what is tested is the job's check of the settings, which needs no process of its
+    own); returns its exit code and what it printed (``returncode``, ``stdout``, ``stderr``)."""
+    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))
+
+    def run(*overrides: str) -> SimpleNamespace:
+        code = run_recipe("serve", "print_only=true", *overrides, output_dir=tmp_path / "out")
+        printed = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err)
+
+    return run
+
+
+def test_multi_node_flags_are_shown_by_print_only(print_only):
+    res = print_only("sglang.tp_size=4", "sglang.nnodes=2", "sglang.node_rank=1", "sglang.dist_init_addr=10.0.0.1:50000")
+    assert res.returncode == 0, res.stdout + res.stderr
     assert "--tp-size 4 " in res.stdout
     assert "--nnodes 2 --node-rank 1 --dist-init-addr 10.0.0.1:50000" in res.stdout
 
@@ -347,9 +352,9 @@ def test_multi_node_flags_are_shown_by_print_only(tmp_path, cache):
      ["bench.gpu_pool=['0'] holds 1 GPU(s); sglang.tp_size=2 needs that many"]),
 ], ids=["tp-not-multiple-and-no-address", "no-port", "port-not-a-number", "ipv6-without-brackets",
         "bench-on-rank-1", "pool-smaller-than-tp"])
-def test_multi_node_and_pool_mistakes_exit_1_naming_each(tmp_path, cache, overrides, expected):
-    res = run_cli(SERVE, "print_only=true", *overrides, cwd=tmp_path, cache=cache)
-    assert res.returncode == 1, output(res)
+def test_multi_node_and_pool_mistakes_exit_1_naming_each(print_only, overrides, expected):
+    res = print_only(*overrides)
+    assert res.returncode == 1, res.stdout + res.stderr
     for needle in expected:
         assert needle in res.stderr, res.stderr
 

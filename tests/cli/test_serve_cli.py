@@ -245,13 +245,11 @@ def test_a_setting_the_release_cannot_take_is_refused_naming_both(tmp_path, serv
            "for SGLang 0.5.12 (sglang.release)" in res.stderr
 
 
-def test_an_adaptive_start_the_release_would_die_on_is_refused_before_anything_starts(tmp_path):
-    res = run_cli(SERVE, "print_only=true", "spec.adaptive=true", "spec.num_steps=3", "spec.topk=1",
-                  "sglang.release=0.5.17", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+def test_an_adaptive_start_the_release_would_die_on_is_refused_before_anything_starts(serve_job):
+    res = serve_job("print_only=true", "spec.adaptive=true", "spec.num_steps=3", "spec.topk=1", "sglang.release=0.5.17")
     assert res.returncode != 0 and "command:" not in res.stdout and "Traceback" not in res.stderr
     assert "spec.adaptive=true with spec.num_steps=3 would die at startup on SGLang 0.5.17" in res.stderr
-    ok = run_cli(SERVE, "print_only=true", "spec.adaptive=true", "spec.num_steps=7", "spec.topk=1",
-                 "sglang.release=0.5.17", cwd=tmp_path / "cwd", cache=tmp_path / "cache")
+    ok = serve_job("print_only=true", "spec.adaptive=true", "spec.num_steps=7", "spec.topk=1", "sglang.release=0.5.17")
     assert ok.returncode == 0 and "--speculative-adaptive" in ok.stdout
 
 

@@ -1,13 +1,20 @@
 """scripts/gpu/real_pair/break_draft.py: each variant breaks exactly what it names in a copy of an export,
-and leaves the export itself as it was (the GPU table of docs/benchmarks.md serves these variants)."""
+and leaves the export itself as it was (the GPU table of docs/benchmarks.md serves these variants).
+
+The script's ``main`` runs in this process (as the recipes' jobs do in ``helpers.run_recipe``): a process of
+its own would import torch again for each variant (~1.4 s of CPU), where this worker has it already. One
+refusal runs as a user runs it, in a process of its own, for the command line and its exit code.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -36,17 +43,41 @@ def _digests(d: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
 
 
-def _break(src: Path, out: Path, kind: str, target: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), str(src), str(out), kind, "--target", str(target)],
-                          capture_output=True, text=True, timeout=60)
+def _script():
+    spec = importlib.util.spec_from_file_location("break_draft", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+break_draft = _script()
+
+
+def _argv(src: Path, out: Path, kind: str, target: Path) -> list[str]:
+    return [str(src), str(out), kind, "--target", str(target)]
+
+
+@pytest.fixture
+def run_break(monkeypatch, capsys):
+    """Factory: ``break_draft.py SRC OUT KIND --target TARGET`` in this process; its exit code and what it
+    printed (``returncode``, ``stdout``, ``stderr``)."""
+
+    def run(src: Path, out: Path, kind: str, target: Path) -> SimpleNamespace:
+        monkeypatch.setattr(sys, "argv", [str(SCRIPT), *_argv(src, out, kind, target)])
+        monkeypatch.setattr(sys, "path", list(sys.path))  # aux_shift puts the repository on it
+        code = break_draft.main()
+        printed = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err)
+
+    return run
 
 
 @pytest.mark.parametrize("kind", ["layers", "aux_shift", "no_d2t"])
-def test_each_variant_breaks_what_it_names_in_a_copy(export, tmp_path, kind):
+def test_each_variant_breaks_what_it_names_in_a_copy(export, tmp_path, kind, run_break):
     src, target = export
     before = _digests(src)
     out = tmp_path / kind
-    assert _break(src, out, kind, target).returncode == 0
+    assert run_break(src, out, kind, target).returncode == 0
     assert _digests(src) == before
     cfg = json.loads((out / "config.json").read_text())
     tensors = load_file(str(out / "model.safetensors"))
@@ -59,23 +90,23 @@ def test_each_variant_breaks_what_it_names_in_a_copy(export, tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind,scale", [("logit_flat", 0.25), ("logit_warm", 0.5), ("logit_sharp", 4.0)])
-def test_the_logit_variants_scale_the_lm_head_only(export, tmp_path, kind, scale):
+def test_the_logit_variants_scale_the_lm_head_only(export, tmp_path, kind, scale, run_break):
     """Every logit scaled alike: the argmax of each position, hence every greedy chain, is kept."""
     src, target = export
     out = tmp_path / kind
-    assert _break(src, out, kind, target).returncode == 0
+    assert run_break(src, out, kind, target).returncode == 0
     before, after = load_file(str(src / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert torch.equal(after["lm_head.weight"], before["lm_head.weight"] * scale)
     assert all(torch.equal(after[k], v) for k, v in before.items() if k != "lm_head.weight")
     assert json.loads((out / "config.json").read_text()) == json.loads((src / "config.json").read_text())
 
 
-def test_a_logit_variant_without_its_own_lm_head_is_refused(export, tmp_path):
+def test_a_logit_variant_without_its_own_lm_head_is_refused(export, tmp_path, run_break):
     src, target = export
     w = load_file(str(src / "model.safetensors"))
     del w["lm_head.weight"]
     save_file(w, str(src / "model.safetensors"))
-    res = _break(src, tmp_path / "flat", "logit_flat", target)
+    res = run_break(src, tmp_path / "flat", "logit_flat", target)
     assert res.returncode == 2 and "no lm_head.weight" in res.stderr and not (tmp_path / "flat").exists()
 
 
@@ -84,6 +115,7 @@ def test_an_existing_output_is_not_overwritten(export, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    res = _break(src, out, "layers", target)
+    res = subprocess.run([sys.executable, str(SCRIPT), *_argv(src, out, "layers", target)], capture_output=True,
+                         text=True, timeout=60)  # the command line, as a user runs it
     assert res.returncode == 2 and "exists" in res.stderr
     assert (out / "mine.txt").read_text() == "keep"
