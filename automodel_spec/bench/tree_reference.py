@@ -341,11 +341,12 @@ def interval_of(sample_rounds: list[list[int]], tokens: list[int], z: float = Z_
     ``tokens[p]`` tokens. A served run is one generation per prompt: its accept length is
     ``sum(tokens) / sum(rounds)``. The rounds' sum is near normal (a sum over prompts); its variance is
     the sum of each prompt's variance over its generations, plus the variance of the mean the interval is
-    centred on. The interval is that normal's ``z`` quantiles, turned into accept lengths.
+    centred on. The interval is that normal's ``z`` quantiles, turned into accept lengths; its low end is
+    never below 1 (a round makes at least one token), where few prompts make the spread wide.
     """
     means = [sum(r) / len(r) for r in sample_rounds]
     reps = min(len(r) for r in sample_rounds)
     var = sum(sum((x - m) ** 2 for x in r) / (len(r) - 1) for r, m in zip(sample_rounds, means, strict=True))
     spread = z * math.sqrt(var * (1 + 1 / reps))
     total, rounds = sum(tokens), sum(means)
-    return total / rounds, total / (rounds + spread), total / max(rounds - spread, 1e-9)
+    return total / rounds, total / min(rounds + spread, total), total / max(rounds - spread, 1e-9)

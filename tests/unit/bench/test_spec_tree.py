@@ -128,6 +128,12 @@ def test_the_interval_holds_one_run_of_a_known_spread():
     assert (low, high) == pytest.approx((96 / (31.5 + spread), 96 / (31.5 - spread)))
 
 
+def test_the_interval_never_goes_below_one_token_a_round():
+    """Two prompts of widely spread draws: the normal's low end would ask for more rounds than tokens."""
+    _, low, _ = interval_of([[2, 20], [3, 19]], [20, 20])
+    assert low == 1.0
+
+
 # --- the decoding loop on bigram pairs --------------------------------------------------------------
 
 
