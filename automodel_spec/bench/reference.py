@@ -629,6 +629,8 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
 
     if num_steps < 1:
         raise ConfigError(f"num_steps={num_steps}: the reference needs at least one draft step.")
+    if workers < 1:
+        raise ConfigError(f"workers={workers}: give the number of processes to compute it with, 1 or more.")
     sampling = sampling or Sampling()
     check_sampling(topk, sampling, hot_token_map=False)
     if topk == 1:
@@ -673,9 +675,9 @@ def _compute_in_workers(workers: int, target_dir: str, draft_dir: str, num_steps
 
     The reference decodes one sequence at a time with many small passes, so one process leaves a GPU
     mostly idle between them (fourteen references side by side on one H100 finished in 68-224 s each:
-    docs/benchmarks.md, "Trees and sampling"). Each prompt's result is the one process's: its generations are seeded by its
-    place in the whole set (``first_prompt``). The draft is read here first, so that what is wrong with
-    it is raised as it is without workers.
+    docs/benchmarks.md, "Trees and sampling"). Each prompt's result is the one process's: its
+    generations are seeded by its place in the whole set (``first_prompt``). The draft is read here
+    first, so that what is wrong with it is raised as it is without workers.
 
     Raises:
         CheckpointError: the draft cannot be read as SGLang would read it; a worker failed.

@@ -235,3 +235,9 @@ def test_a_draft_that_cannot_be_read_is_refused_before_any_worker_starts(pair, t
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MistralForCausalLM"]}))
     with pytest.raises(CheckpointError, match="MistralForCausalLM"):
         compute_reference(str(target_dir), str(tmp_path), 3, PROMPTS, device="cpu", workers=2)
+
+
+def test_no_workers_is_refused_by_name(pair):
+    target_dir, export, _ = pair
+    with pytest.raises(ConfigError, match="workers=0"):
+        compute_reference(str(target_dir), str(export), 3, PROMPTS, device="cpu", workers=0)
