@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import runpy
@@ -76,6 +77,16 @@ def run_recipe(name: str, *overrides: str, output_dir: Path | None = None) -> in
         return run_and_exit(lambda: job(typed_config(dcfg)))
     except SystemExit as exc:
         return exc.code
+
+
+def load_script(path: Path):
+    """A script of ``scripts/`` as a module, loaded by its path (scripts are no package) and registered in
+    ``sys.modules`` under its file's stem, so that what it defines (dataclasses) finds its module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @functools.cache

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from helpers import load_script
 from test_bench_cli import FAKE, REPO
 
 SCRIPT = REPO / "scripts" / "gpu" / "bench_overhead.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_overhead", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_summary_pairs_each_round_and_reports_mean_stdev_and_error():
@@ -26,7 +21,7 @@ def test_summary_pairs_each_round_and_reports_mean_stdev_and_error():
             {"round": 0, "path": "ours", "ready_s": 62.0, "tok_per_s": 396.0},
             {"round": 1, "path": "ours", "ready_s": 61.0, "tok_per_s": 404.0},
             {"round": 1, "path": "hand", "ready_s": 60.0, "tok_per_s": 400.0}]
-    s = load_script().summarize(rows)
+    s = load_script(SCRIPT).summarize(rows)
     assert s["rounds"] == 2
     assert s["throughput_ratio"]["values"] == pytest.approx([0.99, 1.01])
     assert s["throughput_ratio"]["mean"] == pytest.approx(1.0)

@@ -7,7 +7,6 @@ runs as a user runs it, in a process of its own, for the command line and its ex
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import load_script
 
 from automodel_spec.draft.resolve import resolve_draft
 
@@ -23,14 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu" / "build_bench_pair.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("build_bench_pair", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_bench_pair = _script()
+build_bench_pair = load_script(SCRIPT)
 
 
 def _argv(out: Path, *args: str) -> list[str]:

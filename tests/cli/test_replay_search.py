@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import load_script
 
 # A skip mark rather than pytest.importorskip: importing optuna at collection costs every pytest-xdist
 # worker its import (~1.9 s of CPU), also the workers that never run these tests.
@@ -53,18 +54,11 @@ def replay_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("replay_search", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def replay(monkeypatch, capsys):
     """Factory: ``replay_search.py ARGS`` in this process; its exit code and what it printed (``returncode``,
     ``stdout``, ``stderr``)."""
-    script = _script()
+    script = load_script(SCRIPT)
 
     def run(*args: str) -> SimpleNamespace:
         monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])

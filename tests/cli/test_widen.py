@@ -8,7 +8,6 @@ and configs the construction cannot hold are refused by name, and nothing is lef
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from helpers import run_recipe  # noqa: E402
+from helpers import load_script, run_recipe  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from unit.bench.test_reference import (  # noqa: E402  the partly agreeing tiny pair of the reference's tests
     PROMPTS,
@@ -40,15 +39,7 @@ SCRIPT = REPO / "scripts" / "gpu" / "real_pair" / "widen.py"
 WIDE = "96,6,32,2,13,128"
 
 
-def _widen_module():
-    spec = importlib.util.spec_from_file_location("widen_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-widen = _widen_module()
+widen = load_script(SCRIPT)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -3,11 +3,11 @@ committed producer manifests record: a rebuild with it lists the same files the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCERS = REPO / "tests" / "fixtures" / "producers"
@@ -15,15 +15,7 @@ PRODUCERS = REPO / "tests" / "fixtures" / "producers"
 SPECULATORS_UNSTABLE = {"train_command.txt": "speculators writes the wall-clock time ('# Timestamp:') into it"}
 
 
-def _load():
-    """By path, as the generators load it in a producer's venv (no package, no install)."""
-    spec = importlib.util.spec_from_file_location("fixture_manifest", REPO / "scripts" / "fixtures" / "fixture_manifest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fm = _load()
+fm = load_script(REPO / "scripts" / "fixtures" / "fixture_manifest.py")  # by path, as the generators load it
 
 
 def _manifest(producer: str) -> dict:

@@ -9,7 +9,6 @@ refusal runs as a user runs it, in a process of its own, for the command line an
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import load_script
 from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,14 +43,7 @@ def _digests(d: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("break_draft", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-break_draft = _script()
+break_draft = load_script(SCRIPT)
 
 
 def _argv(src: Path, out: Path, kind: str, target: Path) -> list[str]:

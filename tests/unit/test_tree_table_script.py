@@ -4,11 +4,11 @@ accept length"); a level without its reference is said, never judged."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 from automodel_spec.bench.reference import PromptReference, ReferenceResult
 from automodel_spec.bench.result import LevelResult, PointResult, SpecSettings, level_key, write_point
@@ -18,10 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu" / "real_pair" /
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location("tree_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def _reference(path: Path, *, topk: int, nd: int | None, temperature: float) -> None:
