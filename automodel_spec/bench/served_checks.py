@@ -161,22 +161,24 @@ def add_reference(cfg: BenchPoint, run: PreparedRun, result: PointResult, pool, 
                         for t, c in computed.items()})
     trained = read_trained_depths(getattr(getattr(run, "draft", None), "path", None))
     for key, m in result.levels.items():
-        _judge_level(cfg, m, computed[float(m.temperature)], per_level[key], trained)
+        judge_level(m, computed[float(m.temperature)], [p.id for p in per_level[key]],
+                    expected_accept_length=cfg.bench.expected_accept_length, trained=trained)
 
 
-def _judge_level(cfg: BenchPoint, m, computed, prompts, trained=None) -> None:
-    """One level's reference over the ``prompts`` it sent, its verdict, its per-depth verdict and, for a chain
-    at temperature 0, the reference against training's own per-depth figures (``trained``, where recorded)."""
+def judge_level(m, computed, prompt_ids: list[str], *, expected_accept_length: float | None = None,
+                trained=None) -> None:
+    """Set on level ``m`` its reference over the prompts it sent (``prompt_ids``), its verdict, its per-depth
+    verdict and, for a chain at temperature 0, the reference against training's own per-depth figures
+    (``trained``, where recorded). ``scripts/gpu/real_pair/tree_table.py`` judges with it too."""
     ref = _reference_module()
-    b = cfg.bench
     by_id = {p.prompt_id: p for p in computed.prompts}
-    mine = [by_id[p.id] for p in prompts]
+    mine = [by_id[i] for i in prompt_ids]
     interval = ref.interval_of_prompts(mine) if computed.kind == "interval" else None
     m.reference_accept_length, m.reference_kind = ref.accept_length_of(mine), computed.kind
     m.reference_interval = list(interval) if interval else None
     m.served_as_trained, m.reference_verdict = ref.verdict(
         m.accept_length, m.reference_accept_length, computed.problems, exact=computed.kind != "bound",
-        min_accept_length=b.expected_accept_length, interval=interval)
+        min_accept_length=expected_accept_length, interval=interval)
     m.reference_histogram = ref.histogram_of(mine)
     if m.accept_histogram and computed.kind != "bound":
         m.served_survival = accept_depths.survival(m.accept_histogram)

@@ -3,7 +3,7 @@
 The served side is the sweeps' ``metrics.json`` (run with ``bench.reference=false``); the reference side
 is the JSON of ``python -m automodel_spec.bench.reference`` for the same draft, setting and temperature,
 named ``reference-<draft>-<steps>-<topk>-<draft tokens>-t<temperature>.json``. The verdicts are the
-benchmark's own (``reference.verdict``: exact, or an interval at T > 0; ``accept_depths.depth_verdict``),
+benchmark's own (``served_checks.judge_level``: exact, or an interval at T > 0, and per depth),
 computed here because the references ran side by side on the GPU, outside the sweeps (a sweep computes
 its points' references one at a time, on a GPU where nothing starts or is measured).
 
@@ -21,9 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-from automodel_spec.bench import accept_depths
 from automodel_spec.bench import reference as ref
 from automodel_spec.bench.result import read_point
+from automodel_spec.bench.served_checks import judge_level
 
 
 def reference_name(draft: str, num_steps: int, topk: int, num_draft_tokens: int, temperature: float) -> str:
@@ -45,26 +45,23 @@ def served_rows(draft: str, sweep: Path, references: Path) -> list[dict]:
             file = references / reference_name(draft, s.num_steps, s.topk or 1, s.num_draft_tokens or s.num_steps + 1,
                                                level.temperature)
             if file.is_file():
-                computed = ref.reference_from_dict(json.loads(file.read_text()))
-                row.update(judge(level.accept_length, level.accept_histogram, computed))
+                row.update(judge(level, ref.reference_from_dict(json.loads(file.read_text()))))
             else:
                 row["verdict"] = f"no reference ({file.name} missing: not finished within the call)"
             rows.append(row)
     return rows
 
 
-def judge(served: float | None, served_histogram: list[int] | None, computed) -> dict:
-    """The benchmark's verdicts for one served level against a computed reference."""
-    interval = computed.interval
-    ok, said = ref.verdict(served, computed.accept_length, computed.problems, exact=computed.kind != "bound",
-                           interval=interval)
-    depths_ok, depth_said = accept_depths.depth_verdict(served_histogram, computed.histogram)
-    return {"kind": computed.kind, "reference": computed.accept_length, "interval": list(interval) if interval else None,
-            "reference_histogram": computed.histogram, "reference_seconds": round(computed.seconds, 1),
-            "samples": computed.samples, "served_as_trained": ok, "verdict": said, "depths_ok": depths_ok,
-            "depth_verdict": depth_said,
-            "distance": accept_depths.histogram_distance(served_histogram, computed.histogram)
-            if served_histogram else None}
+def judge(level, computed) -> dict:
+    """One served level (``LevelResult``) against a computed reference over every prompt it holds, judged by
+    the benchmark's own ``judge_level``."""
+    judge_level(level, computed, [p.prompt_id for p in computed.prompts])
+    return {"kind": level.reference_kind, "reference": level.reference_accept_length,
+            "interval": level.reference_interval, "reference_histogram": level.reference_histogram,
+            "reference_seconds": round(computed.seconds, 1), "samples": computed.samples,
+            "served_as_trained": level.served_as_trained, "verdict": level.reference_verdict,
+            "depths_ok": level.depths_as_trained, "depth_verdict": level.depth_verdict,
+            "distance": level.histogram_distance}
 
 
 def check_rows(checks: Path) -> list[dict]:
