@@ -71,3 +71,9 @@ def test_a_sweep_that_is_not_a_directory_is_refused_by_name(table, tmp_path, cap
     with pytest.raises(SystemExit) as exc:
         table.main(["--references", str(tmp_path), "--sweep", f"am={tmp_path / 'none'}"])
     assert exc.value.code == 2 and "none" in capsys.readouterr().err
+
+
+def test_nothing_measured_is_not_a_table(table, tmp_path, capsys):
+    (tmp_path / "sweep").mkdir()
+    assert table.main(["--references", str(tmp_path), "--sweep", f"am={tmp_path / 'sweep'}"]) == 1
+    assert "nothing to hold against a reference" in capsys.readouterr().err

@@ -11,7 +11,7 @@ its points' references one at a time, on a GPU where nothing starts or is measur
         --sweep sf=sweeps/real-trees-sf [--checks DIR] [--json OUT]
 
 prints a Markdown table (and the ``mode=check`` runs under ``--checks``: ``check-*/metrics.json`` with
-``check-*.rc``); exits 1 when a served level fails its verdict.
+``check-*.rc``); exits 1 when a served level fails its verdict, or when there is nothing to judge.
 """
 
 from __future__ import annotations
@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--sweep {item}: give NAME=DIR with an existing sweep directory")
         rows += served_rows(name, Path(directory), args.references)
     checks = check_rows(args.checks) if args.checks else []
+    if not rows and not checks:
+        print(f"no measured level under {', '.join(args.sweep) or 'no --sweep'} and no mode=check run under "
+              f"{args.checks or 'no --checks'}: nothing to hold against a reference", file=sys.stderr)
+        return 1
     print(markdown(rows, checks))
     if args.json:
         args.json.write_text(json.dumps({"served": rows, "checks": checks}, indent=1) + "\n")
