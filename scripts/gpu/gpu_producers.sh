@@ -7,13 +7,12 @@
 # Results: $OUT/producers_gpu.json, theirs_8b.json, the console log and the servers' log tails.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-mkdir -p /tmp/site /tmp/producer-site
+mkdir -p /tmp/site
 source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/producer-site .whl/*.whl 2>&1 | tail -3
-fi
+# shellcheck source=scripts/gpu/_producer_wheels.sh
+source scripts/gpu/_producer_wheels.sh && PRODUCERS=$(install_producer_wheels)
 # the bundle's versions first: the wheels only add what it lacks
-export PYTHONPATH=/tmp/site:/tmp/producer-site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PRODUCERS:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 RESULTS=${OUT:-/tmp/automodel_spec_gpu_results}
 export OUT=/tmp/automodel_spec_gpu
 mkdir -p "$RESULTS" "$OUT"

@@ -22,7 +22,8 @@ def _run(script: str, *args: str, tmp_path: Path, **env: str) -> subprocess.Comp
 
 
 @pytest.mark.parametrize("script", ["gpu_scale.sh", "gpu_sweep_scale.sh", "gpu_speed.sh", "gpu_load.sh",
-                                    "real_pair/gpu_real_pair.sh", "real_pair/gpu_tree_table.sh"])
+                                    "real_pair/gpu_real_pair.sh", "real_pair/gpu_tree_table.sh",
+                                    "gpu_producers.sh", "_producer_wheels.sh", "_sglang_bundle.sh"])
 def test_the_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu" / script)]).returncode == 0
 

@@ -29,13 +29,11 @@ left() { echo $(( BOUND - SECONDS )); }
 exec > >(tee -a "$RES/console.log") 2>&1
 echo "[real] stage $STAGE on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
 
-if [ ! -f /tmp/producer-site/.installed ] && compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/producer-site .whl/*.whl 2>&1 | tail -3
-  touch /tmp/producer-site/.installed
-fi
+# shellcheck source=scripts/gpu/_producer_wheels.sh
+source scripts/gpu/_producer_wheels.sh && PRODUCERS=$(install_producer_wheels)
 # trainers: the machine's torch/transformers and the producers' wheels; the recipes: SGLang's bundle too
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-TRAIN_PATH=/tmp/producer-site:$PWD
+TRAIN_PATH=$PRODUCERS:$PWD
 
 COMMON=(bench=humaneval target.path="$R/target" sglang=triton_bench bench.num_prompts=24 'bench.temperature=[0,1]'
         'bench.concurrency=[1,8]')

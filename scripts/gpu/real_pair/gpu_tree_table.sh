@@ -35,13 +35,11 @@ left() { echo $(( BOUND - SECONDS )); }
 exec > >(tee -a "$RES/console.log") 2>&1
 echo "[trees] on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
 [ -d "$R/target" ] && [ -d "$R/automodel_run" ] || { echo "[trees] no trained pair in $R: run gpu_real_pair.sh train first"; exit 3; }
-if [ ! -f /tmp/producer-site/.installed ] && compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/producer-site .whl/*.whl 2>&1 | tail -3
-  touch /tmp/producer-site/.installed
-fi
+# shellcheck source=scripts/gpu/_producer_wheels.sh
+source scripts/gpu/_producer_wheels.sh && PRODUCERS=$(install_producer_wheels)
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/producer-site:$PWD
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PRODUCERS:$PWD
 SF_DRAFT=$R/specforge_run
 [ -f "$R/specforge_run/sglang_export/config.json" ] && SF_DRAFT=$R/specforge_run/sglang_export
 export_of() { python3 recipes/export.py draft=trained draft.path="$1" target.path="$R/target" 2> "$RES/export-$2.err" | tail -1; }
