@@ -4,7 +4,8 @@
 #   bash scripts/gpu/gpu_load.sh live-fixed      # 2. every grid setting (chains and trees) under the phased load
 #   bash scripts/gpu/gpu_load.sh live-schedule   # 3. the schedule: SGLang's adaptive mode with the sweep's config
 #   bash scripts/gpu/gpu_load.sh live-default    # 4. SGLang's adaptive mode with its own default candidates
-#   bash scripts/gpu/gpu_load.sh live            # 2-4 in one call, each bounded by its share of BENCH_TIMEOUT_S
+#   bash scripts/gpu/gpu_load.sh live            # 2-4 in one call: of the fixed settings only the grid's best chain
+#       and best tree for the whole phased run (scripts/gpu/load_fixed.py), each bounded by its share of BENCH_TIMEOUT_S
 # Each stage is one resumable gpu_bench.sh call (sized for a 10-minute call; its knobs apply: BENCH_TIMEOUT_S,
 # $OUT and .bench/ to carry the sweeps between machines). Stages 2-4 share one sweep, sweeps/load-live, whose
 # summary.md has the "Phased load" table: per phase and for the whole run, each setting's tokens/s, p99 ITL and
@@ -49,9 +50,15 @@ case "$STAGE" in
       "spec.num_steps=$START" spec.topk=1 "${LIVE[@]}" "$@" ;;
   live-default)
     exec bash scripts/gpu/gpu_bench.sh load-live spec.adaptive=true spec.num_steps=7 spec.topk=1 "${LIVE[@]}" "$@" ;;
-  live)  # the fixed settings take half the bound (several servers), the two adaptive ones a quarter each
+  live)  # the grid's best fixed chain and tree (load_fixed.py) take half the bound, the two adaptive ones a quarter each
     BOUND=${BENCH_TIMEOUT_S:-540}
-    BENCH_TIMEOUT_S=$(( BOUND / 2 )) bash "$0" live-fixed "$@"
+    PHASES=${LOAD_PHASES:-[c1,c8,c32,c1]}
+    python3 scripts/gpu/load_fixed.py sweeps/load-grid --phases "$PHASES" --num-prompts "${LOAD_PROMPTS:-16}" \
+      --temperature "${LOAD_TEMPERATURE:-1}" > /tmp/gpu_load.fixed || exit 1
+    # the chain's sweep starts the shared baseline too (two servers), the tree's the rest of the half
+    { read -r CHAIN; read -r TREE; } < /tmp/gpu_load.fixed
+    LOAD_GRID=$CHAIN BENCH_TIMEOUT_S=$(( BOUND * 3 / 8 )) bash "$0" live-fixed "$@"
+    LOAD_GRID=$TREE BENCH_TIMEOUT_S=$(( BOUND / 2 - SECONDS )) bash "$0" live-fixed "$@"
     BENCH_TIMEOUT_S=$(( (BOUND - SECONDS) / 2 )) bash "$0" live-schedule "$@"
     BENCH_TIMEOUT_S=$(( BOUND - SECONDS )) bash "$0" live-default "$@" ;;
   *) echo "usage: gpu_load.sh grid|live-fixed|live-schedule|live-default|live [overrides...]"; exit 2 ;;
