@@ -83,10 +83,35 @@ def fit_cost_model(concurrency: int, observations: list[Observation]) -> CostMod
     used = [n for n in _NAMES if n not in unidentified]
     x = np.array([cols[n] for n in used]).T
     w = 1.0 / y  # relative error
-    coef, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
+    coef = _nonnegative_least_squares(x * w[:, None], y * w)
     values = dict.fromkeys(_NAMES, 0.0)
     values.update(zip(used, (float(v) for v in coef), strict=True))
     pred = x @ coef
     rms = float(np.sqrt(np.mean(((pred - y) / y) ** 2)))
     return CostModel(concurrency=concurrency, observations=len(obs), rms_relative_error=rms,
                      unidentified=unidentified, **values)
+
+
+def _nonnegative_least_squares(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``argmin |x b - y|`` over ``b >= 0``: every coefficient is a time, and an unconstrained fit on noisy
+    levels can make one negative (a draft step that saves time, 2026-12-06's real-pair grid), which then
+    extrapolates to the settings not measured.
+
+    Written here rather than taken from SciPy (not a dependency) because there are at most four
+    coefficients: the optimum is the least-squares fit on one subset of them whose coefficients are all
+    non-negative (the others at 0), so every subset is tried and the feasible fit with the smallest
+    residual is kept.
+    """
+    n = x.shape[1]
+    best, best_residual = np.zeros(n), float(np.sum(y ** 2))
+    for mask in range(1, 2 ** n):
+        cols = [j for j in range(n) if mask >> j & 1]
+        sub, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+        if np.any(sub < 0):
+            continue
+        coef = np.zeros(n)
+        coef[cols] = sub
+        residual = float(np.sum((x @ coef - y) ** 2))
+        if residual < best_residual - 1e-18 * max(1.0, best_residual):
+            best, best_residual = coef, residual
+    return best

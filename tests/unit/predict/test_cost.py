@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from automodel_spec.predict.cost import Observation, fit_cost_model
@@ -36,3 +37,20 @@ def test_what_the_shapes_cannot_separate_is_named_not_guessed():
     assert "per_step_s" in fit_cost_model(1, one_shape).unidentified
     with pytest.raises(ValueError, match="at least two measured levels"):
         fit_cost_model(1, one_shape[:1])
+
+
+def test_no_cost_is_fitted_below_zero_where_noise_would_pull_it_there():
+    # levels made with no per-step cost, then the longer chains measured 15% fast (noise): an unconstrained
+    # fit makes a draft step save time, and would predict 9 steps faster than the 7 measured
+    obs = [Observation(s, s + 4, al, truth(s, s + 4, al, b=0.0) * (1.15 if s == 7 else 1.0))
+           for s in (1, 7) for al in (1.5, 2.5, 4.0)]
+    obs += [Observation(3, 16, al, truth(3, 16, al, b=0.0)) for al in (1.5, 4.0)]
+    m = fit_cost_model(1, obs)
+    assert min(m.intercept_s, m.per_step_s, m.per_draft_token_s, m.per_token_s) >= 0.0
+    assert m.per_step_s == 0.0
+    assert m.tok_per_s(2.0, 9, 13) <= m.tok_per_s(2.0, 7, 11)
+    # what the unconstrained fit would have given: a step of negative cost
+    c = [[1 / o.accept_length, o.num_steps / o.accept_length, o.num_draft_tokens / o.accept_length, 1.0] for o in obs]
+    y = np.array([1 / o.tok_per_s for o in obs])
+    free, *_ = np.linalg.lstsq(np.array(c) * (1 / y)[:, None], np.ones_like(y), rcond=None)
+    assert free[1] < 0
