@@ -3,7 +3,8 @@
 #   bash scripts/gpu/gpu_bench.sh NAME [serve.py overrides...]
 # e.g. bash scripts/gpu/gpu_bench.sh h100 spec.num_steps=1,3,5,7 spec.topk=1 'bench.temperature=[0,5]'
 # Builds the synthetic Llama-3.1-8B-shaped pair once (BENCH_PAIR, default /tmp/bench8b; build flags
-# in BENCH_PAIR_ARGS, e.g. BENCH_PAIR=/tmp/spread8b BENCH_PAIR_ARGS="--spread 4" for trees), then runs
+# in BENCH_PAIR_ARGS, e.g. BENCH_PAIR=/tmp/spread8b BENCH_PAIR_ARGS="--spread 4" for trees), or takes the
+# real pair widened to those shapes where BENCH_PAIR holds one (its widen.json; gpu_real_pair.sh widen), then runs
 #   recipes/serve.py -m +sweep=grid bench.name=NAME sglang=triton_bench ...   (sweeps/NAME)
 # (BENCH_SWEEP=predict runs +sweep=predict instead of the grid.)
 # Finished points are skipped, so the same command continues a sweep. BENCH_TIMEOUT_S (default
@@ -33,12 +34,17 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null \
   | sed 's/^/[gpu_bench] already on the GPU: /'
 PAIR=${BENCH_PAIR:-/tmp/bench8b}
-# shellcheck disable=SC2086  # BENCH_PAIR_ARGS holds several flags, e.g. "--spread 4"
-python3 scripts/gpu/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --device cuda ${BENCH_PAIR_ARGS:-} || exit 1
+DRAFT=$PAIR/run
+if [ -f "$PAIR/widen.json" ]; then  # the real pair widened (gpu_real_pair.sh widen): trained, not built here
+  DRAFT=$PAIR/draft && echo "[gpu_bench] the widened real pair in $PAIR"
+else
+  # shellcheck disable=SC2086  # BENCH_PAIR_ARGS holds several flags, e.g. "--spread 4"
+  python3 scripts/gpu/build_bench_pair.py --out "$PAIR" --shape llama-3.1-8b --device cuda ${BENCH_PAIR_ARGS:-} || exit 1
+fi
 LEFT=$(( ${BENCH_TIMEOUT_S:-540} - SECONDS ))
 [ "$LEFT" -gt 0 ] || { echo "[gpu_bench] no time left for the sweep (BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-540})"; LEFT=1; }
 timeout "$LEFT" python3 recipes/serve.py -m +sweep="${BENCH_SWEEP:-grid}" bench.name="$NAME" \
-  draft=trained draft.path="$PAIR/run" target.path="$PAIR/target" sglang=triton_bench "$@"
+  draft=trained draft.path="$DRAFT" target.path="$PAIR/target" sglang=triton_bench "$@"
 rc=$?
 python3 -m automodel_spec.sweep "sweeps/$NAME" >/dev/null 2>&1 || true
 if [ -n "${OUT:-}" ]; then

@@ -6,6 +6,8 @@
 #   bash scripts/gpu/real_pair/gpu_real_pair.sh grid      # all in one, called again until done: target and the
 #       Automodel draft alone (if missing), then SGLang's choice, adaptive mode and the 12-point grid into
 #       sweeps/real-grid, four servers sharing the GPU (bench.servers_per_gpu), until the call's bound
+#   bash scripts/gpu/real_pair/gpu_real_pair.sh widen     # after train: the pair widened alone, for other scripts
+#       (e.g. LOAD_PAIR=/tmp/real/wide bash scripts/gpu/gpu_load.sh grid: the per-load schedule on trained acceptance)
 #   bash scripts/gpu/real_pair/gpu_real_pair.sh wide      # after train, called again until done: the pair widened
 #       to Llama-3.1-8B's shapes (widen.py, both drafts), the small pair's references, then on the wide pair the
 #       baseline, SGLang's choice, adaptive mode and a 12-point grid (sweeps/wide-am), two servers sharing
@@ -16,7 +18,8 @@
 # Results (logs, JSON, the sweep directories, no weights) go to $OUT/real-STAGE.tar.gz as they are made.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
-STAGE=${1:?usage: gpu_real_pair.sh train|serve|finish|grid}
+STAGE=${1:?usage: gpu_real_pair.sh train|serve|finish|grid|widen|wide}
+case "$STAGE" in train|serve|finish|grid|widen|wide) ;; *) echo "unknown stage $STAGE: train|serve|finish|grid|widen|wide"; exit 2 ;; esac
 R=${REAL_DIR:-/tmp/real}
 RES=/tmp/real-results/$STAGE
 BOUND=${REAL_BOUND_S:-570}   # the whole stage, so that its results are packed before the call ends
@@ -126,7 +129,7 @@ if [ "$STAGE" = grid ]; then
   tar -czf "$RES/sweep-real-grid.tar.gz" --exclude='*.safetensors' --exclude='records.jsonl' -C sweeps real-grid
   exit 0
 fi
-if [ "$STAGE" = wide ]; then
+if [ "$STAGE" = wide ] || [ "$STAGE" = widen ]; then
   [ -d "$R/target" ] && [ -d "$R/automodel_run" ] || { echo "[real] no trained pair in $R: run the train stage first"; exit 3; }
   source scripts/gpu/_sglang_bundle.sh && use_sglang_bundle
   export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$TRAIN_PATH
@@ -141,6 +144,8 @@ if [ "$STAGE" = wide ]; then
   fi
   cp "$W/widen.json" "$RES/" 2>/dev/null
   [ -d "$W/target" ] && [ -d "$W/draft" ] || exit 1
+  # widen alone: the wide pair for other scripts (gpu_load.sh with LOAD_PAIR=$R/wide)
+  [ "$STAGE" = widen ] && { echo "[real] wide pair in $W ($SECONDS s)"; exit 0; }
   REFS=()
   if [ ! -f "$R/wide-refs.done" ]; then
     # the small pair's references on the benchmark's prompts (= the wide pair's: widen.json), in the background
