@@ -56,10 +56,10 @@ case "$STAGE" in
     PHASES=${LOAD_PHASES:-[c1,c8,c32,c1]}
     python3 scripts/gpu/load_fixed.py sweeps/load-grid --phases "$PHASES" --num-prompts "${LOAD_PROMPTS:-16}" \
       --temperature "${LOAD_TEMPERATURE:-1}" > /tmp/gpu_load.fixed || exit 1
-    # the chain's sweep starts the shared baseline too (two servers), the tree's the rest of the half
+    # the chain's sweep starts the shared baseline too (two servers), the tree's (if the grid had one) the rest
     { read -r CHAIN; read -r TREE; } < /tmp/gpu_load.fixed
     LOAD_GRID=$CHAIN BENCH_TIMEOUT_S=$(( BOUND * 3 / 8 )) bash "$0" live-fixed "$@"
-    LOAD_GRID=$TREE BENCH_TIMEOUT_S=$(( BOUND / 2 - SECONDS )) bash "$0" live-fixed "$@"
+    [ -n "${TREE:-}" ] && LOAD_GRID=$TREE BENCH_TIMEOUT_S=$(( BOUND / 2 - SECONDS )) bash "$0" live-fixed "$@"
     BENCH_TIMEOUT_S=$(( (BOUND - SECONDS) / 2 )) bash "$0" live-schedule "$@"
     BENCH_TIMEOUT_S=$(( BOUND - SECONDS )) bash "$0" live-default "$@" ;;
   *) echo "usage: gpu_load.sh grid|live-fixed|live-schedule|live-default|live [overrides...]"; exit 2 ;;

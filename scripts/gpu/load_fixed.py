@@ -3,14 +3,15 @@
 
     python3 scripts/gpu/load_fixed.py sweeps/load-grid --phases c1,c8,c32,c1 --num-prompts 16 [--temperature 1]
 
-Prints one line per setting (the chain first, then the tree): the overrides that serve it, e.g.
+Prints one line per setting (the chain first, then the tree; a kind the grid lacks is said and left out):
+the overrides that serve it, e.g.
 ``spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4``. ``scripts/gpu/gpu_load.sh live`` serves those two
 under the phased load instead of every grid point, so that the live stage fits one call.
 
 "Best" is for the whole phased run, predicted from the grid's closed-loop levels: a phase at concurrency
 c sends max(num_prompts, 2c) requests (``bench/workload.py``), so with r_c the setting's tokens/s at that
 level the run's tokens/s is sum(n_c) / sum(n_c / r_c) (the same tokens a request). A setting not measured
-at every phase's concurrency is not ranked. Exit 1, saying why, when no chain or no tree is ranked.
+at every phase's concurrency is not ranked. Exit 1, saying why, when nothing is ranked.
 """
 
 from __future__ import annotations
@@ -64,13 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     for kind, pick in (("chain", lambda s: s[1] == 1), ("tree", lambda s: (s[1] or 0) > 1)):
         ranked = sorted((v, s) for s, v in whole.items() if pick(s))
         if not ranked:
-            print(f"{args.sweep}: no {kind} measured at temperature {args.temperature:g} and concurrencies "
-                  f"{sorted(set(concurrencies))}: run the grid stage to its end first", file=sys.stderr)
-            return 1
+            print(f"{args.sweep}: no {kind} measured at temperature {args.temperature:g} and every concurrency "
+                  f"of {sorted(set(concurrencies))} (a grid without one, or not run to its end)", file=sys.stderr)
+            continue
         value, setting = ranked[-1]
         print(f"best fixed {kind}: {setting[0]}/{setting[1]}/{setting[2]}, {value:.1f} tok/s predicted over "
               f"{' -> '.join(phases)}", file=sys.stderr)
         lines.append(overrides(setting))
+    if not lines:
+        print(f"{args.sweep}: nothing to serve: run the grid stage to its end first", file=sys.stderr)
+        return 1
     print("\n".join(lines))
     return 0
 

@@ -43,12 +43,16 @@ def test_the_whole_run_decides_not_one_level(fixed, tmp_path, capsys):
     assert "5/1/6, 677.4 tok/s predicted over c1 -> c8 -> c32 -> c1" in out.err
 
 
-def test_no_tree_at_the_asked_temperature_is_an_error(fixed, tmp_path, capsys):
+def test_a_kind_the_grid_lacks_is_said_and_nothing_at_all_is_an_error(fixed, tmp_path, capsys):
     sweep = tmp_path / "grid"
     _point(sweep, SpecSettings(3, 1, 4), {1: 300.0, 8: 1000.0})
-    _point(sweep, SpecSettings(3, 8, 16), {1: 250.0, 8: 900.0}, temperature=0.0)
-    assert fixed.main([str(sweep), "--phases", "c1,c8", "--num-prompts", "16"]) == 1
-    assert "no tree measured at temperature 1" in capsys.readouterr().err
+    _point(sweep, SpecSettings(3, 8, 16), {1: 250.0, 8: 900.0}, temperature=0.0)  # not at the asked temperature
+    assert fixed.main([str(sweep), "--phases", "c1,c8", "--num-prompts", "16"]) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines() == ["spec.num_steps=3 spec.topk=1 spec.num_draft_tokens=4"]
+    assert "no tree measured at temperature 1" in out.err
+    assert fixed.main([str(sweep), "--phases", "c1,c8,c32", "--num-prompts", "16"]) == 1  # nothing at 32
+    assert "nothing to serve" in capsys.readouterr().err
 
 
 def test_open_loop_phases_are_refused(fixed, tmp_path, capsys):
