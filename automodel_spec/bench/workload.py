@@ -250,6 +250,12 @@ def select_prompts(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
     return [order[i % len(order)] for i in range(n)]
 
 
+def closed_loop_requests(num_prompts: int, concurrency: int) -> int:
+    """The requests a closed-loop level of ``concurrency`` sends: ``num_prompts``, at least twice the concurrency
+    (the server holds that many for most of the level)."""
+    return max(num_prompts, 2 * concurrency)
+
+
 def level_prompts(pool: list[Prompt], bench: BenchConfig, *, concurrency: int, request_rate: float | None = None,
                   phase: int | None = None) -> list[Prompt]:
     """The prompts one level sends (the one rule, so a check of a level reads the prompts it was sent).
@@ -261,7 +267,7 @@ def level_prompts(pool: list[Prompt], bench: BenchConfig, *, concurrency: int, r
     """
     if phase == 0:
         return [p for k, text in enumerate(bench.phases or [], 1) for p in _phase_prompts(pool, bench, k, text)]
-    count = bench.num_prompts if request_rate is not None else max(bench.num_prompts, 2 * concurrency)
+    count = bench.num_prompts if request_rate is not None else closed_loop_requests(bench.num_prompts, concurrency)
     return select_prompts(pool, count, bench.seed + (phase or 0))
 
 

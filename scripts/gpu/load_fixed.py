@@ -9,7 +9,7 @@ the overrides that serve it, e.g.
 under the phased load instead of every grid point, so that the live stage fits one call.
 
 "Best" is for the whole phased run, predicted from the grid's closed-loop levels: a phase at concurrency
-c sends max(num_prompts, 2c) requests (``bench/workload.py``), so with r_c the setting's tokens/s at that
+c sends n_c requests (``workload.closed_loop_requests``), so with r_c the setting's tokens/s at that
 level the run's tokens/s is sum(n_c) / sum(n_c / r_c) (the same tokens a request). A setting not measured
 at every phase's concurrency is not ranked. Exit 1, saying why, when nothing is ranked.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from automodel_spec.bench.phases import closed_loop_concurrencies  # noqa: E402
+from automodel_spec.bench.workload import closed_loop_requests  # noqa: E402
 from automodel_spec.sweep.rows import collect_rows, is_auto, is_closed_loop, setting_of  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def whole_run_tok_per_s(rows: list[dict], concurrencies: list[int], num_prompts:
     whole = {}
     for setting, speed in by_setting.items():
         if all(c in speed for c in concurrencies):
-            requests = {c: max(num_prompts, 2 * c) for c in concurrencies}
+            requests = {c: closed_loop_requests(num_prompts, c) for c in concurrencies}
             whole[setting] = (sum(requests[c] for c in concurrencies)
                               / sum(requests[c] / speed[c] for c in concurrencies))
     return whole
