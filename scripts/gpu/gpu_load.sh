@@ -54,10 +54,10 @@ case "$STAGE" in
   live)  # the grid's best fixed chain and tree (load_fixed.py) take half the bound, the two adaptive ones a quarter each
     BOUND=${BENCH_TIMEOUT_S:-540}
     PHASES=${LOAD_PHASES:-[c1,c8,c32,c1]}
-    python3 scripts/gpu/load_fixed.py sweeps/load-grid --phases "$PHASES" --num-prompts "${LOAD_PROMPTS:-16}" \
-      --temperature "${LOAD_TEMPERATURE:-1}" > /tmp/gpu_load.fixed || exit 1
+    FIXED=$(python3 scripts/gpu/load_fixed.py sweeps/load-grid --phases "$PHASES" --num-prompts "${LOAD_PROMPTS:-16}" \
+      --temperature "${LOAD_TEMPERATURE:-1}") || exit 1
     # the chain's sweep starts the shared baseline too (two servers), the tree's (if the grid had one) the rest
-    { read -r CHAIN; read -r TREE; } < /tmp/gpu_load.fixed
+    { read -r CHAIN; read -r TREE; } <<< "$FIXED"
     LOAD_GRID=$CHAIN BENCH_TIMEOUT_S=$(( BOUND * 3 / 8 )) bash "$0" live-fixed "$@"
     [ -n "${TREE:-}" ] && LOAD_GRID=$TREE BENCH_TIMEOUT_S=$(( BOUND / 2 - SECONDS )) bash "$0" live-fixed "$@"
     BENCH_TIMEOUT_S=$(( (BOUND - SECONDS) / 2 )) bash "$0" live-schedule "$@"
