@@ -285,4 +285,3 @@ EOF
   sweep real-am draft=trained draft.path="$R/automodel_run" spec.adaptive=true spec.num_steps=7 spec.topk=1
   exit 0
 fi
-echo "unknown stage $STAGE"; exit 2
