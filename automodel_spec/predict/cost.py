@@ -112,6 +112,6 @@ def _nonnegative_least_squares(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         coef = np.zeros(n)
         coef[cols] = sub
         residual = float(np.sum((x @ coef - y) ** 2))
-        if residual < best_residual - 1e-18 * max(1.0, best_residual):
+        if residual < best_residual:
             best, best_residual = coef, residual
     return best
