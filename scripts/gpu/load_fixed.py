@@ -55,8 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-prompts", type=int, required=True)
     ap.add_argument("--temperature", type=float, default=1.0)
     args = ap.parse_args(argv)
+    if not args.sweep.is_dir():
+        print(f"{args.sweep}: no such sweep directory: give the grid stage's (sweeps/load-grid)", file=sys.stderr)
+        return 2
     phases = [p.strip() for p in args.phases.strip("[]").split(",") if p.strip()]
-    concurrencies = closed_loop_concurrencies(phases)
+    try:
+        concurrencies = closed_loop_concurrencies(phases)
+    except ValueError as exc:
+        print(f"--phases {args.phases}: {exc}", file=sys.stderr)
+        return 2
     if len(concurrencies) != len(phases):
         print(f"--phases {args.phases}: only closed-loop phases (c<N>) can be predicted from a grid's levels",
               file=sys.stderr)

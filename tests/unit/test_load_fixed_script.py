@@ -58,3 +58,10 @@ def test_a_kind_the_grid_lacks_is_said_and_nothing_at_all_is_an_error(fixed, tmp
 def test_open_loop_phases_are_refused(fixed, tmp_path, capsys):
     assert fixed.main([str(tmp_path), "--phases", "c1,r2", "--num-prompts", "16"]) == 2
     assert "only closed-loop phases" in capsys.readouterr().err
+
+
+def test_a_phase_that_is_no_load_and_a_missing_sweep_are_named(fixed, tmp_path, capsys):
+    assert fixed.main([str(tmp_path), "--phases", "c1,cX", "--num-prompts", "16"]) == 2
+    assert "--phases c1,cX: phase 'cX' is not c<N>" in capsys.readouterr().err
+    assert fixed.main([str(tmp_path / "nowhere"), "--phases", "c1", "--num-prompts", "16"]) == 2
+    assert "nowhere: no such sweep directory" in capsys.readouterr().err
