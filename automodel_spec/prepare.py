@@ -37,7 +37,7 @@ from automodel_spec.export.exporter import (
     write_export,
 )
 from automodel_spec.export.serving_dtype import choose_serving_dtype
-from automodel_spec.export.target import check_target_path, read_target_config
+from automodel_spec.export.target import check_target_path, read_target_config, target_content_key
 from automodel_spec.serve.command import DraftArgs
 
 
@@ -53,6 +53,8 @@ class PreparedRun:
         pending: something ``print_only`` could not know without writing (e.g. the demo pair
             is not built yet).
         target_revision: ``target.revision``, for a hub target.
+        target_content: one digest of a local target's files (``export.target.target_content_key``), for a
+            benchmark's identity; ``None`` unless asked for (``identify_target``) or for a hub target.
         spec: the speculative setting the server is asked for, draft tokens derived
             (``spec_rules.resolve_spec``, computed once here); the command, the launch, the plan and the
             bench job read it.
@@ -65,9 +67,11 @@ class PreparedRun:
     pending: list[str] = field(default_factory=list)
     target_revision: str | None = None
     spec: SpecConfig = field(default_factory=SpecConfig)
+    target_content: str | None = None
 
 
-def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = True) -> PreparedRun:
+def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = True,
+                identify_target: bool = False) -> PreparedRun:
     """Validate ``cfg``, resolve the draft, plan, check and write its export: steps 1 to 4.
 
     Args:
@@ -75,6 +79,8 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
         dry_run: read and check everything, write nothing (``print_only``).
         need_target: serving needs a target; an export (``False``) checks the draft against the
             target only when one is given.
+        identify_target: digest a local target's files (``PreparedRun.target_content``): a benchmark
+            keys its results on them; serving alone does not read them.
 
     Raises:
         ConfigError: the configuration breaks a rule (all problems listed).
@@ -102,6 +108,8 @@ def prepare_run(cfg: ServeConfig, *, dry_run: bool = False, need_target: bool = 
         run.target = check_target_path(run.target)
         if run.target_revision and Path(run.target).expanduser().is_dir():
             check_local_revision("target", run.target_revision, cfg.target.path or run.target)
+        if identify_target and not dry_run:
+            run.target_content = target_content_key(run.target, cache_dir / "digests")
     if cfg.algorithm.name is None or not cfg.algorithm.needs_draft:
         return run
 

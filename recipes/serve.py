@@ -71,7 +71,7 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
         except MissingDependencyError:
             if not cfg.print_only:  # print_only needs no optional package (as without SGLang)
                 raise
-    run = prepare_run(cfg, dry_run=cfg.print_only)
+    run = prepare_run(cfg, dry_run=cfg.print_only, identify_target=point is not None)  # results keyed on its files
     if point is not None and point.bench.long_prompts == "refuse":
         try:  # a prompt longer than the target's context refused before any server starts
             workload(point, run)

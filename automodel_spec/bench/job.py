@@ -92,7 +92,9 @@ def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
 
     The port, the API key, timeouts and waits, the sweep's name and the sweeper's objective level are
     not part of it (``BENCH_BLANKED``, ``BENCH_DROPPED``): re-running a sweep with a longer
-    ``sglang.ready_timeout_s`` reuses its finished points.
+    ``sglang.ready_timeout_s`` reuses its finished points. What the target and the draft hold is
+    (``PreparedRun.target_content``, the export's content key, their revisions): a pair retrained at the
+    same paths is measured again.
     """
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
     bench = asdict(replace(cfg.bench, **BENCH_BLANKED))
@@ -100,9 +102,15 @@ def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
         del bench[name]
     if bench["long_prompts"] == "refuse":  # refused prompts are never measured: the default keeps older keys
         del bench["long_prompts"]
-    blob = json.dumps({"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
-                       "algorithm": asdict(cfg.algorithm), "spec": asdict(cfg.spec), "sglang": asdict(sg),
-                       "bench": bench}, sort_keys=True, default=str)
+    identity = {"schema": SCHEMA, "target": run.target, "draft": run.draft.path if run.draft else None,
+                "algorithm": asdict(cfg.algorithm), "spec": asdict(cfg.spec), "sglang": asdict(sg), "bench": bench}
+    # what the target and the draft hold, beside their paths: a path keeps its name when the weights behind it
+    # are retrained or replaced (each added only when known, so the keys of hub pairs without revisions stay)
+    contents = {"target_content": run.target_content, "target_revision": run.target_revision,
+                "draft_content": run.export.key if run.export else None,
+                "draft_revision": run.draft.revision if run.draft else None}
+    identity.update({k: v for k, v in contents.items() if v})
+    blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
@@ -113,7 +121,7 @@ def baseline_key(cfg: BenchPoint, run: PreparedRun) -> str:
 
 def _baseline_run(run: PreparedRun) -> PreparedRun:
     """The run without its draft (the target, as it is served)."""
-    return PreparedRun(target=run.target, target_revision=run.target_revision)
+    return PreparedRun(target=run.target, target_revision=run.target_revision, target_content=run.target_content)
 
 
 def read_complete(path: Path, key: str) -> PointResult | None:

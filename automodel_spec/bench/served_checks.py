@@ -300,8 +300,11 @@ def _cached_reference(cache_dir: Path | None, run: PreparedRun, prompts, setting
     from automodel_spec.io.atomic_write import write_json_atomically
     from automodel_spec.io.file_lock import file_lock
 
-    stamp = [str(Path(run.target).expanduser().resolve()), str(Path(run.export.path).resolve()),
-             (Path(run.target).expanduser() / "config.json").stat().st_mtime_ns, setting.num_steps, max_new_tokens,
+    # the target's content when it was digested (a benchmark's run), else its config's mtime; the export's path
+    # is named by its content unless draft.export_dir fixed it, hence its key too
+    target_held = run.target_content or (Path(run.target).expanduser() / "config.json").stat().st_mtime_ns
+    stamp = [str(Path(run.target).expanduser().resolve()), str(Path(run.export.path).resolve()), target_held,
+             run.export.key, setting.num_steps, max_new_tokens,
              [[p.id, p.text, p.input_ids] for p in prompts], _sampling_args(setting, sampling)]
     key = hashlib.blake2b(json.dumps(stamp, default=str).encode(), digest_size=8).hexdigest()
     path = Path(cache_dir) / f"{key}.json"

@@ -69,6 +69,8 @@ class ExportResult:
         notes: what the export changed relative to the checkpoint.
         min_sglang: oldest SGLang release that loads it.
         config: the exported ``config.json``.
+        key: the content key (``export_key``: the sources' digests and the export's options); an explicit
+            ``draft.export_dir`` keeps its path whatever it holds, this names what it holds.
     """
 
     path: Path
@@ -77,6 +79,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
     min_sglang: str = OLDEST_RELEASE
     config: dict = field(default_factory=dict)
+    key: str | None = None
 
 
 def default_cache_dir() -> Path:
@@ -302,7 +305,7 @@ def write_export(plan: ExportPlan, *, dry_run: bool = False) -> ExportResult:
     else:
         _write_atomically(place.path, draft, plan.manifest, place.explicit, replace=problem is not None)
     return ExportResult(path=place.path, token_map=place.path / TOKEN_MAP if draft.token_map is not None else None,
-                        notes=notes + place.notes, min_sglang=draft.min_sglang, config=plan.config)
+                        notes=notes + place.notes, min_sglang=draft.min_sglang, config=plan.config, key=place.key)
 
 
 # --- what is already there --------------------------------------------------------------------------
@@ -528,5 +531,5 @@ def _result(place: ExportPlace, reused: bool) -> ExportResult:
     return ExportResult(
         path=d, token_map=d / TOKEN_MAP if manifest.get("token_map") else None, reused=reused,
         notes=list(manifest.get("notes", [])) + place.notes, min_sglang=manifest.get("min_sglang", OLDEST_RELEASE),
-        config=place.config,
+        config=place.config, key=place.key,
     )

@@ -32,7 +32,7 @@ def file_digest(path: Path, memo_dir: Path | None = None, *, remember: bool = Tr
             saved = json.loads(memo.read_text())
             if saved.get("stamp") == stamp and isinstance(saved.get("digest"), str):
                 return saved["digest"]
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: a memo that is JSON but no object
             pass
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
@@ -42,6 +42,17 @@ def file_digest(path: Path, memo_dir: Path | None = None, *, remember: bool = Tr
     if memo is not None and remember:
         _write_memo(memo, {"path": str(Path(path).resolve()), "stamp": stamp, "digest": digest})
     return digest
+
+
+def is_remembered(path: Path, memo_dir: Path | None) -> bool:
+    """Whether ``file_digest`` would answer from ``memo_dir`` without reading ``path``."""
+    if memo_dir is None:
+        return False
+    try:
+        saved = json.loads(_memo_path(path, memo_dir).read_text())
+        return saved.get("stamp") == file_stamp(path) and isinstance(saved.get("digest"), str)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def file_stamp(path: Path) -> dict[str, int]:

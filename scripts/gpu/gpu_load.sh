@@ -11,7 +11,8 @@
 # summary.md has the "Phased load" table: per phase and for the whole run, each setting's tokens/s, p99 ITL and
 # goodput, and no speculation (the sweep's shared baseline, measured under the same phases).
 # Knobs: LOAD_PAIR (default /tmp/spread8b, built with --spread 4 so trees can win; or the real pair widened to
-# Llama-3.1-8B's shapes, /tmp/real/wide after gpu_real_pair.sh train and widen: trained acceptance), LOAD_GRID (default
+# Llama-3.1-8B's shapes, /tmp/real/wide after gpu_real_pair.sh train and widen: trained acceptance, trained anew on
+# each machine, so its grid and live stages belong on one machine: a carried grid is of the pair it measured), LOAD_GRID (default
 # "spec.num_steps=1,3,5,7 spec.topk=1,8"), LOAD_TEMPERATURE (default 1: partial acceptance), LOAD_PHASES (default
 # [c1,c8,c32,c1]), LOAD_PROMPTS (requests a level or phase, default 16), LOAD_SLO (goal overrides, default
 # "bench.slo.itl_s=0.04 bench.slo.ttft_s=1"), LOAD_OBJECTIVE (what the grid's schedule is chosen by: tok_per_s,

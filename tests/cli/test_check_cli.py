@@ -119,6 +119,36 @@ def test_check_of_a_point_measured_without_the_reference_adds_it(tmp_path, check
     assert json.loads((out / "metrics.json").read_text())["reference"]["status"] == "ok"
 
 
+def test_a_point_is_measured_again_when_the_target_is_retrained_at_the_same_path(tmp_path, check, cache):
+    """Resuming reuses a finished point only while the target holds the same weights: a target retrained,
+    widened or copied over in place keeps its path, and its old numbers must not stand for the new ones."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from automodel_spec.demo.pair import demo_pair
+    from automodel_spec.export.eagle3_layout import ARCHITECTURE
+
+    pair = demo_pair(cache, ARCHITECTURE)
+    target = tmp_path / "target"
+    shutil.copytree(pair.target, target)
+    args = ("mode=bench", *CHECK, "bench.reference=false", "draft=trained", f"draft.path={pair.draft_run}",
+            f"target.path={target}")
+    out = tmp_path / "out"
+    assert check(*args, output_dir=out).returncode == 0
+    first = json.loads((out / "metrics.json").read_text())
+    again = check(*args, output_dir=out)
+    assert again.returncode == 0 and "already complete (ok); skipped" in again.log  # the same weights: reused
+    (weights,) = target.glob("*.safetensors")
+    tensors = load_file(weights)
+    save_file({name: t + torch.ones_like(t) * 1e-3 for name, t in tensors.items()}, weights)  # same names, shapes
+    retrained = check(*args, output_dir=out)
+    assert retrained.returncode == 0, retrained.output
+    assert "already complete" not in retrained.log
+    assert json.loads((out / "metrics.json").read_text())["key"] != first["key"]
+
+
 def test_check_of_a_tree_at_temperature_0_and_1_gives_an_exact_and_an_interval_verdict(tmp_path, check):
     """A tree (3 steps, topk 2, 5 draft tokens) and a sampled level: the reference is the tree as SGLang
     builds it (exact) at T=0 and an interval at T=1, each level judged against its own."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,9 @@ from automodel_spec.config.schema import (
     SLOConfig,
     SpecConfig,
 )
+from automodel_spec.export.exporter import ExportResult
 from automodel_spec.prepare import PreparedRun
+from automodel_spec.serve.command import DraftArgs
 
 RUN = PreparedRun(target="/models/target")
 
@@ -60,6 +63,21 @@ def test_the_key_changes_with_the_measurement(change):
     base = cfg(num_steps=3, topk=1)
     assert point_key(change(base), RUN) != point_key(base, RUN)
     assert point_key(base, PreparedRun(target="/models/other")) != point_key(base, RUN)
+
+
+def test_the_key_changes_with_what_the_target_and_the_draft_hold():
+    """A pair retrained at the same paths is another measurement (the export's path is fixed by
+    draft.export_dir, or the draft is a hub id at another revision)."""
+    base = cfg(num_steps=3, topk=1)
+    draft = DraftArgs(path="/exports/d")
+    run = PreparedRun(target="/models/target", target_content="t1", draft=draft,
+                      export=ExportResult(path=Path("/exports/d"), key="d1"))
+    keys = {point_key(base, r) for r in (
+        run, replace(run, target_content="t2"), replace(run, export=replace(run.export, key="d2")),
+        replace(run, target_revision="v2"), replace(run, draft=replace(draft, revision="v2")))}
+    assert len(keys) == 5
+    assert baseline_key(base, run) != baseline_key(base, replace(run, target_content="t2"))
+    assert baseline_key(base, run) == baseline_key(base, replace(run, export=replace(run.export, key="d2")))
 
 
 def test_the_baseline_key_is_shared_by_every_speculative_setting():

@@ -129,7 +129,8 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
     monkeypatch.setattr(served_checks, "_compute_in_subprocess", fake_compute)
     (tmp_path / "target").mkdir()
     (tmp_path / "target" / "config.json").write_text("{}")
-    run = SimpleNamespace(target=str(tmp_path / "target"), export=SimpleNamespace(path=tmp_path / "export"))
+    run = SimpleNamespace(target=str(tmp_path / "target"), target_content="t1",
+                          export=SimpleNamespace(path=tmp_path / "export", key="d1"))
     prompts = [Prompt(id="a", category="k", text="hi")]
     first = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=1), 9)
     again = _cached_reference(tmp_path / "ref", run, prompts, SpecSettings(num_steps=2, topk=4), 9)
@@ -139,6 +140,11 @@ def test_points_of_one_draft_and_step_count_share_one_reference(tmp_path, monkey
     assert calls == [(2, 1, None), (3, 1, None), (2, 4, 8)]
     assert again.accept_length == first.accept_length == 3.0 and again.topk == 4 and again.kind == "bound"
     assert other.num_steps == 3 and tree.topk == 4
+    # the same paths holding other weights (a target retrained in place, an export_dir rewritten): computed again
+    for changed in (SimpleNamespace(**{**vars(run), "target_content": "t2"}),
+                    SimpleNamespace(**{**vars(run), "export": SimpleNamespace(path=tmp_path / "export", key="d2")})):
+        _cached_reference(tmp_path / "ref", changed, prompts, SpecSettings(num_steps=2, topk=1), 9)
+    assert calls[3:] == [(2, 1, None), (2, 1, None)]
 
 
 def test_without_transformers_the_reference_says_how_to_install_it_and_exits_2(monkeypatch, capsys, tmp_path):

@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from automodel_spec.io.file_digest import file_digest
+from automodel_spec.io.file_digest import file_digest, is_remembered
 
 
 def _blake(data: bytes) -> str:
@@ -55,6 +55,19 @@ def test_remember_false_writes_nothing_and_a_broken_memo_is_ignored(tmp_path):
     file_digest(f, memo_dir)
     _memo(memo_dir).write_text("{ half")
     assert file_digest(f, memo_dir) == _blake(b"x")
+    _memo(memo_dir).write_text("[1, 2]")  # JSON, but not the memo's object
+    assert not is_remembered(f, memo_dir)
+    assert file_digest(f, memo_dir) == _blake(b"x")
+
+
+def test_is_remembered_says_whether_the_file_would_be_read(tmp_path):
+    f, memo_dir = tmp_path / "w.bin", tmp_path / "digests"
+    f.write_bytes(b"weights")
+    assert not is_remembered(f, memo_dir) and not is_remembered(f, None)
+    file_digest(f, memo_dir)
+    assert is_remembered(f, memo_dir)
+    f.write_bytes(b"other")
+    assert not is_remembered(f, memo_dir)
 
 
 def test_an_unwritable_memo_dir_still_gives_the_digest(tmp_path):
