@@ -217,7 +217,9 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         return done
     result = PointResult(status="failed", key=key, algorithm=cfg.algorithm.name,
                          requested=requested_settings(run.spec), bench=asdict(cfg.bench), target=run.target,
-                         draft=run.draft.path if run.draft else None, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                         draft=run.draft.path if run.draft else None, target_content=run.target_content,
+                         draft_content=run.export.key if run.export else None,
+                         started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     t0 = time.monotonic()
     try:
         baseline, wants_baseline = None, cfg.bench.baseline and cfg.algorithm.name is not None
@@ -304,7 +306,7 @@ def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bo
         log.info("[bench] measuring the no-speculation baseline once for this sweep (%s)", path.parent)
         t0 = time.monotonic()
         result = PointResult(status="failed", key=key, bench=asdict(cfg.bench), target=run.target,
-                             started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                             target_content=run.target_content, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         _measure(baseline_of(cfg), _baseline_run(run), path.parent, result, log_name="server.log")
         failed = sum(m.failed_requests for m in result.levels.values())
         if failed:  # not cached: the next point measures it again

@@ -240,6 +240,9 @@ class PointResult:
         server_settings: the other server settings read back (attention backend, memory fraction, ...).
         bench: the workload as configured (``BenchConfig`` fields).
         reference: the draft's reference accept length (``bench.reference``), ``None`` when not asked.
+        target_content, draft_content: what the target's files and the draft's export held (their content
+            keys; ``None`` for a hub id or a result written before they were recorded): a sweep ranks only
+            the points of one pair (``sweep.rows.collect_rows``).
     """
 
     status: str
@@ -251,6 +254,8 @@ class PointResult:
     bench: dict[str, Any] = field(default_factory=dict)
     target: str | None = None
     draft: str | None = None
+    target_content: str | None = None
+    draft_content: str | None = None
     started: str | None = None
     levels: dict[str, LevelResult] = field(default_factory=dict)
     boot_s: float | None = None

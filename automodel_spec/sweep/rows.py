@@ -25,6 +25,8 @@ from automodel_spec.bench.result import (
 from automodel_spec.config.schema import SGLangConfig
 from automodel_spec.config.sglang_options import INFO_SERVER_SETTINGS
 
+# a point measured on another target or draft than the sweep's newest point: listed, never ranked
+OTHER_PAIR = "other_pair"
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]
 _POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
@@ -49,17 +51,41 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
     the file and why, rather than a point silently missing from the summary.
     """
     sweep_dir = Path(sweep_dir)
-    rows = []
+    rows, results = [], {}
     for path in point_files(sweep_dir):
         name = str(path.parent.relative_to(sweep_dir))
         try:
-            result = read_point(path)
+            results[name] = read_point(path)
         except ResultSchemaError as exc:
             rows.append({**dict.fromkeys(COLUMNS), "point": name, "status": "unreadable", "reason": str(exc)})
-            continue
+    newest = max((n for n, r in results.items() if r.started), key=lambda n: results[n].started, default=None)
+    for name, result in results.items():
         join_baseline(sweep_dir, result)
-        rows.extend(point_rows(name, result))
+        point = point_rows(name, result)
+        other = other_pair(result, results[newest]) if newest is not None and result.started else None
+        if other:
+            why = (f"measured on another pair than the sweep's newest point ({newest}): {other}; not ranked. Run "
+                   "the sweep's command again to measure it on this pair, or give another bench.name to keep both")
+            point = [{**r, "status": OTHER_PAIR, "reason": why} for r in point]
+        rows.extend(point)
     return rows
+
+
+def other_pair(result: PointResult, newest: PointResult) -> str | None:
+    """How ``result``'s target or draft differs from ``newest``'s, or ``None`` when they are the same pair.
+
+    Content keys are compared where both points recorded them (a target moved elsewhere is the same
+    target), else the paths. A point without a draft (no speculation) has only its target compared.
+    """
+    def differs(what: str, path: str | None, content: str | None, new_path: str | None, new_content: str | None):
+        if content and new_content:
+            return None if content == new_content else f"{what} {path} holding {content[:10]}, not {new_content[:10]}"
+        return None if path == new_path else f"{what} {path}, not {new_path}"
+
+    found = [differs("target", result.target, result.target_content, newest.target, newest.target_content)]
+    if result.draft and newest.draft:
+        found.append(differs("draft", result.draft, result.draft_content, newest.draft, newest.draft_content))
+    return "; ".join(f for f in found if f) or None
 
 
 def join_baseline(sweep_dir: Path, result: PointResult) -> None:

@@ -101,7 +101,8 @@ def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = 
     md += write_presets(sweep_dir, rows, objective)
     skipped = [r for r in rows if r["status"] != "ok"]
     if skipped:
-        md += ["## Skipped or failed points", ""] + [f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped]
+        lines = {r["point"]: f"- {r['point']}: {r['status']}: {r['reason']}" for r in skipped}  # a point's levels: one line
+        md += ["## Skipped or failed points", ""] + list(lines.values())
     md += _cost_lines(sweep_dir, rows)
     shared = sorted({r["point"]: r["other_gpu_processes"] for r in rows if r.get("other_gpu_processes")}.items())
     if shared:

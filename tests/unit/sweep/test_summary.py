@@ -397,3 +397,29 @@ def test_a_point_that_finished_before_the_shared_baseline_gets_its_speedup_in_th
     assert rows["spec.num_steps=3,spec.topk=1"]["speedup"] == pytest.approx(1.5)
     assert rows["spec.num_steps=5,spec.topk=1"]["speedup"] is None
     assert len(rows) == 2  # the baseline is not a point
+
+
+def test_points_of_another_pair_than_the_newest_point_are_listed_not_ranked(tmp_path):
+    """A sweep re-run after the target was retrained in place (or on another draft) re-measures the points it
+    runs; those it does not run still hold the old pair's numbers, which must not win a level or a preset."""
+    root = tmp_path / "sweeps" / "s"
+    new = {"target": "/m/t", "target_content": "new-weights", "draft": "/x/d1", "draft_content": "d1"}
+    write_point(root, "spec.num_steps=1,spec.topk=1", steps=1, tokens=2, levels=[level(120.0, 100.0)],
+                started="2026-12-07T10:00:00", **new)
+    write_point(root, "spec.num_steps=3,spec.topk=1", levels=[level(300.0, 100.0)], started="2026-12-06T09:00:00",
+                **{**new, "target_content": "old-weights"})  # the old target: fastest, but of another pair
+    write_point(root, "spec.num_steps=5,spec.topk=1", steps=5, tokens=6, levels=[level(250.0, 100.0)],
+                started="2026-12-06T09:05:00", **{**new, "draft": "/x/d0", "draft_content": "d0"})
+    write_point(root, "moved", steps=7, tokens=8, levels=[level(110.0, 100.0)], started="2026-12-07T09:00:00",
+                **{**new, "target": "/elsewhere/t"})  # the same weights at another path: the same pair
+    rows = {r["point"]: r for r in collect_rows(root)}
+    assert rows["spec.num_steps=1,spec.topk=1"]["status"] == rows["moved"]["status"] == "ok"
+    old, other = rows["spec.num_steps=3,spec.topk=1"], rows["spec.num_steps=5,spec.topk=1"]
+    assert old["status"] == other["status"] == "other_pair"
+    assert "newest point (spec.num_steps=1,spec.topk=1): target /m/t holding old-weight, not new-weight" in old["reason"]
+    assert "draft /x/d0 holding d0, not d1" in other["reason"] and "target" not in other["reason"].split(":")[1]
+    summary = write_summary(root, plots=False)
+    assert summary["best"][(0.0, 1)]["point"] == "spec.num_steps=1,spec.topk=1"  # not the old pair's 300 tok/s
+    md = (root / "summary.md").read_text()
+    assert md.count("- spec.num_steps=3,spec.topk=1: other_pair: measured on another pair") == 1
+    assert "give another bench.name to keep both" in md
