@@ -399,7 +399,7 @@ def test_a_point_that_finished_before_the_shared_baseline_gets_its_speedup_in_th
     assert len(rows) == 2  # the baseline is not a point
 
 
-def test_points_of_another_pair_than_the_newest_point_are_listed_not_ranked(tmp_path):
+def test_points_of_another_pair_than_the_newest_point_are_listed_not_ranked(tmp_path, capsys):
     """A sweep re-run after the target was retrained in place (or on another draft) re-measures the points it
     runs; those it does not run still hold the old pair's numbers, which must not win a level or a preset."""
     root = tmp_path / "sweeps" / "s"
@@ -423,3 +423,6 @@ def test_points_of_another_pair_than_the_newest_point_are_listed_not_ranked(tmp_
     md = (root / "summary.md").read_text()
     assert md.count("- spec.num_steps=3,spec.topk=1: other_pair: measured on another pair") == 1
     assert "give another bench.name to keep both" in md
+    assert main([str(root)]) == 0  # python -m automodel_spec.sweep: said once more, at the end
+    assert ("WARNING: 2 point(s) hold the numbers of another target or draft than this sweep's newest point and are "
+            "not ranked (spec.num_steps=3,spec.topk=1, spec.num_steps=5,spec.topk=1; why: summary.md)") in capsys.readouterr().err
