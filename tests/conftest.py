@@ -44,7 +44,7 @@ TOGETHER = (
     ("tests/cli/test_replay_search.py",),  # Optuna, imported by the module's runs in the worker (~2 s of CPU)
 )
 # Handed out first, in this order, then every other test in its usual order (what starts last should
-# be short): the longest test of all (18 signalled exports), then the modules above, longest first.
+# be short): the longest test of all (12 signalled exports), then the modules above, longest first.
 # test_cache's other tests (~13 s) run after the signal rounds on the same worker, so its two drafts are
 # written once (~1.7 s of CPU) rather than again on each worker one of them lands on; the module still
 # ends well before the suite does.

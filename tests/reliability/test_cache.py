@@ -36,7 +36,12 @@ from automodel_spec.prepare import prepare_export
 REPO = Path(__file__).resolve().parents[2]
 EXPORT = REPO / "recipes" / "export.py"
 EAGLE3 = "LlamaForCausalLMEagle3"
-ROUNDS = 18  # a third at any moment of an export's life (most land in imports), two thirds into its write
+# a third at any moment of an export's life (most land in imports), two thirds into its write. A round's case
+# is its signal and its kind (any moment / into the write), and they repeat every three rounds of a lane, so a
+# lane has three cases (lane 0: SIGKILL any moment, SIGINT and SIGTERM into the write; lane 1: SIGTERM any
+# moment, SIGKILL and SIGINT into the write): 12 rounds run each case twice (18 ran each three times, at
+# ~2 s of CPU a round, the longest test of the suite); 8 of them aim into the write
+ROUNDS = 12
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 # exit codes: ours once the recipe runs (130 / 143), the default action before its handler is installed
 ENDED_BY = {signal.SIGKILL: {-9}, signal.SIGTERM: {143, -15}, signal.SIGINT: {130, -2, 1}}
@@ -131,7 +136,7 @@ def _no_error_but_the_interpreters_start(out: str) -> bool:
 # workers' processes rather than one (the longest test of the suite, handed out first). The delays are
 # drawn over the times an export takes, measured with the lanes running at once.
 LANES = 2
-CHECK_EVERY = 5  # rounds of a lane between uninterrupted runs (two a lane: after the fifth and the last)
+CHECK_EVERY = 3  # rounds of a lane between uninterrupted runs (two a lane: after the third and the last)
 POLL_S = 0.005  # how often a round looks for the export's temporary directory
 
 
