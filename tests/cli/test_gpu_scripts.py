@@ -29,7 +29,10 @@ def test_the_scripts_parse(script):
 
 
 def test_gpu_scale_dry_run_measures_both_tp_sizes_and_every_signal(tmp_path):
-    res = _run("gpu_scale.sh", tmp_path=tmp_path, SCALE_DRY="1", SCALE_PAIRS=str(tmp_path / "pairs"))
+    # a short workload (the script's knobs; 128 tokens x 16 prompts by default): what is checked is its steps
+    # and table, and the fake's accept length at 3 steps is 4.00 at any length that is a multiple of 4
+    res = _run("gpu_scale.sh", tmp_path=tmp_path, SCALE_DRY="1", SCALE_PAIRS=str(tmp_path / "pairs"),
+               SCALE_PROMPTS="4", SCALE_TOKENS="16")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     table = (tmp_path / "out" / "scale" / "table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
@@ -43,8 +46,11 @@ def test_gpu_scale_dry_run_measures_both_tp_sizes_and_every_signal(tmp_path):
 
 
 def test_gpu_sweep_scale_dry_run_reports_wall_time_and_gpu_minutes(tmp_path):
+    # a short workload and the fake's default boot (the script's knobs; 8 prompts x 64 tokens and a 1 s boot by
+    # default): what is checked is its bookkeeping, not the figures
     res = _run("gpu_sweep_scale.sh", "2", tmp_path=tmp_path, SWEEP_DRY="1", SWEEP_PAIRS=str(tmp_path / "pairs"),
-               SWEEP_DIR=str(tmp_path / "sweeps"), SWEEP_GRID="spec.num_steps=1,3 spec.topk=1")
+               SWEEP_DIR=str(tmp_path / "sweeps"), SWEEP_GRID="spec.num_steps=1,3 spec.topk=1", SWEEP_PROMPTS="4",
+               SWEEP_TOKENS="16", FAKE_SGLANG_BOOT_S="0.2")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     result = (tmp_path / "out" / "sweep-scale-2" / "result.md").read_text()
     row = next(line for line in result.splitlines() if line.startswith("| 2 |"))
