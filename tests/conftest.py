@@ -28,12 +28,16 @@ WHOLE_MODULES = (
     "tests/reliability/test_faults.py",  # `results`: its process cases started at once
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
     "tests/cli/test_check_cli.py",  # `references`: each reference computed once
-    "tests/unit/bench/test_reference.py",  # `pair`: a target loaded through transformers
-    "tests/unit/bench/test_tree_reference.py",  # `pair`: a target loaded through transformers
     "tests/cli/test_export_signals.py",  # `big_run`
     "tests/reliability/test_secrets.py",  # `cache`
     "tests/gpu/",
 )
+# transformers and its Llama, imported in the worker by these modules' tests (~3 s of CPU on each worker that
+# runs one of them): test_reference's and test_tree_reference's `pair` (a target loaded through transformers,
+# module-scoped), test_widen's references, test_spec_tree's caches (transformers' DynamicCache, ~1 s). One unit
+# (in TOGETHER below), so one worker imports them.
+REFERENCE_MODULES = ("tests/unit/bench/test_reference.py", "tests/unit/bench/test_tree_reference.py",
+                     "tests/cli/test_widen.py", "tests/unit/bench/test_spec_tree.py")
 # Run together on one worker, each group a unit of its own: tests of a module otherwise shared out test by
 # test that share one of its module-scoped fixtures, so it is built once rather than on each worker that
 # one of them lands on.
@@ -42,6 +46,7 @@ TOGETHER = (
     ("tests/cli/test_serve_cli.py::test_help_is_the_recipes_own_with_its_commands_and_every_group_option",
      "tests/cli/test_serve_cli.py::test_serve_and_export_help_differ"),
     ("tests/cli/test_replay_search.py",),  # Optuna, imported by the module's runs in the worker (~2 s of CPU)
+    REFERENCE_MODULES,
 )
 # Handed out first, in this order, then every other test in its usual order (what starts last should
 # be short): the longest test of all (12 signalled exports), then the modules above, longest first.
@@ -49,7 +54,7 @@ TOGETHER = (
 # written once (~1.7 s of CPU) rather than again on each worker one of them lands on; the module still
 # ends well before the suite does.
 START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",
-               *WHOLE_MODULES)
+               *WHOLE_MODULES[:2], *REFERENCE_MODULES, *WHOLE_MODULES[2:])
 
 
 def _work_unit(nodeid: str) -> str:
