@@ -4,9 +4,12 @@ workers share the suite (``addopts``: ``-n 3 --dist loadscope``)."""
 from __future__ import annotations
 
 import compileall
+import contextlib
 import fnmatch
 import importlib.util
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +32,6 @@ WHOLE_MODULES = (
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
     "tests/cli/test_check_cli.py",  # `references`: each reference computed once
     "tests/cli/test_export_signals.py",  # `big_run`
-    "tests/reliability/test_secrets.py",  # `cache`
     "tests/gpu/",
 )
 # transformers and its Llama, imported in the worker by these modules' tests (~3 s of CPU on each worker that
@@ -135,6 +137,35 @@ def _rewrite_test_modules(config, tests: Path) -> None:
             except (OSError, SyntaxError):  # the worker meets it again, and reports it
                 continue
             _write_pyc(state, code, stamp, pyc)
+
+
+@pytest.fixture(scope="session")
+def demo_export(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A cache holding the built demo pair and its export, and what the export run that made them printed
+    (once per session, i.e. per pytest-xdist worker). ``recipes/export.py``'s job in this process
+    (``helpers.run_recipe``: the worker has torch imported already; a process of its own would import it
+    again, ~2 s of CPU on each worker); the CLI's own export runs, a written one included, are
+    test_serve_cli's."""
+    from helpers import run_recipe
+
+    root = tmp_path_factory.mktemp("cli-cache")
+    (root / "cwd").mkdir()
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setenv("AUTOMODEL_SPEC_CACHE", str(root / "cache"))
+        mp.chdir(root / "cwd")
+        code = run_recipe("export")
+    res = subprocess.CompletedProcess(["recipes/export.py"], code, out.getvalue(), err.getvalue())
+    assert code == 0, res.stdout + res.stderr
+    return root / "cache", res
+
+
+@pytest.fixture(scope="session")
+def cache(demo_export) -> Path:
+    """The demo cache of ``demo_export``. Tests only read it or add exports of their own (none compares its
+    contents with another module's; a test may compare them before and after its own run), so the modules
+    share it."""
+    return demo_export[0]
 
 
 def _gpu_ready() -> str | None:
