@@ -30,16 +30,16 @@ WHOLE_MODULES = (
     "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
     "tests/reliability/test_faults.py",  # `results`: its process cases started at once
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
-    "tests/cli/test_check_cli.py",  # `references`: each reference computed once
     "tests/cli/test_export_signals.py",  # `big_run`
     "tests/gpu/",
 )
 # transformers and its Llama, imported in the worker by these modules' tests (~3 s of CPU on each worker that
 # runs one of them): test_reference's and test_tree_reference's `pair` (a target loaded through transformers,
-# module-scoped), test_widen's references, test_spec_tree's caches (transformers' DynamicCache, ~1 s). One unit
+# module-scoped), test_widen's references, test_spec_tree's caches (transformers' DynamicCache, ~1 s),
+# test_check_cli's references after its first (`references`: each computed once, module-scoped). One unit
 # (in TOGETHER below), so one worker imports them.
 REFERENCE_MODULES = ("tests/unit/bench/test_reference.py", "tests/unit/bench/test_tree_reference.py",
-                     "tests/cli/test_widen.py", "tests/unit/bench/test_spec_tree.py")
+                     "tests/cli/test_widen.py", "tests/unit/bench/test_spec_tree.py", "tests/cli/test_check_cli.py")
 # Run together on one worker, each group a unit of its own: tests of a module otherwise shared out test by
 # test that share one of its module-scoped fixtures, so it is built once rather than on each worker that
 # one of them lands on.
