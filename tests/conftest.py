@@ -31,6 +31,7 @@ WHOLE_MODULES = (
     "tests/reliability/test_faults.py",  # `results`: its process cases started at once
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
     "tests/cli/test_export_signals.py",  # `big_run`
+    "tests/cli/test_gpu_scripts.py",  # `shared`: the tiny pair both dry runs build, and its export
     "tests/gpu/",
 )
 # transformers and its Llama, imported in the worker by these modules' tests (~3 s of CPU on each worker that
