@@ -1,4 +1,6 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
+# -S: without the site-packages, ~10 ms of CPU less a start (the suite starts hundreds of these, version probes
+# included); stdlib only, but for FAKE_SGLANG_RELEASE (see RELEASE below)
 """A stand-in for ``python -m sglang.launch_server`` for CPU lifecycle tests (never proof of serving).
 
 Invoked as ``fake_sglang.py -m sglang.launch_server --port P ...`` (set as ``sglang.python``). Like
@@ -93,6 +95,10 @@ ACCEPT = float(os.environ["FAKE_SGLANG_ACCEPT"]) if os.environ.get("FAKE_SGLANG_
 ROUND_S = 0.002 + float(os.environ.get("FAKE_SGLANG_ROUND_STEP_MS", "0.5")) / 1000 * STEPS
 ADAPTIVE = "--speculative-adaptive" in sys.argv
 RELEASE = os.environ.get("FAKE_SGLANG_RELEASE")
+if RELEASE is not None:  # its recorded facts are automodel_spec's (and packaging's): the site-packages
+    import site
+
+    site.main()
 FAIL_IF = os.environ.get("FAKE_SGLANG_FAIL_IF")
 FAIL = os.environ.get("FAKE_SGLANG_FAIL") if not FAIL_IF or FAIL_IF in " ".join(sys.argv) else None
 FAIL_AFTER = int(os.environ.get("FAKE_SGLANG_FAIL_AFTER", "0"))
