@@ -56,8 +56,12 @@ TOGETHER = (
 # test_cache's other tests (~13 s) run after the signal rounds on the same worker, so its two drafts are
 # written once (~1.7 s of CPU) rather than again on each worker one of them lands on; the module still
 # ends well before the suite does.
+# Then tests that mostly wait (timeouts, boots, schedules: ~30 s of waits in ~5 s of CPU), while the long
+# units above keep the cores busy: handed out last, in their usual place, they left a core idle at the end.
+WAITING = ("tests/unit/serve/test_server.py", "tests/unit/serve/test_parent_watch.py",
+           "tests/unit/bench/test_open_loop.py", "tests/unit/serve/test_gpu_pool.py", "tests/unit/bench/test_stream.py")
 START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",
-               *WHOLE_MODULES[:2], *REFERENCE_MODULES, *WHOLE_MODULES[2:])
+               *WHOLE_MODULES[:2], *REFERENCE_MODULES, *WHOLE_MODULES[2:], *WAITING)
 
 
 def _work_unit(nodeid: str) -> str:
