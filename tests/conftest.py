@@ -4,9 +4,12 @@ workers share the suite (``addopts``: ``-n 3 --dist loadscope``)."""
 from __future__ import annotations
 
 import compileall
+import contextlib
 import fnmatch
 import importlib.util
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,13 +30,17 @@ WHOLE_MODULES = (
     "tests/reliability/test_hostile_inputs.py",  # `results`: every case of the module at once
     "tests/reliability/test_faults.py",  # `results`: its process cases started at once
     "tests/cli/test_predict_cli.py",  # `predicted`: a sweep
-    "tests/cli/test_check_cli.py",  # `references`: each reference computed once
-    "tests/unit/bench/test_reference.py",  # `pair`: a target loaded through transformers
-    "tests/unit/bench/test_tree_reference.py",  # `pair`: a target loaded through transformers
     "tests/cli/test_export_signals.py",  # `big_run`
-    "tests/reliability/test_secrets.py",  # `cache`
+    "tests/cli/test_gpu_scripts.py",  # `shared`: the tiny pair both dry runs build, and its export
     "tests/gpu/",
 )
+# transformers and its Llama, imported in the worker by these modules' tests (~3 s of CPU on each worker that
+# runs one of them): test_reference's and test_tree_reference's `pair` (a target loaded through transformers,
+# module-scoped), test_widen's references, test_spec_tree's caches (transformers' DynamicCache, ~1 s),
+# test_check_cli's references after its first (`references`: each computed once, module-scoped). One unit
+# (in TOGETHER below), so one worker imports them.
+REFERENCE_MODULES = ("tests/unit/bench/test_reference.py", "tests/unit/bench/test_tree_reference.py",
+                     "tests/cli/test_widen.py", "tests/unit/bench/test_spec_tree.py", "tests/cli/test_check_cli.py")
 # Run together on one worker, each group a unit of its own: tests of a module otherwise shared out test by
 # test that share one of its module-scoped fixtures, so it is built once rather than on each worker that
 # one of them lands on.
@@ -42,14 +49,19 @@ TOGETHER = (
     ("tests/cli/test_serve_cli.py::test_help_is_the_recipes_own_with_its_commands_and_every_group_option",
      "tests/cli/test_serve_cli.py::test_serve_and_export_help_differ"),
     ("tests/cli/test_replay_search.py",),  # Optuna, imported by the module's runs in the worker (~2 s of CPU)
+    REFERENCE_MODULES,
 )
 # Handed out first, in this order, then every other test in its usual order (what starts last should
-# be short): the longest test of all (18 signalled exports), then the modules above, longest first.
+# be short): the longest test of all (12 signalled exports), then the modules above, longest first.
 # test_cache's other tests (~13 s) run after the signal rounds on the same worker, so its two drafts are
 # written once (~1.7 s of CPU) rather than again on each worker one of them lands on; the module still
 # ends well before the suite does.
+# Then tests that mostly wait (timeouts, boots, schedules: ~30 s of waits in ~5 s of CPU), while the long
+# units above keep the cores busy: handed out last, in their usual place, they left a core idle at the end.
+WAITING = ("tests/unit/serve/test_server.py", "tests/unit/serve/test_parent_watch.py",
+           "tests/unit/bench/test_open_loop.py", "tests/unit/serve/test_gpu_pool.py", "tests/unit/bench/test_stream.py")
 START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",
-               *WHOLE_MODULES)
+               *WHOLE_MODULES[:2], *REFERENCE_MODULES, *WHOLE_MODULES[2:], *WAITING)
 
 
 def _work_unit(nodeid: str) -> str:
@@ -130,6 +142,35 @@ def _rewrite_test_modules(config, tests: Path) -> None:
             except (OSError, SyntaxError):  # the worker meets it again, and reports it
                 continue
             _write_pyc(state, code, stamp, pyc)
+
+
+@pytest.fixture(scope="session")
+def demo_export(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A cache holding the built demo pair and its export, and what the export run that made them printed
+    (once per session, i.e. per pytest-xdist worker). ``recipes/export.py``'s job in this process
+    (``helpers.run_recipe``: the worker has torch imported already; a process of its own would import it
+    again, ~2 s of CPU on each worker); the CLI's own export runs, a written one included, are
+    test_serve_cli's."""
+    from helpers import run_recipe
+
+    root = tmp_path_factory.mktemp("cli-cache")
+    (root / "cwd").mkdir()
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setenv("AUTOMODEL_SPEC_CACHE", str(root / "cache"))
+        mp.chdir(root / "cwd")
+        code = run_recipe("export")
+    res = subprocess.CompletedProcess(["recipes/export.py"], code, out.getvalue(), err.getvalue())
+    assert code == 0, res.stdout + res.stderr
+    return root / "cache", res
+
+
+@pytest.fixture(scope="session")
+def cache(demo_export) -> Path:
+    """The demo cache of ``demo_export``. Tests only read it or add exports of their own (none compares its
+    contents with another module's; a test may compare them before and after its own run), so the modules
+    share it."""
+    return demo_export[0]
 
 
 def _gpu_ready() -> str | None:

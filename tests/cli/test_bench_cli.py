@@ -179,12 +179,12 @@ def test_single_bench_run_writes_metrics_with_a_baseline_of_its_own(tmp_path, ca
     assert [r["i"] for r in records] == [0, 1, 2, 3] * 2
 
 
-def test_one_server_measures_every_temperature_at_every_concurrency(tmp_path, cache):
+def test_one_server_measures_every_temperature_at_every_concurrency(tmp_path, bench_job):
     out = tmp_path / "out"
-    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.num_prompts=2", "bench.concurrency=[1,3]",
-                  "bench.temperature=[0,0.7]", "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
-                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache)
-    assert res.returncode == 0, output(res)
+    res = bench_job("mode=bench", *WORKLOAD, "bench.num_prompts=2", "bench.concurrency=[1,3]",
+                    "bench.temperature=[0,0.7]", "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                    output_dir=out)
+    assert res.returncode == 0, res.output
     assert (out / "server.log").read_text().count("fired up") == 1  # one server for all four levels
     m = metrics(out)
     assert list(m["levels"]) == ["T0_c1", "T0_c3", "T0.7_c1", "T0.7_c3"]
@@ -210,33 +210,31 @@ def _fake_nvidia_smi(tmp_path: Path, process_listed_times: int) -> dict:
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
-def test_the_card_and_a_process_that_stays_on_it_are_recorded(tmp_path, cache):
+def test_the_card_and_a_process_that_stays_on_it_are_recorded(tmp_path, bench_job):
     out = tmp_path / "out"
-    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
-                  "bench.gpu_free_wait_s=1.5", f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
-                  env=_fake_nvidia_smi(tmp_path, process_listed_times=1000))
-    assert res.returncode == 0, output(res)
-    assert "[bench] waiting up to 1.5s for 1 process(es) to leave the GPU" in res.stdout
-    assert "[bench] warning: other processes use the GPU; numbers may be off: 4242, python3, 48000 MiB" in res.stdout
+    res = bench_job("mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                    "bench.gpu_free_wait_s=1.5", output_dir=out, env=_fake_nvidia_smi(tmp_path, process_listed_times=1000))
+    assert res.returncode == 0, res.output
+    assert "[bench] waiting up to 1.5s for 1 process(es) to leave the GPU" in res.log
+    assert "[bench] warning: other processes use the GPU; numbers may be off: 4242, python3, 48000 MiB" in res.log
     m = metrics(out)
     assert m["gpu"] == ["NVIDIA H100 80GB HBM3, GPU-1234"]
     assert m["other_gpu_processes"] == ["4242, python3, 48000 MiB"]
 
 
-def test_a_process_leaving_the_gpu_is_waited_for_not_recorded(tmp_path, cache):
+def test_a_process_leaving_the_gpu_is_waited_for_not_recorded(tmp_path, bench_job):
     # e.g. the previous point's server, still releasing its memory when this point starts
     out = tmp_path / "out"
-    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
-                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
-                  env=_fake_nvidia_smi(tmp_path, process_listed_times=2))
-    assert res.returncode == 0, output(res)
-    assert "[bench] waiting up to 30s for 1 process(es) to leave the GPU" in res.stdout
-    assert "numbers may be off" not in res.stdout
+    res = bench_job("mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                    output_dir=out, env=_fake_nvidia_smi(tmp_path, process_listed_times=2))
+    assert res.returncode == 0, res.output
+    assert "[bench] waiting up to 30s for 1 process(es) to leave the GPU" in res.log
+    assert "numbers may be off" not in res.output
     assert metrics(out)["other_gpu_processes"] == []
 
 
-def test_gpu_memory_the_job_holds_itself_is_named_not_waited_for(tmp_path, cache):
-    # nvidia-smi's parent is the job's own process: a wait for it to leave could never end
+def test_gpu_memory_the_job_holds_itself_is_named_not_waited_for(tmp_path, bench_job):
+    # nvidia-smi's parent is the job's own process (here this one): a wait for it to leave could never end
     out = tmp_path / "out"
     bin_dir = tmp_path / "smi-bin"
     bin_dir.mkdir()
@@ -246,13 +244,12 @@ def test_gpu_memory_the_job_holds_itself_is_named_not_waited_for(tmp_path, cache
                    "  --query-compute-apps=*) echo \"$PPID, python3, 23634 MiB\" ;;\n"
                    "esac\nexit 0\n")
     smi.chmod(0o755)
-    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
-                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
-                  env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
-    assert res.returncode == 0, output(res)
-    assert "[bench] warning: this process holds GPU memory itself:" in res.stdout
-    assert "23634 MiB (this process)" in res.stdout
-    assert "waiting up to" not in res.stdout and "numbers may be off" not in res.stdout
+    res = bench_job("mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                    output_dir=out, env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert res.returncode == 0, res.output
+    assert "[bench] warning: this process holds GPU memory itself:" in res.log
+    assert "23634 MiB (this process)" in res.log
+    assert "waiting up to" not in res.output and "numbers may be off" not in res.output
     assert metrics(out)["other_gpu_processes"] == []
 
 

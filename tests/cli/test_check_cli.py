@@ -11,10 +11,13 @@ tested is the check, not the command line, which test_bench_cli.py runs in subpr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import io
 import json
 import logging
+import subprocess
 import uuid
 from types import SimpleNamespace
 
@@ -39,9 +42,41 @@ def references() -> dict:
     A reference process (transformers and torch imported, ~4 s of CPU) is deterministic: the same draft,
     target, setting, prompts and sampling give the same JSON. Three of this module's runs ask for the same
     one (the passing and the failing check differ only in the fake server, which the reference never
-    sees), so each distinct one is computed once, by the real subprocess, and handed to later runs as a
-    copy. The module runs whole on one pytest-xdist worker (tests/conftest.py) so that they share it."""
+    sees), so each distinct one is computed once and handed to later runs as a copy. The module runs whole
+    on one pytest-xdist worker (tests/conftest.py) so that they share it.
+
+    The first distinct one is computed by the real subprocess; later ones (the tree's, at temperature 0 and
+    1) by the same command's ``main`` in this process (``reference_in_this_process``)."""
     return {}
+
+
+@contextlib.contextmanager
+def reference_in_this_process():
+    """``served_checks._compute_in_subprocess`` as it is (its prompts file, its command, its JSON read back),
+    with the command ``python -m automodel_spec.bench.reference ARGS`` run as ``reference.main(ARGS)`` in this
+    process, where transformers is imported once (tests/conftest.py runs this module on the worker that runs
+    the reference's own tests): a process of its own imports torch and transformers again (~4 s of CPU).
+    Any other ``subprocess.run`` goes through as it is."""
+    from automodel_spec.bench import reference
+
+    real_run = subprocess.run
+
+    def run(argv, *args, **kwargs):
+        if list(argv[1:3]) != ["-m", "automodel_spec.bench.reference"]:
+            return real_run(argv, *args, **kwargs)
+        logger = logging.getLogger("automodel_spec")  # the command's console logging, kept to the command
+        handlers, level = logger.handlers[:], logger.level
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = reference.main(list(argv[3:]))
+        finally:
+            logger.handlers[:], logger.level = handlers, level
+        return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(subprocess, "run", run)
+        yield
 
 
 @pytest.fixture
@@ -57,7 +92,8 @@ def check(cache, monkeypatch, capsys, caplog, references):
                           [[p.id, p.text, p.input_ids] for p in prompts],
                           served_checks._sampling_args(setting, sampling)], default=str)
         if key not in references:
-            references[key] = compute(run, prompts, setting, max_new_tokens, gpu_pool, share, sampling)
+            with reference_in_this_process() if references else contextlib.nullcontext():
+                references[key] = compute(run, prompts, setting, max_new_tokens, gpu_pool, share, sampling)
         return copy.deepcopy(references[key])  # the caller may adjust its copy (a tree's size)
 
     monkeypatch.setattr(served_checks, "_compute_in_subprocess", computed_once)

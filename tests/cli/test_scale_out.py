@@ -207,15 +207,15 @@ def test_a_parallel_sweep_whose_every_point_failed_exits_1(tmp_path, cache):
     assert all(metrics(p.parent)["status"] == "failed" for p in root.glob("spec*/metrics.json"))
 
 
-def test_a_server_that_could_not_bind_is_started_again_on_another_port(tmp_path, cache):
+def test_a_server_that_could_not_bind_is_started_again_on_another_port(tmp_path, bench_job):
+    # the job in this process (bench_job, tests/cli/conftest.py): its [bench] lines are in its log
     out = tmp_path / "out"
-    res = run_cli(SERVE, "mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
-                  f"hydra.run.dir={out}", cwd=tmp_path / "cwd", cache=cache,
-                  env={"FAKE_SGLANG_BIND_FAIL_ONCE": str(tmp_path / "failed-once"),
-                       "AUTOMODEL_SPEC_LOCK_DIR": str(tmp_path / "l")})
-    assert res.returncode == 0, output(res)
-    assert "[bench] the server could not bind its address (port " in res.stdout
-    assert "starting it again on another port (2/3)" in res.stdout
+    res = bench_job("mode=bench", *WORKLOAD, "bench.baseline=false", "spec.num_steps=1", "spec.topk=1",
+                    output_dir=out, env={"FAKE_SGLANG_BIND_FAIL_ONCE": str(tmp_path / "failed-once"),
+                                         "AUTOMODEL_SPEC_LOCK_DIR": str(tmp_path / "l")})
+    assert res.returncode == 0, res.output
+    assert "[bench] the server could not bind its address (port " in res.log
+    assert "starting it again on another port (2/3)" in res.log
     assert metrics(out)["status"] == "ok"
 
 

@@ -94,9 +94,9 @@ def assert_no_fake_left(pidfile: Path, timeout: float = 5.0) -> None:
 
 @pytest.fixture
 def built_cache(demo_export) -> tuple[Path, subprocess.CompletedProcess]:
-    """A cache holding the built demo pair and its export, and the first real ``recipes/export.py`` run that
-    made them: the CLI tests' shared one (tests/cli/conftest.py), built once per worker rather than again
-    for this module on every worker that runs one of its tests."""
+    """A cache holding the built demo pair and its export, and what the export run that made them printed:
+    the shared one (tests/conftest.py), built once per worker rather than again for this module on every
+    worker that runs one of its tests."""
     return demo_export
 
 

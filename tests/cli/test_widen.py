@@ -8,6 +8,7 @@ and configs the construction cannot hold are refused by name, and nothing is lef
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+# A skip mark rather than pytest.importorskip, as in test_reference.py: importing transformers at collection
+# costs every pytest-xdist worker its import (~0.9 s of CPU), also the workers that never run these tests.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
 
 from helpers import load_script, run_recipe  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402

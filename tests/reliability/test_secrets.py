@@ -3,6 +3,7 @@
 Sweeps run against the fake SGLang server (``tests/fakes/fake_sglang.py``), which requires the key
 and prints it at boot. Not even Hydra's own per-job ``.hydra/`` files hold a key given literally
 (``RedactCallback`` masks them as the job starts); given as ``${oc.env:...}``, they hold the interpolation.
+The demo pair comes built and exported in the shared ``cache`` (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "recipes" / "serve.py"
-EXPORT = REPO / "recipes" / "export.py"
 FAKE = REPO / "tests" / "fakes" / "fake_sglang.py"
 KEY = "sk-literal-7f3a9c2e5b"
 WORKLOAD = [f"sglang.python={FAKE}", "sglang.port=0", "sglang.stop_timeout_s=4", "sglang.ready_timeout_s=30",
@@ -33,15 +33,6 @@ def _run(script: Path, *args: str, cwd: Path, cache: Path, env: dict | None = No
     full_env.update(AUTOMODEL_SPEC_CACHE=str(cache), PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """The demo pair built and exported once for the module."""
-    root = tmp_path_factory.mktemp("secrets-cache")
-    res = _run(EXPORT, cwd=root / "cwd", cache=root / "cache")
-    assert res.returncode == 0, res.stdout + res.stderr
-    return root / "cache"
 
 
 def _files_holding(root: Path, secret: str) -> tuple[list[str], list[str]]:
