@@ -53,6 +53,9 @@ TOGETHER = (
     ("tests/cli/test_serve_cli.py::test_help_is_the_recipes_own_with_its_commands_and_every_group_option",
      "tests/cli/test_serve_cli.py::test_serve_and_export_help_differ"),
     ("tests/cli/test_replay_search.py",),  # Optuna, imported by the module's runs in the worker (~2 s of CPU)
+    # the package's sources, parsed once (a cache of the module) for all of the module's checks (~1 s of CPU)
+    ("tests/unit/test_one_owner.py",),
+    ("tests/unit/test_architecture.py",),
     REFERENCE_MODULES,
     *((module,) for module in WAITING),
 )
