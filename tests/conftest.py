@@ -8,6 +8,7 @@ import contextlib
 import fnmatch
 import importlib.util
 import io
+import itertools
 import os
 import subprocess
 import sys
@@ -41,6 +42,9 @@ WHOLE_MODULES = (
 # (in TOGETHER below), so one worker imports them.
 REFERENCE_MODULES = ("tests/unit/bench/test_reference.py", "tests/unit/bench/test_tree_reference.py",
                      "tests/cli/test_widen.py", "tests/unit/bench/test_spec_tree.py", "tests/cli/test_check_cli.py")
+# Modules whose tests mostly wait: see START_FIRST.
+WAITING = ("tests/unit/serve/test_server.py", "tests/unit/serve/test_parent_watch.py",
+           "tests/unit/bench/test_open_loop.py", "tests/unit/serve/test_gpu_pool.py", "tests/unit/bench/test_stream.py")
 # Run together on one worker, each group a unit of its own: tests of a module otherwise shared out test by
 # test that share one of its module-scoped fixtures, so it is built once rather than on each worker that
 # one of them lands on.
@@ -49,19 +53,24 @@ TOGETHER = (
     ("tests/cli/test_serve_cli.py::test_help_is_the_recipes_own_with_its_commands_and_every_group_option",
      "tests/cli/test_serve_cli.py::test_serve_and_export_help_differ"),
     ("tests/cli/test_replay_search.py",),  # Optuna, imported by the module's runs in the worker (~2 s of CPU)
+    # the package's sources, parsed once (a cache of the module) for all of the module's checks (~1 s of CPU)
+    ("tests/unit/test_one_owner.py",),
+    ("tests/unit/test_architecture.py",),
     REFERENCE_MODULES,
+    *((module,) for module in WAITING),
 )
 # Handed out first, in this order, then every other test in its usual order (what starts last should
 # be short): the longest test of all (12 signalled exports), then the modules above, longest first.
 # test_cache's other tests (~13 s) run after the signal rounds on the same worker, so its two drafts are
 # written once (~1.7 s of CPU) rather than again on each worker one of them lands on; the module still
 # ends well before the suite does.
-# Then tests that mostly wait (timeouts, boots, schedules: ~30 s of waits in ~5 s of CPU), while the long
-# units above keep the cores busy: handed out last, in their usual place, they left a core idle at the end.
-WAITING = ("tests/unit/serve/test_server.py", "tests/unit/serve/test_parent_watch.py",
-           "tests/unit/bench/test_open_loop.py", "tests/unit/serve/test_gpu_pool.py", "tests/unit/bench/test_stream.py")
+# Between them, the modules whose tests mostly wait (timeouts, boots, schedules: ~30 s of waits for ~5 s of
+# CPU), each a unit of its own (TOGETHER), one after each long unit: one worker waits through one of them
+# while the others keep the cores busy. Handed out last, in their usual place, the three workers waited
+# through them together at the end, a core idle; handed out one after another, they did so mid-run.
 START_FIRST = ("tests/reliability/test_cache.py::test_signals_at_random_moments_leave_only_complete_exports",
-               *WHOLE_MODULES[:2], *REFERENCE_MODULES, *WHOLE_MODULES[2:], *WAITING)
+               *(unit for pair in itertools.zip_longest((*WHOLE_MODULES[:2], REFERENCE_MODULES, *WHOLE_MODULES[2:]),
+                                                        WAITING) for unit in pair if unit is not None))
 
 
 def _work_unit(nodeid: str) -> str:

@@ -6,7 +6,7 @@
 Invoked as ``fake_sglang.py -m sglang.launch_server --port P ...`` (set as ``sglang.python``). Like
 SGLang it spawns a child process ("scheduler") and serves /health, /health_generate, /server_info,
 /get_server_info, /flush_cache and /generate on 127.0.0.1. FAKE_SGLANG_MODE picks a behaviour:
-  ok              ready after FAKE_SGLANG_BOOT_S seconds (default 0.2)
+  ok              ready after FAKE_SGLANG_BOOT_S seconds (default 0.05)
   crash           print a traceback-like line and exit 3 during boot
   killed          killed by SIGKILL during boot (as by the OOM killer while loading weights)
   hang            never become ready (health answers 503)
@@ -80,9 +80,11 @@ def arg(name, default=None):
 
 CRASH_IF = os.environ.get("FAKE_SGLANG_CRASH_IF")
 MODE = "crash" if CRASH_IF and CRASH_IF in " ".join(sys.argv) else os.environ.get("FAKE_SGLANG_MODE", "ok")
-# 0.2 s by default: the health check (automodel_spec/serve/server.py, after 0.1 s, then doubling) sees it ready
-# at 0.3 s; a 0.5 s boot was seen only at 0.7 s, on each of the ~150 servers the suite starts
-BOOT_S = float(os.environ.get("FAKE_SGLANG_BOOT_S", "0.2"))
+# 0.05 s by default: the health check (automodel_spec/serve/server.py) asks after 0.1 s, then 0.3 s, 0.7 s (each
+# wait twice the last): a server that answers by 0.3 s of its start, its interpreter's and the launcher's
+# wrapper's starts included, is seen then, not at 0.7 s (0.5 s and 0.2 s boots were), on each of the ~150
+# servers the suite starts
+BOOT_S = float(os.environ.get("FAKE_SGLANG_BOOT_S", "0.05"))
 PORT = int(arg("--port", "30000"))
 API_KEY = arg("--api-key")
 STEPS = int(arg("--speculative-num-steps", "3"))

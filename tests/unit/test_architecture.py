@@ -6,6 +6,7 @@ standard library)."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -40,8 +41,10 @@ def module_name(path: Path, package: Path = PACKAGE) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
-    """Every module ``path`` imports, at the top or inside a function (absolute names)."""
+@functools.cache
+def imports(path: Path) -> frozenset[str]:
+    """Every module ``path`` imports, at the top or inside a function (absolute names); each file parsed once
+    for all the checks (the module's tests run as one unit, tests/conftest.py)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -51,7 +54,7 @@ def imports(path: Path) -> set[str]:
             found.add(node.module)
             if node.module.split(".")[0] == "automodel_spec":  # from automodel_spec.demo import synthetic
                 found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
+    return frozenset(found)
 
 
 def graph(package: Path = PACKAGE) -> dict[str, set[str]]:
