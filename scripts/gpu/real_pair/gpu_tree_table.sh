@@ -12,13 +12,15 @@
 #    a shared GPU is not comparable), CUDA graphs for batch 1 only (the table is about accept lengths);
 # 3. break_draft.py's logit_flat and logit_warm through mode=check (reference on, no baseline, CHECK_TOKENS
 #    new tokens, default 64): today's check (the 3/1/4 chain at T=0) and the new one (the 5/4/8 tree at T=0),
-#    each against the trained draft's reference for that setting (bench.expected_accept_length = 0.95 x it);
-#    and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which SGLang serves
+#    each against the trained draft's reference for that setting (bench.expected_accept_length = 0.95 x it),
+#    without CUDA graphs; in the checks stage one after another, each verdict kept (a second call resumes them:
+#    each is a server's start, 42-126 s on an H100, and its measurement, so four do not fit beside `train`); and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which SGLang serves
 #    only for a draft over the target's whole vocabulary (skipped for a d2t draft);
 # 4. tree_table.py: every served level against its reference with the benchmark's verdicts ($RES/table.md).
 # Everything is bounded by REAL_BOUND_S (default 570) and packed into $OUT/real-trees.tar.gz (no weights).
 # Servers sharing a GPU start one at a time up to their memory sizing (bench/placement.py), about 55 s each
-# for this pair: ten of them (2026-12-07) left the checks, started last, no time to finish.
+# for this pair, and none is measured while another starts: in the all stage the checks, queued last behind
+# the sweeps' servers, may not finish (run the checks stage after it).
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 STAGE=${1:-all}
@@ -111,14 +113,25 @@ check() {  # NAME FLOOR overrides...: mode=check of a broken draft, its exit cod
   [ "$rc" -le 1 ] && echo "$rc" > "$RES/check-$name.rc"  # 0 passed, 1 failed: a verdict; others: none
   echo "[trees] check $name rc=$rc ($SECONDS s)"; grep -E "check (passed|FAILED)|^  - " "$RES/check-$name.log" | head -6
 }
+# no CUDA graphs for the checks: they read accept lengths, and capturing (with the first Triton compiles) took
+# the first check's server 126 s to be ready on an H100
+NO_GRAPHS=(sglang.cuda_graph_bs=null sglang.disable_cuda_graph=true)
+# Alone (the checks stage) they run one after another, the tree (which must fail) before the chain (which must
+# pass): a measurement waits until no server of the GPU is starting (serve/gpu_pool.py), so four started side
+# by side measure nothing until the last has started, and a bound that cuts them leaves no verdict at all
+# (four side by side, bounded at 180 s on an H100, gave none); one at a time, each verdict is kept as it comes.
+# Beside the sweeps (all) they run in the background, as the sweeps do.
 for k in logit_flat logit_warm; do
-  B=(draft=trained draft.path="$R/broken-$k")
-  check "$k-chain-t0" floor-chain "${B[@]}" spec.num_steps=3 spec.topk=1 & SERVED+=($!)
-  check "$k-tree-t0" floor-tree "${B[@]}" spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8 & SERVED+=($!)
+  B=(draft=trained draft.path="$R/broken-$k" "${NO_GRAPHS[@]}")
+  for shape in tree chain; do
+    S=(spec.num_steps=3 spec.topk=1); [ "$shape" = tree ] && S=(spec.num_steps=5 spec.topk=4 spec.num_draft_tokens=8)
+    if [ "$STAGE" = checks ]; then check "$k-$shape-t0" "floor-$shape" "${B[@]}" "${S[@]}"
+    else check "$k-$shape-t0" "floor-$shape" "${B[@]}" "${S[@]}" & SERVED+=($!); fi
+  done
 done
 if python3 -c "import sys; from safetensors import safe_open; sys.exit(any('d2t' in safe_open(str(f), 'pt').keys() for f in __import__('pathlib').Path(sys.argv[1]).glob('*.safetensors')))" "$AM_EXPORT"; then
   ( reference floor-t1-rejection "$AM_EXPORT" "$CHECK_TOKENS" --num-steps 3 --temperature 1 --rejection-sampling
-    check "logit_sharp-chain-t1-rejection" floor-t1-rejection draft=trained draft.path="$R/broken-logit_sharp" \
+    check "logit_sharp-chain-t1-rejection" floor-t1-rejection draft=trained draft.path="$R/broken-logit_sharp" "${NO_GRAPHS[@]}" \
       spec.num_steps=3 spec.topk=1 'bench.temperature=[1]' 'sglang.extra_args=[--speculative-use-rejection-sampling]' ) &
   SERVED+=($!)
 else
