@@ -18,12 +18,9 @@ import io
 import json
 import logging
 import subprocess
-import uuid
-from types import SimpleNamespace
 
 import pytest
-from helpers import run_recipe
-from test_bench_cli import TAG_VAR, WORKLOAD, assert_nothing_left
+from test_bench_cli import WORKLOAD
 
 from automodel_spec.bench import served_checks
 
@@ -80,11 +77,9 @@ def reference_in_this_process():
 
 
 @pytest.fixture
-def check(cache, monkeypatch, capsys, caplog, references):
-    """Factory: ``recipes/serve.py OVERRIDES`` in this process on the demo cache (``env`` added to the
-    environment the fake server inherits); returns the exit code, what it printed and what it logged.
-    No process it started may be left (the fake server and its children carry a tag to find them by)."""
-    monkeypatch.setenv("AUTOMODEL_SPEC_CACHE", str(cache))
+def check(bench_job, monkeypatch, references):
+    """Factory: tests/cli/conftest.py's ``bench_job`` (``recipes/serve.py OVERRIDES`` in this process on the demo
+    cache, no process left behind), with each reference computed once for the module (``references``)."""
     compute = served_checks._compute_in_subprocess
 
     def computed_once(run, prompts, setting, max_new_tokens, gpu_pool, share=1, sampling=None):
@@ -97,23 +92,7 @@ def check(cache, monkeypatch, capsys, caplog, references):
         return copy.deepcopy(references[key])  # the caller may adjust its copy (a tree's size)
 
     monkeypatch.setattr(served_checks, "_compute_in_subprocess", computed_once)
-    caplog.set_level(logging.INFO, logger="automodel_spec")
-
-    def run(*overrides: str, output_dir, env: dict | None = None) -> SimpleNamespace:
-        tag = uuid.uuid4().hex
-        with monkeypatch.context() as m:
-            for name, value in {TAG_VAR: tag, **(env or {})}.items():
-                m.setenv(name, value)
-            caplog.clear()
-            try:
-                code = run_recipe("serve", *overrides, output_dir=output_dir)
-            finally:
-                assert_nothing_left(tag)
-        printed = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err, log=caplog.text,
-                               output=printed.out + printed.err + caplog.text)
-
-    return run
+    return bench_job
 
 
 def test_check_passes_when_served_matches_the_reference(tmp_path, check):
