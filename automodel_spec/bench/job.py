@@ -87,14 +87,15 @@ BENCH_BLANKED = {"name": "", "request_timeout_s": 0.0, "objective_concurrency": 
 BENCH_DROPPED = ("objective", "gpu_free_wait_s", "servers_per_gpu", "reference", "expected_accept_length")
 
 
-def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
+def point_key(cfg: BenchPoint, run: PreparedRun, cards: list[str] | None = None) -> str:
     """What makes two points the same measurement.
 
     The port, the API key, timeouts and waits, the sweep's name and the sweeper's objective level are
     not part of it (``BENCH_BLANKED``, ``BENCH_DROPPED``): re-running a sweep with a longer
     ``sglang.ready_timeout_s`` reuses its finished points. What the target and the draft hold is
     (``PreparedRun.target_content``, the export's content key, their revisions): a pair retrained at the
-    same paths is measured again.
+    same paths is measured again. So is the model of card (``cards``, ``nvidia_smi.gpu_models``): a sweep
+    resumed on another machine reuses only what a card like its own measured.
     """
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
     bench = asdict(replace(cfg.bench, **BENCH_BLANKED))
@@ -110,13 +111,15 @@ def point_key(cfg: BenchPoint, run: PreparedRun) -> str:
                 "draft_content": run.export.key if run.export else None,
                 "draft_revision": run.draft.revision if run.draft else None}
     identity.update({k: v for k, v in contents.items() if v})
+    if cards:  # (absent without nvidia-smi: the keys of CPU runs stay)
+        identity["cards"] = cards
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
-def baseline_key(cfg: BenchPoint, run: PreparedRun) -> str:
+def baseline_key(cfg: BenchPoint, run: PreparedRun, cards: list[str] | None = None) -> str:
     base = replace(baseline_of(cfg), bench=replace(cfg.bench, baseline=False))
-    return point_key(base, _baseline_run(run))
+    return point_key(base, _baseline_run(run), cards)
 
 
 def _baseline_run(run: PreparedRun) -> PreparedRun:
@@ -206,7 +209,8 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         shared_dir: where the sweep keeps its baseline (default: ``out_dir``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = point_key(cfg, run)
+    cards = nvidia_smi.gpu_models()
+    key = point_key(cfg, run, cards)
     done = read_complete(out_dir / METRICS, key)
     if done is not None:
         log.info("[bench] %s: already complete (%s); skipped", out_dir.name, done.status)
@@ -225,9 +229,9 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         baseline, wants_baseline = None, cfg.bench.baseline and cfg.algorithm.name is not None
         if wants_baseline:
             base_dir = (shared_dir or out_dir).resolve() / "baseline"
-            base_key = baseline_key(cfg, run)
+            base_key = baseline_key(cfg, run, cards)
             result.baseline_dir = str(base_dir / base_key)
-            baseline = measure_baseline(cfg, run, base_dir, wait=False)
+            baseline = measure_baseline(cfg, run, base_dir, wait=False, cards=cards)
             t0 = time.monotonic()  # the shared baseline's time is its own (baseline/<key>/metrics.json)
         _measure(cfg, run, out_dir, result, log_name="server.log")
         if wants_baseline and baseline is None:  # measured by another job meanwhile?
@@ -285,14 +289,16 @@ def _check_served(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: Poin
         log.warning("[bench] WARNING: the reference accept length failed: %s", result.reference.reason)
 
 
-def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bool = True) -> PointResult | None:
+def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bool = True,
+                     cards: list[str] | None = None) -> PointResult | None:
     """The no-speculation measurement for this target/workload/server, measured once and shared.
 
     Args:
         wait: when another job is measuring it, wait for its result; with ``False`` return ``None``
             at once instead (a parallel sweep's point does not idle for a server it does not need).
+        cards: the models of this host's GPUs (part of its key, as of every point's).
     """
-    key = baseline_key(cfg, run)
+    key = baseline_key(cfg, run, cards)
     path = base_dir / key / METRICS
     lock = file_lock(base_dir / f"{key}.lock") if wait else file_lock_if_free(base_dir / f"{key}.lock")
     with lock as held:

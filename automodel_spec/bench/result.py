@@ -242,7 +242,8 @@ class PointResult:
         reference: the draft's reference accept length (``bench.reference``), ``None`` when not asked.
         target_content, draft_content: what the target's files and the draft's export held (their content
             keys; ``None`` for a hub id or a result written before they were recorded): a sweep ranks only
-            the points of one pair (``sweep.rows.collect_rows``).
+            the points of one pair, on one model of card (``cards``; ``sweep.rows.collect_rows``).
+        gpu: the host's GPUs when it was measured, each ``"NAME, UUID"`` (``None``: no ``nvidia-smi``).
     """
 
     status: str
@@ -279,6 +280,12 @@ class PointResult:
         if eff is not None and eff.num_steps is not None:
             return eff
         return self.requested
+
+    @property
+    def cards(self) -> list[str] | None:
+        """The models of the GPUs it was measured beside (``gpu`` without the UUIDs: another card of the same
+        model measures alike), each once, sorted; ``None`` where none was recorded."""
+        return sorted({g.rsplit(", ", 1)[0] for g in self.gpu}) if self.gpu else None
 
     def level(self, temperature: float, concurrency: int, request_rate: float | None = None) -> LevelResult | None:
         return self.levels.get(level_key(temperature, concurrency, request_rate=request_rate))

@@ -173,7 +173,7 @@ class SweepSummaryCallback(Callback):
         mask_file(sweep_dir / "multirun.yaml", secrets)  # also without the redact callback of conf/serve.yaml
         # imported here, at a sweep's end: the summary imports numpy and the predictor (~0.05 s of CPU), which
         # every other run of a recipe (a single point, an export, print_only, --help) never uses
-        from automodel_spec.sweep.summary import other_pair_warning, write_summary
+        from automodel_spec.sweep.summary import other_setup_warning, write_summary
 
         try:
             summary = write_summary(sweep_dir, plots=self.plots, secrets=secrets)
@@ -184,7 +184,7 @@ class SweepSummaryCallback(Callback):
         log.info("%s", (sweep_dir / "summary.md").read_text())
         log.info("[sweep] summary: %s, %s, %s%s", sweep_dir / "summary.csv", sweep_dir / "summary.md",
                  sweep_dir / "best_override.txt", "".join(f", {p}" for p in summary["images"]))
-        if warning := other_pair_warning(summary["rows"]):
+        if warning := other_setup_warning(summary["rows"]):
             log.warning("%s", warning)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from automodel_spec.io.console_log import log_to_console
 from automodel_spec.io.path_lookup import missing_reason
 from automodel_spec.sweep.rows import point_files
-from automodel_spec.sweep.summary import other_pair_warning, write_summary
+from automodel_spec.sweep.summary import other_setup_warning, write_summary
 
 log = logging.getLogger("automodel_spec.sweep")  # __name__ is "__main__" under python -m
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in unreadable:
         log.warning("WARNING: point %s is unreadable: %s; resuming the sweep measures it again.", r["point"],
                     r["reason"])
-    if warning := other_pair_warning(summary["rows"]):
+    if warning := other_setup_warning(summary["rows"]):
         log.warning("%s", warning)
     return 0 if len(unreadable) < len(summary["rows"]) else 1
 

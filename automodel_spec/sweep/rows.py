@@ -25,8 +25,8 @@ from automodel_spec.bench.result import (
 from automodel_spec.config.schema import SGLangConfig
 from automodel_spec.config.sglang_options import INFO_SERVER_SETTINGS
 
-# a point measured on another target or draft than the sweep's newest point: listed, never ranked
-OTHER_PAIR = "other_pair"
+# a point measured on another target, draft or model of card than the sweep's newest point: listed, never ranked
+OTHER_SETUP = "other_setup"
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]
 _POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
@@ -62,20 +62,22 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
     for name, result in results.items():
         join_baseline(sweep_dir, result)
         point = point_rows(name, result)
-        other = other_pair(result, results[newest]) if newest is not None and result.started else None
+        other = other_setup(result, results[newest]) if newest is not None and result.started else None
         if other:
-            why = (f"measured on another pair than the sweep's newest point ({newest}): {other}; not ranked. Run "
-                   "the sweep's command again to measure it on this pair, or give another bench.name to keep both")
-            point = [{**r, "status": OTHER_PAIR, "reason": why} for r in point]
+            why = (f"measured on another pair or card than the sweep's newest point ({newest}): {other}; not ranked. "
+                   "Run the sweep's command again to measure it as the newest point was, or give another bench.name "
+                   "to keep both")
+            point = [{**r, "status": OTHER_SETUP, "reason": why} for r in point]
         rows.extend(point)
     return rows
 
 
-def other_pair(result: PointResult, newest: PointResult) -> str | None:
-    """How ``result``'s target or draft differs from ``newest``'s, or ``None`` when they are the same pair.
+def other_setup(result: PointResult, newest: PointResult) -> str | None:
+    """How ``result``'s target, draft or card differs from ``newest``'s, or ``None`` when they are the same.
 
     Content keys are compared where both points recorded them (a target moved elsewhere is the same
-    target), else the paths. A point without a draft (no speculation) has only its target compared.
+    target), else the paths. A point without a draft (no speculation) has only its target compared. Cards
+    are compared by model (``PointResult.cards``) where both points recorded them.
     """
     def differs(what: str, path: str | None, content: str | None, new_path: str | None, new_content: str | None):
         if content and new_content:
@@ -85,6 +87,8 @@ def other_pair(result: PointResult, newest: PointResult) -> str | None:
     found = [differs("target", result.target, result.target_content, newest.target, newest.target_content)]
     if result.draft and newest.draft:
         found.append(differs("draft", result.draft, result.draft_content, newest.draft, newest.draft_content))
+    if result.cards and newest.cards and result.cards != newest.cards:
+        found.append(f"card {' + '.join(result.cards)}, not {' + '.join(newest.cards)}")
     return "; ".join(f for f in found if f) or None
 
 

@@ -19,7 +19,7 @@ from automodel_spec.sweep.prediction_table import attach_predictions, prediction
 from automodel_spec.sweep.presets import write_presets
 from automodel_spec.sweep.ranking import GOODPUT, TIE, TOK_PER_S, Choice, choose, score, sweep_objective
 from automodel_spec.sweep.rows import (
-    OTHER_PAIR,
+    OTHER_SETUP,
     collect_rows,
     is_auto,
     is_phase,
@@ -39,15 +39,15 @@ def best_row(rows: list[dict], level: tuple | None = None, objective: str = TOK_
     return choose([r for r in rows if level is None or level_of(r) == level], objective).row
 
 
-def other_pair_warning(rows: list[dict]) -> str | None:
-    """A console line when some points hold another pair's numbers (``rows.OTHER_PAIR``), else ``None``:
-    the summary lists them, and a summary printed whole is easy to read past."""
-    points = sorted({r["point"] for r in rows if r["status"] == OTHER_PAIR})
+def other_setup_warning(rows: list[dict]) -> str | None:
+    """A console line when some points hold the numbers of another pair or card (``rows.OTHER_SETUP``), else
+    ``None``: the summary lists them, and a summary printed whole is easy to read past."""
+    points = sorted({r["point"] for r in rows if r["status"] == OTHER_SETUP})
     if not points:
         return None
-    return (f"WARNING: {len(points)} point(s) hold the numbers of another target or draft than this sweep's newest "
-            f"point and are not ranked ({', '.join(points[:4])}{', ...' if len(points) > 4 else ''}; why: "
-            "summary.md): run the sweep's command again to measure them on this pair, or give another bench.name.")
+    return (f"WARNING: {len(points)} point(s) hold the numbers of another target, draft or card than this sweep's "
+            f"newest point and are not ranked ({', '.join(points[:4])}{', ...' if len(points) > 4 else ''}; why: "
+            "summary.md): run the sweep's command again to measure them as it was, or give another bench.name.")
 
 
 def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = (),

@@ -253,6 +253,32 @@ def test_gpu_memory_the_job_holds_itself_is_named_not_waited_for(tmp_path, bench
     assert metrics(out)["other_gpu_processes"] == []
 
 
+def test_a_point_resumed_on_another_model_of_card_is_measured_again(tmp_path, bench_job):
+    """A sweep carried to another machine: a card of the same model (another UUID) reuses the point and its
+    baseline; a card of another model measures both again, rather than rank one card's numbers beside another's."""
+    bin_dir, card = tmp_path / "smi-bin", tmp_path / "card"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\ncase \"$1\" in\n  --query-gpu=*) cat {card} ;;\nesac\nexit 0\n")
+    smi.chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    out, args = tmp_path / "out", ("mode=bench", *WORKLOAD, "spec.num_steps=1", "spec.topk=1")
+    card.write_text("NVIDIA H100 80GB HBM3, GPU-aaaa\n")
+    assert bench_job(*args, output_dir=out, env=env).returncode == 0
+    first = metrics(out)
+    card.write_text("NVIDIA H100 80GB HBM3, GPU-bbbb\n")  # another machine, the same model
+    again = bench_job(*args, output_dir=out, env=env)
+    assert again.returncode == 0 and "already complete (ok); skipped" in again.log, again.output
+    card.write_text("NVIDIA H200, GPU-cccc\n")
+    other = bench_job(*args, output_dir=out, env=env)
+    assert other.returncode == 0, other.output
+    assert "already complete" not in other.log
+    assert "measuring the no-speculation baseline once" in other.log  # the H100's baseline is not this card's
+    m = metrics(out)
+    assert m["key"] != first["key"] and m["gpu"] == ["NVIDIA H200, GPU-cccc"]
+    assert Path(m["baseline_dir"]).name != Path(first["baseline_dir"]).name
+
+
 def test_a_level_the_servers_kv_cache_cannot_hold_at_once_fails_the_point(tmp_path, cache, monkeypatch, caplog):
     """A cache of 50 tokens: the baseline's 2 requests of 8 + 16 tokens fit (48), the point's with 4 draft
     slots each do not (56): its level at concurrency 2 would have measured a queue, so the point fails."""

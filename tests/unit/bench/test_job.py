@@ -80,6 +80,17 @@ def test_the_key_changes_with_what_the_target_and_the_draft_hold():
     assert baseline_key(base, run) == baseline_key(base, replace(run, export=replace(run.export, key="d2")))
 
 
+def test_the_key_holds_the_model_of_card_not_which_card():
+    """A sweep resumed on another machine reuses what a card of its own model measured (nvidia_smi.gpu_models:
+    models, not UUIDs), and nothing of another model; without nvidia-smi the key is what it always was."""
+    base = cfg(num_steps=3, topk=1)
+    h100, h200 = ["NVIDIA H100 80GB HBM3"], ["NVIDIA H200"]
+    assert point_key(base, RUN, h100) == point_key(base, RUN, list(h100))
+    assert len({point_key(base, RUN, h100), point_key(base, RUN, h200), point_key(base, RUN)}) == 3
+    assert point_key(base, RUN, None) == point_key(base, RUN, [])
+    assert baseline_key(base, RUN, h100) != baseline_key(base, RUN, h200)
+
+
 def test_the_baseline_key_is_shared_by_every_speculative_setting():
     a, b = cfg(num_steps=3, topk=1), cfg(num_steps=5, topk=4, num_draft_tokens=12)
     assert baseline_key(a, RUN) == baseline_key(b, RUN) != point_key(a, RUN)

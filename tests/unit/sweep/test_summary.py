@@ -399,11 +399,13 @@ def test_a_point_that_finished_before_the_shared_baseline_gets_its_speedup_in_th
     assert len(rows) == 2  # the baseline is not a point
 
 
-def test_points_of_another_pair_than_the_newest_point_are_listed_not_ranked(tmp_path, capsys):
-    """A sweep re-run after the target was retrained in place (or on another draft) re-measures the points it
-    runs; those it does not run still hold the old pair's numbers, which must not win a level or a preset."""
+def test_points_of_another_pair_or_card_than_the_newest_point_are_listed_not_ranked(tmp_path, capsys):
+    """A sweep re-run after the target was retrained in place (or on another draft, or on another machine's
+    card) re-measures the points it runs; those it does not run still hold the old pair's (or card's) numbers,
+    which must not win a level or a preset."""
     root = tmp_path / "sweeps" / "s"
-    new = {"target": "/m/t", "target_content": "new-weights", "draft": "/x/d1", "draft_content": "d1"}
+    new = {"target": "/m/t", "target_content": "new-weights", "draft": "/x/d1", "draft_content": "d1",
+           "gpu": ["NVIDIA H200, GPU-aaa"]}
     write_point(root, "spec.num_steps=1,spec.topk=1", steps=1, tokens=2, levels=[level(120.0, 100.0)],
                 started="2026-12-07T10:00:00", **new)
     write_point(root, "spec.num_steps=3,spec.topk=1", levels=[level(300.0, 100.0)], started="2026-12-06T09:00:00",
@@ -412,17 +414,26 @@ def test_points_of_another_pair_than_the_newest_point_are_listed_not_ranked(tmp_
                 started="2026-12-06T09:05:00", **{**new, "draft": "/x/d0", "draft_content": "d0"})
     write_point(root, "moved", steps=7, tokens=8, levels=[level(110.0, 100.0)], started="2026-12-07T09:00:00",
                 **{**new, "target": "/elsewhere/t"})  # the same weights at another path: the same pair
+    write_point(root, "spec.num_steps=2,spec.topk=1", steps=2, tokens=3, levels=[level(280.0, 100.0)],
+                started="2026-12-06T08:00:00", **{**new, "gpu": ["NVIDIA H100 80GB HBM3, GPU-bbb"]})
+    write_point(root, "another_h200", steps=4, tokens=5, levels=[level(115.0, 100.0)], started="2026-12-07T08:00:00",
+                **{**new, "gpu": ["NVIDIA H200, GPU-ccc"]})  # another card of the same model: alike
     rows = {r["point"]: r for r in collect_rows(root)}
     assert rows["spec.num_steps=1,spec.topk=1"]["status"] == rows["moved"]["status"] == "ok"
+    assert rows["another_h200"]["status"] == "ok"
     old, other = rows["spec.num_steps=3,spec.topk=1"], rows["spec.num_steps=5,spec.topk=1"]
-    assert old["status"] == other["status"] == "other_pair"
+    card = rows["spec.num_steps=2,spec.topk=1"]
+    assert old["status"] == other["status"] == card["status"] == "other_setup"
+    assert card["reason"].split("): ")[1].startswith("card NVIDIA H100 80GB HBM3, not NVIDIA H200;"), card["reason"]
     assert "newest point (spec.num_steps=1,spec.topk=1): target /m/t holding old-weight, not new-weight" in old["reason"]
     assert "draft /x/d0 holding d0, not d1" in other["reason"] and "target" not in other["reason"].split(":")[1]
     summary = write_summary(root, plots=False)
     assert summary["best"][(0.0, 1)]["point"] == "spec.num_steps=1,spec.topk=1"  # not the old pair's 300 tok/s
+    # (nor the H100's 280)
     md = (root / "summary.md").read_text()
-    assert md.count("- spec.num_steps=3,spec.topk=1: other_pair: measured on another pair") == 1
+    assert md.count("- spec.num_steps=3,spec.topk=1: other_setup: measured on another pair or card") == 1
     assert "give another bench.name to keep both" in md
     assert main([str(root)]) == 0  # python -m automodel_spec.sweep: said once more, at the end
-    assert ("WARNING: 2 point(s) hold the numbers of another target or draft than this sweep's newest point and are "
-            "not ranked (spec.num_steps=3,spec.topk=1, spec.num_steps=5,spec.topk=1; why: summary.md)") in capsys.readouterr().err
+    assert ("WARNING: 3 point(s) hold the numbers of another target, draft or card than this sweep's newest point "
+            "and are not ranked (spec.num_steps=2,spec.topk=1, spec.num_steps=3,spec.topk=1, spec.num_steps=5,"
+            "spec.topk=1; why: summary.md)") in capsys.readouterr().err
