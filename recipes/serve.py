@@ -91,9 +91,9 @@ def serve(cfg: ServeConfig) -> int | tuple[int, float]:
     say(format_plan(cfg.algorithm, cfg.sglang, run, None, out_dir, wrote=True))
     if point is not None:
         # a missing SGLang is the same cause in every mode: exit 2, not a point recorded as failed (1)
-        check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, run))
+        installed = check_sglang_installed(cfg.sglang, *required_sglang(cfg.algorithm, run)).installed
         shared = sweep_dir() if in_multirun() else out_dir
-        result = run_benchmark_job(point, run, out_dir, shared_dir=shared)
+        result = run_benchmark_job(point, run, out_dir, shared_dir=shared, sglang_installed=installed)
         if cfg.mode == Mode.check:
             code, text = check_report(result)
             say(text, err=bool(code))

@@ -253,9 +253,10 @@ def test_gpu_memory_the_job_holds_itself_is_named_not_waited_for(tmp_path, bench
     assert metrics(out)["other_gpu_processes"] == []
 
 
-def test_a_point_resumed_on_another_model_of_card_is_measured_again(tmp_path, bench_job):
+def test_a_point_resumed_on_another_model_of_card_or_sglang_is_measured_again(tmp_path, bench_job):
     """A sweep carried to another machine: a card of the same model (another UUID) reuses the point and its
-    baseline; a card of another model measures both again, rather than rank one card's numbers beside another's."""
+    baseline; a card of another model, or another SGLang release, measures both again, rather than rank one
+    card's or release's numbers beside another's."""
     bin_dir, card = tmp_path / "smi-bin", tmp_path / "card"
     bin_dir.mkdir()
     smi = bin_dir / "nvidia-smi"
@@ -277,6 +278,11 @@ def test_a_point_resumed_on_another_model_of_card_is_measured_again(tmp_path, be
     m = metrics(out)
     assert m["key"] != first["key"] and m["gpu"] == ["NVIDIA H200, GPU-cccc"]
     assert Path(m["baseline_dir"]).name != Path(first["baseline_dir"]).name
+    assert first["sglang_installed"] == m["sglang_installed"] == "0.5.17"  # the fake's release when unset
+    upgraded = bench_job(*args, output_dir=out, env={**env, "FAKE_SGLANG_RELEASE": "0.5.18"})
+    assert upgraded.returncode == 0, upgraded.output
+    assert "already complete" not in upgraded.log and "measuring the no-speculation baseline once" in upgraded.log
+    assert metrics(out)["sglang_installed"] == "0.5.18"
 
 
 def test_a_level_the_servers_kv_cache_cannot_hold_at_once_fails_the_point(tmp_path, cache, monkeypatch, caplog):

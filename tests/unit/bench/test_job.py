@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from automodel_spec.bench.job import baseline_key, gpu_seconds, objective, one_line, point_key, read_complete
+from automodel_spec.bench.job import (
+    baseline_key,
+    gpu_seconds,
+    objective,
+    one_line,
+    point_key,
+    read_complete,
+    serving_environment,
+)
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import LevelResult, PointResult, level_key
 from automodel_spec.config.schema import (
@@ -80,15 +88,25 @@ def test_the_key_changes_with_what_the_target_and_the_draft_hold():
     assert baseline_key(base, run) == baseline_key(base, replace(run, export=replace(run.export, key="d2")))
 
 
-def test_the_key_holds_the_model_of_card_not_which_card():
-    """A sweep resumed on another machine reuses what a card of its own model measured (nvidia_smi.gpu_models:
-    models, not UUIDs), and nothing of another model; without nvidia-smi the key is what it always was."""
+def test_the_key_holds_where_it_is_served_the_model_of_card_and_the_sglang_release():
+    """A sweep resumed on another machine reuses what a card of its own model measured (models, not UUIDs), and
+    nothing of another model or of another SGLang release; without nvidia-smi or SGLang the key is what it was."""
     base = cfg(num_steps=3, topk=1)
-    h100, h200 = ["NVIDIA H100 80GB HBM3"], ["NVIDIA H200"]
-    assert point_key(base, RUN, h100) == point_key(base, RUN, list(h100))
-    assert len({point_key(base, RUN, h100), point_key(base, RUN, h200), point_key(base, RUN)}) == 3
-    assert point_key(base, RUN, None) == point_key(base, RUN, [])
+    h100, h200 = {"cards": ["NVIDIA H100 80GB HBM3"]}, {"cards": ["NVIDIA H200"]}
+    keys = {point_key(base, RUN, env) for env in (h100, h200, {**h100, "sglang": "0.5.17"},
+                                                  {**h100, "sglang": "0.5.20"}, None)}
+    assert len(keys) == 5
+    assert point_key(base, RUN, {"cards": None, "sglang": None}) == point_key(base, RUN)
     assert baseline_key(base, RUN, h100) != baseline_key(base, RUN, h200)
+
+
+def test_the_serving_environment_names_the_models_of_the_cards_not_the_cards(monkeypatch):
+    from automodel_spec.io import nvidia_smi
+
+    monkeypatch.setattr(nvidia_smi, "query", lambda fields: [["NVIDIA H100 80GB HBM3"], ["NVIDIA H100 80GB HBM3"]])
+    assert serving_environment("0.5.17") == {"cards": ["NVIDIA H100 80GB HBM3"], "sglang": "0.5.17"}
+    monkeypatch.setattr(nvidia_smi, "query", lambda fields: None)  # no nvidia-smi
+    assert serving_environment(None) == {}
 
 
 def test_the_baseline_key_is_shared_by_every_speculative_setting():

@@ -399,13 +399,13 @@ def test_a_point_that_finished_before_the_shared_baseline_gets_its_speedup_in_th
     assert len(rows) == 2  # the baseline is not a point
 
 
-def test_points_of_another_pair_or_card_than_the_newest_point_are_listed_not_ranked(tmp_path, capsys):
-    """A sweep re-run after the target was retrained in place (or on another draft, or on another machine's
-    card) re-measures the points it runs; those it does not run still hold the old pair's (or card's) numbers,
+def test_points_of_another_pair_card_or_sglang_than_the_newest_point_are_listed_not_ranked(tmp_path, capsys):
+    """A sweep re-run after the target was retrained in place (or on another draft, another machine's card or
+    after an SGLang upgrade) re-measures the points it runs; those it does not run still hold the old numbers,
     which must not win a level or a preset."""
     root = tmp_path / "sweeps" / "s"
     new = {"target": "/m/t", "target_content": "new-weights", "draft": "/x/d1", "draft_content": "d1",
-           "gpu": ["NVIDIA H200, GPU-aaa"]}
+           "gpu": ["NVIDIA H200, GPU-aaa"], "sglang_installed": "0.5.20"}
     write_point(root, "spec.num_steps=1,spec.topk=1", steps=1, tokens=2, levels=[level(120.0, 100.0)],
                 started="2026-12-07T10:00:00", **new)
     write_point(root, "spec.num_steps=3,spec.topk=1", levels=[level(300.0, 100.0)], started="2026-12-06T09:00:00",
@@ -418,22 +418,26 @@ def test_points_of_another_pair_or_card_than_the_newest_point_are_listed_not_ran
                 started="2026-12-06T08:00:00", **{**new, "gpu": ["NVIDIA H100 80GB HBM3, GPU-bbb"]})
     write_point(root, "another_h200", steps=4, tokens=5, levels=[level(115.0, 100.0)], started="2026-12-07T08:00:00",
                 **{**new, "gpu": ["NVIDIA H200, GPU-ccc"]})  # another card of the same model: alike
+    write_point(root, "spec.num_steps=6,spec.topk=1", steps=6, tokens=7, levels=[level(290.0, 100.0)],
+                started="2026-12-06T07:00:00", **{**new, "sglang_installed": "0.5.17"})
     rows = {r["point"]: r for r in collect_rows(root)}
     assert rows["spec.num_steps=1,spec.topk=1"]["status"] == rows["moved"]["status"] == "ok"
     assert rows["another_h200"]["status"] == "ok"
     old, other = rows["spec.num_steps=3,spec.topk=1"], rows["spec.num_steps=5,spec.topk=1"]
     card = rows["spec.num_steps=2,spec.topk=1"]
-    assert old["status"] == other["status"] == card["status"] == "other_setup"
+    release = rows["spec.num_steps=6,spec.topk=1"]
+    assert old["status"] == other["status"] == card["status"] == release["status"] == "other_setup"
+    assert release["reason"].split("): ")[1].startswith("SGLang 0.5.17, not 0.5.20;"), release["reason"]
     assert card["reason"].split("): ")[1].startswith("card NVIDIA H100 80GB HBM3, not NVIDIA H200;"), card["reason"]
     assert "newest point (spec.num_steps=1,spec.topk=1): target /m/t holding old-weight, not new-weight" in old["reason"]
     assert "draft /x/d0 holding d0, not d1" in other["reason"] and "target" not in other["reason"].split(":")[1]
     summary = write_summary(root, plots=False)
     assert summary["best"][(0.0, 1)]["point"] == "spec.num_steps=1,spec.topk=1"  # not the old pair's 300 tok/s
-    # (nor the H100's 280)
+    # (nor the H100's 280, nor SGLang 0.5.17's 290)
     md = (root / "summary.md").read_text()
-    assert md.count("- spec.num_steps=3,spec.topk=1: other_setup: measured on another pair or card") == 1
+    assert md.count("- spec.num_steps=3,spec.topk=1: other_setup: measured on another pair, card or SGLang") == 1
     assert "give another bench.name to keep both" in md
     assert main([str(root)]) == 0  # python -m automodel_spec.sweep: said once more, at the end
-    assert ("WARNING: 3 point(s) hold the numbers of another target, draft or card than this sweep's newest point "
-            "and are not ranked (spec.num_steps=2,spec.topk=1, spec.num_steps=3,spec.topk=1, spec.num_steps=5,"
-            "spec.topk=1; why: summary.md)") in capsys.readouterr().err
+    assert ("WARNING: 4 point(s) hold the numbers of another target, draft, card or SGLang than this sweep's newest "
+            "point and are not ranked (spec.num_steps=2,spec.topk=1, spec.num_steps=3,spec.topk=1, spec.num_steps=5,"
+            "spec.topk=1, spec.num_steps=6,spec.topk=1; why: summary.md)") in capsys.readouterr().err
