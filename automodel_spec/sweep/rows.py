@@ -30,7 +30,7 @@ from automodel_spec.config.sglang_options import INFO_SERVER_SETTINGS
 OTHER_SETUP = "other_setup"
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]
-_POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "other_gpu_processes", "reason"]
+_POINT_TAIL = ["algorithm", "boot_s", "gpu_seconds", "gpu", "sglang_installed", "other_gpu_processes", "reason"]
 # a predict sweep's columns (sweep/predictions.py), empty in other sweeps
 PREDICTED = ["role", "predicted_accept_length", "predicted_tok_per_s", "prediction_method"]
 # INFO_SERVER_SETTINGS: the server settings a sweep may vary beside the speculative one (several sweeps
@@ -199,7 +199,7 @@ def point_rows(name: str, result: PointResult) -> list[dict]:
     base.update({f"effective_{k}": v for k, v in eff.items()})
     base.update(dict.fromkeys(PREDICTED))
     base.update(algorithm=result.algorithm, boot_s=result.boot_s, gpu_seconds=result.gpu_seconds,
-                gpu="; ".join(result.gpu or []) or None,
+                gpu="; ".join(result.gpu or []) or None, sglang_installed=result.sglang_installed,
                 other_gpu_processes="; ".join(result.other_gpu_processes or []) or None,
                 reason=result.reason or result.error,
                 **{c: _scalar((result.server_settings or {}).get(c)) for c in INFO_SERVER_SETTINGS})
@@ -249,7 +249,8 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def _kinds() -> dict[str, str]:
-    kinds = {"point": "str", "status": "str", "algorithm": "str", "gpu": "str", "other_gpu_processes": "str",
+    kinds = {"point": "str", "status": "str", "algorithm": "str", "gpu": "str", "sglang_installed": "str",
+             "other_gpu_processes": "str",
              "reason": "str", "boot_s": "float", "gpu_seconds": "float", "role": "str",
              "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str"}
     sglang = {f.name: f.type for f in fields(SGLangConfig)}

@@ -428,12 +428,15 @@ def test_points_of_another_pair_card_or_sglang_than_the_newest_point_are_listed_
     release = rows["spec.num_steps=6,spec.topk=1"]
     assert old["status"] == other["status"] == card["status"] == release["status"] == "other_setup"
     assert release["reason"].split("): ")[1].startswith("SGLang 0.5.17, not 0.5.20;"), release["reason"]
+    assert release["sglang_installed"] == "0.5.17" and card["gpu"] == "NVIDIA H100 80GB HBM3, GPU-bbb"
     assert card["reason"].split("): ")[1].startswith("card NVIDIA H100 80GB HBM3, not NVIDIA H200;"), card["reason"]
     assert "newest point (spec.num_steps=1,spec.topk=1): target /m/t holding old-weight, not new-weight" in old["reason"]
     assert "draft /x/d0 holding d0, not d1" in other["reason"] and "target" not in other["reason"].split(":")[1]
     summary = write_summary(root, plots=False)
     assert summary["best"][(0.0, 1)]["point"] == "spec.num_steps=1,spec.topk=1"  # not the old pair's 300 tok/s
     # (nor the H100's 280, nor SGLang 0.5.17's 290)
+    csv_rows = {r["point"]: r for r in read_rows(root / "summary.csv")}  # each point's release, in the table too
+    assert csv_rows["spec.num_steps=6,spec.topk=1"]["sglang_installed"] == "0.5.17"
     md = (root / "summary.md").read_text()
     assert md.count("- spec.num_steps=3,spec.topk=1: other_setup: measured on another pair, card or SGLang") == 1
     assert "give another bench.name to keep both" in md
