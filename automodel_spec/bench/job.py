@@ -50,9 +50,10 @@ from automodel_spec.bench.workload import (
     fit_to_context,
     level_prompts,
     load_prompts,
+    prompts_content_key,
     select_prompts,
 )
-from automodel_spec.config.schema import Objective, SpecConfig
+from automodel_spec.config.schema import BenchConfig, Objective, SpecConfig
 from automodel_spec.config.sglang_options import (
     INFO_ACCEPT_LENGTH,
     INFO_ALGORITHM,
@@ -88,16 +89,17 @@ BENCH_BLANKED = {"name": "", "request_timeout_s": 0.0, "objective_concurrency": 
 BENCH_DROPPED = ("objective", "gpu_free_wait_s", "servers_per_gpu", "reference", "expected_accept_length")
 
 
-def point_key(cfg: BenchPoint, run: PreparedRun, environment: dict[str, Any] | None = None) -> str:
+def point_key(cfg: BenchPoint, run: PreparedRun, context: dict[str, Any] | None = None) -> str:
     """What makes two points the same measurement.
 
     The port, the API key, timeouts and waits, the sweep's name and the sweeper's objective level are
     not part of it (``BENCH_BLANKED``, ``BENCH_DROPPED``): re-running a sweep with a longer
     ``sglang.ready_timeout_s`` reuses its finished points. What the target and the draft hold is
     (``PreparedRun.target_content``, the export's content key, their revisions): a pair retrained at the
-    same paths is measured again. So is where it is served (``environment``, ``serving_environment``: the
-    models of the host's GPUs and the SGLang release installed): a sweep resumed on another machine or after
-    an upgrade reuses only what the same card and release measured.
+    same paths is measured again. So is what else decides it (``context``, ``measurement_context``): the
+    prompts file's content, the models of the host's GPUs and the SGLang release installed, so a sweep
+    resumed after the prompts were edited in place, on another machine or after an upgrade reuses only what
+    the same prompts, card and release measured.
     """
     sg = replace(cfg.sglang, port=0, api_key=None, ready_timeout_s=0.0, stop_timeout_s=0.0)
     bench = asdict(replace(cfg.bench, **BENCH_BLANKED))
@@ -113,21 +115,23 @@ def point_key(cfg: BenchPoint, run: PreparedRun, environment: dict[str, Any] | N
                 "draft_content": run.export.key if run.export else None,
                 "draft_revision": run.draft.revision if run.draft else None}
     identity.update({k: v for k, v in contents.items() if v})
-    identity.update({k: v for k, v in (environment or {}).items() if v})  # each only when known
+    identity.update({k: v for k, v in (context or {}).items() if v})  # each only when known
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
 
-def baseline_key(cfg: BenchPoint, run: PreparedRun, environment: dict[str, Any] | None = None) -> str:
+def baseline_key(cfg: BenchPoint, run: PreparedRun, context: dict[str, Any] | None = None) -> str:
     base = replace(baseline_of(cfg), bench=replace(cfg.bench, baseline=False))
-    return point_key(base, _baseline_run(run), environment)
+    return point_key(base, _baseline_run(run), context)
 
 
-def serving_environment(sglang_installed: str | None) -> dict[str, Any]:
-    """What decides a measurement beside its configuration and its pair: the models of this host's GPUs
-    (``nvidia_smi.gpu_models``: not which card of a model) and the SGLang release installed where the server
-    runs (``launch.check_sglang_installed``); each left out where unknown."""
-    found = {"cards": nvidia_smi.gpu_models(), "sglang": sglang_installed}
+def measurement_context(bench: BenchConfig, sglang_installed: str | None) -> dict[str, Any]:
+    """What decides a measurement beside its configuration and its pair: what the prompts file holds
+    (``workload.prompts_content_key``: ``bench.prompts`` names a path, which keeps its name when edited), the
+    models of this host's GPUs (``nvidia_smi.gpu_models``: not which card of a model) and the SGLang release
+    installed where the server runs (``launch.check_sglang_installed``); each left out where unknown."""
+    found = {"prompts_content": prompts_content_key(bench.prompts), "cards": nvidia_smi.gpu_models(),
+             "sglang": sglang_installed}
     return {k: v for k, v in found.items() if v}
 
 
@@ -219,8 +223,8 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         sglang_installed: the SGLang release that serves (``None``: unknown), part of the point's identity.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    environment = serving_environment(sglang_installed)
-    key = point_key(cfg, run, environment)
+    context = measurement_context(cfg.bench, sglang_installed)
+    key = point_key(cfg, run, context)
     done = read_complete(out_dir / METRICS, key)
     if done is not None:
         log.info("[bench] %s: already complete (%s); skipped", out_dir.name, done.status)
@@ -233,15 +237,15 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
                          requested=requested_settings(run.spec), bench=asdict(cfg.bench), target=run.target,
                          draft=run.draft.path if run.draft else None, target_content=run.target_content,
                          draft_content=run.export.key if run.export else None, sglang_installed=sglang_installed,
-                         started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                         prompts_content=context.get("prompts_content"), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     t0 = time.monotonic()
     try:
         baseline, wants_baseline = None, cfg.bench.baseline and cfg.algorithm.name is not None
         if wants_baseline:
             base_dir = (shared_dir or out_dir).resolve() / "baseline"
-            base_key = baseline_key(cfg, run, environment)
+            base_key = baseline_key(cfg, run, context)
             result.baseline_dir = str(base_dir / base_key)
-            baseline = measure_baseline(cfg, run, base_dir, wait=False, environment=environment)
+            baseline = measure_baseline(cfg, run, base_dir, wait=False, context=context)
             t0 = time.monotonic()  # the shared baseline's time is its own (baseline/<key>/metrics.json)
         _measure(cfg, run, out_dir, result, log_name="server.log")
         if wants_baseline and baseline is None:  # measured by another job meanwhile?
@@ -300,15 +304,15 @@ def _check_served(cfg: BenchPoint, run: PreparedRun, out_dir: Path, result: Poin
 
 
 def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bool = True,
-                     environment: dict[str, Any] | None = None) -> PointResult | None:
+                     context: dict[str, Any] | None = None) -> PointResult | None:
     """The no-speculation measurement for this target/workload/server, measured once and shared.
 
     Args:
         wait: when another job is measuring it, wait for its result; with ``False`` return ``None``
             at once instead (a parallel sweep's point does not idle for a server it does not need).
-        environment: where it is served (``serving_environment``), part of its key as of every point's.
+        context: what else decides it (``measurement_context``), part of its key as of every point's.
     """
-    key = baseline_key(cfg, run, environment)
+    key = baseline_key(cfg, run, context)
     path = base_dir / key / METRICS
     lock = file_lock(base_dir / f"{key}.lock") if wait else file_lock_if_free(base_dir / f"{key}.lock")
     with lock as held:
@@ -323,7 +327,8 @@ def measure_baseline(cfg: BenchPoint, run: PreparedRun, base_dir: Path, wait: bo
         t0 = time.monotonic()
         result = PointResult(status="failed", key=key, bench=asdict(cfg.bench), target=run.target,
                              target_content=run.target_content, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                             sglang_installed=(environment or {}).get("sglang"))
+                             sglang_installed=(context or {}).get("sglang"),
+                             prompts_content=(context or {}).get("prompts_content"))
         _measure(baseline_of(cfg), _baseline_run(run), path.parent, result, log_name="server.log")
         failed = sum(m.failed_requests for m in result.levels.values())
         if failed:  # not cached: the next point measures it again

@@ -242,9 +242,10 @@ class PointResult:
         reference: the draft's reference accept length (``bench.reference``), ``None`` when not asked.
         target_content, draft_content: what the target's files and the draft's export held (their content
             keys; ``None`` for a hub id or a result written before they were recorded): a sweep ranks only
-            the points of one pair, on one model of card (``cards``) and one SGLang release
-            (``sweep.rows.collect_rows``).
+            the points of one pair, on one model of card (``cards``), one SGLang release and one prompts
+            file's content (``sweep.rows.collect_rows``).
         sglang_installed: the SGLang release that served it (``None``: unknown, or a result written before).
+        prompts_content: the digest of the prompts file it read (``workload.prompts_content_key``).
         gpu: the host's GPUs when it was measured, each ``"NAME, UUID"`` (``None``: no ``nvidia-smi``).
     """
 
@@ -260,6 +261,7 @@ class PointResult:
     target_content: str | None = None
     draft_content: str | None = None
     sglang_installed: str | None = None
+    prompts_content: str | None = None
     started: str | None = None
     levels: dict[str, LevelResult] = field(default_factory=dict)
     boot_s: float | None = None

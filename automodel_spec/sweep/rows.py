@@ -25,8 +25,8 @@ from automodel_spec.bench.result import (
 from automodel_spec.config.schema import SGLangConfig
 from automodel_spec.config.sglang_options import INFO_SERVER_SETTINGS
 
-# a point measured on another target, draft, model of card or SGLang release than the sweep's newest point:
-# listed, never ranked
+# a point measured on another target, draft, prompts file's content, model of card or SGLang release than the
+# sweep's newest point: listed, never ranked
 OTHER_SETUP = "other_setup"
 _SPEC = [f.name for f in fields(SpecSettings)]
 _LEVEL = [f.name for f in fields(LevelResult)]
@@ -65,20 +65,21 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
         point = point_rows(name, result)
         other = other_setup(result, results[newest]) if newest is not None and result.started else None
         if other:
-            why = (f"measured on another pair, card or SGLang than the sweep's newest point ({newest}): {other}; not "
-                   "ranked. Run the sweep's command again to measure it as the newest point was, or give another "
-                   "bench.name to keep both")
+            why = (f"measured on another pair, prompts, card or SGLang than the sweep's newest point ({newest}): "
+                   f"{other}; not ranked. Run the sweep's command again to measure it as the newest point was, or give "
+                   "another bench.name to keep both")
             point = [{**r, "status": OTHER_SETUP, "reason": why} for r in point]
         rows.extend(point)
     return rows
 
 
 def other_setup(result: PointResult, newest: PointResult) -> str | None:
-    """How ``result``'s target, draft, card or SGLang differs from ``newest``'s, or ``None`` when they are the same.
+    """How ``result``'s target, draft, prompts, card or SGLang differs from ``newest``'s; ``None``: the same.
 
     Content keys are compared where both points recorded them (a target moved elsewhere is the same
     target), else the paths. A point without a draft (no speculation) has only its target compared. Cards
-    (by model, ``PointResult.cards``) and SGLang releases are compared where both points recorded them.
+    (by model, ``PointResult.cards``), SGLang releases and the prompts' content are compared where both points
+    recorded them.
     """
     def differs(what: str, path: str | None, content: str | None, new_path: str | None, new_content: str | None):
         if content and new_content:
@@ -90,6 +91,9 @@ def other_setup(result: PointResult, newest: PointResult) -> str | None:
         found.append(differs("draft", result.draft, result.draft_content, newest.draft, newest.draft_content))
     if result.cards and newest.cards and result.cards != newest.cards:
         found.append(f"card {' + '.join(result.cards)}, not {' + '.join(newest.cards)}")
+    if result.prompts_content and newest.prompts_content and result.prompts_content != newest.prompts_content:
+        found.append(f"prompts {result.bench.get('prompts') or '(built-in)'} holding {result.prompts_content[:10]}, "
+                     f"not {newest.prompts_content[:10]}")
     if result.sglang_installed and newest.sglang_installed and result.sglang_installed != newest.sglang_installed:
         found.append(f"SGLang {result.sglang_installed}, not {newest.sglang_installed}")
     return "; ".join(f for f in found if f) or None

@@ -40,16 +40,16 @@ def best_row(rows: list[dict], level: tuple | None = None, objective: str = TOK_
 
 
 def other_setup_warning(rows: list[dict]) -> str | None:
-    """A console line when some points hold the numbers of another pair, card or SGLang release
+    """A console line when some points hold the numbers of another pair, prompts, card or SGLang release
     (``rows.OTHER_SETUP``), else ``None``: the summary lists them, and a summary printed whole is easy to read
     past."""
     points = sorted({r["point"] for r in rows if r["status"] == OTHER_SETUP})
     if not points:
         return None
     listed = ", ".join(points[:4]) + (", ..." if len(points) > 4 else "")
-    return (f"WARNING: {len(points)} point(s) hold the numbers of another target, draft, card or SGLang than this "
-            f"sweep's newest point and are not ranked ({listed}; why: summary.md): run the sweep's command again to "
-            "measure them as it was, or give another bench.name.")
+    return (f"WARNING: {len(points)} point(s) hold the numbers of another target, draft, prompts, card or SGLang "
+            f"than this sweep's newest point and are not ranked ({listed}; why: summary.md): run the sweep's command "
+            "again to measure them as it was, or give another bench.name.")
 
 
 def write_summary(sweep_dir: Path, plots: bool = True, secrets: Iterable[str] = (),

@@ -253,17 +253,20 @@ def test_gpu_memory_the_job_holds_itself_is_named_not_waited_for(tmp_path, bench
     assert metrics(out)["other_gpu_processes"] == []
 
 
-def test_a_point_resumed_on_another_model_of_card_or_sglang_is_measured_again(tmp_path, bench_job):
+def test_a_point_resumed_on_another_card_sglang_or_edited_prompts_is_measured_again(tmp_path, bench_job):
     """A sweep carried to another machine: a card of the same model (another UUID) reuses the point and its
-    baseline; a card of another model, or another SGLang release, measures both again, rather than rank one
-    card's or release's numbers beside another's."""
+    baseline; a card of another model, another SGLang release or the prompts file edited in place measures both
+    again, rather than rank one card's, release's or workload's numbers beside another's."""
     bin_dir, card = tmp_path / "smi-bin", tmp_path / "card"
     bin_dir.mkdir()
     smi = bin_dir / "nvidia-smi"
     smi.write_text(f"#!/bin/sh\ncase \"$1\" in\n  --query-gpu=*) cat {card} ;;\nesac\nexit 0\n")
     smi.chmod(0o755)
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    out, args = tmp_path / "out", ("mode=bench", *WORKLOAD, "spec.num_steps=1", "spec.topk=1")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "Count to {n}."}}\n' for n in range(4)))
+    out = tmp_path / "out"
+    args = ("mode=bench", *WORKLOAD, "spec.num_steps=1", "spec.topk=1", f"bench.prompts={prompts}")
     card.write_text("NVIDIA H100 80GB HBM3, GPU-aaaa\n")
     assert bench_job(*args, output_dir=out, env=env).returncode == 0
     first = metrics(out)
@@ -283,6 +286,11 @@ def test_a_point_resumed_on_another_model_of_card_or_sglang_is_measured_again(tm
     assert upgraded.returncode == 0, upgraded.output
     assert "already complete" not in upgraded.log and "measuring the no-speculation baseline once" in upgraded.log
     assert metrics(out)["sglang_installed"] == "0.5.18"
+    prompts.write_text("".join(f'{{"prompt": "Name {n} colours."}}\n' for n in range(4)))  # the same path, edited
+    edited = bench_job(*args, output_dir=out, env={**env, "FAKE_SGLANG_RELEASE": "0.5.18"})
+    assert edited.returncode == 0 and "already complete" not in edited.log, edited.output
+    assert "measuring the no-speculation baseline once" in edited.log
+    assert metrics(out)["prompts_content"] not in (None, first["prompts_content"])
 
 
 def test_a_level_the_servers_kv_cache_cannot_hold_at_once_fails_the_point(tmp_path, cache, monkeypatch, caplog):

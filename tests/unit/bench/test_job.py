@@ -11,11 +11,11 @@ import pytest
 from automodel_spec.bench.job import (
     baseline_key,
     gpu_seconds,
+    measurement_context,
     objective,
     one_line,
     point_key,
     read_complete,
-    serving_environment,
 )
 from automodel_spec.bench.point import BenchPoint
 from automodel_spec.bench.result import LevelResult, PointResult, level_key
@@ -88,25 +88,35 @@ def test_the_key_changes_with_what_the_target_and_the_draft_hold():
     assert baseline_key(base, run) == baseline_key(base, replace(run, export=replace(run.export, key="d2")))
 
 
-def test_the_key_holds_where_it_is_served_the_model_of_card_and_the_sglang_release():
+def test_the_key_holds_what_else_decides_it_prompts_card_and_sglang_release():
     """A sweep resumed on another machine reuses what a card of its own model measured (models, not UUIDs), and
-    nothing of another model or of another SGLang release; without nvidia-smi or SGLang the key is what it was."""
+    nothing of another model, of another SGLang release or of a prompts file edited since; without nvidia-smi
+    or SGLang the key is what it was."""
     base = cfg(num_steps=3, topk=1)
     h100, h200 = {"cards": ["NVIDIA H100 80GB HBM3"]}, {"cards": ["NVIDIA H200"]}
-    keys = {point_key(base, RUN, env) for env in (h100, h200, {**h100, "sglang": "0.5.17"},
-                                                  {**h100, "sglang": "0.5.20"}, None)}
-    assert len(keys) == 5
+    keys = {point_key(base, RUN, context) for context in (
+        h100, h200, {**h100, "sglang": "0.5.17"}, {**h100, "sglang": "0.5.20"}, {**h100, "prompts_content": "p2"},
+        None)}
+    assert len(keys) == 6
     assert point_key(base, RUN, {"cards": None, "sglang": None}) == point_key(base, RUN)
     assert baseline_key(base, RUN, h100) != baseline_key(base, RUN, h200)
 
 
-def test_the_serving_environment_names_the_models_of_the_cards_not_the_cards(monkeypatch):
+def test_the_measurement_context_names_the_prompts_content_the_models_of_the_cards_and_the_release(
+        tmp_path, monkeypatch):
     from automodel_spec.io import nvidia_smi
 
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a"}\n')
     monkeypatch.setattr(nvidia_smi, "query", lambda fields: [["NVIDIA H100 80GB HBM3"], ["NVIDIA H100 80GB HBM3"]])
-    assert serving_environment("0.5.17") == {"cards": ["NVIDIA H100 80GB HBM3"], "sglang": "0.5.17"}
-    monkeypatch.setattr(nvidia_smi, "query", lambda fields: None)  # no nvidia-smi
-    assert serving_environment(None) == {}
+    bench = BenchConfig(prompts=str(prompts))
+    first = measurement_context(bench, "0.5.17")
+    assert first["cards"] == ["NVIDIA H100 80GB HBM3"] and first["sglang"] == "0.5.17"
+    prompts.write_text('{"prompt": "b"}\n')  # the same path, edited
+    assert measurement_context(bench, "0.5.17")["prompts_content"] != first["prompts_content"]
+    assert measurement_context(BenchConfig(), None)["prompts_content"]  # the built-in set's file too
+    monkeypatch.setattr(nvidia_smi, "query", lambda fields: None)  # no nvidia-smi, a prompts file gone
+    assert measurement_context(BenchConfig(prompts=str(tmp_path / "gone.jsonl")), None) == {}
 
 
 def test_the_baseline_key_is_shared_by_every_speculative_setting():

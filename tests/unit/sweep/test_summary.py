@@ -399,13 +399,13 @@ def test_a_point_that_finished_before_the_shared_baseline_gets_its_speedup_in_th
     assert len(rows) == 2  # the baseline is not a point
 
 
-def test_points_of_another_pair_card_or_sglang_than_the_newest_point_are_listed_not_ranked(tmp_path, capsys):
-    """A sweep re-run after the target was retrained in place (or on another draft, another machine's card or
-    after an SGLang upgrade) re-measures the points it runs; those it does not run still hold the old numbers,
+def test_points_of_another_pair_prompts_card_or_sglang_than_the_newest_point_are_listed_not_ranked(tmp_path, capsys):
+    """A sweep re-run after the target was retrained in place (or on another draft, prompts edited in place,
+    another machine's card or after an SGLang upgrade) re-measures the points it runs; those it does not run still hold the old numbers,
     which must not win a level or a preset."""
     root = tmp_path / "sweeps" / "s"
     new = {"target": "/m/t", "target_content": "new-weights", "draft": "/x/d1", "draft_content": "d1",
-           "gpu": ["NVIDIA H200, GPU-aaa"], "sglang_installed": "0.5.20"}
+           "gpu": ["NVIDIA H200, GPU-aaa"], "sglang_installed": "0.5.20", "prompts_content": "p-new"}
     write_point(root, "spec.num_steps=1,spec.topk=1", steps=1, tokens=2, levels=[level(120.0, 100.0)],
                 started="2026-12-07T10:00:00", **new)
     write_point(root, "spec.num_steps=3,spec.topk=1", levels=[level(300.0, 100.0)], started="2026-12-06T09:00:00",
@@ -420,13 +420,17 @@ def test_points_of_another_pair_card_or_sglang_than_the_newest_point_are_listed_
                 **{**new, "gpu": ["NVIDIA H200, GPU-ccc"]})  # another card of the same model: alike
     write_point(root, "spec.num_steps=6,spec.topk=1", steps=6, tokens=7, levels=[level(290.0, 100.0)],
                 started="2026-12-06T07:00:00", **{**new, "sglang_installed": "0.5.17"})
+    write_point(root, "spec.num_steps=8,spec.topk=1", steps=8, tokens=9, levels=[level(295.0, 100.0)],
+                started="2026-12-06T06:00:00", **{**new, "prompts_content": "p-old"})
     rows = {r["point"]: r for r in collect_rows(root)}
     assert rows["spec.num_steps=1,spec.topk=1"]["status"] == rows["moved"]["status"] == "ok"
     assert rows["another_h200"]["status"] == "ok"
     old, other = rows["spec.num_steps=3,spec.topk=1"], rows["spec.num_steps=5,spec.topk=1"]
     card = rows["spec.num_steps=2,spec.topk=1"]
     release = rows["spec.num_steps=6,spec.topk=1"]
-    assert old["status"] == other["status"] == card["status"] == release["status"] == "other_setup"
+    edited = rows["spec.num_steps=8,spec.topk=1"]
+    assert old["status"] == other["status"] == card["status"] == release["status"] == edited["status"] == "other_setup"
+    assert edited["reason"].split("): ")[1].startswith("prompts (built-in) holding p-old, not p-new;"), edited["reason"]
     assert release["reason"].split("): ")[1].startswith("SGLang 0.5.17, not 0.5.20;"), release["reason"]
     assert release["sglang_installed"] == "0.5.17" and card["gpu"] == "NVIDIA H100 80GB HBM3, GPU-bbb"
     assert card["reason"].split("): ")[1].startswith("card NVIDIA H100 80GB HBM3, not NVIDIA H200;"), card["reason"]
@@ -434,13 +438,13 @@ def test_points_of_another_pair_card_or_sglang_than_the_newest_point_are_listed_
     assert "draft /x/d0 holding d0, not d1" in other["reason"] and "target" not in other["reason"].split(":")[1]
     summary = write_summary(root, plots=False)
     assert summary["best"][(0.0, 1)]["point"] == "spec.num_steps=1,spec.topk=1"  # not the old pair's 300 tok/s
-    # (nor the H100's 280, nor SGLang 0.5.17's 290)
+    # (nor the H100's 280, SGLang 0.5.17's 290 or the old prompts' 295)
     csv_rows = {r["point"]: r for r in read_rows(root / "summary.csv")}  # each point's release, in the table too
     assert csv_rows["spec.num_steps=6,spec.topk=1"]["sglang_installed"] == "0.5.17"
     md = (root / "summary.md").read_text()
-    assert md.count("- spec.num_steps=3,spec.topk=1: other_setup: measured on another pair, card or SGLang") == 1
+    assert md.count("- spec.num_steps=3,spec.topk=1: other_setup: measured on another pair, prompts, card or SGLang") == 1
     assert "give another bench.name to keep both" in md
     assert main([str(root)]) == 0  # python -m automodel_spec.sweep: said once more, at the end
-    assert ("WARNING: 4 point(s) hold the numbers of another target, draft, card or SGLang than this sweep's newest "
-            "point and are not ranked (spec.num_steps=2,spec.topk=1, spec.num_steps=3,spec.topk=1, spec.num_steps=5,"
-            "spec.topk=1, spec.num_steps=6,spec.topk=1; why: summary.md)") in capsys.readouterr().err
+    assert ("WARNING: 5 point(s) hold the numbers of another target, draft, prompts, card or SGLang than this sweep's "
+            "newest point and are not ranked (spec.num_steps=2,spec.topk=1, spec.num_steps=3,spec.topk=1, "
+            "spec.num_steps=5,spec.topk=1, spec.num_steps=6,spec.topk=1, ...; why: summary.md)") in capsys.readouterr().err
