@@ -37,6 +37,7 @@ from automodel_spec.bench.result import (
     ReferenceSummary,
     ResultSchemaError,
     SpecSettings,
+    card_models,
     read_point,
     split_server_settings,
     write_point,
@@ -128,9 +129,9 @@ def baseline_key(cfg: BenchPoint, run: PreparedRun, context: dict[str, Any] | No
 def measurement_context(bench: BenchConfig, sglang_installed: str | None) -> dict[str, Any]:
     """What decides a measurement beside its configuration and its pair: what the prompts file holds
     (``workload.prompts_content_key``: ``bench.prompts`` names a path, which keeps its name when edited), the
-    models of this host's GPUs (``nvidia_smi.gpu_models``: not which card of a model) and the SGLang release
+    models of this host's GPUs (``result.card_models``: not which card of a model) and the SGLang release
     installed where the server runs (``launch.check_sglang_installed``); each left out where unknown."""
-    found = {"prompts_content": prompts_content_key(bench.prompts), "cards": nvidia_smi.gpu_models(),
+    found = {"prompts_content": prompts_content_key(bench.prompts), "cards": card_models(_gpu_names()),
              "sglang": sglang_installed}
     return {k: v for k, v in found.items() if v}
 

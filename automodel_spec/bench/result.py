@@ -288,15 +288,20 @@ class PointResult:
 
     @property
     def cards(self) -> list[str] | None:
-        """The models of the GPUs it was measured beside (``gpu`` without the UUIDs: another card of the same
-        model measures alike), each once, sorted; ``None`` where none was recorded."""
-        return sorted({g.rsplit(", ", 1)[0] for g in self.gpu}) if self.gpu else None
+        """The models of the GPUs it was measured beside (``card_models`` of ``gpu``)."""
+        return card_models(self.gpu)
 
     def level(self, temperature: float, concurrency: int, request_rate: float | None = None) -> LevelResult | None:
         return self.levels.get(level_key(temperature, concurrency, request_rate=request_rate))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def card_models(gpus: list[str] | None) -> list[str] | None:
+    """The models of ``gpus`` as ``PointResult.gpu`` records them (``"NAME, UUID"``), without the UUIDs: another
+    card of the same model measures alike. Each once, sorted; ``None`` where none is known."""
+    return sorted({g.rsplit(", ", 1)[0] for g in gpus}) if gpus else None
 
 
 def level_key(temperature: float, concurrency: int, *, request_rate: float | None = None,

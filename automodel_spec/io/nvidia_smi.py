@@ -37,11 +37,6 @@ def gpu_uuids() -> dict[str, str]:
     return {row[0]: row[1] for row in query("gpu=index,uuid") or [] if len(row) >= 2}
 
 
-def gpu_models() -> list[str] | None:
-    """The models of this host's GPUs, each once, sorted (what ``PointResult.cards`` records), or ``None``."""
-    return sorted({row[0] for row in query("gpu=name") or [] if row and row[0]}) or None
-
-
 def free_mib(gpus: list[str]) -> int | None:
     """The least memory free (MiB) among ``gpus``, or ``None`` where ``nvidia-smi`` does not say."""
     free = []

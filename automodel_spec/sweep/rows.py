@@ -254,8 +254,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def _kinds() -> dict[str, str]:
     kinds = {"point": "str", "status": "str", "algorithm": "str", "gpu": "str", "sglang_installed": "str",
-             "other_gpu_processes": "str",
-             "reason": "str", "boot_s": "float", "gpu_seconds": "float", "role": "str",
+             "other_gpu_processes": "str", "reason": "str", "boot_s": "float", "gpu_seconds": "float", "role": "str",
              "predicted_accept_length": "float", "predicted_tok_per_s": "float", "prediction_method": "str"}
     sglang = {f.name: f.type for f in fields(SGLangConfig)}
     for column, setting in INFO_SERVER_SETTINGS.items():  # typed as the setting is

@@ -14,7 +14,8 @@
 #    new tokens, default 64): today's check (the 3/1/4 chain at T=0) and the new one (the 5/4/8 tree at T=0),
 #    each against the trained draft's reference for that setting (bench.expected_accept_length = 0.95 x it),
 #    without CUDA graphs; in the checks stage one after another, each verdict kept (a second call resumes them:
-#    each is a server's start, 42-126 s on an H100, and its measurement, so four do not fit beside `train`); and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which SGLang serves
+#    each is a server's start, 42-126 s on an H100, and its measurement, so four do not fit beside `train`);
+#    and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which SGLang serves
 #    only for a draft over the target's whole vocabulary (skipped for a d2t draft);
 # 4. tree_table.py: every served level against its reference with the benchmark's verdicts ($RES/table.md).
 # Everything is bounded by REAL_BOUND_S (default 570) and packed into $OUT/real-trees.tar.gz (no weights).

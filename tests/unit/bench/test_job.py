@@ -108,7 +108,8 @@ def test_the_measurement_context_names_the_prompts_content_the_models_of_the_car
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "a"}\n')
-    monkeypatch.setattr(nvidia_smi, "query", lambda fields: [["NVIDIA H100 80GB HBM3"], ["NVIDIA H100 80GB HBM3"]])
+    monkeypatch.setattr(nvidia_smi, "query", lambda fields: [["NVIDIA H100 80GB HBM3", "GPU-a"],
+                                                            ["NVIDIA H100 80GB HBM3", "GPU-b"]])
     bench = BenchConfig(prompts=str(prompts))
     first = measurement_context(bench, "0.5.17")
     assert first["cards"] == ["NVIDIA H100 80GB HBM3"] and first["sglang"] == "0.5.17"
