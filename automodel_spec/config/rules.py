@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import fields, is_dataclass
 
 from automodel_spec.config.schema import (
@@ -33,6 +34,10 @@ MAX_REQUEST_RATE = 10_000.0
 # the GPU memory all servers sharing one GPU may take together (bench.servers_per_gpu): SGLang's own
 # default fraction for one server on a large GPU is about this, the rest is CUDA contexts and graphs
 MEM_FRACTION_SHARED = 0.88
+# the least share of a GPU's memory a server sharing it is sized for: below it (a fraction that rounds to 0.0
+# at 1,000 servers) no server holds a model and its cache
+MIN_MEM_FRACTION_SHARED = 0.01
+MAX_SERVERS_PER_GPU = int(MEM_FRACTION_SHARED / MIN_MEM_FRACTION_SHARED)
 # The largest whole number a setting may hold: SGLang hands sizes, counts and ids to torch and CUDA as
 # 32-bit integers, so a larger one is a typo that would fail (or wrap around) deep inside the server.
 MAX_INT = 2**31 - 1
@@ -45,7 +50,12 @@ def number_errors(cfg: ServeConfig) -> list[str]:
     The one rule for all of them: a NaN passes every ``<`` / ``>`` comparison the other rules make
     (``nan <= 0`` is false), and an infinite timeout or temperature reaches the server as such.
     """
-    errors = []
+    return [message for _, message in _bad_numbers(cfg)]
+
+
+def _bad_numbers(cfg: ServeConfig) -> list[tuple[str, str]]:
+    """``(key=value, why)`` of each setting that ``number_errors`` refuses."""
+    found = []
     for section in fields(cfg):
         node = getattr(cfg, section.name)
         items = [(f"{section.name}.{f.name}", getattr(node, f.name)) for f in fields(node)] if is_dataclass(node) \
@@ -55,12 +65,17 @@ def number_errors(cfg: ServeConfig) -> list[str]:
                 continue
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-                errors.append(f"{key}={value} is not a finite number; give a number (NaN and infinity are not "
-                              "settings).")
+                found.append((f"{key}={value}", f"{key}={value} is not a finite number; give a number (NaN and "
+                                                "infinity are not settings)."))
             elif any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT for v in values):
-                errors.append(f"{key}={value} is beyond {MAX_INT:,} (2^31-1), the largest whole number SGLang and "
-                              "torch take here: a typo?")
-    return errors
+                found.append((f"{key}={value}", f"{key}={value} is beyond {MAX_INT:,} (2^31-1), the largest whole "
+                                                "number SGLang and torch take here: a typo?"))
+    return found
+
+
+def _naming(settings: list[str]) -> re.Pattern | None:
+    """What finds a message that names one of ``settings`` (``key=value``), the value whole (``=9`` is not ``=99``)."""
+    return re.compile("|".join(re.escape(s) for s in settings) + r"(?![\w\]]|\.\d)") if settings else None
 
 
 def target_path(cfg: ServeConfig) -> str | None:
@@ -82,9 +97,14 @@ def validate(cfg: ServeConfig, *, need_target: bool = True) -> None:
         need_target: whether a target is required (serving); exporting a draft checks it against
             the target only when one is given.
     """
-    errors = [*_speculation_errors(cfg), *_draft_and_target_errors(cfg, need_target),
-              *_server_range_errors(cfg.sglang), *_aux_layer_errors(cfg.draft), *number_errors(cfg),
-              *server_errors(cfg.sglang), *path_errors(cfg), *_mode_errors(cfg)]
+    bad = _bad_numbers(cfg)
+    rules = [*_speculation_errors(cfg), *_draft_and_target_errors(cfg, need_target),
+             *_server_range_errors(cfg.sglang), *_aux_layer_errors(cfg.draft), *server_errors(cfg.sglang),
+             *path_errors(cfg), *_mode_errors(cfg)]
+    # a value that is no usable number is said once, as such: the rules that compare it with a range or with
+    # other settings would say it again in their own words (each rule writes a value it names as key=value)
+    naming = _naming([setting for setting, _ in bad])
+    errors = [*(why for _, why in bad), *(e for e in rules if naming is None or not naming.search(e))]
     if errors:
         raise ConfigError(errors)
 
@@ -210,6 +230,10 @@ def _bench_errors(b: BenchConfig, sg: SGLangConfig) -> list[str]:
                       "Start the other nodes with mode=serve and benchmark on rank 0.")
     if b.servers_per_gpu < 1:
         errors.append(f"bench.servers_per_gpu={b.servers_per_gpu} must be >= 1 (1: each server has its GPUs alone).")
+    elif b.servers_per_gpu > MAX_SERVERS_PER_GPU:
+        errors.append(f"bench.servers_per_gpu={b.servers_per_gpu} would leave each server under "
+                      f"{MIN_MEM_FRACTION_SHARED:.0%} of the GPU's memory (together they take {MEM_FRACTION_SHARED}): "
+                      f"no server starts in that. Give at most {MAX_SERVERS_PER_GPU}.")
     elif b.servers_per_gpu > 1:
         most = round(MEM_FRACTION_SHARED / b.servers_per_gpu, 3)
         if sg.mem_fraction_static is None or sg.mem_fraction_static > most:

@@ -179,7 +179,8 @@ class BenchConfig:
     ``servers_per_gpu`` lets that many points' servers share one GPU in a parallel sweep
     (``+launcher=parallel``): they start side by side and each is measured alone, beside idle servers
     only (``bench/placement.py``); for small models on a large GPU, where a server's start is most of a
-    point's time. Each server then needs ``sglang.mem_fraction_static`` of at most 0.88 / servers_per_gpu.
+    point's time. Each server then needs ``sglang.mem_fraction_static`` of at most 0.88 / servers_per_gpu
+    (at most 88 servers: each keeps at least 1% of the GPU's memory).
     SGLang takes that fraction of the memory free when the server starts, less what is in use after it
     loaded its weights (other servers' weights loaded meanwhile included), so sharing servers size
     their memory one at a time (``bench/placement.py``), and a server starting beside others gets a

@@ -174,6 +174,40 @@ def test_bench_rules_in_bench_mode_only(bench, needle):
     validate(_cfg(mode=Mode.serve, bench=bench))  # serving ignores the bench section
 
 
+@pytest.mark.parametrize(
+    "bench,sglang,said,unsaid",
+    [  # each value's own rule (a range, a list it must be one of, another setting) would name it a second time
+        (BenchConfig(request_rate=[float("inf")]), SGLangConfig(), "bench.request_rate=[inf] is not a finite number",
+         "needs one or more rates"),
+        (BenchConfig(temperature=[0.0], objective_temperature=float("nan")), SGLangConfig(),
+         "bench.objective_temperature=nan is not a finite number", "is not one of"),
+        (BenchConfig(concurrency=[2**40]), SGLangConfig(), "bench.concurrency=[1099511627776] is beyond", "4096"),
+        (BenchConfig(), SGLangConfig(mem_fraction_static=float("nan")),
+         "sglang.mem_fraction_static=nan is not a finite number", "between 0 and 1"),
+        (BenchConfig(), SGLangConfig(nnodes=2**40), "sglang.nnodes=1099511627776 is beyond", "dist_init_addr"),
+    ],
+)
+def test_a_value_that_is_no_usable_number_is_said_once(bench, sglang, said, unsaid):
+    probs = _problems(_cfg(mode=Mode.bench, bench=bench, sglang=sglang))
+    assert len(probs) == 1 and said in probs[0] and unsaid not in probs[0], probs
+
+
+def test_only_the_setting_named_whole_is_passed_over():
+    # sglang.nnodes=1099511627776 is no usable number; a rule naming sglang.node_rank=1 (a prefix of neither
+    # its key nor its value) is still said
+    probs = _problems(_cfg(mode=Mode.bench, sglang=SGLangConfig(nnodes=2**40, node_rank=1)))
+    assert any(p.startswith("sglang.nnodes=1099511627776 is beyond") for p in probs)
+    assert any("mode=bench with sglang.node_rank=1:" in p for p in probs), probs
+
+
+def test_servers_on_one_gpu_are_bounded_by_the_memory_each_needs():
+    probs = _problems(_cfg(mode=Mode.bench, bench=BenchConfig(servers_per_gpu=1000),
+                           sglang=SGLangConfig(mem_fraction_static=0.0005)))
+    assert len(probs) == 1 and "bench.servers_per_gpu=1000 would leave each server under 1%" in probs[0]
+    assert "at most 88" in probs[0] and "=0.0 or lower" not in probs[0]
+    validate(_cfg(mode=Mode.bench, bench=BenchConfig(servers_per_gpu=88), sglang=SGLangConfig(mem_fraction_static=0.01)))
+
+
 def test_load_settings_that_are_fine():
     validate(_cfg(mode=Mode.bench, bench=BenchConfig(request_rate=[0.5, 4.0], duration_s=30.0, max_concurrency=8,
                                                      slo=SLOConfig(ttft_s=0.2, itl_s=0.04),
