@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from automodel_spec.bench.result import ResultSchemaError, read_point
 from automodel_spec.io.console_log import log_to_console
 from automodel_spec.io.path_lookup import missing_reason
 from automodel_spec.sweep.rows import point_files
@@ -18,6 +19,24 @@ log = logging.getLogger("automodel_spec.sweep")  # __name__ is "__main__" under 
 
 
 USAGE = "usage: python -m automodel_spec.sweep SWEEP_DIR  (a sweep's directory, sweeps/NAME)"
+_GIVE_A_SWEEP = ("Give the directory a sweep wrote (sweeps/NAME, from python recipes/serve.py -m +sweep=grid "
+                 "bench.name=NAME ...).")
+# what Hydra's sweeper writes into every sweep directory (print_only excepted, which writes no sweep)
+MULTIRUN_YAML = "multirun.yaml"
+
+
+def _none_is_ours(points: list[Path]) -> list[tuple[str, str]]:
+    """``(point, why unreadable)`` of each of ``points`` when none is a benchmark result this tool wrote;
+    ``[]`` as soon as one is (a sweep copied without its multirun.yaml is still a sweep)."""
+    why = []
+    for path in points:
+        try:
+            read_point(path)
+        except ResultSchemaError as exc:
+            why.append((path.parent.name, str(exc)))
+        else:
+            return []
+    return why
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     when the directory holds no point, or no readable one (each unreadable point is named with its reason),
     or the summary cannot be written.
 
-    A directory that is missing, a file, or holds no point (no ``*/metrics.json``) is refused with a
-    message saying which, and nothing is written into it.
+    A directory that is missing, a file, holds no point (no ``*/metrics.json``), or is no sweep (no Hydra
+    ``multirun.yaml`` and no point this tool wrote: another tool's ``metrics.json`` files) is refused with a
+    message saying which, and nothing is written into it: its own ``summary.md`` is never overwritten.
     """
     log_to_console()
     args = sys.argv[1:] if argv is None else argv
@@ -39,10 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         log.error("error: %s %s.\n%s", sweep_dir, problem, USAGE)
         return 2
-    if not point_files(sweep_dir):
+    points = point_files(sweep_dir)
+    if not points:
         log.error("error: %s holds no sweep point (no */metrics.json): nothing to summarize, so nothing was "
-                  "written. Give the directory a sweep wrote (sweeps/NAME, from python recipes/serve.py -m "
-                  "+sweep=grid bench.name=NAME ...).", sweep_dir)
+                  "written. %s", sweep_dir, _GIVE_A_SWEEP)
+        return 1
+    if not (sweep_dir / MULTIRUN_YAML).is_file() and (why := _none_is_ours(points)):
+        for name, reason in why:
+            log.warning("WARNING: point %s is unreadable: %s", name, reason)
+        log.error("error: %s is not a sweep directory: it has no %s (Hydra writes one into every sweep) and none of "
+                  "its %d */metrics.json is a benchmark result of this tool, so its summary files (summary.md, "
+                  "summary.csv, presets/, ...) were not written there. %s", sweep_dir, MULTIRUN_YAML, len(points),
+                  _GIVE_A_SWEEP)
         return 1
     try:
         summary = write_summary(sweep_dir)

@@ -40,9 +40,10 @@ COLUMNS = (["point", "status"] + [f"requested_{n}" for n in _SPEC] + [f"effectiv
 
 
 def point_files(sweep_dir: Path) -> list[Path]:
-    """Each point's ``metrics.json`` under ``sweep_dir`` (the shared baseline is not a point)."""
-    sweep_dir = Path(sweep_dir)
-    return [p for p in sorted(sweep_dir.rglob(METRICS)) if "baseline" not in p.relative_to(sweep_dir).parts]
+    """Each point's ``metrics.json`` in ``sweep_dir``: one directory a point, right below it (Hydra's
+    ``sweep.subdir``, conf/hydra/bench_sweep.yaml), not deeper (what lies deeper is not this sweep's); the
+    shared baseline is not a point."""
+    return sorted(p for p in Path(sweep_dir).glob(f"*/{METRICS}") if p.parent.name != "baseline")
 
 
 def collect_rows(sweep_dir: Path) -> list[dict]:

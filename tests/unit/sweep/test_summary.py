@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -324,6 +325,35 @@ def test_cli_exit_codes_for_bad_input(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty)]) == 1  # a directory without points: nothing to summarize
+
+
+def test_cli_writes_nothing_into_a_directory_that_is_no_sweep(tmp_path, capsys):
+    """Another tool's run directory (its own metrics.json files and summary.md, no Hydra multirun.yaml), or the
+    parent of many: refused by name, and nothing in it is written or overwritten."""
+    runs = tmp_path / "runs"
+    for name in ("eval-a", "eval-b"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text(json.dumps({"accuracy": 0.91, "step": 400}))
+    (runs / "summary.md").write_text("the user's own notes")
+    before = sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
+    assert main([str(runs)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {runs} is not a sweep directory: it has no multirun.yaml" in err
+    assert "point eval-a is unreadable" in err and "were not written there" in err
+    assert sorted(str(p.relative_to(runs)) for p in runs.rglob("*")) == before
+    assert (runs / "summary.md").read_text() == "the user's own notes"
+
+
+def test_cli_reads_the_points_right_below_the_sweep_dir_only(tree, capsys):
+    """A sweep copied without its multirun.yaml still summarizes (its points are this tool's); a metrics.json
+    deeper down (a sweep kept inside another, a backup) is not one of its points."""
+    assert not (tree / "multirun.yaml").exists()
+    nested = tree / "old-copy"
+    shutil.copytree(tree / "spec.num_steps=3,spec.topk=1", nested / "spec.num_steps=3,spec.topk=1")
+    assert main([str(tree)]) == 0
+    capsys.readouterr()
+    points = {row["point"] for row in csv.DictReader((tree / "summary.csv").open())}
+    assert "spec.num_steps=3,spec.topk=1" in points and not any(p.startswith("old-copy") for p in points)
 
 
 def test_cli_as_a_module(tree, tmp_path):
