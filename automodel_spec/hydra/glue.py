@@ -15,12 +15,14 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from automodel_spec.config.schema import (
     AlgorithmConfig,
@@ -30,6 +32,7 @@ from automodel_spec.config.schema import (
     SGLangConfig,
     SLOConfig,
 )
+from automodel_spec.errors import ConfigError, SpecError
 from automodel_spec.hydra.job_codes import start_sweep
 from automodel_spec.io.redact import install_log_filter, mask_file, secrets_of
 from automodel_spec.serve.gpu_pool import parallel_jobs
@@ -62,6 +65,23 @@ def _scratch_unless_print_only(print_only: bool, value: str) -> str:
     return _SCRATCH[0]
 
 
+def _sweep_name(name) -> str:
+    """``bench.name`` as the directory below ``sweeps/`` that a sweep writes into (``llama8b``, or
+    ``llama8b/grid``), never one outside it: ``..`` would put the sweep's points, ``multirun.yaml`` and summary
+    files into the working directory or above it, over files of the same names there.
+
+    Raises:
+        ConfigError: an empty name, an absolute path, a part that is empty, ``.`` or ``..``, or a NUL.
+    """
+    text = str(name)
+    parts = text.replace("\\", "/").split("/")
+    if text.startswith(("/", "~")) or "\0" in text or any(part in ("", ".", "..") for part in parts):
+        raise ConfigError(f"bench.name={text!r} must name a directory inside sweeps/ (a name such as "
+                          "bench.name=llama8b-grid, or names joined by /), not a path out of it: sweeps live in "
+                          "sweeps/NAME of the working directory; run from another directory to put them elsewhere.")
+    return text
+
+
 def _point_dir(override_dirname: str) -> str:
     """A sweep point's directory name from its overrides (stable across re-runs, so sweeps resume)."""
     name = override_dirname.replace("/", "_").replace("+", "") or "default"
@@ -90,6 +110,7 @@ _RESOLVERS = {
     "automodel_spec.unless_print_only": _unless_print_only,
     "automodel_spec.scratch_unless_print_only": _scratch_unless_print_only,
     "automodel_spec.point_dir": _point_dir,
+    "automodel_spec.sweep_name": _sweep_name,
     "automodel_spec.parallel_jobs": parallel_jobs,
 }
 
@@ -130,8 +151,6 @@ def typed_config(dcfg) -> ServeConfig:
     """
     unknown = _unknown_keys(dcfg)
     if unknown:
-        from automodel_spec.errors import ConfigError
-
         raise ConfigError([f"{key} is not a setting{hint}: a '+' adds a key to the config, but nothing reads "
                            "this one, so its value would be ignored." for key, hint in unknown])
     return OmegaConf.to_object(dcfg)
@@ -188,13 +207,31 @@ class SweepSummaryCallback(Callback):
             log.warning("%s", warning)
 
 
+def _spec_error_in(exc: BaseException) -> SpecError | None:
+    """The error of ours that OmegaConf wrapped (once or more) while resolving an interpolation, if any."""
+    seen = exc
+    while seen is not None and not isinstance(seen, SpecError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
 class JobCodesCallback(Callback):
     """Hydra callback (``conf/serve.yaml``): when a multirun starts, clear the exit codes an earlier
     one left in its sweep directory and note the directory (``job_codes.start_sweep``), so that the
     recipe's exit code counts this sweep's jobs, wherever the launcher ran them."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        start_sweep(Path(str(config.hydra.sweep.dir)))
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+        except InterpolationResolutionError as exc:  # a resolver's refusal (``_sweep_name``), said as ours
+            cause = _spec_error_in(exc)
+            if cause is None:
+                raise
+            # before the sweeper creates the directory; Hydra turns an exception here into a warning and
+            # goes on, so the sweep is ended the way a recipe ends on a bad configuration
+            print(f"error: {cause}", file=sys.stderr, flush=True)
+            raise SystemExit(cause.exit_code) from None
+        start_sweep(sweep_dir)
 
 
 class RedactCallback(Callback):

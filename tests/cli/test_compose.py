@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -230,3 +231,17 @@ def test_no_bench_setting_names_a_sweep_points_directory():
     assert {f"bench.slo.{f.name}" for f in dataclasses.fields(SLOConfig)} <= excluded
     assert {"mode", "sglang.port", "+sweep", "draft.path"} <= excluded  # the YAML's own keys kept
     assert cfg.hydra.job.override_dirname == "sglang.attention_backend=fa3,spec.num_steps=3,spec.topk=2"
+
+
+@pytest.mark.parametrize("name,where", [("llama8b", "sweeps/llama8b"), ("llama8b/grid", "sweeps/llama8b/grid")])
+def test_a_sweep_is_written_below_sweeps_by_its_name(name, where):
+    with composer(return_hydra_config=True) as make:
+        assert make("+sweep=grid", f"bench.name={name}").hydra.sweep.dir == where
+
+
+@pytest.mark.parametrize("name", ["..", "../..", "a/../..", "/etc", "a//b", "."])
+def test_a_sweep_name_that_leads_out_of_sweeps_is_refused_by_name(name):
+    with composer(return_hydra_config=True) as make:
+        cfg = make("+sweep=grid", f"bench.name='{name}'")
+        with pytest.raises(Exception, match=re.escape(f"bench.name={name!r} must name a directory inside sweeps/")):
+            str(cfg.hydra.sweep.dir)

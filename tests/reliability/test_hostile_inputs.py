@@ -192,6 +192,20 @@ def _sweep_dir(make: Callable[[Path], None]) -> Callable[[Workspace], list[str]]
     return build
 
 
+def _another_tools_runs(d: Path) -> None:
+    """A run directory of another tool: its own metrics.json files and summary.md, no Hydra multirun.yaml."""
+    for name in ("eval-1", "eval-2"):
+        (d / name).mkdir(parents=True)
+        (d / name / "metrics.json").write_text(json.dumps({"loss": 1.25, "step": 100}))
+    (d / "summary.md").write_text("# my notes\n")
+
+
+def _sweep_named_out_of_sweeps(ws: Workspace) -> list[str]:
+    # sweeps/../.. is the workspace's root: the points, multirun.yaml and summary would land beside src/
+    return ["-m", "+sweep=grid", "bench.name=../..", *_serve(*FAKE_SERVER, "spec.num_steps=1", "spec.topk=1",
+                                                             mode="bench")(ws)]
+
+
 def _sweep_with_key(ws: Workspace) -> list[str]:
     return ["-m", "+sweep=grid", "bench.name=s", *_serve(*FAKE_SERVER, "spec.num_steps=1", "spec.topk=1",
                                                         f"sglang.api_key={KEY}", mode="bench")(ws)]
@@ -283,6 +297,10 @@ CASES = [
             r"also 1 file\(s\) this project did not write: README\.md.*nothing was touched"),
     Hostile(DATA_LOSS, "rebuild_beside_a_user_directory", _rebuild_beside_user_dir,
             r"did not write: tokenizer", process=True),
+    Hostile(DATA_LOSS, "sweep_summary_of_another_tools_runs", _sweep_dir(_another_tools_runs),
+            r"is not a sweep directory: it has no multirun\.yaml .*were not written there", script="sweep"),
+    Hostile(DATA_LOSS, "sweep_named_out_of_sweeps", _sweep_named_out_of_sweeps,
+            r"bench\.name='\.\./\.\.' must name a directory inside sweeps/", script="serve", process=True),
     Hostile(SOURCE, "export_dir_inside_draft_path", _export_dir_inside,
             r"draft\.export_dir=.*/run/exported lies inside draft\.path=.*/run", process=True),
     Hostile(SOURCE, "cache_dir_inside_draft_path_through_a_link", _cache_inside,
