@@ -34,6 +34,7 @@ from automodel_spec.config.schema import (
 )
 from automodel_spec.errors import ConfigError, SpecError
 from automodel_spec.hydra.job_codes import start_sweep
+from automodel_spec.io.path_lookup import directory_problem
 from automodel_spec.io.redact import install_log_filter, mask_file, secrets_of
 from automodel_spec.serve.gpu_pool import parallel_jobs
 
@@ -221,17 +222,26 @@ class JobCodesCallback(Callback):
     recipe's exit code counts this sweep's jobs, wherever the launcher ran them."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        # the sweep directory is checked here, before Hydra's sweeper creates it: what it would do then is end
+        # in a traceback (a file in its place) or write where it must not (``_sweep_name``)
         try:
             sweep_dir = Path(str(config.hydra.sweep.dir))
         except InterpolationResolutionError as exc:  # a resolver's refusal (``_sweep_name``), said as ours
             cause = _spec_error_in(exc)
             if cause is None:
                 raise
-            # before the sweeper creates the directory; Hydra turns an exception here into a warning and
-            # goes on, so the sweep is ended the way a recipe ends on a bad configuration
-            print(f"error: {cause}", file=sys.stderr, flush=True)
-            raise SystemExit(cause.exit_code) from None
+            _end_sweep(f"error: {cause}", cause.exit_code)
+        if problem := directory_problem(sweep_dir):
+            _end_sweep(f"error: the sweep's directory {sweep_dir} cannot be created: {problem}. Move that out of "
+                       "the way, or give another bench.name.", 1)
         start_sweep(sweep_dir)
+
+
+def _end_sweep(message: str, code: int) -> None:
+    """End the multirun before it starts, as a recipe ends on a bad configuration: an exception raised in a
+    callback is a warning to Hydra, which then goes on; ``SystemExit`` is not."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(code)
 
 
 class RedactCallback(Callback):

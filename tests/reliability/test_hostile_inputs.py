@@ -206,6 +206,13 @@ def _sweep_named_out_of_sweeps(ws: Workspace) -> list[str]:
                                                              mode="bench")(ws)]
 
 
+def _sweep_dir_a_file(ws: Workspace) -> list[str]:
+    (ws.cwd / "sweeps").mkdir(parents=True)
+    (ws.cwd / "sweeps" / "s").write_text("the user's notes\n")  # where the sweep's directory would go
+    return ["-m", "+sweep=grid", "bench.name=s", *_serve(*FAKE_SERVER, "spec.num_steps=1", "spec.topk=1",
+                                                        mode="bench")(ws)]
+
+
 def _sweep_with_key(ws: Workspace) -> list[str]:
     return ["-m", "+sweep=grid", "bench.name=s", *_serve(*FAKE_SERVER, "spec.num_steps=1", "spec.topk=1",
                                                         f"sglang.api_key={KEY}", mode="bench")(ws)]
@@ -320,6 +327,10 @@ CASES = [
             r"output_dir=.*results cannot hold", script="serve", process=True),
     Hostile(TRACEBACK, "draft_path_bytes_not_utf8", _non_utf8_path, r"export \(written\)", code=0,
             process=True, env=(("PYTHONIOENCODING", "utf-8:strict"),)),
+    Hostile(TRACEBACK, "sweep_dir_is_a_file", _sweep_dir_a_file,
+            r"error: the sweep's directory sweeps/s cannot be created: sweeps/s is not a directory", script="serve",
+            process=True, check=lambda ws: None if (ws.cwd / "sweeps" / "s").read_text() == "the user's notes\n"
+            else "the file in the sweep's place was changed"),
     Hostile(NUMBERS, "rms_norm_eps_nan", _config_value(lambda c: c.__setitem__("rms_norm_eps", float("nan"))),
             r"rms_norm_eps=nan .*must be a finite number between 0 and 1", process=True),
     Hostile(NUMBERS, "rope_theta_infinity", _config_value(_set_rope_theta(float("inf"))),
