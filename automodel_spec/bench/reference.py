@@ -60,6 +60,7 @@ from automodel_spec.export.draft_plan import attention_dims, decoder_layer_shape
 from automodel_spec.export.eagle3_layout import ARCHITECTURE as EAGLE3_ARCH
 from automodel_spec.export.eagle3_layout import LEGACY_NAMES, default_aux_layer_ids
 from automodel_spec.export.eagle_layout import ARCHITECTURE as EAGLE_ARCH
+from automodel_spec.io.path_lookup import directory_problem
 from automodel_spec.io.torch_import import import_torch
 
 log = logging.getLogger(__name__)
@@ -631,6 +632,11 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
         raise ConfigError(f"num_steps={num_steps}: the reference needs at least one draft step.")
     if workers < 1:
         raise ConfigError(f"workers={workers}: give the number of processes to compute it with, 1 or more.")
+    if not prompts:
+        raise ConfigError("no prompts: the reference is an average over prompts; give one or more.")
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens}: the reference decodes at least one token a prompt; "
+                          "give 1 or more (the served benchmark's bench.max_new_tokens).")
     sampling = sampling or Sampling()
     check_sampling(topk, sampling, hot_token_map=False)
     if topk == 1:
@@ -651,6 +657,9 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
                                    num_draft_tokens=num_draft_tokens, sampling=sampling)
     torch = import_torch()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: torch {torch.__version__} sees no CUDA GPU here; compute it on the CPU "
+                          "(device cpu: slower, the same tokens in float32) or on the GPU machine.")
     dt = getattr(torch, dtype)
     t0 = time.perf_counter()
     target = target if target is not None else load_target(target_dir, device, dt)
@@ -806,6 +815,26 @@ def _table(result: ReferenceResult) -> str:
     return "\n".join(lines)
 
 
+def _check_cli_args(args) -> None:
+    """What the command line alone can be told wrong, before a model is loaded (``compute_reference`` checks
+    the setting): all of it in one message.
+
+    Raises:
+        ConfigError: ``--num-prompts`` below 1; ``--json`` a directory, or in one that cannot be created.
+    """
+    errors = []
+    if args.num_prompts < 1:
+        errors.append(f"--num-prompts {args.num_prompts}: give 1 or more (prompts are cycled when the set is smaller).")
+    if args.json:
+        out = Path(args.json).expanduser()
+        problem = "is a directory" if out.is_dir() else directory_problem(out.parent)
+        if problem:
+            errors.append(f"--json {args.json}: {problem}; give a file path in a directory this user can write, "
+                          "or leave --json out.")
+    if errors:
+        raise ConfigError(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m automodel_spec.bench.reference --target DIR --draft EXPORT_DIR --num-steps N``."""
     from automodel_spec.bench.tree_reference import Sampling
@@ -842,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log_to_console()
     try:
+        _check_cli_args(args)
         prompts = select_prompts(load_prompts(args.prompts), args.num_prompts, args.seed)
         sampling = Sampling(temperature=args.temperature, threshold_single=args.threshold_single,
                             threshold_acc=args.threshold_acc, rejection=args.rejection_sampling,
@@ -860,7 +890,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from automodel_spec.io.atomic_write import write_json_atomically
 
-        write_json_atomically(Path(args.json), result.to_dict())
+        out = Path(args.json).expanduser()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(out, result.to_dict())
+        except OSError as exc:  # a full or read-only disk since the check: the result above is still printed
+            print(f"error: --json {args.json}: cannot write it ({exc.strerror or exc}); the result is printed above.",
+                  file=sys.stderr)
+            return 1
     return 0 if ok else 1
 
 

@@ -206,14 +206,30 @@ def test_the_command_line_says_interval_and_writes_it(pair, tmp_path, capsys):
     (["--temperature", "1", "--samples", "1"], "samples=1"),
     (["--topk", "2", "--num-draft-tokens", "9", "--num-steps", "2"], "num_draft_tokens=9"),
     (["--topk", "2", "--temperature", "0.5"], "without num_draft_tokens"),
+    (["--num-prompts", "0"], "--num-prompts 0: give 1 or more"),
+    (["--max-new-tokens", "0"], "max_new_tokens=0"),
+    (["--json", "{tmp}"], "is a directory"),  # refused before the computation, not after it
+    (["--json", "{tmp}/prompts.jsonl/r.json"], "is not a directory"),
+    pytest.param(["--device", "cuda"], "sees no CUDA GPU here", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="a CUDA GPU is here")),
 ])
 def test_bad_settings_on_the_command_line_are_named_without_a_traceback(pair, tmp_path, capsys, args, words):
     target_dir, export, _ = pair
     base = ["--target", str(target_dir), "--draft", str(export), "--prompts", str(_prompts_file(tmp_path)),
             "--device", "cpu"]
+    args = [a.format(tmp=tmp_path) for a in args]
     code = main(base + (["--num-steps", "3"] if "--num-steps" not in args else []) + args)
     err = capsys.readouterr().err
     assert code != 0 and words in err and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_the_json_goes_where_it_is_asked_its_directories_made(pair, tmp_path, capsys):
+    target_dir, export, _ = pair
+    out = tmp_path / "new" / "deeper" / "reference.json"
+    assert main(["--target", str(target_dir), "--draft", str(export), "--prompts", str(_prompts_file(tmp_path)),
+                 "--num-steps", "2", "--num-prompts", "1", "--max-new-tokens", "4", "--device", "cpu",
+                 "--json", str(out)]) == 0, capsys.readouterr()
+    assert json.loads(out.read_text())["kind"] == "exact"
 
 
 def test_workers_compute_each_prompt_as_one_process_does(pair):
