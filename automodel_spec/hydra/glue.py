@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
@@ -230,18 +231,19 @@ class JobCodesCallback(Callback):
             cause = _spec_error_in(exc)
             if cause is None:
                 raise
-            _end_sweep(f"error: {cause}", cause.exit_code)
+            end_multirun(cause)
         if problem := directory_problem(sweep_dir):
-            _end_sweep(f"error: the sweep's directory {sweep_dir} cannot be created: {problem}. Move that out of "
-                       "the way, or give another bench.name.", 1)
+            end_multirun(ConfigError(f"the sweep's directory {sweep_dir} cannot be created: {problem}. Move that out "
+                                     "of the way, or give another bench.name."))
         start_sweep(sweep_dir)
 
 
-def _end_sweep(message: str, code: int) -> None:
-    """End the multirun before it starts, as a recipe ends on a bad configuration: an exception raised in a
-    callback is a warning to Hydra, which then goes on; ``SystemExit`` is not."""
-    print(message, file=sys.stderr, flush=True)
-    raise SystemExit(code)
+def end_multirun(error: SpecError) -> NoReturn:
+    """End a multirun on ``error`` as a recipe ends on it: ``error: ...`` and its exit code. Raised from a
+    callback or a sweeper, the error itself would become a warning that Hydra goes on past (a callback), or a
+    traceback (a sweeper); ``SystemExit`` passes through both."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(error.exit_code)
 
 
 class RedactCallback(Callback):

@@ -63,6 +63,22 @@ class PredictOptions:
     measure_adaptive: bool = False
 
 
+def option_errors(options: PredictOptions) -> list[str]:
+    """What is wrong with the predict sweeper's options (``hydra.sweeper.*``), each named with its value."""
+    errors = []
+    if isinstance(options.confirm, bool) or not isinstance(options.confirm, int) or options.confirm < 0:
+        errors.append(f"hydra.sweeper.confirm={options.confirm} must be a whole number >= 0 (the confirmation "
+                      "points measured at most; 0 measures none).")
+    if not (math.isfinite(options.min_gain) and options.min_gain > -1):
+        errors.append(f"hydra.sweeper.min_gain={options.min_gain} must be a finite fraction above -1 (0.02: confirm "
+                      "a point predicted to beat the measured best by more than 2%).")
+    if options.max_gpu_s is not None and not (isinstance(options.max_gpu_s, int | float)
+                                              and math.isfinite(options.max_gpu_s) and options.max_gpu_s > 0):
+        errors.append(f"hydra.sweeper.max_gpu_s={options.max_gpu_s} must be a number of GPU seconds > 0, or null "
+                      "for no budget.")
+    return errors
+
+
 @dataclass
 class PredictOutcome:
     """What a predict sweep did and found."""

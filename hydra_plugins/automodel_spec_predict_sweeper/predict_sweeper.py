@@ -39,7 +39,8 @@ class PredictSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from automodel_spec.config.schema import SpecConfig
         from automodel_spec.errors import ConfigError
-        from automodel_spec.predict.driver import PredictOptions, run_predict_sweep
+        from automodel_spec.hydra.glue import end_multirun
+        from automodel_spec.predict.driver import PredictOptions, option_errors, run_predict_sweep
         from automodel_spec.predict.points import grid_points
         from automodel_spec.sweep.summary import baseline_gpu_seconds
 
@@ -65,15 +66,16 @@ class PredictSweeper(Sweeper):
         missing = [k for k in GRID_KEYS if k not in grid]
         if missing:
             problems.append(f"the predict sweep needs a grid: set {', '.join(f'{k}=a,b,...' for k in missing)}.")
-        if problems:
-            raise ConfigError(problems)
+        options = PredictOptions(**self.options)
+        problems += option_errors(options)
+        if problems:  # before the sweep's directory is made; an exception here would be Hydra's traceback
+            end_multirun(ConfigError(problems))
         max_tokens = int(self.config.spec.get("max_draft_tokens", SpecConfig.max_draft_tokens))
         points = grid_points(grid["spec.num_steps"], grid["spec.topk"], max_tokens)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         print_only = bool(self.config.get("print_only"))
-        options = PredictOptions(**self.options)
         if print_only:  # show the first batch's commands; nothing is measured, so nothing can be predicted
             options = PredictOptions(per_topk=options.per_topk, confirm=0)
         returns: list = []

@@ -81,10 +81,18 @@ def test_print_only_shows_the_first_batch_and_writes_nothing(tmp_path, cache):
     assert not any(cwd.rglob("*")), "a print_only predict sweep wrote files"
 
 
-def test_a_swept_key_other_than_the_grid_is_refused(tmp_path, cache):
-    res = run_cli(SERVE, *PREDICT, "bench.seed=1,2", cwd=tmp_path / "cwd", cache=cache, env=ENV)
+def test_a_swept_key_other_than_the_grid_and_bad_options_are_refused_together(tmp_path, cache):
+    cwd = tmp_path / "cwd"
+    res = run_cli(SERVE, *PREDICT, "bench.seed=1,2", "hydra.sweeper.confirm=-1", "hydra.sweeper.min_gain=nan",
+                  "hydra.sweeper.max_gpu_s=0", cwd=cwd, cache=cache, env=ENV)
     assert res.returncode == 1
-    assert "bench.seed=1,2: the predict sweep sweeps spec.num_steps and spec.topk only" in output(res)
+    said = output(res)
+    assert "error: invalid configuration (4 problem(s)):" in said and "Traceback" not in said, said
+    assert "bench.seed=1,2: the predict sweep sweeps spec.num_steps and spec.topk only" in said
+    assert "hydra.sweeper.confirm=-1 must be a whole number >= 0" in said
+    assert "hydra.sweeper.min_gain=nan must be a finite fraction above -1" in said
+    assert "hydra.sweeper.max_gpu_s=0 must be a number of GPU seconds > 0" in said
+    assert not (cwd / "sweeps").exists(), "the refused sweep made its directory"
 
 
 def test_the_written_preset_is_read_back_by_the_recipe(predicted, tmp_path, cache):
