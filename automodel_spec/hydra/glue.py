@@ -232,10 +232,23 @@ class JobCodesCallback(Callback):
             if cause is None:
                 raise
             end_multirun(cause)
+        if problems := _optuna_errors(config):
+            end_multirun(ConfigError(problems))
         if problem := directory_problem(sweep_dir):
             end_multirun(ConfigError(f"the sweep's directory {sweep_dir} cannot be created: {problem}. Move that out "
                                      "of the way, or give another bench.name."))
         start_sweep(sweep_dir)
+
+
+def _optuna_errors(config) -> list[str]:
+    """The Optuna sweeper's counts (``+sweep=optuna``), which it takes as given: with no trial it ends in
+    Optuna's own traceback ("No trials are completed yet")."""
+    sweeper = config.hydra.sweeper
+    if "optuna" not in str(sweeper.get("_target_", "")).lower():
+        return []
+    return [f"hydra.sweeper.{key}={sweeper.get(key)} must be a whole number >= 1 ({what})."
+            for key, what in (("n_trials", "the settings Optuna tries"), ("n_jobs", "trials launched at once"))
+            if not isinstance(sweeper.get(key), int) or sweeper.get(key) < 1]
 
 
 def end_multirun(error: SpecError) -> NoReturn:

@@ -328,9 +328,12 @@ CASES = [
     Hostile(TRACEBACK, "draft_path_bytes_not_utf8", _non_utf8_path, r"export \(written\)", code=0,
             process=True, env=(("PYTHONIOENCODING", "utf-8:strict"),)),
     Hostile(TRACEBACK, "sweep_dir_is_a_file", _sweep_dir_a_file,
-            r"error: the sweep's directory sweeps/s cannot be created: sweeps/s is not a directory", script="serve",
+            r"the sweep's directory sweeps/s cannot be created: sweeps/s is not a directory", script="serve",
             process=True, check=lambda ws: None if (ws.cwd / "sweeps" / "s").read_text() == "the user's notes\n"
             else "the file in the sweep's place was changed"),
+    Hostile(TRACEBACK, "optuna_sweep_of_no_trial", lambda ws: ["-m", "+sweep=optuna", "hydra.sweeper.n_trials=0",
+                                                                "print_only=true"],
+            r"hydra\.sweeper\.n_trials=0 must be a whole number >= 1", script="serve", process=True),
     Hostile(NUMBERS, "rms_norm_eps_nan", _config_value(lambda c: c.__setitem__("rms_norm_eps", float("nan"))),
             r"rms_norm_eps=nan .*must be a finite number between 0 and 1", process=True),
     Hostile(NUMBERS, "rope_theta_infinity", _config_value(_set_rope_theta(float("inf"))),
