@@ -240,7 +240,12 @@ def _bench_errors(b: BenchConfig, sg: SGLangConfig) -> list[str]:
             errors.append(f"bench.servers_per_gpu={b.servers_per_gpu} puts that many servers on one GPU; "
                           f"sglang.mem_fraction_static={sg.mem_fraction_static} would let each take more than its "
                           f"share of the GPU's memory. Set sglang.mem_fraction_static={most} or lower.")
-    if b.gpu_pool is not None and len(b.gpu_pool) < sg.tp_size:
+    pool = [str(g).strip() for g in b.gpu_pool or []]
+    if any(not g or g.startswith("-") for g in pool) or len(set(pool)) < len(pool):
+        errors.append(f"bench.gpu_pool={b.gpu_pool} must list GPUs as CUDA_VISIBLE_DEVICES takes them (indices 0, "
+                      "1, ... as nvidia-smi numbers them, or UUIDs), each once: a negative index hides every GPU "
+                      "from the server, and a GPU listed twice would be leased to two points as if it were two.")
+    elif b.gpu_pool is not None and len(b.gpu_pool) < sg.tp_size:
         errors.append(f"bench.gpu_pool={b.gpu_pool} holds {len(b.gpu_pool)} GPU(s); sglang.tp_size="
                       f"{sg.tp_size} needs that many for one point. List more GPUs or lower tp_size.")
     if b.long_prompts not in LONG_PROMPTS:

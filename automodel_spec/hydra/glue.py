@@ -54,16 +54,25 @@ def _unless_print_only(print_only: bool, value):
 
 
 _SCRATCH: list[str] = []
+# the print_only sweep dir, for the launcher's worker processes (+launcher=parallel), which resolve the sweep
+# dir again: in a temporary directory of their own, their jobs' exit codes were never read, and a print_only
+# sweep whose every point was refused exited 0
+SCRATCH_ENV = "AUTOMODEL_SPEC_PRINT_ONLY_SWEEP_DIR"
 
 
 def _scratch_unless_print_only(print_only: bool, value: str) -> str:
     """A multirun's sweep dir: ``value`` normally; under print_only a temporary directory that is
-    removed when the process exits (Hydra's sweeper writes multirun.yaml into the sweep dir)."""
+    removed when the process that made it exits (Hydra's sweeper writes multirun.yaml into the sweep dir),
+    the same one in the processes it starts."""
     if not print_only:
         return value
     if not _SCRATCH:
+        inherited = os.environ.get(SCRATCH_ENV)
+        if inherited and os.path.isdir(inherited):
+            return inherited
         _SCRATCH.append(tempfile.mkdtemp(prefix="automodel_spec-print_only-"))
         atexit.register(shutil.rmtree, _SCRATCH[0], True)
+        os.environ[SCRATCH_ENV] = _SCRATCH[0]
     return _SCRATCH[0]
 
 
@@ -232,7 +241,7 @@ class JobCodesCallback(Callback):
             if cause is None:
                 raise
             end_multirun(cause)
-        if problems := _optuna_errors(config):
+        if problems := _optuna_errors(config) + _launcher_errors(config):
             end_multirun(ConfigError(problems))
         if problem := directory_problem(sweep_dir):
             end_multirun(ConfigError(f"the sweep's directory {sweep_dir} cannot be created: {problem}. Move that out "
@@ -249,6 +258,24 @@ def _optuna_errors(config) -> list[str]:
     return [f"hydra.sweeper.{key}={sweeper.get(key)} must be a whole number >= 1 ({what})."
             for key, what in (("n_trials", "the settings Optuna tries"), ("n_jobs", "trials launched at once"))
             if not isinstance(sweeper.get(key), int) or sweeper.get(key) < 1]
+
+
+def _launcher_errors(config) -> list[str]:
+    """What the launcher (``+launcher=parallel`` or ``slurm``) cannot start with, which it would say in a
+    traceback of its own: joblib's ``n_jobs == 0 in Parallel has no meaning``, submitit's ``Could not detect
+    "srun", are you indeed on a slurm cluster?``."""
+    launcher = config.hydra.launcher
+    target = str(launcher.get("_target_", "")).lower()
+    if "joblib" in target:
+        n_jobs = launcher.get("n_jobs")
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+            return [f"hydra.launcher.n_jobs={n_jobs} must be a whole number >= 1 (the points run at once; by default "
+                    "the GPUs x bench.servers_per_gpu / sglang.tp_size): a parallel sweep counts servers, not CPUs."]
+    if "submitit" in target and "local" not in target and shutil.which("srun") is None:
+        return ["+launcher=slurm submits each point as a Slurm job, and srun (Slurm's command) is not on this "
+                "machine's PATH: run the sweep on a Slurm login node, or without +launcher=slurm (print_only=true "
+                "then shows each point's command here)."]
+    return []
 
 
 def end_multirun(error: SpecError) -> NoReturn:

@@ -418,6 +418,31 @@ def test_multirun_print_only_runs_every_job_continues_past_invalid_ones_and_writ
     assert tree(scratch) == {}  # nor anything left in the temporary directory
 
 
+def test_a_parallel_print_only_sweep_whose_every_point_is_refused_exits_1(tmp_path):
+    """Its points run in the launcher's worker processes, which share the parent's temporary sweep dir (their
+    exit codes were left in dirs of their own, and the sweep exited 0); nothing is left behind."""
+    cwd, cache, scratch = tmp_path / "cwd", tmp_path / "cache", tmp_path / "tmpdir"
+    scratch.mkdir()
+    res = run_cli(SERVE, "-m", "+sweep=grid", "print_only=true", "+launcher=parallel", "spec.num_steps=1,3",
+                  "spec.topk=1", "bench.gpu_pool=[0,0]", cwd=cwd, cache=cache, env={"TMPDIR": str(scratch)})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.count("bench.gpu_pool=['0', '0'] must list GPUs") == 2, res.stderr
+    assert tree(cwd) == {} and tree(scratch) == {}
+
+
+@pytest.mark.parametrize(("launcher", "words"), [
+    (["hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 must be a whole number >= 1"),
+    pytest.param(["+launcher=slurm"], "srun (Slurm's command) is not on this machine's PATH",
+                 marks=pytest.mark.skipif(shutil.which("srun") is not None, reason="a Slurm node")),
+])
+def test_a_launcher_that_cannot_start_is_refused_before_the_sweep(tmp_path, launcher, words):
+    cwd = tmp_path / "cwd"
+    args = ["+launcher=parallel", *launcher] if launcher[0].startswith("hydra.") else launcher
+    res = run_cli(SERVE, "-m", "+sweep=grid", "print_only=true", "spec.num_steps=1,3", "spec.topk=1", *args,
+                  cwd=cwd, cache=tmp_path / "cache")
+    assert res.returncode == 1 and words in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
 # --- export.py ------------------------------------------------------------------------------------
 
 

@@ -166,6 +166,8 @@ def test_negative_aux_layer_ids_refused():
         (BenchConfig(phases=["c1"], request_rate=[1.0]), "bench.phases and bench.request_rate=[1.0] are both set"),
         (BenchConfig(slo=SLOConfig(itl_s=-0.04)), "bench.slo.itl_s=-0.04 must be a finite number of seconds > 0"),
         (BenchConfig(objective=Objective.goodput), "bench.objective=goodput ranks by the requests/s served within"),
+        (BenchConfig(gpu_pool=["0", "0"]), "bench.gpu_pool=['0', '0'] must list GPUs as CUDA_VISIBLE_DEVICES"),
+        (BenchConfig(gpu_pool=["-1"]), "a negative index hides every GPU from the server"),
     ],
 )
 def test_bench_rules_in_bench_mode_only(bench, needle):
