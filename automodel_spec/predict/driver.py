@@ -69,9 +69,9 @@ def option_errors(options: PredictOptions) -> list[str]:
     if isinstance(options.confirm, bool) or not isinstance(options.confirm, int) or options.confirm < 0:
         errors.append(f"hydra.sweeper.confirm={options.confirm} must be a whole number >= 0 (the confirmation "
                       "points measured at most; 0 measures none).")
-    if not (math.isfinite(options.min_gain) and options.min_gain > -1):
-        errors.append(f"hydra.sweeper.min_gain={options.min_gain} must be a finite fraction above -1 (0.02: confirm "
-                      "a point predicted to beat the measured best by more than 2%).")
+    if not (math.isfinite(options.min_gain) and options.min_gain >= -1):
+        errors.append(f"hydra.sweeper.min_gain={options.min_gain} must be a finite fraction >= -1 (0.02: confirm a "
+                      "point predicted to beat the measured best by more than 2%; -1: whatever it is predicted).")
     if options.max_gpu_s is not None and not (isinstance(options.max_gpu_s, int | float)
                                               and math.isfinite(options.max_gpu_s) and options.max_gpu_s > 0):
         errors.append(f"hydra.sweeper.max_gpu_s={options.max_gpu_s} must be a number of GPU seconds > 0, or null "

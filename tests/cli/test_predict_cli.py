@@ -90,7 +90,7 @@ def test_a_swept_key_other_than_the_grid_and_bad_options_are_refused_together(tm
     assert "error: invalid configuration (4 problem(s)):" in said and "Traceback" not in said, said
     assert "bench.seed=1,2: the predict sweep sweeps spec.num_steps and spec.topk only" in said
     assert "hydra.sweeper.confirm=-1 must be a whole number >= 0" in said
-    assert "hydra.sweeper.min_gain=nan must be a finite fraction above -1" in said
+    assert "hydra.sweeper.min_gain=nan must be a finite fraction >= -1" in said
     assert "hydra.sweeper.max_gpu_s=0 must be a number of GPU seconds > 0" in said
     assert not (cwd / "sweeps").exists(), "the refused sweep made its directory"
 
