@@ -192,6 +192,14 @@ def _mode_errors(cfg: ServeConfig) -> list[str]:
     if cfg.mode == Mode.check and cfg.algorithm.name not in ("EAGLE", "EAGLE3"):
         errors.append(f"mode=check holds an EAGLE draft against its reference; algorithm={cfg.algorithm.name} "
                       "has none: use algorithm=EAGLE3 or algorithm=EAGLE.")
+    expected, steps = cfg.bench.expected_accept_length, cfg.spec.num_steps
+    if cfg.mode == Mode.check and expected is not None and steps is not None and not cfg.spec.adaptive \
+            and expected > steps + 1:
+        # a check that no server can pass (in a sweep the floor is held per point, and a short chain under it
+        # fails its verdict rather than going unmeasured)
+        errors.append(f"bench.expected_accept_length={expected} is above {steps + 1}, the most spec.num_steps="
+                      f"{steps} accepts in a round (every draft token and the target's own): no server could pass "
+                      "the check. Give the accept length measured in training for this many steps, or more steps.")
     if cfg.mode in (Mode.bench, Mode.check):
         errors += _bench_errors(cfg.bench, cfg.sglang)
     return errors

@@ -210,6 +210,15 @@ def test_servers_on_one_gpu_are_bounded_by_the_memory_each_needs():
     validate(_cfg(mode=Mode.bench, bench=BenchConfig(servers_per_gpu=88), sglang=SGLangConfig(mem_fraction_static=0.01)))
 
 
+def test_a_check_against_more_than_its_steps_can_accept_is_refused():
+    cfg = _cfg(mode=Mode.check, spec=SpecConfig(3, 1, 4), bench=BenchConfig(expected_accept_length=4.5))
+    probs = _problems(cfg)
+    assert len(probs) == 1 and "bench.expected_accept_length=4.5 is above 4, the most spec.num_steps=3" in probs[0]
+    validate(_cfg(mode=Mode.check, spec=SpecConfig(3, 1, 4), bench=BenchConfig(expected_accept_length=4.0)))
+    # a benchmark (a sweep's points) holds it per point: a short chain under it is measured, and fails its verdict
+    validate(_cfg(mode=Mode.bench, spec=SpecConfig(3, 1, 4), bench=BenchConfig(expected_accept_length=4.5)))
+
+
 def test_load_settings_that_are_fine():
     validate(_cfg(mode=Mode.bench, bench=BenchConfig(request_rate=[0.5, 4.0], duration_s=30.0, max_concurrency=8,
                                                      slo=SLOConfig(ttft_s=0.2, itl_s=0.04),
