@@ -14,7 +14,8 @@
 #    new tokens, default 64): today's check (the 3/1/4 chain at T=0) and the new one (the 5/4/8 tree at T=0),
 #    each against the trained draft's reference for that setting (bench.expected_accept_length = 0.95 x it),
 #    without CUDA graphs; in the checks stage one after another, each verdict kept (a second call resumes them:
-#    each is a server's start, 42-126 s on an H100, and its measurement, so four do not fit beside `train`);
+#    each is a server's start, 42-126 s on an H100, and its measurement, so four do not fit beside `train`; one
+#    with less than CHECK_MIN_S left, default 120, is not started);
 #    and logit_sharp against the chain at T=1 with --speculative-use-rejection-sampling, which SGLang serves
 #    only for a draft over the target's whole vocabulary (skipped for a d2t draft);
 # 4. tree_table.py: every served level against its reference with the benchmark's verdicts ($RES/table.md).
@@ -107,6 +108,8 @@ check() {  # NAME FLOOR overrides...: mode=check of a broken draft, its exit cod
   local name=$1 ref=$2; shift 2
   [ -f "$RES/check-$name.rc" ] && return 0
   [ -f "$RES/$ref.json" ] || { echo "[trees] check $name: no $ref reference"; return 0; }
+  # a server's start and a measurement take a minute or more: with less left the check could give no verdict
+  [ "$(left)" -gt "${CHECK_MIN_S:-120}" ] || { echo "[trees] check $name: $(left) s left, too few: call the checks stage again"; return 0; }
   timeout -k 30 -s TERM "$(( $(left) - 45 ))" python3 recipes/serve.py mode=check "${COMMON[@]}" \
     bench.max_new_tokens="$CHECK_TOKENS" bench.expected_accept_length="$(floor "$RES/$ref.json")" \
     hydra.run.dir="$RES/check-$name" "$@" > "$RES/check-$name.log" 2>&1
