@@ -15,15 +15,12 @@ import hashlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
-from omegaconf.errors import InterpolationResolutionError
 
 from automodel_spec.config.schema import (
     AlgorithmConfig,
@@ -33,9 +30,9 @@ from automodel_spec.config.schema import (
     SGLangConfig,
     SLOConfig,
 )
-from automodel_spec.errors import ConfigError, SpecError
+from automodel_spec.errors import ConfigError
 from automodel_spec.hydra.job_codes import start_sweep
-from automodel_spec.io.path_lookup import directory_problem
+from automodel_spec.hydra.multirun_start import checked_sweep_dir
 from automodel_spec.io.redact import install_log_filter, mask_file, secrets_of
 from automodel_spec.serve.gpu_pool import parallel_jobs
 
@@ -218,72 +215,15 @@ class SweepSummaryCallback(Callback):
             log.warning("%s", warning)
 
 
-def _spec_error_in(exc: BaseException) -> SpecError | None:
-    """The error of ours that OmegaConf wrapped (once or more) while resolving an interpolation, if any."""
-    seen = exc
-    while seen is not None and not isinstance(seen, SpecError):
-        seen = seen.__cause__ or seen.__context__
-    return seen
-
-
 class JobCodesCallback(Callback):
-    """Hydra callback (``conf/serve.yaml``): when a multirun starts, clear the exit codes an earlier
-    one left in its sweep directory and note the directory (``job_codes.start_sweep``), so that the
-    recipe's exit code counts this sweep's jobs, wherever the launcher ran them."""
+    """Hydra callback (``conf/serve.yaml``): when a multirun starts, end it if it cannot start
+    (``multirun_start.checked_sweep_dir``: the first callback to read the sweep directory, before the sweeper
+    makes it), else clear the exit codes an earlier one left in its sweep directory and note the directory
+    (``job_codes.start_sweep``), so that the recipe's exit code counts this sweep's jobs, wherever the
+    launcher ran them."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        # the sweep directory is checked here, before Hydra's sweeper creates it: what it would do then is end
-        # in a traceback (a file in its place) or write where it must not (``_sweep_name``)
-        try:
-            sweep_dir = Path(str(config.hydra.sweep.dir))
-        except InterpolationResolutionError as exc:  # a resolver's refusal (``_sweep_name``), said as ours
-            cause = _spec_error_in(exc)
-            if cause is None:
-                raise
-            end_multirun(cause)
-        if problems := _optuna_errors(config) + _launcher_errors(config):
-            end_multirun(ConfigError(problems))
-        if problem := directory_problem(sweep_dir):
-            end_multirun(ConfigError(f"the sweep's directory {sweep_dir} cannot be created: {problem}. Move that out "
-                                     "of the way, or give another bench.name."))
-        start_sweep(sweep_dir)
-
-
-def _optuna_errors(config) -> list[str]:
-    """The Optuna sweeper's counts (``+sweep=optuna``), which it takes as given: with no trial it ends in
-    Optuna's own traceback ("No trials are completed yet")."""
-    sweeper = config.hydra.sweeper
-    if "optuna" not in str(sweeper.get("_target_", "")).lower():
-        return []
-    return [f"hydra.sweeper.{key}={sweeper.get(key)} must be a whole number >= 1 ({what})."
-            for key, what in (("n_trials", "the settings Optuna tries"), ("n_jobs", "trials launched at once"))
-            if not isinstance(sweeper.get(key), int) or sweeper.get(key) < 1]
-
-
-def _launcher_errors(config) -> list[str]:
-    """What the launcher (``+launcher=parallel`` or ``slurm``) cannot start with, which it would say in a
-    traceback of its own: joblib's ``n_jobs == 0 in Parallel has no meaning``, submitit's ``Could not detect
-    "srun", are you indeed on a slurm cluster?``."""
-    launcher = config.hydra.launcher
-    target = str(launcher.get("_target_", "")).lower()
-    if "joblib" in target:
-        n_jobs = launcher.get("n_jobs")
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-            return [f"hydra.launcher.n_jobs={n_jobs} must be a whole number >= 1 (the points run at once; by default "
-                    "the GPUs x bench.servers_per_gpu / sglang.tp_size): a parallel sweep counts servers, not CPUs."]
-    if "submitit" in target and "local" not in target and shutil.which("srun") is None:
-        return ["+launcher=slurm submits each point as a Slurm job, and srun (Slurm's command) is not on this "
-                "machine's PATH: run the sweep on a Slurm login node, or without +launcher=slurm (print_only=true "
-                "then shows each point's command here)."]
-    return []
-
-
-def end_multirun(error: SpecError) -> NoReturn:
-    """End a multirun on ``error`` as a recipe ends on it: ``error: ...`` and its exit code. Raised from a
-    callback or a sweeper, the error itself would become a warning that Hydra goes on past (a callback), or a
-    traceback (a sweeper); ``SystemExit`` passes through both."""
-    print(f"error: {error}", file=sys.stderr, flush=True)
-    raise SystemExit(error.exit_code)
+        start_sweep(checked_sweep_dir(config))
 
 
 class RedactCallback(Callback):

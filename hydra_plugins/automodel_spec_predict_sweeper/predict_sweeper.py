@@ -39,7 +39,7 @@ class PredictSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from automodel_spec.config.schema import SpecConfig
         from automodel_spec.errors import ConfigError
-        from automodel_spec.hydra.glue import end_multirun
+        from automodel_spec.hydra.multirun_start import end_multirun
         from automodel_spec.predict.driver import PredictOptions, option_errors, run_predict_sweep
         from automodel_spec.predict.points import grid_points
         from automodel_spec.sweep.summary import baseline_gpu_seconds
