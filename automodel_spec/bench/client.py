@@ -67,12 +67,13 @@ def send_request(generate, i: int, prompt: Prompt, params: dict, level_t0: float
     return rec
 
 
-def progress_bar(total: int, label: str):
+def progress_bar(total: int, label: str, unit: str = "req"):
+    """A progress bar on stderr (tqdm's, or a counter without tqdm): ``update(k)``, ``close()``."""
     try:
         from tqdm import tqdm
     except ImportError:
         return _Counter(total, label)
-    return tqdm(total=total, desc=label, unit="req", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=False)
 
 
 class _Counter:

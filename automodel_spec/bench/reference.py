@@ -38,6 +38,9 @@ differences between these kernels and SGLang's; an interval at temperature > 0. 
 ``num_draft_tokens`` is computed as its chain and called a bound (a lower bound only where the tree
 holds the chain's path, which a small tree need not). ``ReferenceResult.kind`` says which:
 ``exact``, ``interval`` or ``bound``.
+
+It decodes one sequence at a time (minutes for a large target, or on a CPU), so it shows the tokens
+decoded so far on stderr (``progress``; with ``workers``, the prompts done).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from automodel_spec.bench.client import progress_bar
 from automodel_spec.errors import (
     TRANSFORMERS_INSTALL_HINT,
     CheckpointError,
@@ -604,7 +608,8 @@ def prompt_token_ids(prompts, target_dir: str) -> list[list[int]]:
 def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, *, topk: int = 1,
                       max_new_tokens: int = 128, device: str | None = None, dtype: str = "float32",
                       batch_size: int = 16, target=None, num_draft_tokens: int | None = None,
-                      sampling=None, workers: int = 1, first_prompt: int = 0) -> ReferenceResult:
+                      sampling=None, workers: int = 1, first_prompt: int = 0, progress: bool = True
+                      ) -> ReferenceResult:
     """The reference accept length of the exported draft over ``prompts`` (``bench.workload.Prompt``).
 
     Args:
@@ -621,6 +626,8 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
             (``_compute_in_workers``); the result is the one process's, prompt by prompt.
         first_prompt: the place of ``prompts[0]`` in the whole set (a worker's slice): it seeds the
             sampled generations, so that a prompt draws the same wherever it is computed.
+        progress: show the tokens decoded so far on stderr (minutes for a large target or on a CPU); with
+            workers, the prompts done.
 
     Raises:
         CheckpointError: the draft or target cannot be read as SGLang would read it.
@@ -652,7 +659,7 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
     except ImportError as exc:
         raise MissingDependencyError("transformers", TRANSFORMERS_INSTALL_HINT, "compute the reference") from exc
     if workers > 1 and len(prompts) > 1 and target is None:
-        return _compute_in_workers(workers, target_dir, draft_dir, num_steps, prompts, topk=topk,
+        return _compute_in_workers(workers, target_dir, draft_dir, num_steps, prompts, progress, topk=topk,
                                    max_new_tokens=max_new_tokens, device=device, dtype=dtype, batch_size=batch_size,
                                    num_draft_tokens=num_draft_tokens, sampling=sampling)
     torch = import_torch()
@@ -666,8 +673,15 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
     served = read_served_draft(Path(draft_dir), target.config.to_dict())
     draft = _Draft(served, target, device, dt)
     ids = prompt_token_ids(prompts, target_dir)
-    rows = run_tree(target, draft, ids, num_steps, 1 if bound else topk, num_steps + 1 if bound else num_draft_tokens,
-                    max_new_tokens, served.aux_layers, device, sampling, batch_size, first_prompt=first_prompt)
+    generations = len(ids) * (sampling.samples if sampling.temperature > 0 else 1)
+    bar = progress_bar(generations * max_new_tokens, "reference", unit="tok") if progress else None
+    try:
+        rows = run_tree(target, draft, ids, num_steps, 1 if bound else topk,
+                        num_steps + 1 if bound else num_draft_tokens, max_new_tokens, served.aux_layers, device,
+                        sampling, batch_size, first_prompt=first_prompt, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     chains = [PromptReference(prompt_id=p.id, **row) for p, row in zip(prompts, rows, strict=True)]
     return ReferenceResult(algorithm=served.algorithm, num_steps=num_steps, topk=topk, prompts=chains,
                            problems=list(served.problems), aux_layers=served.aux_layers, device=device,
@@ -678,8 +692,8 @@ def compute_reference(target_dir: str, draft_dir: str, num_steps: int, prompts, 
                            samples=sampling.samples if sampling.temperature > 0 else 1)
 
 
-def _compute_in_workers(workers: int, target_dir: str, draft_dir: str, num_steps: int, prompts, **kwargs
-                        ) -> ReferenceResult:
+def _compute_in_workers(workers: int, target_dir: str, draft_dir: str, num_steps: int, prompts, progress: bool,
+                        **kwargs) -> ReferenceResult:
     """``compute_reference`` by ``workers`` processes, each over a contiguous slice of ``prompts``, merged.
 
     The reference decodes one sequence at a time with many small passes, so one process leaves a GPU
@@ -692,7 +706,7 @@ def _compute_in_workers(workers: int, target_dir: str, draft_dir: str, num_steps
         CheckpointError: the draft cannot be read as SGLang would read it; a worker failed.
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from automodel_spec.export.target import read_target_config
 
@@ -701,16 +715,25 @@ def _compute_in_workers(workers: int, target_dir: str, draft_dir: str, num_steps
     bounds = [round(i * len(prompts) / n) for i in range(n + 1)]
     t0 = time.perf_counter()
     # spawn: a forked child cannot use CUDA, and a fresh interpreter holds nothing of the parent's
+    bar = progress_bar(len(prompts), "reference", unit="prompt") if progress else None
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(compute_reference, target_dir, draft_dir, num_steps, prompts[a:b], first_prompt=a,
-                               **kwargs) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        # each worker's own bar would overwrite the others' line: the parent counts the slices done
+        futures = {pool.submit(compute_reference, target_dir, draft_dir, num_steps, prompts[a:b], first_prompt=a,
+                               progress=False, **kwargs): b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)}
         try:
+            for done in as_completed(futures):
+                done.result()
+                if bar is not None:
+                    bar.update(futures[done])
             parts = [f.result() for f in futures]
         except SpecError:
             raise
         except Exception as exc:  # a worker died (out of memory, a signal) or failed unexpectedly
             raise CheckpointError(f"a reference worker failed ({type(exc).__name__}: {exc}); compute it with "
                                   "--workers 1 to see the whole error") from exc
+        finally:
+            if bar is not None:
+                bar.close()
     merged = parts[0]
     merged.prompts = [p for part in parts for p in part.prompts]
     merged.seconds = time.perf_counter() - t0

@@ -100,11 +100,12 @@ def check_sampling(topk: int, sampling: Sampling, hot_token_map: bool) -> None:
 
 def run_tree(target, draft, prompts: list[list[int]], num_steps: int, topk: int, num_draft_tokens: int,
              max_new_tokens: int, aux_layers: list[int], device: str, sampling: Sampling,
-             batch_size: int = 16, first_prompt: int = 0) -> list[dict]:
+             batch_size: int = 16, first_prompt: int = 0, progress=None) -> list[dict]:
     """Decode every prompt (``samples`` times at temperature > 0) with SGLang's tree and verify rules.
 
     ``first_prompt``: the place of ``prompts[0]`` in the whole set, which seeds each generation's draws
-    (a slice computed in a process of its own draws as in the whole).
+    (a slice computed in a process of its own draws as in the whole). ``progress``: told each token
+    decoded (``update(k)``; ``client.progress_bar``), up to ``max_new_tokens`` a generation.
 
     Returns, per prompt, a dict with ``output_ids`` (the first generation's), ``rounds`` and
     ``histogram`` (summed over its generations), ``sample_rounds`` (each generation's rounds, at
@@ -122,7 +123,7 @@ def run_tree(target, draft, prompts: list[list[int]], num_steps: int, topk: int,
                          histogram=[0] * (num_steps + 1))
                     for p in range(start, min(start + batch_size, len(prompts))) for r in range(reps)]
             _decode(target, draft, seqs, num_steps, topk, num_draft_tokens, max_new_tokens, aux_layers, device,
-                    sampling)
+                    sampling, progress)
             for p in range(start, min(start + batch_size, len(prompts))):
                 mine = [s for s in seqs if s.prompt == p]
                 n = len(prompts[p])
@@ -142,12 +143,14 @@ def _generator(seed: int, replicate: int, prompt: int):
 
 
 def _decode(target, draft, seqs: list[_Seq], num_steps, topk, num_draft_tokens, max_new_tokens, aux_layers,
-            device, sampling: Sampling) -> None:
+            device, sampling: Sampling, progress=None) -> None:
     head = target.get_output_embeddings()
     plen = [len(s.tokens) for s in seqs]
     for s in seqs:
         last, s.known, s.cache = _prefill(target, draft, s.tokens, aux_layers, device)
         s.tokens.append(_pick(head(last), sampling, s.generator))
+    if progress is not None:
+        progress.update(len(seqs))
     active = [i for i in range(len(seqs)) if max_new_tokens > 1]
     while active:
         trees, drafted = _draft_trees(draft, [seqs[i] for i in active], num_steps, topk, num_draft_tokens,
@@ -164,6 +167,8 @@ def _decode(target, draft, seqs: list[_Seq], num_steps, topk, num_draft_tokens, 
                 s.cache.crop(-extra)  # a count to remove: what every transformers release reads alike
             s.known = import_torch().cat([s.known, feats[:k + 1]])
             s.tokens += [tree.tokens[a] for a in accepted] + [bonus]
+            if progress is not None:  # the tokens past max_new_tokens a last round may add are not counted
+                progress.update(min(k + 1, max_new_tokens - (n - plen[i])))
             s.rounds += 1
             s.histogram[k] += 1
             s.accepted.append(k)

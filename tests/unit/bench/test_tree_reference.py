@@ -257,3 +257,36 @@ def test_no_workers_is_refused_by_name(pair):
     target_dir, export, _ = pair
     with pytest.raises(ConfigError, match="workers=0"):
         compute_reference(str(target_dir), str(export), 3, PROMPTS, device="cpu", workers=0)
+
+
+def test_progress_counts_every_token_decoded_once(pair, monkeypatch):
+    """The bar reaches its total exactly: each generation's max_new_tokens, not the tokens a last round decodes
+    past them (a tree accepting several drafts at once)."""
+    from automodel_spec.bench import reference
+
+    target_dir, export, target = pair
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, label, unit="req"):
+            self.total, self.unit, self.n, self.closed = total, unit, 0, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(reference, "progress_bar", Recorder)
+    greedy = compute_reference(str(target_dir), str(export), 3, PROMPTS, target=target, topk=2, num_draft_tokens=5,
+                               max_new_tokens=10, device="cpu")
+    # a last round decoding past the 10 tokens: 1 (the prefill's) + 2 a round
+    assert any(1 + sum(k + 1 for k in p.accepted_per_round) > 10 for p in greedy.prompts)
+    compute_reference(str(target_dir), str(export), 3, PROMPTS, target=target, topk=2, num_draft_tokens=5,
+                      max_new_tokens=10, device="cpu", sampling=Sampling(temperature=1.0, samples=2, seed=3))
+    assert [(b.unit, b.total, b.n, b.closed) for b in bars] == [("tok", len(PROMPTS) * 10, len(PROMPTS) * 10, True),
+                                                                 ("tok", len(PROMPTS) * 20, len(PROMPTS) * 20, True)]
+    compute_reference(str(target_dir), str(export), 3, PROMPTS, target=target, max_new_tokens=9, device="cpu",
+                      progress=False)
+    assert len(bars) == 2  # none asked for, none shown
