@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import shlex
 import sys
@@ -23,7 +24,7 @@ from hydra.types import RunMode
 
 from automodel_spec.config.schema import ServeConfig
 from automodel_spec.errors import SpecError
-from automodel_spec.hydra.glue import discard_unused_run_dir, typed_config
+from automodel_spec.hydra.glue import SCRATCH_ENV, discard_unused_run_dir, typed_config
 from automodel_spec.hydra.job_codes import last_sweep_exit_code, record_job_code
 from automodel_spec.io.redact import mask_printed_config
 from automodel_spec.io.signals import (
@@ -225,6 +226,10 @@ def main_entry(main: Callable[[], object]) -> None:
     (``torch_import.import_torch``): a run that never touches a tensor does not load them.
     """
     tolerate_any_path()
+    # a recipe run makes its own print_only sweep dir: one inherited is another run's (a recipe started from a
+    # process that composed a print_only multirun); only that run's launcher workers share it, and they are
+    # not started through here
+    os.environ.pop(SCRATCH_ENV, None)
     mask_printed_config()  # Hydra prints --cfg output itself, before any code of ours runs
     check_override_quoting()
     check_plugins()

@@ -26,6 +26,7 @@ from helpers import ServeProcess, is_fake_server, run_recipe, tree
 from hydra.errors import HydraException
 
 from automodel_spec.hydra import recipe_runtime
+from automodel_spec.hydra.glue import SCRATCH_ENV
 from automodel_spec.io.process_state import process_running
 
 REPO = Path(__file__).resolve().parents[2]
@@ -421,13 +422,15 @@ def test_multirun_print_only_runs_every_job_continues_past_invalid_ones_and_writ
 def test_a_parallel_print_only_sweep_whose_every_point_is_refused_exits_1(tmp_path):
     """Its points run in the launcher's worker processes, which share the parent's temporary sweep dir (their
     exit codes were left in dirs of their own, and the sweep exited 0); nothing is left behind."""
-    cwd, cache, scratch = tmp_path / "cwd", tmp_path / "cache", tmp_path / "tmpdir"
+    cwd, cache, scratch, other = tmp_path / "cwd", tmp_path / "cache", tmp_path / "tmpdir", tmp_path / "other"
     scratch.mkdir()
+    other.mkdir()  # another run's print_only sweep dir, in the environment it started this one with: not used
     res = run_cli(SERVE, "-m", "+sweep=grid", "print_only=true", "+launcher=parallel", "spec.num_steps=1,3",
-                  "spec.topk=1", "bench.gpu_pool=[0,0]", cwd=cwd, cache=cache, env={"TMPDIR": str(scratch)})
+                  "spec.topk=1", "bench.gpu_pool=[0,0]", cwd=cwd, cache=cache,
+                  env={"TMPDIR": str(scratch), SCRATCH_ENV: str(other)})
     assert res.returncode == 1, res.stdout + res.stderr
     assert res.stderr.count("bench.gpu_pool=['0', '0'] must list GPUs") == 2, res.stderr
-    assert tree(cwd) == {} and tree(scratch) == {}
+    assert tree(cwd) == {} and tree(scratch) == {} and tree(other) == {}
 
 
 @pytest.mark.parametrize(("launcher", "words"), [
