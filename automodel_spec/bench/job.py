@@ -66,6 +66,7 @@ from automodel_spec.errors import ConfigError, ServerError, SpecError
 from automodel_spec.export.target import read_target_config
 from automodel_spec.io import nvidia_smi
 from automodel_spec.io.file_lock import file_lock, file_lock_if_free
+from automodel_spec.io.path_lookup import directory_problem
 from automodel_spec.launch import effective_settings
 from automodel_spec.prepare import PreparedRun
 
@@ -244,6 +245,9 @@ def run_benchmark_job(cfg: BenchPoint, run: PreparedRun, out_dir: Path,
         baseline, wants_baseline = None, cfg.bench.baseline and cfg.algorithm.name is not None
         if wants_baseline:
             base_dir = (shared_dir or out_dir).resolve() / "baseline"
+            if problem := directory_problem(base_dir):  # e.g. a file of that name where the sweep keeps it
+                raise ConfigError(f"the shared baseline's directory {base_dir} cannot be made: {problem}. Move that "
+                                  "out of the way, or set bench.baseline=false (no speed-ups).")
             base_key = baseline_key(cfg, run, context)
             result.baseline_dir = str(base_dir / base_key)
             baseline = measure_baseline(cfg, run, base_dir, wait=False, context=context)

@@ -267,13 +267,13 @@ def _summary_lists(pattern: str) -> Callable[..., str | None]:
     return check
 
 
-def _resume(damage: Callable[[Path], None]) -> Callable[..., list[str]]:
+def _resume(damage: Callable[[Path], None], *extra: str) -> Callable[..., list[str]]:
     """A point directory where an earlier run of the same point left a damaged file; the run re-measures."""
     def build(ws) -> list[str]:
         out = ws.cwd / "outputs" / "run"
         out.mkdir(parents=True)
         damage(out)
-        return [*_bench()(ws), f"output_dir={out}"]
+        return [*_bench(*extra)(ws), f"output_dir={out}"]
 
     return build
 
@@ -319,6 +319,12 @@ SWEEP_CASES = [
     Hostile(SWEEP, "resume_records_a_directory", _resume(lambda out: (out / "records.jsonl").mkdir()),
             r"records\.jsonl was not a file: moved aside as records\.jsonl\.unreadable-1", code=0, script="serve",
             check=_measured_again("records.jsonl.unreadable-1")),
+    Hostile(SWEEP, "baseline_dir_a_file", _resume(lambda out: (out / "baseline").write_text("the user's\n"),
+                                                  "bench.baseline=true"),
+            r"the shared baseline's directory .*baseline cannot be made: .*baseline is not a directory\. Move that out "
+            r"of the way, or set bench\.baseline=false", script="serve",
+            check=lambda ws: None if (ws.cwd / "outputs" / "run" / "baseline").read_text() == "the user's\n"
+            else "the file in the baseline's place was changed"),
     Hostile(SWEEP, "summary_metrics_json_a_directory", _sweep(_replace_with_dir),
             r"WARNING: point spec\.num_steps=2 is unreadable: .*is a directory, not a benchmark result file",
             code=0, script="sweep", check=_summary_lists(r"spec\.num_steps=2: unreadable: .*is a directory")),
