@@ -27,13 +27,8 @@ def file_digest(path: Path, memo_dir: Path | None = None, *, remember: bool = Tr
     """
     stamp = file_stamp(path)
     memo = _memo_path(path, memo_dir) if memo_dir else None
-    if memo is not None:
-        try:
-            saved = json.loads(memo.read_text())
-            if saved.get("stamp") == stamp and isinstance(saved.get("digest"), str):
-                return saved["digest"]
-        except (OSError, ValueError, AttributeError):  # AttributeError: a memo that is JSON but no object
-            pass
+    if memo is not None and (saved := _remembered(memo, stamp)) is not None:
+        return saved
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
@@ -49,10 +44,22 @@ def is_remembered(path: Path, memo_dir: Path | None) -> bool:
     if memo_dir is None:
         return False
     try:
-        saved = json.loads(_memo_path(path, memo_dir).read_text())
-        return saved.get("stamp") == file_stamp(path) and isinstance(saved.get("digest"), str)
-    except (OSError, ValueError, AttributeError):
+        stamp = file_stamp(path)
+    except OSError:
         return False
+    return _remembered(_memo_path(path, memo_dir), stamp) is not None
+
+
+def _remembered(memo: Path, stamp: dict[str, int]) -> str | None:
+    """The digest ``memo`` holds for a file of ``stamp``; ``None`` when it holds none (missing, damaged, of
+    another stamp)."""
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.get("stamp") == stamp and isinstance(saved.get("digest"), str):
+            return saved["digest"]
+    except (OSError, ValueError, AttributeError):  # AttributeError: a memo that is JSON but no object
+        pass
+    return None
 
 
 def file_stamp(path: Path) -> dict[str, int]:
