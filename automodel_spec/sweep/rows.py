@@ -55,7 +55,7 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     rows, results = [], {}
     for path in point_files(sweep_dir):
-        name = str(path.parent.relative_to(sweep_dir))
+        name = path.parent.name  # a point is the directory right below the sweep's (point_files)
         try:
             results[name] = read_point(path)
         except ResultSchemaError as exc:
